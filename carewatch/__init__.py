@@ -1,0 +1,1 @@
+"""Shared contracts of carewatch: message types, settings, topics, bus and database access."""

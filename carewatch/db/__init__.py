@@ -1,0 +1,1 @@
+"""Database access: migrations, connection pools and the telemetry storage backend."""

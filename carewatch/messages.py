@@ -1,0 +1,154 @@
+"""Typed messages: device payloads (MQTT, schema v1) and bus messages between workers.
+
+Device payloads are decoded with msgspec straight into these structs, so validation
+and parsing are one step. Every uplink carries `v` (schema version), `seq`
+(per-device sequence number, for dedup and gap detection) and `ts` (device time,
+epoch milliseconds). Only the retained last-will status may omit seq/ts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+EpochMs = Annotated[int, msgspec.Meta(ge=1_000_000_000_000, le=10_000_000_000_000)]
+Lat = Annotated[float, msgspec.Meta(ge=-90, le=90)]
+Lon = Annotated[float, msgspec.Meta(ge=-180, le=180)]
+
+DeviceKind = Literal[
+    "wristband", "pir", "door", "water_meter", "radar", "smoke", "gas", "leak"
+]
+EventType = Literal[
+    "sos",  # SOS key pressed
+    "sos_cancel",  # elder cancelled the SOS on the device
+    "fall",  # device-side fall flag (wristband or radar)
+    "fall_cancel",  # "I'm OK" pressed after a fall
+    "smoke",
+    "gas",
+    "leak",
+    "bed_exit",
+    "door_open",
+    "door_close",
+]
+
+
+class AccelWindow(msgspec.Struct, forbid_unknown_fields=True):
+    """Raw accelerometer window in g, `hz` samples per second, equal-length axes."""
+
+    hz: Annotated[float, msgspec.Meta(gt=0, le=1000)]
+    x: Annotated[list[float], msgspec.Meta(max_length=4096)]
+    y: Annotated[list[float], msgspec.Meta(max_length=4096)]
+    z: Annotated[list[float], msgspec.Meta(max_length=4096)]
+
+
+class Telemetry(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    v: Literal[1]
+    seq: Seq
+    ts: EpochMs
+    hr: Annotated[int, msgspec.Meta(ge=0, le=300)] | None = None
+    spo2: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+    temp: Annotated[float, msgspec.Meta(ge=25, le=45)] | None = None
+    steps: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    battery: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+    worn: bool | None = None
+    lat: Lat | None = None
+    lon: Lon | None = None
+    motion: bool | None = None
+    presence: bool | None = None
+    water_flow: Annotated[float, msgspec.Meta(ge=0)] | None = None  # litres per minute
+    accel: AccelWindow | None = None
+
+
+class DeviceEvent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    v: Literal[1]
+    seq: Seq
+    ts: EpochMs
+    type: EventType
+    ref_seq: Seq | None = None  # the event a cancel refers to
+
+
+class DeviceStatus(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    v: Literal[1]
+    state: Literal["online", "offline"]
+    seq: Seq | None = None
+    ts: EpochMs | None = None
+    battery: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+    fw: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class DeviceCommand(msgspec.Struct, omit_defaults=True):
+    """Downlink on cw/v1/dev/{id}/cmd, e.g. 'help is coming' shown on the wristband."""
+
+    v: Literal[1]
+    type: Literal["help_coming", "alert_closed"]
+    alert_id: str
+    text: str
+    ts: int
+
+
+# ------------------------------------------------------------------------------------
+# Bus messages
+# ------------------------------------------------------------------------------------
+
+NormalisedType = Literal["telemetry", "event", "status"]
+
+
+class Event(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """A validated device message, published on events.{shard} (shard by elder)."""
+
+    id: str  # "{device_id}:{seq}" (status without seq: "{device_id}:status:{received_ms}")
+    elder_id: str
+    device_id: str
+    device_kind: str
+    type: NormalisedType
+    device_time_ms: int
+    received_ms: int
+    seq: int | None = None
+    event: EventType | None = None  # for type == "event"
+    ref_seq: int | None = None
+    state: str | None = None  # for type == "status"
+    data: dict[str, object] = msgspec.field(default_factory=dict)  # telemetry fields
+
+
+AlertKind = Literal[
+    "sos", "fall", "inactivity", "vitals", "geofence", "smoke", "gas", "leak",
+    "device_offline", "low_battery", "off_wrist", "water_none", "water_flow",
+]
+Severity = Literal["critical", "warning", "info"]
+AlertStatus = Literal["pending", "open", "acknowledged", "resolved", "cancelled", "false_alarm"]
+OPEN_STATUSES: tuple[AlertStatus, ...] = ("pending", "open", "acknowledged")
+CLOSED_STATUSES: tuple[AlertStatus, ...] = ("resolved", "cancelled", "false_alarm")
+
+
+class AlertChange(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """Published on the `alerts` stream whenever an alert changes state."""
+
+    id: str  # unique per change: "{alert_id}:{status}:{version}"
+    alert_id: str
+    elder_id: str
+    kind: AlertKind
+    severity: Severity
+    status: AlertStatus
+    device_time_ms: int
+    changed_ms: int
+    actor: str | None = None
+
+
+def encode(msg: msgspec.Struct) -> bytes:
+    return msgspec.json.encode(msg)
+
+
+_event_decoder = msgspec.json.Decoder(Event)
+_alert_decoder = msgspec.json.Decoder(AlertChange)
+
+
+def decode_event(raw: bytes | str) -> Event:
+    return _event_decoder.decode(raw)
+
+
+def decode_alert_change(raw: bytes | str) -> AlertChange:
+    return _alert_decoder.decode(raw)

@@ -1,0 +1,44 @@
+"""Prometheus metrics shared by every worker; each worker serves them on /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60)
+
+MESSAGES_IN = Counter(
+    "carewatch_ingest_messages_total", "Device messages accepted by ingest", ["type"]
+)
+REJECTS = Counter(
+    "carewatch_ingest_rejects_total", "Device messages rejected by ingest", ["reason"]
+)
+DUPLICATES = Counter("carewatch_ingest_duplicates_total", "Redelivered device messages dropped")
+TELEMETRY_ROWS = Counter("carewatch_telemetry_rows_total", "Telemetry rows written with COPY")
+BUS_PUBLISHED = Counter("carewatch_bus_published_total", "Messages published", ["stream"])
+BUS_LAG = Gauge("carewatch_bus_lag_messages", "Entries not yet consumed by a group", ["stream", "group"])
+EVENTS_CONSUMED = Counter("carewatch_rules_events_total", "Events consumed by rules", ["type"])
+ALERTS = Counter("carewatch_alerts_total", "Alert state changes", ["kind", "status"])
+NOTIFICATIONS = Counter(
+    "carewatch_notifications_total", "Provider requests by outcome", ["channel", "outcome"]
+)
+ESCALATION_STEPS = Counter(
+    "carewatch_escalation_steps_total", "Escalation steps carried out", ["policy", "step"]
+)
+STAGE_LATENCY = Histogram(
+    "carewatch_stage_latency_seconds",
+    "Latency of one pipeline stage",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
+E2E_LATENCY = Histogram(
+    "carewatch_e2e_latency_seconds",
+    "Device time of the alerting event to the provider request, first step of an alert",
+    ["kind", "channel"],
+    buckets=LATENCY_BUCKETS,
+)
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Start the /metrics listener (port 0: disabled)."""
+    if port:
+        start_http_server(port, addr=host)

@@ -1,0 +1,77 @@
+"""One typed settings object, read from the environment (prefix CAREWATCH_) and `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CAREWATCH_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- infrastructure -------------------------------------------------------------
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/carewatch",
+        description="libpq connection string of the carewatch database",
+    )
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    nats_url: str = "nats://127.0.0.1:4222"
+    bus_backend: Literal["redis", "nats"] = "redis"
+    bus_shards: int = Field(8, ge=1, le=1024, description="number of events.{shard} streams")
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_share_group: str = "ingest"
+
+    # --- ingest ---------------------------------------------------------------------
+    ingest_batch_size: int = Field(500, ge=1)
+    ingest_batch_ms: int = Field(200, ge=1, description="max wait before a telemetry batch is written")
+    max_payload_bytes: int = Field(65536, ge=256)
+    dedup_ttl_s: int = Field(86400, ge=60, description="how long (device, seq) pairs are remembered")
+
+    # --- rules ----------------------------------------------------------------------
+    sos_cancel_window_s: float = Field(10.0, ge=0)
+    fall_confirm_window_s: float = Field(30.0, ge=0)
+    timer_poll_ms: int = Field(200, ge=10)
+
+    # --- notifier -------------------------------------------------------------------
+    escalation_wait_s: float = Field(120.0, ge=0, description="wait before the next escalation step")
+    outbox_poll_ms: int = Field(200, ge=10)
+    outbox_max_attempts: int = Field(8, ge=1)
+    outbox_backoff_base_s: float = Field(1.0, gt=0)
+    ack_secret: SecretStr = Field(
+        SecretStr("dev-only-change-me"), description="HMAC key of ack links; set it in production"
+    )
+    ack_base_url: str = "http://127.0.0.1:8081"
+    ack_ttl_s: int = Field(24 * 3600, ge=60)
+    ack_host: str = "127.0.0.1"
+    ack_port: int = 8081
+
+    # --- providers (Aliyun SMS, WeCom); tests and the demo point them at fakes -------
+    aliyun_sms_endpoint: str = "http://127.0.0.1:8090/aliyun-sms/"
+    aliyun_access_key_id: str = "demo-key-id"
+    aliyun_access_key_secret: SecretStr = SecretStr("demo-key-secret")
+    aliyun_sms_sign_name: str = "智慧养老"
+    aliyun_sms_template_alert: str = "SMS_CW_ALERT"
+    aliyun_sms_template_handled: str = "SMS_CW_HANDLED"
+    wecom_base_url: str = "http://127.0.0.1:8090/wecom"
+    wecom_corp_id: str = "demo-corp"
+    wecom_corp_secret: SecretStr = SecretStr("demo-corp-secret")
+    wecom_agent_id: int = 1000002
+    provider_timeout_s: float = Field(5.0, gt=0)
+
+    # --- observability --------------------------------------------------------------
+    metrics_port: int = Field(0, ge=0, description="0 disables the /metrics listener")
+    log_level: str = "INFO"
+    log_json: bool = True
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

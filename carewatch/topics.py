@@ -1,0 +1,31 @@
+"""MQTT topic contract: cw/v1/dev/{device_id}/{telemetry|event|status|cmd}."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+TopicKind = Literal["telemetry", "event", "status", "cmd"]
+UPLINK_KINDS: tuple[TopicKind, ...] = ("telemetry", "event", "status")
+PREFIX = "cw/v1/dev"
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_TOPIC_RE = re.compile(r"^cw/v1/dev/([^/]+)/(telemetry|event|status|cmd)$")
+
+
+def topic(device_id: str, kind: TopicKind) -> str:
+    return f"{PREFIX}/{device_id}/{kind}"
+
+
+def uplink_filter(share_group: str | None = None) -> str:
+    """Subscription filter for every device uplink, as an MQTT v5 shared subscription."""
+    base = f"{PREFIX}/+/+"
+    return f"$share/{share_group}/{base}" if share_group else base
+
+
+def parse(topic_name: str) -> tuple[str, TopicKind] | None:
+    """Return (device_id, kind) or None when the topic is not ours or the id is not valid."""
+    match = _TOPIC_RE.match(topic_name)
+    if match is None or not DEVICE_ID_RE.match(match.group(1)):
+        return None
+    kind: TopicKind = match.group(2)  # type: ignore[assignment]
+    return match.group(1), kind
