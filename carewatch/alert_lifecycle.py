@@ -1,0 +1,51 @@
+"""Alert lifecycle: which status changes are allowed, and by which action.
+
+pending --confirm--> open --acknowledge--> acknowledged --resolve--> resolved
+   |                   |                        |
+   +--cancel--> cancelled   +--false_alarm / resolve-+--> false_alarm / resolved
+
+Pure: used by the rules engine, the notifier and the ack web app alike.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from carewatch.messages import AlertStatus
+
+Action = Literal["confirm", "cancel", "acknowledge", "arrive", "resolve", "false_alarm"]
+
+# (from status, action) -> new status. 'arrive' keeps the alert acknowledged but is
+# recorded in the timeline ("已到达").
+_TRANSITIONS: dict[tuple[AlertStatus, Action], AlertStatus] = {
+    ("pending", "confirm"): "open",
+    ("pending", "cancel"): "cancelled",
+    ("open", "cancel"): "cancelled",
+    ("open", "acknowledge"): "acknowledged",
+    ("open", "arrive"): "acknowledged",
+    ("open", "resolve"): "resolved",
+    ("open", "false_alarm"): "false_alarm",
+    ("acknowledged", "acknowledge"): "acknowledged",
+    ("acknowledged", "arrive"): "acknowledged",
+    ("acknowledged", "resolve"): "resolved",
+    ("acknowledged", "false_alarm"): "false_alarm",
+}
+
+
+class TransitionError(ValueError):
+    def __init__(self, status: str, action: str) -> None:
+        super().__init__(f"action {action!r} is not allowed on an alert that is {status!r}")
+        self.status = status
+        self.action = action
+
+
+def next_status(status: AlertStatus, action: Action) -> AlertStatus:
+    try:
+        return _TRANSITIONS[(status, action)]
+    except KeyError:
+        raise TransitionError(status, action) from None
+
+
+def stops_escalation(action: Action) -> bool:
+    """Any human acknowledgement, or the alert ending, stops the escalation."""
+    return action != "confirm"

@@ -1,0 +1,138 @@
+"""The `carewatch` command line: one entry point for every worker and tool."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from carewatch.logs import setup_logging
+from carewatch.settings import Settings, get_settings
+
+Runner = Callable[[Settings, asyncio.Event], Awaitable[None]]
+
+
+def _load(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_until_signal(runner: Runner, settings: Settings) -> None:
+    """Run an async worker until SIGINT/SIGTERM, then let it shut down cleanly."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await runner(settings, stop)
+
+    asyncio.run(main())
+
+
+WORKERS: dict[str, tuple[str, str]] = {
+    "ingest": ("ingest.worker:run", "MQTT -> validate -> dedup -> COPY telemetry -> events bus"),
+    "rules": ("rules_engine.worker:run", "events bus -> detectors -> alerts (DB + alerts stream)"),
+    "notifier": ("notifier.worker:run", "alerts -> escalation -> outbox -> SMS/WeCom/downlink"),
+    "ack-server": ("notifier.ack_app:run", "serve the signed ack links (phone page + API)"),
+    "fake-providers": (
+        "simulators.fake_providers.server:run",
+        "local fake Aliyun SMS and WeCom APIs that record what they receive",
+    ),
+    "run-all": ("carewatch.runall:run", "every worker above in one process (small sites, demo)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="carewatch",
+        description=(
+            "carewatch: emergency response for elders living at home. Devices publish over "
+            "MQTT; workers ingest, detect (SOS, falls, inactivity) and escalate by SMS and "
+            "WeChat until a human acknowledges. Settings come from CAREWATCH_* environment "
+            "variables or .env (see docs/configuration.md)."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_cmd", required=True)
+    db.add_parser("migrate", help="create the database if needed and apply pending migrations")
+
+    reg = sub.add_parser("registry", help="the elder ledger (老年人信息台账)")
+    reg_sub = reg.add_subparsers(dest="registry_cmd", required=True)
+    imp = reg_sub.add_parser(
+        "import",
+        help="import ledger CSV/XLSX files (stations, duty officers, elders); all or nothing",
+    )
+    imp.add_argument("files", nargs="+", type=Path)
+    gen = reg_sub.add_parser(
+        "generate", help="write a synthetic but plausible street ledger from the facility plan"
+    )
+    gen.add_argument("--district", default="渝中区", help="district name as in the plan CSV")
+    gen.add_argument("--elders", type=int, default=200)
+    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument("--plan", type=Path, default=None, help="facility plan CSV (default: shipped)")
+    gen.add_argument("--out", type=Path, required=True, help="output folder for the CSV files")
+
+    for name, (_target, help_text) in WORKERS.items():
+        sub.add_parser(name, help=help_text)
+
+    sim = sub.add_parser("simulate", help="device simulators")
+    sim_sub = sim.add_subparsers(dest="sim_cmd", required=True)
+    fleet = sim_sub.add_parser("fleet", help="every registered device publishes telemetry")
+    fleet.add_argument("--rate", type=float, default=1 / 60, help="messages per device per second")
+    fleet.add_argument("--duration", type=float, default=60.0, help="seconds; 0 = until Ctrl-C")
+    scen = sim_sub.add_parser("scenario", help="publish one scripted scenario for an elder")
+    scen.add_argument("name", choices=["sos", "sos-cancel", "fall", "fall-cancel"])
+    scen.add_argument("--elder", required=True, help="elder id (uses that elder's wristband)")
+
+    sub.add_parser(
+        "demo",
+        help="run the whole pipeline on a generated street with a scripted SOS and print it",
+    ).add_argument("--escalation-wait", type=float, default=3.0, help="seconds between steps")
+
+    ev = sub.add_parser("eval", help="evaluate detectors on recorded trials")
+    ev_sub = ev.add_subparsers(dest="eval_cmd", required=True)
+    falls = ev_sub.add_parser("falls", help="fall detector on SisFall/UMAFall recordings")
+    falls.add_argument("path", type=Path, help="SisFall or UMAFall folder, or the dev CSV(.gz)")
+    falls.add_argument("--profile", default="standard", help="care profile thresholds to use")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_json)
+    cmd = args.command
+
+    if cmd == "db":
+        from carewatch.db.migrate import ensure_database, migrate
+
+        ensure_database(settings.database_url)
+        applied = migrate(settings.database_url)
+        print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+        return 0
+    if cmd == "registry":
+        if args.registry_cmd == "import":
+            result: int = _load("registry.importer:cli_import")(settings, args.files)
+            return result
+        return int(_load("simulators.street:cli_generate")(args))
+    if cmd in WORKERS:
+        run_until_signal(_load(WORKERS[cmd][0]), settings)
+        return 0
+    if cmd == "simulate":
+        return int(_load("simulators.cli:main")(settings, args))
+    if cmd == "demo":
+        return int(_load("simulators.demo:main")(settings, args))
+    if cmd == "eval":
+        return int(_load("rules_engine.evaluation.falls:cli_main")(args))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

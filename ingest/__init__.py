@@ -1,0 +1,1 @@
+"""Ingest: MQTT uplinks -> validate -> dedup -> telemetry store + events bus."""

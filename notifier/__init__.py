@@ -1,0 +1,1 @@
+"""Notifier: escalation policies, the outbox, channel adapters and the ack web app."""

@@ -1,0 +1,1 @@
+"""Channel adapters: thin clients of the real provider HTTP APIs."""

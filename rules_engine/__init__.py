@@ -1,0 +1,1 @@
+"""Rules engine: per-elder detectors over the events bus; opens and updates alerts."""

@@ -1,0 +1,1 @@
+"""Pure detectors: typed events and an injected clock in, decisions out."""

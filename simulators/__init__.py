@@ -1,0 +1,1 @@
+"""Simulators: device fleet, scripted scenarios, synthetic street, fake providers."""

@@ -1,0 +1,1 @@
+"""Fake Aliyun SMS and WeCom servers speaking the providers' real HTTP APIs."""
