@@ -9,6 +9,7 @@ idempotent by message id (all of ours are).
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,7 +38,7 @@ def events_stream(shard: int) -> str:
 def make_broker(settings: Settings) -> RedisBroker:
     if settings.bus_backend != "redis":
         raise NotImplementedError(f"bus backend {settings.bus_backend!r} is not available yet")
-    return RedisBroker(settings.redis_url, logger=None)
+    return RedisBroker(settings.redis_url, logger=logging.getLogger("faststream"))
 
 
 async def publish(broker: RedisBroker, stream: str, body: bytes) -> None:

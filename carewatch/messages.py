@@ -19,9 +19,7 @@ EpochMs = Annotated[int, msgspec.Meta(ge=1_000_000_000_000, le=10_000_000_000_00
 Lat = Annotated[float, msgspec.Meta(ge=-90, le=90)]
 Lon = Annotated[float, msgspec.Meta(ge=-180, le=180)]
 
-DeviceKind = Literal[
-    "wristband", "pir", "door", "water_meter", "radar", "smoke", "gas", "leak"
-]
+DeviceKind = Literal["wristband", "pir", "door", "water_meter", "radar", "smoke", "gas", "leak"]
 EventType = Literal[
     "sos",  # SOS key pressed
     "sos_cancel",  # elder cancelled the SOS on the device
@@ -115,8 +113,19 @@ class Event(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 AlertKind = Literal[
-    "sos", "fall", "inactivity", "vitals", "geofence", "smoke", "gas", "leak",
-    "device_offline", "low_battery", "off_wrist", "water_none", "water_flow",
+    "sos",
+    "fall",
+    "inactivity",
+    "vitals",
+    "geofence",
+    "smoke",
+    "gas",
+    "leak",
+    "device_offline",
+    "low_battery",
+    "off_wrist",
+    "water_none",
+    "water_flow",
 ]
 Severity = Literal["critical", "warning", "info"]
 AlertStatus = Literal["pending", "open", "acknowledged", "resolved", "cancelled", "false_alarm"]

@@ -15,7 +15,9 @@ REJECTS = Counter(
 DUPLICATES = Counter("carewatch_ingest_duplicates_total", "Redelivered device messages dropped")
 TELEMETRY_ROWS = Counter("carewatch_telemetry_rows_total", "Telemetry rows written with COPY")
 BUS_PUBLISHED = Counter("carewatch_bus_published_total", "Messages published", ["stream"])
-BUS_LAG = Gauge("carewatch_bus_lag_messages", "Entries not yet consumed by a group", ["stream", "group"])
+BUS_LAG = Gauge(
+    "carewatch_bus_lag_messages", "Entries not yet consumed by a group", ["stream", "group"]
+)
 EVENTS_CONSUMED = Counter("carewatch_rules_events_total", "Events consumed by rules", ["type"])
 ALERTS = Counter("carewatch_alerts_total", "Alert state changes", ["kind", "status"])
 NOTIFICATIONS = Counter(

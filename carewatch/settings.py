@@ -31,9 +31,13 @@ class Settings(BaseSettings):
 
     # --- ingest ---------------------------------------------------------------------
     ingest_batch_size: int = Field(500, ge=1)
-    ingest_batch_ms: int = Field(200, ge=1, description="max wait before a telemetry batch is written")
+    ingest_batch_ms: int = Field(
+        200, ge=1, description="max wait before a telemetry batch is written"
+    )
     max_payload_bytes: int = Field(65536, ge=256)
-    dedup_ttl_s: int = Field(86400, ge=60, description="how long (device, seq) pairs are remembered")
+    dedup_ttl_s: int = Field(
+        86400, ge=60, description="how long (device, seq) pairs are remembered"
+    )
 
     # --- rules ----------------------------------------------------------------------
     sos_cancel_window_s: float = Field(10.0, ge=0)
@@ -41,7 +45,9 @@ class Settings(BaseSettings):
     timer_poll_ms: int = Field(200, ge=10)
 
     # --- notifier -------------------------------------------------------------------
-    escalation_wait_s: float = Field(120.0, ge=0, description="wait before the next escalation step")
+    escalation_wait_s: float = Field(
+        120.0, ge=0, description="wait before the next escalation step"
+    )
     outbox_poll_ms: int = Field(200, ge=10)
     outbox_max_attempts: int = Field(8, ge=1)
     outbox_backoff_base_s: float = Field(1.0, gt=0)

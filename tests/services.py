@@ -23,7 +23,9 @@ from psycopg import sql
 
 from carewatch.db.migrate import migrate
 
-ADMIN_DSN = os.environ.get("CAREWATCH_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_DSN = os.environ.get(
+    "CAREWATCH_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def free_port() -> int:
@@ -106,8 +108,19 @@ def start_redis(workdir: Path, port: int | None = None) -> Proc:
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     popen = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
         stdout=open(workdir / "log", "wb"),
         stderr=subprocess.STDOUT,
     )

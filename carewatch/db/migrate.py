@@ -62,9 +62,7 @@ def timescaledb_available(conn: psycopg.Connection) -> bool:
 
 
 def telemetry_backend(conn: psycopg.Connection) -> TelemetryBackend:
-    row = conn.execute(
-        "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"
-    ).fetchone()
+    row = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
     return "timescaledb" if row else "native"
 
 
@@ -78,15 +76,19 @@ def _apply_telemetry(conn: psycopg.Connection, sql: str) -> None:
         except psycopg.Error as exc:  # e.g. not in shared_preload_libraries
             log.warning("timescaledb present but unusable, using native partitions: %s", exc)
     if backend == "timescaledb":
-        conn.execute(sql.replace(_PLACEHOLDER, ""))  # type: ignore[arg-type]
-        conn.execute("SELECT create_hypertable('telemetry', 'ts', chunk_time_interval => interval '1 day')")
-        conn.execute("ALTER TABLE telemetry SET (timescaledb.compress, timescaledb.compress_segmentby = 'device_id')")
+        conn.execute(sql.replace(_PLACEHOLDER, ""))
+        conn.execute(
+            "SELECT create_hypertable('telemetry', 'ts', chunk_time_interval => interval '1 day')"
+        )
+        conn.execute(
+            "ALTER TABLE telemetry SET (timescaledb.compress, timescaledb.compress_segmentby = 'device_id')"
+        )
         conn.execute("SELECT add_compression_policy('telemetry', interval '7 days')")
         conn.execute("SELECT add_retention_policy('telemetry', interval '400 days')")
     else:
-        conn.execute(sql.replace(_PLACEHOLDER, "PARTITION BY RANGE (ts)"))  # type: ignore[arg-type]
+        conn.execute(sql.replace(_PLACEHOLDER, "PARTITION BY RANGE (ts)"))
         conn.execute("CREATE TABLE telemetry_default PARTITION OF telemetry DEFAULT")
-        conn.execute(NATIVE_PARTITION_FUNCTION)  # type: ignore[arg-type]
+        conn.execute(NATIVE_PARTITION_FUNCTION)
         conn.execute("SELECT telemetry_ensure_partitions(7, 7)")
     log.info("telemetry backend: %s", backend)
 
@@ -111,7 +113,7 @@ def migrate(dsn: str) -> list[str]:
                     if _PLACEHOLDER in sql:
                         _apply_telemetry(conn, sql)
                     else:
-                        conn.execute(sql)  # type: ignore[arg-type]
+                        conn.execute(sql)
                     conn.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                         (version, name),
