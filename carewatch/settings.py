@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     outbox_poll_ms: int = Field(200, ge=10)
     outbox_max_attempts: int = Field(8, ge=1)
     outbox_backoff_base_s: float = Field(1.0, gt=0)
+    outbox_lease_s: float = Field(
+        30.0, gt=0, description="a claimed outbox row is retried after this if its sender died"
+    )
     ack_secret: SecretStr = Field(
         SecretStr("dev-only-change-me"), description="HMAC key of ack links; set it in production"
     )
@@ -71,6 +74,11 @@ class Settings(BaseSettings):
     wecom_corp_secret: SecretStr = SecretStr("demo-corp-secret")
     wecom_agent_id: int = 1000002
     provider_timeout_s: float = Field(5.0, gt=0)
+
+    # --- locale ---------------------------------------------------------------------
+    timezone: str = Field(
+        "Asia/Shanghai", description="local time zone: station duty hours, times in messages"
+    )
 
     # --- observability --------------------------------------------------------------
     metrics_port: int = Field(0, ge=0, description="0 disables the /metrics listener")
