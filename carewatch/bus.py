@@ -1,20 +1,26 @@
 """The internal bus: FastStream over Redis Streams (default) or NATS JetStream.
 
-Streams: `events.{shard}` (shard = crc32(elder_id) mod N), `alerts`, `notifications`.
-Bodies are msgspec-encoded JSON bytes. Consumers acknowledge after their side effects
-are durable; messages a crashed consumer left unacknowledged are reclaimed after
-`reclaim_idle_ms` by a second subscriber on the same group, so handlers must be
-idempotent by message id (all of ours are).
+Logical streams: `events.{shard}` (shard = crc32(elder_id) mod N), `alerts`,
+`notifications`. Bodies are msgspec-encoded JSON bytes. A consumer group (Redis) or a
+durable pull consumer (JetStream) shares a stream between the workers of one kind;
+consumers acknowledge after their side effects are durable, and what a crashed consumer
+left unacknowledged is delivered again (Redis: reclaimed with XAUTOCLAIM after
+`reclaim_idle_ms`; JetStream: after the ack wait). Handlers must therefore be idempotent
+by message id, and all of ours are. Which backend runs is configuration only
+(`CAREWATCH_BUS_BACKEND=redis|nats`); nothing above this module knows.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.annotations import NatsMessage
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 
@@ -23,8 +29,11 @@ from carewatch.settings import Settings
 ALERTS_STREAM = "alerts"
 NOTIFICATIONS_STREAM = "notifications"
 STREAM_MAXLEN = 1_000_000
+NATS_STREAM = JStream("CAREWATCH", subjects=["cw.>"], max_msgs=STREAM_MAXLEN * 10)
 
+Broker = RedisBroker | NatsBroker
 Handler = Callable[[bytes], Awaitable[None]]
+_log = logging.getLogger("faststream")
 
 
 def shard_of(elder_id: str, shards: int) -> int:
@@ -35,18 +44,25 @@ def events_stream(shard: int) -> str:
     return f"events.{shard}"
 
 
-def make_broker(settings: Settings) -> RedisBroker:
-    if settings.bus_backend != "redis":
-        raise NotImplementedError(f"bus backend {settings.bus_backend!r} is not available yet")
-    return RedisBroker(settings.redis_url, logger=logging.getLogger("faststream"))
+def make_broker(settings: Settings) -> Broker:
+    if settings.bus_backend == "nats":
+        return NatsBroker(settings.nats_url, logger=_log)
+    return RedisBroker(settings.redis_url, logger=_log)
 
 
-async def publish(broker: RedisBroker, stream: str, body: bytes) -> None:
-    await broker.publish(body, stream=stream, maxlen=STREAM_MAXLEN)
+def _subject(stream: str) -> str:
+    return f"cw.{stream}"
+
+
+async def publish(broker: Broker, stream: str, body: bytes) -> None:
+    if isinstance(broker, NatsBroker):
+        await broker.publish(body, _subject(stream), stream=NATS_STREAM.name)
+    else:
+        await broker.publish(body, stream=stream, maxlen=STREAM_MAXLEN)
 
 
 def subscribe(
-    broker: RedisBroker,
+    broker: Broker,
     stream: str,
     *,
     group: str,
@@ -55,8 +71,24 @@ def subscribe(
     reclaim_idle_ms: int = 10_000,
     polling_ms: int = 100,
 ) -> None:
-    """Consume `stream` in consumer group `group`; also reclaim stale pending entries."""
+    """Consume `stream` as a member of `group`; redeliver what a dead member left."""
+    if isinstance(broker, NatsBroker):
+        _subscribe_nats(broker, stream, group, handler, reclaim_idle_ms)
+    else:
+        _subscribe_redis(broker, stream, group, consumer, handler, reclaim_idle_ms, polling_ms)
 
+
+def _subscribe_redis(
+    broker: RedisBroker,
+    stream: str,
+    group: str,
+    consumer: str,
+    handler: Handler,
+    reclaim_idle_ms: int,
+    polling_ms: int,
+) -> None:
+    # FastStream reads either new entries (XREADGROUP >) or stale pending ones
+    # (XAUTOCLAIM) per subscriber, so each stream gets one of each.
     for min_idle in (None, reclaim_idle_ms):
 
         async def on_message(msg: RedisStreamMessage) -> None:
@@ -70,3 +102,22 @@ def subscribe(
             polling_interval=polling_ms,
         )
         broker.subscriber(stream=sub, ack_policy=AckPolicy.NACK_ON_ERROR)(on_message)
+
+
+def _subscribe_nats(
+    broker: NatsBroker, stream: str, group: str, handler: Handler, reclaim_idle_ms: int
+) -> None:
+    from nats.js.api import ConsumerConfig
+
+    async def on_message(msg: NatsMessage) -> None:
+        await handler(msg.body)
+
+    durable = re.sub(r"[^A-Za-z0-9_-]", "_", f"{group}-{stream}")
+    broker.subscriber(
+        _subject(stream),
+        stream=NATS_STREAM,
+        durable=durable,
+        config=ConsumerConfig(ack_wait=reclaim_idle_ms / 1000),
+        pull_sub=PullSub(batch_size=100, timeout=0.1),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )(on_message)

@@ -1,0 +1,92 @@
+"""The bus contract on both backends: delivery, consumer groups, redelivery after a crash."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from carewatch.bus import make_broker, publish, shard_of, subscribe
+from carewatch.settings import Settings
+from tests.services import Proc, await_until, free_port, wait_port
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    workdir = tmp_path_factory.mktemp("nats")
+    port = free_port()
+    popen = subprocess.Popen(
+        [exe, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "log", "wb"),
+    )
+    wait_port(port)
+    proc = Proc("nats", port, popen, workdir)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(params=["redis", "nats"])
+def bus_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    if request.param == "nats":
+        nats: Proc = request.getfixturevalue("nats_server")
+        return settings.model_copy(
+            update={"bus_backend": "nats", "nats_url": f"nats://127.0.0.1:{nats.port}"}
+        )
+    return settings
+
+
+def test_shard_is_stable_and_in_range() -> None:
+    assert shard_of("E0001", 8) == shard_of("E0001", 8)
+    assert {shard_of(f"E{i:04d}", 8) for i in range(200)} == set(range(8))
+
+
+async def test_delivered_once_to_a_group(bus_settings: Settings) -> None:
+    stream = f"t.{bus_settings.bus_backend}.once"
+    got: list[bytes] = []
+
+    async def handler(body: bytes) -> None:
+        got.append(body)
+
+    broker = make_broker(bus_settings)
+    subscribe(broker, stream, group="g", consumer="c1", handler=handler)
+    await broker.start()
+    try:
+        for i in range(20):
+            await publish(broker, stream, f'{{"n":{i}}}'.encode())
+
+        async def all_in() -> bool:
+            return len(got) >= 20
+
+        await await_until(all_in, 10, "20 messages")
+        assert sorted(got) == sorted(f'{{"n":{i}}}'.encode() for i in range(20))
+    finally:
+        await broker.stop()
+
+
+async def test_unacknowledged_message_is_redelivered(bus_settings: Settings) -> None:
+    """A handler that fails (as a crash would) leaves the message to be delivered again."""
+    stream = f"t.{bus_settings.bus_backend}.redeliver"
+    attempts: list[bytes] = []
+
+    async def flaky(body: bytes) -> None:
+        attempts.append(body)
+        if len(attempts) == 1:
+            raise RuntimeError("simulated crash before the side effect was durable")
+
+    broker = make_broker(bus_settings)
+    subscribe(broker, stream, group="g", consumer="c1", handler=flaky, reclaim_idle_ms=300)
+    await broker.start()
+    try:
+        await publish(broker, stream, b'{"sos":1}')
+
+        async def retried() -> bool:
+            return len(attempts) >= 2
+
+        await await_until(retried, 15, "redelivery")
+        assert attempts[0] == attempts[1] == b'{"sos":1}'
+    finally:
+        await broker.stop()
