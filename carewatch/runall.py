@@ -36,7 +36,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     for task in done:
         if task.exception() is not None:
-            log.error("worker %s failed: %r; stopping the others", task.get_name(), task.exception())
+            log.error(
+                "worker %s failed: %r; stopping the others", task.get_name(), task.exception()
+            )
             stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     for task in tasks:
