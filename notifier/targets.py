@@ -1,0 +1,224 @@
+"""Turn policy target kinds into concrete recipients from the registry.
+
+The choice of station (great-circle distance, staffed, on duty at the local time) is a
+pure function over plain records; the SQL below only loads those records.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, time
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from psycopg import AsyncConnection
+
+from notifier.policies import TargetKind
+
+RecipientKind = Literal["grid_worker", "family", "station", "duty_officer", "device"]
+ChannelKey = Literal["sms", "wecom", "downlink"]
+
+EARTH_RADIUS_KM = 6371.0088
+STATION_KIND_LABELS = {
+    "street_centre": "养老服务中心",
+    "community_station": "养老服务站",
+    "village_point": "互助养老点",
+}
+ROLE_LABELS: dict[RecipientKind, str] = {
+    "grid_worker": "网格员",
+    "family": "家属",
+    "station": "养老服务站",
+    "duty_officer": "区值班员",
+    "device": "手环",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    kind: RecipientKind
+    id: str
+    name: str
+    role: str  # shown to others, e.g. "网格员", "女儿"
+    phone: str | None = None
+    wecom_userid: str | None = None
+
+    @property
+    def display(self) -> str:
+        """How others are told who is handling it: "张三（网格员）"."""
+        return f"{self.name}（{self.role}）"
+
+    def address(self, channel: ChannelKey) -> str | None:
+        if channel == "sms":
+            return self.phone or None
+        if channel == "wecom":
+            return self.wecom_userid or None
+        return self.id if self.kind == "device" else None
+
+
+@dataclass(frozen=True, slots=True)
+class Station:
+    id: str
+    name: str
+    kind: str
+    lat: float
+    lon: float
+    staffed: bool
+    duty_start: time
+    duty_end: time
+    phone: str | None = None
+    wecom_userid: str | None = None
+
+    def as_recipient(self) -> Recipient:
+        role = STATION_KIND_LABELS.get(self.kind, ROLE_LABELS["station"])
+        return Recipient("station", self.id, self.name, role, self.phone, self.wecom_userid)
+
+
+@dataclass(frozen=True, slots=True)
+class Elder:
+    id: str
+    name: str
+    address: str
+    district: str
+    grid_id: str
+    lat: float
+    lon: float
+
+
+# --- pure ------------------------------------------------------------------------------
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+def on_duty(start: time, end: time, at: time) -> bool:
+    """Duty window [start, end); a window past midnight (20:00-08:00) wraps; start == end: 24 h."""
+    if start == end:
+        return True
+    if start < end:
+        return start <= at < end
+    return at >= start or at < end
+
+
+def nearest_staffed_station(
+    stations: Iterable[Station], lat: float, lon: float, local: time
+) -> Station | None:
+    candidates = [s for s in stations if s.staffed and on_duty(s.duty_start, s.duty_end, local)]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda s: (haversine_km(lat, lon, s.lat, s.lon), s.id))
+
+
+def local_time(now_ms: int, tz: str) -> datetime:
+    return datetime.fromtimestamp(now_ms / 1000, ZoneInfo(tz))
+
+
+# --- registry look-ups -------------------------------------------------------------------
+
+Conn = AsyncConnection[Any]  # dict_row connections from carewatch.db.pool
+
+
+async def load_elder(conn: Conn, elder_id: str) -> Elder | None:
+    cur = await conn.execute(
+        "SELECT id, name, coalesce(address, '') AS address, district, grid_id, lat, lon"
+        " FROM elders WHERE id = %s",
+        (elder_id,),
+    )
+    row = await cur.fetchone()
+    return Elder(**row) if row else None
+
+
+# Every person-like recipient table, selected into the same columns.
+_PEOPLE_SQL: dict[RecipientKind, str] = {
+    "grid_worker": "SELECT id, name, NULL AS relation, phone, wecom_userid FROM grid_workers",
+    "family": "SELECT id::text AS id, name, relation, phone, wecom_userid FROM contacts",
+    "duty_officer": "SELECT id, name, NULL AS relation, phone, wecom_userid FROM duty_officers",
+}
+_STATION_SQL = (
+    "SELECT id, name, kind, lat, lon, staffed, duty_start, duty_end, phone, wecom_userid"
+    " FROM stations"
+)
+
+
+async def _people(
+    conn: Conn, kind: RecipientKind, where: str, params: Sequence[object]
+) -> list[Recipient]:
+    cur = await conn.execute(f"{_PEOPLE_SQL[kind]} WHERE {where}", params)
+    return [
+        Recipient(
+            kind,
+            r["id"],
+            r["name"],
+            r["relation"] or ROLE_LABELS[kind],
+            r["phone"],
+            r["wecom_userid"],
+        )
+        for r in await cur.fetchall()
+    ]
+
+
+async def _nearest_station(conn: Conn, elder: Elder, local: time) -> list[Recipient]:
+    # Stations of the elder's own district first; any staffed station if none is on duty there.
+    for where, params in ((" AND district = %s", (elder.district,)), ("", ())):
+        cur = await conn.execute(f"{_STATION_SQL} WHERE staffed{where}", params)
+        stations = [Station(**r) for r in await cur.fetchall()]
+        found = nearest_staffed_station(stations, elder.lat, elder.lon, local)
+        if found:
+            return [found.as_recipient()]
+    return []
+
+
+async def resolve(
+    conn: Conn, elder: Elder, kinds: Sequence[TargetKind], local: time
+) -> list[Recipient]:
+    """Recipients for `kinds`, in policy order, each person once."""
+    found: list[Recipient] = []
+    for kind in kinds:
+        if kind == "grid_worker":
+            found += await _people(
+                conn, "grid_worker", "grid_id = %s ORDER BY id", (elder.grid_id,)
+            )
+        elif kind in ("family_first", "family_all"):
+            limit = 1 if kind == "family_first" else None
+            found += await _people(
+                conn, "family", "elder_id = %s ORDER BY priority LIMIT %s", (elder.id, limit)
+            )
+        elif kind == "nearest_station":
+            found += await _nearest_station(conn, elder, local)
+        else:
+            found += await _people(
+                conn, "duty_officer", "district = %s ORDER BY id", (elder.district,)
+            )
+    unique: dict[tuple[str, str], Recipient] = {}
+    for r in found:
+        unique.setdefault((r.kind, r.id), r)
+    return list(unique.values())
+
+
+async def elder_wristband(conn: Conn, elder_id: str, preferred: str | None) -> Recipient | None:
+    """The elder's wristband (the alert's own device when it is one) for the downlink."""
+    cur = await conn.execute(
+        "SELECT d.id, e.name FROM devices d JOIN elders e ON e.id = d.elder_id"
+        " WHERE d.elder_id = %s AND d.kind = 'wristband' ORDER BY d.id = %s DESC, d.id LIMIT 1",
+        (elder_id, preferred),
+    )
+    row = await cur.fetchone()
+    return Recipient("device", row["id"], row["name"], ROLE_LABELS["device"]) if row else None
+
+
+async def load_recipient(conn: Conn, kind: str, recipient_id: str) -> Recipient | None:
+    """One recipient by kind and id (who acknowledged, for the page and 'handled' texts)."""
+    found: list[Recipient] = []
+    if kind == "station":
+        cur = await conn.execute(f"{_STATION_SQL} WHERE id = %s", (recipient_id,))
+        found = [Station(**r).as_recipient() for r in await cur.fetchall()]
+    elif kind == "family" and recipient_id.isdigit():
+        found = await _people(conn, "family", "id = %s", (int(recipient_id),))
+    elif kind in ("grid_worker", "duty_officer"):
+        found = await _people(conn, kind, "id = %s", (recipient_id,))  # type: ignore[arg-type]
+    return found[0] if found else None
