@@ -79,6 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--plan", type=Path, default=None, help="facility plan CSV (default: shipped)")
     gen.add_argument("--out", type=Path, required=True, help="output folder for the CSV files")
 
+    mqtt = sub.add_parser("mqtt", help="broker security").add_subparsers(
+        dest="mqtt_cmd", required=True
+    )
+    cred = mqtt.add_parser(
+        "credentials",
+        help="write Mosquitto passwd + ACL files for every registered device and the services",
+    )
+    cred.add_argument("--out", type=Path, required=True)
+    cred.add_argument(
+        "--service-password",
+        action="append",
+        default=[],
+        metavar="NAME=PASSWORD",
+        help="service account (ingest, notifier, simulator); repeatable",
+    )
+
     for name, (_target, help_text) in WORKERS.items():
         sub.add_parser(name, help=help_text)
 
@@ -104,6 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mqtt_credentials(settings: Settings, out: Path, services: list[str]) -> int:
+    import psycopg
+
+    from carewatch.mqtt_auth import write_broker_files
+
+    accounts = dict(item.split("=", 1) for item in services)
+    with psycopg.connect(settings.database_url) as conn:
+        devices = [r[0] for r in conn.execute("SELECT id FROM devices ORDER BY id")]
+    passwd, acl = write_broker_files(
+        out, settings.mqtt_device_secret.get_secret_value(), devices, accounts
+    )
+    print(f"wrote {passwd} ({len(devices)} devices, {len(accounts)} services) and {acl}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = get_settings()
@@ -122,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             result: int = _load("registry.importer:cli_import")(settings, args.files)
             return result
         return int(_load("simulators.street:cli_generate")(args))
+    if cmd == "mqtt":
+        return _mqtt_credentials(settings, args.out, args.service_password)
     if cmd in WORKERS:
         run_until_signal(_load(WORKERS[cmd][0]), settings)
         return 0

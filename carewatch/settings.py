@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
     mqtt_share_group: str = "ingest"
+    mqtt_device_secret: SecretStr = Field(
+        SecretStr("dev-only-device-secret"),
+        description="provisioning secret from which each device's MQTT password is derived",
+    )
 
     # --- ingest ---------------------------------------------------------------------
     ingest_batch_size: int = Field(500, ge=1)

@@ -87,9 +87,11 @@ def start_mosquitto(workdir: Path, extra_conf: str = "", port: int | None = None
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "mosquitto.conf"
+    # as root, Mosquitto drops to its own user, which cannot read a pytest temp dir
+    run_as = "user root\n" if os.geteuid() == 0 else ""
+    listener = "" if "listener " in extra_conf else f"listener {port} 127.0.0.1\n"
     conf.write_text(
-        f"listener {port} 127.0.0.1\n"
-        "persistence true\n"
+        listener + run_as + "persistence true\n"
         f"persistence_location {workdir}/\n"
         "max_queued_messages 1000000\n"
         "max_inflight_messages 1000\n"
