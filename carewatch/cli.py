@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     falls = ev_sub.add_parser("falls", help="fall detector on SisFall/UMAFall recordings")
     falls.add_argument("path", type=Path, help="SisFall or UMAFall folder, or the dev CSV(.gz)")
     falls.add_argument("--profile", default="standard", help="care profile thresholds to use")
+    falls.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return parser
 
 
