@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     ack_host: str = "127.0.0.1"
     ack_port: int = 8081
 
+    # --- operator API (operator_api) ---------------------------------------------------
+    operator_host: str = "127.0.0.1"
+    operator_port: int = 8082
+
     # --- providers (Aliyun SMS, WeCom); tests and the demo point them at fakes -------
     aliyun_sms_endpoint: str = "http://127.0.0.1:8090/aliyun-sms/"
     aliyun_access_key_id: str = "demo-key-id"

@@ -1,0 +1,95 @@
+"""Human actions on an alert (acknowledge, resolve), in one transaction each.
+
+Acknowledging stops the escalation; resolving also cancels the alert's pending outbox
+rows, so nobody is paged about an alert that is over. 'handled'/'closed' messages the
+notifier queues for other recipients are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from psycopg_pool import AsyncConnectionPool
+
+from carewatch.alert_lifecycle import next_status, stops_escalation
+from carewatch.metrics import ALERTS
+from operator_api.db import fetch_one
+from operator_api.models import ActionResult
+from operator_api.scope import OutOfScope, Principal
+
+log = logging.getLogger(__name__)
+
+HumanAction = Literal["acknowledge", "resolve"]
+_EVENT_NAME: dict[HumanAction, str] = {"acknowledge": "acknowledged", "resolve": "resolved"}
+
+
+class AlertNotFound(LookupError):
+    pass
+
+
+async def apply_action(
+    pool: AsyncConnectionPool, principal: Principal, alert_id: UUID, action: HumanAction, note: str
+) -> ActionResult:
+    """Apply `action`; raises AlertNotFound, OutOfScope or TransitionError (nothing written)."""
+    async with pool.connection() as conn, conn.transaction():
+        row = await fetch_one(
+            conn,
+            "SELECT a.status, a.kind, e.district, e.grid_id FROM alerts a"
+            " JOIN elders e ON e.id = a.elder_id WHERE a.id = %s FOR UPDATE OF a",
+            (alert_id,),
+        )
+        if row is None:
+            raise AlertNotFound(str(alert_id))
+        if not principal.allows(row["district"], row["grid_id"]):
+            raise OutOfScope("alert outside this token's scope")
+        new_status = next_status(row["status"], action)
+        actor = principal.actor
+        if action == "acknowledge":
+            updated = await fetch_one(
+                conn,
+                "UPDATE alerts SET status = %s, version = version + 1,"
+                " acknowledged_at = COALESCE(acknowledged_at, now()),"
+                " acknowledged_by = COALESCE(acknowledged_by, %s)"
+                " WHERE id = %s RETURNING now() AS at",
+                (new_status, actor, alert_id),
+            )
+        else:
+            updated = await fetch_one(
+                conn,
+                "UPDATE alerts SET status = %s, version = version + 1, closed_at = now()"
+                " WHERE id = %s RETURNING now() AS at",
+                (new_status, alert_id),
+            )
+        assert updated is not None  # the row is locked: it cannot have vanished
+        at: datetime = updated["at"]
+        details = {"note": note, "from": row["status"], "to": new_status, "via": "operator_api"}
+        await conn.execute(
+            "INSERT INTO alert_events (alert_id, at, actor, action, details)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (alert_id, at, actor, _EVENT_NAME[action], json.dumps(details, ensure_ascii=False)),
+        )
+        if stops_escalation(action):
+            await conn.execute(
+                "UPDATE escalations SET next_step_at = NULL, stopped_at = %s, stopped_reason = %s"
+                " WHERE alert_id = %s AND stopped_at IS NULL",
+                (at, f"{_EVENT_NAME[action]} by {actor}", alert_id),
+            )
+        if action == "resolve":
+            await conn.execute(
+                "UPDATE notifications SET status = 'cancelled', last_error = 'alert resolved'"
+                " WHERE alert_id = %s AND status = 'pending' AND purpose = 'alert'",
+                (alert_id,),
+            )
+    ALERTS.labels(row["kind"], new_status).inc()
+    log.info(
+        "alert %s via operator API",
+        _EVENT_NAME[action],
+        extra={"alert_id": str(alert_id), "actor": actor, "status": new_status},
+    )
+    return ActionResult(
+        alert_id=alert_id, previous_status=row["status"], status=new_status, actor=actor, at=at
+    )

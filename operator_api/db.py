@@ -1,0 +1,58 @@
+"""Small query helpers over the app's connection pool (rows as dicts)."""
+
+from __future__ import annotations
+
+from typing import Any, LiteralString
+
+from fastapi import Request
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from operator_api.scope import Principal
+
+Query = LiteralString | sql.SQL | sql.Composed
+Row = dict[str, Any]
+
+
+def get_pool(request: Request) -> AsyncConnectionPool:
+    """FastAPI dependency: the pool opened by the app's lifespan."""
+    pool: AsyncConnectionPool = request.app.state.pool
+    return pool
+
+
+async def fetch_all(conn: AsyncConnection[Any], query: Query, params: Any = ()) -> list[Row]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchall()
+
+
+async def fetch_one(conn: AsyncConnection[Any], query: Query, params: Any = ()) -> Row | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchone()
+
+
+class Where:
+    """AND-ed WHERE conditions with their parameters; fragments are code, never input."""
+
+    def __init__(self) -> None:
+        self._parts: list[sql.SQL] = []
+        self.params: list[Any] = []
+
+    def add(self, fragment: LiteralString, *params: Any) -> None:
+        self._parts.append(sql.SQL(fragment))
+        self.params.extend(params)
+
+    def clause(self) -> sql.Composed:
+        if not self._parts:
+            return sql.Composed([])
+        return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(self._parts)
+
+
+def scope_conditions(where: Where, principal: Principal) -> None:
+    """Restrict a query over elders aliased `e` to what the principal may see."""
+    if principal.district is not None:
+        where.add("e.district = %s", principal.district)
+    if principal.grid_id is not None:
+        where.add("e.grid_id = %s", principal.grid_id)

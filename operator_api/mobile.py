@@ -1,0 +1,111 @@
+"""/m: the grid worker's phone page. Server-rendered, no build step.
+
+The worker opens /m?token=... once (from an SMS or WeCom link); the token moves into an
+HttpOnly cookie and the browser is redirected to /m, so the secret does not stay in the
+address bar or the history. Buttons post back with the cookie (SameSite=Strict).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Cookie, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from psycopg import AsyncConnection
+
+from carewatch.alert_lifecycle import TransitionError
+from operator_api.actions import AlertNotFound, apply_action
+from operator_api.alerts import open_alerts_in_scope
+from operator_api.auth import Pool
+from operator_api.db import fetch_one
+from operator_api.elders import elders_in_scope
+from operator_api.mobile_page import render_message, render_page
+from operator_api.scope import OutOfScope, Principal
+from operator_api.tokens import resolve_token
+
+router = APIRouter(tags=["phone page"])
+
+COOKIE = "cw_token"
+COOKIE_MAX_AGE_S = 30 * 24 * 3600
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _message(status: int, title: str, text: str) -> HTMLResponse:
+    return HTMLResponse(render_message(title, text), status_code=status, headers=_NO_STORE)
+
+
+def _bad_link() -> HTMLResponse:
+    return _message(401, "链接无效", "链接无效或已失效，请联系管理员获取新的链接。")
+
+
+async def _title(conn: AsyncConnection[Any], principal: Principal) -> str:
+    if principal.role == "grid_worker":
+        row = await fetch_one(
+            conn,
+            "SELECT w.name AS worker, g.name AS grid FROM grid_workers w"
+            " JOIN grids g ON g.id = w.grid_id WHERE w.id = %s",
+            (principal.subject_id,),
+        )
+        if row is not None:
+            return f"{row['worker']}（{row['grid']}）"
+    if principal.role == "operator":
+        return f"值班员 {principal.subject_id}（{principal.district or '全部辖区'}）"
+    return "管理员"
+
+
+@router.get("/m", response_class=HTMLResponse)
+async def phone_page(
+    request: Request,
+    pool: Pool,
+    token: Annotated[str | None, Query(description="one-time entry; moved to a cookie")] = None,
+    cw_token: Annotated[str | None, Cookie()] = None,
+) -> Response:
+    """我的待处理告警 and 我的老人 for the holder of the token."""
+    if token is not None:
+        if await resolve_token(pool, token) is None:
+            return _bad_link()
+        redirect = RedirectResponse("/m", status_code=303, headers=_NO_STORE)
+        redirect.set_cookie(
+            COOKIE,
+            token,
+            max_age=COOKIE_MAX_AGE_S,
+            path="/m",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return redirect
+    principal = await resolve_token(pool, cw_token) if cw_token else None
+    if principal is None:
+        return _bad_link()
+    async with pool.connection() as conn:
+        now_row = await fetch_one(conn, "SELECT now() AS now")
+        assert now_row is not None
+        now: datetime = now_row["now"]
+        alerts = await open_alerts_in_scope(conn, principal)
+        _total, elders = await elders_in_scope(conn, principal, now, limit=1000)
+        title = await _title(conn, principal)
+    return HTMLResponse(render_page(title, alerts, elders, now), headers=_NO_STORE)
+
+
+@router.post("/m/alerts/{alert_id}/{action}", include_in_schema=False)
+async def phone_action(
+    alert_id: UUID,
+    action: Literal["acknowledge", "resolve"],
+    pool: Pool,
+    cw_token: Annotated[str | None, Cookie()] = None,
+) -> Response:
+    principal = await resolve_token(pool, cw_token) if cw_token else None
+    if principal is None:
+        return _bad_link()
+    try:
+        await apply_action(pool, principal, alert_id, action, "手机页面操作")
+    except AlertNotFound:
+        return _message(404, "告警不存在", "该告警不存在。")
+    except OutOfScope:
+        return _message(403, "无权操作", "该告警不在您负责的范围内。")
+    except TransitionError:
+        pass  # somebody else changed it first: the page shows where it stands now
+    return RedirectResponse("/m", status_code=303, headers=_NO_STORE)

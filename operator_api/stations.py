@@ -1,0 +1,37 @@
+"""/api/stations: care centres, stations and mutual-aid points of a district."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from psycopg import sql
+
+from operator_api.auth import CurrentPrincipal, Pool
+from operator_api.db import Where, fetch_all
+from operator_api.masking import mask_text
+from operator_api.models import StationOut
+
+router = APIRouter(prefix="/api/stations", tags=["registry"])
+
+
+@router.get("", response_model=list[StationOut])
+async def list_stations(
+    principal: CurrentPrincipal, pool: Pool, district: str | None = None
+) -> list[StationOut]:
+    """Stations of `district` (default: every district the caller may see)."""
+    principal.check_filters(district, None)
+    where = Where()
+    wanted = district if district is not None else principal.district
+    if wanted is not None:
+        where.add("s.district = %s", wanted)
+    async with pool.connection() as conn:
+        rows = await fetch_all(
+            conn,
+            sql.SQL(
+                "SELECT s.id, s.name, s.kind, s.district, s.street, s.lat, s.lon, s.phone,"
+                " s.staffed, s.duty_start, s.duty_end FROM stations s"
+            )
+            + where.clause()
+            + sql.SQL(" ORDER BY s.district, s.name, s.id"),
+            where.params,
+        )
+    return [StationOut(**{**r, "phone": mask_text(principal, r["phone"])}) for r in rows]
