@@ -1,0 +1,101 @@
+"""What the detectors decide: plain values the store turns into SQL, no I/O here.
+
+Alert ids are derived from the event that opened the alert, so deciding twice on the
+same event (a redelivery) names the same alert, and a timer id can be chosen before
+the alert row exists.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from carewatch.messages import AlertKind, Severity
+
+# Fixed namespace of carewatch alert ids (uuid5 over "{kind}:{source_event_id}").
+_ALERT_NAMESPACE = uuid.UUID("5f0c2f3e-8a57-4f43-9a52-5c0b7e0d6a11")
+
+
+def alert_id_for(kind: AlertKind, source_event_id: str) -> str:
+    return str(uuid.uuid5(_ALERT_NAMESPACE, f"{kind}:{source_event_id}"))
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAlert:
+    """A new alert: 'open' notifies at once, 'pending' waits for a confirmation timer."""
+
+    alert_id: str
+    kind: AlertKind
+    severity: Severity
+    status: Literal["open", "pending"]
+    rule: str
+    threshold: Mapping[str, float]  # the threshold values this decision used
+    confidence: float | None
+    device_id: str | None
+    source_event_id: str
+    device_time_ms: int
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatAlert:
+    """The same condition again while its alert is still active: fold it in."""
+
+    alert_id: str
+    kind: AlertKind
+    source_event_id: str
+    device_id: str | None
+    device_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelAlert:
+    """The elder (or the device) withdrew the alert: it ends 'cancelled', still recorded."""
+
+    alert_id: str
+    kind: AlertKind
+    rule: str
+    source_event_id: str
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmAlert:
+    """A pending alert's confirmation window ran out: it becomes 'open'."""
+
+    alert_id: str
+    kind: AlertKind
+    rule: str
+    cause: str  # the timer id that fired
+    confidence: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Annotate:
+    """A timeline entry on an alert without a status change (e.g. a late cancel)."""
+
+    alert_id: str
+    action: str
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleTimer:
+    """A durable timer; it survives worker restarts and fires exactly once."""
+
+    timer_id: str
+    kind: str
+    due_ms: int
+    payload: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    timer_id: str
+
+
+Decision = (
+    OpenAlert | RepeatAlert | CancelAlert | ConfirmAlert | Annotate | ScheduleTimer | CancelTimer
+)

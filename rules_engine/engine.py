@@ -1,0 +1,44 @@
+"""The set of detectors a worker runs, and dispatch of events and timers to them (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from carewatch.clock import Clock
+from carewatch.messages import Event
+from rules_engine.decisions import Decision
+from rules_engine.detectors.base import Detector, DueTimer, ElderView
+from rules_engine.detectors.device_fall import DeviceFallDetector
+from rules_engine.detectors.environment import EnvironmentDetector
+from rules_engine.detectors.sos import SosDetector
+
+
+class Engine:
+    def __init__(self, detectors: Sequence[Detector]) -> None:
+        self.detectors = tuple(detectors)
+        self._by_timer_kind: dict[str, Detector] = {}
+        for detector in self.detectors:
+            for kind in detector.timer_kinds:
+                if kind in self._by_timer_kind:
+                    raise ValueError(f"timer kind {kind!r} is owned by two detectors")
+                self._by_timer_kind[kind] = detector
+
+    def wants(self, event: Event) -> bool:
+        return any(d.wants(event) for d in self.detectors)
+
+    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> list[Decision]:
+        decisions: list[Decision] = []
+        for detector in self.detectors:
+            if detector.wants(event):
+                decisions.extend(detector.on_event(event, elder, clock))
+        return decisions
+
+    def on_timer(self, timer: DueTimer, elder: ElderView, clock: Clock) -> list[Decision]:
+        detector = self._by_timer_kind.get(timer.kind)
+        if detector is None:
+            return []  # a timer of a detector this build no longer has: fire it as a no-op
+        return list(detector.on_timer(timer, elder, clock))
+
+
+def default_engine() -> Engine:
+    return Engine([SosDetector(), DeviceFallDetector(), EnvironmentDetector()])

@@ -1,0 +1,383 @@
+"""PostgreSQL side of the rules engine: load an elder's view, apply decisions, timers.
+
+Every event (and every due timer) is one transaction: take the elder's advisory lock
+(events and timers of one elder are serialised, whichever worker runs them), mark the
+event seen (a redelivery stops there), lock the elder's active alerts, decide, write
+alerts + alert_events + rule_timers + the outbox, commit. Publishing happens after
+commit, from the outbox (rules_engine.outbox).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+from psycopg import AsyncCursor, sql
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from carewatch import bus
+from carewatch.alert_lifecycle import Action, next_status
+from carewatch.clock import Clock
+from carewatch.messages import OPEN_STATUSES, AlertChange, AlertStatus, Event
+from carewatch.settings import Settings
+from rules_engine import outbox
+from rules_engine.decisions import (
+    Annotate,
+    CancelAlert,
+    CancelTimer,
+    ConfirmAlert,
+    Decision,
+    OpenAlert,
+    RepeatAlert,
+    ScheduleTimer,
+)
+from rules_engine.detectors.base import ActiveAlert, DueTimer, ElderView
+from rules_engine.thresholds import resolve_thresholds
+from rules_engine.timeconv import dt_to_ms, ms_to_dt
+
+log = logging.getLogger(__name__)
+
+ACTOR = "rules"
+
+Cursor = AsyncCursor[DictRow]
+DecideEvent = Callable[[ElderView], Sequence[Decision]]
+DecideTimer = Callable[[DueTimer, ElderView], Sequence[Decision]]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one event or timer did. `changes` are committed and still to be published."""
+
+    result: Literal["applied", "duplicate", "unknown_elder", "gone"]
+    changes: list[AlertChange] = field(default_factory=list)
+
+
+# --- entry points --------------------------------------------------------------------
+
+
+async def apply_event(
+    pool: AsyncConnectionPool,
+    event: Event,
+    decide: DecideEvent,
+    defaults: Settings,
+    clock: Clock,
+) -> Outcome:
+    """Apply one event exactly once; a redelivery returns the changes it made before."""
+    async with pool.connection() as conn, conn.transaction():
+        cur = conn.cursor(row_factory=dict_row)
+        await _lock_elder(cur, event.elder_id)
+        await cur.execute(
+            "INSERT INTO rules_seen_events (event_id) VALUES (%s) ON CONFLICT DO NOTHING",
+            (event.id,),
+        )
+        if cur.rowcount == 0:
+            return Outcome("duplicate", await outbox.for_source(cur, event.id))
+        view = await _load_view(cur, event.elder_id, defaults)
+        if view is None:
+            return Outcome("unknown_elder")
+        changes = await _apply(cur, view, decide(view), defaults, clock)
+        await outbox.write(cur, event.id, changes)
+        return Outcome("applied", changes)
+
+
+async def due_timers(pool: AsyncConnectionPool, now_ms: int, limit: int = 200) -> list[DueTimer]:
+    """Unfired timers due by `now_ms` (unlocked candidates; `fire_timer` claims each)."""
+    async with pool.connection() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(
+            "SELECT id, kind, elder_id, due_at, payload FROM rule_timers"
+            " WHERE fired_at IS NULL AND due_at <= %s ORDER BY due_at LIMIT %s",
+            (ms_to_dt(now_ms), limit),
+        )
+        return [_timer(row) for row in await cur.fetchall()]
+
+
+async def fire_timer(
+    pool: AsyncConnectionPool,
+    timer_id: str,
+    elder_id: str,
+    decide: DecideTimer,
+    defaults: Settings,
+    clock: Clock,
+) -> Outcome:
+    """Claim one due timer, apply its effect and mark it fired in one transaction.
+
+    The elder lock is taken before the timer row lock (the order events use too), and
+    SKIP LOCKED lets concurrent workers pass over a timer another one is firing.
+    """
+    async with pool.connection() as conn, conn.transaction():
+        cur = conn.cursor(row_factory=dict_row)
+        await _lock_elder(cur, elder_id)
+        await cur.execute(
+            "SELECT id, kind, elder_id, due_at, payload FROM rule_timers"
+            " WHERE id = %s AND fired_at IS NULL FOR UPDATE SKIP LOCKED",
+            (timer_id,),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return Outcome("gone")  # fired, cancelled or being fired elsewhere
+        timer = _timer(row)
+        view = await _load_view(cur, elder_id, defaults)
+        changes: list[AlertChange] = []
+        if view is not None:
+            changes = await _apply(cur, view, decide(timer, view), defaults, clock)
+            await outbox.write(cur, timer_id, changes)
+        await cur.execute(
+            "UPDATE rule_timers SET fired_at = %s WHERE id = %s",
+            (ms_to_dt(clock.now_ms()), timer_id),
+        )
+        return Outcome("applied" if view is not None else "unknown_elder", changes)
+
+
+async def dead_letter(
+    pool: AsyncConnectionPool,
+    *,
+    topic: str,
+    device_id: str | None,
+    reason: str,
+    detail: str,
+    payload: bytes,
+) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO dead_letters (topic, device_id, reason, detail, payload)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (topic, device_id, reason, detail[:2000], payload),
+        )
+
+
+async def prune(pool: AsyncConnectionPool, older_than_s: float) -> int:
+    """Forget seen events and published changes older than the redelivery horizon."""
+    async with pool.connection() as conn:
+        seen = await conn.execute(
+            "DELETE FROM rules_seen_events WHERE seen_at < now() - make_interval(secs => %s)",
+            (older_than_s,),
+        )
+        sent = await conn.execute(
+            "DELETE FROM rules_outbox WHERE published_at < now() - make_interval(secs => %s)",
+            (older_than_s,),
+        )
+        return max(seen.rowcount, 0) + max(sent.rowcount, 0)
+
+
+# --- inside the transaction ----------------------------------------------------------
+
+
+async def _lock_elder(cur: Cursor, elder_id: str) -> None:
+    await cur.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"rules:{elder_id}",)
+    )
+
+
+async def _load_view(cur: Cursor, elder_id: str, defaults: Settings) -> ElderView | None:
+    """The elder's thresholds (read fresh: profile edits apply at once) and active alerts."""
+    await cur.execute(
+        "SELECT cp.thresholds FROM elders e"
+        " LEFT JOIN care_profiles cp ON cp.id = e.care_profile_id WHERE e.id = %s",
+        (elder_id,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    overrides = row["thresholds"] if isinstance(row["thresholds"], dict) else {}
+    await cur.execute(
+        "SELECT id::text AS id, kind, severity, status, device_id, device_time, rule"
+        " FROM alerts WHERE elder_id = %s AND status = ANY(%s) FOR UPDATE",
+        (elder_id, list(OPEN_STATUSES)),
+    )
+    active = {
+        r["kind"]: ActiveAlert(
+            alert_id=r["id"],
+            kind=r["kind"],
+            severity=r["severity"],
+            status=r["status"],
+            device_id=r["device_id"],
+            device_time_ms=dt_to_ms(r["device_time"]),
+            rule=r["rule"],
+        )
+        for r in await cur.fetchall()
+    }
+    return ElderView(elder_id, resolve_thresholds(defaults, overrides), active)
+
+
+def _timer(row: DictRow) -> DueTimer:
+    return DueTimer(
+        timer_id=row["id"],
+        kind=row["kind"],
+        elder_id=row["elder_id"],
+        due_ms=dt_to_ms(row["due_at"]),
+        payload=row["payload"] if isinstance(row["payload"], dict) else {},
+    )
+
+
+async def _apply(
+    cur: Cursor,
+    view: ElderView,
+    decisions: Sequence[Decision],
+    defaults: Settings,
+    clock: Clock,
+) -> list[AlertChange]:
+    by_id = {a.alert_id: a for a in view.active.values()}
+    changes: list[AlertChange] = []
+    now_ms = clock.now_ms()
+    for d in decisions:
+        match d:
+            case OpenAlert():
+                change = await _open(cur, view.elder_id, d, now_ms)
+                if change is not None:
+                    changes.append(change)
+                    by_id[d.alert_id] = _active_from(d)
+            case RepeatAlert():
+                await cur.execute(
+                    "UPDATE alerts SET updates = updates + 1 WHERE id = %s", (d.alert_id,)
+                )
+                repeat: dict[str, object] = {
+                    "event_id": d.source_event_id,
+                    "device_id": d.device_id,
+                }
+                await _timeline(cur, d.alert_id, "repeated", repeat, now_ms)
+            case CancelAlert():
+                changes.append(
+                    await _transition(
+                        cur,
+                        by_id[d.alert_id],
+                        "cancel",
+                        "cancelled",
+                        {"rule": d.rule, **d.details},
+                        now_ms,
+                    )
+                )
+            case ConfirmAlert():
+                changes.append(
+                    await _transition(
+                        cur,
+                        by_id[d.alert_id],
+                        "confirm",
+                        "confirmed",
+                        {"rule": d.rule, "timer_id": d.cause},
+                        now_ms,
+                        d.confidence,
+                    )
+                )
+            case Annotate():
+                await _timeline(cur, d.alert_id, d.action, dict(d.details), now_ms)
+            case ScheduleTimer():
+                await cur.execute(
+                    "INSERT INTO rule_timers (id, shard, elder_id, kind, due_at, payload)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                    (
+                        d.timer_id,
+                        bus.shard_of(view.elder_id, defaults.bus_shards),
+                        view.elder_id,
+                        d.kind,
+                        ms_to_dt(d.due_ms),
+                        Jsonb(dict(d.payload)),
+                    ),
+                )
+            case CancelTimer():
+                await cur.execute(
+                    "DELETE FROM rule_timers WHERE id = %s AND fired_at IS NULL", (d.timer_id,)
+                )
+    return changes
+
+
+def _active_from(d: OpenAlert) -> ActiveAlert:
+    return ActiveAlert(
+        d.alert_id, d.kind, d.severity, d.status, d.device_id, d.device_time_ms, d.rule
+    )
+
+
+async def _open(cur: Cursor, elder_id: str, d: OpenAlert, now_ms: int) -> AlertChange | None:
+    now = ms_to_dt(now_ms)
+    await cur.execute(
+        "INSERT INTO alerts (id, elder_id, device_id, kind, severity, status, source_event_id,"
+        " device_time, opened_at, rule, threshold, confidence, details)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT DO NOTHING",
+        (
+            d.alert_id,
+            elder_id,
+            d.device_id,
+            d.kind,
+            d.severity,
+            d.status,
+            d.source_event_id,
+            ms_to_dt(d.device_time_ms),
+            now,
+            d.rule,
+            Jsonb(dict(d.threshold)),
+            d.confidence,
+            Jsonb(dict(d.details)),
+        ),
+    )
+    if cur.rowcount == 0:
+        # the alert already exists (e.g. an event redelivered after its seen-marker was
+        # pruned): its effects are in place, do not record them twice
+        log.warning("alert already exists, open skipped", extra={"alert_id": d.alert_id})
+        return None
+    details: dict[str, object] = {
+        "status": d.status,
+        "rule": d.rule,
+        "event_id": d.source_event_id,
+        "device_id": d.device_id,
+        "threshold": dict(d.threshold),
+    }
+    await _timeline(cur, d.alert_id, "opened", details, now_ms)
+    return AlertChange(
+        id=f"{d.alert_id}:{d.status}:1",
+        alert_id=d.alert_id,
+        elder_id=elder_id,
+        kind=d.kind,
+        severity=d.severity,
+        status=d.status,
+        device_time_ms=d.device_time_ms,
+        changed_ms=now_ms,
+        actor=ACTOR,
+    )
+
+
+_STAMP_COLUMN: dict[Action, str] = {"cancel": "closed_at", "confirm": "confirmed_at"}
+
+
+async def _transition(
+    cur: Cursor,
+    alert: ActiveAlert,
+    action: Action,
+    timeline_action: str,
+    details: dict[str, object],
+    now_ms: int,
+    confidence: float | None = None,
+) -> AlertChange:
+    status: AlertStatus = next_status(alert.status, action)
+    query = sql.SQL(
+        "UPDATE alerts SET status = %s, {stamp} = %s, version = version + 1,"
+        " confidence = COALESCE(%s, confidence) WHERE id = %s RETURNING elder_id, version"
+    ).format(stamp=sql.Identifier(_STAMP_COLUMN[action]))
+    await cur.execute(query, (status, ms_to_dt(now_ms), confidence, alert.alert_id))
+    row = cast(dict[str, Any], await cur.fetchone())
+    await _timeline(cur, alert.alert_id, timeline_action, details, now_ms)
+    return AlertChange(
+        id=f"{alert.alert_id}:{status}:{row['version']}",
+        alert_id=alert.alert_id,
+        elder_id=row["elder_id"],
+        kind=alert.kind,
+        severity=alert.severity,
+        status=status,
+        device_time_ms=alert.device_time_ms,
+        changed_ms=now_ms,
+        actor=ACTOR,
+    )
+
+
+async def _timeline(
+    cur: Cursor, alert_id: str, action: str, details: dict[str, object], now_ms: int
+) -> None:
+    await cur.execute(
+        "INSERT INTO alert_events (alert_id, at, actor, action, details)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (alert_id, ms_to_dt(now_ms), ACTOR, action, Jsonb(details)),
+    )

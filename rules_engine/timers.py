@@ -1,0 +1,83 @@
+"""The timer loop: fires due durable timers (rule_timers) exactly once.
+
+Each timer fires in its own transaction that applies its effect and sets fired_at,
+so a worker killed at any point either fired it (committed) or left it due for the
+next poll of any worker. The same loop republishes alert changes a crash left
+unpublished and prunes old idempotency bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from psycopg_pool import AsyncConnectionPool
+
+from carewatch.clock import Clock
+from carewatch.metrics import ALERTS
+from carewatch.settings import Settings
+from rules_engine import store
+from rules_engine.engine import Engine
+from rules_engine.outbox import AlertPublisher
+
+log = logging.getLogger(__name__)
+
+# A change normally leaves the outbox milliseconds after commit; one still there after
+# this long was orphaned by a crash (republishing early would only duplicate it).
+REPUBLISH_AFTER_MS = 5_000
+PRUNE_EVERY_S = 600.0
+
+
+async def fire_due(
+    pool: AsyncConnectionPool,
+    engine: Engine,
+    publisher: AlertPublisher,
+    settings: Settings,
+    clock: Clock,
+) -> int:
+    """Fire every timer due now; returns how many this worker fired."""
+    fired = 0
+    for timer in await store.due_timers(pool, clock.now_ms()):
+        outcome = await store.fire_timer(
+            pool,
+            timer.timer_id,
+            timer.elder_id,
+            lambda due, view: engine.on_timer(due, view, clock),
+            settings,
+            clock,
+        )
+        if outcome.result == "gone":
+            continue
+        fired += 1
+        log.info(
+            "timer fired",
+            extra={"timer_id": timer.timer_id, "result": outcome.result},
+        )
+        for change in outcome.changes:
+            ALERTS.labels(change.kind, change.status).inc()
+        await publisher.publish(outcome.changes)
+    return fired
+
+
+async def run_timer_loop(
+    pool: AsyncConnectionPool,
+    engine: Engine,
+    publisher: AlertPublisher,
+    settings: Settings,
+    clock: Clock,
+    stop: asyncio.Event,
+) -> None:
+    loop = asyncio.get_running_loop()
+    next_prune = loop.time()
+    while not stop.is_set():
+        try:
+            await fire_due(pool, engine, publisher, settings, clock)
+            await publisher.sweep(REPUBLISH_AFTER_MS)
+            if loop.time() >= next_prune:
+                await store.prune(pool, settings.dedup_ttl_s)
+                next_prune = loop.time() + PRUNE_EVERY_S
+        except Exception:  # a DB or bus outage must not end the loop: retry next poll
+            log.exception("timer loop iteration failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.timer_poll_ms / 1000)

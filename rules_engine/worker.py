@@ -1,0 +1,159 @@
+"""The rules worker: events.{shard} -> detectors -> alerts (PostgreSQL + alerts stream).
+
+Consumes every events shard in consumer group "rules" (several workers share the
+shards; the per-elder lock in the store keeps one elder's decisions serial), fires
+durable timers, and publishes each committed AlertChange on the alerts stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+import msgspec
+from psycopg_pool import AsyncConnectionPool
+
+from carewatch import bus
+from carewatch.clock import Clock, SystemClock
+from carewatch.db.pool import open_pool
+from carewatch.messages import Event, decode_event
+from carewatch.metrics import ALERTS, EVENTS_CONSUMED, STAGE_LATENCY, serve_metrics
+from carewatch.settings import Settings
+from rules_engine import store
+from rules_engine.engine import Engine, default_engine
+from rules_engine.outbox import AlertPublisher
+from rules_engine.timers import run_timer_loop
+
+log = logging.getLogger(__name__)
+
+GROUP = "rules"
+
+
+def consumer_name() -> str:
+    """Stable across restarts, so a restarted worker picks up its own pending entries."""
+    return f"rules-{socket.gethostname()}"
+
+
+class EventHandler:
+    """Handles one bus message; bad input is dead-lettered, DB errors are retried."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: AsyncConnectionPool,
+        engine: Engine,
+        publisher: AlertPublisher,
+        clock: Clock,
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._engine = engine
+        self._publisher = publisher
+        self._clock = clock
+
+    def for_stream(self, stream: str) -> bus.Handler:
+        async def handle(body: bytes) -> None:
+            await self.handle(stream, body)
+
+        return handle
+
+    async def handle(self, stream: str, body: bytes) -> None:
+        try:
+            event = decode_event(body)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            EVENTS_CONSUMED.labels("invalid").inc()
+            log.warning("undecodable event dead-lettered", extra={"stream": stream})
+            await store.dead_letter(
+                self._pool,
+                topic=stream,
+                device_id=None,
+                reason="rules_invalid_event",
+                detail=str(exc),
+                payload=body,
+            )
+            return
+        EVENTS_CONSUMED.labels(event.type).inc()
+        if self._engine.wants(event):
+            await self._apply(stream, event, body)
+        latency_ms = max(self._clock.now_ms() - event.received_ms, 0)
+        STAGE_LATENCY.labels("rules").observe(latency_ms / 1000)
+
+    async def _apply(self, stream: str, event: Event, body: bytes) -> None:
+        outcome = await store.apply_event(
+            self._pool,
+            event,
+            lambda view: self._engine.on_event(event, view, self._clock),
+            self._settings,
+            self._clock,
+        )
+        if outcome.result == "unknown_elder":
+            log.warning(
+                "event for an unknown elder dead-lettered",
+                extra={"event_id": event.id, "elder_id": event.elder_id},
+            )
+            await store.dead_letter(
+                self._pool,
+                topic=stream,
+                device_id=event.device_id,
+                reason="rules_unknown_elder",
+                detail=f"elder {event.elder_id!r} is not in the registry",
+                payload=body,
+            )
+            return
+        if outcome.result == "duplicate":
+            log.info("redelivered event, republishing its changes", extra={"event_id": event.id})
+        else:
+            for change in outcome.changes:
+                ALERTS.labels(change.kind, change.status).inc()
+                log.info(
+                    "alert changed",
+                    extra={
+                        "alert_id": change.alert_id,
+                        "kind": change.kind,
+                        "status": change.status,
+                        "event_id": event.id,
+                    },
+                )
+        await self._publisher.publish(outcome.changes)
+
+
+async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = None) -> None:
+    serve_metrics(settings.metrics_port)
+    clock = clock or SystemClock()
+    engine = default_engine()
+    pool = await open_pool(settings.database_url)
+    broker = bus.make_broker(settings)
+    timer_task: asyncio.Task[None] | None = None
+    try:
+        publisher = AlertPublisher(broker, pool)
+        handler = EventHandler(settings, pool, engine, publisher, clock)
+        for shard in range(settings.bus_shards):
+            stream = bus.events_stream(shard)
+            bus.subscribe(
+                broker,
+                stream,
+                group=GROUP,
+                consumer=consumer_name(),
+                handler=handler.for_stream(stream),
+            )
+        await broker.start()
+        # changes a previous run committed but never published (it died in between)
+        await publisher.sweep(older_than_ms=0)
+        timer_task = asyncio.create_task(
+            run_timer_loop(pool, engine, publisher, settings, clock, stop), name="rules-timers"
+        )
+        log.info(
+            "rules worker started",
+            extra={"shards": settings.bus_shards, "consumer": consumer_name()},
+        )
+        await stop.wait()
+    finally:
+        if timer_task is not None:
+            timer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer_task
+        await broker.stop()
+        await pool.close()
+        log.info("rules worker stopped")
