@@ -10,12 +10,12 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
-from typing import Any, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo
 
-from psycopg import AsyncConnection
-
+from notifier import sql
 from notifier.policies import TargetKind
+from notifier.sql import Conn
 
 RecipientKind = Literal["grid_worker", "family", "station", "duty_officer", "device"]
 ChannelKey = Literal["sms", "wecom", "downlink"]
@@ -120,16 +120,14 @@ def local_time(now_ms: int, tz: str) -> datetime:
 
 # --- registry look-ups -------------------------------------------------------------------
 
-Conn = AsyncConnection[Any]  # dict_row connections from carewatch.db.pool
-
 
 async def load_elder(conn: Conn, elder_id: str) -> Elder | None:
-    cur = await conn.execute(
+    row = await sql.one(
+        conn,
         "SELECT id, name, coalesce(address, '') AS address, district, grid_id, lat, lon"
         " FROM elders WHERE id = %s",
         (elder_id,),
     )
-    row = await cur.fetchone()
     return Elder(**row) if row else None
 
 
@@ -148,7 +146,7 @@ _STATION_SQL = (
 async def _people(
     conn: Conn, kind: RecipientKind, where: str, params: Sequence[object]
 ) -> list[Recipient]:
-    cur = await conn.execute(f"{_PEOPLE_SQL[kind]} WHERE {where}", params)
+    found = await sql.rows(conn, f"{_PEOPLE_SQL[kind]} WHERE {where}", params)
     return [
         Recipient(
             kind,
@@ -158,15 +156,15 @@ async def _people(
             r["phone"],
             r["wecom_userid"],
         )
-        for r in await cur.fetchall()
+        for r in found
     ]
 
 
 async def _nearest_station(conn: Conn, elder: Elder, local: time) -> list[Recipient]:
     # Stations of the elder's own district first; any staffed station if none is on duty there.
     for where, params in ((" AND district = %s", (elder.district,)), ("", ())):
-        cur = await conn.execute(f"{_STATION_SQL} WHERE staffed{where}", params)
-        stations = [Station(**r) for r in await cur.fetchall()]
+        query = f"{_STATION_SQL} WHERE staffed{where}"
+        stations = [Station(**r) for r in await sql.rows(conn, query, params)]
         found = nearest_staffed_station(stations, elder.lat, elder.lon, local)
         if found:
             return [found.as_recipient()]
@@ -202,12 +200,12 @@ async def resolve(
 
 async def elder_wristband(conn: Conn, elder_id: str, preferred: str | None) -> Recipient | None:
     """The elder's wristband (the alert's own device when it is one) for the downlink."""
-    cur = await conn.execute(
+    row = await sql.one(
+        conn,
         "SELECT d.id, e.name FROM devices d JOIN elders e ON e.id = d.elder_id"
         " WHERE d.elder_id = %s AND d.kind = 'wristband' ORDER BY d.id = %s DESC, d.id LIMIT 1",
         (elder_id, preferred),
     )
-    row = await cur.fetchone()
     return Recipient("device", row["id"], row["name"], ROLE_LABELS["device"]) if row else None
 
 
@@ -215,8 +213,8 @@ async def load_recipient(conn: Conn, kind: str, recipient_id: str) -> Recipient 
     """One recipient by kind and id (who acknowledged, for the page and 'handled' texts)."""
     found: list[Recipient] = []
     if kind == "station":
-        cur = await conn.execute(f"{_STATION_SQL} WHERE id = %s", (recipient_id,))
-        found = [Station(**r).as_recipient() for r in await cur.fetchall()]
+        query = f"{_STATION_SQL} WHERE id = %s"
+        found = [Station(**r).as_recipient() for r in await sql.rows(conn, query, (recipient_id,))]
     elif kind == "family" and recipient_id.isdigit():
         found = await _people(conn, "family", "id = %s", (int(recipient_id),))
     elif kind in ("grid_worker", "duty_officer"):

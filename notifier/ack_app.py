@@ -1,0 +1,342 @@
+"""The ack web app: the phone page behind every signed link, and the actions on it.
+
+GET /ack/{token} shows the alert; POST /ack/{token} (form or JSON field `action`) moves
+it on: 我来处理 (acknowledge), 已到达 (arrive), 误报 (false_alarm), 已解决 (resolve).
+A link is honoured only with a valid, unexpired signature, and each link performs each
+action once. The status change, the timeline row, stopping the escalation and the
+'handled' notifications (to the people already told, and "help is coming" to the
+wristband) are one transaction; the AlertChange goes on the alerts stream after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from string import Template
+from typing import Any
+from urllib.parse import parse_qs
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from faststream.redis import RedisBroker
+
+from carewatch.alert_lifecycle import Action, TransitionError, next_status
+from carewatch.bus import ALERTS_STREAM, make_broker, publish
+from carewatch.clock import Clock, SystemClock
+from carewatch.messages import CLOSED_STATUSES, AlertChange, encode
+from carewatch.metrics import ALERTS, BUS_PUBLISHED
+from carewatch.settings import Settings
+from notifier import ack_links, targets, timeline
+from notifier.ack_links import AckClaim, AckLinkError
+from notifier.channels.templates import kind_label
+from notifier.content import STATUS_LABELS, AlertInfo
+from notifier.escalation import enqueue_follow_ups, handler_display, load_alert, stop_escalation
+from notifier.metrics import ACK_REJECTS, ACKS
+from notifier.sql import Conn
+from notifier.worker import NotifierParts, notifier_parts
+
+log = logging.getLogger(__name__)
+
+# The page's buttons, in order: action -> label.
+BUTTONS: dict[Action, str] = {
+    "acknowledge": "我来处理",
+    "arrive": "已到达",
+    "false_alarm": "误报",
+    "resolve": "已解决",
+}
+# Timeline wording of each action.
+EVENT_NAMES: dict[Action, str] = {
+    "acknowledge": "acknowledged",
+    "arrive": "arrived",
+    "false_alarm": "false_alarm",
+    "resolve": "resolved",
+}
+DONE_TEXT: dict[Action, str] = {
+    "acknowledge": "已确认由您处理，其他联系人将收到通知。",
+    "arrive": "已记录您到达现场。",
+    "false_alarm": "已标记为误报，警报结束。",
+    "resolve": "已标记为解决，警报结束。",
+}
+LINK_REJECT_TEXT: dict[str, str] = {
+    "malformed": "链接不完整或格式错误，请使用短信或企业微信中的完整链接。",
+    "bad_signature": "链接无效，无法核实您的身份。",
+    "expired": "链接已过期，请联系值班人员。",
+}
+REPLAY_TEXT = "此链接已提交过该操作，请勿重复提交。"
+UNKNOWN_ACTION_TEXT = "无法识别的操作。"
+NOT_FOUND_TEXT = "找不到该警报。"
+
+
+def _template(name: str) -> Template:
+    return Template((resources.files("notifier") / "templates" / name).read_text("utf-8"))
+
+
+PAGE = _template("ack_page.html")
+MESSAGE = _template("ack_message.html")
+
+
+class Replay(Exception):
+    """This link already performed this action."""
+
+
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    alert: AlertInfo  # after the action
+    changed: bool  # the status changed (an AlertChange is published)
+    notification_ids: list[int]
+
+
+# --- the transaction -------------------------------------------------------------------
+
+
+async def apply_action(
+    conn: Conn, settings: Settings, claim: AckClaim, action: Action, now_ms: int
+) -> AckResult:
+    """Carry out `action` for the link's recipient; call inside a transaction."""
+    cur = await conn.execute(
+        "INSERT INTO ack_uses (token_id, action, used_at) VALUES (%s, %s, %s)"
+        " ON CONFLICT DO NOTHING RETURNING token_id",
+        (claim.token_id, action, timeline.from_ms(now_ms)),
+    )
+    if await cur.fetchone() is None:
+        raise Replay
+    alert = await load_alert(conn, claim.alert_id, for_update=True)
+    if alert is None:
+        raise LookupError(claim.alert_id)
+    new_status = next_status(alert.status, action)  # type: ignore[arg-type]
+    changed = new_status != alert.status
+    first_ack = new_status == "acknowledged" and alert.acknowledged_by is None
+    now = timeline.from_ms(now_ms)
+    cur = await conn.execute(
+        "UPDATE alerts SET status = %(status)s, version = version + %(bump)s,"
+        " acknowledged_at = CASE WHEN %(first)s THEN %(now)s ELSE acknowledged_at END,"
+        " acknowledged_by = CASE WHEN %(first)s THEN %(actor)s ELSE acknowledged_by END,"
+        " closed_at = CASE WHEN %(closed)s THEN %(now)s ELSE closed_at END"
+        " WHERE id = %(id)s RETURNING version",
+        {
+            "status": new_status,
+            "bump": int(changed),
+            "first": first_ack,
+            "now": now,
+            "actor": claim.actor,
+            "closed": new_status in CLOSED_STATUSES,
+            "id": alert.id,
+        },
+    )
+    version_row = await cur.fetchone()
+    assert version_row is not None  # the row is locked above
+    await timeline.append(
+        conn,
+        alert.id,
+        EVENT_NAMES[action],
+        {"from": alert.status, "to": new_status},
+        at_ms=now_ms,
+        actor=claim.actor,
+    )
+    await stop_escalation(conn, alert.id, f"{action} by {claim.actor}", now_ms)
+    ids: list[int] = []
+    if first_ack:
+        handler = await handler_display(conn, claim.actor)
+        ids = await enqueue_follow_ups(
+            conn,
+            settings,
+            alert,
+            "handled",
+            now_ms,
+            handler=handler,
+            exclude=(claim.recipient_kind, claim.recipient_id),
+        )
+    after = await load_alert(conn, alert.id)
+    assert after is not None
+    return AckResult(after, changed, ids)
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+def _message_page(title: str, text: str, status_code: int) -> HTMLResponse:
+    body = MESSAGE.substitute(title=html.escape(title), text=html.escape(text))
+    return HTMLResponse(body, status_code=status_code)
+
+
+async def _alert_page(
+    conn: Conn, settings: Settings, alert: AlertInfo, notice: str | None, error: bool
+) -> str:
+    elder = await targets.load_elder(conn, alert.elder_id)
+    handler = (
+        await handler_display(conn, alert.acknowledged_by) if alert.acknowledged_by else "暂无"
+    )
+    when = targets.local_time(alert.device_time_ms, settings.timezone).strftime("%m月%d日 %H:%M")
+    if alert.status in CLOSED_STATUSES:
+        actions = '<p class="notice">此警报已结束，无需操作。</p>'
+    else:
+        buttons = "".join(
+            f'<button class="{a}" name="action" value="{a}">{label}</button>'
+            for a, label in BUTTONS.items()
+        )
+        actions = f'<form method="post">{buttons}</form>'
+    notice_html = ""
+    if notice:
+        css = "notice error" if error else "notice"
+        notice_html = f'<p class="{css}">{html.escape(notice)}</p>'
+    return PAGE.substitute(
+        title=html.escape(f"{kind_label(alert.kind)}警报"),
+        notice=notice_html,
+        elder_name=html.escape(elder.name if elder else alert.elder_id),
+        kind_label=html.escape(kind_label(alert.kind)),
+        time=html.escape(when),
+        address=html.escape(elder.address if elder else ""),
+        status_label=html.escape(STATUS_LABELS.get(alert.status, alert.status)),
+        handler=html.escape(handler),
+        actions=actions,
+    )
+
+
+def _wants_json(request: Request) -> bool:
+    return "json" in request.headers.get("content-type", "") or "json" in request.headers.get(
+        "accept", ""
+    )
+
+
+async def _read_action(request: Request) -> str:
+    body = await request.body()
+    if "json" in request.headers.get("content-type", ""):
+        try:
+            data: Any = json.loads(body or b"{}")
+        except ValueError:
+            return ""
+        return str(data.get("action", "")) if isinstance(data, dict) else ""
+    values = parse_qs(body.decode("utf-8", errors="replace")).get("action", [""])
+    return values[0]
+
+
+# --- the app ---------------------------------------------------------------------------
+
+
+def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
+    clock = clock or SystemClock()
+    secret = settings.ack_secret.get_secret_value()
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with notifier_parts(settings, clock) as parts:
+            broker = make_broker(settings)
+            await broker.connect()
+            state["parts"], state["broker"] = parts, broker
+            try:
+                yield
+            finally:
+                await broker.stop()
+
+    app = FastAPI(title="carewatch ack", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    def parts() -> NotifierParts:
+        found: NotifierParts = state["parts"]
+        return found
+
+    def reject(request: Request, reason: str, text: str, status_code: int) -> Response:
+        ACK_REJECTS.labels(reason).inc()
+        log.info("ack refused", extra={"reason": reason, "path": request.url.path[:12]})
+        if _wants_json(request):
+            return JSONResponse({"error": reason, "message": text}, status_code=status_code)
+        return _message_page("无法处理", text, status_code)
+
+    def verify(token: str) -> AckClaim | AckLinkError:
+        try:
+            return ack_links.verify(token, clock.now_ms(), secret)
+        except AckLinkError as exc:
+            return exc
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ack/{token}", response_class=HTMLResponse)
+    async def show(token: str, request: Request) -> Response:
+        claim = verify(token)
+        if isinstance(claim, AckLinkError):
+            return reject(request, claim.reason, LINK_REJECT_TEXT[claim.reason], 403)
+        async with parts().pool.connection() as conn:
+            alert = await load_alert(conn, claim.alert_id)
+            if alert is None:
+                return _message_page("无法处理", NOT_FOUND_TEXT, 404)
+            return HTMLResponse(await _alert_page(conn, settings, alert, None, False))
+
+    @app.post("/ack/{token}")
+    async def act(token: str, request: Request) -> Response:
+        claim = verify(token)
+        if isinstance(claim, AckLinkError):
+            return reject(request, claim.reason, LINK_REJECT_TEXT[claim.reason], 403)
+        action = await _read_action(request)
+        if action not in BUTTONS:
+            return reject(request, "unknown_action", UNKNOWN_ACTION_TEXT, 400)
+        act_as: Action = action
+        now = clock.now_ms()
+        try:
+            async with parts().pool.connection() as conn, conn.transaction():
+                result = await apply_action(conn, settings, claim, act_as, now)
+        except Replay:
+            return reject(request, "replay", REPLAY_TEXT, 409)
+        except TransitionError as exc:
+            text = f"警报当前状态为“{STATUS_LABELS.get(exc.status, exc.status)}”，无法执行该操作。"
+            return reject(request, "transition", text, 409)
+        except LookupError:
+            return reject(request, "unknown_alert", NOT_FOUND_TEXT, 404)
+        ACKS.labels(act_as).inc()
+        parts().sender.kick(result.notification_ids)
+        if result.changed:
+            await _publish_change(state["broker"], result.alert, claim.actor, now)
+        log.info(
+            "ack action",
+            extra={"alert_id": claim.alert_id, "action": act_as, "actor": claim.actor},
+        )
+        if _wants_json(request):
+            return JSONResponse(
+                {"ok": True, "status": result.alert.status, "message": DONE_TEXT[act_as]}
+            )
+        async with parts().pool.connection() as conn:
+            page = await _alert_page(conn, settings, result.alert, DONE_TEXT[act_as], False)
+        return HTMLResponse(page)
+
+    return app
+
+
+async def _publish_change(broker: RedisBroker, alert: AlertInfo, actor: str, now_ms: int) -> None:
+    change = AlertChange(
+        id=f"{alert.id}:{alert.status}:{alert.version}",
+        alert_id=alert.id,
+        elder_id=alert.elder_id,
+        kind=alert.kind,  # type: ignore[arg-type]
+        severity=alert.severity,  # type: ignore[arg-type]
+        status=alert.status,  # type: ignore[arg-type]
+        device_time_ms=alert.device_time_ms,
+        changed_ms=now_ms,
+        actor=actor,
+    )
+    await publish(broker, ALERTS_STREAM, encode(change))
+    BUS_PUBLISHED.labels(ALERTS_STREAM).inc()
+    ALERTS.labels(alert.kind, alert.status).inc()
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve the ack app on settings.ack_host:ack_port until `stop`."""
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.ack_host,
+        port=settings.ack_port,
+        log_config=None,
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    await stop.wait()
+    server.should_exit = True
+    await serving

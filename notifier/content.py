@@ -1,0 +1,73 @@
+"""What a notification says: the template parameters every adapter renders in Chinese."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from carewatch.settings import Settings
+from notifier import ack_links
+from notifier.channels.base import Purpose
+from notifier.channels.templates import kind_label
+from notifier.targets import Elder, Recipient, local_time
+
+STATUS_LABELS: dict[str, str] = {
+    "pending": "待确认",
+    "open": "待处理",
+    "acknowledged": "处理中",
+    "resolved": "已解决",
+    "cancelled": "已取消",
+    "false_alarm": "误报",
+}
+HELP_COMING_TEXT = "已有人前来帮助，请保持冷静"
+ALERT_CLOSED_TEXT = "求助已处理完毕"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertInfo:
+    """The alert fields notifications and the ack page need."""
+
+    id: str
+    elder_id: str
+    device_id: str | None
+    kind: str
+    severity: str
+    status: str
+    device_time_ms: int
+    version: int
+    acknowledged_by: str | None = None
+
+
+def message_params(
+    settings: Settings,
+    alert: AlertInfo,
+    elder: Elder,
+    recipient: Recipient,
+    purpose: Purpose,
+    now_ms: int,
+    handler: str | None = None,
+) -> dict[str, str]:
+    """Template parameters, with this recipient's own signed ack link.
+
+    `time` is when it happened: the alerting event for an alert, now for an update
+    ("handled by ... at HH:MM", "closed at HH:MM").
+    """
+    at_ms = alert.device_time_ms if purpose == "alert" else now_ms
+    params = {
+        "alert_id": alert.id,
+        "elder_name": elder.name,
+        "kind_label": kind_label(alert.kind),
+        "address": elder.address,
+        "time": local_time(at_ms, settings.timezone).strftime("%H:%M"),
+    }
+    if recipient.kind != "device":
+        token = ack_links.sign(
+            alert.id,
+            recipient.kind,
+            recipient.id,
+            now_ms + settings.ack_ttl_s * 1000,
+            settings.ack_secret.get_secret_value(),
+        )
+        params["link"] = ack_links.link_url(settings.ack_base_url, token)
+    if handler:
+        params["handler"] = handler
+    return params

@@ -1,0 +1,351 @@
+"""Escalation: from an alert change to outbox rows, step by step, until somebody acts.
+
+Every decision is written in one transaction with what caused it: the processed change
+id (notifier_inbox), the escalation state, the outbox rows and the alert timeline. Only
+after the commit are the new rows handed to the sender, so a crash loses nothing: the
+change is redelivered (and recognised), the rows are polled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import msgspec
+from psycopg_pool import AsyncConnectionPool
+
+from carewatch.clock import Clock, SystemClock
+from carewatch.messages import CLOSED_STATUSES, AlertChange, decode_alert_change, encode
+from carewatch.metrics import ESCALATION_STEPS
+from carewatch.settings import Settings
+from notifier import outbox, sql, targets, timeline
+from notifier.channels.base import Purpose
+from notifier.content import AlertInfo, message_params
+from notifier.metrics import ALERT_CHANGE_REJECTS
+from notifier.outbox import NewNotification, OutboxSender
+from notifier.policies import Policy, plan_step, policy_for
+from notifier.sql import Conn
+from notifier.targets import Recipient
+
+log = logging.getLogger(__name__)
+
+ChangeAction = Callable[[Conn, AlertInfo, AlertChange], Awaitable[list[int]]]
+
+# --- shared by the worker and the ack app ----------------------------------------------------
+
+
+_ALERT = (
+    "SELECT id::text AS id, elder_id, device_id, kind, severity, status, device_time,"
+    " version, acknowledged_by FROM alerts WHERE id = %s"
+)
+_ALERT_FOR_UPDATE = _ALERT + " FOR UPDATE"
+
+
+async def load_alert(conn: Conn, alert_id: str, *, for_update: bool = False) -> AlertInfo | None:
+    row = await sql.one(conn, _ALERT_FOR_UPDATE if for_update else _ALERT, (alert_id,))
+    if row is None:
+        return None
+    device_time_ms = timeline.to_ms(row.pop("device_time"))
+    return AlertInfo(**row, device_time_ms=device_time_ms)
+
+
+async def stop_escalation(conn: Conn, alert_id: str, reason: str, now_ms: int) -> bool:
+    """Stop further steps; False when it was already stopped (or never started)."""
+    cur = await conn.execute(
+        "UPDATE escalations SET next_step_at = NULL, stopped_at = %s, stopped_reason = %s"
+        " WHERE alert_id = %s AND stopped_at IS NULL",
+        (timeline.from_ms(now_ms), reason, alert_id),
+    )
+    stopped = cur.rowcount > 0
+    if stopped:
+        await timeline.append(
+            conn, alert_id, "escalation_stopped", {"reason": reason}, at_ms=now_ms
+        )
+    return stopped
+
+
+@dataclass(frozen=True, slots=True)
+class Notified:
+    recipient: Recipient
+    channel: str
+    address: str
+    step: int  # the earliest step that reached this recipient on this channel
+
+
+async def already_notified(
+    conn: Conn, alert_id: str, purposes: Sequence[str], statuses: Sequence[str]
+) -> list[Notified]:
+    found = await sql.rows(
+        conn,
+        "SELECT recipient_kind, recipient_id, min(recipient_name) AS name, channel,"
+        " min(address) AS address, min(step) AS step FROM notifications"
+        " WHERE alert_id = %s AND purpose = ANY(%s) AND status = ANY(%s)"
+        " GROUP BY recipient_kind, recipient_id, channel ORDER BY min(id)",
+        (alert_id, list(purposes), list(statuses)),
+    )
+    return [
+        Notified(
+            Recipient(r["recipient_kind"], r["recipient_id"], r["name"], ""),
+            r["channel"],
+            r["address"],
+            r["step"],
+        )
+        for r in found
+    ]
+
+
+async def enqueue_follow_ups(
+    conn: Conn,
+    settings: Settings,
+    alert: AlertInfo,
+    purpose: Purpose,
+    now_ms: int,
+    *,
+    handler: str | None = None,
+    exclude: tuple[str, str] | None = None,
+) -> list[int]:
+    """Tell the people already reached that someone is handling it ('handled': plus the
+    elder's wristband) or that it is over ('closed')."""
+    elder = await targets.load_elder(conn, alert.elder_id)
+    if elder is None:
+        return []
+    if purpose == "handled":
+        reached = await already_notified(
+            conn, alert.id, ("alert",), ("pending", "sent", "delivered")
+        )
+    else:
+        reached = await already_notified(
+            conn, alert.id, ("alert", "handled"), ("sent", "delivered")
+        )
+    items = [
+        NewNotification(
+            alert.id,
+            n.step,
+            purpose,
+            n.channel,
+            n.recipient,
+            n.address,
+            message_params(settings, alert, elder, n.recipient, purpose, now_ms, handler),
+        )
+        for n in reached
+        if (n.recipient.kind, n.recipient.id) != exclude
+    ]
+    if purpose == "handled":
+        band = await targets.elder_wristband(conn, alert.elder_id, alert.device_id)
+        if band is not None:
+            items.append(
+                NewNotification(
+                    alert.id, 0, purpose, "downlink", band, band.id,
+                    message_params(settings, alert, elder, band, purpose, now_ms, handler),
+                )
+            )  # fmt: skip
+    ids = await outbox.enqueue(conn, items, now_ms)
+    await timeline.append(
+        conn,
+        alert.id,
+        f"{purpose}_enqueued",
+        {"notifications": len(ids), "handler": handler},
+        at_ms=now_ms,
+    )
+    return ids
+
+
+async def handler_display(conn: Conn, actor: str | None) -> str:
+    """'grid_worker:GW1' -> '张三（网格员）'; other actors by role."""
+    kind, _, recipient_id = (actor or "").partition(":")
+    found = await targets.load_recipient(conn, kind, recipient_id)
+    return found.display if found else "值班人员"
+
+
+# --- the escalation loop -----------------------------------------------------------------
+
+
+class Escalator:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        settings: Settings,
+        sender: OutboxSender,
+        clock: Clock | None = None,
+        batch_size: int = 50,
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.sender = sender
+        self.clock = clock or SystemClock()
+        self.batch_size = batch_size
+
+    async def handle(self, raw: bytes) -> None:
+        """Bus handler for the alerts stream."""
+        try:
+            change = decode_alert_change(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            await self._reject(raw, "bad_alert_change", str(exc))
+            return
+        if change.status == "open":
+            ids = await self._process(change, self._open)
+        elif change.status in CLOSED_STATUSES:
+            ids = await self._process(change, self._close)
+        elif change.status == "acknowledged":
+            ids = await self._process(change, self._acknowledged)
+        else:  # pending: the confirmation window is still running
+            return
+        self.sender.kick(ids)
+
+    async def _reject(self, raw: bytes, reason: str, detail: str) -> None:
+        ALERT_CHANGE_REJECTS.labels(reason).inc()
+        log.warning("alert change rejected", extra={"reason": reason, "detail": detail})
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO dead_letters (topic, reason, detail, payload) VALUES (%s, %s, %s, %s)",
+                ("alerts", reason, detail, raw),
+            )
+
+    async def _process(self, change: AlertChange, action: ChangeAction) -> list[int]:
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO notifier_inbox (change_id, alert_id) VALUES (%s, %s)"
+                " ON CONFLICT DO NOTHING RETURNING change_id",
+                (change.id, change.alert_id),
+            )
+            if await cur.fetchone() is None:
+                log.info("duplicate alert change skipped", extra={"change_id": change.id})
+                return []
+            alert = await load_alert(conn, change.alert_id, for_update=True)
+            if alert is None:  # the rules engine commits before it publishes: a bad change
+                ALERT_CHANGE_REJECTS.labels("unknown_alert").inc()
+                log.warning("alert change for an unknown alert", extra={"change_id": change.id})
+                await conn.execute(
+                    "INSERT INTO dead_letters (topic, reason, detail, payload)"
+                    " VALUES (%s, %s, %s, %s)",
+                    ("alerts", "unknown_alert", change.alert_id, encode(change)),
+                )
+                return []
+            return await action(conn, alert, change)
+
+    async def _open(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[int]:
+        if alert.status != "open":  # it moved on before we got here
+            return []
+        policy = policy_for(alert.severity)  # type: ignore[arg-type]
+        now = self.clock.now_ms()
+        cur = await conn.execute(
+            "INSERT INTO escalations (alert_id, policy, step, next_step_at)"
+            " VALUES (%s, %s, -1, %s) ON CONFLICT DO NOTHING RETURNING alert_id",
+            (alert.id, policy.name, timeline.from_ms(now)),
+        )
+        if await cur.fetchone() is None:
+            return []
+        return await self._carry_out(conn, alert, policy, 0)
+
+    async def _close(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[int]:
+        now = self.clock.now_ms()
+        await stop_escalation(conn, alert.id, change.status, now)
+        cancelled = await outbox.cancel_pending(conn, alert.id)
+        if cancelled:
+            await timeline.append(
+                conn, alert.id, "notifications_cancelled", {"count": cancelled}, at_ms=now
+            )
+        return await enqueue_follow_ups(conn, self.settings, alert, "closed", now)
+
+    async def _acknowledged(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[int]:
+        # The ack app stops the escalation itself; this covers acknowledgements made elsewhere.
+        now = self.clock.now_ms()
+        if not await stop_escalation(conn, alert.id, f"acknowledged by {change.actor}", now):
+            return []
+        handler = await handler_display(conn, change.actor)
+        kind, _, rid = (change.actor or "").partition(":")
+        return await enqueue_follow_ups(
+            conn, self.settings, alert, "handled", now, handler=handler, exclude=(kind, rid)
+        )
+
+    async def _carry_out(
+        self, conn: Conn, alert: AlertInfo, policy: Policy, step: int
+    ) -> list[int]:
+        """Enqueue step `step` and schedule the next; in the caller's transaction."""
+        now = self.clock.now_ms()
+        plan = plan_step(policy, step, self.clock, self.settings.escalation_wait_s)
+        elder = await targets.load_elder(conn, alert.elder_id)
+        if plan is None or elder is None:
+            reason = "no steps left" if plan is None else "elder not in registry"
+            await conn.execute(
+                "UPDATE escalations SET next_step_at = NULL WHERE alert_id = %s", (alert.id,)
+            )
+            await timeline.append(
+                conn, alert.id, "escalation_finished", {"reason": reason}, at_ms=now
+            )
+            return []
+        local = targets.local_time(now, self.settings.timezone).time()
+        recipients = await targets.resolve(conn, elder, plan.targets, local)
+        items = [
+            NewNotification(
+                alert.id, step, "alert", channel, r, address,
+                message_params(self.settings, alert, elder, r, "alert", now),
+            )
+            for r in recipients
+            for channel in plan.channels
+            if (address := r.address(channel))
+        ]  # fmt: skip
+        ids = await outbox.enqueue(conn, items, now)
+        next_at = timeline.from_ms(plan.next_due_ms) if plan.next_due_ms is not None else None
+        await conn.execute(
+            "UPDATE escalations SET step = %s, next_step_at = %s WHERE alert_id = %s",
+            (step, next_at, alert.id),
+        )
+        await timeline.append(
+            conn,
+            alert.id,
+            "escalation_step",
+            {
+                "policy": policy.name,
+                "step": step,
+                "targets": list(plan.targets),
+                "recipients": [f"{r.kind}:{r.id}" for r in recipients],
+                "notifications": len(ids),
+                "next_step_at_ms": plan.next_due_ms,
+            },
+            at_ms=now,
+        )
+        ESCALATION_STEPS.labels(policy.name, str(step)).inc()
+        log.info(
+            "escalation step",
+            extra={"alert_id": alert.id, "step": step, "notifications": len(ids)},
+        )
+        return ids
+
+    async def run_due(self) -> int:
+        """Carry out every escalation step that is due; the number of escalations advanced."""
+        now = self.clock.now_ms()
+        ids: list[int] = []
+        async with self.pool.connection() as conn, conn.transaction():
+            due = await sql.rows(
+                conn,
+                "SELECT alert_id::text AS alert_id, policy, step FROM escalations"
+                " WHERE next_step_at <= %s ORDER BY next_step_at LIMIT %s"
+                " FOR UPDATE SKIP LOCKED",
+                (timeline.from_ms(now), self.batch_size),
+            )
+            for row in due:
+                alert = await load_alert(conn, row["alert_id"])
+                if alert is None or alert.status != "open":
+                    status = alert.status if alert else "missing"
+                    await stop_escalation(conn, row["alert_id"], f"alert {status}", now)
+                    continue
+                policy = policy_for(row["policy"])
+                ids += await self._carry_out(conn, alert, policy, row["step"] + 1)
+        self.sender.kick(ids)
+        return len(due)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        poll_s = self.settings.outbox_poll_ms / 1000
+        while not stop.is_set():
+            try:
+                advanced = await self.run_due()
+            except Exception:
+                log.exception("escalation poll failed")
+                advanced = 0
+            if advanced < self.batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), poll_s)

@@ -1,0 +1,23 @@
+"""Notifier-only metrics (the shared ones live in carewatch.metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+ACK_REJECTS = Counter(
+    "carewatch_ack_rejects_total",
+    "Ack link requests refused (malformed, bad_signature, expired, replay, transition)",
+    ["reason"],
+)
+ACKS = Counter("carewatch_acks_total", "Ack link actions carried out", ["action"])
+ALERT_CHANGE_REJECTS = Counter(
+    "carewatch_notifier_rejects_total",
+    "Alert changes the notifier could not act on, kept in dead_letters",
+    ["reason"],
+)
+OUTBOX_OUTCOMES = Counter(
+    "carewatch_outbox_outcomes_total",
+    "Outbox decisions after a send attempt (sent, retry, failed); provider requests are"
+    " counted by the adapters in carewatch_notifications_total",
+    ["channel", "outcome"],
+)
