@@ -1,0 +1,1 @@
+"""Offline evaluation of detectors on recorded trials (`carewatch eval ...`)."""
