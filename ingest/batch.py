@@ -1,0 +1,43 @@
+"""What one flush makes durable: telemetry rows, dead letters, device state."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ingest.acks import Ticket
+from ingest.dead_letters import DeadLetter
+from ingest.validate import Accepted, DeviceUpdate, TelemetryRow
+
+
+@dataclass(slots=True)
+class Batch:
+    started_at: float = field(default_factory=time.monotonic)
+    rows: list[TelemetryRow] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    device_updates: list[DeviceUpdate] = field(default_factory=list)
+    dedup_keys: list[str] = field(default_factory=list)
+    # Each ticket gets one part completed when this batch is durable.
+    tickets: list[Ticket] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.tickets)
+
+    def _start_clock(self) -> None:
+        # The batch's age (for ingest_batch_ms) counts from its first message.
+        if not self.tickets:
+            self.started_at = time.monotonic()
+
+    def add_accepted(self, accepted: Accepted, ticket: Ticket) -> None:
+        self._start_clock()
+        if accepted.row is not None:
+            self.rows.append(accepted.row)
+        self.device_updates.append(accepted.device_update)
+        if accepted.dedup_key is not None:
+            self.dedup_keys.append(accepted.dedup_key)
+        self.tickets.append(ticket)
+
+    def add_dead_letter(self, letter: DeadLetter, ticket: Ticket) -> None:
+        self._start_clock()
+        self.dead_letters.append(letter)
+        self.tickets.append(ticket)

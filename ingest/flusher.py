@@ -1,0 +1,86 @@
+"""Make sealed batches durable in order, then let their messages be acknowledged.
+
+One transaction per batch: COPY telemetry, insert dead letters, update devices. If
+PostgreSQL is unavailable the batch is held and retried with backoff; meanwhile the
+pipeline keeps validating and publishing (SOS still reaches the bus) until the bounded
+queue of sealed batches is full, and the broker's Receive Maximum bounds the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from psycopg_pool import AsyncConnectionPool
+
+from carewatch.metrics import TELEMETRY_ROWS
+from ingest.acks import AckTracker, Ticket
+from ingest.batch import Batch
+from ingest.dead_letters import insert_dead_letters
+from ingest.dedup import Deduplicator
+from ingest.device_state import apply_updates, merge
+from ingest.mqtt_source import Incoming
+from ingest.retry import GaveUp, with_retry
+from ingest.telemetry_writer import copy_rows
+
+log = logging.getLogger(__name__)
+
+
+async def store(pool: AsyncConnectionPool[Any], batch: Batch) -> None:
+    async with pool.connection() as conn, conn.transaction():
+        await copy_rows(conn, batch.rows)
+        await insert_dead_letters(conn, batch.dead_letters)
+        await apply_updates(conn, merge(batch.device_updates))
+
+
+class Flusher:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        dedup: Deduplicator,
+        pending: dict[str, Ticket],
+        tracker: AckTracker[Incoming],
+        deadline: Callable[[], float | None],
+    ) -> None:
+        self._pool = pool
+        self._dedup = dedup
+        self._pending = pending
+        self._tracker = tracker
+        self._deadline = deadline
+        self.queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=4)
+
+    async def run(self) -> None:
+        """Flush batches until the None sentinel."""
+        while (batch := await self.queue.get()) is not None:
+            await self.flush(batch)
+
+    async def flush(self, batch: Batch) -> None:
+        try:
+            await with_retry(
+                "telemetry batch store",
+                lambda: store(self._pool, batch),
+                deadline=self._deadline,
+                items=len(batch),
+            )
+        except GaveUp:
+            log.error(
+                "shutting down with an unstored batch: its messages stay unacknowledged"
+                " and the broker redelivers them to this session",
+                extra={"items": len(batch)},
+            )
+            return
+        TELEMETRY_ROWS.inc(len(batch.rows))
+        try:
+            await self._dedup.mark_done(batch.dedup_keys)
+        except (redis.RedisError, OSError) as exc:
+            # Only costs a possible duplicate row if the broker redelivers one of these
+            # after a restart; the data is durable, so acknowledge anyway.
+            log.warning("could not mark dedup keys done", extra={"error": repr(exc)})
+        for key in batch.dedup_keys:
+            self._pending.pop(key, None)
+        for ticket in batch.tickets:
+            ticket.complete()
+        self._tracker.release()

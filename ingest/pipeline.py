@@ -1,0 +1,176 @@
+"""Validate -> dedup -> publish (fast path) -> add to the batch, per micro-batch.
+
+Messages are taken from the source queue in micro-batches (whatever has arrived, up
+to ingest_batch_size) so Redis sees one round trip per micro-batch for dedup and one
+for publishing. Every accepted event, SOS included, is published as soon as its
+micro-batch is processed, never held back for the telemetry COPY; its PUBACK waits
+until the row is durable too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from carewatch.messages import Event
+from carewatch.metrics import DUPLICATES, MESSAGES_IN, REJECTS
+from carewatch.settings import Settings
+from ingest.acks import DONE_TICKET, AckTracker, Ticket
+from ingest.batch import Batch
+from ingest.dead_letters import DeadLetter
+from ingest.dedup import Claim, Deduplicator
+from ingest.flusher import Flusher
+from ingest.mqtt_source import Incoming
+from ingest.publisher import BusPublisher
+from ingest.registry_cache import DeviceRegistry
+from ingest.retry import GaveUp, with_retry
+from ingest.validate import Accepted, Rejection, validate
+
+log = logging.getLogger(__name__)
+
+# An accepted message is durable once published on the bus AND stored by a flush.
+_ACCEPTED_PARTS = 2
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: DeviceRegistry,
+        dedup: Deduplicator,
+        publisher: BusPublisher,
+        tracker: AckTracker[Incoming],
+        pending: dict[str, Ticket],
+        flusher: Flusher,
+        deadline: Callable[[], float | None],
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._dedup = dedup
+        self._publisher = publisher
+        self._tracker = tracker
+        self._pending = pending
+        self._flusher = flusher
+        self._deadline = deadline
+        self._batch = Batch()
+        self._batch_s = settings.ingest_batch_ms / 1000
+
+    async def run(self, source: asyncio.Queue[Incoming | None]) -> None:
+        """Process until the None sentinel, then hand the last batch and a sentinel on."""
+        limit = self._settings.ingest_batch_size
+        try:
+            while True:
+                try:
+                    first = await asyncio.wait_for(source.get(), self._time_left())
+                except TimeoutError:
+                    await self._seal()
+                    continue
+                messages = [first]
+                while len(messages) < limit and not source.empty():
+                    messages.append(source.get_nowait())
+                finished = messages[-1] is None
+                await self.process([m for m in messages if m is not None])
+                if len(self._batch) >= limit or self._time_left() == 0 or finished:
+                    await self._seal()
+                if finished:
+                    return
+        except GaveUp:
+            log.error(
+                "shutting down while Redis is unavailable: unprocessed messages stay unacknowledged"
+            )
+        finally:
+            await self._flusher.queue.put(None)
+
+    def _time_left(self) -> float | None:
+        if not len(self._batch):
+            return None
+        return max(0.0, self._batch.started_at + self._batch_s - time.monotonic())
+
+    async def _seal(self) -> None:
+        if len(self._batch):
+            batch, self._batch = self._batch, Batch()
+            await self._flusher.queue.put(batch)  # blocks when flushing falls behind
+
+    async def process(self, messages: list[Incoming]) -> None:
+        accepted: list[tuple[Incoming, Accepted]] = []
+        for message in messages:
+            result = await self._validate(message)
+            if isinstance(result, Rejection):
+                self._reject(message, result)
+            else:
+                accepted.append((message, result))
+        if accepted:
+            await self._accept(accepted)
+        self._tracker.release()
+
+    async def _validate(self, message: Incoming) -> Accepted | Rejection:
+        def check() -> Accepted | Rejection:
+            return validate(
+                message.topic,
+                message.payload,
+                self._registry.devices,
+                received_ms=message.received_ms,
+                max_payload_bytes=self._settings.max_payload_bytes,
+            )
+
+        result = check()
+        if (
+            isinstance(result, Rejection)
+            and result.reason == "unknown_device"
+            and await self._registry.refresh_on_miss()
+        ):
+            result = check()  # the device may have been registered a moment ago
+        return result
+
+    def _reject(self, message: Incoming, rejection: Rejection) -> None:
+        REJECTS.labels(rejection.reason).inc()
+        log.info(
+            "device message rejected",
+            extra={
+                "reason": rejection.reason,
+                "device_id": rejection.device_id,
+                "topic": message.topic[:200],
+                "detail": rejection.detail[:200],
+            },
+        )
+        ticket = Ticket()
+        letter = DeadLetter(message.received_ms, message.topic, rejection, message.payload)
+        self._batch.add_dead_letter(letter, ticket)
+        self._tracker.track(message, ticket)
+
+    async def _accept(self, accepted: list[tuple[Incoming, Accepted]]) -> None:
+        keys = [a.dedup_key for _, a in accepted if a.dedup_key is not None]
+        claims = iter(
+            await with_retry(
+                "dedup claim", lambda: self._dedup.claim(keys), deadline=self._deadline
+            )
+        )
+        to_publish: list[tuple[Event, float]] = []
+        tickets: list[Ticket] = []
+        for message, result in accepted:
+            key = result.dedup_key
+            claim = next(claims) if key is not None else Claim.NEW
+            if claim is Claim.DUPLICATE or claim is Claim.OWN_PENDING:
+                DUPLICATES.inc()
+                # A copy of a message still in flight is acknowledged with the original.
+                original = self._pending.get(key, DONE_TICKET) if key is not None else DONE_TICKET
+                self._tracker.track(message, original)
+                continue
+            MESSAGES_IN.labels(result.event.type).inc()
+            ticket = Ticket(_ACCEPTED_PARTS)
+            if key is not None:
+                self._pending[key] = ticket
+            self._batch.add_accepted(result, ticket)
+            self._tracker.track(message, ticket)
+            to_publish.append((result.event, message.received_at))
+            tickets.append(ticket)
+        await with_retry(
+            "bus publish",
+            lambda: self._publisher.publish(to_publish),
+            deadline=self._deadline,
+            items=len(to_publish),
+        )
+        for ticket in tickets:
+            ticket.complete()

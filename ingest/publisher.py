@@ -1,0 +1,67 @@
+"""Publish normalised Events on the bus: events.{shard(elder)}, one round trip per batch.
+
+carewatch.bus.publish sends one XADD per call; a batch of telemetry would then cost one
+Redis round trip per message. FastStream accepts a Redis pipeline, so on Redis the same
+FastStream-framed messages (what carewatch.bus.subscribe consumers expect) go out in
+one round trip, with the same stream length cap. On NATS the publishes of a batch run
+concurrently through carewatch.bus.publish (JetStream acknowledges each one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from faststream.redis import RedisBroker
+from prometheus_client import Counter
+from redis.asyncio import Redis
+
+from carewatch.bus import STREAM_MAXLEN, Broker, events_stream, shard_of
+from carewatch.bus import publish as bus_publish
+from carewatch.messages import Event, encode
+from carewatch.metrics import BUS_PUBLISHED, STAGE_LATENCY
+
+_LATENCY = STAGE_LATENCY.labels("ingest")
+
+
+class BusPublisher:
+    def __init__(self, broker: Broker, redis: Redis, shards: int) -> None:
+        self._broker = broker
+        self._redis = redis
+        self._shards = shards
+        self._counters: dict[str, Counter] = {}
+
+    def stream_of(self, event: Event) -> str:
+        return events_stream(shard_of(event.elder_id, self._shards))
+
+    async def publish(self, events: Sequence[tuple[Event, float]]) -> None:
+        """Publish (event, received_at monotonic) pairs in one round trip, in order."""
+        if not events:
+            return
+        streams = [self.stream_of(event) for event, _ in events]
+        bodies = [encode(event) for event, _ in events]
+        if isinstance(self._broker, RedisBroker):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for body, stream in zip(bodies, streams, strict=True):
+                    await self._broker.publish(
+                        body, stream=stream, maxlen=STREAM_MAXLEN, pipeline=pipe
+                    )
+                await pipe.execute()
+        else:
+            await asyncio.gather(
+                *(
+                    bus_publish(self._broker, stream, body)
+                    for body, stream in zip(bodies, streams, strict=True)
+                )
+            )
+        now = time.monotonic()
+        for (_, received_at), stream in zip(events, streams, strict=True):
+            _LATENCY.observe(now - received_at)
+            self._counter(stream).inc()
+
+    def _counter(self, stream: str) -> Counter:
+        counter = self._counters.get(stream)
+        if counter is None:
+            counter = self._counters[stream] = BUS_PUBLISHED.labels(stream)
+        return counter

@@ -1,0 +1,209 @@
+"""Pure validation of one MQTT uplink: (topic, payload, registry) -> Accepted | Rejection.
+
+No I/O here: the worker feeds it the in-memory device registry and the receive time,
+so every decision about device input is a plain function, tested without servers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+
+from carewatch import topics
+from carewatch.db.registry import DeviceInfo
+from carewatch.messages import DeviceEvent, DeviceStatus, Event, Telemetry
+
+RejectReason = Literal[
+    "bad_topic", "oversized", "malformed_json", "schema_invalid", "unknown_device"
+]
+
+# Telemetry envelope fields that are columns/Event fields of their own, not data.
+_ENVELOPE = ("v", "seq", "ts")
+
+_decoders: dict[str, msgspec.json.Decoder[Any]] = {
+    "telemetry": msgspec.json.Decoder(Telemetry),
+    "event": msgspec.json.Decoder(DeviceEvent),
+    "status": msgspec.json.Decoder(DeviceStatus),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: RejectReason
+    detail: str
+    device_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryRow:
+    """One row of the `telemetry` table; `data` is already JSON-encoded."""
+
+    ts_ms: int
+    received_ms: int
+    device_id: str
+    elder_id: str
+    seq: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceUpdate:
+    """What one message tells about its device (merged per batch into `devices`)."""
+
+    device_id: str
+    received_ms: int
+    online: bool
+    seq: int | None = None
+    battery: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    event: Event
+    row: TelemetryRow | None  # None for status messages (no telemetry row)
+    device_update: DeviceUpdate
+    dedup_key: str | None  # None: not deduplicated (status without seq)
+
+
+def dedup_key(device_id: str, seq: int) -> str:
+    return f"dedup:{device_id}:{seq}"
+
+
+def validate(
+    topic_name: str,
+    payload: bytes,
+    registry: Mapping[str, DeviceInfo],
+    *,
+    received_ms: int,
+    max_payload_bytes: int,
+) -> Accepted | Rejection:
+    """Decide what one uplink is. Never raises on any input."""
+    parsed = topics.parse(topic_name)
+    if parsed is None:
+        return Rejection("bad_topic", f"not a carewatch device topic: {topic_name[:200]!r}")
+    device_id, kind = parsed
+    if kind == "cmd":
+        return Rejection("bad_topic", "downlink topic published by a device", device_id)
+    if len(payload) > max_payload_bytes:
+        return Rejection(
+            "oversized", f"{len(payload)} bytes > limit {max_payload_bytes}", device_id
+        )
+    try:
+        message = _decoders[kind].decode(payload)
+    except msgspec.ValidationError as exc:
+        return Rejection("schema_invalid", str(exc), device_id)
+    except msgspec.DecodeError as exc:
+        return Rejection("malformed_json", str(exc), device_id)
+    device = registry.get(device_id)
+    if device is None:
+        return Rejection("unknown_device", f"device {device_id!r} is not registered", device_id)
+    if isinstance(message, Telemetry):
+        return _telemetry(message, device, received_ms)
+    if isinstance(message, DeviceEvent):
+        return _device_event(message, device, received_ms)
+    assert isinstance(message, DeviceStatus)
+    return _status(message, device, received_ms)
+
+
+def _telemetry(msg: Telemetry, device: DeviceInfo, received_ms: int) -> Accepted:
+    # to_builtins honours omit_defaults, so unset (None) fields are already absent.
+    data: dict[str, object] = msgspec.to_builtins(msg)
+    for field in _ENVELOPE:
+        data.pop(field, None)
+    event = Event(
+        id=f"{device.device_id}:{msg.seq}",
+        elder_id=device.elder_id,
+        device_id=device.device_id,
+        device_kind=device.kind,
+        type="telemetry",
+        device_time_ms=msg.ts,
+        received_ms=received_ms,
+        seq=msg.seq,
+        data=data,
+    )
+    return Accepted(
+        event=event,
+        row=_row(device, msg.seq, msg.ts, received_ms, data),
+        device_update=DeviceUpdate(
+            device.device_id, received_ms, online=True, seq=msg.seq, battery=msg.battery
+        ),
+        dedup_key=dedup_key(device.device_id, msg.seq),
+    )
+
+
+def _device_event(msg: DeviceEvent, device: DeviceInfo, received_ms: int) -> Accepted:
+    data: dict[str, object] = {"event": msg.type}
+    if msg.ref_seq is not None:
+        data["ref_seq"] = msg.ref_seq
+    event = Event(
+        id=f"{device.device_id}:{msg.seq}",
+        elder_id=device.elder_id,
+        device_id=device.device_id,
+        device_kind=device.kind,
+        type="event",
+        device_time_ms=msg.ts,
+        received_ms=received_ms,
+        seq=msg.seq,
+        event=msg.type,
+        ref_seq=msg.ref_seq,
+    )
+    return Accepted(
+        event=event,
+        row=_row(device, msg.seq, msg.ts, received_ms, data),
+        device_update=DeviceUpdate(device.device_id, received_ms, online=True, seq=msg.seq),
+        dedup_key=dedup_key(device.device_id, msg.seq),
+    )
+
+
+def _status(msg: DeviceStatus, device: DeviceInfo, received_ms: int) -> Accepted:
+    data: dict[str, object] = {}
+    if msg.battery is not None:
+        data["battery"] = msg.battery
+    if msg.fw is not None:
+        data["fw"] = msg.fw
+    # The broker publishes the last-will "offline" without seq/ts: identify it by receipt.
+    event_id = (
+        f"{device.device_id}:{msg.seq}"
+        if msg.seq is not None
+        else f"{device.device_id}:status:{received_ms}"
+    )
+    event = Event(
+        id=event_id,
+        elder_id=device.elder_id,
+        device_id=device.device_id,
+        device_kind=device.kind,
+        type="status",
+        device_time_ms=msg.ts if msg.ts is not None else received_ms,
+        received_ms=received_ms,
+        seq=msg.seq,
+        state=msg.state,
+        data=data,
+    )
+    return Accepted(
+        event=event,
+        row=None,
+        device_update=DeviceUpdate(
+            device.device_id,
+            received_ms,
+            online=msg.state == "online",
+            seq=msg.seq,
+            battery=msg.battery,
+        ),
+        dedup_key=dedup_key(device.device_id, msg.seq) if msg.seq is not None else None,
+    )
+
+
+def _row(
+    device: DeviceInfo, seq: int, ts_ms: int, received_ms: int, data: dict[str, object]
+) -> TelemetryRow:
+    return TelemetryRow(
+        ts_ms=ts_ms,
+        received_ms=received_ms,
+        device_id=device.device_id,
+        elder_id=device.elder_id,
+        seq=seq,
+        data=msgspec.json.encode(data),
+    )

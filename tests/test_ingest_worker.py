@@ -1,0 +1,257 @@
+"""The ingest worker against real Mosquitto, Redis and PostgreSQL (private instances)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+import psycopg
+import pytest
+import redis
+from faststream.redis.parser.binary import BinaryMessageFormatV1
+from prometheus_client import REGISTRY
+
+from carewatch import topics
+from carewatch.bus import events_stream, shard_of
+from carewatch.messages import Event, decode_event
+from carewatch.settings import Settings
+from ingest.worker import run
+from tests.services import await_until
+
+TS = 1_764_000_000_000
+ELDER = "E1"
+WRISTBAND = "W1"
+DOOR = "D1"
+
+
+def insert_registry(dsn: str) -> None:
+    """The smallest registry: one grid, one elder, a wristband and a door sensor."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO grids (id, name, district, street) VALUES (%s, %s, %s, %s)",
+            ("G1", "解放碑网格一", "渝中区", "解放碑街道"),
+        )
+        conn.execute(
+            "INSERT INTO elders (id, name, district, street, lat, lon, grid_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (ELDER, "张桂英", "渝中区", "解放碑街道", 29.557, 106.577, "G1"),
+        )
+        for device_id, kind in ((WRISTBAND, "wristband"), (DOOR, "door")):
+            conn.execute(
+                "INSERT INTO devices (id, elder_id, kind) VALUES (%s, %s, %s)",
+                (device_id, ELDER, kind),
+            )
+
+
+@dataclass
+class Harness:
+    settings: Settings
+
+    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.settings.database_url) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def telemetry_seqs(self, device_id: str = WRISTBAND) -> list[int]:
+        rows = self.query(
+            "SELECT seq FROM telemetry WHERE device_id = %s ORDER BY seq", (device_id,)
+        )
+        return [int(r[0]) for r in rows]
+
+    def bus_events(self) -> list[Event]:
+        stream = events_stream(shard_of(ELDER, self.settings.bus_shards))
+        client = redis.Redis.from_url(self.settings.redis_url)
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(stream)  # type: ignore[assignment]
+        # Entries are FastStream-framed: the Event JSON is the frame's body.
+        return [decode_event(BinaryMessageFormatV1.parse(f[b"__data__"])[0]) for _, f in entries]
+
+    async def publish(self, *messages: tuple[str, bytes]) -> None:
+        async with aiomqtt.Client(
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            protocol=aiomqtt.ProtocolVersion.V5,
+        ) as client:
+            for topic, payload in messages:
+                await client.publish(topic, payload, qos=1)
+
+
+def telemetry(seq: int, **fields: object) -> tuple[str, bytes]:
+    body = {"v": 1, "seq": seq, "ts": TS + seq * 1000, **fields}
+    return topics.topic(WRISTBAND, "telemetry"), json.dumps(body).encode()
+
+
+def counter(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+async def eventually(cond: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    async def check() -> object:
+        return cond()
+
+    await await_until(check, timeout=timeout, what=what)
+
+
+async def start_worker(settings: Settings) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(
+        run(settings, stop, client_id=f"ingest-test-{uuid.uuid4().hex[:8]}", ready=ready)
+    )
+    await asyncio.wait_for(ready.wait(), timeout=15)
+    return stop, task
+
+
+@pytest.fixture
+async def harness(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    overrides = getattr(request, "param", {})
+    # A share group of its own, so sessions left by other tests never take our messages.
+    settings = settings.model_copy(
+        update={
+            "mqtt_share_group": f"ingest-{uuid.uuid4().hex[:8]}",
+            "max_payload_bytes": 1024,
+            **overrides,
+        }
+    )
+    insert_registry(settings.database_url)
+    stop, task = await start_worker(settings)
+    yield Harness(settings)
+    stop.set()
+    await asyncio.wait_for(task, timeout=20)
+
+
+async def test_good_telemetry_is_stored_and_published(harness: Harness) -> None:
+    accel = {"hz": 50.0, "x": [0.0, 2.5], "y": [0.1, 0.0], "z": [1.0, 0.3]}
+    await harness.publish(
+        telemetry(1, hr=72, battery=64, accel=accel),
+        (
+            topics.topic(DOOR, "status"),
+            json.dumps({"v": 1, "state": "online", "battery": 80}).encode(),
+        ),
+    )
+
+    await eventually(lambda: harness.telemetry_seqs() == [1], what="telemetry row")
+    rows = harness.query(
+        "SELECT ts, elder_id, data FROM telemetry WHERE device_id = %s", (WRISTBAND,)
+    )
+    ts, elder_id, data = rows[0]
+    assert elder_id == ELDER
+    assert int(ts.timestamp() * 1000) == TS + 1000
+    assert data == {"hr": 72, "battery": 64, "accel": accel}
+
+    await eventually(lambda: len(harness.bus_events()) == 2, what="bus events")
+    by_type = {e.type: e for e in harness.bus_events()}
+    assert by_type["telemetry"].id == f"{WRISTBAND}:1"
+    assert by_type["telemetry"].data["hr"] == 72
+    assert by_type["status"].device_id == DOOR
+    assert by_type["status"].state == "online"
+
+    # Device state is written with the batch.
+    await eventually(
+        lambda: (
+            harness.query("SELECT online, battery FROM devices WHERE id = %s", (DOOR,))
+            == [(True, 80)]
+        ),
+        what="door device online with battery",
+    )
+    await eventually(
+        lambda: (
+            harness.query("SELECT last_seq, battery FROM devices WHERE id = %s", (WRISTBAND,))
+            == [(1, 64)]
+        ),
+        what="wristband last_seq and battery",
+    )
+
+
+async def test_bad_input_is_rejected_counted_and_kept_while_good_input_flows(
+    harness: Harness,
+) -> None:
+    bad = [
+        ("malformed_json", topics.topic(WRISTBAND, "telemetry"), b'{"v": 1, "seq": '),
+        ("schema_invalid", topics.topic(WRISTBAND, "telemetry"), b'{"v": 1, "seq": 5}'),
+        ("oversized", topics.topic(WRISTBAND, "telemetry"), b"{" + b" " * 2000 + b"}"),
+        ("unknown_device", topics.topic("GHOST", "telemetry"), telemetry(1)[1]),
+        ("bad_topic", topics.topic(WRISTBAND, "cmd"), telemetry(1)[1]),
+        ("bad_topic", "cw/v1/dev/W1/gossip", telemetry(1)[1]),
+    ]
+    reasons = sorted({reason for reason, _, _ in bad})
+    before = {r: counter("carewatch_ingest_rejects_total", {"reason": r}) for r in reasons}
+
+    messages: list[tuple[str, bytes]] = []
+    for i, (_, topic, payload) in enumerate(bad):
+        messages.append(telemetry(10 + i, hr=60 + i))
+        messages.append((topic, payload))
+    messages.append(telemetry(99, steps=1234))
+    await harness.publish(*messages)
+
+    good = [10 + i for i in range(len(bad))] + [99]
+    await eventually(lambda: harness.telemetry_seqs() == good, what="all good rows")
+    await eventually(
+        lambda: harness.query("SELECT count(*) FROM dead_letters") == [(len(bad),)],
+        what="dead letters",
+    )
+    stored = harness.query("SELECT reason, topic, payload, detail FROM dead_letters ORDER BY id")
+    assert [r[0] for r in stored] == [reason for reason, _, _ in bad]
+    for (_, topic, payload), (_, kept_topic, kept_payload, detail) in zip(bad, stored, strict=True):
+        assert kept_topic == topic
+        assert bytes(kept_payload) == payload
+        assert detail
+    schema_detail = next(r[3] for r in stored if r[0] == "schema_invalid")
+    assert schema_detail == "Object missing required field `ts`"
+
+    for reason in reasons:
+        expected = sum(1 for r, _, _ in bad if r == reason)
+        after = counter("carewatch_ingest_rejects_total", {"reason": reason})
+        assert after - before[reason] == expected, reason
+    assert sorted(e.seq or 0 for e in harness.bus_events()) == good
+
+
+async def test_redelivered_message_is_stored_and_published_once(harness: Harness) -> None:
+    duplicates_before = counter("carewatch_ingest_duplicates_total")
+    message = telemetry(42, hr=80)
+    await harness.publish(message, message)
+    await eventually(
+        lambda: counter("carewatch_ingest_duplicates_total") - duplicates_before == 1,
+        what="duplicate counted",
+    )
+    await eventually(lambda: harness.telemetry_seqs() == [42], what="one row")
+    # A later, different message goes through, so the worker has moved past the copy.
+    await harness.publish(telemetry(43))
+    await eventually(lambda: harness.telemetry_seqs() == [42, 43], what="next row")
+    assert [e.id for e in harness.bus_events()] == [f"{WRISTBAND}:42", f"{WRISTBAND}:43"]
+
+
+@pytest.mark.parametrize(
+    "harness", [{"ingest_batch_size": 500, "ingest_batch_ms": 600_000}], indirect=True
+)
+async def test_sos_reaches_the_bus_before_the_batch_is_written(harness: Harness) -> None:
+    sos = json.dumps({"v": 1, "seq": 7, "ts": TS, "type": "sos"}).encode()
+    await harness.publish(telemetry(6), (topics.topic(WRISTBAND, "event"), sos))
+
+    await eventually(
+        lambda: any(e.event == "sos" for e in harness.bus_events()),
+        what="SOS on the events stream",
+    )
+    sos_event = next(e for e in harness.bus_events() if e.event == "sos")
+    assert (sos_event.type, sos_event.id, sos_event.elder_id) == ("event", f"{WRISTBAND}:7", ELDER)
+    # The batch (ten minutes, 500 rows) is still open: nothing was written yet.
+    assert harness.telemetry_seqs() == []
+
+
+async def test_shutdown_flushes_the_open_batch(settings: Settings) -> None:
+    settings = settings.model_copy(
+        update={"mqtt_share_group": f"ingest-{uuid.uuid4().hex[:8]}", "ingest_batch_ms": 600_000}
+    )
+    insert_registry(settings.database_url)
+    stop, task = await start_worker(settings)
+    h = Harness(settings)
+    await h.publish(telemetry(1), telemetry(2))
+    await eventually(lambda: len(h.bus_events()) == 2, what="published")
+    assert h.telemetry_seqs() == []
+    stop.set()
+    await asyncio.wait_for(task, timeout=20)
+    assert h.telemetry_seqs() == [1, 2]
+    rows = h.query("SELECT data FROM telemetry WHERE seq = 2")
+    assert rows == [({},)]
