@@ -1,0 +1,334 @@
+"""Import ledger files into the registry tables: all files or nothing.
+
+Every file is parsed and validated first (registry.ledger), then the checks that need
+the database run inside the import transaction (a device already registered to another
+elder). If anything is wrong, nothing is written and every error is reported. A valid
+import upserts: changed values update, and for each imported elder the contacts and
+devices no longer listed are removed, so re-importing the current ledger keeps the
+registry current. Elders absent from the files are left alone (files may cover one
+street at a time).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+
+from carewatch.settings import Settings
+from registry.ledger import ParsedLedger, RowError, parse_ledger
+
+log = logging.getLogger(__name__)
+
+MAX_PRINTED_ERRORS = 50
+# One import at a time: two concurrent imports could each pass the device-ownership
+# check and then both claim the same device.
+_IMPORT_LOCK_KEY = 0x0CA2E_1ED6
+
+
+@dataclass(frozen=True, slots=True)
+class TableCount:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+
+    def __str__(self) -> str:
+        text = f"{self.inserted} new, {self.updated} updated, {self.unchanged} unchanged"
+        return text + (f", {self.removed} removed" if self.removed else "")
+
+
+@dataclass
+class ImportReport:
+    files: list[str]
+    rows_read: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    counts: dict[str, TableCount] = field(default_factory=dict)  # table -> what changed
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    name: str
+    columns: tuple[tuple[str, str], ...]  # (column, PostgreSQL type of its array)
+    key: tuple[str, ...]
+
+
+_STATIONS = _Table(
+    "stations",
+    (
+        ("id", "text"),
+        ("name", "text"),
+        ("kind", "text"),
+        ("district", "text"),
+        ("street", "text"),
+        ("lat", "float8"),
+        ("lon", "float8"),
+        ("phone", "text"),
+        ("wecom_userid", "text"),
+        ("staffed", "bool"),
+        ("duty_start", "time"),
+        ("duty_end", "time"),
+    ),
+    ("id",),
+)
+_OFFICERS = _Table(
+    "duty_officers",
+    (
+        ("id", "text"),
+        ("district", "text"),
+        ("name", "text"),
+        ("phone", "text"),
+        ("wecom_userid", "text"),
+    ),
+    ("id",),
+)
+_GRIDS = _Table(
+    "grids", (("id", "text"), ("name", "text"), ("district", "text"), ("street", "text")), ("id",)
+)
+_GRID_WORKERS = _Table(
+    "grid_workers",
+    (
+        ("id", "text"),
+        ("name", "text"),
+        ("phone", "text"),
+        ("wecom_userid", "text"),
+        ("grid_id", "text"),
+    ),
+    ("id",),
+)
+_ELDERS = _Table(
+    "elders",
+    (
+        ("id", "text"),
+        ("name", "text"),
+        ("phone", "text"),
+        ("district", "text"),
+        ("street", "text"),
+        ("address", "text"),
+        ("lat", "float8"),
+        ("lon", "float8"),
+        ("grid_id", "text"),
+        ("care_profile_id", "text"),
+        ("lives_alone", "bool"),
+    ),
+    ("id",),
+)
+_CONTACTS = _Table(
+    "contacts",
+    (
+        ("elder_id", "text"),
+        ("priority", "int4"),
+        ("name", "text"),
+        ("relation", "text"),
+        ("phone", "text"),
+        ("wecom_userid", "text"),
+    ),
+    ("elder_id", "priority"),
+)
+_DEVICES = _Table("devices", (("id", "text"), ("elder_id", "text"), ("kind", "text")), ("id",))
+
+
+def _upsert(
+    conn: psycopg.Connection[TupleRow], table: _Table, rows: Sequence[tuple[object, ...]]
+) -> TableCount:
+    """Insert or update all rows in one statement (arrays + unnest), skipping rows whose
+    values did not change, and count what happened."""
+    if not rows:
+        return TableCount()
+    columns = [c for c, _ in table.columns]
+    updates = [c for c in columns if c not in table.key]
+    query = sql.SQL(
+        "INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) "
+        "ON CONFLICT ({key}) DO UPDATE SET {sets} "
+        "WHERE ({old}) IS DISTINCT FROM ({new}) "
+        "RETURNING (xmax = 0)"  # xmax is 0 only on a row this statement inserted
+    ).format(
+        table=sql.Identifier(table.name),
+        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        arrays=sql.SQL(", ").join(
+            sql.SQL("%s::{}[]").format(sql.SQL(pg_type)) for _, pg_type in table.columns
+        ),
+        key=sql.SQL(", ").join(map(sql.Identifier, table.key)),
+        sets=sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updates
+        ),
+        old=sql.SQL(", ").join(sql.Identifier(table.name, c) for c in updates),
+        new=sql.SQL(", ").join(sql.Identifier("excluded", c) for c in updates),
+    )
+    arrays = [list(column) for column in zip(*rows, strict=True)]
+    returned = conn.execute(query, arrays).fetchall()
+    inserted = sum(1 for (was_insert,) in returned if was_insert)
+    return TableCount(inserted, len(returned) - inserted, len(rows) - len(returned))
+
+
+def _device_conflicts(conn: psycopg.Connection[TupleRow], ledger: ParsedLedger) -> list[RowError]:
+    """Devices the database gives to an elder this import does not re-list them for."""
+    owner_in_ledger = {d.device_id: e.elder_id for e in ledger.elders for d in e.devices()}
+    if not owner_in_ledger:
+        return []
+    imported = {e.elder_id for e in ledger.elders}
+    rows = conn.execute(
+        "SELECT d.id, d.elder_id FROM devices d JOIN unnest(%s::text[]) AS n(id) ON n.id = d.id",
+        [list(owner_in_ledger)],
+    ).fetchall()
+    errors = []
+    for device_id, owner in rows:
+        elder_id = owner_in_ledger[str(device_id)]
+        # a device moving between two elders of this same import is a reassignment
+        if owner != elder_id and owner not in imported:
+            origin = ledger.elder_origins[elder_id]
+            errors.append(
+                RowError(
+                    origin.file,
+                    origin.line,
+                    ledger.device_fields[str(device_id)],
+                    f"device '{device_id}' is already registered to elder '{owner}'",
+                )
+            )
+    return errors
+
+
+def _write(conn: psycopg.Connection[TupleRow], ledger: ParsedLedger) -> dict[str, TableCount]:
+    grids = {e.grid_id: (e.grid_id, e.grid_name, e.district, e.street) for e in ledger.elders}
+    workers = {
+        e.grid_worker_id: (
+            e.grid_worker_id,
+            e.grid_worker_name,
+            e.grid_worker_phone,
+            e.grid_worker_wecom,
+            e.grid_id,
+        )
+        for e in ledger.elders
+    }
+    counts = {
+        "stations": _upsert(
+            conn,
+            _STATIONS,
+            [
+                (
+                    s.station_id,
+                    s.name,
+                    s.kind,
+                    s.district,
+                    s.street,
+                    s.lat,
+                    s.lon,
+                    s.phone,
+                    s.wecom_userid,
+                    s.staffed,
+                    s.duty_start,
+                    s.duty_end,
+                )
+                for s in ledger.stations
+            ],
+        ),
+        "duty_officers": _upsert(
+            conn,
+            _OFFICERS,
+            [(o.officer_id, o.district, o.name, o.phone, o.wecom_userid) for o in ledger.officers],
+        ),
+        "grids": _upsert(conn, _GRIDS, list(grids.values())),
+        "grid_workers": _upsert(conn, _GRID_WORKERS, list(workers.values())),
+        "elders": _upsert(
+            conn,
+            _ELDERS,
+            [
+                (
+                    e.elder_id,
+                    e.name,
+                    e.phone,
+                    e.district,
+                    e.street,
+                    e.address,
+                    e.lat,
+                    e.lon,
+                    e.grid_id,
+                    e.care_profile,
+                    e.lives_alone,
+                )
+                for e in ledger.elders
+            ],
+        ),
+    }
+    elder_ids = [e.elder_id for e in ledger.elders]
+    contacts = [
+        (e.elder_id, priority, c.name, c.relation, c.phone, c.wecom_userid)
+        for e in ledger.elders
+        for priority, c in enumerate(e.contacts, start=1)
+    ]
+    removed_contacts = conn.execute(
+        "DELETE FROM contacts c USING unnest(%s::text[]) AS imported(id)"
+        " WHERE c.elder_id = imported.id AND NOT EXISTS ("
+        "   SELECT 1 FROM unnest(%s::text[], %s::int4[]) AS keep(elder_id, priority)"
+        "   WHERE keep.elder_id = c.elder_id AND keep.priority = c.priority)",
+        [elder_ids, [c[0] for c in contacts], [c[1] for c in contacts]],
+    ).rowcount
+    devices = [(d.device_id, e.elder_id, d.kind) for e in ledger.elders for d in e.devices()]
+    # Only devices gone from the whole import are removed; a device moving to another
+    # imported elder is updated in place and keeps its state (last_seen, last_seq).
+    removed_devices = conn.execute(
+        "DELETE FROM devices d USING unnest(%s::text[]) AS imported(id)"
+        " WHERE d.elder_id = imported.id AND NOT EXISTS ("
+        "   SELECT 1 FROM unnest(%s::text[]) AS keep(id) WHERE keep.id = d.id)",
+        [elder_ids, [d[0] for d in devices]],
+    ).rowcount
+    counts["contacts"] = _with_removed(_upsert(conn, _CONTACTS, contacts), removed_contacts)
+    counts["devices"] = _with_removed(_upsert(conn, _DEVICES, devices), removed_devices)
+    return counts
+
+
+def _with_removed(count: TableCount, removed: int) -> TableCount:
+    return TableCount(count.inserted, count.updated, count.unchanged, removed)
+
+
+def import_files(dsn: str, files: list[Path]) -> ImportReport:
+    """Validate all files and, only if every row is valid, apply them in one transaction."""
+    report = ImportReport(files=[str(f) for f in files])
+    with psycopg.connect(dsn) as conn:
+        profiles = [str(r[0]) for r in conn.execute("SELECT id FROM care_profiles")]
+        ledger = parse_ledger(files, profiles)
+        report.rows_read = ledger.rows_read
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [_IMPORT_LOCK_KEY])
+            report.errors = ledger.errors + _device_conflicts(conn, ledger)
+            if report.errors:
+                log.warning(
+                    "ledger rejected",
+                    extra={"files": report.files, "errors": len(report.errors)},
+                )
+                return report
+            report.counts = _write(conn, ledger)
+    log.info(
+        "ledger imported",
+        extra={"files": report.files, "rows": report.rows_read}
+        | {table: str(count) for table, count in report.counts.items()},
+    )
+    return report
+
+
+def format_report(report: ImportReport, max_errors: int = MAX_PRINTED_ERRORS) -> str:
+    if not report.ok:
+        lines = [f"ledger rejected, nothing was written: {len(report.errors)} error(s)"]
+        lines += [f"  {e}" for e in report.errors[:max_errors]]
+        if len(report.errors) > max_errors:
+            lines.append(f"  ... and {len(report.errors) - max_errors} more")
+        return "\n".join(lines)
+    lines = [f"imported {report.rows_read} row(s) from {len(report.files)} file(s)"]
+    lines += [f"  {table}: {count}" for table, count in report.counts.items()]
+    return "\n".join(lines)
+
+
+def cli_import(settings: Settings, files: list[Path]) -> int:
+    """`carewatch registry import FILE...`: print a summary or the errors; 0 = imported."""
+    report = import_files(settings.database_url, files)
+    print(format_report(report))
+    return 0 if report.ok else 1

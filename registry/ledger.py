@@ -1,0 +1,356 @@
+"""Parse and validate ledger files into typed records, collecting every error.
+
+Pure apart from reading the files: the checks that need the database (known care
+profiles are passed in; device ownership) are done by registry.importer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from typing import TypeVar, cast
+
+from registry.fields import (
+    FieldError,
+    parse_bool,
+    parse_choice,
+    parse_id,
+    parse_lat,
+    parse_lon,
+    parse_phone,
+    parse_text,
+    parse_time,
+    parse_wecom,
+)
+from registry.ledger_format import (
+    COLUMNS,
+    MAX_CONTACTS,
+    OPTIONAL_ELDER_COLUMNS,
+    SENSOR_KINDS,
+    STATION_KINDS,
+    ContactRecord,
+    DeviceRecord,
+    ElderRecord,
+    LedgerKind,
+    OfficerRecord,
+    StationKind,
+    StationRecord,
+    contact_columns,
+    detect_kind,
+)
+from registry.reader import RawRow, TableError, open_table
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+PROGRESS_EVERY = 10_000
+_SENSOR_SPLIT_RE = re.compile(r"[;；]")
+DEFAULT_DUTY_START = time(8, 0)
+DEFAULT_DUTY_END = time(20, 0)
+
+
+def _or_default(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    file: str
+    line: int  # spreadsheet line (header = 1); 0 = the file as a whole
+    field: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line else "file"
+        column = f", field {self.field}" if self.field else ""
+        return f"{self.file}: {where}{column}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file} line {self.line}"
+
+
+@dataclass
+class ParsedLedger:
+    stations: list[StationRecord] = field(default_factory=list)
+    officers: list[OfficerRecord] = field(default_factory=list)
+    elders: list[ElderRecord] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+    # where each elder row and each device came from, to place errors found later
+    elder_origins: dict[str, Origin] = field(default_factory=dict)
+    device_fields: dict[str, str] = field(default_factory=dict)  # device id -> column
+    rows_read: int = 0
+
+
+class _Cells:
+    """One row's cells; records an error per bad cell and remembers if any failed.
+
+    `required` returns a placeholder after an error: the row is then discarded, so the
+    placeholder never reaches a record.
+    """
+
+    def __init__(self, file: str, raw: RawRow, errors: list[RowError]) -> None:
+        self.file = file
+        self.line = raw.line
+        self.values = raw.values
+        self.errors = errors
+        self.ok = True
+        if raw.overflow:
+            self.error(None, "cells beyond the last header column (a stray comma?)")
+
+    def error(self, column: str | None, reason: str) -> None:
+        self.ok = False
+        self.errors.append(RowError(self.file, self.line, column, reason))
+
+    def text(self, column: str) -> str:
+        return self.values.get(column, "")
+
+    def optional(self, column: str, parse: Callable[[str], T]) -> T | None:
+        text = self.text(column)
+        if not text:
+            return None
+        try:
+            return parse(text)
+        except FieldError as exc:
+            self.error(column, str(exc))
+            return None
+
+    def required(self, column: str, parse: Callable[[str], T]) -> T:
+        if not self.text(column):
+            self.error(column, "a value is required")
+            return cast(T, None)
+        value = self.optional(column, parse)
+        return cast(T, value)
+
+    @property
+    def origin(self) -> Origin:
+        return Origin(self.file, self.line)
+
+
+class _LedgerParser:
+    def __init__(self, known_profiles: Collection[str]) -> None:
+        self.known_profiles = frozenset(known_profiles)
+        self.out = ParsedLedger()
+        self.seen: dict[str, dict[str, Origin]] = {"station": {}, "officer": {}, "elder": {}}
+        self.device_origin: dict[str, Origin] = {}
+        self.grids: dict[str, tuple[str, str, str, Origin]] = {}
+        self.workers: dict[str, tuple[tuple[str, str, str | None, str], Origin]] = {}
+
+    # -- files ---------------------------------------------------------------------
+
+    def parse_file(self, path: Path) -> None:
+        name = str(path)
+        try:
+            table = open_table(path)
+        except TableError as exc:
+            self.out.errors.append(RowError(name, 0, None, str(exc)))
+            return
+        kind = detect_kind(table.header)
+        if kind is None:
+            self.out.errors.append(
+                RowError(
+                    name,
+                    1,
+                    None,
+                    "unknown table: the header needs station_id, officer_id or elder_id",
+                )
+            )
+            return
+        if not self._header_ok(name, kind, table.header):
+            return
+        row_parser = {
+            "stations": self.station,
+            "duty_officers": self.officer,
+            "elders": self.elder,
+        }[kind]
+        rows = 0
+        try:
+            for raw in table.rows:
+                row_parser(_Cells(name, raw, self.out.errors))
+                rows += 1
+                if rows % PROGRESS_EVERY == 0:
+                    log.info("ledger rows read", extra={"file": name, "rows": rows})
+        except TableError as exc:
+            self.out.errors.append(RowError(name, 0, None, str(exc)))
+        self.out.rows_read += rows
+        log.info("ledger file read", extra={"file": name, "kind": kind, "rows": rows})
+
+    def _header_ok(self, name: str, kind: LedgerKind, header: list[str]) -> bool:
+        expected = COLUMNS[kind]
+        optional = OPTIONAL_ELDER_COLUMNS if kind == "elders" else frozenset()
+        problems = [
+            (c, "missing column") for c in expected if c not in header and c not in optional
+        ]
+        problems += [(c, "unknown column") for c in dict.fromkeys(header) if c not in expected]
+        problems += [(c, "column appears twice") for c in header if header.count(c) > 1][:1]
+        for column, reason in problems:
+            self.out.errors.append(RowError(name, 1, column or "(empty header)", reason))
+        return not problems
+
+    # -- shared checks ---------------------------------------------------------------
+
+    def _unique_id(self, cells: _Cells, column: str, space: str) -> str:
+        value = cells.required(column, parse_id)
+        if value is not None:
+            first = self.seen[space].setdefault(value, cells.origin)
+            if first != cells.origin:
+                cells.error(column, f"duplicate {column} '{value}' (first at {first})")
+        return value
+
+    # -- rows ------------------------------------------------------------------------
+
+    def station(self, cells: _Cells) -> None:
+        station_id = self._unique_id(cells, "station_id", "station")
+        record = StationRecord(
+            station_id=station_id,
+            name=cells.required("name", parse_text),
+            kind=cast(
+                StationKind,
+                cells.required("kind", lambda v: parse_choice(v, STATION_KINDS, "station kind")),
+            ),
+            district=cells.required("district", parse_text),
+            street=cells.optional("street", parse_text),
+            lat=cells.required("lat", parse_lat),
+            lon=cells.required("lon", parse_lon),
+            phone=cells.optional("phone", parse_phone),
+            wecom_userid=cells.optional("wecom_userid", parse_wecom),
+            staffed=cells.optional("staffed", parse_bool) is not False,  # default: staffed
+            duty_start=_or_default(cells.optional("duty_start", parse_time), DEFAULT_DUTY_START),
+            duty_end=_or_default(cells.optional("duty_end", parse_time), DEFAULT_DUTY_END),
+        )
+        if cells.ok and record.staffed and not (record.phone or record.wecom_userid):
+            cells.error("phone", "a staffed station needs a phone or a wecom_userid")
+        if cells.ok:
+            self.out.stations.append(record)
+
+    def officer(self, cells: _Cells) -> None:
+        record = OfficerRecord(
+            officer_id=self._unique_id(cells, "officer_id", "officer"),
+            district=cells.required("district", parse_text),
+            name=cells.required("name", parse_text),
+            phone=cells.required("phone", parse_phone),
+            wecom_userid=cells.optional("wecom_userid", parse_wecom),
+        )
+        if cells.ok:
+            self.out.officers.append(record)
+
+    def elder(self, cells: _Cells) -> None:
+        elder_id = self._unique_id(cells, "elder_id", "elder")
+        wristband_id = cells.optional("wristband_id", parse_id)
+        record = ElderRecord(
+            elder_id=elder_id,
+            name=cells.required("name", parse_text),
+            phone=cells.optional("phone", parse_phone),
+            district=cells.required("district", parse_text),
+            street=cells.required("street", parse_text),
+            address=cells.optional("address", parse_text),
+            lat=cells.required("lat", parse_lat),
+            lon=cells.required("lon", parse_lon),
+            grid_id=cells.required("grid_id", parse_id),
+            grid_name=cells.required("grid_name", parse_text),
+            grid_worker_id=cells.required("grid_worker_id", parse_id),
+            grid_worker_name=cells.required("grid_worker_name", parse_text),
+            grid_worker_phone=cells.required("grid_worker_phone", parse_phone),
+            grid_worker_wecom=cells.optional("grid_worker_wecom", parse_wecom),
+            care_profile=cells.required(
+                "care_profile", lambda v: parse_choice(v, self.known_profiles, "care profile")
+            ),
+            lives_alone=cells.required("lives_alone", parse_bool),
+            wristband_id=wristband_id,
+            sensors=self._sensors(cells),
+            contacts=self._contacts(cells),
+        )
+        self._devices_unique(cells, record)
+        if cells.ok:
+            self._grid_consistent(cells, record)
+        if cells.ok:
+            self.out.elders.append(record)
+            self.out.elder_origins[record.elder_id] = cells.origin
+
+    def _sensors(self, cells: _Cells) -> tuple[DeviceRecord, ...]:
+        sensors: list[DeviceRecord] = []
+        for item in filter(
+            None, (s.strip() for s in _SENSOR_SPLIT_RE.split(cells.text("sensors")))
+        ):
+            kind, sep, device_id = item.replace("：", ":").partition(":")
+            kind, device_id = kind.strip().lower(), device_id.strip()
+            try:
+                if not sep or not device_id:
+                    raise FieldError(f"'{item}' is not kind:device_id")
+                parse_choice(kind, SENSOR_KINDS, "sensor kind")
+                sensors.append(DeviceRecord(parse_id(device_id), kind))
+            except FieldError as exc:
+                cells.error("sensors", str(exc))
+        return tuple(sensors)
+
+    def _contacts(self, cells: _Cells) -> tuple[ContactRecord, ...]:
+        """Contacts keep their order; an empty slot is skipped (priorities close up)."""
+        contacts: list[ContactRecord] = []
+        for n in range(1, MAX_CONTACTS + 1):
+            name_col, relation_col, phone_col, wecom_col = contact_columns(n)
+            if not any(cells.text(c) for c in contact_columns(n)):
+                if n == 1:
+                    cells.error(name_col, "at least one family contact (contact1) is required")
+                continue
+            contacts.append(
+                ContactRecord(
+                    name=cells.required(name_col, parse_text),
+                    relation=cells.required(relation_col, parse_text),
+                    phone=cells.required(phone_col, parse_phone),
+                    wecom_userid=cells.optional(wecom_col, parse_wecom),
+                )
+            )
+        return tuple(contacts)
+
+    def _devices_unique(self, cells: _Cells, record: ElderRecord) -> None:
+        in_row: set[str] = set()
+        for device in record.devices():
+            column = "wristband_id" if device.kind == "wristband" else "sensors"
+            if device.device_id in in_row:
+                cells.error(column, f"device id '{device.device_id}' is listed twice in this row")
+                continue
+            in_row.add(device.device_id)
+            first = self.device_origin.setdefault(device.device_id, cells.origin)
+            if first != cells.origin:
+                cells.error(column, f"duplicate device id '{device.device_id}' (first at {first})")
+            self.out.device_fields.setdefault(device.device_id, column)
+
+    def _grid_consistent(self, cells: _Cells, e: ElderRecord) -> None:
+        """Grid and grid worker columns repeat on every elder row: they must agree."""
+        grid = (e.grid_name, e.district, e.street)
+        known_grid = self.grids.setdefault(e.grid_id, (*grid, cells.origin))
+        for column, value, known in zip(
+            ("grid_name", "district", "street"), grid, known_grid[:3], strict=True
+        ):
+            if value != known:
+                cells.error(
+                    column,
+                    f"grid '{e.grid_id}' has {column} '{known}' at {known_grid[3]}, here '{value}'",
+                )
+        worker = (e.grid_worker_name, e.grid_worker_phone, e.grid_worker_wecom, e.grid_id)
+        known_worker, origin = self.workers.setdefault(e.grid_worker_id, (worker, cells.origin))
+        columns = ("grid_worker_name", "grid_worker_phone", "grid_worker_wecom", "grid_id")
+        for column, given, expected in zip(columns, worker, known_worker, strict=True):
+            if given != expected:
+                cells.error(
+                    column,
+                    f"grid worker '{e.grid_worker_id}' has {column} '{expected or ''}' "
+                    f"at {origin}, here '{given or ''}'",
+                )
+
+
+def parse_ledger(files: Iterable[Path], known_profiles: Collection[str]) -> ParsedLedger:
+    """Read and validate every file; `errors` lists every bad row and cell found."""
+    parser = _LedgerParser(known_profiles)
+    for path in files:
+        parser.parse_file(path)
+    return parser.out

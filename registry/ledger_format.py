@@ -1,0 +1,245 @@
+"""The ledger file format (老年人信息台账): columns, typed records and their row form.
+
+Three kinds of table, told apart by their header (see docs/registry.md):
+stations, duty officers and elders (one row per elder, with grid, devices and up to
+three family contacts inline). Both the importer (parsing) and the street generator
+(writing) use the records and columns defined here, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import time
+from pathlib import Path
+from typing import Literal
+
+LedgerKind = Literal["stations", "duty_officers", "elders"]
+StationKind = Literal["street_centre", "community_station", "village_point"]
+STATION_KINDS: tuple[StationKind, ...] = ("street_centre", "community_station", "village_point")
+# Home sensors listed in the elders' `sensors` column (the wristband has its own column).
+SENSOR_KINDS: tuple[str, ...] = ("pir", "door", "water_meter", "radar", "smoke", "gas", "leak")
+MAX_CONTACTS = 3
+
+STATION_COLUMNS: tuple[str, ...] = (
+    "station_id",
+    "name",
+    "kind",
+    "district",
+    "street",
+    "lat",
+    "lon",
+    "phone",
+    "wecom_userid",
+    "staffed",
+    "duty_start",
+    "duty_end",
+)
+OFFICER_COLUMNS: tuple[str, ...] = ("officer_id", "district", "name", "phone", "wecom_userid")
+CONTACT_FIELDS: tuple[str, ...] = ("name", "relation", "phone", "wecom")
+
+
+def contact_columns(n: int) -> tuple[str, ...]:
+    return tuple(f"contact{n}_{f}" for f in CONTACT_FIELDS)
+
+
+ELDER_COLUMNS: tuple[str, ...] = (
+    "elder_id",
+    "name",
+    "phone",
+    "district",
+    "street",
+    "address",
+    "lat",
+    "lon",
+    "grid_id",
+    "grid_name",
+    "grid_worker_id",
+    "grid_worker_name",
+    "grid_worker_phone",
+    "grid_worker_wecom",
+    "care_profile",
+    "lives_alone",
+    "wristband_id",
+    "sensors",
+    *(c for n in range(1, MAX_CONTACTS + 1) for c in contact_columns(n)),
+)
+# Columns a file may leave out entirely (contacts 2 and 3).
+OPTIONAL_ELDER_COLUMNS = frozenset(
+    c for n in range(2, MAX_CONTACTS + 1) for c in contact_columns(n)
+)
+
+COLUMNS: dict[LedgerKind, tuple[str, ...]] = {
+    "stations": STATION_COLUMNS,
+    "duty_officers": OFFICER_COLUMNS,
+    "elders": ELDER_COLUMNS,
+}
+# The column whose presence tells which kind of table a file holds.
+KEY_COLUMN: dict[LedgerKind, str] = {
+    "stations": "station_id",
+    "duty_officers": "officer_id",
+    "elders": "elder_id",
+}
+
+
+def detect_kind(header: Sequence[str]) -> LedgerKind | None:
+    for kind, key in KEY_COLUMN.items():
+        if key in header:
+            return kind
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class StationRecord:
+    station_id: str
+    name: str
+    kind: StationKind
+    district: str
+    street: str | None
+    lat: float
+    lon: float
+    phone: str | None
+    wecom_userid: str | None
+    staffed: bool
+    duty_start: time
+    duty_end: time
+
+
+@dataclass(frozen=True, slots=True)
+class OfficerRecord:
+    officer_id: str
+    district: str
+    name: str
+    phone: str
+    wecom_userid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRecord:
+    name: str
+    relation: str
+    phone: str
+    wecom_userid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    device_id: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class ElderRecord:
+    elder_id: str
+    name: str
+    phone: str | None
+    district: str
+    street: str
+    address: str | None
+    lat: float
+    lon: float
+    grid_id: str
+    grid_name: str
+    grid_worker_id: str
+    grid_worker_name: str
+    grid_worker_phone: str
+    grid_worker_wecom: str | None
+    care_profile: str
+    lives_alone: bool
+    wristband_id: str | None
+    sensors: tuple[DeviceRecord, ...]
+    contacts: tuple[ContactRecord, ...]
+
+    def devices(self) -> tuple[DeviceRecord, ...]:
+        wristband = (DeviceRecord(self.wristband_id, "wristband"),) if self.wristband_id else ()
+        return wristband + self.sensors
+
+
+# ----------------------------------------------------------------------------------
+# Row form (what a CSV cell holds)
+# ----------------------------------------------------------------------------------
+
+
+def _opt(value: str | None) -> str:
+    return value or ""
+
+
+def format_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def format_time(value: time) -> str:
+    return value.strftime("%H:%M")
+
+
+def format_coord(value: float) -> str:
+    return f"{value:.6f}"
+
+
+def format_sensors(sensors: Iterable[DeviceRecord]) -> str:
+    return ";".join(f"{s.kind}:{s.device_id}" for s in sensors)
+
+
+def station_row(s: StationRecord) -> dict[str, str]:
+    return {
+        "station_id": s.station_id,
+        "name": s.name,
+        "kind": s.kind,
+        "district": s.district,
+        "street": _opt(s.street),
+        "lat": format_coord(s.lat),
+        "lon": format_coord(s.lon),
+        "phone": _opt(s.phone),
+        "wecom_userid": _opt(s.wecom_userid),
+        "staffed": format_bool(s.staffed),
+        "duty_start": format_time(s.duty_start),
+        "duty_end": format_time(s.duty_end),
+    }
+
+
+def officer_row(o: OfficerRecord) -> dict[str, str]:
+    return {
+        "officer_id": o.officer_id,
+        "district": o.district,
+        "name": o.name,
+        "phone": o.phone,
+        "wecom_userid": _opt(o.wecom_userid),
+    }
+
+
+def elder_row(e: ElderRecord) -> dict[str, str]:
+    row = {
+        "elder_id": e.elder_id,
+        "name": e.name,
+        "phone": _opt(e.phone),
+        "district": e.district,
+        "street": e.street,
+        "address": _opt(e.address),
+        "lat": format_coord(e.lat),
+        "lon": format_coord(e.lon),
+        "grid_id": e.grid_id,
+        "grid_name": e.grid_name,
+        "grid_worker_id": e.grid_worker_id,
+        "grid_worker_name": e.grid_worker_name,
+        "grid_worker_phone": e.grid_worker_phone,
+        "grid_worker_wecom": _opt(e.grid_worker_wecom),
+        "care_profile": e.care_profile,
+        "lives_alone": format_bool(e.lives_alone),
+        "wristband_id": _opt(e.wristband_id),
+        "sensors": format_sensors(e.sensors),
+    }
+    for n in range(1, MAX_CONTACTS + 1):
+        c = e.contacts[n - 1] if n <= len(e.contacts) else None
+        values = (c.name, c.relation, c.phone, _opt(c.wecom_userid)) if c else ("",) * 4
+        row.update(zip(contact_columns(n), values, strict=True))
+    return row
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, str]]) -> Path:
+    """Write a ledger table as UTF-8 with a BOM, so Excel opens the Chinese text right."""
+    with path.open("w", encoding="utf-8-sig", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
