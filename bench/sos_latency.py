@@ -1,0 +1,162 @@
+"""End-to-end SOS latency: device time of the press -> the fake SMS provider's request.
+
+    .venv/bin/python -m bench.sos_latency --presses 100 --load 0,1000,5000
+
+Every worker runs as its own `carewatch` process (as deployed); an optional background
+load of wristband telemetry runs at fixed rates while SOS presses of distinct elders are
+injected one every `--interval` seconds. Reports p50/p99/max per load level and the
+highest level whose p99 stays under 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import aiomqtt
+import msgspec
+import psycopg
+
+from bench.common import bench_env, percentile, seed_street, table, write_results
+from bench.load import Load
+from carewatch.messages import DeviceEvent
+from carewatch.settings import Settings
+from carewatch.topics import topic
+from notifier.channels.aliyun_sms import out_id_for
+from tests.pipeline import Pipeline, with_fake_providers
+from tests.services import wait_until
+
+
+def rows(settings: Settings, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    with psycopg.connect(settings.database_url) as conn:
+        return conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
+
+
+async def press_all(settings: Settings, bands: list[str], interval: float) -> None:
+    async with aiomqtt.Client("127.0.0.1", settings.mqtt_port, identifier="bench-sos") as client:
+        seq = time.time_ns() // 1_000_000
+        for band in bands:
+            seq += 1
+            body = msgspec.json.encode(
+                DeviceEvent(v=1, seq=seq, ts=time.time_ns() // 1_000_000, type="sos")
+            )
+            await client.publish(topic(band, "event"), body, qos=1)
+            await asyncio.sleep(interval)
+
+
+def measure(pipeline: Pipeline, bands: list[str], interval: float) -> list[float]:
+    s = pipeline.settings
+    asyncio.run(press_all(s, bands, interval))
+    expected = len(bands)
+
+    def all_sent() -> bool:
+        pipeline.assert_running()
+        n = rows(
+            s,
+            "SELECT count(*) FROM notifications WHERE step = 0 AND channel = 'sms'"
+            " AND recipient_kind = 'grid_worker' AND status = 'sent'",
+        )[0][0]
+        return bool(n >= expected)
+
+    wait_until(all_sent, 60 + expected * interval, f"{expected} step-0 SMS")
+    received = {
+        str(r["out_id"]): int(r["received_ms"])  # type: ignore[call-overload]
+        for r in pipeline.records()
+        if r["provider"] == "sms" and r["outcome"] == "delivered"
+    }
+    latencies = []
+    for key, device_ms in rows(
+        s,
+        "SELECT n.idempotency_key, (extract(epoch FROM a.device_time) * 1000)::bigint"
+        " FROM notifications n JOIN alerts a ON a.id = n.alert_id"
+        " WHERE n.step = 0 AND n.channel = 'sms' AND n.recipient_kind = 'grid_worker'",
+    ):
+        latencies.append(float(received[out_id_for(key)] - device_ms))
+    return latencies
+
+
+def run_level(presses: int, rate: float, interval: float) -> dict[str, Any]:
+    with bench_env(escalation_wait_s=3600.0, log_level="WARNING") as env:
+        settings = with_fake_providers(env.settings)
+        seed_street(settings, max(presses, 100), env.workdir)
+        bands = [
+            r[0]
+            for r in rows(settings, "SELECT id FROM devices WHERE kind = 'wristband' ORDER BY id")
+        ]
+        pipeline = Pipeline(settings, env.workdir)
+        try:
+            for name in ("fake-providers", "ack-server", "notifier", "rules", "ingest"):
+                pipeline.start(name)
+            wait_ready(pipeline, bands[-1])
+            with Load(settings.mqtt_port, bands, rate) as load:
+                latencies = measure(pipeline, bands[:presses], interval)
+            return {
+                "load_target_msg_s": rate,
+                "load_achieved_msg_s": round(load.rate_achieved),
+                "presses": len(latencies),
+                "p50_ms": percentile(latencies, 0.5),
+                "p99_ms": percentile(latencies, 0.99),
+                "max_ms": max(latencies),
+            }
+        finally:
+            pipeline.stop_all()
+
+
+def wait_ready(pipeline: Pipeline, band: str) -> None:
+    s = pipeline.settings
+
+    async def probe() -> None:
+        async with aiomqtt.Client("127.0.0.1", s.mqtt_port, identifier="bench-probe") as c:
+            body = msgspec.json.encode(
+                DeviceEvent(v=1, seq=1, ts=time.time_ns() // 1_000_000, type="door_open")
+            )
+            await c.publish(topic(band, "event"), body, qos=1)
+
+    def stored() -> bool:
+        pipeline.assert_running()
+        asyncio.run(probe())
+        return bool(rows(s, "SELECT 1 FROM telemetry WHERE device_id = %s LIMIT 1", band))
+
+    wait_until(stored, 60, "ingest ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presses", type=int, default=100)
+    parser.add_argument("--load", default="0", help="comma-separated background rates, msg/s")
+    parser.add_argument("--interval", type=float, default=0.05, help="seconds between presses")
+    args = parser.parse_args()
+    results = []
+    for rate in [float(x) for x in args.load.split(",")]:
+        print(f"load {rate:.0f} msg/s: {args.presses} SOS presses ...", flush=True)
+        results.append(run_level(args.presses, rate, args.interval))
+        print(f"  {results[-1]}", flush=True)
+    ok = [r["load_achieved_msg_s"] for r in results if r["p99_ms"] < 100]
+    summary = {"levels": results, "highest_load_with_p99_under_100ms": max(ok) if ok else None}
+    path = write_results("sos_latency", summary)
+    print(
+        table(
+            [("load target", "achieved", "presses", "p50 ms", "p99 ms", "max ms")]
+            + [
+                (
+                    f"{r['load_target_msg_s']:.0f}",
+                    str(r["load_achieved_msg_s"]),
+                    str(r["presses"]),
+                    f"{r['p50_ms']:.1f}",
+                    f"{r['p99_ms']:.1f}",
+                    f"{r['max_ms']:.1f}",
+                )
+                for r in results
+            ]
+        )
+    )
+    print(
+        f"highest sustained load with p99 < 100 ms: {summary['highest_load_with_p99_under_100ms']} msg/s"
+    )
+    print(f"written: {path}")
+
+
+if __name__ == "__main__":
+    main()
