@@ -1,0 +1,151 @@
+"""Aliyun SMS (Dysmsapi SendSms, RPC style, API version 2017-05-25) channel adapter.
+
+Thin on purpose: render the template variables, sign the request, POST it, and map the
+provider's answer to a SendResult the outbox can act on (retry or give up).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import httpx
+
+from carewatch.clock import Clock, SystemClock
+from carewatch.logs import mask_phone
+from carewatch.metrics import NOTIFICATIONS
+from carewatch.settings import Settings
+from notifier.channels.aliyun_rpc import new_nonce, signed_params
+from notifier.channels.base import Message, SendResult
+from notifier.channels.templates import MissingTemplateParams, TemplateKey, template_for
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "2017-05-25"
+REGION_ID = "cn-hangzhou"
+# Aliyun does not publish a hard OutId limit that we rely on; longer idempotency keys are
+# replaced by their SHA-256 (64 hex chars), which is stable across retries.
+OUT_ID_MAX_LEN = 64
+
+# Errors caused by this message itself (number, content, parameters): a retry would get
+# the same answer, so the outbox should give up and try the next contact instead.
+# Everything else (flow control, server errors, and account/configuration problems an
+# operator can fix within the retry window) is retryable, so no alert is dropped for a
+# reason that may go away.
+PERMANENT_CODES = frozenset(
+    {
+        "isv.MOBILE_NUMBER_ILLEGAL",
+        "isv.MOBILE_COUNT_OVER_LIMIT",
+        "isv.DOMESTIC_NUMBER_NOT_SUPPORTED",
+        "isv.INVALID_PARAMETERS",
+        "isv.INVALID_JSON_PARAM",
+        "isv.TEMPLATE_MISSING_PARAMETERS",
+        "isv.TEMPLATE_PARAMS_ILLEGAL",
+        "isv.PARAM_LENGTH_LIMIT",
+        "isv.PARAM_NOT_SUPPORT_URL",
+        "isv.BLACK_KEY_CONTROL_LIMIT",
+        "isv.DAY_LIMIT_CONTROL",
+        "isv.EXTEND_CODE_ERROR",
+    }
+)
+
+
+def out_id_for(idempotency_key: str) -> str:
+    if len(idempotency_key) <= OUT_ID_MAX_LEN:
+        return idempotency_key
+    return hashlib.sha256(idempotency_key.encode()).hexdigest()
+
+
+def interpret_response(status_code: int, body: bytes) -> SendResult:
+    """Map one SendSms HTTP answer to a SendResult (pure)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return SendResult(ok=False, retryable=True, error=f"http {status_code}: not JSON")
+    code = str(data.get("Code", ""))
+    if status_code == 200 and code == "OK":
+        return SendResult(ok=True, provider_message_id=str(data.get("BizId") or "") or None)
+    error = f"{code or f'http {status_code}'}: {data.get('Message', '')}".strip()
+    if status_code >= 500:
+        return SendResult(ok=False, retryable=True, error=error)
+    return SendResult(ok=False, retryable=code not in PERMANENT_CODES, error=error)
+
+
+class AliyunSmsChannel:
+    name = "sms"
+
+    def __init__(
+        self, settings: Settings, client: httpx.AsyncClient, clock: Clock | None = None
+    ) -> None:
+        self._settings = settings
+        self._client = client
+        self._clock = clock or SystemClock()
+        self._template_codes: dict[TemplateKey, str] = {
+            "alert": settings.aliyun_sms_template_alert,
+            "update": settings.aliyun_sms_template_handled,
+        }
+
+    def request_params(self, message: Message) -> dict[str, str]:
+        """The signed form parameters of one SendSms request (fresh nonce and time)."""
+        key, variables = template_for(message.purpose, message.params)
+        action = {
+            "Action": "SendSms",
+            "RegionId": REGION_ID,
+            "PhoneNumbers": message.address,
+            "SignName": self._settings.aliyun_sms_sign_name,
+            "TemplateCode": self._template_codes[key],
+            "TemplateParam": json.dumps(variables, ensure_ascii=False, separators=(",", ":")),
+            "OutId": out_id_for(message.idempotency_key),
+        }
+        return signed_params(
+            "POST",
+            action,
+            access_key_id=self._settings.aliyun_access_key_id,
+            access_key_secret=self._settings.aliyun_access_key_secret.get_secret_value(),
+            version=API_VERSION,
+            epoch_ms=self._clock.now_ms(),
+            nonce=new_nonce(),
+        )
+
+    async def send(self, message: Message) -> SendResult:
+        try:
+            params = self.request_params(message)
+        except MissingTemplateParams as exc:
+            return self._finish(message, SendResult(ok=False, retryable=False, error=str(exc)))
+        try:
+            response = await self._client.post(
+                self._settings.aliyun_sms_endpoint,
+                data=params,
+                timeout=self._settings.provider_timeout_s,
+            )
+        except httpx.TimeoutException:
+            result = SendResult(ok=False, retryable=True, error="timeout")
+        except httpx.HTTPError as exc:
+            result = SendResult(ok=False, retryable=True, error=f"network: {type(exc).__name__}")
+        else:
+            result = interpret_response(response.status_code, response.content)
+        return self._finish(message, result)
+
+    def _finish(self, message: Message, result: SendResult) -> SendResult:
+        outcome = "ok" if result.ok else ("retryable" if result.retryable else "permanent")
+        NOTIFICATIONS.labels(channel=self.name, outcome=outcome).inc()
+        log.log(
+            logging.INFO if result.ok else logging.WARNING,
+            "sms %s",
+            outcome,
+            extra={
+                "channel": self.name,
+                "to": mask_phone(message.address),
+                "purpose": message.purpose,
+                "idempotency_key": message.idempotency_key,
+                "biz_id": result.provider_message_id,
+                "error": result.error,
+            },
+        )
+        return result
+
+    async def aclose(self) -> None:
+        """Nothing to release: the shared HTTP client belongs to the caller."""

@@ -1,0 +1,247 @@
+"""WeCom (企业微信) application message channel adapter.
+
+GET /cgi-bin/gettoken gives an access token valid for `expires_in` seconds (7200); it is
+cached and shared by all sends. POST /cgi-bin/message/send delivers a text card (with the
+ack link behind its button) or plain text. WeCom has no idempotency key, but its duplicate
+check suppresses the same content to the same user inside an interval; a short reference
+derived from the idempotency key is part of the content, so a retry of one notification is
+suppressed while a deliberate reminder (a new key) is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import html
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from carewatch.clock import Clock, SystemClock
+from carewatch.metrics import NOTIFICATIONS
+from carewatch.settings import Settings
+from notifier.channels.base import Message, SendResult
+from notifier.channels.templates import (
+    MissingTemplateParams,
+    render_body,
+    render_card_text,
+    render_title,
+)
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_CHECK_INTERVAL_S = 1800
+# Refresh a token this long before WeCom says it expires (or halfway, if it is shorter).
+TOKEN_REFRESH_MARGIN_S = 300
+# Documented size limits of a text card, in UTF-8 bytes.
+TITLE_MAX_BYTES = 128
+DESCRIPTION_MAX_BYTES = 512
+
+TOKEN_INVALID = 40014
+TOKEN_EXPIRED = 42001
+TOKEN_MISSING = 41001
+TOKEN_ERRORS = frozenset({TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_MISSING})
+# Errors of this message (recipient or content): retrying the same request cannot help.
+PERMANENT_ERRCODES = frozenset(
+    {
+        81013,  # user & party & tag all invalid
+        40003,  # invalid userid
+        40008,  # invalid message type
+        44004,  # empty content
+        45002,  # content size out of limit
+    }
+)
+
+
+class TokenError(Exception):
+    """gettoken failed; the send is retryable (credentials may be fixed, WeCom may recover)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    value: str
+    refresh_at_ms: int
+
+
+def reference_of(idempotency_key: str) -> str:
+    """A short, stable notification number shown to the recipient."""
+    return hashlib.sha256(idempotency_key.encode()).hexdigest()[:8].upper()
+
+
+def clip_utf8(text: str, max_bytes: int) -> str:
+    """Cut text to at most max_bytes of UTF-8 without splitting a character."""
+    raw = text.encode()
+    if len(raw) <= max_bytes:
+        return text
+    return raw[: max_bytes - 3].decode(errors="ignore") + "…"
+
+
+def _escaped_within(text: str, max_bytes: int) -> str:
+    """HTML-escaped text (the card description is HTML) of at most max_bytes."""
+    clipped = clip_utf8(text, max_bytes)
+    while len(html.escape(clipped).encode()) > max_bytes:
+        clipped = clip_utf8(clipped[:-2], max_bytes)
+    return html.escape(clipped)
+
+
+def build_payload(message: Message, agent_id: int) -> dict[str, Any]:
+    """The message/send JSON body (pure): a text card if there is a link, else text."""
+    ref = reference_of(message.idempotency_key)
+    common: dict[str, Any] = {
+        "touser": message.address,
+        "agentid": agent_id,
+        "enable_duplicate_check": 1,
+        "duplicate_check_interval": DUPLICATE_CHECK_INTERVAL_S,
+    }
+    link = message.params.get("link")
+    if not link:
+        content = f"{render_body(message.purpose, message.params)}\n通知编号：{ref}"
+        return {**common, "msgtype": "text", "text": {"content": content}, "safe": 0}
+    envelope = '<div class="normal">{}</div><div class="gray">通知编号 {}</div>'
+    budget = DESCRIPTION_MAX_BYTES - len(envelope.format("", ref).encode())
+    text = _escaped_within(render_card_text(message.purpose, message.params), budget)
+    return {
+        **common,
+        "msgtype": "textcard",
+        "textcard": {
+            "title": clip_utf8(render_title(message.purpose, message.params), TITLE_MAX_BYTES),
+            "description": envelope.format(text, ref),
+            "url": link,
+            "btntxt": "处理" if message.purpose == "alert" else "详情",
+        },
+    }
+
+
+def interpret_reply(reply: dict[str, Any], touser: str) -> SendResult:
+    """Map a message/send JSON answer to a SendResult (pure)."""
+    errcode = reply.get("errcode")
+    error = f"errcode {errcode}: {reply.get('errmsg', '')}"
+    if errcode == 0:
+        invalid = set(str(reply.get("invaliduser") or "").split("|")) - {""}
+        if invalid and invalid >= set(touser.split("|")):
+            return SendResult(ok=False, retryable=False, error=f"invalid user: {touser}")
+        return SendResult(ok=True, provider_message_id=str(reply.get("msgid") or "") or None)
+    return SendResult(ok=False, retryable=errcode not in PERMANENT_ERRCODES, error=error)
+
+
+class WeComChannel:
+    name = "wecom"
+
+    def __init__(
+        self, settings: Settings, client: httpx.AsyncClient, clock: Clock | None = None
+    ) -> None:
+        self._settings = settings
+        self._client = client
+        self._clock = clock or SystemClock()
+        self._base = settings.wecom_base_url.rstrip("/")
+        self._token: _Token | None = None
+        self._token_lock = asyncio.Lock()
+
+    async def send(self, message: Message) -> SendResult:
+        try:
+            payload = build_payload(message, self._settings.wecom_agent_id)
+        except MissingTemplateParams as exc:
+            return self._finish(message, SendResult(ok=False, retryable=False, error=str(exc)))
+        try:
+            token = await self._access_token()
+            reply = await self._post_message(token, payload)
+            if reply.get("errcode") in TOKEN_ERRORS:
+                # Expired or revoked early (e.g. the secret was reset): refresh once.
+                self._forget(token)
+                reply = await self._post_message(await self._access_token(), payload)
+            result = interpret_reply(reply, message.address)
+        except TokenError as exc:
+            result = SendResult(ok=False, retryable=True, error=str(exc))
+        except httpx.TimeoutException:
+            result = SendResult(ok=False, retryable=True, error="timeout")
+        except httpx.HTTPError as exc:
+            result = SendResult(ok=False, retryable=True, error=f"network: {type(exc).__name__}")
+        except _BadReply as exc:
+            result = SendResult(ok=False, retryable=True, error=str(exc))
+        return self._finish(message, result)
+
+    async def _access_token(self) -> str:
+        async with self._token_lock:  # one gettoken at a time; the others reuse its token
+            token = self._token
+            if token is None or self._clock.now_ms() >= token.refresh_at_ms:
+                token = self._token = await self._fetch_token()
+            return token.value
+
+    def _forget(self, token: str) -> None:
+        if self._token is not None and self._token.value == token:
+            self._token = None
+
+    async def _fetch_token(self) -> _Token:
+        try:
+            reply = await self._get_json(
+                "/cgi-bin/gettoken",
+                {
+                    "corpid": self._settings.wecom_corp_id,
+                    "corpsecret": self._settings.wecom_corp_secret.get_secret_value(),
+                },
+            )
+        except _BadReply as exc:
+            raise TokenError(f"gettoken: {exc}") from exc
+        if reply.get("errcode", 0) != 0 or not reply.get("access_token"):
+            raise TokenError(f"gettoken errcode {reply.get('errcode')}: {reply.get('errmsg')}")
+        expires_in = int(reply.get("expires_in", 7200))
+        margin = min(TOKEN_REFRESH_MARGIN_S, expires_in // 2)
+        log.info("wecom access token refreshed", extra={"expires_in": expires_in})
+        return _Token(
+            str(reply["access_token"]), self._clock.now_ms() + (expires_in - margin) * 1000
+        )
+
+    async def _post_message(self, token: str, payload: dict[str, Any]) -> dict[str, Any]:
+        response = await self._client.post(
+            f"{self._base}/cgi-bin/message/send",
+            params={"access_token": token},
+            json=payload,
+            timeout=self._settings.provider_timeout_s,
+        )
+        return _json_reply(response)
+
+    async def _get_json(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        response = await self._client.get(
+            f"{self._base}{path}", params=params, timeout=self._settings.provider_timeout_s
+        )
+        return _json_reply(response)
+
+    def _finish(self, message: Message, result: SendResult) -> SendResult:
+        outcome = "ok" if result.ok else ("retryable" if result.retryable else "permanent")
+        NOTIFICATIONS.labels(channel=self.name, outcome=outcome).inc()
+        log.log(
+            logging.INFO if result.ok else logging.WARNING,
+            "wecom %s",
+            outcome,
+            extra={
+                "channel": self.name,
+                "to": message.address,
+                "purpose": message.purpose,
+                "idempotency_key": message.idempotency_key,
+                "msgid": result.provider_message_id,
+                "error": result.error,
+            },
+        )
+        return result
+
+    async def aclose(self) -> None:
+        """Drop the cached token; the shared HTTP client belongs to the caller."""
+        self._token = None
+
+
+class _BadReply(Exception):
+    """An HTTP answer that is not WeCom's JSON (gateway error page, 5xx)."""
+
+
+def _json_reply(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code != 200:
+        raise _BadReply(f"http {response.status_code}")
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise _BadReply("http 200: not JSON") from exc
+    if not isinstance(data, dict):
+        raise _BadReply("http 200: not a JSON object")
+    return data

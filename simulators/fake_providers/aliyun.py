@@ -1,0 +1,260 @@
+"""Fake Aliyun Dysmsapi: SendSms over the RPC protocol, checked the way Aliyun checks it.
+
+Authentication (common parameters, key id, timestamp skew, HMAC-SHA1 signature, nonce
+replay) happens first and fails with Aliyun's gateway errors (HTTP 4xx); business checks
+(signature name, template, phone numbers, template variables) answer HTTP 200 with an
+`isv.*` code, as the real service does. Unlike the real service, the fake suppresses a
+repeated OutId, so tests can see that the sender's idempotency key reaches the provider
+and that a retried notification is delivered once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from carewatch.clock import Clock
+from carewatch.settings import Settings
+from notifier.channels.aliyun_rpc import parse_timestamp, string_to_sign, verify
+from notifier.channels.templates import TEMPLATE_BODIES, MissingTemplateParams, fill
+from simulators.fake_providers.faults import hang_until_disconnect
+from simulators.fake_providers.records import FailurePlan, Record, RecordBook
+
+API_VERSION = "2017-05-25"
+HOST_ID = "dysmsapi.aliyuncs.com"
+MAX_SKEW_MS = 15 * 60 * 1000  # Aliyun accepts timestamps within 15 minutes
+MAX_NUMBERS = 1000
+COMMON_PARAMS = (
+    "AccessKeyId",
+    "Action",
+    "Signature",
+    "SignatureMethod",
+    "SignatureNonce",
+    "SignatureVersion",
+    "Timestamp",
+    "Version",
+)
+SEND_SMS_PARAMS = ("PhoneNumbers", "SignName", "TemplateCode")
+# Mainland mobile numbers, optionally with the country code (+86, 0086 or 86).
+_MOBILE_RE = re.compile(r"^(?:\+86|0086|86)?1[3-9]\d{9}$")
+
+
+class AliyunError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _reply(status: int, body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({"RequestId": str(uuid.uuid4()).upper(), **body}, status_code=status)
+
+
+def _error_reply(error: AliyunError) -> JSONResponse:
+    body: dict[str, Any] = {"Code": error.code, "Message": error.message}
+    if error.status != 200:  # gateway errors carry the host and a troubleshooting link
+        body["HostId"] = HOST_ID
+        body["Recommend"] = f"https://api.aliyun.com/troubleshoot?q={error.code}&product=Dysmsapi"
+    return _reply(error.status, body)
+
+
+class AliyunSmsFake:
+    def __init__(
+        self,
+        settings: Settings,
+        book: RecordBook,
+        failures: FailurePlan,
+        clock: Clock,
+        hang_s: float,
+    ) -> None:
+        self._secrets = {
+            settings.aliyun_access_key_id: settings.aliyun_access_key_secret.get_secret_value()
+        }
+        self._sign_name = settings.aliyun_sms_sign_name
+        # The "approved templates" of this account, by template code.
+        self._templates = {
+            settings.aliyun_sms_template_alert: TEMPLATE_BODIES["alert"],
+            settings.aliyun_sms_template_handled: TEMPLATE_BODIES["update"],
+        }
+        self._book = book
+        self._failures = failures
+        self._clock = clock
+        self._hang_s = hang_s
+        self._nonces: dict[str, int] = {}
+        self._by_out_id: dict[str, Record] = {}
+
+    def reset(self) -> None:
+        self._nonces.clear()
+        self._by_out_id.clear()
+
+    async def handle(self, request: Request) -> Response:
+        now_ms = self._clock.now_ms()
+        params = dict(request.query_params)
+        if request.method == "POST":
+            params.update(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        fields = _record_fields(params)
+        try:
+            self._authenticate(request.method, params, now_ms)
+            self._check_action(params)
+        except AliyunError as error:
+            self._book.add("sms", now_ms, "rejected", error=error.code, **fields)
+            return _error_reply(error)
+
+        failure = self._failures.take("sms")
+        if failure == "5xx":
+            self._book.add("sms", now_ms, "failed", error="injected 5xx", **fields)
+            return _error_reply(
+                AliyunError(
+                    503,
+                    "ServiceUnavailable",
+                    "The request has failed due to a temporary failure of the server.",
+                )
+            )
+        if failure == "throttle":
+            self._book.add("sms", now_ms, "failed", error="isv.BUSINESS_LIMIT_CONTROL", **fields)
+            return _reply(
+                200, {"Code": "isv.BUSINESS_LIMIT_CONTROL", "Message": "触发分钟级流控Permits:1"}
+            )
+        if failure == "timeout":
+            self._book.add("sms", now_ms, "failed", error="injected timeout", **fields)
+            await hang_until_disconnect(request, self._hang_s)
+            return _error_reply(AliyunError(504, "ServiceTimeout", "The request timed out."))
+
+        response = self._send_sms(params, fields, now_ms)
+        if failure == "timeout_after_send":  # delivered, but the sender never hears so
+            await hang_until_disconnect(request, self._hang_s)
+        return response
+
+    def _authenticate(self, method: str, params: dict[str, str], now_ms: int) -> None:
+        for name in COMMON_PARAMS:
+            if not params.get(name):
+                raise AliyunError(400, f"Missing{name}", f"{name} is mandatory for this action.")
+        secret = self._secrets.get(params["AccessKeyId"])
+        if secret is None:
+            raise AliyunError(
+                404, "InvalidAccessKeyId.NotFound", "Specified access key is not found."
+            )
+        if params["SignatureMethod"] != "HMAC-SHA1" or params["SignatureVersion"] != "1.0":
+            raise AliyunError(
+                400, "InvalidSignatureMethod", "Specified signature method is not supported."
+            )
+        try:
+            sent_ms = parse_timestamp(params["Timestamp"])
+        except ValueError:
+            raise AliyunError(
+                400,
+                "InvalidTimeStamp.Format",
+                "Specified time stamp or date value is not well formatted.",
+            ) from None
+        if abs(now_ms - sent_ms) > MAX_SKEW_MS:
+            raise AliyunError(
+                400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired."
+            )
+        if not verify(method, params, secret):
+            raise AliyunError(
+                400,
+                "SignatureDoesNotMatch",
+                "Specified signature does not match our calculation. server string to sign is:"
+                + string_to_sign(method, params),
+            )
+        self._nonces = {n: t for n, t in self._nonces.items() if now_ms - t <= MAX_SKEW_MS}
+        if params["SignatureNonce"] in self._nonces:
+            raise AliyunError(
+                400, "SignatureNonceUsed", "Specified signature nonce was used already."
+            )
+        self._nonces[params["SignatureNonce"]] = now_ms
+
+    def _check_action(self, params: dict[str, str]) -> None:
+        if params["Action"] != "SendSms":
+            raise AliyunError(
+                404,
+                "InvalidAction.NotFound",
+                "Specified api is not found, please check your url and method.",
+            )
+        if params["Version"] != API_VERSION:
+            raise AliyunError(400, "InvalidVersion", "Specified parameter Version is not valid.")
+        for name in SEND_SMS_PARAMS:
+            if not params.get(name):
+                raise AliyunError(400, f"Missing{name}", f"{name} is mandatory for this action.")
+
+    def _send_sms(self, params: dict[str, str], fields: dict[str, Any], now_ms: int) -> Response:
+        try:
+            text = self._render(params)
+        except AliyunError as error:
+            self._book.add("sms", now_ms, "rejected", error=error.code, **fields)
+            return _error_reply(error)
+        out_id = params.get("OutId") or None
+        first = self._by_out_id.get(out_id) if out_id else None
+        if first is not None:
+            self._book.add(
+                "sms",
+                now_ms,
+                "duplicate",
+                text=text,
+                dedup_key=out_id,
+                duplicate_of=first.index,
+                message_id=first.message_id,
+                **fields,
+            )
+            return _reply(200, {"Code": "OK", "Message": "OK", "BizId": first.message_id})
+        biz_id = f"{secrets.randbelow(10**18):018d}^0"
+        record = self._book.add(
+            "sms", now_ms, "delivered", text=text, dedup_key=out_id, message_id=biz_id, **fields
+        )
+        if out_id:
+            self._by_out_id[out_id] = record
+        return _reply(200, {"Code": "OK", "Message": "OK", "BizId": biz_id})
+
+    def _render(self, params: dict[str, str]) -> str:
+        """Check the business parameters and render the text the phone would show."""
+        if params["SignName"] != self._sign_name:
+            raise AliyunError(200, "isv.SMS_SIGNATURE_ILLEGAL", "该账号下找不到对应签名")
+        body = self._templates.get(params["TemplateCode"])
+        if body is None:
+            raise AliyunError(200, "isv.SMS_TEMPLATE_ILLEGAL", "该账号下找不到对应模板")
+        numbers = params["PhoneNumbers"].split(",")
+        if len(numbers) > MAX_NUMBERS:
+            raise AliyunError(200, "isv.MOBILE_COUNT_OVER_LIMIT", "手机号码数量超过限制")
+        if not all(_MOBILE_RE.match(n) for n in numbers):
+            raise AliyunError(200, "isv.MOBILE_NUMBER_ILLEGAL", "非法手机号")
+        variables = _template_param(params.get("TemplateParam", "{}"))
+        try:
+            return f"【{self._sign_name}】{fill(body, variables)}"
+        except MissingTemplateParams as exc:
+            raise AliyunError(200, "isv.TEMPLATE_MISSING_PARAMETERS", str(exc)) from None
+
+
+def _template_param(raw: str) -> dict[str, str]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise AliyunError(200, "isv.INVALID_JSON_PARAM", "JSON参数不合法，只接受字符串值")
+    return value
+
+
+def _record_fields(params: dict[str, str]) -> dict[str, Any]:
+    try:
+        variables: dict[str, Any] = json.loads(params.get("TemplateParam", "{}"))
+    except ValueError:
+        variables = {"raw": params.get("TemplateParam")}
+    return {
+        "address": params.get("PhoneNumbers"),
+        "template_code": params.get("TemplateCode"),
+        "params": variables if isinstance(variables, dict) else {"raw": variables},
+        "out_id": params.get("OutId") or None,
+    }
+
+
+def add_routes(app: FastAPI, fake: AliyunSmsFake, path: str) -> None:
+    app.add_api_route(path, fake.handle, methods=["GET", "POST"], include_in_schema=False)

@@ -1,0 +1,96 @@
+"""What the fake providers received, and the failures tests ask them to inject."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Provider = Literal["sms", "wecom"]
+# delivered: reached the recipient; duplicate: accepted but not delivered again;
+# rejected: the provider refused it (bad signature, number...); failed: injected failure.
+Outcome = Literal["delivered", "duplicate", "rejected", "failed"]
+FailureMode = Literal["5xx", "throttle", "timeout", "timeout_after_send"]
+PROVIDERS: tuple[Provider, ...] = ("sms", "wecom")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    index: int
+    provider: Provider
+    received_ms: int
+    outcome: Outcome
+    address: str | None = None  # phone number(s) or WeCom touser
+    template_code: str | None = None  # SMS TemplateCode, or the WeCom msgtype
+    params: dict[str, Any] = field(default_factory=dict)  # template variables / message body
+    text: str | None = None  # what the recipient sees
+    out_id: str | None = None  # SMS OutId (the sender's idempotency key)
+    dedup_key: str | None = None  # what duplicates are detected by
+    duplicate_of: int | None = None  # index of the first delivery of a duplicate
+    message_id: str | None = None  # BizId / msgid returned to the sender
+    error: str | None = None  # provider error code of a rejection or failure
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RecordBook:
+    """Every request in arrival order, in memory and optionally as JSON lines in a file."""
+
+    def __init__(self, record_file: Path | None = None) -> None:
+        self._records: list[Record] = []
+        self._file = record_file
+        self.gettoken_calls = 0
+
+    def add(self, provider: Provider, received_ms: int, outcome: Outcome, **fields: Any) -> Record:
+        record = Record(len(self._records), provider, received_ms, outcome, **fields)
+        self._records.append(record)
+        if self._file is not None:
+            # A small synchronous append: the fake favours simplicity over throughput.
+            with self._file.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+        return record
+
+    def select(self, since: int = 0, provider: Provider | None = None) -> list[Record]:
+        return [r for r in self._records[since:] if provider is None or r.provider == provider]
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for provider in PROVIDERS:
+            counts = Counter(r.outcome for r in self._records if r.provider == provider)
+            out[provider] = {
+                "requests": sum(counts.values()),
+                "delivered": counts["delivered"],
+                "duplicates": counts["duplicate"],
+                "rejected": counts["rejected"],
+                "failed": counts["failed"],
+            }
+        out["wecom"]["gettoken_calls"] = self.gettoken_calls
+        return out
+
+    def reset(self) -> None:
+        self._records.clear()
+        self.gettoken_calls = 0
+
+
+class FailurePlan:
+    """Failures to inject into the next N accepted requests of each provider."""
+
+    def __init__(self) -> None:
+        self._pending: dict[Provider, deque[FailureMode]] = {p: deque() for p in PROVIDERS}
+
+    def inject(self, provider: Provider, count: int, mode: FailureMode) -> None:
+        self._pending[provider].extend([mode] * count)
+
+    def take(self, provider: Provider) -> FailureMode | None:
+        pending = self._pending[provider]
+        return pending.popleft() if pending else None
+
+    def pending(self) -> dict[str, int]:
+        return {p: len(q) for p, q in self._pending.items()}
+
+    def reset(self) -> None:
+        for queue in self._pending.values():
+            queue.clear()

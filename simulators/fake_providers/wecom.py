@@ -1,0 +1,261 @@
+"""Fake WeCom (企业微信) server API: gettoken and message/send for text and text cards.
+
+Tokens are issued per corp secret and checked on every send (missing 41001, unknown
+40014, expired 42001). Recipients are checked against a directory (any well-formed
+userid when none is configured); if every recipient is invalid the send fails with
+81013, otherwise the invalid ones are listed in `invaliduser`. With
+enable_duplicate_check, the same content to the same users inside the interval is
+accepted but not delivered again, as WeCom does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from carewatch.clock import Clock
+from carewatch.settings import Settings
+from simulators.fake_providers.faults import hang_until_disconnect
+from simulators.fake_providers.records import FailurePlan, RecordBook
+
+TOKEN_TTL_S = 7200
+MAX_DUPLICATE_CHECK_INTERVAL_S = 4 * 3600
+DEFAULT_DUPLICATE_CHECK_INTERVAL_S = 1800
+TEXT_MAX_BYTES = 2048
+TITLE_MAX_BYTES = 128
+DESCRIPTION_MAX_BYTES = 512
+_USERID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_TAG_RE = re.compile(r"<[^>]+>")
+
+
+class WeComError(Exception):
+    def __init__(self, errcode: int, errmsg: str) -> None:
+        super().__init__(f"{errcode}: {errmsg}")
+        self.errcode = errcode
+        self.errmsg = errmsg
+
+
+def _reply(body: dict[str, Any], status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status)
+
+
+def _error_reply(error: WeComError) -> JSONResponse:
+    return _reply({"errcode": error.errcode, "errmsg": error.errmsg})
+
+
+class WeComFake:
+    def __init__(
+        self,
+        settings: Settings,
+        book: RecordBook,
+        failures: FailurePlan,
+        clock: Clock,
+        hang_s: float,
+        users: Iterable[str] | None = None,
+    ) -> None:
+        self._corp_id = settings.wecom_corp_id
+        self._corp_secret = settings.wecom_corp_secret.get_secret_value()
+        self._agent_id = settings.wecom_agent_id
+        self._users = set(users) if users is not None else None
+        self._book = book
+        self._failures = failures
+        self._clock = clock
+        self._hang_s = hang_s
+        self._tokens: dict[str, int] = {}  # token -> expiry epoch ms
+        self._current: str | None = None
+        self._recent: dict[str, tuple[int, int, str]] = {}  # dedup key -> (ms, index, msgid)
+
+    def reset(self) -> None:
+        self._tokens.clear()
+        self._current = None
+        self._recent.clear()
+
+    def expire_tokens(self) -> int:
+        """Make every issued token expired (as after 7200 s); returns how many."""
+        now_ms = self._clock.now_ms()
+        for token in self._tokens:
+            self._tokens[token] = min(self._tokens[token], now_ms - 1)
+        self._current = None
+        return len(self._tokens)
+
+    async def gettoken(self, request: Request) -> Response:
+        self._book.gettoken_calls += 1
+        corp_id = request.query_params.get("corpid", "")
+        corp_secret = request.query_params.get("corpsecret", "")
+        if not corp_id:
+            return _error_reply(WeComError(41002, "corpid missing"))
+        if corp_id != self._corp_id:
+            return _error_reply(WeComError(40013, "invalid corpid"))
+        if not corp_secret:
+            return _error_reply(WeComError(41004, "corpsecret missing"))
+        if corp_secret != self._corp_secret:
+            return _error_reply(WeComError(40001, "invalid credential"))
+        now_ms = self._clock.now_ms()
+        # Like WeCom, repeated calls inside the validity return the same token.
+        if self._current is None or self._tokens[self._current] <= now_ms:
+            self._current = secrets.token_urlsafe(48)
+            self._tokens[self._current] = now_ms + TOKEN_TTL_S * 1000
+        expires_in = (self._tokens[self._current] - now_ms) // 1000
+        return _reply(
+            {"errcode": 0, "errmsg": "ok", "access_token": self._current, "expires_in": expires_in}
+        )
+
+    async def send(self, request: Request) -> Response:
+        now_ms = self._clock.now_ms()
+        raw = await request.body()
+        try:
+            self._check_token(request.query_params.get("access_token", ""), now_ms)
+            body = _json_object(raw)
+        except WeComError as error:
+            self._book.add("wecom", now_ms, "rejected", error=str(error.errcode))
+            return _error_reply(error)
+        fields: dict[str, Any] = {
+            "address": str(body.get("touser", "")),
+            "template_code": str(body.get("msgtype", "")),
+            "params": body,
+        }
+
+        failure = self._failures.take("wecom")
+        if failure == "5xx":
+            self._book.add("wecom", now_ms, "failed", error="injected 5xx", **fields)
+            return Response(
+                "<html><body>502 Bad Gateway</body></html>", 502, media_type="text/html"
+            )
+        if failure == "throttle":
+            self._book.add("wecom", now_ms, "failed", error="45009", **fields)
+            return _error_reply(WeComError(45009, "api freq out of limit"))
+        if failure == "timeout":
+            self._book.add("wecom", now_ms, "failed", error="injected timeout", **fields)
+            await hang_until_disconnect(request, self._hang_s)
+            return _error_reply(WeComError(-1, "system busy"))
+
+        response = self._deliver(body, fields, now_ms)
+        if failure == "timeout_after_send":
+            await hang_until_disconnect(request, self._hang_s)
+        return response
+
+    def _check_token(self, token: str, now_ms: int) -> None:
+        if not token:
+            raise WeComError(41001, "access_token missing")
+        expiry = self._tokens.get(token)
+        if expiry is None:
+            raise WeComError(40014, "invalid access_token")
+        if expiry <= now_ms:
+            raise WeComError(42001, "access_token expired")
+
+    def _deliver(self, body: dict[str, Any], fields: dict[str, Any], now_ms: int) -> Response:
+        try:
+            text = self._render(body)
+            valid, invalid = self._recipients(str(body.get("touser", "")))
+        except WeComError as error:
+            self._book.add("wecom", now_ms, "rejected", error=str(error.errcode), **fields)
+            return _error_reply(error)
+        result: dict[str, Any] = {
+            "errcode": 0,
+            "errmsg": "ok",
+            "invaliduser": "|".join(invalid),
+            "invalidparty": "",
+            "invalidtag": "",
+            "unlicenseduser": "",
+        }
+        key = self._dedup_key(body, valid)
+        seen = self._recent.get(key) if key else None
+        if key and seen and now_ms - seen[0] < _interval_ms(body):
+            self._book.add(
+                "wecom",
+                now_ms,
+                "duplicate",
+                text=text,
+                dedup_key=key,
+                duplicate_of=seen[1],
+                message_id=seen[2],
+                **fields,
+            )
+            return _reply({**result, "msgid": seen[2]})
+        msgid = secrets.token_urlsafe(24)
+        record = self._book.add(
+            "wecom", now_ms, "delivered", text=text, dedup_key=key, message_id=msgid, **fields
+        )
+        if key:
+            self._recent[key] = (now_ms, record.index, msgid)
+        return _reply({**result, "msgid": msgid})
+
+    def _render(self, body: dict[str, Any]) -> str:
+        """Validate the message and return the text the recipient sees."""
+        if body.get("agentid") != self._agent_id:
+            raise WeComError(40056, "invalid agentid")
+        msgtype = body.get("msgtype")
+        if msgtype == "text":
+            content = str((body.get("text") or {}).get("content") or "")
+            if not content:
+                raise WeComError(44004, "empty content")
+            if len(content.encode()) > TEXT_MAX_BYTES:
+                raise WeComError(45002, "content size out of limit")
+            return content
+        if msgtype == "textcard":
+            card = body.get("textcard") or {}
+            title, description, url = (
+                str(card.get(k) or "") for k in ("title", "description", "url")
+            )
+            if not (title and description and url):
+                raise WeComError(44004, "empty content")
+            if (
+                len(title.encode()) > TITLE_MAX_BYTES
+                or len(description.encode()) > DESCRIPTION_MAX_BYTES
+            ):
+                raise WeComError(45002, "content size out of limit")
+            return f"{title}\n{_TAG_RE.sub(' ', description).strip()}\n{url}"
+        raise WeComError(40008, "invalid message type")
+
+    def _recipients(self, touser: str) -> tuple[list[str], list[str]]:
+        users = [u for u in touser.split("|") if u]
+        valid = [
+            u for u in users if _USERID_RE.match(u) and (self._users is None or u in self._users)
+        ]
+        invalid = [u for u in users if u not in valid]
+        if not valid:
+            raise WeComError(81013, "user & party & tag all invalid")
+        return valid, invalid
+
+    @staticmethod
+    def _dedup_key(body: dict[str, Any], recipients: list[str]) -> str | None:
+        if body.get("enable_duplicate_check") != 1:
+            return None
+        msgtype = str(body.get("msgtype"))
+        content = json.dumps(body.get(msgtype), sort_keys=True, ensure_ascii=False)
+        digest = hashlib.sha256(f"{msgtype}\n{content}".encode()).hexdigest()[:16]
+        return f"{'|'.join(sorted(recipients))}:{digest}"
+
+
+def _interval_ms(body: dict[str, Any]) -> int:
+    interval = body.get("duplicate_check_interval", DEFAULT_DUPLICATE_CHECK_INTERVAL_S)
+    if not isinstance(interval, int) or interval <= 0:
+        interval = DEFAULT_DUPLICATE_CHECK_INTERVAL_S
+    return min(interval, MAX_DUPLICATE_CHECK_INTERVAL_S) * 1000
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise WeComError(47001, "data format error")
+    return value
+
+
+def add_routes(app: FastAPI, fake: WeComFake, prefix: str) -> None:
+    app.add_api_route(
+        f"{prefix}/cgi-bin/gettoken", fake.gettoken, methods=["GET"], include_in_schema=False
+    )
+    app.add_api_route(
+        f"{prefix}/cgi-bin/message/send", fake.send, methods=["POST"], include_in_schema=False
+    )

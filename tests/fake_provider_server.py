@@ -1,0 +1,90 @@
+"""Run the fake Aliyun SMS + WeCom providers on a free loopback port inside a test.
+
+async with running_fake_providers(settings) as fake:
+    channel = AliyunSmsChannel(fake.settings, client)   # adapters aimed at the fake
+    ...
+    assert (await fake.records("sms"))[0]["out_id"] == "..."
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from carewatch.settings import Settings
+from simulators.fake_providers.server import (
+    FakeProviders,
+    bind,
+    create_app,
+    fake_state,
+    serving,
+    sms_path,
+    wecom_prefix,
+)
+
+
+@dataclass
+class RunningFakeProviders:
+    base_url: str  # http://127.0.0.1:{port}
+    settings: Settings  # the caller's settings with both provider URLs pointing here
+    state: FakeProviders  # in-process access to the records and the fake's state
+    http: httpx.AsyncClient  # a client of the inspection/control endpoints
+
+    async def records(self, provider: str | None = None, since: int = 0) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"since": since}
+        if provider:
+            params["provider"] = provider
+        response = await self.http.get("/_records", params=params)
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()
+        return result
+
+    async def stats(self) -> dict[str, Any]:
+        response = await self.http.get("/_stats")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def fail(self, provider: str, count: int = 1, mode: str = "5xx") -> None:
+        response = await self.http.post(
+            "/_control/fail", json={"provider": provider, "count": count, "mode": mode}
+        )
+        response.raise_for_status()
+
+    async def expire_tokens(self) -> None:
+        (await self.http.post("/_control/expire_tokens")).raise_for_status()
+
+    async def reset(self) -> None:
+        (await self.http.post("/_control/reset")).raise_for_status()
+
+
+def offline_settings(**overrides: Any) -> Settings:
+    """Settings for tests that need no database, broker or bus (only the fakes)."""
+    return Settings(log_json=False, metrics_port=0, _env_file=None, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def running_fake_providers(
+    settings: Settings,
+    *,
+    record_file: Path | None = None,
+    wecom_users: Iterable[str] | None = None,
+    hang_s: float = 10.0,
+) -> AsyncIterator[RunningFakeProviders]:
+    """Start the fake providers on a free port for the duration of the block."""
+    app = create_app(settings, record_file, wecom_users=wecom_users, hang_s=hang_s)
+    with bind("127.0.0.1", 0) as sock:
+        base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        aimed = settings.model_copy(
+            update={
+                "aliyun_sms_endpoint": base_url + sms_path(settings),
+                "wecom_base_url": base_url + wecom_prefix(settings),
+            }
+        )
+        async with serving(app, sock), httpx.AsyncClient(base_url=base_url) as http:
+            yield RunningFakeProviders(base_url, aimed, fake_state(app), http)

@@ -1,0 +1,194 @@
+"""The Aliyun SMS adapter against the fake provider over real loopback HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
+
+from carewatch.clock import ManualClock
+from notifier.channels.aliyun_sms import AliyunSmsChannel
+from notifier.channels.base import Message
+from tests.fake_provider_server import (
+    RunningFakeProviders,
+    offline_settings,
+    running_fake_providers,
+)
+
+PHONE = "13800138000"
+PARAMS = {
+    "elder_name": "王秀英",
+    "kind_label": "紧急呼叫",
+    "address": "民族路12号",
+    "time": "08:15",
+    "link": "http://127.0.0.1:8081/a/tok",
+    "handler": "李明",
+}
+
+
+def alert(key: str = "alert-1:sms:0", address: str = PHONE) -> Message:
+    return Message(idempotency_key=key, address=address, purpose="alert", params=PARAMS)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[RunningFakeProviders]:
+    async with running_fake_providers(offline_settings(provider_timeout_s=0.5)) as running:
+        yield running
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as http:
+        yield http
+
+
+async def test_signed_request_is_accepted_and_recorded(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    before = REGISTRY.get_sample_value(
+        "carewatch_notifications_total", {"channel": "sms", "outcome": "ok"}
+    )
+    result = await AliyunSmsChannel(fake.settings, client).send(alert())
+
+    assert result.ok, result.error
+    assert result.provider_message_id and result.provider_message_id.endswith("^0")
+    [record] = await fake.records("sms")
+    assert record["outcome"] == "delivered"
+    assert record["address"] == PHONE
+    assert record["template_code"] == fake.settings.aliyun_sms_template_alert
+    assert record["params"] == {
+        k: PARAMS[k] for k in ("elder_name", "address", "time", "kind_label", "link")
+    }
+    assert record["out_id"] == "alert-1:sms:0"
+    assert record["message_id"] == result.provider_message_id
+    assert record["text"].startswith("【智慧养老】紧急：王秀英（民族路12号）于08:15触发紧急呼叫")
+    after = REGISTRY.get_sample_value(
+        "carewatch_notifications_total", {"channel": "sms", "outcome": "ok"}
+    )
+    assert after == (before or 0) + 1
+
+
+async def test_handled_and_closed_use_the_update_template(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    channel = AliyunSmsChannel(fake.settings, client)
+    for purpose in ("handled", "closed"):
+        message = Message(f"a1:{purpose}", PHONE, purpose, PARAMS)  # type: ignore[arg-type]
+        assert (await channel.send(message)).ok
+    handled, closed = await fake.records("sms")
+    assert (
+        handled["template_code"]
+        == closed["template_code"]
+        == fake.settings.aliyun_sms_template_handled
+    )
+    assert (
+        handled["text"] == "【智慧养老】王秀英的紧急呼叫警报已由李明于08:15接手处理，您无需前往。"
+    )
+    assert closed["text"] == "【智慧养老】王秀英的紧急呼叫警报已于08:15结束，感谢您的关注。"
+
+
+async def test_wrong_secret_is_refused_with_signature_does_not_match(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    tampered = fake.settings.model_copy(
+        update={"aliyun_access_key_secret": SecretStr("not-the-secret")}
+    )
+    result = await AliyunSmsChannel(tampered, client).send(alert())
+
+    assert not result.ok
+    assert result.error is not None and result.error.startswith("SignatureDoesNotMatch")
+    [record] = await fake.records("sms")
+    assert record["outcome"] == "rejected" and record["error"] == "SignatureDoesNotMatch"
+    assert (await fake.stats())["sms"]["delivered"] == 0
+
+
+async def test_stale_timestamp_is_refused(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    clock = ManualClock(start_ms=1_600_000_000_000)  # years ago
+    result = await AliyunSmsChannel(fake.settings, client, clock).send(alert())
+    assert not result.ok and result.retryable
+    assert result.error is not None and result.error.startswith("InvalidTimeStamp.Expired")
+
+
+async def test_illegal_number_is_permanent(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    result = await AliyunSmsChannel(fake.settings, client).send(alert(address="12345"))
+    assert not result.ok and not result.retryable
+    assert result.error is not None and result.error.startswith("isv.MOBILE_NUMBER_ILLEGAL")
+
+
+async def test_missing_template_parameters_fail_without_a_request(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    message = Message("k", PHONE, "alert", {"elder_name": "王秀英"})
+    result = await AliyunSmsChannel(fake.settings, client).send(message)
+    assert not result.ok and not result.retryable
+    assert await fake.records("sms") == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        ("5xx", "ServiceUnavailable"),
+        ("throttle", "isv.BUSINESS_LIMIT_CONTROL"),
+        ("timeout", "timeout"),
+    ],
+)
+async def test_transient_failures_are_retryable_and_a_retry_delivers(
+    fake: RunningFakeProviders, client: httpx.AsyncClient, mode: str, error: str
+) -> None:
+    channel = AliyunSmsChannel(fake.settings, client)
+    await fake.fail("sms", count=1, mode=mode)
+
+    first = await channel.send(alert())
+    assert not first.ok and first.retryable
+    assert first.error is not None and first.error.startswith(error)
+    retry = await channel.send(alert())
+    assert retry.ok, retry.error
+
+    stats = (await fake.stats())["sms"]
+    assert (stats["failed"], stats["delivered"]) == (1, 1)
+
+
+async def test_same_out_id_twice_is_delivered_once(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    channel = AliyunSmsChannel(fake.settings, client)
+    first = await channel.send(alert("same-key"))
+    second = await channel.send(alert("same-key"))
+    other = await channel.send(alert("other-key"))
+
+    assert first.ok and second.ok and other.ok
+    assert second.provider_message_id == first.provider_message_id
+    records = await fake.records("sms")
+    assert [r["outcome"] for r in records] == ["delivered", "duplicate", "delivered"]
+    assert records[1]["duplicate_of"] == records[0]["index"]
+    stats = (await fake.stats())["sms"]
+    assert (stats["delivered"], stats["duplicates"]) == (2, 1)
+
+
+async def test_timeout_after_delivery_then_retry_is_not_delivered_twice(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    channel = AliyunSmsChannel(fake.settings, client)
+    await fake.fail("sms", mode="timeout_after_send")
+
+    lost = await channel.send(alert("ambiguous"))
+    assert not lost.ok and lost.retryable and lost.error == "timeout"
+    retry = await channel.send(alert("ambiguous"))
+    assert retry.ok
+
+    assert [r["outcome"] for r in await fake.records("sms")] == ["delivered", "duplicate"]
+
+
+async def test_unreachable_provider_is_retryable(client: httpx.AsyncClient) -> None:
+    async with running_fake_providers(offline_settings()) as running:
+        settings = running.settings
+    result = await AliyunSmsChannel(settings, client).send(alert())  # server is gone
+    assert not result.ok and result.retryable
+    assert result.error is not None and result.error.startswith("network")
