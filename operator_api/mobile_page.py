@@ -13,7 +13,8 @@ Row = dict[str, Any]
 
 _STYLE = """
 *{box-sizing:border-box}
-body{margin:0;font-family:-apple-system,"PingFang SC","Noto Sans CJK SC","Microsoft YaHei",sans-serif;
+body{margin:0;font-family:-apple-system,"PingFang SC","Noto Sans CJK SC","Microsoft YaHei",
+"WenQuanYi Micro Hei",sans-serif;
 background:#f2f4f7;color:#1d2129;font-size:17px;line-height:1.45}
 header{background:#c4302b;color:#fff;padding:16px}
 header h1{margin:0;font-size:21px}
