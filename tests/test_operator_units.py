@@ -1,0 +1,110 @@
+"""Pure parts of the operator API: scope rules, statistics, labels, page rendering."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from operator_api.labels import ago, local_time
+from operator_api.masking import mask_json, mask_text
+from operator_api.mobile_page import render_page
+from operator_api.reports import day_bounds
+from operator_api.scope import OutOfScope, Principal, principal_for
+from operator_api.stats import percentile
+from operator_api.tokens import hash_token
+
+NOW = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)  # 14:00 in Chongqing
+
+
+def test_principal_for_each_role() -> None:
+    assert principal_for("admin", "root", "ignored", None) == Principal("admin", "root")
+    assert principal_for("operator", "op", "*", None) == Principal("operator", "op")
+    assert principal_for("operator", "op", "渝中区", None) == Principal(
+        "operator", "op", district="渝中区"
+    )
+    assert principal_for("operator", "op", None, None) is None
+    worker = principal_for("grid_worker", "GW1", None, ("G1", "渝中区"))
+    assert worker == Principal("grid_worker", "GW1", district="渝中区", grid_id="G1")
+    assert principal_for("grid_worker", "GONE", None, None) is None
+
+
+def test_scope_checks() -> None:
+    worker = Principal("grid_worker", "GW1", district="渝中区", grid_id="G1")
+    assert worker.allows("渝中区", "G1")
+    assert not worker.allows("渝中区", "G2")
+    worker.check_filters("渝中区", "G1")
+    with pytest.raises(OutOfScope):
+        worker.check_filters(None, "G2")
+    operator = Principal("operator", "op", district="渝中区")
+    assert operator.allows("渝中区", "G2") and not operator.allows("江北区", "G3")
+    with pytest.raises(OutOfScope):
+        operator.check_filters("江北区", None)
+    assert Principal("admin", "root").allows("江北区", "G3")
+    assert worker.actor == "grid_worker:GW1"
+
+
+def test_masking_depends_on_role() -> None:
+    worker = Principal("grid_worker", "GW1", grid_id="G1")
+    admin = Principal("admin", "root")
+    assert mask_text(worker, "请拨 13812345678") == "请拨 138****5678"
+    assert mask_text(admin, "13812345678") == "13812345678"
+    nested = {"a": ["13812345678", 3], "b": {"c": "+8613812345678"}}
+    assert mask_json(worker, nested) == {"a": ["138****5678", 3], "b": {"c": "+86138****5678"}}
+    assert mask_json(admin, nested) == nested
+
+
+def test_percentile_matches_hand_computed_values() -> None:
+    assert percentile([], 0.5) is None
+    assert percentile([7.0], 0.9) == 7.0
+    assert percentile([300.0, 60.0, 120.0], 0.5) == 120.0
+    assert percentile([60.0, 120.0, 300.0], 0.9) == pytest.approx(264.0)
+    assert percentile([600.0, 1200.0], 0.5) == 900.0
+    with pytest.raises(ValueError):
+        percentile([1.0], 1.5)
+
+
+@given(st.lists(st.floats(0, 1e6), min_size=1, max_size=50), st.floats(0, 1))
+def test_percentile_lies_within_the_data(values: list[float], q: float) -> None:
+    result = percentile(values, q)
+    assert result is not None
+    assert min(values) <= result <= max(values)
+
+
+def test_ago_and_local_time() -> None:
+    assert ago(None, NOW) == "暂无记录"
+    assert ago(NOW - timedelta(seconds=30), NOW) == "刚刚"
+    assert ago(NOW - timedelta(minutes=12, seconds=50), NOW) == "12分钟前"
+    assert ago(NOW - timedelta(hours=5), NOW) == "5小时前"
+    assert ago(NOW - timedelta(days=3, hours=1), NOW) == "3天前"
+    assert local_time(NOW - timedelta(minutes=5), NOW) == "13:55"
+    assert local_time(NOW - timedelta(days=1), NOW) == "11月24日 14:00"
+
+
+def test_report_day_is_a_china_calendar_day() -> None:
+    start, end = day_bounds(date(2026, 11, 20))
+    assert start == datetime(2026, 11, 19, 16, 0, tzinfo=UTC)
+    assert end - start == timedelta(days=1)
+
+
+def test_page_escapes_registry_text() -> None:
+    alert = {
+        "id": "x",
+        "kind": "fall",
+        "severity": "critical",
+        "status": "open",
+        "elder_name": "<script>alert(1)</script>",
+        "opened_at": NOW,
+    }
+    elder = {"id": "E1", "name": "王<b>", "last_sign_of_life": None}
+    html = render_page("标题", [alert], [elder], NOW)
+    assert "<script>alert(1)" not in html and "&lt;script&gt;" in html
+    assert "王&lt;b&gt;" in html
+    assert "跌倒" in html and "我来处理" in html and "最后活动：暂无记录" in html
+
+
+def test_token_hash_is_sha256_hex() -> None:
+    digest = hash_token("cwo_abc")
+    assert len(digest) == 64 and digest != hash_token("cwo_abd")
