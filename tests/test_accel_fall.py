@@ -1,0 +1,261 @@
+"""The wrist fall detector on crafted signals: what it must catch and what it must not."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from carewatch.messages import AccelWindow
+from rules_engine.detectors.accel_fall import (
+    AccelFallDetector,
+    FallDetection,
+    FallThresholds,
+)
+
+T0 = 1_764_000_000_000  # device epoch ms of the first sample
+UPRIGHT = np.array([-1.0, 0.0, 0.0])  # arm hanging: gravity along the forearm
+LYING = np.array([0.0, 0.0, -1.0])  # forearm flat on the floor
+ON_LAP = np.array([-0.45, 0.0, -0.89])  # forearm on the thigh, about 63 degrees from hanging
+
+
+class Signal:
+    """A crafted wrist signal at `hz`, built segment by segment (g, wristband frame)."""
+
+    def __init__(self, hz: float = 50.0, seed: int = 1) -> None:
+        self.hz = hz
+        self.parts: list[np.ndarray] = []
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def now_ms(self) -> float:
+        return sum(len(p) for p in self.parts) * 1000.0 / self.hz
+
+    def hold(self, seconds: float, gravity: np.ndarray, noise: float = 0.01) -> Signal:
+        n = round(seconds * self.hz)
+        self.parts.append(gravity + self.rng.normal(0.0, noise, size=(n, 3)))
+        return self
+
+    def turn(self, seconds: float, start: np.ndarray, end: np.ndarray, scale: float) -> Signal:
+        """Rotate gravity from start to end while only `scale` of it is felt (free fall)."""
+        n = round(seconds * self.hz)
+        f = np.linspace(0.0, 1.0, n)[:, None]
+        v = (1 - f) * start + f * end
+        self.parts.append(scale * v / np.linalg.norm(v, axis=1, keepdims=True))
+        return self
+
+    def hit(self, peak_g: float, gravity: np.ndarray, width_s: float = 0.06) -> Signal:
+        """A half-sine collision on top of gravity (at least three samples wide)."""
+        n = max(3, round(width_s * self.hz))
+        pulse = peak_g * np.sin(np.pi * (np.arange(n) + 0.5) / n)
+        noise = self.rng.normal(0.0, 0.05, size=(n, 3))
+        self.parts.append(gravity + np.outer(pulse, gravity) + noise)
+        return self
+
+    def repeat(self, times: int, segment: Callable[[Signal], object]) -> Signal:
+        for _ in range(times):
+            segment(self)
+        return self
+
+    def array(self) -> np.ndarray:
+        return np.vstack(self.parts)
+
+
+def clean_fall(hz: float = 50.0, peak_g: float = 6.0) -> tuple[Signal, float]:
+    """Standing, 0.4 s of partial free fall while turning, an impact, lying still.
+    Returns the signal and the impact's time from the start (ms)."""
+    s = Signal(hz).hold(2.5, UPRIGHT).turn(0.4, UPRIGHT, LYING, scale=0.3)
+    impact_ms = s.now_ms + 30.0
+    s.hit(peak_g, LYING).hold(0.3, LYING, noise=0.15).hold(5.0, LYING)
+    return s, impact_ms
+
+
+def feed(
+    detector: AccelFallDetector, xyz: np.ndarray, hz: float, chunk_s: float = 1.0
+) -> list[FallDetection]:
+    per = max(1, round(hz * chunk_s))
+    found = []
+    for k in range(0, len(xyz), per):
+        c = xyz[k : k + per]
+        window = AccelWindow(hz=hz, x=c[:, 0].tolist(), y=c[:, 1].tolist(), z=c[:, 2].tolist())
+        result = detector.feed(window, T0 + round(k * 1000.0 / hz))
+        if result is not None:
+            found.append(result)
+    return found
+
+
+def hard_sit_down() -> Signal:
+    # Lowering onto a chair: a dip, then the landing seen at the wrist (about 2 g), hands
+    # on the lap, still.
+    return (
+        Signal()
+        .hold(2.5, UPRIGHT)
+        .turn(0.5, UPRIGHT, ON_LAP, scale=0.75)
+        .hit(1.0, ON_LAP, width_s=0.1)
+        .hold(6.0, ON_LAP)
+    )
+
+
+def clapping() -> Signal:
+    # Eight hard claps (6 g) with the forearms level, then arms down and still.
+    level = np.array([0.0, -0.2, -0.98])
+    s = Signal().hold(1.0, UPRIGHT).turn(0.4, UPRIGHT, level, scale=1.0)
+    s.repeat(8, lambda x: x.hit(6.0, level, width_s=0.04).hold(0.35, level, noise=0.1))
+    return s.turn(0.6, level, UPRIGHT, scale=1.0).hold(6.0, UPRIGHT)
+
+
+def jogging() -> Signal:
+    # Heel strikes of 3.5 g at 2.8 steps per second, then standing still.
+    s = Signal().hold(1.0, UPRIGHT)
+    s.repeat(14, lambda x: x.hit(3.5, UPRIGHT, width_s=0.08).hold(0.28, UPRIGHT, noise=0.3))
+    return s.hold(6.0, UPRIGHT)
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [("hard sit-down", hard_sit_down), ("clapping", clapping), ("jogging", jogging)],
+)
+def test_daily_activity_is_not_a_fall(name: str, make: Callable[[], Signal]) -> None:
+    sig = make()
+    assert feed(AccelFallDetector(), sig.array(), sig.hz) == [], name
+
+
+def test_clean_fall_is_detected_at_its_impact() -> None:
+    sig, impact_ms = clean_fall()
+    found = feed(AccelFallDetector(), sig.array(), sig.hz)
+    assert len(found) == 1
+    fall = found[0]
+    assert abs(fall.impact_ms - (T0 + impact_ms)) <= 40
+    # Reported once the stillness window has elapsed, not before.
+    th = FallThresholds()
+    assert fall.decided_ms - fall.impact_ms >= th.settle_min_ms + th.stillness_window_ms - 40
+    assert fall.features["peak_g"] > th.impact_g
+    assert fall.features["freefall_ms"] >= th.freefall_min_ms
+    assert 80 <= fall.features["orientation_change_deg"] <= 100
+    assert 0.0 <= fall.features["stillness"] <= 1.0
+    assert 0.6 <= fall.confidence <= 1.0
+
+
+def test_fall_without_free_fall_scores_lower_confidence() -> None:
+    with_drop, _ = clean_fall()
+    no_drop = Signal().hold(2.5, UPRIGHT).turn(0.4, UPRIGHT, LYING, scale=1.0)
+    no_drop.hit(6.0, LYING).hold(0.3, LYING, noise=0.15).hold(5.0, LYING)
+    a = feed(AccelFallDetector(), with_drop.array(), 50.0)
+    b = feed(AccelFallDetector(), no_drop.array(), 50.0)
+    assert len(a) == len(b) == 1
+    assert b[0].features["freefall_ms"] == 0.0
+    assert b[0].confidence < a[0].confidence
+
+
+@pytest.mark.parametrize("chunk_s", [0.37, 1.0, 2.5])
+def test_fall_spanning_chunks_is_detected_the_same(chunk_s: float) -> None:
+    sig, impact_ms = clean_fall()
+    whole = feed(AccelFallDetector(), sig.array(), sig.hz, chunk_s=60.0)
+    pieces = feed(AccelFallDetector(), sig.array(), sig.hz, chunk_s=chunk_s)
+    assert len(whole) == len(pieces) == 1
+    assert pieces[0].impact_ms == whole[0].impact_ms
+    assert abs(pieces[0].impact_ms - (T0 + impact_ms)) <= 40
+
+
+def test_chunk_boundary_inside_the_impact() -> None:
+    sig, impact_ms = clean_fall()
+    xyz = sig.array()
+    cut = round(impact_ms * sig.hz / 1000.0)  # the impact sample opens the second chunk
+    det = AccelFallDetector()
+    first = AccelWindow(
+        hz=50.0, x=xyz[:cut, 0].tolist(), y=xyz[:cut, 1].tolist(), z=xyz[:cut, 2].tolist()
+    )
+    rest = xyz[cut:]
+    second = AccelWindow(
+        hz=50.0, x=rest[:, 0].tolist(), y=rest[:, 1].tolist(), z=rest[:, 2].tolist()
+    )
+    assert det.feed(first, T0) is None
+    fall = det.feed(second, T0 + round(cut * 1000.0 / 50.0))
+    assert fall is not None
+    assert abs(fall.impact_ms - (T0 + impact_ms)) <= 40
+
+
+@pytest.mark.parametrize("hz", [20.0, 25.0, 100.0, 200.0])
+def test_any_input_rate_is_resampled(hz: float) -> None:
+    sig, impact_ms = clean_fall(hz=hz)
+    found = feed(AccelFallDetector(), sig.array(), hz)
+    assert len(found) == 1
+    assert abs(found[0].impact_ms - (T0 + impact_ms)) <= 1000.0 / hz + 40
+
+
+def test_fall_reported_once_while_lying_still() -> None:
+    sig, _ = clean_fall()
+    sig.hold(20.0, LYING)
+    assert len(feed(AccelFallDetector(), sig.array(), sig.hz)) == 1
+
+
+def test_no_stillness_no_alarm() -> None:
+    # Impact and turn, but the person gets straight up and walks on (arm swinging).
+    s = Signal().hold(2.5, UPRIGHT).turn(0.4, UPRIGHT, LYING, scale=0.3).hit(6.0, LYING)
+    s.turn(0.8, LYING, UPRIGHT, scale=1.0).hold(6.0, UPRIGHT, noise=0.25)
+    assert feed(AccelFallDetector(), s.array(), s.hz) == []
+
+
+@pytest.mark.parametrize(
+    ("profile", "detected"),
+    [
+        ({}, False),
+        ({"fall": {"impact_g": 2.0}}, True),
+        ({"impact_g": 2.0, "inactivity_hours": 12}, True),  # flat: other keys ignored
+        ({"fall": {"impact_g": 2.0, "orientation_change_deg": 120.0}}, False),
+    ],
+)
+def test_profile_thresholds_change_the_outcome(profile: dict[str, object], detected: bool) -> None:
+    sig, _ = clean_fall(peak_g=1.3)  # a soft fall: 2.3 g with gravity
+    th = FallThresholds.from_profile(profile)
+    assert bool(feed(AccelFallDetector(th), sig.array(), sig.hz)) is detected
+
+
+def test_profile_rejects_typos_and_non_numbers() -> None:
+    with pytest.raises(ValueError, match="impact_gg"):
+        FallThresholds.from_profile({"fall": {"impact_gg": 3}})
+    with pytest.raises(ValueError, match="must be a number"):
+        FallThresholds.from_profile({"fall": {"impact_g": "high"}})
+    with pytest.raises(ValueError, match="finite"):
+        FallThresholds.from_profile({"fall": {"impact_g": math.nan}})
+    with pytest.raises(ValueError, match="unknown care profile"):
+        FallThresholds.preset("nobody")
+    assert FallThresholds.preset("elderly_80plus").impact_g < FallThresholds().impact_g
+
+
+def test_bad_windows_are_rejected_clearly() -> None:
+    det = AccelFallDetector()
+    with pytest.raises(ValueError, match="different lengths"):
+        det.feed(AccelWindow(hz=50.0, x=[1.0, 1.0], y=[0.0], z=[0.0, 0.0]), T0)
+    with pytest.raises(ValueError, match="non-finite"):
+        det.feed(AccelWindow(hz=50.0, x=[math.inf], y=[0.0], z=[0.0]), T0)
+    assert det.feed(AccelWindow(hz=50.0, x=[], y=[], z=[]), T0) is None
+
+
+def test_resent_and_late_chunks_do_not_double_count() -> None:
+    sig, _ = clean_fall()
+    xyz = sig.array()
+    det = AccelFallDetector()
+    found = []
+    for k in range(0, len(xyz), 50):
+        c = xyz[k : k + 50]
+        w = AccelWindow(hz=50.0, x=c[:, 0].tolist(), y=c[:, 1].tolist(), z=c[:, 2].tolist())
+        for _ in range(2):  # every chunk delivered twice (QoS 1 redelivery)
+            r = det.feed(w, T0 + k * 20)
+            if r is not None:
+                found.append(r)
+    assert len(found) == 1
+
+
+def test_gap_in_the_data_restarts_the_buffer() -> None:
+    # The impact arrives, then nothing for 10 s, then the person is seen lying still: the
+    # detector must not join the two across the hole (it cannot know what happened).
+    s = Signal().hold(2.5, UPRIGHT).turn(0.4, UPRIGHT, LYING, scale=0.3).hit(6.0, LYING)
+    before = s.array()
+    after = Signal().hold(8.0, LYING).array()
+    det = AccelFallDetector()
+    assert feed(det, before, 50.0) == []
+    w = AccelWindow(hz=50.0, x=after[:, 0].tolist(), y=after[:, 1].tolist(), z=after[:, 2].tolist())
+    assert det.feed(w, T0 + 3_000 + 10_000) is None

@@ -1,0 +1,199 @@
+"""Loaders for each dataset layout, the evaluation harness and `carewatch eval falls`."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rules_engine.detectors.accel_fall import FallThresholds
+from rules_engine.evaluation.falls import cli_main, evaluate
+from rules_engine.evaluation.loaders import (
+    LayoutError,
+    SkippedFile,
+    Trial,
+    detect_layout,
+    load_trials,
+)
+from simulators.accel_trials import write_trials
+
+SYNTHETIC = Path(__file__).parent / "data" / "synthetic_falls"
+
+
+def trials_of(path: Path) -> tuple[list[Trial], list[SkippedFile]]:
+    items = list(load_trials(path))
+    return (
+        [t for t in items if isinstance(t, Trial)],
+        [s for s in items if isinstance(s, SkippedFile)],
+    )
+
+
+# ------------------------------------------------------------------ SisFall
+
+
+def test_sisfall_layout_is_read_in_g(tmp_path: Path) -> None:
+    subject = tmp_path / "SisFall_dataset" / "SE02"
+    subject.mkdir(parents=True)
+    # 9 columns, ';' line ends, padded like the originals; 256 counts = 1 g on the ADXL345.
+    (subject / "F07_SE02_R03.txt").write_text(
+        "  256,   0,  -128, 11, 12, 13, 1024, 0, -512;\n" * 3 + "  512, 0, 0, 0, 0, 0, 0, 0, 0;\n"
+    )
+    (subject / "D01_SE02_R01.txt").write_text("0,256,0,0,0,0,0,0,0;\n" * 4)
+    (subject / "Readme.txt").write_text("not a trial")
+    assert detect_layout(tmp_path) == "sisfall"
+    trials, skipped = trials_of(tmp_path)
+    assert skipped == []
+    by_id = {t.trial_id: t for t in trials}
+    fall, adl = by_id["F07_SE02_R03"], by_id["D01_SE02_R01"]
+    assert fall.is_fall and fall.activity == "F07" and fall.subject == "SE02"
+    assert not adl.is_fall and adl.activity == "D01"
+    assert fall.hz == 200.0
+    np.testing.assert_allclose(fall.xyz[0], [1.0, 0.0, -0.5])
+    np.testing.assert_allclose(fall.xyz[3], [2.0, 0.0, 0.0])
+    np.testing.assert_allclose(adl.xyz[:, 1], [1.0] * 4)
+
+
+def test_corrupt_sisfall_file_is_skipped_and_reported(tmp_path: Path) -> None:
+    (tmp_path / "SA01").mkdir()
+    (tmp_path / "SA01" / "F01_SA01_R01.txt").write_text("12,x,4,0,0,0,0,0,0;\n")
+    (tmp_path / "SA01" / "D02_SA01_R01.txt").write_text("0,0,256,0,0,0,0,0,0;\n" * 5)
+    trials, skipped = trials_of(tmp_path)
+    assert [t.trial_id for t in trials] == ["D02_SA01_R01"]
+    assert len(skipped) == 1 and skipped[0].path.endswith("F01_SA01_R01.txt")
+
+
+# ------------------------------------------------------------------ UMAFall
+
+UMAFALL_HEADER = """\
+% Universidad de Malaga - ETSI de Telecomunicacion (Spain)
+% Date: 2016-06-13 20:51:32
+% ID: Subject_02_Fall_backwardFall_1
+% Number of Sensors: 3
+% Sensor_ID; Position; Type
+% f8:95:c7:f3:ba:82; 0; RIGHTPOCKET; lge-LG-H815-5.1
+% C4:BE:84:71:A5:02; 2; WAIST; SensorTag
+% B0:B4:48:B8:77:03; 3; WRIST; SensorTag
+% Sensor Types: Accelerometer = 0, Gyroscope = 1, Magnetometer = 2
+% TimeStamp; Sample No; X-Axis; Y-Axis; Z-Axis; Sensor Type; Sensor ID
+"""
+
+
+def test_umafall_layout_takes_the_wrist_accelerometer(tmp_path: Path) -> None:
+    rows = []
+    for k in range(41):  # 2 s at 20 Hz, with rows of other sensors and types mixed in
+        t = k * 50
+        rows.append(f"{t};{k};0.5;-0.25;0.75;0;3")
+        rows.append(f"{t};{k};9.0;9.0;9.0;1;3")  # wrist gyroscope
+        rows.append(f"{t};{k};7.0;7.0;7.0;0;2")  # waist accelerometer
+    name = "UMAFall_Subject_02_Fall_backwardFall_1_2016-06-13_20-51-32.csv"
+    (tmp_path / name).write_text(UMAFALL_HEADER + "\n".join(rows) + "\n")
+    adl = "UMAFall_Subject_11_ADL_Walking_3_2017-04-14_23-38-23.csv"
+    (tmp_path / adl).write_text(
+        UMAFALL_HEADER + "".join(f"{k * 50};{k};0;0;1;0;3\n" for k in range(30))
+    )
+    no_wrist = "UMAFall_Subject_03_ADL_Jogging_1_2017-04-14_23-38-23.csv"
+    (tmp_path / no_wrist).write_text(UMAFALL_HEADER.replace("WRIST", "ANKLE") + "0;0;1;1;1;0;3\n")
+    assert detect_layout(tmp_path) == "umafall"
+    trials, skipped = trials_of(tmp_path)
+    by_subject = {t.subject: t for t in trials}
+    fall = by_subject["S02"]
+    assert fall.is_fall and fall.activity == "backwardFall"
+    assert fall.hz == 20.0
+    np.testing.assert_allclose(fall.xyz, np.tile([0.5, -0.25, 0.75], (len(fall.xyz), 1)))
+    assert not by_subject["S11"].is_fall and by_subject["S11"].activity == "Walking"
+    assert len(skipped) == 1 and "WRIST" in skipped[0].reason
+
+
+# ------------------------------------------------------------------ dev CSV
+
+
+def test_dev_csv_gz_with_irregular_timestamps(tmp_path: Path) -> None:
+    path = tmp_path / "dev.csv.gz"
+    lines = ["trial,subject,label,activity,t_ms,ax_g,ay_g,az_g"]
+    # Uneven stamps and a duplicate, as the SensorTag writes them.
+    for t in [111, 145, 150, 228, 260, 311, 360, 412, 460, 511]:
+        lines.append(f"a,S01,FALL,forwardFall,{t},0,0,1")
+    for t in range(0, 1000, 50):
+        lines.append(f"b,S02,ADL,Walking,{t},1,0,0")
+    with gzip.open(path, "wt") as fh:
+        fh.write("\n".join(lines) + "\n")
+    assert detect_layout(path) == "dev_csv"
+    trials, skipped = trials_of(path)
+    assert skipped == []
+    a, b = trials
+    assert (a.trial_id, a.is_fall, a.activity, a.subject) == ("a", True, "forwardFall", "S01")
+    assert a.start_ms == 111 and a.hz == 22.0  # 10 samples over 400 ms
+    np.testing.assert_allclose(a.xyz[:, 2], 1.0)
+    assert (b.is_fall, b.hz, len(b.xyz)) == (False, 20.0, 20)
+
+
+def test_unknown_layouts_are_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(LayoutError, match="no SisFall files"):
+        detect_layout(tmp_path)
+    other = tmp_path / "notes.csv"
+    other.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(LayoutError, match="not the dev CSV"):
+        detect_layout(other)
+    with pytest.raises(LayoutError, match="no such file"):
+        detect_layout(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------ harness and CLI
+
+
+def test_shipped_synthetic_set_is_what_the_generator_writes(tmp_path: Path) -> None:
+    written = write_trials(tmp_path, seed=7, subjects=3, reps=1)
+    shipped = sorted(p.relative_to(SYNTHETIC) for p in SYNTHETIC.rglob("*.txt"))
+    assert sorted(p.relative_to(tmp_path) for p in written) == shipped
+    for rel in shipped:
+        assert (tmp_path / rel).read_bytes() == (SYNTHETIC / rel).read_bytes(), rel
+
+
+def test_harness_on_the_synthetic_set() -> None:
+    result = evaluate(load_trials(SYNTHETIC), FallThresholds()).as_dict()
+    overall = result["overall"]
+    assert overall["falls"] == 9 and overall["adl_trials"] == 15
+    assert overall["sensitivity"] >= 0.8
+    assert overall["specificity"] >= 0.8
+    # Latency: at least the stillness window, at most settle + window + one chunk.
+    th = FallThresholds()
+    assert th.stillness_window_ms / 1000 <= overall["latency_median_s"]
+    assert overall["latency_p95_s"] <= (th.settle_max_ms + th.stillness_window_ms) / 1000 + 1
+    codes = {row["group"] for row in result["by_activity"]}
+    assert codes == {"F01", "F02", "F03", "D01", "D03", "D08", "D15", "D20"}
+
+
+def test_cli_prints_the_table_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "figures.json"
+    args = argparse.Namespace(path=SYNTHETIC, profile="standard", json=out)
+    assert cli_main(args) == 0
+    printed = capsys.readouterr().out
+    assert "sens" in printed and "FA/h" in printed and "lat p95" in printed
+    table_rows = [line.split()[0] for line in printed.splitlines()[1:]]
+    assert {"F01", "D20", "ALL"} <= set(table_rows)
+    figures = json.loads(out.read_text())
+    assert figures["overall"]["falls"] == 9
+    assert figures["thresholds"]["impact_g"] == FallThresholds().impact_g
+
+
+def test_cli_profile_file_changes_the_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = tmp_path / "strict.json"
+    profile.write_text(json.dumps({"fall": {"impact_g": 50.0}}))
+    out = tmp_path / "figures.json"
+    assert cli_main(argparse.Namespace(path=SYNTHETIC, profile=str(profile), json=out)) == 0
+    assert json.loads(out.read_text())["overall"]["falls_detected"] == 0
+
+
+def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(argparse.Namespace(path=tmp_path, profile="standard", json=None)) == 2
+    assert "no SisFall files" in capsys.readouterr().err
+    assert cli_main(argparse.Namespace(path=SYNTHETIC, profile="nobody", json=None)) == 2
+    assert "unknown care profile" in capsys.readouterr().err
