@@ -68,7 +68,7 @@ class Settings(BaseSettings):
 
     # --- operator API (operator_api) ---------------------------------------------------
     operator_host: str = "127.0.0.1"
-    operator_port: int = 8082
+    operator_port: int = Field(8082, description="operator API and the grid worker page (/m)")
 
     # --- providers (Aliyun SMS, WeCom); tests and the demo point them at fakes -------
     aliyun_sms_endpoint: str = "http://127.0.0.1:8090/aliyun-sms/"
