@@ -151,6 +151,11 @@ class _StreetBuilder:
         self.street_name = stems[0] + "街道"
         self.lat, self.lon = geo.random_point_within(self.rng, self.info.lat, self.info.lon, 2000)
 
+    def _near_centre(self, radius_m: float) -> tuple[float, float]:
+        """A point around the street centre, to the 6 decimals the ledger keeps (~0.1 m)."""
+        lat, lon = geo.random_point_within(self.rng, self.lat, self.lon, radius_m)
+        return round(lat, 6), round(lon, 6)
+
     def _wecom(self, role: str, suffix: object) -> str:
         return f"{role}-{self.prefix}-{suffix}".lower()
 
@@ -162,7 +167,7 @@ class _StreetBuilder:
         radius_m: float,
         hours: tuple[time, time],
     ) -> StationRecord:
-        lat, lon = geo.random_point_within(self.rng, self.lat, self.lon, radius_m)
+        lat, lon = self._near_centre(radius_m)
         staffed = kind != "village_point" or self.rng.random() < 0.7
         phone = None
         if staffed:
@@ -261,10 +266,7 @@ class _StreetBuilder:
         return tuple(sensors)
 
     def elders(self, count: int, places: list[_Place]) -> list[ElderRecord]:
-        homes = [
-            geo.random_point_within(self.rng, self.lat, self.lon, HOME_RADIUS_M)
-            for _ in range(count)
-        ]
+        homes = [self._near_centre(HOME_RADIUS_M) for _ in range(count)]
         # Grids are neighbourhoods: cut the street into pie slices of consecutive homes.
         by_angle = sorted(
             range(count), key=lambda i: math.atan2(homes[i][0] - self.lat, homes[i][1] - self.lon)
