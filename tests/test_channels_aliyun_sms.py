@@ -76,7 +76,7 @@ async def test_handled_and_closed_use_the_update_template(
 ) -> None:
     channel = AliyunSmsChannel(fake.settings, client)
     for purpose in ("handled", "closed"):
-        message = Message(f"a1:{purpose}", PHONE, purpose, PARAMS)  # type: ignore[arg-type]
+        message = Message(f"a1:{purpose}", PHONE, purpose, PARAMS)
         assert (await channel.send(message)).ok
     handled, closed = await fake.records("sms")
     assert (

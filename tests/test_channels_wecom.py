@@ -1,0 +1,186 @@
+"""The WeCom adapter against the fake provider over real loopback HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from notifier.channels.base import Message
+from notifier.channels.wecom import (
+    DESCRIPTION_MAX_BYTES,
+    TITLE_MAX_BYTES,
+    WeComChannel,
+    build_payload,
+    interpret_reply,
+    reference_of,
+)
+from tests.fake_provider_server import (
+    RunningFakeProviders,
+    offline_settings,
+    running_fake_providers,
+)
+
+USERS = ("liming", "wangfang")
+PARAMS = {
+    "elder_name": "王秀英",
+    "kind_label": "跌倒",
+    "address": "民族路12号",
+    "time": "08:15",
+    "link": "http://127.0.0.1:8081/a/tok",
+    "handler": "李明",
+}
+
+
+def alert(key: str = "alert-1:wecom:0", touser: str = "liming") -> Message:
+    return Message(idempotency_key=key, address=touser, purpose="alert", params=PARAMS)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[RunningFakeProviders]:
+    settings = offline_settings(provider_timeout_s=0.5)
+    async with running_fake_providers(settings, wecom_users=USERS) as running:
+        yield running
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as http:
+        yield http
+
+
+async def test_token_is_fetched_once_and_reused(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    channel = WeComChannel(fake.settings, client)
+    first = await channel.send(alert("k1", "liming"))
+    second = await channel.send(alert("k2", "wangfang"))
+
+    assert first.ok and second.ok, (first.error, second.error)
+    assert first.provider_message_id != second.provider_message_id
+    assert (await fake.stats())["wecom"]["gettoken_calls"] == 1
+    card = (await fake.records("wecom"))[0]
+    assert card["outcome"] == "delivered" and card["template_code"] == "textcard"
+    assert card["address"] == "liming"
+    assert card["params"]["agentid"] == fake.settings.wecom_agent_id
+    assert card["params"]["textcard"]["url"] == PARAMS["link"]
+    assert card["params"]["textcard"]["btntxt"] == "处理"
+    assert card["text"].startswith("紧急：王秀英跌倒\n王秀英（民族路12号）于08:15触发跌倒")
+
+
+async def test_expired_token_is_refreshed_transparently(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    channel = WeComChannel(fake.settings, client)
+    assert (await channel.send(alert("k1"))).ok
+    await fake.expire_tokens()
+
+    result = await channel.send(alert("k2"))
+
+    assert result.ok, result.error
+    records = await fake.records("wecom")
+    assert [(r["outcome"], r["error"]) for r in records] == [
+        ("delivered", None),
+        ("rejected", "42001"),
+        ("delivered", None),
+    ]
+    assert (await fake.stats())["wecom"]["gettoken_calls"] == 2
+
+
+async def test_token_unknown_to_the_provider_is_replaced(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    channel = WeComChannel(fake.settings, client)
+    assert (await channel.send(alert("k1"))).ok
+    await fake.reset()  # the provider forgets every token it issued
+
+    assert (await channel.send(alert("k2"))).ok
+    assert [r["error"] for r in await fake.records("wecom")] == ["40014", None]
+
+
+async def test_invalid_user_is_permanent(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    result = await WeComChannel(fake.settings, client).send(alert(touser="nobody"))
+    assert not result.ok and not result.retryable
+    assert result.error is not None and "81013" in result.error
+
+
+async def test_wrong_corp_secret_is_retryable(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    wrong = fake.settings.model_copy(update={"wecom_corp_secret": SecretStr("nope")})
+    result = await WeComChannel(wrong, client).send(alert())
+    assert not result.ok and result.retryable
+    assert result.error is not None and "40001" in result.error
+    assert await fake.records("wecom") == []
+
+
+async def test_message_without_link_is_plain_text(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    params = {k: v for k, v in PARAMS.items() if k != "link"}
+    message = Message("closed-1", "liming", "closed", params)
+    assert (await WeComChannel(fake.settings, client).send(message)).ok
+    [record] = await fake.records("wecom")
+    assert record["template_code"] == "text"
+    assert record["text"] == (
+        f"王秀英的跌倒警报已于08:15结束，感谢您的关注。\n通知编号：{reference_of('closed-1')}"
+    )
+
+
+async def test_retry_is_suppressed_but_a_new_notification_is_delivered(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    channel = WeComChannel(fake.settings, client)
+    first = await channel.send(alert("same"))
+    retry = await channel.send(alert("same"))
+    reminder = await channel.send(alert("reminder"))
+
+    assert first.ok and retry.ok and reminder.ok
+    assert retry.provider_message_id == first.provider_message_id
+    assert [r["outcome"] for r in await fake.records("wecom")] == [
+        "delivered",
+        "duplicate",
+        "delivered",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"), [("5xx", "http 502"), ("throttle", "errcode 45009"), ("timeout", "timeout")]
+)
+async def test_transient_failures_are_retryable(
+    fake: RunningFakeProviders, client: httpx.AsyncClient, mode: str, error: str
+) -> None:
+    channel = WeComChannel(fake.settings, client)
+    await fake.fail("wecom", mode=mode)
+    failed = await channel.send(alert())
+    assert not failed.ok and failed.retryable
+    assert failed.error is not None and failed.error.startswith(error)
+    assert (await channel.send(alert())).ok
+    assert (await fake.stats())["wecom"]["delivered"] == 1
+
+
+def test_card_fits_wecom_size_limits() -> None:
+    long_params = {
+        **PARAMS,
+        "address": "重庆市渝中区解放碑街道" * 30,
+        "elder_name": "<王&秀英>" * 10,
+    }
+    payload = build_payload(Message("k", "liming", "alert", long_params), 1000002)
+    card = payload["textcard"]
+    assert len(card["title"].encode()) <= TITLE_MAX_BYTES
+    assert len(card["description"].encode()) <= DESCRIPTION_MAX_BYTES
+    assert "<王" not in card["description"]  # user text is escaped inside the HTML
+    assert card["description"].endswith(f'<div class="gray">通知编号 {reference_of("k")}</div>')
+    assert payload["enable_duplicate_check"] == 1
+    assert payload["duplicate_check_interval"] == 1800
+
+
+def test_partly_invalid_recipients_still_count_as_sent() -> None:
+    reply = {"errcode": 0, "errmsg": "ok", "invaliduser": "b", "msgid": "m"}
+    assert interpret_reply(reply, "a|b").ok
+    assert not interpret_reply(reply, "b").ok
+    assert not interpret_reply(reply, "b").retryable
