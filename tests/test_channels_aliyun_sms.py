@@ -100,6 +100,7 @@ async def test_wrong_secret_is_refused_with_signature_does_not_match(
 
     assert not result.ok
     assert result.error is not None and result.error.startswith("SignatureDoesNotMatch")
+    assert PHONE not in result.error  # the echoed string to sign is masked
     [record] = await fake.records("sms")
     assert record["outcome"] == "rejected" and record["error"] == "SignatureDoesNotMatch"
     assert (await fake.stats())["sms"]["delivered"] == 0

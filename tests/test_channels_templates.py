@@ -83,4 +83,4 @@ def test_card_texts_leave_the_link_to_the_button() -> None:
     assert PARAMS["link"] not in render_card_text("alert", PARAMS)
     assert "王秀英" in render_card_text("alert", PARAMS)
     assert render_card_text("closed", PARAMS) == render_body("closed", PARAMS)
-    assert render_title("alert", PARAMS) == "紧急：王秀英紧急呼叫"
+    assert render_title("alert", PARAMS) == "紧急呼叫警报：王秀英"

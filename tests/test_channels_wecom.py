@@ -67,7 +67,7 @@ async def test_token_is_fetched_once_and_reused(
     assert card["params"]["agentid"] == fake.settings.wecom_agent_id
     assert card["params"]["textcard"]["url"] == PARAMS["link"]
     assert card["params"]["textcard"]["btntxt"] == "处理"
-    assert card["text"].startswith("紧急：王秀英跌倒\n王秀英（民族路12号）于08:15触发跌倒")
+    assert card["text"].startswith("跌倒警报：王秀英\n王秀英（民族路12号）于08:15触发跌倒")
 
 
 async def test_expired_token_is_refreshed_transparently(

@@ -27,6 +27,7 @@ REGION_ID = "cn-hangzhou"
 # Aliyun does not publish a hard OutId limit that we rely on; longer idempotency keys are
 # replaced by their SHA-256 (64 hex chars), which is stable across retries.
 OUT_ID_MAX_LEN = 64
+ERROR_MAX_LEN = 200
 
 # Errors caused by this message itself (number, content, parameters): a retry would get
 # the same answer, so the outbox should give up and try the next contact instead.
@@ -68,7 +69,10 @@ def interpret_response(status_code: int, body: bytes) -> SendResult:
     code = str(data.get("Code", ""))
     if status_code == 200 and code == "OK":
         return SendResult(ok=True, provider_message_id=str(data.get("BizId") or "") or None)
-    error = f"{code or f'http {status_code}'}: {data.get('Message', '')}".strip()
+    # Provider messages can echo the request (SignatureDoesNotMatch shows the string to
+    # sign, phone number included); what is kept is short and masked.
+    message = mask_phone(str(data.get("Message", "")))[:ERROR_MAX_LEN]
+    error = f"{code or f'http {status_code}'}: {message}".strip()
     if status_code >= 500:
         return SendResult(ok=False, retryable=True, error=error)
     return SendResult(ok=False, retryable=code not in PERMANENT_CODES, error=error)

@@ -49,7 +49,7 @@ _STATUS_PHRASES: dict[Purpose, str] = {
 
 # Short headings for channels that show a title (WeCom text cards).
 _TITLES: dict[Purpose, str] = {
-    "alert": "紧急：${elder_name}${kind_label}",
+    "alert": "${kind_label}警报：${elder_name}",
     "handled": "${elder_name}的警报已有人处理",
     "closed": "${elder_name}的警报已结束",
 }

@@ -80,10 +80,13 @@ def clip_utf8(text: str, max_bytes: int) -> str:
 
 def _escaped_within(text: str, max_bytes: int) -> str:
     """HTML-escaped text (the card description is HTML) of at most max_bytes."""
-    clipped = clip_utf8(text, max_bytes)
-    while len(html.escape(clipped).encode()) > max_bytes:
-        clipped = clip_utf8(clipped[:-2], max_bytes)
-    return html.escape(clipped)
+    escaped = html.escape(text)
+    if len(escaped.encode()) <= max_bytes:
+        return escaped
+    ellipsis_bytes = len("…".encode())
+    while text and len(html.escape(text).encode()) + ellipsis_bytes > max_bytes:
+        text = text[:-1]
+    return html.escape(text) + "…"
 
 
 def build_payload(message: Message, agent_id: int) -> dict[str, Any]:

@@ -53,6 +53,9 @@ class RecordBook:
                 out.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
         return record
 
+    def note_gettoken(self) -> None:
+        self.gettoken_calls += 1
+
     def select(self, since: int = 0, provider: Provider | None = None) -> list[Record]:
         return [r for r in self._records[since:] if provider is None or r.provider == provider]
 

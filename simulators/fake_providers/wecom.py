@@ -87,7 +87,7 @@ class WeComFake:
         return len(self._tokens)
 
     async def gettoken(self, request: Request) -> Response:
-        self._book.gettoken_calls += 1
+        self._book.note_gettoken()
         corp_id = request.query_params.get("corpid", "")
         corp_secret = request.query_params.get("corpsecret", "")
         if not corp_id:
