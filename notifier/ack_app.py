@@ -11,10 +11,11 @@ wristband) are one transaction; the AlertChange goes on the alerts stream after 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -326,17 +327,28 @@ async def _publish_change(broker: RedisBroker, alert: AlertInfo, actor: str, now
     ALERTS.labels(alert.kind, alert.status).inc()
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the caller owns them and sets `stop`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = None) -> None:
     """Serve the ack app on settings.ack_host:ack_port until `stop`."""
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, clock),
         host=settings.ack_host,
         port=settings.ack_port,
         log_config=None,
         access_log=False,
+        timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     serving = asyncio.create_task(server.serve())
-    await stop.wait()
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
     server.should_exit = True
-    await serving
+    stopping.cancel()
+    await serving  # raises if the server failed (e.g. the port is taken)

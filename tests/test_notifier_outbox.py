@@ -1,0 +1,151 @@
+"""The outbox against PostgreSQL and the fake providers: dedup, retries with backoff,
+permanent failures, and rows a dead sender had claimed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator
+
+import httpx
+
+from carewatch.db.pool import open_pool
+from carewatch.settings import Settings
+from notifier import outbox
+from notifier.channels.registry import build_channels
+from notifier.outbox import NewNotification, OutboxSender
+from notifier.targets import Recipient
+from tests.fake_provider_server import running_fake_providers
+from tests.services import await_until
+from tests.test_notifier_support import (
+    ELDER_NAME,
+    GRID_WORKER_ID,
+    GRID_WORKER_PHONE,
+    insert_alert,
+    notifier_settings,
+    query,
+    seed_registry,
+)
+
+GRID_WORKER = Recipient("grid_worker", GRID_WORKER_ID, "张三", "网格员", GRID_WORKER_PHONE)
+
+
+def sms_to(alert_id: str, phone: str = GRID_WORKER_PHONE) -> NewNotification:
+    params = {
+        "alert_id": alert_id,
+        "elder_name": ELDER_NAME,
+        "kind_label": "紧急呼叫",
+        "address": "民族路1号",
+        "time": "08:30",
+        "link": "http://127.0.0.1:1/ack/x.y",
+    }
+    return NewNotification(alert_id, 0, "alert", "sms", GRID_WORKER, phone, params)
+
+
+@contextlib.asynccontextmanager
+async def sender_for(settings: Settings) -> AsyncIterator[OutboxSender]:
+    pool = await open_pool(settings.database_url)
+    async with httpx.AsyncClient() as client:
+        try:
+            yield OutboxSender(pool, build_channels(settings, client), settings)
+        finally:
+            await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def polling(sender: OutboxSender) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(sender.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+async def enqueue(sender: OutboxSender, *items: NewNotification) -> list[int]:
+    async with sender.pool.connection() as conn:
+        return await outbox.enqueue(conn, items, sender.clock.now_ms())
+
+
+def status_of(dsn: str, row_id: int) -> tuple[object, ...]:
+    return query(dsn, "SELECT status, attempts FROM notifications WHERE id = %s", row_id)[0]
+
+
+async def test_enqueue_is_idempotent_by_key(settings: Settings) -> None:
+    seed_registry(settings.database_url)
+    alert_id = insert_alert(settings.database_url)
+    async with sender_for(notifier_settings(settings)) as sender:
+        first = await enqueue(sender, sms_to(alert_id))
+        again = await enqueue(sender, sms_to(alert_id))
+    assert len(first) == 1 and again == []
+    key = query(settings.database_url, "SELECT idempotency_key FROM notifications")
+    assert key == [(f"{alert_id}:0:alert:grid_worker:{GRID_WORKER_ID}:sms",)]
+
+
+async def test_provider_failures_are_retried_with_backoff_then_sent(settings: Settings) -> None:
+    dsn = settings.database_url
+    seed_registry(dsn)
+    alert_id = insert_alert(dsn)
+    async with running_fake_providers(notifier_settings(settings)) as fake:
+        await fake.fail("sms", count=2, mode="5xx")
+        async with sender_for(fake.settings) as sender, polling(sender):
+            [row_id] = await enqueue(sender, sms_to(alert_id))
+
+            async def sent() -> bool:
+                return status_of(dsn, row_id)[0] == "sent"
+
+            await await_until(sent, 15, "the notification to get through")
+        records = await fake.records("sms")
+
+    assert status_of(dsn, row_id) == ("sent", 3)
+    assert [r["outcome"] for r in records] == ["failed", "failed", "delivered"]
+    # waits grow: at least base, then at least twice base, between the attempts
+    base_ms = fake.settings.outbox_backoff_base_s * 1000
+    gaps = [b["received_ms"] - a["received_ms"] for a, b in itertools.pairwise(records)]
+    assert gaps[0] >= base_ms * 0.95 and gaps[1] >= 2 * base_ms * 0.95
+    row = query(dsn, "SELECT provider_message_id, sent_at IS NOT NULL FROM notifications")
+    assert row == [(records[-1]["message_id"], True)]
+
+
+async def test_a_permanent_error_fails_at_once(settings: Settings) -> None:
+    dsn = settings.database_url
+    seed_registry(dsn)
+    alert_id = insert_alert(dsn)
+    async with running_fake_providers(notifier_settings(settings)) as fake:
+        async with sender_for(fake.settings) as sender:
+            [row_id] = await enqueue(sender, sms_to(alert_id, phone="12345"))
+            assert await sender.send_due() == 1
+        records = await fake.records("sms")
+    assert status_of(dsn, row_id) == ("failed", 1)
+    assert [r["outcome"] for r in records] == ["rejected"]
+    events = query(dsn, "SELECT action FROM alert_events WHERE actor = 'notifier'")
+    assert events == [("notification_failed",)]
+
+
+async def test_rows_claimed_by_a_dead_sender_are_sent_after_the_lease(settings: Settings) -> None:
+    dsn = settings.database_url
+    seed_registry(dsn)
+    alert_id = insert_alert(dsn)
+    async with running_fake_providers(notifier_settings(settings, outbox_lease_s=1.0)) as fake:
+        async with sender_for(fake.settings) as dead, sender_for(fake.settings) as alive:
+            [row_id] = await enqueue(dead, sms_to(alert_id))
+            # the first sender claims the row and dies before sending it
+            claimed = await dead.claim()
+            assert [c.id for c in claimed] == [row_id]
+            leased_until = query(dsn, "SELECT next_attempt_at FROM notifications")[0][0]
+            # while leased, nobody else can take it
+            assert await alive.claim() == []
+            async with polling(alive):
+
+                async def sent() -> bool:
+                    return status_of(dsn, row_id)[0] == "sent"
+
+                await await_until(sent, 15, "the orphaned row to be sent")
+        records = await fake.records("sms")
+
+    assert status_of(dsn, row_id) == ("sent", 2)
+    assert [r["outcome"] for r in records] == ["delivered"]
+    assert records[0]["received_ms"] >= leased_until.timestamp() * 1000 - 1
+    assert query(dsn, "SELECT count(*) FROM notifications WHERE status = 'sent'") == [(1,)]
