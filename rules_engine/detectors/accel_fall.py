@@ -9,11 +9,15 @@ A fall seen from the wrist is a short sequence of physical events:
 4. the person lies still for a while after the impact.
 
 Daily activity produces each of these on its own (clapping and jogging make big peaks,
-lying down on a bed turns the wrist and ends still), but rarely the whole sequence, so the
-detector requires an impact followed by stillness, plus either a free fall before the impact
-or an orientation change across it. Because stillness can only be observed once it has
-lasted, a fall is reported when the stillness window has elapsed, a few seconds after the
-impact.
+lying down on a bed turns the wrist and ends still), but rarely the whole sequence. The
+detector therefore requires an impact that is the hardest hit before the stillness, an
+orientation change across it, and stillness after it; and it rejects an impact that is one
+of a series of hits (clapping, jogging, hopping), because a fall is a single event. Free
+fall only raises the confidence: the wrist often does not show it (the arm is flung out to
+break the fall), so requiring it would miss real falls.
+
+Because stillness can only be observed once it has lasted, a fall is reported when the
+stillness window has elapsed, a few seconds after the impact.
 
 The detector is pure and streaming: one instance per device, fed consecutive
 `AccelWindow` chunks with their device start time. It keeps a short buffer of raw samples so
@@ -62,7 +66,7 @@ class FallThresholds:
     series_max_impacts: float = 1.0  # ... after it before stillness: more is not a fall
     series_hit_g: float = 2.5  # what counts as a hit in such a series
     freefall_g: float = 0.6  # |a| below this counts as (partial) free fall
-    freefall_min_ms: float = 60.0  # shortest free fall that counts
+    freefall_min_ms: float = 60.0  # free fall this long gives half the free-fall confidence
     freefall_lookback_ms: float = 1000.0  # free fall is searched this long before the impact
     orientation_change_deg: float = 45.0  # minimum turn of gravity, upright vs lying
     upright_gap_ms: float = 700.0  # "before" posture ends this long before the impact
@@ -339,7 +343,8 @@ class AccelFallDetector:
 
     def _other_impacts(self, mag: FloatArray, i: int, j0: int, step: float) -> int:
         """Separate hits (local maxima over series_hit_g) outside the impact's own cluster:
-        in the series window before it, and between it and the stillness."""
+        in the series window before it, and between it and the stillness. Hits inside the
+        cluster are not counted: a real fall's arm bounces there too."""
         th = self.thresholds
         cluster = round(th.impact_cluster_ms / step)
         before = (max(1, i - round(th.series_window_ms / step)), i - cluster)
