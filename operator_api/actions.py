@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 from uuid import UUID
@@ -16,6 +18,7 @@ from uuid import UUID
 from psycopg_pool import AsyncConnectionPool
 
 from carewatch.alert_lifecycle import next_status, stops_escalation
+from carewatch.messages import AlertChange
 from carewatch.metrics import ALERTS
 from operator_api.db import fetch_one
 from operator_api.models import ActionResult
@@ -27,18 +30,52 @@ HumanAction = Literal["acknowledge", "resolve"]
 _EVENT_NAME: dict[HumanAction, str] = {"acknowledge": "acknowledged", "resolve": "resolved"}
 
 
+# Puts an AlertChange on the alerts stream (the app binds it to its broker).
+Announce = Callable[[AlertChange], Awaitable[None]]
+
+
 class AlertNotFound(LookupError):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    result: ActionResult
+    change: AlertChange | None  # None when the status did not change
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+async def act_and_announce(
+    pool: AsyncConnectionPool,
+    announce: Announce,
+    principal: Principal,
+    alert_id: UUID,
+    action: HumanAction,
+    note: str,
+) -> ActionResult:
+    """apply_action, then announce the change. The database is the record: a failed
+    announcement is logged, not undone (the escalation is already stopped)."""
+    outcome = await apply_action(pool, principal, alert_id, action, note)
+    if outcome.change is not None:
+        try:
+            await announce(outcome.change)
+        except Exception:
+            log.exception("alert change not announced", extra={"alert_id": str(alert_id)})
+    return outcome.result
+
+
 async def apply_action(
     pool: AsyncConnectionPool, principal: Principal, alert_id: UUID, action: HumanAction, note: str
-) -> ActionResult:
+) -> Outcome:
     """Apply `action`; raises AlertNotFound, OutOfScope or TransitionError (nothing written)."""
     async with pool.connection() as conn, conn.transaction():
         row = await fetch_one(
             conn,
-            "SELECT a.status, a.kind, e.district, e.grid_id FROM alerts a"
+            "SELECT a.status, a.kind, a.severity, a.elder_id, a.device_time,"
+            " e.district, e.grid_id FROM alerts a"
             " JOIN elders e ON e.id = a.elder_id WHERE a.id = %s FOR UPDATE OF a",
             (alert_id,),
         )
@@ -54,14 +91,14 @@ async def apply_action(
                 "UPDATE alerts SET status = %s, version = version + 1,"
                 " acknowledged_at = COALESCE(acknowledged_at, now()),"
                 " acknowledged_by = COALESCE(acknowledged_by, %s)"
-                " WHERE id = %s RETURNING now() AS at",
+                " WHERE id = %s RETURNING now() AS at, version",
                 (new_status, actor, alert_id),
             )
         else:
             updated = await fetch_one(
                 conn,
                 "UPDATE alerts SET status = %s, version = version + 1, closed_at = now()"
-                " WHERE id = %s RETURNING now() AS at",
+                " WHERE id = %s RETURNING now() AS at, version",
                 (new_status, alert_id),
             )
         assert updated is not None  # the row is locked: it cannot have vanished
@@ -84,12 +121,26 @@ async def apply_action(
                 " WHERE alert_id = %s AND status = 'pending' AND purpose = 'alert'",
                 (alert_id,),
             )
-    ALERTS.labels(row["kind"], new_status).inc()
     log.info(
         "alert %s via operator API",
         _EVENT_NAME[action],
         extra={"alert_id": str(alert_id), "actor": actor, "status": new_status},
     )
-    return ActionResult(
+    change = None
+    if new_status != row["status"]:
+        ALERTS.labels(row["kind"], new_status).inc()
+        change = AlertChange(
+            id=f"{alert_id}:{new_status}:{updated['version']}",
+            alert_id=str(alert_id),
+            elder_id=row["elder_id"],
+            kind=row["kind"],
+            severity=row["severity"],
+            status=new_status,
+            device_time_ms=_ms(row["device_time"]),
+            changed_ms=_ms(at),
+            actor=actor,
+        )
+    result = ActionResult(
         alert_id=alert_id, previous_status=row["status"], status=new_status, actor=actor, at=at
     )
+    return Outcome(result, change)

@@ -6,11 +6,11 @@ from datetime import datetime
 from typing import Annotated, Any, LiteralString
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from psycopg import AsyncConnection, sql
 
 from carewatch.messages import AlertKind, AlertStatus, Severity
-from operator_api.actions import AlertNotFound, HumanAction, apply_action
+from operator_api.actions import AlertNotFound, HumanAction, act_and_announce
 from operator_api.auth import CurrentPrincipal, Pool
 from operator_api.db import Row, Where, fetch_all, fetch_one, scope_conditions
 from operator_api.labels import kind_label, status_label
@@ -164,25 +164,39 @@ async def get_alert(alert_id: UUID, principal: CurrentPrincipal, pool: Pool) -> 
 
 
 async def _act(
-    pool: Pool, principal: Principal, alert_id: UUID, action: HumanAction, body: ActionIn
+    request: Request,
+    pool: Pool,
+    principal: Principal,
+    alert_id: UUID,
+    action: HumanAction,
+    body: ActionIn,
 ) -> ActionResult:
+    announce = request.app.state.announce
     try:
-        return await apply_action(pool, principal, alert_id, action, body.note)
+        return await act_and_announce(pool, announce, principal, alert_id, action, body.note)
     except AlertNotFound:
         raise HTTPException(404, "no such alert") from None
 
 
 @router.post("/{alert_id}/acknowledge", response_model=ActionResult)
 async def acknowledge(
-    alert_id: UUID, principal: CurrentPrincipal, pool: Pool, body: ActionIn | None = None
+    alert_id: UUID,
+    request: Request,
+    principal: CurrentPrincipal,
+    pool: Pool,
+    body: ActionIn | None = None,
 ) -> ActionResult:
     """Take the alert on: stops its escalation. 409 if the alert is not open."""
-    return await _act(pool, principal, alert_id, "acknowledge", body or ActionIn())
+    return await _act(request, pool, principal, alert_id, "acknowledge", body or ActionIn())
 
 
 @router.post("/{alert_id}/resolve", response_model=ActionResult)
 async def resolve(
-    alert_id: UUID, principal: CurrentPrincipal, pool: Pool, body: ActionIn | None = None
+    alert_id: UUID,
+    request: Request,
+    principal: CurrentPrincipal,
+    pool: Pool,
+    body: ActionIn | None = None,
 ) -> ActionResult:
     """Close the alert: stops its escalation and cancels its pending notifications."""
-    return await _act(pool, principal, alert_id, "resolve", body or ActionIn())
+    return await _act(request, pool, principal, alert_id, "resolve", body or ActionIn())

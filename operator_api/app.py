@@ -15,7 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from carewatch.alert_lifecycle import TransitionError
+from carewatch.bus import ALERTS_STREAM, make_broker, publish
 from carewatch.db.pool import open_pool
+from carewatch.messages import AlertChange, encode
+from carewatch.metrics import BUS_PUBLISHED
 from carewatch.settings import Settings
 from operator_api import alerts, elders, mobile, reports, stations
 from operator_api.scope import OutOfScope
@@ -27,9 +30,18 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await open_pool(settings.database_url)
+        broker = make_broker(settings)
+        await broker.connect()
+
+        async def announce(change: AlertChange) -> None:
+            await publish(broker, ALERTS_STREAM, encode(change))
+            BUS_PUBLISHED.labels(ALERTS_STREAM).inc()
+
+        app.state.announce = announce
         try:
             yield
         finally:
+            await broker.stop()
             await app.state.pool.close()
 
     app = FastAPI(

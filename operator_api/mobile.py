@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from psycopg import AsyncConnection
 
 from carewatch.alert_lifecycle import TransitionError
-from operator_api.actions import AlertNotFound, apply_action
+from operator_api.actions import AlertNotFound, act_and_announce
 from operator_api.alerts import open_alerts_in_scope
 from operator_api.auth import Pool
 from operator_api.db import fetch_one
@@ -94,6 +94,7 @@ async def phone_page(
 async def phone_action(
     alert_id: UUID,
     action: Literal["acknowledge", "resolve"],
+    request: Request,
     pool: Pool,
     cw_token: Annotated[str | None, Cookie()] = None,
 ) -> Response:
@@ -101,7 +102,9 @@ async def phone_action(
     if principal is None:
         return _bad_link()
     try:
-        await apply_action(pool, principal, alert_id, action, "手机页面操作")
+        await act_and_announce(
+            pool, request.app.state.announce, principal, alert_id, action, "手机页面操作"
+        )
     except AlertNotFound:
         return _message(404, "告警不存在", "该告警不存在。")
     except OutOfScope:

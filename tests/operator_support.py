@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import psycopg
+import redis
+from faststream.redis.parser.binary import BinaryMessageFormatV1
 
+from carewatch.bus import ALERTS_STREAM
+from carewatch.messages import AlertChange, decode_alert_change
 from carewatch.settings import Settings
 from operator_api.app import run
 from operator_api.tokens import create_token
@@ -191,15 +195,24 @@ def seed(dsn: str) -> Tokens:
     )
 
 
+def alert_changes(redis_url: str) -> list[AlertChange]:
+    """Every AlertChange on the alerts stream (entries are FastStream-framed)."""
+    client = redis.Redis.from_url(redis_url)
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(ALERTS_STREAM)  # type: ignore[assignment]
+    return [decode_alert_change(BinaryMessageFormatV1.parse(f[b"__data__"])[0]) for _, f in entries]
+
+
 @contextlib.asynccontextmanager
-async def serving(dsn: str) -> AsyncIterator[str]:
-    """Run operator_api.app.run on a free port; yield its base URL."""
+async def serving(dsn: str, redis_port: int) -> AsyncIterator[str]:
+    """Run operator_api.app.run on a free port; yield its base URL. Empties Redis first."""
+    redis.Redis(port=redis_port).flushall()
     port = free_port()
     settings = Settings(
         database_url=dsn,
+        redis_url=f"redis://127.0.0.1:{redis_port}/0",
         operator_port=port,
         log_json=False,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(run(settings, stop))

@@ -21,15 +21,18 @@ from tests.operator_support import (
     GW1_PHONE,
     REPORT_DAY,
     Tokens,
+    alert_changes,
     seed,
     serving,
 )
+from tests.services import Proc
 
 
 @dataclass
 class Api:
     base: str
     dsn: str
+    redis_url: str
     tokens: Tokens
     http: httpx.AsyncClient
 
@@ -45,16 +48,16 @@ class Api:
 
     def one(self, query: str, *params: object) -> tuple[Any, ...]:
         with psycopg.connect(self.dsn) as conn:
-            row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+            row = conn.execute(query, params).fetchone()
         assert row is not None
         return row
 
 
 @pytest.fixture
-async def api(db_dsn: str) -> AsyncIterator[Api]:
+async def api(db_dsn: str, redis_server: Proc) -> AsyncIterator[Api]:
     tokens = seed(db_dsn)
-    async with serving(db_dsn) as base, httpx.AsyncClient(timeout=10) as http:
-        yield Api(base, db_dsn, tokens, http)
+    async with serving(db_dsn, redis_server.port) as base, httpx.AsyncClient(timeout=10) as http:
+        yield Api(base, db_dsn, f"redis://127.0.0.1:{redis_server.port}/0", tokens, http)
 
 
 def ids(resp: httpx.Response) -> set[str]:
@@ -200,6 +203,8 @@ async def test_acknowledge_stops_escalation_and_resolve_cancels_outbox(api: Api)
     assert timeline[-1]["action"] == "acknowledged"
     assert timeline[-1]["actor"] == "grid_worker:GW1"
     assert timeline[-1]["details"]["note"] == "马上到"
+    again = await api.post(f"/api/alerts/{A1}/acknowledge", api.tokens.admin, {})
+    assert again.json()["status"] == "acknowledged"  # allowed, recorded, but no new change
 
     done = await api.post(f"/api/alerts/{A1}/resolve", api.tokens.operator_yuzhong, {"note": "ok"})
     assert done.json()["status"] == "resolved"
@@ -212,8 +217,13 @@ async def test_acknowledge_stops_escalation_and_resolve_cancels_outbox(api: Api)
         A1,
     )
     assert statuses == (["sent", "failed", "cancelled"],)
-    again = await api.post(f"/api/alerts/{A1}/resolve", api.tokens.admin, {})
-    assert again.status_code == 409
+    changes = [(c.status, c.actor, c.alert_id) for c in alert_changes(api.redis_url)]
+    assert changes == [
+        ("acknowledged", "grid_worker:GW1", A1),
+        ("resolved", "operator:op-yz", A1),
+    ]
+    twice = await api.post(f"/api/alerts/{A1}/resolve", api.tokens.admin, {})
+    assert twice.status_code == 409
     unknown = "00000000-0000-4000-8000-00000000dead"
     assert (
         await api.post(f"/api/alerts/{unknown}/acknowledge", api.tokens.admin, {})

@@ -18,15 +18,16 @@ import psycopg
 import pytest
 
 from tests.operator_support import A1, A3, Tokens, seed, serving
+from tests.services import Proc
 
 PHONE_W, PHONE_H = 390, 844
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture
-async def site(db_dsn: str) -> AsyncIterator[tuple[str, Tokens]]:
+async def site(db_dsn: str, redis_server: Proc) -> AsyncIterator[tuple[str, Tokens]]:
     tokens = seed(db_dsn)
-    async with serving(db_dsn) as base:
+    async with serving(db_dsn, redis_server.port) as base:
         yield base, tokens
 
 
@@ -128,18 +129,18 @@ def _png_size_and_colours(data: bytes) -> tuple[int, int, int]:
     colours: set[bytes] = set()
     for y in range(height):
         line = raw[y * (stride + 1) : (y + 1) * (stride + 1)]
-        kind, row = line[0], bytearray(line[1:])
+        filter_type, row = line[0], bytearray(line[1:])
         for i in range(stride):  # undo the PNG scanline filter
             left = row[i - bpp] if i >= bpp else 0
             up = previous[i]
             corner = previous[i - bpp] if i >= bpp else 0
-            if kind == 1:
+            if filter_type == 1:
                 row[i] = (row[i] + left) & 0xFF
-            elif kind == 2:
+            elif filter_type == 2:
                 row[i] = (row[i] + up) & 0xFF
-            elif kind == 3:
+            elif filter_type == 3:
                 row[i] = (row[i] + (left + up) // 2) & 0xFF
-            elif kind == 4:
+            elif filter_type == 4:
                 p = left + up - corner
                 pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
                 pred = left if pa <= pb and pa <= pc else up if pb <= pc else corner
