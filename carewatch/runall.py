@@ -1,4 +1,4 @@
-"""Every worker in one process: ingest, rules, notifier and the ack web server.
+"""Every worker in one process: ingest, rules, notifier, ack server and operator API.
 
 Small sites and the demo run this; larger ones run each worker as its own process
 (`carewatch ingest`, `carewatch rules`, ...) with the same code and settings.
@@ -19,6 +19,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     from ingest.worker import run as run_ingest
     from notifier.ack_app import run as run_ack
     from notifier.worker import run as run_notifier
+    from operator_api.app import run as run_operator_api
     from rules_engine.worker import run as run_rules
 
     # one /metrics listener for the whole process; the workers must not open their own
@@ -31,6 +32,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             ("rules", run_rules),
             ("notifier", run_notifier),
             ("ack-server", run_ack),
+            ("operator-api", run_operator_api),
         )
     ]
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
