@@ -32,7 +32,7 @@ from carewatch.alert_lifecycle import Action, TransitionError, next_status
 from carewatch.bus import ALERTS_STREAM, make_broker, publish
 from carewatch.clock import Clock, SystemClock
 from carewatch.messages import CLOSED_STATUSES, AlertChange, encode
-from carewatch.metrics import ALERTS, BUS_PUBLISHED
+from carewatch.metrics import ALERTS, BUS_PUBLISHED, serve_metrics
 from carewatch.settings import Settings
 from notifier import ack_links, targets, timeline
 from notifier.ack_links import AckClaim, AckLinkError
@@ -337,6 +337,7 @@ class _Server(uvicorn.Server):
 
 async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = None) -> None:
     """Serve the ack app on settings.ack_host:ack_port until `stop`."""
+    serve_metrics(settings.metrics_port)
     config = uvicorn.Config(
         create_app(settings, clock),
         host=settings.ack_host,

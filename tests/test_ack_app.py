@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from typing import cast
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -73,10 +74,10 @@ def path_of(link: str) -> str:
 async def alert_changes_on_stream(settings: Settings) -> list[bytes]:
     client = aioredis.Redis.from_url(settings.redis_url)
     try:
-        entries = await client.xrange(ALERTS_STREAM)
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await client.xrange(ALERTS_STREAM))
     finally:
         await client.aclose()
-    return [b"".join(v for v in fields.values()) for _, fields in entries]
+    return [b"".join(fields.values()) for _, fields in entries]
 
 
 async def test_ack_stops_escalation_tells_the_others_and_the_wristband(settings: Settings) -> None:
@@ -129,7 +130,7 @@ async def test_ack_stops_escalation_tells_the_others_and_the_wristband(settings:
 
         # "help is coming" on the wristband, through the outbox (channel 'downlink')
         message = await asyncio.wait_for(anext(band.messages), 10)
-        command = msgspec.json.decode(message.payload, type=DeviceCommand)  # type: ignore[arg-type]
+        command = msgspec.json.decode(message.payload, type=DeviceCommand)
         assert (command.type, command.alert_id) == ("help_coming", alert_id)
         assert command.text == "已有人前来帮助，请保持冷静"
 
@@ -160,7 +161,7 @@ async def test_ack_stops_escalation_tells_the_others_and_the_wristband(settings:
 
         # the escalation is over: once step 1 would have been due, still no step-1 rows
         async def past_due() -> bool:
-            return time.time() > due.timestamp() + 3 * s.outbox_poll_ms / 1000
+            return bool(time.time() > due.timestamp() + 3 * s.outbox_poll_ms / 1000)
 
         await await_until(past_due, 10, "step 1's former due time to pass")
         assert query(dsn, "SELECT count(*) FROM notifications WHERE step > 0") == [(0,)]

@@ -118,7 +118,7 @@ def change(alert_id: str, status: str = "open", version: int = 1, **kw: Any) -> 
 
 def query(dsn: str, sql: str, *args: object) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
-        return conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql, args).fetchall()
 
 
 async def publish_changes(settings: Settings, *changes: AlertChange) -> None:
