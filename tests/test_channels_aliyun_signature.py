@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import hypothesis.strategies as st
+import pytest
 from hypothesis import given
 
 from notifier.channels.aliyun_rpc import (
@@ -14,7 +17,13 @@ from notifier.channels.aliyun_rpc import (
     string_to_sign,
     verify,
 )
-from notifier.channels.aliyun_sms import PERMANENT_CODES, interpret_response, out_id_for
+from notifier.channels.aliyun_sms import (
+    PERMANENT_CODES,
+    DeliveryQueryError,
+    interpret_details,
+    interpret_response,
+    out_id_for,
+)
 
 
 def test_signature_matches_aliyun_rpc_documentation_example() -> None:
@@ -121,3 +130,26 @@ def test_out_id_is_the_key_or_a_stable_hash_of_a_long_key() -> None:
     long_key = "k" * 200
     assert out_id_for(long_key) == out_id_for(long_key)
     assert len(out_id_for(long_key)) == 64
+
+
+def test_receipts_map_send_status() -> None:
+    def details(*rows: tuple[int, str, str]) -> bytes:
+        dtos = [{"SendStatus": st, "ErrCode": code, "SendDate": sent} for st, code, sent in rows]
+        body = {
+            "Code": "OK",
+            "TotalCount": len(dtos),
+            "SmsSendDetailDTOs": {"SmsSendDetailDTO": dtos},
+        }
+        return json.dumps(body).encode()
+
+    failed = interpret_details(
+        200, details((3, "DELIVERED", "2025-11-24 08:00:00"), (2, "MK:0001", "2025-11-24 09:00:00"))
+    )
+    assert failed is not None and (failed.status, failed.error_code) == ("failed", "MK:0001")
+    waiting = interpret_details(200, details((1, "", "2025-11-24 08:00:00")))
+    assert waiting is not None and waiting.status == "pending"
+    assert interpret_details(200, details()) is None
+    with pytest.raises(DeliveryQueryError, match=r"isv\.INVALID_PARAMETERS"):
+        interpret_details(200, b'{"Code":"isv.INVALID_PARAMETERS","Message":"x"}')
+    with pytest.raises(DeliveryQueryError, match="http 503"):
+        interpret_details(503, b"<html/>")

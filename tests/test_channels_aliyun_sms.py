@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from carewatch.clock import ManualClock
-from notifier.channels.aliyun_sms import AliyunSmsChannel
+from notifier.channels.aliyun_sms import AliyunSmsChannel, DeliveryQueryError
 from notifier.channels.base import Message
 from tests.fake_provider_server import (
     RunningFakeProviders,
@@ -193,3 +193,29 @@ async def test_unreachable_provider_is_retryable(client: httpx.AsyncClient) -> N
     result = await AliyunSmsChannel(settings, client).send(alert())  # server is gone
     assert not result.ok and result.retryable
     assert result.error is not None and result.error.startswith("network")
+
+
+async def test_delivery_receipt_of_a_sent_message(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    channel = AliyunSmsChannel(fake.settings, client)
+    sent = await channel.send(alert())
+    assert sent.ok and sent.provider_message_id
+    sent_ms = (await fake.records("sms"))[0]["received_ms"]
+
+    report = await channel.query_delivery(PHONE, sent.provider_message_id, sent_ms)
+    assert report is not None
+    assert (report.status, report.error_code) == ("delivered", "DELIVERED")
+    assert report.received_at
+    assert await channel.query_delivery(PHONE, "000000000000000000^0", sent_ms) is None
+    assert await channel.query_delivery("13900139000", sent.provider_message_id, sent_ms) is None
+    # Lookups are not messages: the record list holds only the one SMS.
+    assert len(await fake.records("sms")) == 1
+
+
+async def test_delivery_query_errors_are_raised(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    wrong = fake.settings.model_copy(update={"aliyun_access_key_secret": SecretStr("nope")})
+    with pytest.raises(DeliveryQueryError, match="SignatureDoesNotMatch"):
+        await AliyunSmsChannel(wrong, client).query_delivery(PHONE, "1^0", 1_764_000_000_000)

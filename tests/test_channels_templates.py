@@ -70,8 +70,8 @@ def test_missing_parameters_are_named() -> None:
         render_body("alert", {"elder_name": "王秀英"})
     assert set(err.value.missing) == {"address", "time", "kind_label", "link"}
     with pytest.raises(MissingTemplateParams) as err:
-        render_body("handled", {k: v for k, v in PARAMS.items() if k != "handler"})
-    assert err.value.missing == ["handler"]
+        render_body("closed", {k: v for k, v in PARAMS.items() if k != "time"})
+    assert err.value.missing == ["time"]
 
 
 def test_fill_substitutes_like_the_provider() -> None:
@@ -84,3 +84,11 @@ def test_card_texts_leave_the_link_to_the_button() -> None:
     assert "王秀英" in render_card_text("alert", PARAMS)
     assert render_card_text("closed", PARAMS) == render_body("closed", PARAMS)
     assert render_title("alert", PARAMS) == "紧急呼叫警报：王秀英"
+
+
+def test_handled_without_a_known_handler_still_reads_well() -> None:
+    params = {k: v for k, v in PARAMS.items() if k != "handler"}
+    assert (
+        render_body("handled", params)
+        == "王秀英的紧急呼叫警报已由工作人员于08:15接手处理，您无需前往。"
+    )

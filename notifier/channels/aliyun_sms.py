@@ -2,6 +2,7 @@
 
 Thin on purpose: render the template variables, sign the request, POST it, and map the
 provider's answer to a SendResult the outbox can act on (retry or give up).
+`query_delivery` pulls the delivery receipt of a sent message (QuerySendDetails).
 """
 
 from __future__ import annotations
@@ -9,6 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -28,6 +33,12 @@ REGION_ID = "cn-hangzhou"
 # replaced by their SHA-256 (64 hex chars), which is stable across retries.
 OUT_ID_MAX_LEN = 64
 ERROR_MAX_LEN = 200
+# Aliyun's SendDate and receipt times are Beijing time.
+PROVIDER_TZ = ZoneInfo("Asia/Shanghai")
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+# QuerySendDetails SendStatus: 1 waiting for the carrier's receipt, 2 failed, 3 delivered.
+_SEND_STATUS: dict[int, DeliveryStatus] = {1: "pending", 2: "failed", 3: "delivered"}
 
 # Errors caused by this message itself (number, content, parameters): a retry would get
 # the same answer, so the outbox should give up and try the next contact instead.
@@ -78,6 +89,37 @@ def interpret_response(status_code: int, body: bytes) -> SendResult:
     return SendResult(ok=False, retryable=code not in PERMANENT_CODES, error=error)
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    status: DeliveryStatus
+    error_code: str | None  # the carrier's code, "DELIVERED" on success
+    received_at: str | None  # as reported: "yyyy-MM-dd HH:mm:ss", Beijing time
+
+
+class DeliveryQueryError(Exception):
+    """QuerySendDetails failed (network, throttling, or an error code)."""
+
+
+def interpret_details(status_code: int, body: bytes) -> DeliveryReport | None:
+    """Map a QuerySendDetails answer to the newest receipt (pure)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or status_code != 200 or data.get("Code") != "OK":
+        code = data.get("Code") if isinstance(data, dict) else None
+        raise DeliveryQueryError(f"{code or f'http {status_code}'}")
+    details = (data.get("SmsSendDetailDTOs") or {}).get("SmsSendDetailDTO") or []
+    if not details:
+        return None
+    newest = max(details, key=lambda d: str(d.get("SendDate", "")))
+    return DeliveryReport(
+        status=_SEND_STATUS.get(int(newest.get("SendStatus", 1)), "pending"),
+        error_code=newest.get("ErrCode"),
+        received_at=newest.get("ReceiveDate"),
+    )
+
+
 class AliyunSmsChannel:
     name = "sms"
 
@@ -104,6 +146,9 @@ class AliyunSmsChannel:
             "TemplateParam": json.dumps(variables, ensure_ascii=False, separators=(",", ":")),
             "OutId": out_id_for(message.idempotency_key),
         }
+        return self._signed(action)
+
+    def _signed(self, action: dict[str, str]) -> dict[str, str]:
         return signed_params(
             "POST",
             action,
@@ -150,6 +195,30 @@ class AliyunSmsChannel:
             },
         )
         return result
+
+    async def query_delivery(self, phone: str, biz_id: str, sent_ms: int) -> DeliveryReport | None:
+        """The delivery receipt of one sent SMS (QuerySendDetails), None if not known yet.
+
+        Raises DeliveryQueryError if the provider cannot answer; the caller asks again later.
+        """
+        action = {
+            "Action": "QuerySendDetails",
+            "RegionId": REGION_ID,
+            "PhoneNumber": phone,
+            "BizId": biz_id,
+            "SendDate": datetime.fromtimestamp(sent_ms / 1000, tz=PROVIDER_TZ).strftime("%Y%m%d"),
+            "PageSize": "10",
+            "CurrentPage": "1",
+        }
+        try:
+            response = await self._client.post(
+                self._settings.aliyun_sms_endpoint,
+                data=self._signed(action),
+                timeout=self._settings.provider_timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            raise DeliveryQueryError(f"network: {type(exc).__name__}") from exc
+        return interpret_details(response.status_code, response.content)
 
     async def aclose(self) -> None:
         """Nothing to release: the shared HTTP client belongs to the caller."""

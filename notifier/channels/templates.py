@@ -47,6 +47,9 @@ _STATUS_PHRASES: dict[Purpose, str] = {
     "closed": "已于${time}结束，感谢您的关注",
 }
 
+# A "handled" notice is still right, and worth sending, when the handler is unknown.
+_UPDATE_DEFAULTS = {"handler": "工作人员"}
+
 # Short headings for channels that show a title (WeCom text cards).
 _TITLES: dict[Purpose, str] = {
     "alert": "${kind_label}警报：${elder_name}",
@@ -93,7 +96,8 @@ def template_for(purpose: Purpose, params: dict[str, str]) -> tuple[TemplateKey,
         source = params
     else:
         key = "update"
-        source = {**params, "status": fill(_STATUS_PHRASES[purpose], params)}
+        filled = {**_UPDATE_DEFAULTS, **params}
+        source = {**filled, "status": fill(_STATUS_PHRASES[purpose], filled)}
     return key, {name: source[name] for name in _required(key, source)}
 
 

@@ -1,6 +1,7 @@
 """Fake Aliyun Dysmsapi: SendSms over the RPC protocol, checked the way Aliyun checks it.
 
-Authentication (common parameters, key id, timestamp skew, HMAC-SHA1 signature, nonce
+Actions: SendSms, and QuerySendDetails for delivery receipts (every delivery of the fake
+succeeds at once). Authentication (common parameters, key id, timestamp skew, HMAC-SHA1 signature, nonce
 replay) happens first and fails with Aliyun's gateway errors (HTTP 4xx); business checks
 (signature name, template, phone numbers, template variables) answer HTTP 200 with an
 `isv.*` code, as the real service does. Unlike the real service, the fake suppresses a
@@ -14,6 +15,7 @@ import json
 import re
 import secrets
 import uuid
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -24,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from carewatch.clock import Clock
 from carewatch.settings import Settings
 from notifier.channels.aliyun_rpc import parse_timestamp, string_to_sign, verify
+from notifier.channels.aliyun_sms import PROVIDER_TZ
 from notifier.channels.templates import TEMPLATE_BODIES, MissingTemplateParams, fill
 from simulators.fake_providers.faults import hang_until_disconnect
 from simulators.fake_providers.records import FailurePlan, Record, RecordBook
@@ -42,7 +45,12 @@ COMMON_PARAMS = (
     "Timestamp",
     "Version",
 )
-SEND_SMS_PARAMS = ("PhoneNumbers", "SignName", "TemplateCode")
+# Required parameters of each supported action.
+ACTION_PARAMS: dict[str, tuple[str, ...]] = {
+    "SendSms": ("PhoneNumbers", "SignName", "TemplateCode"),
+    "QuerySendDetails": ("PhoneNumber", "SendDate", "PageSize", "CurrentPage"),
+}
+MAX_PAGE_SIZE = 50
 # Mainland mobile numbers, optionally with the country code (+86, 0086 or 86).
 _MOBILE_RE = re.compile(r"^(?:\+86|0086|86)?1[3-9]\d{9}$")
 
@@ -104,10 +112,12 @@ class AliyunSmsFake:
         fields = _record_fields(params)
         try:
             self._authenticate(request.method, params, now_ms)
-            self._check_action(params)
+            action = self._check_action(params)
         except AliyunError as error:
             self._book.add("sms", now_ms, "rejected", error=error.code, **fields)
             return _error_reply(error)
+        if action == "QuerySendDetails":  # a lookup, not a message: not recorded
+            return self._query_send_details(params)
 
         failure = self._failures.take("sms")
         if failure == "5xx":
@@ -173,8 +183,9 @@ class AliyunSmsFake:
             )
         self._nonces[params["SignatureNonce"]] = now_ms
 
-    def _check_action(self, params: dict[str, str]) -> None:
-        if params["Action"] != "SendSms":
+    def _check_action(self, params: dict[str, str]) -> str:
+        action = params["Action"]
+        if action not in ACTION_PARAMS:
             raise AliyunError(
                 404,
                 "InvalidAction.NotFound",
@@ -182,9 +193,54 @@ class AliyunSmsFake:
             )
         if params["Version"] != API_VERSION:
             raise AliyunError(400, "InvalidVersion", "Specified parameter Version is not valid.")
-        for name in SEND_SMS_PARAMS:
+        for name in ACTION_PARAMS[action]:
             if not params.get(name):
                 raise AliyunError(400, f"Missing{name}", f"{name} is mandatory for this action.")
+        return action
+
+    def _query_send_details(self, params: dict[str, str]) -> Response:
+        """Delivery receipts (the fake's deliveries succeed at once: SendStatus 3)."""
+        try:
+            page_size = int(params["PageSize"])
+            page = int(params["CurrentPage"])
+            datetime.strptime(params["SendDate"], "%Y%m%d")  # validates the format only
+        except ValueError:
+            return _error_reply(AliyunError(200, "isv.INVALID_PARAMETERS", "参数异常"))
+        if not (1 <= page_size <= MAX_PAGE_SIZE and page >= 1):
+            return _error_reply(AliyunError(200, "isv.INVALID_PARAMETERS", "参数异常"))
+        phone = _national(params["PhoneNumber"])
+        biz_id = params.get("BizId")
+        matches = [
+            r
+            for r in self._book.select(provider="sms")
+            if r.outcome == "delivered"
+            and phone in {_national(n) for n in (r.address or "").split(",")}
+            and (not biz_id or r.message_id == biz_id)
+            and _provider_time(r.received_ms, "%Y%m%d") == params["SendDate"]
+        ]
+        shown = matches[(page - 1) * page_size : page * page_size]
+        details = [
+            {
+                "PhoneNum": params["PhoneNumber"],
+                "SendStatus": 3,
+                "ErrCode": "DELIVERED",
+                "TemplateCode": r.template_code,
+                "Content": r.text,
+                "SendDate": _provider_time(r.received_ms, "%Y-%m-%d %H:%M:%S"),
+                "ReceiveDate": _provider_time(r.received_ms, "%Y-%m-%d %H:%M:%S"),
+                "OutId": r.out_id,
+            }
+            for r in shown
+        ]
+        return _reply(
+            200,
+            {
+                "Code": "OK",
+                "Message": "OK",
+                "TotalCount": len(matches),
+                "SmsSendDetailDTOs": {"SmsSendDetailDTO": details},
+            },
+        )
 
     def _send_sms(self, params: dict[str, str], fields: dict[str, Any], now_ms: int) -> Response:
         try:
@@ -231,6 +287,15 @@ class AliyunSmsFake:
             return f"【{self._sign_name}】{fill(body, variables)}"
         except MissingTemplateParams as exc:
             raise AliyunError(200, "isv.TEMPLATE_MISSING_PARAMETERS", str(exc)) from None
+
+
+def _national(number: str) -> str:
+    """The 11-digit mainland number without a country code."""
+    return number[-11:]
+
+
+def _provider_time(epoch_ms: int, fmt: str) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=PROVIDER_TZ).strftime(fmt)
 
 
 def _template_param(raw: str) -> dict[str, str]:
