@@ -9,6 +9,7 @@ commit, from the outbox (rules_engine.outbox).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,22 +67,33 @@ async def apply_event(
     defaults: Settings,
     clock: Clock,
 ) -> Outcome:
-    """Apply one event exactly once; a redelivery returns the changes it made before."""
-    async with pool.connection() as conn, conn.transaction():
-        cur = conn.cursor(row_factory=dict_row)
-        await _lock_elder(cur, event.elder_id)
-        await cur.execute(
-            "INSERT INTO rules_seen_events (event_id) VALUES (%s) ON CONFLICT DO NOTHING",
-            (event.id,),
-        )
-        if cur.rowcount == 0:
-            return Outcome("duplicate", await outbox.for_source(cur, event.id))
-        view = await _load_view(cur, event.elder_id, defaults)
-        if view is None:
-            return Outcome("unknown_elder")
-        changes = await _apply(cur, view, decide(view), defaults, clock)
-        await outbox.write(cur, event.id, changes)
-        return Outcome("applied", changes)
+    """Apply one event exactly once; a redelivery returns the changes it made before.
+
+    An event of an elder missing from the registry is rolled back unseen, so the
+    caller's dead-letter write decides whether it is kept (a redelivery retries it).
+    """
+    try:
+        async with pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await _lock_elder(cur, event.elder_id)
+            await cur.execute(
+                "INSERT INTO rules_seen_events (event_id) VALUES (%s) ON CONFLICT DO NOTHING",
+                (event.id,),
+            )
+            if cur.rowcount == 0:
+                return Outcome("duplicate", await outbox.for_source(cur, event.id))
+            view = await _load_view(cur, event.elder_id, defaults)
+            if view is None:
+                raise _UnknownElder
+            changes = await _apply(cur, view, decide(view), defaults, clock)
+            await outbox.write(cur, event.id, changes)
+            return Outcome("applied", changes)
+    except _UnknownElder:
+        return Outcome("unknown_elder")
+
+
+class _UnknownElder(Exception):
+    """Raised inside the transaction to roll it back."""
 
 
 async def due_timers(pool: AsyncConnectionPool, now_ms: int, limit: int = 200) -> list[DueTimer]:
@@ -131,6 +143,30 @@ async def fire_timer(
             (ms_to_dt(clock.now_ms()), timer_id),
         )
         return Outcome("applied" if view is not None else "unknown_elder", changes)
+
+
+async def abandon_timer(pool: AsyncConnectionPool, timer: DueTimer, detail: str) -> None:
+    """A timer whose effect fails every time: keep it as a dead letter, stop retrying it."""
+    body = json.dumps(
+        {
+            "id": timer.timer_id,
+            "kind": timer.kind,
+            "elder_id": timer.elder_id,
+            "due_ms": timer.due_ms,
+            "payload": dict(timer.payload),
+        },
+        default=str,
+    ).encode()
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO dead_letters (topic, reason, detail, payload)"
+            " VALUES ('rule_timers', 'rules_timer_failed', %s, %s)",
+            (detail[:2000], body),
+        )
+        await conn.execute(
+            "UPDATE rule_timers SET fired_at = now() WHERE id = %s AND fired_at IS NULL",
+            (timer.timer_id,),
+        )
 
 
 async def dead_letter(

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from carewatch.clock import Clock
@@ -39,14 +40,22 @@ async def fire_due(
     """Fire every timer due now; returns how many this worker fired."""
     fired = 0
     for timer in await store.due_timers(pool, clock.now_ms()):
-        outcome = await store.fire_timer(
-            pool,
-            timer.timer_id,
-            timer.elder_id,
-            lambda due, view: engine.on_timer(due, view, clock),
-            settings,
-            clock,
-        )
+        try:
+            outcome = await store.fire_timer(
+                pool,
+                timer.timer_id,
+                timer.elder_id,
+                lambda due, view: engine.on_timer(due, view, clock),
+                settings,
+                clock,
+            )
+        except psycopg.OperationalError:
+            raise  # database unreachable: every due timer stays due for the next poll
+        except Exception as exc:
+            # fails the same way on every poll: keep it, and do not let it starve the rest
+            log.exception("timer failed, dead-lettered", extra={"timer_id": timer.timer_id})
+            await store.abandon_timer(pool, timer, repr(exc))
+            continue
         if outcome.result == "gone":
             continue
         fired += 1

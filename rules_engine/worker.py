@@ -13,6 +13,7 @@ import logging
 import socket
 
 import msgspec
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from carewatch import bus
@@ -81,26 +82,29 @@ class EventHandler:
         STAGE_LATENCY.labels("rules").observe(latency_ms / 1000)
 
     async def _apply(self, stream: str, event: Event, body: bytes) -> None:
-        outcome = await store.apply_event(
-            self._pool,
-            event,
-            lambda view: self._engine.on_event(event, view, self._clock),
-            self._settings,
-            self._clock,
-        )
+        try:
+            outcome = await store.apply_event(
+                self._pool,
+                event,
+                lambda view: self._engine.on_event(event, view, self._clock),
+                self._settings,
+                self._clock,
+            )
+        except psycopg.OperationalError:
+            raise  # database unreachable: the entry stays pending and is delivered again
+        except Exception as exc:
+            # anything else fails the same way on every delivery: keep it, move on
+            log.exception("event failed, dead-lettered", extra={"event_id": event.id})
+            EVENTS_CONSUMED.labels("failed").inc()
+            await self._dead_letter(stream, event, body, "rules_failed", repr(exc))
+            return
         if outcome.result == "unknown_elder":
             log.warning(
                 "event for an unknown elder dead-lettered",
                 extra={"event_id": event.id, "elder_id": event.elder_id},
             )
-            await store.dead_letter(
-                self._pool,
-                topic=stream,
-                device_id=event.device_id,
-                reason="rules_unknown_elder",
-                detail=f"elder {event.elder_id!r} is not in the registry",
-                payload=body,
-            )
+            detail = f"elder {event.elder_id!r} is not in the registry"
+            await self._dead_letter(stream, event, body, "rules_unknown_elder", detail)
             return
         if outcome.result == "duplicate":
             log.info("redelivered event, republishing its changes", extra={"event_id": event.id})
@@ -117,6 +121,18 @@ class EventHandler:
                     },
                 )
         await self._publisher.publish(outcome.changes)
+
+    async def _dead_letter(
+        self, stream: str, event: Event, body: bytes, reason: str, detail: str
+    ) -> None:
+        await store.dead_letter(
+            self._pool,
+            topic=stream,
+            device_id=event.device_id,
+            reason=reason,
+            detail=detail,
+            payload=body,
+        )
 
 
 async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = None) -> None:

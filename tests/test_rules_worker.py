@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +26,12 @@ from carewatch.db.pool import open_pool
 from carewatch.messages import AlertChange, Event, EventType, decode_alert_change, encode
 from carewatch.settings import Settings
 from rules_engine import store
-from rules_engine.engine import default_engine
+from rules_engine.decisions import Decision
+from rules_engine.detectors.base import Detector, DueTimer, ElderView
+from rules_engine.detectors.device_fall import DeviceFallDetector
+from rules_engine.engine import Engine, default_engine
+from rules_engine.outbox import AlertPublisher
+from rules_engine.timers import fire_due
 from rules_engine.worker import GROUP, run
 from tests.services import await_until
 
@@ -91,15 +96,30 @@ def event(
 
 @dataclass
 class Feed:
-    """AlertChanges as a consumer of the alerts stream receives them."""
+    """AlertChanges as a consumer of the alerts stream sees them.
 
-    changes: list[AlertChange] = field(default_factory=list)
+    `deliveries` is every message; `changes` drops repeated ids, as real consumers do
+    (at-least-once: a slow worker's entry may be reclaimed and its changes republished).
+    """
+
+    deliveries: list[AlertChange] = field(default_factory=list)
+
+    @property
+    def changes(self) -> list[AlertChange]:
+        unique = {c.id: c for c in reversed(self.deliveries)}
+        return sorted(unique.values(), key=self.deliveries.index)
 
     def of(self, alert_id: str) -> list[AlertChange]:
         return [c for c in self.changes if c.alert_id == alert_id]
 
     def statuses(self, alert_id: str) -> list[str]:
         return [c.status for c in self.of(alert_id)]
+
+    async def wait_statuses(self, alert_id: str, expected: list[str]) -> None:
+        try:
+            await until(sync(lambda: self.statuses(alert_id) == expected), f"changes {expected}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; got {self.statuses(alert_id)}") from None
 
 
 class Bus:
@@ -109,7 +129,7 @@ class Bus:
         self.feed = Feed()
 
         async def collect(body: bytes) -> None:
-            self.feed.changes.append(decode_alert_change(body))
+            self.feed.deliveries.append(decode_alert_change(body))
 
         bus.subscribe(
             self.broker, bus.ALERTS_STREAM, group="test-feed", consumer="feed", handler=collect
@@ -163,12 +183,12 @@ async def worker(
         return True
 
     try:
-        await await_until(groups_ready, 15, "the rules worker's consumer groups")
+        await await_until(groups_ready, 30, "the rules worker's consumer groups")
         yield task
     finally:
         await client.aclose()
         stop.set()
-        done, _ = await asyncio.wait({task}, timeout=15)
+        done, _ = await asyncio.wait({task}, timeout=30)
         assert done, "the rules worker did not stop"
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
@@ -202,7 +222,7 @@ def sync(cond: Callable[[], object]) -> Callable[[], Awaitable[object]]:
     return check
 
 
-def until(cond: Callable[[], Awaitable[object]], what: str, timeout: float = 15) -> Awaitable[None]:
+def until(cond: Callable[[], Awaitable[object]], what: str, timeout: float = 30) -> Awaitable[None]:
     return await_until(cond, timeout, what)
 
 
@@ -264,11 +284,11 @@ async def test_redelivered_event_makes_one_alert_and_republishes_its_change(
     press = event("sos")
     async with worker(rules_settings):
         await bus_io.send(press, press)  # at-least-once: the same Event twice
-        await until(sync(lambda: len(bus_io.feed.changes) >= 2), "two deliveries")
+        await until(sync(lambda: len(bus_io.feed.deliveries) >= 2), "two deliveries")
 
     [alert] = await alerts(rules_settings)
     assert await timeline(rules_settings, alert["id"]) == ["opened"]
-    assert [c.id for c in bus_io.feed.changes] == [f"{alert['id']}:open:1"] * 2
+    assert {c.id for c in bus_io.feed.deliveries} == {f"{alert['id']}:open:1"}
 
 
 @pytest.mark.parametrize(
@@ -290,10 +310,7 @@ async def test_sos_cancel_from_the_device_within_the_window(
         )
         alert = await one_alert(rules_settings, status=status)
         expected_changes = ["open", "cancelled"] if status == "cancelled" else ["open"]
-        await until(
-            sync(lambda: bus_io.feed.statuses(alert["id"]) == expected_changes),
-            f"changes {expected_changes}",
-        )
+        await bus_io.feed.wait_statuses(alert["id"], expected_changes)
 
     if status == "cancelled":
         assert alert["closed_at"] is not None
@@ -348,10 +365,7 @@ async def test_fall_cancelled_before_confirmation_is_never_opened(
             event("fall", "R1", device_kind="radar"), event("fall_cancel", "W1", dt_ms=4_000)
         )
         alert = await one_alert(rules_settings, status="cancelled")
-        await until(
-            sync(lambda: bus_io.feed.statuses(alert["id"]) == ["pending", "cancelled"]),
-            "pending then cancelled changes",
-        )
+        await bus_io.feed.wait_statuses(alert["id"], ["pending", "cancelled"])
 
     # the confirmation timer went with the cancel, so nothing can open it later
     assert await rows(rules_settings, "SELECT id FROM rule_timers") == []
@@ -368,10 +382,7 @@ async def test_fall_without_cancel_opens_after_the_window(
     async with worker(short):
         await bus_io.send(fall)
         alert = await one_alert(short, status="open")
-        await until(
-            sync(lambda: bus_io.feed.statuses(alert["id"]) == ["pending", "open"]),
-            "pending then open changes",
-        )
+        await bus_io.feed.wait_statuses(alert["id"], ["pending", "open"])
 
     assert alert["confirmed_at"] is not None
     assert (alert["rule"], alert["threshold"]) == (
@@ -407,6 +418,8 @@ async def test_due_timer_fires_exactly_once_after_a_restart(
 
     assert await timeline(rules_settings, alert["id"]) == ["opened", "confirmed"]
     assert bus_io.feed.statuses(alert["id"]) == ["pending", "open"]
+    opened = {c.id for c in bus_io.feed.deliveries if c.status == "open"}
+    assert opened == {f"{alert['id']}:open:2"}  # one confirmation, however often delivered
 
 
 # --- crash safety and bad input ---------------------------------------------------------
@@ -462,12 +475,14 @@ async def test_bad_events_are_dead_lettered_and_the_worker_goes_on(
 ) -> None:
     stranger = event("sos")
     stranger.elder_id = "NOBODY"
+    poison = event("sos")
+    poison.id = "W1:\x00"  # PostgreSQL text refuses NUL: fails on every delivery
     async with worker(rules_settings) as task:
-        await bus_io.send(b"{not json", stranger, event("sos"))
+        await bus_io.send(b"{not json", stranger, poison, event("sos"))
         await one_alert(rules_settings, status="open")
         await until(
-            lambda: rows(rules_settings, "SELECT 1 FROM dead_letters HAVING count(*) = 2"),
-            "two dead letters",
+            lambda: rows(rules_settings, "SELECT 1 FROM dead_letters HAVING count(*) = 3"),
+            "three dead letters",
         )
         assert not task.done()
 
@@ -477,5 +492,46 @@ async def test_bad_events_are_dead_lettered_and_the_worker_goes_on(
     assert [(r["reason"], r["device_id"]) for r in found] == [
         ("rules_invalid_event", None),
         ("rules_unknown_elder", "W1"),
+        ("rules_failed", "W1"),
     ]
     assert bytes(found[0]["payload"]) == b"{not json"
+
+
+class BrokenTimerDetector(Detector):
+    """A plug-in whose timer effect fails every time (a bug shipped in a detector)."""
+
+    timer_kinds = frozenset({"broken"})
+
+    def on_timer(self, timer: DueTimer, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+        raise RuntimeError("detector bug")
+
+
+async def test_failing_timer_is_dead_lettered_and_does_not_starve_the_others(
+    rules_settings: Settings, bus_io: Bus
+) -> None:
+    short = rules_settings.model_copy(update={"fall_confirm_window_s": 0.01})
+    fall = event("fall")
+    await commit_without_publishing(short, fall)  # a pending fall, its timer due at once
+    async with await psycopg.AsyncConnection.connect(short.database_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO rule_timers (id, shard, elder_id, kind, due_at)"
+            " VALUES ('broken:1', 0, %s, 'broken', now() - interval '1 minute')",
+            (ELDER,),
+        )
+    engine = Engine([BrokenTimerDetector(), DeviceFallDetector()])
+    pool = await open_pool(short.database_url, max_size=2)
+    try:
+        clock = OffsetClock(1_000)
+        fired = await fire_due(pool, engine, AlertPublisher(bus_io.broker, pool), short, clock)
+    finally:
+        await pool.close()
+
+    assert fired == 1
+    alert = await one_alert(short, status="open")
+    assert await timeline(short, alert["id"]) == ["opened", "confirmed"]
+    timers = await rows(short, "SELECT id, fired_at FROM rule_timers ORDER BY id")
+    assert [t["id"] for t in timers] == ["broken:1", f"fall-confirm:{alert['id']}"]
+    assert all(t["fired_at"] is not None for t in timers)
+    [dead] = await rows(short, "SELECT topic, reason, detail FROM dead_letters")
+    assert (dead["topic"], dead["reason"]) == ("rule_timers", "rules_timer_failed")
+    assert "detector bug" in dead["detail"]
