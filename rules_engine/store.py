@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from psycopg import AsyncCursor, sql
 from psycopg.rows import DictRow, dict_row
@@ -277,28 +277,19 @@ async def _apply(
                 }
                 await _timeline(cur, d.alert_id, "repeated", repeat, now_ms)
             case CancelAlert():
-                changes.append(
-                    await _transition(
-                        cur,
-                        by_id[d.alert_id],
-                        "cancel",
-                        "cancelled",
-                        {"rule": d.rule, **d.details},
-                        now_ms,
-                    )
+                details = {"rule": d.rule, **d.details}
+                change = await _transition(
+                    cur, by_id[d.alert_id], "cancel", "cancelled", details, now_ms
                 )
+                changes.append(change)
+                by_id[d.alert_id] = replace(by_id[d.alert_id], status=change.status)
             case ConfirmAlert():
-                changes.append(
-                    await _transition(
-                        cur,
-                        by_id[d.alert_id],
-                        "confirm",
-                        "confirmed",
-                        {"rule": d.rule, "timer_id": d.cause},
-                        now_ms,
-                        d.confidence,
-                    )
+                details = {"rule": d.rule, "timer_id": d.cause}
+                change = await _transition(
+                    cur, by_id[d.alert_id], "confirm", "confirmed", details, now_ms, d.confidence
                 )
+                changes.append(change)
+                by_id[d.alert_id] = replace(by_id[d.alert_id], status=change.status)
             case Annotate():
                 await _timeline(cur, d.alert_id, d.action, dict(d.details), now_ms)
             case ScheduleTimer():
@@ -394,7 +385,8 @@ async def _transition(
         " confidence = COALESCE(%s, confidence) WHERE id = %s RETURNING elder_id, version"
     ).format(stamp=sql.Identifier(_STAMP_COLUMN[action]))
     await cur.execute(query, (status, ms_to_dt(now_ms), confidence, alert.alert_id))
-    row = cast(dict[str, Any], await cur.fetchone())
+    row = await cur.fetchone()
+    assert row is not None, "the alert row is locked by this transaction"
     await _timeline(cur, alert.alert_id, timeline_action, details, now_ms)
     return AlertChange(
         id=f"{alert.alert_id}:{status}:{row['version']}",

@@ -50,7 +50,6 @@ class DueTimer:
 class Detector:
     """Base class: override `wants` and `on_event`; timer owners list `timer_kinds`."""
 
-    name: str = "detector"
     timer_kinds: frozenset[str] = frozenset()
 
     def wants(self, event: Event) -> bool:

@@ -36,7 +36,6 @@ def confirm_timer_id(alert_id: str) -> str:
 
 
 class DeviceFallDetector(Detector):
-    name = "device_fall"
     timer_kinds = frozenset({TIMER_KIND})
 
     def wants(self, event: Event) -> bool:

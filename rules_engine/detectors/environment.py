@@ -17,8 +17,6 @@ ALARM_KINDS: dict[str, AlertKind] = {"smoke": "smoke", "gas": "gas", "leak": "le
 
 
 class EnvironmentDetector(Detector):
-    name = "environment"
-
     def wants(self, event: Event) -> bool:
         return event.type == "event" and event.event in ALARM_KINDS
 

@@ -20,8 +20,6 @@ RULE_CANCEL = "sos.cancel"
 
 
 class SosDetector(Detector):
-    name = "sos"
-
     def wants(self, event: Event) -> bool:
         return event.type == "event" and event.event in ("sos", "sos_cancel")
 
