@@ -105,7 +105,8 @@ class _Connection:
         loop_now = asyncio.get_running_loop().time()
         # spread the devices' first readings over one interval, so they do not burst
         self._due = [
-            (loop_now + rng.uniform(0, min(interval_s, 60.0)), i) for i in range(len(members))
+            (loop_now + rng.uniform(0, min(interval_s, 60.0)), i)
+            for i in range(len(members) if math.isfinite(interval_s) else 0)
         ]
         heapq.heapify(self._due)
 
