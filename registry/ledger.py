@@ -128,8 +128,7 @@ class _Cells:
         if not self.text(column):
             self.error(column, "a value is required")
             return cast(T, None)
-        value = self.optional(column, parse)
-        return cast(T, value)
+        return cast(T, self.optional(column, parse))
 
     @property
     def origin(self) -> Origin:
@@ -191,7 +190,9 @@ class _LedgerParser:
             (c, "missing column") for c in expected if c not in header and c not in optional
         ]
         problems += [(c, "unknown column") for c in dict.fromkeys(header) if c not in expected]
-        problems += [(c, "column appears twice") for c in header if header.count(c) > 1][:1]
+        problems += [
+            (c, "column appears twice") for c in dict.fromkeys(header) if header.count(c) > 1
+        ]
         for column, reason in problems:
             self.out.errors.append(RowError(name, 1, column or "(empty header)", reason))
         return not problems
@@ -200,7 +201,7 @@ class _LedgerParser:
 
     def _unique_id(self, cells: _Cells, column: str, space: str) -> str:
         value = cells.required(column, parse_id)
-        if value is not None:
+        if value is not None:  # None: the id cell itself was bad (already reported)
             first = self.seen[space].setdefault(value, cells.origin)
             if first != cells.origin:
                 cells.error(column, f"duplicate {column} '{value}' (first at {first})")
@@ -244,10 +245,8 @@ class _LedgerParser:
             self.out.officers.append(record)
 
     def elder(self, cells: _Cells) -> None:
-        elder_id = self._unique_id(cells, "elder_id", "elder")
-        wristband_id = cells.optional("wristband_id", parse_id)
         record = ElderRecord(
-            elder_id=elder_id,
+            elder_id=self._unique_id(cells, "elder_id", "elder"),
             name=cells.required("name", parse_text),
             phone=cells.optional("phone", parse_phone),
             district=cells.required("district", parse_text),
@@ -265,7 +264,7 @@ class _LedgerParser:
                 "care_profile", lambda v: parse_choice(v, self.known_profiles, "care profile")
             ),
             lives_alone=cells.required("lives_alone", parse_bool),
-            wristband_id=wristband_id,
+            wristband_id=cells.optional("wristband_id", parse_id),
             sensors=self._sensors(cells),
             contacts=self._contacts(cells),
         )
