@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 import redis.asyncio as aioredis
@@ -352,6 +353,22 @@ async def test_care_profile_change_applies_without_restart(
 
     assert alert["threshold"] == {"sos_cancel_window_s": 2.0}
     assert await timeline(rules_settings, alert["id"]) == ["opened", "cancel_ignored"]
+
+
+async def test_telemetry_is_counted_and_ignored_without_touching_the_database(
+    rules_settings: Settings, bus_io: Bus
+) -> None:
+    before = metric("carewatch_rules_events_total", type="telemetry")
+    sample = msgspec.structs.replace(event("sos"), type="telemetry", event=None, data={"hr": 72})
+    press = event("sos")
+    async with worker(rules_settings):
+        # one shard is consumed in order: once the SOS is applied, the samples were handled
+        await bus_io.send(sample, sample, press)
+        await one_alert(rules_settings, status="open")
+
+    assert metric("carewatch_rules_events_total", type="telemetry") == before + 2
+    seen = await rows(rules_settings, "SELECT event_id FROM rules_seen_events")
+    assert seen == [{"event_id": press.id}]
 
 
 # --- device fall ----------------------------------------------------------------------

@@ -53,7 +53,13 @@ class Detector:
     timer_kinds: frozenset[str] = frozenset()
 
     def wants(self, event: Event) -> bool:
-        """Cheap pre-check without I/O: events no detector wants never reach the DB."""
+        """Cheap pre-check without I/O: events no detector wants never reach the DB.
+
+        Called once per delivery, outside the transaction. A streaming detector (e.g.
+        accelerometer windows) may update its in-memory state here and return True only
+        when it has something to decide; deliveries repeat, so such state must ignore
+        samples it has already seen (by device time).
+        """
         return False
 
     def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
