@@ -54,6 +54,9 @@ class ImportReport:
     def ok(self) -> bool:
         return not self.errors
 
+    def __str__(self) -> str:
+        return format_report(self)
+
 
 @dataclass(frozen=True, slots=True)
 class _Table:
@@ -330,5 +333,5 @@ def format_report(report: ImportReport, max_errors: int = MAX_PRINTED_ERRORS) ->
 def cli_import(settings: Settings, files: list[Path]) -> int:
     """`carewatch registry import FILE...`: print a summary or the errors; 0 = imported."""
     report = import_files(settings.database_url, files)
-    print(format_report(report))
+    print(report)
     return 0 if report.ok else 1
