@@ -28,12 +28,20 @@ from ingest.telemetry_writer import copy_rows
 
 log = logging.getLogger(__name__)
 
+# Bounds on one attempt, so an unreachable or wedged database turns into a retry (and a
+# shutdown that cannot hang) instead of a wait without end.
+CONNECT_TIMEOUT_S = 5.0
+STORE_TIMEOUT_S = 60.0
+
 
 async def store(pool: AsyncConnectionPool[Any], batch: Batch) -> None:
-    async with pool.connection() as conn, conn.transaction():
-        await copy_rows(conn, batch.rows)
-        await insert_dead_letters(conn, batch.dead_letters)
-        await apply_updates(conn, merge(batch.device_updates))
+    async def write() -> None:
+        async with pool.connection(timeout=CONNECT_TIMEOUT_S) as conn, conn.transaction():
+            await copy_rows(conn, batch.rows)
+            await insert_dead_letters(conn, batch.dead_letters)
+            await apply_updates(conn, merge(batch.device_updates))
+
+    await asyncio.wait_for(write(), timeout=STORE_TIMEOUT_S)
 
 
 class Flusher:

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 
 import aiomqtt
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -30,6 +32,7 @@ from carewatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
+READ_BURST_PACKETS = 64
 SESSION_EXPIRY_S = 3600  # the broker keeps our subscription and unacked messages this long
 RECEIVE_MAXIMUM_CAP = 65535  # protocol maximum
 BACKOFF_MIN_S = 0.2
@@ -46,6 +49,35 @@ def _as_bytes(payload: object) -> bytes:
     if isinstance(payload, bytes | bytearray):
         return bytes(payload)
     return str(payload).encode()
+
+
+def _read_in_bursts(paho_client: mqtt.Client) -> None:
+    """Let one socket-readable callback decode up to READ_BURST_PACKETS packets.
+
+    aiomqtt calls paho's `loop_read()` once per readable event, and paho then reads a
+    single packet, so every message costs a full event-loop turn: draining a backlog
+    ran ~35% slower that way. This reads until the socket has no complete packet left
+    (MQTT_ERR_AGAIN) or the burst is used up. It relies on paho 2.x internals, so it is
+    applied only when they are there; otherwise paho's own loop_read stays in place.
+    """
+    packet_read = getattr(paho_client, "_packet_read", None)
+    rc_handle = getattr(paho_client, "_loop_rc_handle", None)
+    if packet_read is None or rc_handle is None or not hasattr(paho_client, "_sock"):
+        return
+
+    def loop_read(max_packets: int = 1) -> MQTTErrorCode:
+        for _ in range(READ_BURST_PACKETS):
+            if paho_client._sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = packet_read()
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                break
+            if rc > 0:
+                result: MQTTErrorCode = rc_handle(rc)
+                return result
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    paho_client.loop_read = loop_read  # type: ignore[method-assign]
 
 
 @dataclass(slots=True)
@@ -94,6 +126,7 @@ class MqttSource:
             logger=logging.getLogger("aiomqtt"),
         )
         client._client.manual_ack_set(True)  # see module docstring
+        _read_in_bursts(client._client)
         return client
 
     def ack(self, message: Incoming) -> None:

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 PERIODIC_REFRESH_S = 60.0
 MISS_REFRESH_MIN_INTERVAL_S = 5.0
+# A refresh on a miss runs inline in the pipeline: never let a sick database stall it long.
+REFRESH_TIMEOUT_S = 3.0
 
 
 class DeviceRegistry:
@@ -33,7 +35,7 @@ class DeviceRegistry:
         """Reload all devices; on a database error keep the old view and return False."""
         self._last_refresh = time.monotonic()
         try:
-            self.devices = await load_devices(self._pool)
+            self.devices = await asyncio.wait_for(load_devices(self._pool), REFRESH_TIMEOUT_S)
         except (psycopg.Error, TimeoutError) as exc:
             log.warning("device registry refresh failed", extra={"error": str(exc)})
             return False

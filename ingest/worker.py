@@ -52,6 +52,19 @@ def default_client_id() -> str:
     return f"ingest-{socket.gethostname()}-{os.environ.get(INSTANCE_ENV, '0')}"
 
 
+async def _load_registry(registry: DeviceRegistry, stop: asyncio.Event) -> bool:
+    """Without the registry every message would look like an unknown device: wait for it."""
+    backoff = 0.5
+    while not await registry.refresh():
+        log.error("cannot load the device registry, retrying", extra={"backoff_s": backoff})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=backoff)
+        if stop.is_set():
+            return False
+        backoff = min(backoff * 2, 10.0)
+    return True
+
+
 class _ShutdownDeadline:
     """None while running; once shutting down, the monotonic time to give up retrying."""
 
@@ -81,7 +94,8 @@ async def run(
     try:
         await broker.connect()
         registry = DeviceRegistry(pool)
-        await registry.refresh()
+        if not await _load_registry(registry, stop):
+            return
         queue: asyncio.Queue[Incoming | None] = asyncio.Queue()
         source = MqttSource(settings, client_id, queue, ready)
         tracker: AckTracker[Incoming] = AckTracker(source.ack)

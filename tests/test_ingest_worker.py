@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,13 +17,14 @@ import pytest
 import redis
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from prometheus_client import REGISTRY
+from psycopg import sql
 
 from carewatch import topics
 from carewatch.bus import events_stream, shard_of
 from carewatch.messages import Event, decode_event
 from carewatch.settings import Settings
 from ingest.worker import run
-from tests.services import await_until
+from tests.services import ADMIN_DSN, await_until
 
 TS = 1_764_000_000_000
 ELDER = "E1"
@@ -79,6 +82,11 @@ class Harness:
                 await client.publish(topic, payload, qos=1)
 
 
+def sos(seq: int) -> tuple[str, bytes]:
+    body = {"v": 1, "seq": seq, "ts": TS + seq * 1000, "type": "sos"}
+    return topics.topic(WRISTBAND, "event"), json.dumps(body).encode()
+
+
 def telemetry(seq: int, **fields: object) -> tuple[str, bytes]:
     body = {"v": 1, "seq": seq, "ts": TS + seq * 1000, **fields}
     return topics.topic(WRISTBAND, "telemetry"), json.dumps(body).encode()
@@ -95,11 +103,12 @@ async def eventually(cond: Callable[[], object], what: str, timeout: float = 10.
     await await_until(check, timeout=timeout, what=what)
 
 
-async def start_worker(settings: Settings) -> tuple[asyncio.Event, asyncio.Task[None]]:
+async def start_worker(
+    settings: Settings, client_id: str | None = None
+) -> tuple[asyncio.Event, asyncio.Task[None]]:
     stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(
-        run(settings, stop, client_id=f"ingest-test-{uuid.uuid4().hex[:8]}", ready=ready)
-    )
+    client_id = client_id or f"ingest-test-{uuid.uuid4().hex[:8]}"
+    task = asyncio.create_task(run(settings, stop, client_id=client_id, ready=ready))
     await asyncio.wait_for(ready.wait(), timeout=15)
     return stop, task
 
@@ -227,8 +236,7 @@ async def test_redelivered_message_is_stored_and_published_once(harness: Harness
     "harness", [{"ingest_batch_size": 500, "ingest_batch_ms": 600_000}], indirect=True
 )
 async def test_sos_reaches_the_bus_before_the_batch_is_written(harness: Harness) -> None:
-    sos = json.dumps({"v": 1, "seq": 7, "ts": TS, "type": "sos"}).encode()
-    await harness.publish(telemetry(6), (topics.topic(WRISTBAND, "event"), sos))
+    await harness.publish(telemetry(6), sos(7))
 
     await eventually(
         lambda: any(e.event == "sos" for e in harness.bus_events()),
@@ -255,3 +263,73 @@ async def test_shutdown_flushes_the_open_batch(settings: Settings) -> None:
     assert h.telemetry_seqs() == [1, 2]
     rows = h.query("SELECT data FROM telemetry WHERE seq = 2")
     assert rows == [({},)]
+
+
+@contextmanager
+def database_down(dsn: str) -> Iterator[None]:
+    """Refuse new connections to this test's database and drop the open ones."""
+    dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    assert isinstance(dbname, str)
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(dbname))
+        )
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (dbname,),
+        )
+        try:
+            yield
+        finally:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(dbname))
+            )
+
+
+def store_failures(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(1 for r in caplog.records if r.getMessage().startswith("telemetry batch store"))
+
+
+async def test_database_outage_holds_the_batch_and_loses_nothing(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    await harness.publish(telemetry(1))
+    await eventually(lambda: harness.telemetry_seqs() == [1], what="first row")
+    with database_down(harness.settings.database_url):
+        await harness.publish(telemetry(2), sos(3), telemetry(4))
+        # The bus still gets the SOS while the batch cannot be written.
+        await eventually(
+            lambda: any(e.event == "sos" for e in harness.bus_events()), what="SOS published"
+        )
+        await eventually(lambda: store_failures(caplog) >= 2, what="store retried")
+    await eventually(
+        lambda: harness.telemetry_seqs() == [1, 2, 3, 4], timeout=30, what="held batch stored"
+    )
+
+
+async def test_unstored_messages_are_redelivered_after_a_crash(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PUBACK waits for the COPY: a worker killed before it keeps nothing acknowledged,
+    and the next run under the same client id gets the messages again from the broker."""
+    settings = settings.model_copy(update={"mqtt_share_group": f"ingest-{uuid.uuid4().hex[:8]}"})
+    insert_registry(settings.database_url)
+    h = Harness(settings)
+    client_id = f"ingest-test-{uuid.uuid4().hex[:8]}"
+    _, first_run = await start_worker(settings, client_id)
+    with database_down(settings.database_url):
+        await h.publish(telemetry(5), telemetry(6))
+        await eventually(lambda: len(h.bus_events()) == 2, what="published before the crash")
+        await eventually(lambda: store_failures(caplog) >= 1, what="store failing")
+        first_run.cancel()  # a crash: no flush, no acknowledgement
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(first_run, timeout=20)
+    assert h.telemetry_seqs() == []
+
+    stop, second_run = await start_worker(settings, client_id)
+    try:
+        await eventually(lambda: h.telemetry_seqs() == [5, 6], timeout=20, what="redelivered")
+    finally:
+        stop.set()
+        await asyncio.wait_for(second_run, timeout=20)
+    assert h.telemetry_seqs() == [5, 6]
