@@ -13,20 +13,25 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import redis
 from psycopg_pool import AsyncConnectionPool
 
-from carewatch.metrics import TELEMETRY_ROWS
+from carewatch.metrics import REJECTS, TELEMETRY_ROWS
 from ingest.acks import AckTracker, Ticket
 from ingest.batch import Batch
-from ingest.dead_letters import insert_dead_letters
+from ingest.dead_letters import DeadLetter, insert_dead_letters
 from ingest.dedup import Deduplicator
 from ingest.device_state import apply_updates, merge
 from ingest.mqtt_source import Incoming
 from ingest.retry import GaveUp, with_retry
 from ingest.telemetry_writer import copy_rows
+from ingest.validate import Rejection
 
 log = logging.getLogger(__name__)
+
+# Errors caused by the data itself: retrying the same rows cannot help.
+DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 
 # Bounds on one attempt, so an unreachable or wedged database turns into a retry (and a
 # shutdown that cannot hang) instead of a wait without end.
@@ -67,12 +72,15 @@ class Flusher:
 
     async def flush(self, batch: Batch) -> None:
         try:
-            await with_retry(
-                "telemetry batch store",
-                lambda: store(self._pool, batch),
-                deadline=self._deadline,
-                items=len(batch),
-            )
+            try:
+                await self._store(batch)
+                stored = len(batch.rows)
+            except DATA_ERRORS as exc:
+                log.error(
+                    "the database refused a batch, storing it row by row",
+                    extra={"items": len(batch), "error": repr(exc)},
+                )
+                stored = await self._store_row_by_row(batch)
         except GaveUp:
             log.error(
                 "shutting down with an unstored batch: its messages stay unacknowledged"
@@ -80,7 +88,7 @@ class Flusher:
                 extra={"items": len(batch)},
             )
             return
-        TELEMETRY_ROWS.inc(len(batch.rows))
+        TELEMETRY_ROWS.inc(stored)
         try:
             await self._dedup.mark_done(batch.dedup_keys)
         except (redis.RedisError, OSError) as exc:
@@ -92,3 +100,27 @@ class Flusher:
         for ticket in batch.tickets:
             ticket.complete()
         self._tracker.release()
+
+    async def _store(self, batch: Batch) -> None:
+        await with_retry(
+            "telemetry batch store",
+            lambda: store(self._pool, batch),
+            deadline=self._deadline,
+            items=len(batch),
+        )
+
+    async def _store_row_by_row(self, batch: Batch) -> int:
+        """Isolate the rows the database refuses (a poison message must not wedge ingest
+        or crash it in a loop on every redelivery): they become dead letters."""
+        letters = list(batch.dead_letters)
+        stored = 0
+        for row in batch.rows:
+            try:
+                await self._store(Batch(rows=[row]))
+                stored += 1
+            except DATA_ERRORS as exc:
+                REJECTS.labels("store_refused").inc()
+                rejection = Rejection("store_refused", str(exc), row.device_id)
+                letters.append(DeadLetter(row.received_ms, row.topic, rejection, row.data))
+        await self._store(Batch(dead_letters=letters, device_updates=batch.device_updates))
+        return stored

@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import nats.errors
 import psycopg
 import redis
 
@@ -21,6 +22,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.errors.AdminShutdown,
     redis.ConnectionError,
     redis.TimeoutError,
+    # NATS bus: a lost connection, or the stream not declared yet.
+    nats.errors.Error,
     ConnectionError,
     TimeoutError,
     OSError,

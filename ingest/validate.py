@@ -17,7 +17,12 @@ from carewatch.db.registry import DeviceInfo
 from carewatch.messages import DeviceEvent, DeviceStatus, Event, Telemetry
 
 RejectReason = Literal[
-    "bad_topic", "oversized", "malformed_json", "schema_invalid", "unknown_device"
+    "bad_topic",
+    "oversized",
+    "malformed_json",
+    "schema_invalid",
+    "unknown_device",
+    "store_refused",  # valid, but PostgreSQL refused its row (see ingest.flusher)
 ]
 
 # Telemetry envelope fields that are columns/Event fields of their own, not data.
@@ -43,6 +48,7 @@ class TelemetryRow:
 
     ts_ms: int
     received_ms: int
+    topic: str  # kept for a dead letter, should the database refuse the row
     device_id: str
     elder_id: str
     seq: int
@@ -101,14 +107,14 @@ def validate(
     if device is None:
         return Rejection("unknown_device", f"device {device_id!r} is not registered", device_id)
     if isinstance(message, Telemetry):
-        return _telemetry(message, device, received_ms)
+        return _telemetry(topic_name, message, device, received_ms)
     if isinstance(message, DeviceEvent):
-        return _device_event(message, device, received_ms)
+        return _device_event(topic_name, message, device, received_ms)
     assert isinstance(message, DeviceStatus)
     return _status(message, device, received_ms)
 
 
-def _telemetry(msg: Telemetry, device: DeviceInfo, received_ms: int) -> Accepted:
+def _telemetry(topic_name: str, msg: Telemetry, device: DeviceInfo, received_ms: int) -> Accepted:
     # to_builtins honours omit_defaults, so unset (None) fields are already absent.
     data: dict[str, object] = msgspec.to_builtins(msg)
     for field in _ENVELOPE:
@@ -126,7 +132,7 @@ def _telemetry(msg: Telemetry, device: DeviceInfo, received_ms: int) -> Accepted
     )
     return Accepted(
         event=event,
-        row=_row(device, msg.seq, msg.ts, received_ms, data),
+        row=_row(topic_name, device, msg.seq, msg.ts, received_ms, data),
         device_update=DeviceUpdate(
             device.device_id, received_ms, online=True, seq=msg.seq, battery=msg.battery
         ),
@@ -134,7 +140,9 @@ def _telemetry(msg: Telemetry, device: DeviceInfo, received_ms: int) -> Accepted
     )
 
 
-def _device_event(msg: DeviceEvent, device: DeviceInfo, received_ms: int) -> Accepted:
+def _device_event(
+    topic_name: str, msg: DeviceEvent, device: DeviceInfo, received_ms: int
+) -> Accepted:
     data: dict[str, object] = {"event": msg.type}
     if msg.ref_seq is not None:
         data["ref_seq"] = msg.ref_seq
@@ -152,7 +160,7 @@ def _device_event(msg: DeviceEvent, device: DeviceInfo, received_ms: int) -> Acc
     )
     return Accepted(
         event=event,
-        row=_row(device, msg.seq, msg.ts, received_ms, data),
+        row=_row(topic_name, device, msg.seq, msg.ts, received_ms, data),
         device_update=DeviceUpdate(device.device_id, received_ms, online=True, seq=msg.seq),
         dedup_key=dedup_key(device.device_id, msg.seq),
     )
@@ -197,11 +205,17 @@ def _status(msg: DeviceStatus, device: DeviceInfo, received_ms: int) -> Accepted
 
 
 def _row(
-    device: DeviceInfo, seq: int, ts_ms: int, received_ms: int, data: dict[str, object]
+    topic_name: str,
+    device: DeviceInfo,
+    seq: int,
+    ts_ms: int,
+    received_ms: int,
+    data: dict[str, object],
 ) -> TelemetryRow:
     return TelemetryRow(
         ts_ms=ts_ms,
         received_ms=received_ms,
+        topic=topic_name,
         device_id=device.device_id,
         elder_id=device.elder_id,
         seq=seq,

@@ -59,6 +59,10 @@ class Harness:
         with psycopg.connect(self.settings.database_url) as conn:
             return conn.execute(sql, params).fetchall()
 
+    def query_commit(self, statement: str) -> None:
+        with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+            conn.execute(statement)
+
     def telemetry_seqs(self, device_id: str = WRISTBAND) -> list[int]:
         rows = self.query(
             "SELECT seq FROM telemetry WHERE device_id = %s ORDER BY seq", (device_id,)
@@ -333,3 +337,25 @@ async def test_unstored_messages_are_redelivered_after_a_crash(
         stop.set()
         await asyncio.wait_for(second_run, timeout=20)
     assert h.telemetry_seqs() == [5, 6]
+
+
+async def test_a_row_the_database_refuses_becomes_a_dead_letter(harness: Harness) -> None:
+    """A poison row must neither wedge the batch nor crash the worker."""
+    harness.query_commit(
+        "ALTER TABLE telemetry ADD CONSTRAINT hr_below_200"
+        " CHECK (coalesce((data->>'hr')::int, 0) < 200)"
+    )
+    before = counter("carewatch_ingest_rejects_total", {"reason": "store_refused"})
+    await harness.publish(telemetry(1, hr=70), telemetry(2, hr=250), telemetry(3, hr=71))
+    await eventually(lambda: harness.telemetry_seqs() == [1, 3], what="good rows")
+    await eventually(
+        lambda: (
+            harness.query("SELECT reason, device_id FROM dead_letters")
+            == [("store_refused", WRISTBAND)]
+        ),
+        what="refused row kept",
+    )
+    assert counter("carewatch_ingest_rejects_total", {"reason": "store_refused"}) - before == 1
+    # The worker carries on.
+    await harness.publish(telemetry(4))
+    await eventually(lambda: harness.telemetry_seqs() == [1, 3, 4], what="next row")
