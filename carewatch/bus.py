@@ -34,6 +34,9 @@ NATS_STREAM = JStream("CAREWATCH", subjects=["cw.>"], max_msgs=STREAM_MAXLEN * 1
 Broker = RedisBroker | NatsBroker
 Handler = Callable[[bytes], Awaitable[None]]
 _log = logging.getLogger("faststream")
+# URL and (stream, group) pairs of each Redis broker; see start()
+_redis_urls: dict[int, str] = {}
+_redis_groups: dict[int, set[tuple[str, str]]] = {}
 
 
 def shard_of(elder_id: str, shards: int) -> int:
@@ -47,7 +50,9 @@ def events_stream(shard: int) -> str:
 def make_broker(settings: Settings) -> Broker:
     if settings.bus_backend == "nats":
         return NatsBroker(settings.nats_url, logger=_log)
-    return RedisBroker(settings.redis_url, logger=_log)
+    broker = RedisBroker(settings.redis_url, logger=_log)
+    _redis_urls[id(broker)] = settings.redis_url
+    return broker
 
 
 def _subject(stream: str) -> str:
@@ -78,6 +83,28 @@ def subscribe(
         _subscribe_redis(broker, stream, group, consumer, handler, reclaim_idle_ms, polling_ms)
 
 
+async def start(broker: Broker) -> None:
+    """Start consuming. Use this, not broker.start(): on Redis it first creates each
+    consumer group at the beginning of its stream, so events published before a group
+    ever existed (first deployment, a flushed Redis) are consumed rather than skipped.
+    FastStream on its own would create the group at `$`, i.e. after them."""
+    if isinstance(broker, RedisBroker):
+        from redis.asyncio import Redis
+        from redis.exceptions import ResponseError
+
+        client = Redis.from_url(_redis_urls[id(broker)])
+        try:
+            for stream, group in sorted(_redis_groups.get(id(broker), ())):
+                try:
+                    await client.xgroup_create(stream, group, id="0", mkstream=True)
+                except ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+        finally:
+            await client.aclose()
+    await broker.start()
+
+
 def _subscribe_redis(
     broker: RedisBroker,
     stream: str,
@@ -87,6 +114,7 @@ def _subscribe_redis(
     reclaim_idle_ms: int,
     polling_ms: int,
 ) -> None:
+    _redis_groups.setdefault(id(broker), set()).add((stream, group))
     # FastStream reads either new entries (XREADGROUP >) or stale pending ones
     # (XAUTOCLAIM) per subscriber, so each stream gets one of each.
     for min_idle in (None, reclaim_idle_ms):

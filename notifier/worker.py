@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 from psycopg_pool import AsyncConnectionPool
 
+from carewatch import bus
 from carewatch.bus import ALERTS_STREAM, make_broker, subscribe
 from carewatch.clock import Clock, SystemClock
 from carewatch.db.pool import open_pool
@@ -79,7 +80,7 @@ async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = Non
             consumer=f"notifier-{socket.gethostname()}-{os.getpid()}",
             handler=escalator.handle,
         )
-        await broker.start()
+        await bus.start(broker)
         log.info("notifier started")
         try:
             async with asyncio.TaskGroup() as tasks:

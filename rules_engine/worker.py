@@ -154,7 +154,7 @@ async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = Non
                 consumer=consumer_name(),
                 handler=handler.for_stream(stream),
             )
-        await broker.start()
+        await bus.start(broker)
         # changes a previous run committed but never published (it died in between)
         await publisher.sweep(older_than_ms=0)
         timer_task = asyncio.create_task(

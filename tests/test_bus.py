@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from carewatch.bus import make_broker, publish, shard_of, subscribe
+from carewatch.bus import make_broker, publish, shard_of, start, subscribe
 from carewatch.settings import Settings
 from tests.services import Proc, await_until, free_port, wait_port
 
@@ -88,5 +88,33 @@ async def test_unacknowledged_message_is_redelivered(bus_settings: Settings) -> 
 
         await await_until(retried, 15, "redelivery")
         assert attempts[0] == attempts[1] == b'{"sos":1}'
+    finally:
+        await broker.stop()
+
+
+async def test_events_published_before_the_group_existed_are_consumed(
+    bus_settings: Settings,
+) -> None:
+    """First deployment: ingest may publish before any rules worker ever started."""
+    stream = f"t.{bus_settings.bus_backend}.early"
+    early = make_broker(bus_settings)
+    await early.connect()
+    await publish(early, stream, b'{"early":1}')
+    await early.stop()
+
+    got: list[bytes] = []
+
+    async def handler(body: bytes) -> None:
+        got.append(body)
+
+    broker = make_broker(bus_settings)
+    subscribe(broker, stream, group="late", consumer="c1", handler=handler)
+    await start(broker)
+    try:
+
+        async def arrived() -> bool:
+            return got == [b'{"early":1}']
+
+        await await_until(arrived, 10, "the early message")
     finally:
         await broker.stop()
