@@ -192,6 +192,7 @@ class Prometheus:
         conf = workdir / "prometheus.yml"
         conf.write_text(yaml.safe_dump(config))
         self.log = workdir / "prometheus.log"
+        self._log_file = self.log.open("wb")
         self.popen = subprocess.Popen(
             [
                 PROMETHEUS,
@@ -200,7 +201,7 @@ class Prometheus:
                 f"--web.listen-address=127.0.0.1:{self.port}",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=self.log.open("wb"),
+            stderr=self._log_file,
         )
         wait_until(self.ready, 30, "prometheus ready")
 
@@ -229,6 +230,7 @@ class Prometheus:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+        self._log_file.close()
 
 
 def finite_values(result: list[dict[str, Any]]) -> bool:
