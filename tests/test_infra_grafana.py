@@ -7,7 +7,9 @@ import datetime as dt
 import importlib.util
 import json
 import re
+import subprocess
 import sys
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
@@ -374,17 +376,13 @@ def sql_queries() -> list[tuple[str, Any, Any]]:
     ]
 
 
-def test_sql_panels_return_rows_of_the_shape_their_panel_needs(db_dsn: str) -> None:
-    queries = sql_queries()
-    assert len(queries) >= 10
+def sql_panel_problems(dsn: str) -> list[str]:
+    """Run every SQL panel query; return what is wrong with each result's shape."""
     failures: list[str] = []
-    with psycopg.connect(db_dsn) as conn:
-        seed(conn)
-        conn.commit()
-        for name, panel, query in queries:
+    with psycopg.connect(dsn) as conn:
+        for name, panel, query in sql_queries():
             leftover = re.findall(r"\$\w+", TIME_FILTER.sub("", query.sql))
             assert not leftover, f"{name}: unsupported macros/variables {leftover}"
-            # shape problems are collected so one run reports every panel at fault
             cursor = conn.execute(expand_macros(query.sql, NOW - dt.timedelta(days=2), NOW))
             columns = [c.name for c in cursor.description or []]
             rows = cursor.fetchall()
@@ -405,7 +403,62 @@ def test_sql_panels_return_rows_of_the_shape_their_panel_needs(db_dsn: str) -> N
                         failures.append(f"{name}: bad coordinates {lat}, {lon}")
             if query.format == "time_series" and columns[0] != "time":
                 failures.append(f"{name}: time series must start with a time column")
-    assert not failures, "\n".join(failures)
+    return failures
+
+
+def test_sql_panels_return_rows_of_the_shape_their_panel_needs(db_dsn: str) -> None:
+    assert len(sql_queries()) >= 10
+    with psycopg.connect(db_dsn) as conn:
+        seed(conn)
+    problems = sql_panel_problems(db_dsn)
+    assert not problems, "\n".join(problems)
+
+
+def test_grafana_reader_role_sees_the_panels_but_no_phone_numbers(db_dsn: str) -> None:
+    """infra/deploy/postgres/grafana-reader.sql grants exactly what the panels read."""
+    with psycopg.connect(db_dsn) as conn:
+        seed(conn)
+    reader, password = f"cw_reader_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    script = ROOT / "infra/deploy/postgres/grafana-reader.sql"
+    for _ in range(2):  # idempotent: runs after every migration
+        subprocess.run(
+            [
+                "psql",
+                db_dsn,
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-v",
+                f"reader={reader}",
+                "-v",
+                f"pw={password}",
+                "-f",
+                str(script),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    reader_dsn = psycopg.conninfo.make_conninfo(db_dsn, user=reader, password=password)
+    try:
+        problems = sql_panel_problems(reader_dsn)
+        assert not problems, "\n".join(problems)
+        with psycopg.connect(reader_dsn) as conn:
+            for forbidden in (
+                "SELECT phone FROM elders",
+                "SELECT address FROM notifications",
+                "SELECT phone FROM contacts",
+                "SELECT count(*) FROM telemetry",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(forbidden)
+                conn.rollback()
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("DELETE FROM devices")
+    finally:
+        with psycopg.connect(db_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(reader)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(reader)))
 
 
 def test_panel_figures_match_the_seeded_facts(db_dsn: str) -> None:
