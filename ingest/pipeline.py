@@ -94,15 +94,44 @@ class Pipeline:
             await self._flusher.queue.put(batch)  # blocks when flushing falls behind
 
     async def process(self, messages: list[Incoming]) -> None:
-        accepted: list[tuple[Incoming, Accepted]] = []
-        for message in messages:
-            result = await self._validate(message)
+        results = [(message, await self._validate(message)) for message in messages]
+        keys = [r.dedup_key for _, r in results if isinstance(r, Accepted) and r.dedup_key]
+        claims = iter(
+            await with_retry(
+                "dedup claim", lambda: self._dedup.claim(keys), deadline=self._deadline
+            )
+        )
+        to_publish: list[tuple[Event, float]] = []
+        published: list[Ticket] = []
+        # Tracked in arrival order, so PUBACKs keep the order PUBLISHes came in.
+        for message, result in results:
             if isinstance(result, Rejection):
                 self._reject(message, result)
-            else:
-                accepted.append((message, result))
-        if accepted:
-            await self._accept(accepted)
+                continue
+            key = result.dedup_key
+            claim = next(claims) if key is not None else Claim.NEW
+            if claim is Claim.DUPLICATE or claim is Claim.OWN_PENDING:
+                DUPLICATES.inc()
+                # A copy of a message still in flight is acknowledged with the original.
+                original = self._pending.get(key, DONE_TICKET) if key is not None else DONE_TICKET
+                self._tracker.track(message, original)
+                continue
+            MESSAGES_IN.labels(result.event.type).inc()
+            ticket = Ticket(_ACCEPTED_PARTS)
+            if key is not None:
+                self._pending[key] = ticket
+            self._batch.add_accepted(result, ticket)
+            self._tracker.track(message, ticket)
+            to_publish.append((result.event, message.received_at))
+            published.append(ticket)
+        await with_retry(
+            "bus publish",
+            lambda: self._publisher.publish(to_publish),
+            deadline=self._deadline,
+            items=len(to_publish),
+        )
+        for ticket in published:
+            ticket.complete()
         self._tracker.release()
 
     async def _validate(self, message: Incoming) -> Accepted | Rejection:
@@ -139,38 +168,3 @@ class Pipeline:
         letter = DeadLetter(message.received_ms, message.topic, rejection, message.payload)
         self._batch.add_dead_letter(letter, ticket)
         self._tracker.track(message, ticket)
-
-    async def _accept(self, accepted: list[tuple[Incoming, Accepted]]) -> None:
-        keys = [a.dedup_key for _, a in accepted if a.dedup_key is not None]
-        claims = iter(
-            await with_retry(
-                "dedup claim", lambda: self._dedup.claim(keys), deadline=self._deadline
-            )
-        )
-        to_publish: list[tuple[Event, float]] = []
-        tickets: list[Ticket] = []
-        for message, result in accepted:
-            key = result.dedup_key
-            claim = next(claims) if key is not None else Claim.NEW
-            if claim is Claim.DUPLICATE or claim is Claim.OWN_PENDING:
-                DUPLICATES.inc()
-                # A copy of a message still in flight is acknowledged with the original.
-                original = self._pending.get(key, DONE_TICKET) if key is not None else DONE_TICKET
-                self._tracker.track(message, original)
-                continue
-            MESSAGES_IN.labels(result.event.type).inc()
-            ticket = Ticket(_ACCEPTED_PARTS)
-            if key is not None:
-                self._pending[key] = ticket
-            self._batch.add_accepted(result, ticket)
-            self._tracker.track(message, ticket)
-            to_publish.append((result.event, message.received_at))
-            tickets.append(ticket)
-        await with_retry(
-            "bus publish",
-            lambda: self._publisher.publish(to_publish),
-            deadline=self._deadline,
-            items=len(to_publish),
-        )
-        for ticket in tickets:
-            ticket.complete()
