@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -420,22 +421,14 @@ def test_grafana_reader_role_sees_the_panels_but_no_phone_numbers(db_dsn: str) -
         seed(conn)
     reader, password = f"cw_reader_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     script = ROOT / "infra/deploy/postgres/grafana-reader.sql"
+    psql = ["psql", db_dsn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"reader={reader}"]
+    env = {k: v for k, v in os.environ.items() if k != "GRAFANA_PG_PASSWORD"}
+    refused = subprocess.run([*psql, "-f", str(script)], env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and "GRAFANA_PG_PASSWORD" in refused.stdout + refused.stderr
     for _ in range(2):  # idempotent: runs after every migration
         subprocess.run(
-            [
-                "psql",
-                db_dsn,
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-v",
-                f"reader={reader}",
-                "-v",
-                f"pw={password}",
-                "-f",
-                str(script),
-            ],
+            [*psql, "-f", str(script)],
+            env={**env, "GRAFANA_PG_PASSWORD": password},
             check=True,
             capture_output=True,
         )

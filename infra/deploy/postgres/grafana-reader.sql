@@ -1,8 +1,15 @@
 -- The read-only role Grafana's PostgreSQL datasource logs in with. Run after every
--- `carewatch db migrate` (idempotent), as the owner of the tables:
---   psql "$DATABASE_URL" -v reader=grafana_reader -v pw="$GRAFANA_PG_PASSWORD" -f grafana-reader.sql
+-- `carewatch db migrate` (idempotent), as the owner of the tables, with the password in
+-- the environment (not on the command line):
+--   GRAFANA_PG_PASSWORD=... psql "$DATABASE_URL" -v reader=grafana_reader -f grafana-reader.sql
 -- It may read exactly what the dashboards show: no phone numbers, addresses, contact
 -- details or notification contents (column grants), and no telemetry.
+\set ON_ERROR_STOP on
+\getenv pw GRAFANA_PG_PASSWORD
+\if :{?pw}
+\else
+  DO $$ BEGIN RAISE EXCEPTION 'GRAFANA_PG_PASSWORD is not set'; END $$;
+\endif
 SELECT format('CREATE ROLE %I LOGIN', :'reader')
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'reader') \gexec
 ALTER ROLE :"reader" LOGIN PASSWORD :'pw';
