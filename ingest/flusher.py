@@ -67,10 +67,15 @@ class Flusher:
 
     async def run(self) -> None:
         """Flush batches until the None sentinel."""
+        gave_up = False
         while (batch := await self.queue.get()) is not None:
-            await self.flush(batch)
+            # Once one batch is left behind at shutdown, later ones could not be
+            # acknowledged anyway (PUBACKs go in order): leave them to redelivery too.
+            if not gave_up:
+                gave_up = not await self.flush(batch)
 
-    async def flush(self, batch: Batch) -> None:
+    async def flush(self, batch: Batch) -> bool:
+        """Store the batch and acknowledge its messages; False if given up at shutdown."""
         try:
             try:
                 await self._store(batch)
@@ -87,7 +92,7 @@ class Flusher:
                 " and the broker redelivers them to this session",
                 extra={"items": len(batch)},
             )
-            return
+            return False
         TELEMETRY_ROWS.inc(stored)
         try:
             await self._dedup.mark_done(batch.dedup_keys)
@@ -100,6 +105,7 @@ class Flusher:
         for ticket in batch.tickets:
             ticket.complete()
         self._tracker.release()
+        return True
 
     async def _store(self, batch: Batch) -> None:
         await with_retry(
