@@ -69,12 +69,19 @@ def out_id_for(idempotency_key: str) -> str:
     return hashlib.sha256(idempotency_key.encode()).hexdigest()
 
 
+def _json_body(body: bytes) -> object:
+    """The decoded body, or None when it is not JSON. A hostile or broken gateway can
+    send anything: nesting deep enough to exhaust the parser's recursion counts as
+    not JSON too."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
 def interpret_response(status_code: int, body: bytes) -> SendResult:
     """Map one SendSms HTTP answer to a SendResult (pure)."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
+    data = _json_body(body)
     if not isinstance(data, dict):
         return SendResult(ok=False, retryable=True, error=f"http {status_code}: not JSON")
     code = str(data.get("Code", ""))
@@ -101,23 +108,40 @@ class DeliveryQueryError(Exception):
 
 
 def interpret_details(status_code: int, body: bytes) -> DeliveryReport | None:
-    """Map a QuerySendDetails answer to the newest receipt (pure)."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
+    """Map a QuerySendDetails answer to the newest receipt (pure).
+
+    Raises DeliveryQueryError for an error code and for an answer of the wrong shape."""
+    data = _json_body(body)
     if not isinstance(data, dict) or status_code != 200 or data.get("Code") != "OK":
         code = data.get("Code") if isinstance(data, dict) else None
-        raise DeliveryQueryError(f"{code or f'http {status_code}'}")
-    details = (data.get("SmsSendDetailDTOs") or {}).get("SmsSendDetailDTO") or []
+        raise DeliveryQueryError(f"{code or f'http {status_code}'}"[:ERROR_MAX_LEN])
+    page = data.get("SmsSendDetailDTOs") or {}
+    details = (page.get("SmsSendDetailDTO") or []) if isinstance(page, dict) else None
+    if not isinstance(details, list) or not all(isinstance(d, dict) for d in details):
+        raise DeliveryQueryError("OK answer without a list of SmsSendDetailDTO objects")
     if not details:
         return None
     newest = max(details, key=lambda d: str(d.get("SendDate", "")))
     return DeliveryReport(
-        status=_SEND_STATUS.get(int(newest.get("SendStatus", 1)), "pending"),
-        error_code=newest.get("ErrCode"),
-        received_at=newest.get("ReceiveDate"),
+        status=_SEND_STATUS.get(_send_status(newest.get("SendStatus", 1)) or 1, "pending"),
+        error_code=_optional_text(newest.get("ErrCode")),
+        received_at=_optional_text(newest.get("ReceiveDate")),
     )
+
+
+def _send_status(value: object) -> int | None:
+    """SendStatus as documented (1, 2, 3; sometimes a numeric string); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 4:
+        return int(value)
+    return None
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value is None else str(value)[:ERROR_MAX_LEN]
 
 
 class AliyunSmsChannel:
