@@ -33,6 +33,8 @@ from notifier.channels.templates import (
 log = logging.getLogger(__name__)
 
 DUPLICATE_CHECK_INTERVAL_S = 1800
+DEFAULT_TOKEN_LIFETIME_S = 7200
+ERROR_MAX_LEN = 200
 # Refresh a token this long before WeCom says it expires (or halfway, if it is shorter).
 TOKEN_REFRESH_MARGIN_S = 300
 # Documented size limits of a text card, in UTF-8 bytes.
@@ -117,10 +119,17 @@ def build_payload(message: Message, agent_id: int) -> dict[str, Any]:
     }
 
 
+def errcode_of(reply: dict[str, Any]) -> int | None:
+    """WeCom's errcode, None when absent or not an integer (a reply of the wrong shape:
+    e.g. a list there must not crash a membership test with "unhashable type")."""
+    errcode = reply.get("errcode")
+    return errcode if isinstance(errcode, int) and not isinstance(errcode, bool) else None
+
+
 def interpret_reply(reply: dict[str, Any], touser: str) -> SendResult:
     """Map a message/send JSON answer to a SendResult (pure)."""
-    errcode = reply.get("errcode")
-    error = f"errcode {errcode}: {reply.get('errmsg', '')}"
+    errcode = errcode_of(reply)
+    error = f"errcode {errcode}: {str(reply.get('errmsg', ''))[:ERROR_MAX_LEN]}"
     if errcode == 0:
         invalid = set(str(reply.get("invaliduser") or "").split("|")) - {""}
         if invalid and invalid >= set(touser.split("|")):
@@ -150,7 +159,7 @@ class WeComChannel:
         try:
             token = await self._access_token()
             reply = await self._post_message(token, payload)
-            if reply.get("errcode") in TOKEN_ERRORS:
+            if errcode_of(reply) in TOKEN_ERRORS:
                 # Expired or revoked early (e.g. the secret was reset): refresh once.
                 self._forget(token)
                 reply = await self._post_message(await self._access_token(), payload)
@@ -188,8 +197,12 @@ class WeComChannel:
         except _BadReply as exc:
             raise TokenError(f"gettoken: {exc}") from exc
         if reply.get("errcode", 0) != 0 or not reply.get("access_token"):
-            raise TokenError(f"gettoken errcode {reply.get('errcode')}: {reply.get('errmsg')}")
-        expires_in = int(reply.get("expires_in", 7200))
+            raise TokenError(
+                f"gettoken errcode {reply.get('errcode')}: {reply.get('errmsg')}"[:ERROR_MAX_LEN]
+            )
+        expires_in = reply.get("expires_in", DEFAULT_TOKEN_LIFETIME_S)
+        if not isinstance(expires_in, int) or isinstance(expires_in, bool) or expires_in <= 0:
+            raise TokenError(f"gettoken: expires_in {str(expires_in)[:20]!r} is not a lifetime")
         margin = min(TOKEN_REFRESH_MARGIN_S, expires_in // 2)
         log.info("wecom access token refreshed", extra={"expires_in": expires_in})
         return _Token(
@@ -243,7 +256,7 @@ def _json_reply(response: httpx.Response) -> dict[str, Any]:
         raise _BadReply(f"http {response.status_code}")
     try:
         data = response.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # deep nesting exhausts the parser
         raise _BadReply("http 200: not JSON") from exc
     if not isinstance(data, dict):
         raise _BadReply("http 200: not a JSON object")
