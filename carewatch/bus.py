@@ -33,7 +33,10 @@ NATS_STREAM = JStream("CAREWATCH", subjects=["cw.>"], max_msgs=STREAM_MAXLEN * 1
 
 Broker = RedisBroker | NatsBroker
 Handler = Callable[[bytes], Awaitable[None]]
-_log = logging.getLogger("faststream")
+# FastStream's own "faststream" logger prints coloured lines to stdout; ours goes through
+# the structured handlers, and only FastStream's warnings and errors are worth keeping
+_log = logging.getLogger("carewatch.bus.faststream")
+_log.setLevel(logging.WARNING)
 # URL and (stream, group) pairs of each Redis broker; see start()
 _redis_urls: dict[int, str] = {}
 _redis_groups: dict[int, set[tuple[str, str]]] = {}
@@ -49,8 +52,8 @@ def events_stream(shard: int) -> str:
 
 def make_broker(settings: Settings) -> Broker:
     if settings.bus_backend == "nats":
-        return NatsBroker(settings.nats_url, logger=_log)
-    broker = RedisBroker(settings.redis_url, logger=_log)
+        return NatsBroker(settings.nats_url, logger=_log, log_level=logging.DEBUG)
+    broker = RedisBroker(settings.redis_url, logger=_log, log_level=logging.DEBUG)
     _redis_urls[id(broker)] = settings.redis_url
     return broker
 

@@ -13,6 +13,7 @@ from datetime import datetime, time
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from carewatch.phones import is_mobile
 from notifier import sql
 from notifier.policies import TargetKind
 from notifier.sql import Conn
@@ -51,7 +52,8 @@ class Recipient:
 
     def address(self, channel: ChannelKey) -> str | None:
         if channel == "sms":
-            return self.phone or None
+            # a station's landline takes calls, not SMS: it is reached on WeCom instead
+            return self.phone if self.phone and is_mobile(self.phone) else None
         if channel == "wecom":
             return self.wecom_userid or None
         return self.id if self.kind == "device" else None

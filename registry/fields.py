@@ -7,6 +7,7 @@ import re
 from collections.abc import Collection
 from datetime import time
 
+from carewatch.phones import MOBILE_RE
 from carewatch.topics import DEVICE_ID_RE
 
 
@@ -14,7 +15,6 @@ class FieldError(ValueError):
     """A cell that does not hold a valid value; str(error) is the reason."""
 
 
-_MOBILE_RE = re.compile(r"^(?:\+?86)?(1[3-9]\d{9})$")
 _LANDLINE_RE = re.compile(r"^0\d{2,3}-\d{7,8}$")
 _TIME_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 # WeCom userids: letters, digits and _ - . @, at most 64 characters.
@@ -35,7 +35,7 @@ def parse_phone(value: str) -> str:
     """Mainland mobile (optionally +86; spaces and dashes ignored), stored as 11 digits,
     or a landline with its area code and a dash, e.g. 023-12345678."""
     compact = value.replace(" ", "")
-    mobile = _MOBILE_RE.match(compact.replace("-", ""))
+    mobile = MOBILE_RE.match(compact.replace("-", ""))
     if mobile:
         return mobile.group(1)
     if _LANDLINE_RE.match(compact):

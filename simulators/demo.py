@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import statistics
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -25,7 +24,7 @@ import psycopg
 import uvicorn
 from psycopg.rows import dict_row
 
-from carewatch.db.migrate import ensure_database, migrate
+from carewatch.db.migrate import migrate
 from carewatch.logs import JsonFormatter, mask_phone
 from carewatch.messages import DeviceEvent, EventType, Telemetry
 from carewatch.settings import Settings
@@ -90,10 +89,10 @@ class Demo:
     async def alert_for(self, elder_id: str, kind: str, since_ms: int) -> dict[str, Any] | None:
         found = await self.rows(
             "SELECT * FROM alerts WHERE elder_id = %s AND kind = %s"
-            " AND opened_at >= to_timestamp(%s / 1000.0) ORDER BY opened_at DESC LIMIT 1",
+            " AND device_time >= to_timestamp(%s / 1000.0) ORDER BY opened_at DESC LIMIT 1",
             elder_id,
             kind,
-            since_ms - 1000,
+            since_ms,
         )
         return found[0] if found else None
 
@@ -124,13 +123,27 @@ async def _serve(app: Any, port: int, stop: asyncio.Event) -> None:
 
 
 def demo_settings(settings: Settings, escalation_wait: float) -> Settings:
+    # the demo owns its database (<name>_demo), recreated every run: it never touches yours
+    dbname = psycopg.conninfo.conninfo_to_dict(settings.database_url).get("dbname") or "carewatch"
     return settings.model_copy(
         update={
+            "database_url": psycopg.conninfo.make_conninfo(
+                settings.database_url, dbname=f"{dbname}_demo"
+            ),
             "escalation_wait_s": escalation_wait,
             "fall_confirm_window_s": 5.0,
             "sos_cancel_window_s": 5.0,
         }
     )
+
+
+def recreate_database(dsn: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(dsn).get("dbname")
+    admin = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        ident = psycopg.sql.Identifier(str(name))
+        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(ident))
 
 
 def prepare(s: Settings) -> bool:
@@ -145,9 +158,10 @@ def prepare(s: Settings) -> bool:
     logging.getLogger().handlers[:] = [handler]
 
     say(f"carewatch demo — a generated street in {DISTRICT} (worker logs: {log_file})")
-    ensure_database(s.database_url)
+    recreate_database(s.database_url)
     applied = migrate(s.database_url)
-    say(f"[setup] database ready ({len(applied)} migration(s) applied now)")
+    name = psycopg.conninfo.conninfo_to_dict(s.database_url).get("dbname")
+    say(f"[setup] fresh database {name} ({len(applied)} migrations)")
     plan = Path(str(resources.files("simulators") / "data" / "chongqing_facility_plan.csv"))
     street = generate_street(plan, DISTRICT, 60, 1)
     files = write_ledger(street, OUT / "ledger")
@@ -223,7 +237,6 @@ async def scenarios(demo: Demo, s: Settings) -> int:
     say("Latency, device press -> first SMS request at the provider:")
     say(f"  SOS:  {latencies[0]:.0f} ms")
     say(f"  fall: {latencies[1]:.0f} ms (includes the {s.fall_confirm_window_s:.0f} s window)")
-    say(f"  median of both: {statistics.median(latencies):.0f} ms")
     return 0
 
 
@@ -255,6 +268,8 @@ async def sos_scenario(demo: Demo, s: Settings, elder: dict[str, Any], band: Ban
         )
     )[0]
     sms_ms = await first_sms_ms(demo, grid_worker["phone"], t0)
+    text = next(r["text"] for r in await demo.records() if r["received_ms"] == sms_ms)
+    say(f"  SMS received by the grid worker: {text}")
 
     async def step(n: int) -> bool:
         rows = await demo.notifications(alert["id"])
@@ -294,7 +309,7 @@ async def sos_scenario(demo: Demo, s: Settings, elder: dict[str, Any], band: Ban
 async def fall_cancel_scenario(demo: Demo, elder: dict[str, Any], band: Band) -> None:
     say()
     say(
-        f"Scenario 2 — {elder['name']}'s wristband reports a fall; she presses 'I'm OK' within the window"
+        f"Scenario 2 — {elder['name']}'s wristband reports a fall; 'I'm OK' is pressed within the window"
     )
     t0 = await band.event("fall")
     alert = await wait_for(lambda: demo.alert_for(elder["id"], "fall", t0), 20, "the fall alert")
