@@ -211,7 +211,7 @@ async def _read_action(request: Request) -> str:
     if "json" in request.headers.get("content-type", ""):
         try:
             data: Any = json.loads(body or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting exhausts the parser: a 400, not a 500
             return ""
         return str(data.get("action", "")) if isinstance(data, dict) else ""
     values = parse_qs(body.decode("utf-8", errors="replace")).get("action", [""])
