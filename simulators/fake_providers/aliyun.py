@@ -301,7 +301,7 @@ def _provider_time(epoch_ms: int, fmt: str) -> str:
 def _template_param(raw: str) -> dict[str, str]:
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting deeper than the parser's recursion limit
         value = None
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise AliyunError(200, "isv.INVALID_JSON_PARAM", "JSON参数不合法，只接受字符串值")
@@ -311,7 +311,7 @@ def _template_param(raw: str) -> dict[str, str]:
 def _record_fields(params: dict[str, str]) -> dict[str, Any]:
     try:
         variables: dict[str, Any] = json.loads(params.get("TemplateParam", "{}"))
-    except ValueError:
+    except (ValueError, RecursionError):
         variables = {"raw": params.get("TemplateParam")}
     return {
         "address": params.get("PhoneNumbers"),

@@ -245,7 +245,7 @@ def _interval_ms(body: dict[str, Any]) -> int:
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting deeper than the parser's recursion limit
         value = None
     if not isinstance(value, dict):
         raise WeComError(47001, "data format error")
