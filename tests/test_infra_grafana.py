@@ -125,6 +125,25 @@ def test_every_requested_view_is_on_the_wall() -> None:
         assert word in titles, word
 
 
+def test_columns_shown_to_operators_have_chinese_names() -> None:
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    for board in gen.dashboards():
+        rendered = {p["title"]: p for p in gen.render(board)["panels"]}
+        for panel in board.panels:
+            if panel.type not in ("table", "barchart"):
+                continue
+            overrides = rendered[panel.title]["fieldConfig"]["overrides"]
+            names = {
+                o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+                for o in overrides
+            }
+            for column in panel.queries[0].columns:
+                label = names.get(column, {}).get("displayName", "")
+                assert cjk.search(label), f"{panel.title}: column {column} has no Chinese name"
+                if column.endswith("_s"):
+                    assert names[column]["unit"] == "s"
+
+
 def test_provisioning_holds_no_credentials() -> None:
     text = (GRAFANA / "provisioning/datasources/carewatch.yml").read_text("utf-8")
     doc = yaml.safe_load(text)

@@ -179,9 +179,24 @@ RESPONSE_HEADERS = {
 }
 
 
-def rename(headers: Mapping[str, str]) -> Json:
-    """Table column headers in Chinese (organize transformation)."""
-    return {"id": "organize", "options": {"renameByName": dict(headers)}}
+def column_overrides(columns: Mapping[str, ColumnKind]) -> list[Json]:
+    """Per-column display: a Chinese header, and seconds as a unit for *_s columns.
+
+    Overrides match the query's own column names, which stay ASCII (the tests and the
+    SQL refer to them); only what the operator sees is translated."""
+    headers = {**RESPONSE_HEADERS, **TABLE_HEADERS}
+    overrides = []
+    for column in columns:
+        properties: list[Json] = []
+        if column in headers:
+            properties.append({"id": "displayName", "value": headers[column]})
+        if column.endswith("_s"):
+            properties.append({"id": "unit", "value": "s"})
+        if properties:
+            overrides.append(
+                {"matcher": {"id": "byName", "options": column}, "properties": properties}
+            )
+    return overrides
 
 
 def alerts_over_time(group_sql: str, join_sql: str) -> SqlQuery:
@@ -358,7 +373,6 @@ def response_times_by_grid() -> Panel:
         (query,),
         width=24,
         description="从告警产生到首次确认、到处置完成（已解决）的用时，中位数与 P90。",
-        unit="s",
         options={"sortBy": [{"displayName": RESPONSE_HEADERS["ack_p90_s"], "desc": True}]},
         field_defaults={"custom": {"align": "auto"}},
     )
@@ -391,7 +405,6 @@ def response_times_by_station() -> Panel:
         (query,),
         width=24,
         description="告警按离老人住址最近的服务站归属；确认与处置完成用时，中位数与 P90。",
-        unit="s",
     )
 
 
@@ -738,15 +751,17 @@ def render_panel(panel: Panel, panel_id: int, grid_pos: Json) -> Json:
         "fieldConfig": {"defaults": defaults, "overrides": []},
         "options": panel.options,
     }
-    if panel.type == "table" and panel.queries and isinstance(panel.queries[0], SqlQuery):
-        headers = {**RESPONSE_HEADERS, **TABLE_HEADERS}
-        used = {k: v for k, v in headers.items() if k in panel.queries[0].columns}
-        rendered["transformations"] = [rename(used)]
+    if panel.type in LABELLED_PANEL_TYPES and isinstance(panel.queries[0], SqlQuery):
+        rendered["fieldConfig"]["overrides"] = column_overrides(panel.queries[0].columns)
     return rendered
 
 
-# Chinese headers for the other table columns (column names stay ASCII for the tests).
+# Panels that show column names to the operator; they get Chinese display names.
+LABELLED_PANEL_TYPES = ("table", "barchart")
+# Chinese headers for the other columns (column names stay ASCII for the tests).
 TABLE_HEADERS = {
+    "devices": "设备数",
+    "step": "升级步数",
     "grid": "网格",
     "district": "区县",
     "station": "养老服务站",
