@@ -103,6 +103,9 @@ def validate(
         return Rejection("schema_invalid", str(exc), device_id)
     except msgspec.DecodeError as exc:
         return Rejection("malformed_json", str(exc), device_id)
+    problem = _cross_field_problem(message)
+    if problem is not None:
+        return Rejection("schema_invalid", problem, device_id)
     device = registry.get(device_id)
     if device is None:
         return Rejection("unknown_device", f"device {device_id!r} is not registered", device_id)
@@ -112,6 +115,16 @@ def validate(
         return _device_event(topic_name, message, device, received_ms)
     assert isinstance(message, DeviceStatus)
     return _status(message, device, received_ms)
+
+
+def _cross_field_problem(message: Telemetry | DeviceEvent | DeviceStatus) -> str | None:
+    """Rules the struct types cannot express. Unequal accelerometer axes would pass
+    ingest and fail in the fall detector on every attempt, so they are refused here."""
+    if isinstance(message, Telemetry) and message.accel is not None:
+        a = message.accel
+        if not len(a.x) == len(a.y) == len(a.z):
+            return f"accel axes have different lengths: x {len(a.x)}, y {len(a.y)}, z {len(a.z)}"
+    return None
 
 
 def _telemetry(topic_name: str, msg: Telemetry, device: DeviceInfo, received_ms: int) -> Accepted:
