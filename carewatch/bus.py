@@ -12,6 +12,7 @@ by message id, and all of ours are. Which backend runs is configuration only
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import zlib
@@ -24,6 +25,7 @@ from faststream.nats.annotations import NatsMessage
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 
+from carewatch.metrics import BUS_LAG
 from carewatch.settings import Settings
 
 ALERTS_STREAM = "alerts"
@@ -40,6 +42,7 @@ _log.setLevel(logging.WARNING)
 # URL and (stream, group) pairs of each Redis broker; see start()
 _redis_urls: dict[int, str] = {}
 _redis_groups: dict[int, set[tuple[str, str]]] = {}
+_lag_tasks: set[asyncio.Task[None]] = set()
 
 
 def shard_of(elder_id: str, shards: int) -> int:
@@ -106,6 +109,36 @@ async def start(broker: Broker) -> None:
         finally:
             await client.aclose()
     await broker.start()
+    if isinstance(broker, RedisBroker) and _redis_groups.get(id(broker)):
+        task = asyncio.create_task(_report_lag(broker), name="bus-lag")
+        _lag_tasks.add(task)
+        task.add_done_callback(_lag_tasks.discard)
+
+
+async def _report_lag(broker: RedisBroker, interval_s: float = 5.0) -> None:
+    """Keep carewatch_bus_lag_messages (entries not yet processed: undelivered plus
+    unacknowledged) current for every group this broker consumes in, while it runs.
+    Redis >= 7 reports a group's lag in XINFO GROUPS."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(_redis_urls[id(broker)])
+    try:
+        while broker.running:
+            for stream, group in sorted(_redis_groups.get(id(broker), ())):
+                try:
+                    groups = await client.xinfo_groups(stream)
+                except Exception:
+                    _log.debug("bus lag unavailable for %s", stream, exc_info=True)
+                    continue
+                for info in groups:
+                    name = info.get("name")
+                    if name in (group, group.encode()) and info.get("lag") is not None:
+                        # not yet delivered + delivered but not yet acknowledged
+                        backlog = float(info["lag"]) + float(info.get("pending") or 0)
+                        BUS_LAG.labels(stream, group).set(backlog)
+            await asyncio.sleep(interval_s)
+    finally:
+        await client.aclose()
 
 
 def _subscribe_redis(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -117,4 +118,36 @@ async def test_events_published_before_the_group_existed_are_consumed(
 
         await await_until(arrived, 10, "the early message")
     finally:
+        await broker.stop()
+
+
+async def test_consumer_group_lag_is_reported(settings: Settings) -> None:
+    from prometheus_client import REGISTRY
+
+    stream = "t.redis.lag"
+    early = make_broker(settings)
+    await early.connect()
+    for i in range(3):
+        await publish(early, stream, f'{{"n":{i}}}'.encode())
+    await early.stop()
+
+    gate = asyncio.Event()
+
+    async def blocked(body: bytes) -> None:
+        await gate.wait()  # hold the first message so the rest stay unconsumed
+
+    broker = make_broker(settings)
+    subscribe(broker, stream, group="lagging", consumer="c1", handler=blocked)
+    await start(broker)
+    try:
+
+        async def lag_seen() -> bool:
+            value = REGISTRY.get_sample_value(
+                "carewatch_bus_lag_messages", {"stream": stream, "group": "lagging"}
+            )
+            return value is not None and value >= 1
+
+        await await_until(lag_seen, 15, "a lag figure for the group")
+    finally:
+        gate.set()
         await broker.stop()
