@@ -16,7 +16,6 @@ import re
 import shutil
 import subprocess
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,12 +37,6 @@ WORKER_JOBS = {  # scrape job -> `carewatch` command
     "carewatch-rules": "rules",
     "carewatch-notifier": "notifier",
     "carewatch-ack-server": "ack-server",
-}
-# What the live test tolerates as "no data yet", each with the reason. Remove an entry
-# once the producer exists; the test warns when a tolerated gap has closed.
-KNOWN_GAPS = {
-    "carewatch_bus_lag_messages": "no worker sets carewatch.metrics.BUS_LAG yet",
-    "carewatch-ack-server": "notifier.ack_app.run does not call serve_metrics yet",
 }
 APT_HINT = (
     "install the Debian package 'prometheus' (ships prometheus and promtool; ./run test does)"
@@ -237,14 +230,6 @@ def finite_values(result: list[dict[str, Any]]) -> bool:
     return bool(result) and all(math.isfinite(float(r["value"][1])) for r in result)
 
 
-def gap_of(expr: str, recorded: dict[str, str]) -> str | None:
-    """The known gap an expression depends on, following recording rules."""
-    for _ in range(3):  # recording rules may read other recording rules
-        for name, body in recorded.items():
-            expr = expr.replace(name, f"({body})")
-    return next((g for g in KNOWN_GAPS if g in expr), None)
-
-
 async def publish(port: int, messages: list[tuple[str, bytes]]) -> None:
     import aiomqtt
 
@@ -300,14 +285,12 @@ def test_prometheus_evaluates_every_rule_and_dashboard_query_on_real_workers(
     def now_ms() -> int:
         return time.time_ns() // 1_000_000
 
-    expected_up = sorted(set(WORKER_JOBS) - set(KNOWN_GAPS))
-
     def all_scraped() -> bool:
         pipeline.assert_running()
         up = {r["metric"]["job"] for r in prom.query("up == 1")}
-        return set(expected_up) <= up
+        return set(WORKER_JOBS) <= up
 
-    wait_until(all_scraped, 30, f"{expected_up} scraped")
+    wait_until(all_scraped, 30, "every worker scraped")
 
     # ingest is ready once it has stored a probe (its MQTT subscription may take a moment)
     def probe_stored() -> bool:
@@ -348,19 +331,12 @@ def test_prometheus_evaluates_every_rule_and_dashboard_query_on_real_workers(
     queries = [(f"record {name}", name) for name in recorded] + dashboard_promql()
     assert len(queries) > len(recorded), "no PromQL in the dashboards"
     pending = dict(queries)
-    gaps: dict[str, str] = {}
 
     def all_have_data() -> bool:
         pipeline.assert_running()
         for what, expr in list(pending.items()):
-            result = prom.query(expr)  # an invalid expression fails here, not silently
-            gap = gap_of(expr, recorded)
-            if finite_values(result):
-                del pending[what]
-                if gap:
-                    warnings.warn(f"known gap closed, drop it from KNOWN_GAPS: {gap}", stacklevel=1)
-            elif gap:
-                gaps[what] = KNOWN_GAPS[gap]
+            # an invalid expression fails in prom.query, not silently
+            if finite_values(prom.query(expr)):
                 del pending[what]
         return not pending
 
@@ -380,5 +356,3 @@ def test_prometheus_evaluates_every_rule_and_dashboard_query_on_real_workers(
     # the healthy pipeline does not page anyone about notification failures
     firing = {a["labels"]["alertname"] for a in prom.api("alerts")["alerts"]}
     assert "CarewatchNotificationFailures" not in firing
-    for what, reason in sorted(gaps.items()):
-        warnings.warn(f"{what}: no data ({reason})", stacklevel=1)
