@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     sos_cancel_window_s: float = Field(10.0, ge=0)
     fall_confirm_window_s: float = Field(30.0, ge=0)
     timer_poll_ms: int = Field(200, ge=10)
+    rules_shard_lease_ms: int = Field(
+        6000,
+        ge=300,
+        description="a rules worker owns a bus shard for this long unless it renews the lease;"
+        " a dead worker's shards are taken over after it",
+    )
 
     # --- notifier -------------------------------------------------------------------
     escalation_wait_s: float = Field(

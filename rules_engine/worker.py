@@ -1,8 +1,9 @@
 """The rules worker: events.{shard} -> detectors -> alerts (PostgreSQL + alerts stream).
 
-Consumes every events shard in consumer group "rules" (several workers share the
-shards; the per-elder lock in the store keeps one elder's decisions serial), fires
-durable timers, and publishes each committed AlertChange on the alerts stream.
+Consumes the events shards it owns (rules_engine.shards: one owner per shard, leases in
+Redis, fair share among the live workers) in consumer group "rules", fires durable
+timers (any worker; claimed per timer), and publishes each committed AlertChange on the
+alerts stream.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 
 import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
 
 from carewatch import bus
 from carewatch.clock import Clock, SystemClock
@@ -25,6 +28,8 @@ from carewatch.settings import Settings
 from rules_engine import store
 from rules_engine.engine import Engine, default_engine
 from rules_engine.outbox import AlertPublisher
+from rules_engine.shard_consumers import ShardConsumers
+from rules_engine.shards import LeaseStore, ShardOwner
 from rules_engine.timers import run_timer_loop
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,11 @@ GROUP = "rules"
 def consumer_name() -> str:
     """Stable across restarts, so a restarted worker picks up its own pending entries."""
     return f"rules-{socket.gethostname()}"
+
+
+def worker_id() -> str:
+    """Unique per process: the owner recorded in the shard leases."""
+    return f"rules-{socket.gethostname()}-{os.getpid()}"
 
 
 class EventHandler:
@@ -140,36 +150,52 @@ async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = Non
     clock = clock or SystemClock()
     engine = default_engine()
     pool = await open_pool(settings.database_url)
-    broker = bus.make_broker(settings)
+    broker = bus.make_broker(settings)  # publishes alert changes; consumes nothing
+    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     timer_task: asyncio.Task[None] | None = None
+    owner_task: asyncio.Task[None] | None = None
     try:
         publisher = AlertPublisher(broker, pool)
         handler = EventHandler(settings, pool, engine, publisher, clock)
-        for shard in range(settings.bus_shards):
-            stream = bus.events_stream(shard)
-            bus.subscribe(
-                broker,
-                stream,
-                group=GROUP,
-                consumer=consumer_name(),
-                handler=handler.for_stream(stream),
-            )
+        lease_ms = settings.rules_shard_lease_ms
+        consumers = ShardConsumers(
+            settings,
+            group=GROUP,
+            consumer=consumer_name(),
+            handler_for=handler.for_stream,
+            reclaim_idle_ms=lease_ms,
+        )
+        owner = ShardOwner(
+            LeaseStore(redis, settings.bus_shards, lease_ms),
+            worker_id(),
+            lease_ms=lease_ms,
+            on_take=consumers.start,
+            on_release=consumers.stop,
+        )
         await bus.start(broker)
         # changes a previous run committed but never published (it died in between)
         await publisher.sweep(older_than_ms=0)
         timer_task = asyncio.create_task(
             run_timer_loop(pool, engine, publisher, settings, clock, stop), name="rules-timers"
         )
+        owner_task = asyncio.create_task(owner.run(stop), name="rules-shard-owner")
         log.info(
             "rules worker started",
-            extra={"shards": settings.bus_shards, "consumer": consumer_name()},
+            extra={"shards": settings.bus_shards, "worker": owner.me},
         )
         await stop.wait()
     finally:
+        if owner_task is not None:
+            if not stop.is_set():
+                owner_task.cancel()
+            # on `stop` it stops consuming and hands its shards back before it returns
+            with contextlib.suppress(asyncio.CancelledError):
+                await owner_task
         if timer_task is not None:
             timer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await timer_task
         await broker.stop()
+        await redis.aclose()
         await pool.close()
         log.info("rules worker stopped")

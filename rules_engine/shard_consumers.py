@@ -1,0 +1,71 @@
+"""One bus consumer per owned events shard, started and stopped as ownership changes.
+
+Each shard gets its own broker connection, so taking or handing back one shard never
+interrupts the others. Stopping a consumer waits for the message in flight (FastStream's
+graceful stop) before the lease is given back (see rules_engine.shards.ShardOwner).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from carewatch import bus
+from carewatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ShardConsumers:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group: str,
+        consumer: str,
+        handler_for: Callable[[str], bus.Handler],
+        reclaim_idle_ms: int,
+    ) -> None:
+        self._settings = settings
+        self._group = group
+        self._consumer = consumer
+        self._handler_for = handler_for
+        # a shard taken over from a dead owner has its unacknowledged entries idle for
+        # about a lease already, so reclaiming after that delivers them at once
+        self._reclaim_idle_ms = reclaim_idle_ms
+        self._brokers: dict[int, bus.Broker] = {}
+
+    @property
+    def shards(self) -> set[int]:
+        return set(self._brokers)
+
+    async def start(self, shard: int) -> None:
+        if shard in self._brokers:
+            return
+        stream = bus.events_stream(shard)
+        broker = bus.make_broker(self._settings)
+        bus.subscribe(
+            broker,
+            stream,
+            group=self._group,
+            consumer=self._consumer,
+            handler=self._handler_for(stream),
+            reclaim_idle_ms=self._reclaim_idle_ms,
+        )
+        try:
+            await bus.start(broker)
+        except BaseException:
+            await broker.stop()
+            raise
+        self._brokers[shard] = broker
+        log.info("consuming shard", extra={"shard": shard, "stream": stream})
+
+    async def stop(self, shard: int) -> None:
+        broker = self._brokers.pop(shard, None)
+        if broker is not None:
+            await broker.stop()
+            log.info("stopped consuming shard", extra={"shard": shard})
+
+    async def stop_all(self) -> None:
+        for shard in sorted(self._brokers):
+            await self.stop(shard)
