@@ -31,13 +31,14 @@ from faststream.redis import RedisBroker
 from carewatch.alert_lifecycle import Action, TransitionError, next_status
 from carewatch.bus import ALERTS_STREAM, make_broker, publish
 from carewatch.clock import Clock, SystemClock
+from carewatch.labels import STATUS_LABELS
 from carewatch.messages import CLOSED_STATUSES, AlertChange, encode
 from carewatch.metrics import ALERTS, BUS_PUBLISHED, serve_metrics
 from carewatch.settings import Settings
 from notifier import ack_links, targets, timeline
 from notifier.ack_links import AckClaim, AckLinkError
 from notifier.channels.templates import kind_label
-from notifier.content import STATUS_LABELS, AlertInfo
+from notifier.content import AlertInfo
 from notifier.escalation import enqueue_follow_ups, handler_display, load_alert, stop_escalation
 from notifier.metrics import ACK_REJECTS, ACKS
 from notifier.sql import Conn

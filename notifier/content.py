@@ -10,14 +10,6 @@ from notifier.channels.base import Purpose
 from notifier.channels.templates import kind_label
 from notifier.targets import Elder, Recipient, local_time
 
-STATUS_LABELS: dict[str, str] = {
-    "pending": "待确认",
-    "open": "待处理",
-    "acknowledged": "处理中",
-    "resolved": "已解决",
-    "cancelled": "已取消",
-    "false_alarm": "误报",
-}
 HELP_COMING_TEXT = "已有人前来帮助，请保持冷静"
 ALERT_CLOSED_TEXT = "求助已处理完毕"
 

@@ -4,35 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from carewatch.labels import KIND_LABELS, SEVERITY_LABELS, STATUS_LABELS
+
 # Chongqing keeps China Standard Time all year (no daylight saving).
 CHINA_TZ = timezone(timedelta(hours=8), "CST")
-
-KIND_LABELS: dict[str, str] = {
-    "sos": "紧急呼叫",
-    "fall": "跌倒",
-    "inactivity": "长时间无活动",
-    "vitals": "生命体征异常",
-    "geofence": "走出安全区域",
-    "smoke": "烟雾报警",
-    "gas": "燃气泄漏",
-    "leak": "漏水",
-    "device_offline": "设备离线",
-    "low_battery": "电量低",
-    "off_wrist": "手环未佩戴",
-    "water_none": "长时间未用水",
-    "water_flow": "用水异常",
-}
-
-STATUS_LABELS: dict[str, str] = {
-    "pending": "待确认",
-    "open": "待处理",
-    "acknowledged": "处理中",
-    "resolved": "已解决",
-    "cancelled": "已取消",
-    "false_alarm": "误报",
-}
-
-SEVERITY_LABELS: dict[str, str] = {"critical": "紧急", "warning": "警告", "info": "提示"}
 
 
 def kind_label(kind: str) -> str:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from carewatch.labels import KIND_LABELS
+
 HERE = Path(__file__).resolve().parent
 DASHBOARD_DIR = HERE / "dashboards"
 
@@ -42,21 +44,7 @@ SqlFormat = Literal["table", "time_series"]
 Json = dict[str, Any]
 
 # Display labels (user-facing, Simplified Chinese) for codes stored in the database.
-ALERT_KIND_LABELS: dict[str, str] = {
-    "sos": "紧急呼叫",
-    "fall": "跌倒",
-    "inactivity": "长时间无活动",
-    "vitals": "生命体征异常",
-    "geofence": "走失预警",
-    "smoke": "烟雾报警",
-    "gas": "燃气泄漏",
-    "leak": "漏水",
-    "device_offline": "设备离线",
-    "low_battery": "电量低",
-    "off_wrist": "手环未佩戴",
-    "water_none": "长时间未用水",
-    "water_flow": "长流水",
-}
+ALERT_KIND_LABELS = KIND_LABELS
 ALERT_STATUS_LABELS: dict[str, tuple[str, str]] = {  # status -> (label, map colour)
     "pending": ("待确认", "orange"),
     "open": ("待处理", "red"),

@@ -15,26 +15,13 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from carewatch.labels import KIND_LABELS
 from notifier.channels.base import Purpose
 
 TemplateKey = Literal["alert", "update"]
 
 # Keys are the AlertKind values (tests check the two stay in step).
-KIND_LABELS: dict[str, str] = {
-    "sos": "紧急呼叫",
-    "fall": "跌倒",
-    "inactivity": "长时间无活动",
-    "vitals": "生命体征异常",
-    "geofence": "走失预警",
-    "smoke": "烟雾报警",
-    "gas": "燃气报警",
-    "leak": "漏水报警",
-    "device_offline": "设备离线",
-    "low_battery": "电量低",
-    "off_wrist": "手环未佩戴",
-    "water_none": "用水异常",
-    "water_flow": "持续用水",
-}
+
 
 TEMPLATE_BODIES: dict[TemplateKey, str] = {
     "alert": "紧急：${elder_name}（${address}）于${time}触发${kind_label}，请立即查看并处理：${link}",
