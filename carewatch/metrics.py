@@ -40,7 +40,10 @@ E2E_LATENCY = Histogram(
 )
 
 
-def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Start the /metrics listener (port 0: disabled)."""
+def serve_metrics(port: int, host: str | None = None) -> None:
+    """Start the /metrics listener (port 0: disabled) on CAREWATCH_METRICS_HOST by default:
+    loopback unless a deployment lets Prometheus scrape from another host."""
     if port:
-        start_http_server(port, addr=host)
+        from carewatch.settings import get_settings
+
+        start_http_server(port, addr=host or get_settings().metrics_host)

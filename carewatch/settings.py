@@ -96,6 +96,9 @@ class Settings(BaseSettings):
 
     # --- observability --------------------------------------------------------------
     metrics_port: int = Field(0, ge=0, description="0 disables the /metrics listener")
+    metrics_host: str = Field(
+        "127.0.0.1", description="address /metrics listens on (0.0.0.0 for a remote Prometheus)"
+    )
     log_level: str = "INFO"
     log_json: bool = True
 
