@@ -49,7 +49,11 @@ def _rows(header: list[str], raw: Iterator[list[str]]) -> Iterator[RawRow]:
 def _csv_lines(path: Path) -> Iterator[list[str]]:
     try:
         with path.open(encoding="utf-8-sig", newline="") as f:
-            yield from csv.reader(f)
+            reader = csv.reader(f)
+            try:
+                yield from reader
+            except csv.Error as exc:  # e.g. a cell over csv.field_size_limit() (128 KiB)
+                raise TableError(f"line {reader.line_num}: not readable as CSV: {exc}") from None
     except UnicodeDecodeError as exc:
         raise TableError(
             f"not UTF-8 text (byte {exc.start}); save it as 'CSV UTF-8' or as .xlsx"
@@ -80,6 +84,8 @@ def _xlsx_lines(path: Path) -> Iterator[list[str]]:
         sheet = book.worksheets[0]
         for cells in sheet.iter_rows(values_only=True):
             yield [_cell_text(c) for c in cells]
+    except Exception as exc:  # read-only sheets are parsed lazily: damage shows up here
+        raise TableError(f"damaged XLSX sheet: {type(exc).__name__}: {exc}"[:300]) from None
     finally:
         book.close()
 
