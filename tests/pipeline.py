@@ -29,7 +29,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
-        env[f"CAREWATCH_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        env[f"CAREWATCH_{name.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
     return env
 
 
@@ -60,14 +62,20 @@ class Pipeline:
     def fake_url(self) -> str:
         return self.settings.aliyun_sms_endpoint.rsplit("/aliyun-sms/", 1)[0]
 
-    def start(self, name: str, **overrides: object) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, instance: int | None = None, **overrides: object
+    ) -> subprocess.Popen[bytes]:
+        """Start worker `name`; a second copy of one worker needs its own `instance` number
+        and is then known (to kill, tail, procs) as f"{name}-{instance}"."""
         settings = self.settings.model_copy(update=overrides) if overrides else self.settings
-        self._starts[name] = self._starts.get(name, 0) + 1
-        log = open(self.logdir / f"{name}.{self._starts[name]}.log", "wb")
-        proc = subprocess.Popen(
-            [CAREWATCH, name], env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT
-        )
-        self.procs[name] = proc
+        key = name if instance is None else f"{name}-{instance}"
+        env = settings_env(settings)
+        if instance is not None:
+            env["CAREWATCH_INGEST_INSTANCE"] = str(instance)  # its own MQTT client id
+        self._starts[key] = self._starts.get(key, 0) + 1
+        log = open(self.logdir / f"{key}.{self._starts[key]}.log", "wb")
+        proc = subprocess.Popen([CAREWATCH, name], env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[key] = proc
         if name == "fake-providers":
             wait_port(int(self.fake_url.rsplit(":", 1)[1]))
         if name == "ack-server":
@@ -93,7 +101,9 @@ class Pipeline:
         data = response.json()
         return list(data["records"] if isinstance(data, dict) else data)
 
-    def wait_records(self, predicate: object, count: int, timeout: float = 20.0) -> list[dict[str, object]]:
+    def wait_records(
+        self, predicate: object, count: int, timeout: float = 20.0
+    ) -> list[dict[str, object]]:
         found: list[dict[str, object]] = []
 
         def enough() -> bool:
