@@ -89,8 +89,9 @@ def interpret_response(status_code: int, body: bytes) -> SendResult:
         return SendResult(ok=True, provider_message_id=str(data.get("BizId") or "") or None)
     # Provider messages can echo the request (SignatureDoesNotMatch shows the string to
     # sign, phone number included); what is kept is short and masked.
-    message = mask_phone(str(data.get("Message", "")))[:ERROR_MAX_LEN]
-    error = f"{code or f'http {status_code}'}: {message}".strip()
+    # The code is masked too: a hostile or broken gateway can put anything there.
+    message = str(data.get("Message", ""))[:ERROR_MAX_LEN]
+    error = mask_phone(f"{code[:ERROR_MAX_LEN] or f'http {status_code}'}: {message}").strip()
     if status_code >= 500:
         return SendResult(ok=False, retryable=True, error=error)
     return SendResult(ok=False, retryable=code not in PERMANENT_CODES, error=error)

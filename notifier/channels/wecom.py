@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from carewatch.clock import Clock, SystemClock
+from carewatch.logs import mask_phone
 from carewatch.metrics import NOTIFICATIONS
 from carewatch.settings import Settings
 from notifier.channels.base import Message, SendResult
@@ -129,11 +130,14 @@ def errcode_of(reply: dict[str, Any]) -> int | None:
 def interpret_reply(reply: dict[str, Any], touser: str) -> SendResult:
     """Map a message/send JSON answer to a SendResult (pure)."""
     errcode = errcode_of(reply)
-    error = f"errcode {errcode}: {str(reply.get('errmsg', ''))[:ERROR_MAX_LEN]}"
+    # errmsg can echo the request (the userid may be a phone number): kept short and masked.
+    error = mask_phone(f"errcode {errcode}: {str(reply.get('errmsg', ''))[:ERROR_MAX_LEN]}")
     if errcode == 0:
         invalid = set(str(reply.get("invaliduser") or "").split("|")) - {""}
         if invalid and invalid >= set(touser.split("|")):
-            return SendResult(ok=False, retryable=False, error=f"invalid user: {touser}")
+            return SendResult(
+                ok=False, retryable=False, error=mask_phone(f"invalid user: {touser}")
+            )
         return SendResult(ok=True, provider_message_id=str(reply.get("msgid") or "") or None)
     return SendResult(ok=False, retryable=errcode not in PERMANENT_ERRCODES, error=error)
 
