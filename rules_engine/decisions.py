@@ -70,6 +70,18 @@ class ConfirmAlert:
     rule: str
     cause: str  # the timer id that fired
     confidence: float | None = None
+    details: Mapping[str, object] = field(default_factory=dict)  # into the timeline entry
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateAlert:
+    """Refine an active alert without a status change: a new confidence (None keeps it)
+    and keys merged into its details; recorded in the timeline as `action`."""
+
+    alert_id: str
+    action: str
+    confidence: float | None = None
+    details: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,5 +109,12 @@ class CancelTimer:
 
 
 Decision = (
-    OpenAlert | RepeatAlert | CancelAlert | ConfirmAlert | Annotate | ScheduleTimer | CancelTimer
+    OpenAlert
+    | RepeatAlert
+    | CancelAlert
+    | ConfirmAlert
+    | UpdateAlert
+    | Annotate
+    | ScheduleTimer
+    | CancelTimer
 )

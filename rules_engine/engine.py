@@ -6,10 +6,12 @@ from collections.abc import Sequence
 
 from carewatch.clock import Clock
 from carewatch.messages import Event
+from carewatch.settings import get_settings
 from rules_engine.decisions import Decision
 from rules_engine.detectors.base import Detector, DueTimer, ElderView
 from rules_engine.detectors.device_fall import DeviceFallDetector
 from rules_engine.detectors.environment import EnvironmentDetector
+from rules_engine.detectors.signals import signal_detectors
 from rules_engine.detectors.sos import SosDetector
 
 
@@ -41,4 +43,11 @@ class Engine:
 
 
 def default_engine() -> Engine:
-    return Engine([SosDetector(), DeviceFallDetector(), EnvironmentDetector()])
+    return Engine(
+        [
+            SosDetector(),
+            DeviceFallDetector(),
+            EnvironmentDetector(),
+            *signal_detectors(get_settings().timezone),
+        ]
+    )

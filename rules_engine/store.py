@@ -35,8 +35,10 @@ from rules_engine.decisions import (
     OpenAlert,
     RepeatAlert,
     ScheduleTimer,
+    UpdateAlert,
 )
 from rules_engine.detectors.base import ActiveAlert, DueTimer, ElderView
+from rules_engine.geo import LatLon, Zone
 from rules_engine.thresholds import resolve_thresholds
 from rules_engine.timeconv import dt_to_ms, ms_to_dt
 
@@ -212,7 +214,7 @@ async def _lock_elder(cur: Cursor, elder_id: str) -> None:
 async def _load_view(cur: Cursor, elder_id: str, defaults: Settings) -> ElderView | None:
     """The elder's thresholds (read fresh: profile edits apply at once) and active alerts."""
     await cur.execute(
-        "SELECT cp.thresholds FROM elders e"
+        "SELECT cp.id AS profile_id, cp.thresholds, e.lat, e.lon FROM elders e"
         " LEFT JOIN care_profiles cp ON cp.id = e.care_profile_id WHERE e.id = %s",
         (elder_id,),
     )
@@ -221,8 +223,8 @@ async def _load_view(cur: Cursor, elder_id: str, defaults: Settings) -> ElderVie
         return None
     overrides = row["thresholds"] if isinstance(row["thresholds"], dict) else {}
     await cur.execute(
-        "SELECT id::text AS id, kind, severity, status, device_id, device_time, rule"
-        " FROM alerts WHERE elder_id = %s AND status = ANY(%s) FOR UPDATE",
+        "SELECT id::text AS id, kind, severity, status, device_id, device_time, rule,"
+        " confidence, details FROM alerts WHERE elder_id = %s AND status = ANY(%s) FOR UPDATE",
         (elder_id, list(OPEN_STATUSES)),
     )
     active = {
@@ -234,10 +236,37 @@ async def _load_view(cur: Cursor, elder_id: str, defaults: Settings) -> ElderVie
             device_id=r["device_id"],
             device_time_ms=dt_to_ms(r["device_time"]),
             rule=r["rule"],
+            confidence=r["confidence"],
+            details=r["details"] if isinstance(r["details"], dict) else {},
         )
         for r in await cur.fetchall()
     }
-    return ElderView(elder_id, resolve_thresholds(defaults, overrides), active)
+    return ElderView(
+        elder_id,
+        resolve_thresholds(defaults, overrides),
+        active,
+        profile_id=row["profile_id"],
+        profile=overrides,
+        home=LatLon(row["lat"], row["lon"]),
+        zones=await _zones(cur, elder_id),
+    )
+
+
+async def _zones(cur: Cursor, elder_id: str) -> tuple[Zone, ...]:
+    await cur.execute(
+        "SELECT name, centre_lat, centre_lon, radius_m, polygon FROM geofence_zones"
+        " WHERE elder_id = %s ORDER BY id",
+        (elder_id,),
+    )
+    zones: list[Zone] = []
+    for r in await cur.fetchall():
+        if r["polygon"] is not None:
+            points = tuple(LatLon(float(p[0]), float(p[1])) for p in r["polygon"])
+            zones.append(Zone(r["name"], points=points))
+        else:
+            centre = LatLon(r["centre_lat"], r["centre_lon"])
+            zones.append(Zone(r["name"], centre=centre, radius_m=r["radius_m"]))
+    return tuple(zones)
 
 
 def _timer(row: DictRow) -> DueTimer:
@@ -284,12 +313,26 @@ async def _apply(
                 changes.append(change)
                 by_id[d.alert_id] = replace(by_id[d.alert_id], status=change.status)
             case ConfirmAlert():
-                details = {"rule": d.rule, "timer_id": d.cause}
+                details = {"rule": d.rule, "timer_id": d.cause, **d.details}
                 change = await _transition(
                     cur, by_id[d.alert_id], "confirm", "confirmed", details, now_ms, d.confidence
                 )
                 changes.append(change)
                 by_id[d.alert_id] = replace(by_id[d.alert_id], status=change.status)
+            case UpdateAlert():
+                await cur.execute(
+                    "UPDATE alerts SET confidence = COALESCE(%s, confidence),"
+                    " details = details || %s WHERE id = %s",
+                    (d.confidence, Jsonb(dict(d.details)), d.alert_id),
+                )
+                update = {"confidence": d.confidence, **d.details}
+                await _timeline(cur, d.alert_id, d.action, update, now_ms)
+                if d.alert_id in by_id:
+                    merged = {**by_id[d.alert_id].details, **d.details}
+                    confidence = d.confidence or by_id[d.alert_id].confidence
+                    by_id[d.alert_id] = replace(
+                        by_id[d.alert_id], confidence=confidence, details=merged
+                    )
             case Annotate():
                 await _timeline(cur, d.alert_id, d.action, dict(d.details), now_ms)
             case ScheduleTimer():
@@ -314,7 +357,15 @@ async def _apply(
 
 def _active_from(d: OpenAlert) -> ActiveAlert:
     return ActiveAlert(
-        d.alert_id, d.kind, d.severity, d.status, d.device_id, d.device_time_ms, d.rule
+        d.alert_id,
+        d.kind,
+        d.severity,
+        d.status,
+        d.device_id,
+        d.device_time_ms,
+        d.rule,
+        d.confidence,
+        d.details,
     )
 
 

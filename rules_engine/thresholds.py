@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 
 from carewatch.settings import Settings
 
@@ -22,6 +22,28 @@ class Thresholds:
     # Add a field here (same name as its Settings default) to give a detector a new knob.
     sos_cancel_window_s: float
     fall_confirm_window_s: float
+    # Fields with a default here have no Settings counterpart: the default is the fallback.
+    # Fall fusion: another source within this long of the alert's fall raises confidence.
+    fall_fusion_window_s: float = 60.0
+    # Vital signs: out of range for the sustain time (no gap over vitals_max_gap_s).
+    vitals_hr_low: float = 40.0
+    vitals_hr_high: float = 130.0
+    vitals_hr_sustain_s: float = 300.0
+    vitals_hr_critical_low: float = 30.0
+    vitals_hr_critical_high: float = 160.0
+    vitals_spo2_low: float = 90.0
+    vitals_spo2_sustain_s: float = 180.0
+    vitals_spo2_critical_low: float = 85.0
+    vitals_temp_high: float = 38.5
+    vitals_temp_sustain_s: float = 600.0
+    vitals_temp_critical_high: float = 39.5
+    vitals_max_gap_s: float = 150.0
+    # Geofence (防走失): default circle around home, fixes outside before an alert.
+    geofence_home_radius_m: float = 500.0
+    geofence_confirm_fixes: float = 2.0
+    # Night (quiet hours, local time): a wandering elder at night is critical.
+    quiet_start_h: float = 22.0
+    quiet_end_h: float = 7.0
 
     @property
     def sos_cancel_window_ms(self) -> int:
@@ -30,6 +52,10 @@ class Thresholds:
     @property
     def fall_confirm_window_ms(self) -> int:
         return round(self.fall_confirm_window_s * 1000)
+
+    @property
+    def fall_fusion_window_ms(self) -> int:
+        return round(self.fall_fusion_window_s * 1000)
 
 
 THRESHOLD_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Thresholds))
@@ -54,5 +80,11 @@ def resolve_thresholds(defaults: Settings, overrides: Mapping[str, object]) -> T
             continue
         if raw is not None:
             log.warning("invalid care profile threshold ignored", extra={"key": key})
-        values[key] = float(getattr(defaults, key))
+        setting = getattr(defaults, key, None)
+        values[key] = float(setting) if setting is not None else _FIELD_DEFAULTS[key]
     return Thresholds(**values)
+
+
+_FIELD_DEFAULTS: dict[str, float] = {
+    f.name: float(f.default) for f in fields(Thresholds) if f.default is not MISSING
+}

@@ -154,7 +154,11 @@ def test_fall_pending_then_timer_confirms() -> None:
     due = DueTimer(timer.timer_id, timer.kind, "E1", timer.due_ms, timer.payload)
     pending = activate(opened)
     [d] = ENGINE.on_timer(due, view(pending), clock)
-    assert d == ConfirmAlert(pending.alert_id, "fall", "fall.confirm_window", timer.timer_id)
+    # no movement recorded in the window: stillness raises the confidence (correlation)
+    still = {"moved": False}
+    assert d == ConfirmAlert(
+        pending.alert_id, "fall", "fall.confirm_window", timer.timer_id, 0.5, still
+    )
 
 
 def test_fall_cancel_before_the_timer_cancels_alert_and_timer() -> None:
@@ -192,8 +196,8 @@ def test_zero_confirmation_window_opens_the_fall_at_once() -> None:
 
 def test_repeat_fall_while_pending_folds_in_without_a_second_timer() -> None:
     opened = activate(decide(ev("fall"), view())[0])
-    [d] = decide(ev("fall", T0 + 5_000, device="R1", kind="radar", seq=9), view(opened))
-    assert isinstance(d, RepeatAlert)
+    d, *_ = decide(ev("fall", T0 + 5_000, device="R1", kind="radar", seq=9), view(opened))
+    assert isinstance(d, RepeatAlert)  # a second source also raises confidence: test_detect_falls
     assert d.alert_id == opened.alert_id
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 from carewatch.clock import Clock
 from carewatch.messages import AlertKind, AlertStatus, Event, Severity
 from rules_engine.decisions import Decision, OpenAlert, RepeatAlert, alert_id_for
+from rules_engine.geo import LatLon, Zone
 from rules_engine.thresholds import Thresholds
 
 
@@ -29,6 +30,8 @@ class ActiveAlert:
     device_id: str | None
     device_time_ms: int
     rule: str
+    confidence: float | None = None
+    details: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,10 @@ class ElderView:
     elder_id: str
     thresholds: Thresholds
     active: Mapping[str, ActiveAlert] = field(default_factory=dict)  # by kind (one per kind)
+    profile_id: str | None = None  # care_profiles.id ('cognitive' = at risk of wandering)
+    profile: Mapping[str, object] = field(default_factory=dict)  # raw care_profiles.thresholds
+    home: LatLon | None = None  # elders.lat/lon
+    zones: tuple[Zone, ...] = ()  # geofence_zones of the elder (migration 009)
 
 
 @dataclass(frozen=True, slots=True)

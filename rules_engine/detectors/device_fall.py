@@ -1,5 +1,9 @@
 """Device-reported falls (wristband fall flag, radar fall flag), with a confirmation window.
 
+Opening and confirming go through rules_engine.detectors.correlation, which the
+accelerometer detector shares: several sources fold into one alert, and stillness
+during the window raises the confidence.
+
 A fall opens a 'pending' alert and a durable timer at +fall_confirm_window_s (server
 time: device clocks drift, and the timer must fire even if the device goes silent).
 "I'm OK" (fall_cancel) before the timer fires cancels it and nobody is notified; the
@@ -13,26 +17,20 @@ from collections.abc import Sequence
 
 from carewatch.clock import Clock
 from carewatch.messages import Event
-from rules_engine.decisions import (
-    Annotate,
-    CancelAlert,
-    CancelTimer,
-    ConfirmAlert,
-    Decision,
-    OpenAlert,
-    ScheduleTimer,
+from rules_engine.decisions import Annotate, CancelAlert, CancelTimer, Decision
+from rules_engine.detectors.base import Detector, DueTimer, ElderView
+from rules_engine.detectors.correlation import (
+    SOURCE_CONFIDENCE,
+    TIMER_KIND,
+    confirm,
+    confirm_timer_id,
+    flag_source,
+    open_or_fuse,
 )
-from rules_engine.detectors.base import Detector, DueTimer, ElderView, open_or_repeat
 
 RULE_FLAG = "fall.device_flag"
 RULE_CANCEL = "fall.cancel"
-RULE_CONFIRM = "fall.confirm_window"
-TIMER_KIND = "fall-confirm"
 FALL_DEVICE_KINDS = frozenset({"wristband", "radar"})
-
-
-def confirm_timer_id(alert_id: str) -> str:
-    return f"{TIMER_KIND}:{alert_id}"
 
 
 class DeviceFallDetector(Detector):
@@ -62,25 +60,16 @@ class DeviceFallDetector(Detector):
         ]
 
     def _on_fall(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
-        window_ms = elder.thresholds.fall_confirm_window_ms
-        decision = open_or_repeat(
+        source = flag_source(event)
+        return open_or_fuse(
             event,
             elder,
-            kind="fall",
-            severity="critical",
-            status="pending" if window_ms > 0 else "open",
+            clock,
+            source=source,
             rule=RULE_FLAG,
+            confidence=SOURCE_CONFIDENCE[source],
             threshold={"fall_confirm_window_s": elder.thresholds.fall_confirm_window_s},
         )
-        if not isinstance(decision, OpenAlert) or decision.status == "open":
-            return [decision]
-        timer = ScheduleTimer(
-            timer_id=confirm_timer_id(decision.alert_id),
-            kind=TIMER_KIND,
-            due_ms=clock.now_ms() + window_ms,
-            payload={"alert_id": decision.alert_id},
-        )
-        return [decision, timer]
 
     def on_timer(self, timer: DueTimer, elder: ElderView, clock: Clock) -> Sequence[Decision]:
         active = elder.active.get("fall")
@@ -88,4 +77,4 @@ class DeviceFallDetector(Detector):
             return []  # cancelled or closed meanwhile: nothing to confirm
         if active.status != "pending":
             return []
-        return [ConfirmAlert(active.alert_id, "fall", RULE_CONFIRM, cause=timer.timer_id)]
+        return [confirm(active, timer.timer_id)]

@@ -1,0 +1,114 @@
+"""Engine plug-in for server-side fall detection on wristband accelerometer windows.
+
+Telemetry whose data has "accel" ({hz, x, y, z}, as ingest publishes it) is fed to one
+streaming `AccelFallDetector` per device, in `wants()`, without I/O: only a detection
+(or the need to learn the elder's care profile) reaches the database. A detection
+opens, or folds into, the elder's 'fall' alert through the same path as the device's
+fall flag (correlation.open_or_fuse): 'pending' with the confirmation timer, rule
+"fall.accel", the detector's confidence and features in the details, and every fall
+threshold used as the alert's threshold.
+
+Per-device state lives in this worker's memory (one owner per events shard). A restart
+loses the few seconds of buffered signal, so a fall whose impact arrived before the
+restart and whose stillness after it is not detected by this path. That is acceptable:
+the window is seconds long, the wristband's own fall flag and the radar are independent
+sources, and a person who stays down is caught by inactivity; rebuilding the buffer
+from stored telemetry would put a database read on the hot path of every device.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import msgspec
+
+from carewatch.clock import Clock
+from carewatch.messages import AccelWindow, Event
+from rules_engine.decisions import Decision
+from rules_engine.detectors.accel_fall import AccelFallDetector, FallDetection, FallThresholds
+from rules_engine.detectors.base import Detector, ElderView
+from rules_engine.detectors.correlation import RecentFalls, open_or_fuse
+from rules_engine.detectors.rejects import count_reject
+from rules_engine.detectors.streaming import EventMemo, ViewCache
+
+log = logging.getLogger(__name__)
+
+RULE = "fall.accel"
+SOURCE = "accel"
+
+
+def fall_thresholds(elder: ElderView) -> FallThresholds:
+    """The elder's care profile thresholds; a broken profile falls back to the defaults
+    (and says so) rather than silencing fall detection for the elder."""
+    try:
+        return FallThresholds.from_profile(elder.profile)
+    except ValueError as exc:
+        log.warning(
+            "invalid fall thresholds in care profile, defaults used",
+            extra={"elder_id": elder.elder_id, "profile_id": elder.profile_id, "error": str(exc)},
+        )
+        return FallThresholds()
+
+
+class AccelFallPlugin(Detector):
+    def __init__(self, recent: RecentFalls | None = None) -> None:
+        self._recent = recent or RecentFalls()
+        self._devices: dict[str, AccelFallDetector] = {}
+        self._profiles: ViewCache[FallThresholds] = ViewCache(fall_thresholds)
+        self._memo: EventMemo[FallDetection | None] = EventMemo()
+
+    def wants(self, event: Event) -> bool:
+        if event.type != "telemetry" or "accel" not in event.data:
+            return False
+        if event.id in self._memo:
+            return self._memo[event.id] is not None
+        thresholds = self._profiles.get(event.elder_id, event.device_time_ms)
+        if thresholds is None:
+            return True  # learn the elder's profile first; on_event feeds this window
+        return self._feed(event, thresholds) is not None
+
+    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+        thresholds = self._profiles.learn(elder, event.device_time_ms)
+        if event.id in self._memo:
+            detection = self._memo[event.id]
+        else:
+            detection = self._feed(event, thresholds)
+        if detection is None:
+            return []
+        self._recent.saw_fall(event.elder_id, event.device_time_ms)
+        used = self._devices[event.device_id].thresholds
+        threshold = {
+            **asdict(used),
+            "fall_confirm_window_s": elder.thresholds.fall_confirm_window_s,
+        }
+        return open_or_fuse(
+            event,
+            elder,
+            clock,
+            source=SOURCE,
+            rule=RULE,
+            confidence=detection.confidence,
+            threshold=threshold,
+            details={"impact_ms": detection.impact_ms, "features": detection.features},
+        )
+
+    def _feed(self, event: Event, thresholds: FallThresholds) -> FallDetection | None:
+        detector = self._devices.get(event.device_id)
+        if detector is None:
+            detector = self._devices[event.device_id] = AccelFallDetector(thresholds)
+        elif detector.thresholds != thresholds:
+            detector.thresholds = thresholds  # profile edited: applies from this window on
+        try:
+            window = msgspec.convert(event.data["accel"], AccelWindow)
+            detection = detector.feed(window, event.device_time_ms)
+        except (msgspec.ValidationError, ValueError) as exc:
+            # the raw window is kept in the telemetry table by ingest; count and move on
+            count_reject("accel_fall", "bad_window")
+            log.warning(
+                "unusable accelerometer window skipped",
+                extra={"event_id": event.id, "device_id": event.device_id, "error": str(exc)},
+            )
+            detection = None
+        return self._memo.put(event.id, detection)

@@ -1,0 +1,225 @@
+"""A fall seen by several sources is one alert; what the elder does next changes its weight.
+
+Fusion: the wristband's fall flag, the radar's fall flag and the server-side
+accelerometer detection all open (or fold into) the elder's one 'fall' alert. Each
+source is recorded once in the alert's details ("sources") and timeline; a second,
+different source within `fall_fusion_window_s` (device time) of the alert's fall raises
+the confidence by noisy-OR, 1 - (1 - c_alert) * (1 - c_source): independent detectors
+agreeing make a false alarm much less likely. A source arriving later is a repeat.
+
+Correlation: a fallen person who does not get up is the dangerous case. Movement from
+any of the elder's devices (PIR/radar motion, wristband steps going up) after the fall
+and before the confirmation timer is recorded on the pending alert ("moved"); when the
+timer confirms an alert without movement, the confidence is raised again (stillness as
+one more independent source) and it stays critical. Movement alone does not cancel:
+only "I'm OK" does (device_fall), because a person can crawl and still need help.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from carewatch.clock import Clock
+from carewatch.messages import Event
+from rules_engine.decisions import (
+    ConfirmAlert,
+    Decision,
+    OpenAlert,
+    RepeatAlert,
+    ScheduleTimer,
+    UpdateAlert,
+    alert_id_for,
+)
+from rules_engine.detectors.base import ActiveAlert, Detector, ElderView
+from rules_engine.detectors.streaming import EventMemo
+
+TIMER_KIND = "fall-confirm"
+RULE_CONFIRM = "fall.confirm_window"
+
+# Prior confidence of each source on its own. Consumer wristband and radar fall flags
+# have high false-alarm rates in daily use (sitting down hard, dropping the arm), so
+# they count as a coin toss that leans to a fall; the accelerometer detector reports its
+# own per-detection confidence.
+SOURCE_CONFIDENCE = {"wristband_flag": 0.6, "radar_flag": 0.6}
+STILLNESS_CONFIDENCE = 0.5  # no movement during the confirmation window
+FALL_HINT_MS = 10 * 60 * 1000  # how long after a fall movement is worth a transaction
+
+
+def confirm_timer_id(alert_id: str) -> str:
+    return f"{TIMER_KIND}:{alert_id}"
+
+
+def fuse(*confidences: float | None) -> float:
+    """Noisy-OR of independent sources (None counts as no evidence)."""
+    miss = 1.0
+    for c in confidences:
+        miss *= 1.0 - min(1.0, max(0.0, c or 0.0))
+    return round(1.0 - miss, 3)
+
+
+def flag_source(event: Event) -> str:
+    return "radar_flag" if event.device_kind == "radar" else "wristband_flag"
+
+
+def open_or_fuse(
+    event: Event,
+    elder: ElderView,
+    clock: Clock,
+    *,
+    source: str,
+    rule: str,
+    confidence: float,
+    threshold: Mapping[str, float],
+    details: Mapping[str, object] | None = None,
+) -> list[Decision]:
+    """Open a pending fall with its confirmation timer, or fold this source into the
+    elder's active fall (raising its confidence when a new source agrees in time)."""
+    entry: dict[str, object] = {
+        "event_id": event.id,
+        "device_id": event.device_id,
+        "device_time_ms": event.device_time_ms,
+        "confidence": confidence,
+        "rule": rule,
+        **(details or {}),
+    }
+    active = elder.active.get("fall")
+    if active is None:
+        return _open(event, elder, clock, source, rule, confidence, threshold, entry)
+    repeat = RepeatAlert(
+        alert_id=active.alert_id,
+        kind="fall",
+        source_event_id=event.id,
+        device_id=event.device_id,
+        device_time_ms=event.device_time_ms,
+    )
+    sources = dict(_sources(active))
+    window_ms = elder.thresholds.fall_fusion_window_ms
+    if source in sources or abs(event.device_time_ms - active.device_time_ms) > window_ms:
+        return [repeat]
+    sources[source] = entry
+    fused = fuse(active.confidence, confidence)
+    return [repeat, UpdateAlert(active.alert_id, "source_agreed", fused, {"sources": sources})]
+
+
+def _open(
+    event: Event,
+    elder: ElderView,
+    clock: Clock,
+    source: str,
+    rule: str,
+    confidence: float,
+    threshold: Mapping[str, float],
+    entry: Mapping[str, object],
+) -> list[Decision]:
+    window_ms = elder.thresholds.fall_confirm_window_ms
+    opened = OpenAlert(
+        alert_id=alert_id_for("fall", event.id),
+        kind="fall",
+        severity="critical",
+        status="pending" if window_ms > 0 else "open",
+        rule=rule,
+        threshold=threshold,
+        confidence=confidence,
+        device_id=event.device_id,
+        source_event_id=event.id,
+        device_time_ms=event.device_time_ms,
+        details={"sources": {source: dict(entry)}},
+    )
+    if opened.status == "open":
+        return [opened]
+    timer = ScheduleTimer(
+        timer_id=confirm_timer_id(opened.alert_id),
+        kind=TIMER_KIND,
+        due_ms=clock.now_ms() + window_ms,
+        payload={"alert_id": opened.alert_id},
+    )
+    return [opened, timer]
+
+
+def _sources(active: ActiveAlert) -> Mapping[str, object]:
+    sources = active.details.get("sources")
+    return sources if isinstance(sources, Mapping) else {}
+
+
+def confirm(active: ActiveAlert, timer_id: str) -> ConfirmAlert:
+    """The confirmation window ran out: stillness (no recorded movement) raises the
+    confidence; movement leaves it as the sources made it."""
+    moved = active.details.get("moved")
+    if moved:
+        return ConfirmAlert(
+            active.alert_id, "fall", RULE_CONFIRM, timer_id, details={"moved": True}
+        )
+    raised = fuse(active.confidence, STILLNESS_CONFIDENCE)
+    return ConfirmAlert(
+        active.alert_id, "fall", RULE_CONFIRM, timer_id, raised, details={"moved": False}
+    )
+
+
+# --- movement after a fall -----------------------------------------------------------
+
+
+class RecentFalls:
+    """Elders with a fall in the last minutes (device time), shared by the fall
+    detectors, so that movement telemetry touches the database only when it matters.
+
+    In memory: after a restart, movement during a fall's window is not recorded and the
+    alert is confirmed as still, with the raised confidence. It was critical already and
+    is confirmed either way, so the loss only overstates the confidence of that one fall.
+    """
+
+    def __init__(self) -> None:
+        self.falls: dict[str, int] = {}  # elder -> device time of the latest fall
+
+    def saw_fall(self, elder_id: str, device_ms: int) -> None:
+        self.falls[elder_id] = max(device_ms, self.falls.get(elder_id, device_ms))
+
+    def recent(self, elder_id: str, device_ms: int) -> bool:
+        at = self.falls.get(elder_id)
+        if at is None:
+            return False
+        if device_ms - at > FALL_HINT_MS:
+            del self.falls[elder_id]
+            return False
+        return device_ms >= at
+
+
+class FallMovementDetector(Detector):
+    """Records movement (motion, rising steps) on the elder's pending fall alert."""
+
+    def __init__(self, recent: RecentFalls) -> None:
+        self._recent = recent
+        self._last_steps: dict[str, tuple[int, int]] = {}  # device -> (device ms, steps)
+        self._memo: EventMemo[bool] = EventMemo()
+
+    def wants(self, event: Event) -> bool:
+        if event.type == "event" and event.event == "fall":
+            self._recent.saw_fall(event.elder_id, event.device_time_ms)  # observe only
+            return False
+        if event.type != "telemetry":
+            return False
+        if event.id in self._memo:
+            return self._memo[event.id]
+        moved = self._movement(event)
+        recent = self._recent.recent(event.elder_id, event.device_time_ms)
+        return self._memo.put(event.id, moved and recent)
+
+    def _movement(self, event: Event) -> bool:
+        if event.data.get("motion") is True:
+            return True
+        steps = event.data.get("steps")
+        if not isinstance(steps, int) or isinstance(steps, bool):
+            return False
+        last = self._last_steps.get(event.device_id)
+        if last is not None and event.device_time_ms <= last[0]:
+            return False  # late or re-sent sample: says nothing new
+        self._last_steps[event.device_id] = (event.device_time_ms, steps)
+        return last is not None and steps > last[1]
+
+    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+        active = elder.active.get("fall")
+        if active is None or active.status != "pending" or active.details.get("moved"):
+            return []
+        if event.device_time_ms < active.device_time_ms:
+            return []  # movement before the fall says nothing about after it
+        moved = {"event_id": event.id, "device_id": event.device_id}
+        return [UpdateAlert(active.alert_id, "movement", None, {"moved": moved})]

@@ -1,0 +1,172 @@
+"""Geofence (防走失): an elder at risk of wandering leaves the safe area.
+
+At risk: the care profile is 'cognitive' (认知障碍), or the elder has zones defined
+(geofence_zones, migration 009). Without zones the safe area is a circle around home of
+geofence_home_radius_m. A wristband fix outside every zone counts; the alert opens only
+after geofence_confirm_fixes consecutive fixes outside (default 2), so one GPS/LBS fix
+thrown across the fence by multipath or a cell-tower position does not call anybody.
+Severity: warning by day, critical in the profile's quiet hours (local time of the fix,
+settings.timezone), when an elder outside alone is in real danger. Further fixes
+outside update the alert's last known position; the first fix back inside after an
+alert is recorded in its timeline (a human still closes it: somebody should check).
+
+Cheap path: the zones of each elder are cached from the last view (refreshed every ten
+minutes of device time), so fixes of elders not at risk, and fixes inside, stay out of
+the database. The outside streak per device is in memory (one owner per shard); a
+restart forgets at most one fix outside, delaying an alert by one fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from carewatch.clock import Clock
+from carewatch.messages import Event, Severity
+from rules_engine.decisions import Annotate, Decision, OpenAlert, UpdateAlert
+from rules_engine.detectors.base import Detector, ElderView, open_or_repeat
+from rules_engine.detectors.streaming import EventMemo, ViewCache
+from rules_engine.geo import LatLon, Zone, distance_m, inside_any
+from rules_engine.thresholds import Thresholds
+
+RULE_EXIT = "geofence.exit"
+AT_RISK_PROFILES = frozenset({"cognitive"})
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    zones: tuple[Zone, ...]  # empty: the elder is not at risk, nothing to check
+    confirm_fixes: int
+
+
+def fence_of(elder: ElderView) -> Fence:
+    th = elder.thresholds
+    confirm = max(1, round(th.geofence_confirm_fixes))
+    if elder.zones:
+        return Fence(elder.zones, confirm)
+    if elder.profile_id in AT_RISK_PROFILES and elder.home is not None:
+        home = Zone("home", centre=elder.home, radius_m=th.geofence_home_radius_m)
+        return Fence((home,), confirm)
+    return Fence((), confirm)
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """One position and where it leaves the device's streak of fixes outside."""
+
+    at: LatLon
+    inside: bool
+    streak: int  # consecutive fixes outside, this one included
+    before: int  # the streak before this fix
+
+
+def position(event: Event) -> LatLon | None:
+    lat, lon = event.data.get("lat"), event.data.get("lon")
+    if event.type != "telemetry":
+        return None
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lat, lon)):
+        return None
+    return LatLon(float(lat), float(lon))  # type: ignore[arg-type]
+
+
+def is_night(device_ms: int, th: Thresholds, tz: ZoneInfo) -> bool:
+    local = datetime.fromtimestamp(device_ms / 1000, tz)
+    hour = local.hour + local.minute / 60
+    start, end = th.quiet_start_h, th.quiet_end_h
+    if start <= end:
+        return start <= hour < end
+    return hour >= start or hour < end  # quiet hours across midnight, e.g. 22-7
+
+
+class GeofenceDetector(Detector):
+    def __init__(self, timezone: str = "Asia/Shanghai") -> None:
+        self._tz = ZoneInfo(timezone)
+        self._fences: ViewCache[Fence] = ViewCache(fence_of)
+        self._streaks: dict[str, tuple[int, int]] = {}  # device -> (device ms, streak)
+        self._memo: EventMemo[Fix | None] = EventMemo()
+
+    def wants(self, event: Event) -> bool:
+        at = position(event)
+        if at is None:
+            return False
+        fence = self._fences.get(event.elder_id, event.device_time_ms)
+        if fence is None:
+            return True  # learn the elder's zones; on_event judges this fix
+        if not fence.zones:
+            return False
+        fix = self._memo[event.id] if event.id in self._memo else self._fix(event, at, fence)
+        return _worth_deciding(fix, fence.confirm_fixes)
+
+    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+        at = position(event)
+        assert at is not None, "wants() let only fixes through"
+        fence = self._fences.learn(elder, event.device_time_ms)
+        fix = self._memo[event.id] if event.id in self._memo else self._fix(event, at, fence)
+        active = elder.active.get("geofence")
+        if fix is None or not fence.zones:
+            return []
+        last_fix: dict[str, object] = {
+            "lat": at.lat,
+            "lon": at.lon,
+            "device_id": event.device_id,
+            "device_time_ms": event.device_time_ms,
+        }
+        if fix.inside:
+            if active is None or fix.before == 0:
+                return []
+            return [Annotate(active.alert_id, "returned_inside", last_fix)]
+        if fix.streak < fence.confirm_fixes:
+            return []
+        th = elder.thresholds
+        night = is_night(event.device_time_ms, th, self._tz)
+        severity: Severity = "critical" if night else "warning"
+        decision = open_or_repeat(
+            event,
+            elder,
+            kind="geofence",
+            severity=severity,
+            status="open",
+            rule=RULE_EXIT,
+            threshold={
+                "geofence_confirm_fixes": float(fence.confirm_fixes),
+                "geofence_home_radius_m": th.geofence_home_radius_m,
+                "quiet_start_h": th.quiet_start_h,
+                "quiet_end_h": th.quiet_end_h,
+            },
+        )
+        if not isinstance(decision, OpenAlert):
+            return [
+                decision,
+                UpdateAlert(decision.alert_id, "outside", None, {"last_fix": last_fix}),
+            ]
+        details: dict[str, object] = {
+            "last_fix": last_fix,
+            "night": night,
+            "zones": [z.name for z in fence.zones],
+            "fixes_outside": fix.streak,
+        }
+        if elder.home is not None:
+            details["distance_from_home_m"] = round(distance_m(elder.home, at))
+        return [replace(decision, details=details)]
+
+    def _fix(self, event: Event, at: LatLon, fence: Fence) -> Fix | None:
+        """Judge a fix against the fence and advance the device's streak, once per event
+        (None: a late fix, older than the last one judged, which changes nothing)."""
+        last_ms, before = self._streaks.get(event.device_id, (None, 0))
+        if last_ms is not None and event.device_time_ms <= last_ms:
+            return self._memo.put(event.id, None)
+        inside = inside_any(fence.zones, at)
+        streak = 0 if inside else before + 1
+        self._streaks[event.device_id] = (event.device_time_ms, streak)
+        return self._memo.put(event.id, Fix(at, inside, streak, before))
+
+
+def _worth_deciding(fix: Fix | None, confirm_fixes: int) -> bool:
+    """A confirmed exit, or the first fix back inside after a confirmed exit."""
+    if fix is None:
+        return False
+    if fix.inside:
+        return fix.before >= confirm_fixes
+    return fix.streak >= confirm_fixes

@@ -1,0 +1,235 @@
+"""Vital signs out of range for a sustained period: heart rate, SpO2, body temperature.
+
+One sample out of range is usually the sensor (a loose band, a cold finger), so a sign
+fires only when every sample of a run is out of range for the sign's sustain time (run
+length in device time, first to last sample, inclusive: exactly the sustain time fires).
+A normal sample ends the run; so does a hole in the data longer than vitals_max_gap_s,
+because nobody knows what the sign did meanwhile. One alert kind "vitals": warning,
+critical when a sample of the run is beyond the sign's critical limit; the details say
+which sign, the rule is "vitals.{sign}" and the threshold records the limits used.
+
+Cheap path: most samples are normal. A sample inside the screening band (normal under
+any care profile) ends its run in `wants()` without touching the database; only a
+sample outside it reaches `on_event`, where the elder's profile limits are read fresh.
+So a profile may widen the limits freely but not narrow them inside the screening band
+(the effective limit is clamped to it). Samples from a wristband that says it is not
+worn are ignored.
+
+Runs live in this worker's memory (one owner per events shard): a restart starts every
+run again, which delays an alert by at most one sustain time; the alternative, a
+database round trip per sample, is what the screening band is there to avoid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from carewatch.clock import Clock
+from carewatch.messages import Event, Severity
+from rules_engine.decisions import Decision, OpenAlert
+from rules_engine.detectors.base import Detector, ElderView, open_or_repeat
+from rules_engine.detectors.streaming import EventMemo
+from rules_engine.thresholds import Thresholds
+
+
+@dataclass(frozen=True, slots=True)
+class Sign:
+    name: str  # telemetry field
+    low: str | None  # Thresholds field names of the limits, None: no such limit
+    high: str | None
+    sustain: str
+    critical_low: str | None
+    critical_high: str | None
+    screen_low: float | None  # a value in [screen_low, screen_high] is normal for anyone
+    screen_high: float | None
+
+    def limits(self, th: Thresholds) -> tuple[float | None, float | None]:
+        low = _get(th, self.low)
+        high = _get(th, self.high)
+        if low is not None and self.screen_low is not None:
+            low = min(low, self.screen_low)
+        if high is not None and self.screen_high is not None:
+            high = max(high, self.screen_high)
+        return low, high
+
+    def screened_normal(self, value: float) -> bool:
+        return (self.screen_low is None or value >= self.screen_low) and (
+            self.screen_high is None or value <= self.screen_high
+        )
+
+    def extreme(self, value: float, th: Thresholds) -> bool:
+        low, high = _get(th, self.critical_low), _get(th, self.critical_high)
+        return (low is not None and value < low) or (high is not None and value > high)
+
+
+def _get(th: Thresholds, name: str | None) -> float | None:
+    return None if name is None else float(getattr(th, name))
+
+
+# Screening bands: resting heart rate of an elder is 60-100 (50 for those on beta
+# blockers); SpO2 below 94 and a temperature over 37.5 are already worth a look.
+SIGNS: tuple[Sign, ...] = (
+    Sign(
+        "hr",
+        "vitals_hr_low",
+        "vitals_hr_high",
+        "vitals_hr_sustain_s",
+        "vitals_hr_critical_low",
+        "vitals_hr_critical_high",
+        50.0,
+        110.0,
+    ),
+    Sign(
+        "spo2",
+        "vitals_spo2_low",
+        None,
+        "vitals_spo2_sustain_s",
+        "vitals_spo2_critical_low",
+        None,
+        94.0,
+        None,
+    ),
+    Sign(
+        "temp",
+        None,
+        "vitals_temp_high",
+        "vitals_temp_sustain_s",
+        None,
+        "vitals_temp_critical_high",
+        None,
+        37.5,
+    ),
+)
+
+
+@dataclass(slots=True)
+class Run:
+    """Consecutive out-of-range samples of one sign from one device (device time)."""
+
+    start_ms: int
+    last_ms: int
+    extreme: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Sustained:
+    sign: Sign
+    value: float
+    run: Run
+
+
+def readings(event: Event) -> dict[str, float]:
+    """The vital signs a sample carries (0 is 'no reading' on these sensors)."""
+    if event.type != "telemetry" or event.data.get("worn") is False:
+        return {}
+    found: dict[str, float] = {}
+    for sign in SIGNS:
+        value = event.data.get(sign.name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            found[sign.name] = float(value)
+    return found
+
+
+class VitalsDetector(Detector):
+    def __init__(self) -> None:
+        self._runs: dict[tuple[str, str], Run] = {}  # (device, sign)
+        self._memo: EventMemo[bool] = EventMemo()
+
+    def wants(self, event: Event) -> bool:
+        values = readings(event)
+        if not values:
+            return False
+        if event.id in self._memo:
+            return self._memo[event.id]
+        flagged = False
+        for sign in SIGNS:
+            value = values.get(sign.name)
+            if value is None:
+                continue
+            if sign.screened_normal(value):
+                self._end_run(event, sign)
+            else:
+                flagged = True
+        return self._memo.put(event.id, flagged)
+
+    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+        th = elder.thresholds
+        values = readings(event)
+        sustained: list[Sustained] = []
+        for sign in SIGNS:
+            value = values.get(sign.name)
+            if value is None or sign.screened_normal(value):
+                continue
+            low, high = sign.limits(th)
+            if not ((low is not None and value < low) or (high is not None and value > high)):
+                self._end_run(event, sign)
+                continue
+            run = self._extend_run(event, sign, sign.extreme(value, th), th)
+            if run is not None and run.last_ms - run.start_ms >= _ms(th, sign.sustain):
+                sustained.append(Sustained(sign, value, run))
+        if not sustained:
+            return []
+        # one alert kind: the most serious sign names it, the details list them all
+        worst = max(sustained, key=lambda s: (s.run.extreme, s.run.last_ms - s.run.start_ms))
+        severity: Severity = "critical" if any(s.run.extreme for s in sustained) else "warning"
+        decision = open_or_repeat(
+            event,
+            elder,
+            kind="vitals",
+            severity=severity,
+            status="open",
+            rule=f"vitals.{worst.sign.name}",
+            threshold=_threshold(worst.sign, th),
+        )
+        if isinstance(decision, OpenAlert):
+            decision = replace(decision, details=_details(worst, sustained))
+        return [decision]
+
+    def _end_run(self, event: Event, sign: Sign) -> None:
+        run = self._runs.get((event.device_id, sign.name))
+        if run is not None and event.device_time_ms > run.last_ms:
+            del self._runs[(event.device_id, sign.name)]
+
+    def _extend_run(self, event: Event, sign: Sign, extreme: bool, th: Thresholds) -> Run | None:
+        """The run this sample belongs to (None for a sample older than its run)."""
+        key = (event.device_id, sign.name)
+        t = event.device_time_ms
+        run = self._runs.get(key)
+        if run is not None and run.start_ms <= t <= run.last_ms:
+            return run  # seen already (a retried transaction) or late inside the run
+        if run is not None and t < run.start_ms:
+            return None
+        if run is None or t - run.last_ms > _ms(th, "vitals_max_gap_s"):
+            run = self._runs[key] = Run(t, t, extreme)
+            return run
+        run.last_ms, run.extreme = t, run.extreme or extreme
+        return run
+
+
+def _ms(th: Thresholds, name: str) -> int:
+    return round(float(getattr(th, name)) * 1000)
+
+
+def _threshold(sign: Sign, th: Thresholds) -> dict[str, float]:
+    low, high = sign.limits(th)
+    out = {sign.sustain: float(getattr(th, sign.sustain)), "vitals_max_gap_s": th.vitals_max_gap_s}
+    if low is not None and sign.low is not None:
+        out[sign.low] = low
+    if high is not None and sign.high is not None:
+        out[sign.high] = high
+    for name in (sign.critical_low, sign.critical_high):
+        if name is not None:
+            out[name] = float(getattr(th, name))
+    return out
+
+
+def _details(worst: Sustained, sustained: list[Sustained]) -> dict[str, object]:
+    return {
+        "sign": worst.sign.name,
+        "value": worst.value,
+        "since_ms": worst.run.start_ms,
+        "duration_s": (worst.run.last_ms - worst.run.start_ms) / 1000,
+        "extreme": worst.run.extreme,
+        "signs": {s.sign.name: s.value for s in sustained},
+    }

@@ -1,0 +1,313 @@
+"""Falls: server-side accelerometer detection, fusion of sources, stillness afterwards.
+
+Pure: typed events, an ElderView and a ManualClock in, decisions out (no servers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+import pytest
+from prometheus_client import REGISTRY
+
+from carewatch.clock import ManualClock
+from carewatch.messages import Event, EventType
+from rules_engine.decisions import (
+    CancelAlert,
+    CancelTimer,
+    ConfirmAlert,
+    Decision,
+    OpenAlert,
+    RepeatAlert,
+    ScheduleTimer,
+    UpdateAlert,
+)
+from rules_engine.detectors.base import ActiveAlert, DueTimer, ElderView
+from rules_engine.detectors.device_fall import DeviceFallDetector
+from rules_engine.detectors.signals import signal_detectors
+from rules_engine.engine import Engine
+from rules_engine.thresholds import Thresholds
+from simulators.accel_trials import HZ, generate_trial
+
+T0 = 1_764_000_000_000
+THRESHOLDS = Thresholds(sos_cancel_window_s=10.0, fall_confirm_window_s=30.0)
+
+
+def fall_engine() -> Engine:
+    """The fall detectors and their telemetry peers as default_engine() has them, without
+    the presence detectors (inactivity, device health), whose decisions are not ours."""
+    return Engine([DeviceFallDetector(), *signal_detectors("Asia/Shanghai")])
+
+
+def accel_events(
+    code: str, device: str = "W1", start_ms: int = T0, chunk_s: float = 1.0
+) -> list[Event]:
+    """A synthetic trial cut into windows as the wristband publishes them."""
+    acc = generate_trial(code, subject=1, rep=1, seed=7)
+    step = round(chunk_s * HZ)
+    out = []
+    for n, i in enumerate(range(0, len(acc), step)):
+        chunk = acc[i : i + step]
+        t = start_ms + round(i * 1000 / HZ)
+        accel = {"hz": float(HZ), **{k: chunk[:, j].tolist() for j, k in enumerate("xyz")}}
+        out.append(telemetry({"accel": accel}, t, device, seq=1000 + n))
+    return out
+
+
+def telemetry(
+    data: Mapping[str, object], t_ms: int, device: str = "W1", seq: int = 1, kind: str = "wristband"
+) -> Event:
+    return Event(
+        id=f"{device}:{seq}",
+        elder_id="E1",
+        device_id=device,
+        device_kind=kind,
+        type="telemetry",
+        device_time_ms=t_ms,
+        received_ms=t_ms + 50,
+        seq=seq,
+        data=dict(data),
+    )
+
+
+def flag(event: EventType, t_ms: int, device: str = "W1", kind: str = "wristband") -> Event:
+    seq = t_ms - T0 + 1
+    return Event(
+        id=f"{device}:{seq}",
+        elder_id="E1",
+        device_id=device,
+        device_kind=kind,
+        type="event",
+        device_time_ms=t_ms,
+        received_ms=t_ms + 50,
+        seq=seq,
+        event=event,
+    )
+
+
+def view(*active: ActiveAlert, profile: Mapping[str, object] | None = None) -> ElderView:
+    return ElderView("E1", THRESHOLDS, {a.kind: a for a in active}, "standard", profile or {})
+
+
+def activate(d: Decision) -> ActiveAlert:
+    assert isinstance(d, OpenAlert)
+    return ActiveAlert(
+        d.alert_id,
+        d.kind,
+        d.severity,
+        d.status,
+        d.device_id,
+        d.device_time_ms,
+        d.rule,
+        d.confidence,
+        d.details,
+    )
+
+
+def sources_of(details: Mapping[str, object]) -> set[str]:
+    sources = details["sources"]
+    assert isinstance(sources, dict)
+    return set(sources)
+
+
+def run(engine: Engine, events: list[Event], elder: ElderView) -> tuple[list[Decision], int]:
+    """Feed events as the worker does; returns the decisions and how many needed the DB."""
+    decisions: list[Decision] = []
+    to_db = 0
+    for e in events:
+        if engine.wants(e):
+            to_db += 1
+            decisions.extend(engine.on_event(e, elder, ManualClock(e.received_ms)))
+    return decisions, to_db
+
+
+# --- accelerometer ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", ["F01", "F02", "F03"])
+def test_a_fall_in_accel_windows_opens_one_pending_alert_with_timer(code: str) -> None:
+    decisions, to_db = run(fall_engine(), accel_events(code), view())
+    opened, timer = decisions
+    assert isinstance(opened, OpenAlert)
+    assert (opened.kind, opened.severity, opened.status, opened.rule) == (
+        "fall",
+        "critical",
+        "pending",
+        "fall.accel",
+    )
+    assert opened.confidence is not None and 0.5 < opened.confidence <= 1.0
+    assert opened.threshold["impact_g"] == 2.5  # the thresholds used, all of them
+    assert opened.threshold["fall_confirm_window_s"] == 30.0
+    source = opened.details["sources"]["accel"]  # type: ignore[index]
+    assert source["features"]["peak_g"] >= 2.5
+    assert isinstance(timer, ScheduleTimer) and timer.kind == "fall-confirm"
+    # the first window to learn the elder's profile, then only the detection
+    assert to_db == 2
+
+
+@pytest.mark.parametrize("code", ["D01", "D03", "D08", "D15", "D20"])
+def test_daily_activity_in_accel_windows_opens_nothing(code: str) -> None:
+    decisions, to_db = run(fall_engine(), accel_events(code), view())
+    assert decisions == []
+    assert to_db == 1  # learning the profile only
+
+
+def test_care_profile_thresholds_apply_and_are_recorded() -> None:
+    deaf = view(profile={"fall": {"impact_g": 12.0}})
+    assert run(fall_engine(), accel_events("F01"), deaf)[0] == []
+    alone = view(profile={"fall": {"impact_g": 2.2}, "sos_cancel_window_s": 5})
+    opened, _ = run(fall_engine(), accel_events("F01"), alone)[0]
+    assert isinstance(opened, OpenAlert) and opened.threshold["impact_g"] == 2.2
+
+
+def test_a_broken_profile_falls_back_to_defaults_instead_of_silencing() -> None:
+    typo = view(profile={"fall": {"impactg": 2.2}})
+    opened, _ = run(fall_engine(), accel_events("F01"), typo)[0]
+    assert isinstance(opened, OpenAlert) and opened.threshold["impact_g"] == 2.5
+
+
+def test_redelivered_windows_and_retried_transactions_decide_the_same() -> None:
+    engine = fall_engine()
+    events = accel_events("F01")
+    first, _ = run(engine, events, view())
+    # the same deliveries again (redelivery, or a transaction retried): same answers
+    again = [
+        d for e in events if engine.wants(e) for d in engine.on_event(e, view(), ManualClock())
+    ]
+    assert [type(d) for d in again] == [OpenAlert, ScheduleTimer]
+    assert again[0] == first[0]
+
+
+def test_an_unusable_window_is_counted_and_skipped() -> None:
+    engine = fall_engine()
+    before = REGISTRY.get_sample_value(
+        "carewatch_rules_rejected_samples_total", {"detector": "accel_fall", "reason": "bad_window"}
+    )
+    prime = accel_events("D01")[0]
+    run(engine, [prime], view())
+    bad = telemetry({"accel": {"hz": 50.0, "x": [1.0, 2.0], "y": [1.0], "z": []}}, T0 + 1000, seq=5)
+    assert not engine.wants(bad)
+    after = REGISTRY.get_sample_value(
+        "carewatch_rules_rejected_samples_total", {"detector": "accel_fall", "reason": "bad_window"}
+    )
+    assert (after or 0) == (before or 0) + 1
+
+
+# --- fusion -----------------------------------------------------------------------------
+
+
+def test_device_flag_opens_with_its_source_and_prior_confidence() -> None:
+    opened, _ = run(fall_engine(), [flag("fall", T0)], view())[0]
+    assert isinstance(opened, OpenAlert)
+    assert opened.confidence == 0.6
+    assert set(opened.details["sources"]) == {"wristband_flag"}  # type: ignore[arg-type]
+
+
+def test_accel_agreeing_with_the_device_flag_folds_in_and_raises_confidence() -> None:
+    engine = fall_engine()
+    pending = activate(run(engine, [flag("fall", T0 + 1500)], view())[0][0])
+    decisions, _ = run(engine, accel_events("F01"), view(pending))
+    repeat, fused = decisions  # no second alert, no second timer
+    assert isinstance(repeat, RepeatAlert) and repeat.alert_id == pending.alert_id
+    assert isinstance(fused, UpdateAlert) and fused.action == "source_agreed"
+    assert fused.confidence is not None and fused.confidence > 0.9
+    assert set(fused.details["sources"]) == {"wristband_flag", "accel"}  # type: ignore[arg-type]
+
+
+def test_radar_flag_then_wristband_flag_raise_confidence_by_noisy_or() -> None:
+    engine = fall_engine()
+    pending = activate(run(engine, [flag("fall", T0, "R1", "radar")], view())[0][0])
+    _, fused = run(engine, [flag("fall", T0 + 3000)], view(pending))[0]
+    assert isinstance(fused, UpdateAlert)
+    assert fused.confidence == pytest.approx(1 - 0.4 * 0.4)
+
+
+@pytest.mark.parametrize(
+    ("device", "kind", "dt_ms"),
+    [
+        ("W1", "wristband", 3_000),  # the same source again: a repeat, no more weight
+        ("R1", "radar", 60_001),  # another source, but too late to be the same fall
+    ],
+)
+def test_repeats_that_are_not_agreement_do_not_raise_confidence(
+    device: str, kind: str, dt_ms: int
+) -> None:
+    engine = fall_engine()
+    pending = activate(run(engine, [flag("fall", T0)], view())[0][0])
+    [repeat] = run(engine, [flag("fall", T0 + dt_ms, device, kind)], view(pending))[0]
+    assert isinstance(repeat, RepeatAlert)
+
+
+def test_exactly_at_the_fusion_window_still_agrees() -> None:
+    engine = fall_engine()
+    pending = activate(run(engine, [flag("fall", T0)], view())[0][0])
+    _, fused = run(engine, [flag("fall", T0 + 60_000, "R1", "radar")], view(pending))[0]
+    assert isinstance(fused, UpdateAlert)
+
+
+# --- correlation: movement after the fall --------------------------------------------------
+
+
+def confirm_of(engine: Engine, opened: Decision, timer: Decision, elder: ElderView) -> Decision:
+    assert isinstance(timer, ScheduleTimer)
+    due = DueTimer(timer.timer_id, timer.kind, "E1", timer.due_ms, timer.payload)
+    [d] = engine.on_timer(due, elder, ManualClock(timer.due_ms))
+    return d
+
+
+def test_no_movement_after_the_fall_raises_confidence_at_confirmation() -> None:
+    engine = fall_engine()
+    opened, timer = run(engine, [flag("fall", T0)], view())[0]
+    pending = activate(opened)
+    # the elder's other devices say nothing that moves: motion False, steps unchanged
+    quiet = [
+        telemetry({"motion": False}, T0 + 5_000, "P1", 1, "pir"),
+        telemetry({"steps": 120}, T0 + 6_000, "W1", 2),
+        telemetry({"steps": 120}, T0 + 20_000, "W1", 3),
+    ]
+    assert run(engine, quiet, view(pending)) == ([], 0)
+    d = confirm_of(engine, opened, timer, view(pending))
+    assert isinstance(d, ConfirmAlert)
+    assert d.confidence == pytest.approx(1 - 0.4 * 0.5)  # flag 0.6, stillness 0.5
+    assert d.details == {"moved": False}
+
+
+@pytest.mark.parametrize(
+    "moving",
+    [
+        [telemetry({"motion": True}, T0 + 5_000, "P1", 1, "pir")],
+        [
+            telemetry({"steps": 120}, T0 + 4_000, "W1", 2),
+            telemetry({"steps": 131}, T0 + 9_000, "W1", 3),
+        ],
+    ],
+)
+def test_movement_during_the_window_is_recorded_and_confirms_without_boost(
+    moving: list[Event],
+) -> None:
+    engine = fall_engine()
+    opened, timer = run(engine, [flag("fall", T0)], view())[0]
+    pending = activate(opened)
+    [moved] = run(engine, moving, view(pending))[0]
+    assert isinstance(moved, UpdateAlert) and moved.action == "movement"
+    seen = replace(pending, details={**pending.details, **moved.details})
+    d = confirm_of(engine, opened, timer, view(seen))
+    assert isinstance(d, ConfirmAlert)
+    assert d.confidence is None and d.details == {"moved": True}
+
+
+def test_movement_without_a_recent_fall_never_reaches_the_database() -> None:
+    engine = fall_engine()
+    assert not engine.wants(telemetry({"motion": True}, T0, "P1", 1, "pir"))
+    engine.wants(flag("fall", T0))
+    late = telemetry({"motion": True}, T0 + 11 * 60_000, "P1", 2, "pir")
+    assert not engine.wants(late)
+
+
+def test_im_ok_still_cancels_a_fall_found_by_the_accelerometer() -> None:
+    engine = fall_engine()
+    opened, timer = run(engine, accel_events("F02"), view())[0]
+    cancel, drop = run(engine, [flag("fall_cancel", T0 + 9_000)], view(activate(opened)))[0]
+    assert isinstance(cancel, CancelAlert) and cancel.alert_id == activate(opened).alert_id
+    assert isinstance(timer, ScheduleTimer) and drop == CancelTimer(timer.timer_id)
