@@ -201,7 +201,7 @@ def test_device_flag_opens_with_its_source_and_prior_confidence() -> None:
     opened, _ = run(fall_engine(), [flag("fall", T0)], view())[0]
     assert isinstance(opened, OpenAlert)
     assert opened.confidence == 0.6
-    assert set(opened.details["sources"]) == {"wristband_flag"}  # type: ignore[arg-type]
+    assert sources_of(opened.details) == {"wristband_flag"}
 
 
 def test_accel_agreeing_with_the_device_flag_folds_in_and_raises_confidence() -> None:
@@ -212,7 +212,7 @@ def test_accel_agreeing_with_the_device_flag_folds_in_and_raises_confidence() ->
     assert isinstance(repeat, RepeatAlert) and repeat.alert_id == pending.alert_id
     assert isinstance(fused, UpdateAlert) and fused.action == "source_agreed"
     assert fused.confidence is not None and fused.confidence > 0.9
-    assert set(fused.details["sources"]) == {"wristband_flag", "accel"}  # type: ignore[arg-type]
+    assert sources_of(fused.details) == {"wristband_flag", "accel"}
 
 
 def test_radar_flag_then_wristband_flag_raise_confidence_by_noisy_or() -> None:
