@@ -145,6 +145,10 @@ class AlertChange(msgspec.Struct, omit_defaults=True, kw_only=True):
     device_time_ms: int
     changed_ms: int
     actor: str | None = None
+    # Set when an alert changed without a status change and consumers must act on it:
+    # "escalated" (severity raised, e.g. an inactivity warning became critical) or
+    # "reminder" (the condition still lasts: notify again). None: a status change.
+    reason: Literal["escalated", "reminder"] | None = None
 
 
 def encode(msg: msgspec.Struct) -> bytes:

@@ -85,6 +85,31 @@ class UpdateAlert:
 
 
 @dataclass(frozen=True, slots=True)
+class ResolveAlert:
+    """The condition cleared by itself (device back online, battery charged): 'resolved'."""
+
+    alert_id: str
+    kind: AlertKind
+    rule: str
+    cause: str  # the event or timer id that showed it cleared
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RenotifyAlert:
+    """No status change, but the notifier must act: the severity was raised
+    ('escalated', `severity` is the new one) or the condition lasts ('reminder')."""
+
+    alert_id: str
+    kind: AlertKind
+    reason: Literal["escalated", "reminder"]
+    rule: str
+    cause: str  # the timer id that fired
+    severity: Severity | None = None  # None keeps the current severity
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Annotate:
     """A timeline entry on an alert without a status change (e.g. a late cancel)."""
 
@@ -101,6 +126,10 @@ class ScheduleTimer:
     kind: str
     due_ms: int
     payload: Mapping[str, object] = field(default_factory=dict)
+    # False: an existing timer of this id is kept as it is. True: it is moved to due_ms
+    # with this payload and armed again even if it fired (deadlines that sliding
+    # activity keeps pushing back, e.g. "inactivity:{elder_id}").
+    replace: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +143,8 @@ Decision = (
     | CancelAlert
     | ConfirmAlert
     | UpdateAlert
+    | ResolveAlert
+    | RenotifyAlert
     | Annotate
     | ScheduleTimer
     | CancelTimer

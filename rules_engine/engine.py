@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from zoneinfo import ZoneInfo
+
+from psycopg_pool import AsyncConnectionPool
 
 from carewatch.clock import Clock
 from carewatch.messages import Event
-from carewatch.settings import get_settings
+from carewatch.settings import Settings, get_settings
 from rules_engine.decisions import Decision
 from rules_engine.detectors.base import Detector, DueTimer, ElderView
 from rules_engine.detectors.device_fall import DeviceFallDetector
+from rules_engine.detectors.device_health import DeviceHealthDetector
 from rules_engine.detectors.environment import EnvironmentDetector
+from rules_engine.detectors.inactivity import InactivityDetector
 from rules_engine.detectors.signals import signal_detectors
 from rules_engine.detectors.sos import SosDetector
+from rules_engine.detectors.water import WaterDetector
+from rules_engine.routine import Refreshing, RoutineBook
 
 
 class Engine:
@@ -24,6 +31,12 @@ class Engine:
                 if kind in self._by_timer_kind:
                     raise ValueError(f"timer kind {kind!r} is owned by two detectors")
                 self._by_timer_kind[kind] = detector
+
+    async def refresh(self, pool: AsyncConnectionPool, settings: Settings, clock: Clock) -> None:
+        """Periodic I/O some detectors need off the hot path (learned routines, sweeps)."""
+        for detector in self.detectors:
+            if isinstance(detector, Refreshing):
+                await detector.refresh(pool, settings, clock)
 
     def wants(self, event: Event) -> bool:
         return any(d.wants(event) for d in self.detectors)
@@ -49,5 +62,11 @@ def default_engine() -> Engine:
             DeviceFallDetector(),
             EnvironmentDetector(),
             *signal_detectors(get_settings().timezone),
+            *_presence_detectors(ZoneInfo(get_settings().timezone)),
         ]
     )
+
+
+def _presence_detectors(tz: ZoneInfo) -> list[Detector]:
+    """Rules on the absence of events: inactivity, water meter, device health."""
+    return [InactivityDetector(RoutineBook(tz), tz), WaterDetector(), DeviceHealthDetector(tz)]

@@ -33,7 +33,9 @@ from rules_engine.decisions import (
     ConfirmAlert,
     Decision,
     OpenAlert,
+    RenotifyAlert,
     RepeatAlert,
+    ResolveAlert,
     ScheduleTimer,
     UpdateAlert,
 )
@@ -128,8 +130,9 @@ async def fire_timer(
         await _lock_elder(cur, elder_id)
         await cur.execute(
             "SELECT id, kind, elder_id, due_at, payload FROM rule_timers"
-            " WHERE id = %s AND fired_at IS NULL FOR UPDATE SKIP LOCKED",
-            (timer_id,),
+            " WHERE id = %s AND fired_at IS NULL AND due_at <= %s FOR UPDATE SKIP LOCKED",
+            # due_at again: an event may have pushed the deadline back since it was listed
+            (timer_id, ms_to_dt(clock.now_ms())),
         )
         row = await cur.fetchone()
         if row is None:
@@ -333,12 +336,22 @@ async def _apply(
                     by_id[d.alert_id] = replace(
                         by_id[d.alert_id], confidence=confidence, details=merged
                     )
+            case ResolveAlert():
+                details = {"rule": d.rule, "cause": d.cause, **d.details}
+                change = await _transition(
+                    cur, by_id[d.alert_id], "resolve", "resolved", details, now_ms
+                )
+                changes.append(change)
+                by_id[d.alert_id] = replace(by_id[d.alert_id], status=change.status)
+            case RenotifyAlert():
+                change = await _renotify(cur, by_id[d.alert_id], d, now_ms)
+                changes.append(change)
+                by_id[d.alert_id] = replace(by_id[d.alert_id], severity=change.severity)
             case Annotate():
                 await _timeline(cur, d.alert_id, d.action, dict(d.details), now_ms)
             case ScheduleTimer():
                 await cur.execute(
-                    "INSERT INTO rule_timers (id, shard, elder_id, kind, due_at, payload)"
-                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                    _SCHEDULE_REARM if d.replace else _SCHEDULE,
                     (
                         d.timer_id,
                         bus.shard_of(view.elder_id, defaults.bus_shards),
@@ -418,7 +431,22 @@ async def _open(cur: Cursor, elder_id: str, d: OpenAlert, now_ms: int) -> AlertC
     )
 
 
-_STAMP_COLUMN: dict[Action, str] = {"cancel": "closed_at", "confirm": "confirmed_at"}
+_SCHEDULE = (
+    "INSERT INTO rule_timers (id, shard, elder_id, kind, due_at, payload)"
+    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
+)
+# A sliding deadline moved (and armed again if it had fired): ScheduleTimer(replace=True).
+_SCHEDULE_REARM = (
+    "INSERT INTO rule_timers (id, shard, elder_id, kind, due_at, payload)"
+    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
+    " due_at = EXCLUDED.due_at, payload = EXCLUDED.payload, fired_at = NULL"
+)
+
+_STAMP_COLUMN: dict[Action, str] = {
+    "cancel": "closed_at",
+    "confirm": "confirmed_at",
+    "resolve": "closed_at",
+}
 
 
 async def _transition(
@@ -449,6 +477,33 @@ async def _transition(
         device_time_ms=alert.device_time_ms,
         changed_ms=now_ms,
         actor=ACTOR,
+    )
+
+
+async def _renotify(cur: Cursor, alert: ActiveAlert, d: RenotifyAlert, now_ms: int) -> AlertChange:
+    """Same status, new version: the change the notifier acts on (escalated / reminder)."""
+    await cur.execute(
+        "UPDATE alerts SET severity = COALESCE(%s, severity), version = version + 1"
+        " WHERE id = %s RETURNING elder_id, version, severity",
+        (d.severity, alert.alert_id),
+    )
+    row = await cur.fetchone()
+    assert row is not None, "the alert row is locked by this transaction"
+    details: dict[str, object] = {"rule": d.rule, "timer_id": d.cause, **d.details}
+    if d.severity is not None:
+        details["severity"] = {"from": alert.severity, "to": d.severity}
+    await _timeline(cur, alert.alert_id, d.reason, details, now_ms)
+    return AlertChange(
+        id=f"{alert.alert_id}:{alert.status}:{row['version']}",
+        alert_id=alert.alert_id,
+        elder_id=row["elder_id"],
+        kind=alert.kind,
+        severity=row["severity"],
+        status=alert.status,
+        device_time_ms=alert.device_time_ms,
+        changed_ms=now_ms,
+        actor=ACTOR,
+        reason=d.reason,
     )
 
 

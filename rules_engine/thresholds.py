@@ -44,6 +44,25 @@ class Thresholds:
     # Night (quiet hours, local time): a wandering elder at night is critical.
     quiet_start_h: float = 22.0
     quiet_end_h: float = 7.0
+    # Inactivity (no sign of life): the learned routine, clamped to floor..ceiling; the
+    # floor is higher in quiet hours. Out of home (door, then nothing inside) waits up
+    # to the out ceiling. Unanswered, the warning becomes critical one threshold later.
+    inactivity_floor_day_s: float = 2 * 3600.0
+    inactivity_floor_night_s: float = 8 * 3600.0
+    inactivity_ceiling_s: float = 12 * 3600.0
+    inactivity_out_ceiling_s: float = 10 * 3600.0
+    # Water meter: no use for this long; continuous flow over the rate for this long.
+    water_none_s: float = 12 * 3600.0
+    water_flow_s: float = 3600.0
+    # Device health (wristband): silent this long = offline; battery below the percent
+    # (cleared at the clear percent); off the wrist this long within the day hours.
+    device_offline_s: float = 1800.0
+    low_battery_pct: float = 20.0
+    low_battery_clear_pct: float = 25.0
+    off_wrist_s: float = 1800.0
+    off_wrist_day_start_h: float = 8.0
+    off_wrist_day_end_h: float = 21.0
+    device_reminder_s: float = 2 * 3600.0
 
     @property
     def sos_cancel_window_ms(self) -> int:

@@ -82,6 +82,7 @@ async def run_timer_loop(
     while not stop.is_set():
         try:
             await fire_due(pool, engine, publisher, settings, clock)
+            await engine.refresh(pool, settings, clock)
             await publisher.sweep(REPUBLISH_AFTER_MS)
             if loop.time() >= next_prune:
                 await store.prune(pool, settings.dedup_ttl_s)

@@ -226,7 +226,11 @@ def test_environment_alarm_opens_a_critical_alert_at_once(alarm: EventType) -> N
 def test_telemetry_and_other_events_never_reach_the_detectors() -> None:
     telemetry = msgspec.structs.replace(ev("sos"), type="telemetry", event=None, data={"hr": 70})
     assert not ENGINE.wants(telemetry)
-    assert not ENGINE.wants(ev("door_open", kind="door"))
+    # door events are signs of life (inactivity); a PIR's online status is nobody's business
+    status = msgspec.structs.replace(
+        ev("sos", device="P1", kind="pir"), type="status", event=None, state="online"
+    )
+    assert not ENGINE.wants(status)
 
 
 def test_two_detectors_may_not_own_one_timer_kind() -> None:

@@ -1,0 +1,101 @@
+"""Per-worker memory that keeps hot telemetry away from the database.
+
+Detectors see every sample in `wants()` (no I/O). Most samples change nothing: a
+motion report that pushes an inactivity deadline back by a few seconds, a battery
+level equal to the last one. These memos let `wants()` say no to them. They are only
+an optimisation: after a restart (empty memo) the first sample of each key goes to
+the database again. A redelivered event (same id) gets the answer it got the first
+time, so a transaction that failed and is retried is not skipped.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+MAX_KEYS = 500_000  # bounded: the least recently used keys are forgotten first
+
+
+class _Lru(Generic[V]):
+    def __init__(self, max_keys: int) -> None:
+        self._items: OrderedDict[str, V] = OrderedDict()
+        self._max = max_keys
+
+    def get(self, key: str) -> V | None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key: str, item: V) -> None:
+        self._items[key] = item
+        self._items.move_to_end(key)
+        while len(self._items) > self._max:
+            self._items.popitem(last=False)
+
+    def pop(self, key: str) -> None:
+        self._items.pop(key, None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Deadline:
+    event_id: str
+    due_ms: int
+    span_ms: int  # due - sign time when it was written: the next due is about at + span
+
+
+class DeadlineMemo:
+    """The last sliding deadline this worker wrote per key (e.g. per elder)."""
+
+    def __init__(self, slack_ms: int = 60_000, max_keys: int = MAX_KEYS) -> None:
+        self.slack_ms = slack_ms
+        self._last: _Lru[_Deadline] = _Lru(max_keys)
+
+    def worth_writing(self, key: str, at_ms: int, event_id: str) -> bool:
+        """Would a sign at `at_ms` move the deadline by at least the slack?"""
+        last = self._last.get(key)
+        if last is None or last.event_id == event_id:
+            return True
+        return abs(at_ms + last.span_ms - last.due_ms) >= self.slack_ms
+
+    def wrote(self, key: str, event_id: str, at_ms: int, due_ms: int) -> None:
+        self._last.put(key, _Deadline(event_id, due_ms, due_ms - at_ms))
+
+    def forget(self, key: str) -> None:
+        self._last.pop(key)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation(Generic[V]):
+    previous: V | None  # None: not seen since this worker started
+    current: V
+
+    @property
+    def changed(self) -> bool:
+        return self.previous != self.current
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen(Generic[V]):
+    event_id: str
+    observation: Observation[V]
+
+
+class ValueMemo(Generic[V]):
+    """The last value seen per key, to act on changes only (worn, battery, flow band)."""
+
+    def __init__(self, max_keys: int = MAX_KEYS) -> None:
+        self._seen: _Lru[_Seen[V]] = _Lru(max_keys)
+
+    def observe(self, key: str, value: V, event_id: str) -> Observation[V]:
+        """Record `value`; the same event observed again gets the same answer."""
+        seen = self._seen.get(key)
+        if seen is not None and seen.event_id == event_id:
+            return seen.observation
+        previous = seen.observation.current if seen is not None else None
+        observation = Observation(previous, value)
+        self._seen.put(key, _Seen(event_id, observation))
+        return observation
