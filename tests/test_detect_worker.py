@@ -142,3 +142,25 @@ async def test_polygon_zone_from_the_database_and_two_fixes_outside(
     assert alert["source_event_id"] == fixes[2].id
     assert alert["details"]["zones"] == ["小区"]
     assert alert["severity"] in ("warning", "critical")  # by the hour the test runs at
+
+
+async def test_environment_alarm_is_critical_at_once_and_repeats_fold_in(
+    rules_settings: Settings, bus_io: Bus
+) -> None:
+    with psycopg.connect(rules_settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO devices (id, elder_id, kind) VALUES ('S1', %s, 'smoke')", (ELDER,)
+        )
+    first = event("smoke", "S1", device_kind="smoke")
+    again = event("smoke", "S1", after=first, dt_ms=30_000, device_kind="smoke")
+    async with worker(rules_settings):
+        await bus_io.send(first, again)
+        alert = await one_alert(rules_settings, kind="smoke", updates=1)
+        await bus_io.feed.wait_statuses(alert["id"], ["open"])  # no confirmation window
+
+    assert (alert["severity"], alert["status"], alert["rule"]) == (
+        "critical",
+        "open",
+        "environment.smoke",
+    )
+    assert await timeline(rules_settings, alert["id"]) == ["opened", "repeated"]
