@@ -26,11 +26,21 @@ def mask_phone(text: str) -> str:
 def _mask(value: Any) -> Any:
     if isinstance(value, str):
         return mask_phone(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        # A phone number kept as a number (e.g. read from a spreadsheet) is masked too.
+        text = str(value)
+        masked = mask_phone(text)
+        return masked if masked != text else value
     if isinstance(value, dict):
-        return {k: _mask(v) for k, v in value.items()}
+        return {_mask(k): _mask(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_mask(v) for v in value]
     return value
+
+
+def _masked_str(value: object) -> str:
+    """Any other object (a dataclass, an exception...) is logged as its masked str()."""
+    return mask_phone(str(value))
 
 
 class JsonFormatter(logging.Formatter):
@@ -47,7 +57,7 @@ class JsonFormatter(logging.Formatter):
                 out[key] = _mask(value)
         if record.exc_info:
             out["exc"] = mask_phone(self.formatException(record.exc_info))
-        return json.dumps(out, ensure_ascii=False, default=str)
+        return json.dumps(out, ensure_ascii=False, default=_masked_str)
 
 
 class MaskingTextFormatter(logging.Formatter):
