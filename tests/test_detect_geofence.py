@@ -11,7 +11,14 @@ import pytest
 
 from carewatch.clock import ManualClock
 from carewatch.messages import Event
-from rules_engine.decisions import Annotate, Decision, OpenAlert, RepeatAlert, UpdateAlert
+from rules_engine.decisions import (
+    Annotate,
+    Decision,
+    OpenAlert,
+    RenotifyAlert,
+    RepeatAlert,
+    UpdateAlert,
+)
 from rules_engine.detectors.base import ActiveAlert, ElderView
 from rules_engine.detectors.geofence import GeofenceDetector
 from rules_engine.engine import Engine
@@ -209,3 +216,14 @@ def test_late_fixes_do_not_count_twice() -> None:
     first = walk(DAY, 0, 900)
     # the same outside fix delivered again, and an older one arriving late
     assert opened(elder.feed([*first, first[1], fix(DAY + 30_000, at_m(900))])) == []
+
+
+def test_still_outside_when_night_falls_escalates_the_warning() -> None:
+    elder = Elder()
+    [warning] = opened(elder.feed(walk(local_ms(21, 50), 0, 900, 900)))
+    assert warning.severity == "warning"
+    later = elder.feed(walk(local_ms(22, 5), 1200))
+    assert [type(d) for d in later] == [RepeatAlert, UpdateAlert, RenotifyAlert]
+    escalated = later[-1]
+    assert isinstance(escalated, RenotifyAlert)
+    assert (escalated.reason, escalated.severity) == ("escalated", "critical")

@@ -9,7 +9,7 @@ import pytest
 
 from carewatch.clock import ManualClock
 from carewatch.messages import Event
-from rules_engine.decisions import Decision, OpenAlert, RepeatAlert
+from rules_engine.decisions import Decision, OpenAlert, RenotifyAlert, RepeatAlert
 from rules_engine.detectors.base import ActiveAlert, ElderView
 from rules_engine.detectors.vitals import VitalsDetector
 from rules_engine.engine import Engine
@@ -212,3 +212,21 @@ def test_a_retried_transaction_decides_the_same() -> None:
     view = ElderView("E1", THRESHOLDS, {})
     again = elder.engine.on_event(events[-1], view, ManualClock())
     assert again == [first]
+
+
+def test_an_open_warning_is_escalated_when_the_sign_turns_extreme() -> None:
+    elder = Elder()
+    [warning] = opened(elder.feed(every_minute("hr", 135, 0, 300)))
+    assert warning.severity == "warning"
+    decisions = elder.feed(every_minute("hr", 170, 360, 360))
+    repeat, escalated = decisions
+    assert isinstance(repeat, RepeatAlert)
+    assert isinstance(escalated, RenotifyAlert)
+    assert (escalated.alert_id, escalated.reason, escalated.severity) == (
+        warning.alert_id,
+        "escalated",
+        "critical",
+    )
+    # once critical, further extreme samples only fold in
+    elder.active["vitals"] = replace(elder.active["vitals"], severity="critical")
+    assert [type(d) for d in elder.feed(every_minute("hr", 170, 420, 420))] == [RepeatAlert]

@@ -7,7 +7,8 @@ after geofence_confirm_fixes consecutive fixes outside (default 2), so one GPS/L
 thrown across the fence by multipath or a cell-tower position does not call anybody.
 Severity: warning by day, critical in the profile's quiet hours (local time of the fix,
 settings.timezone), when an elder outside alone is in real danger. Further fixes
-outside update the alert's last known position; the first fix back inside after an
+outside update the alert's last known position (and escalate a day-time warning to
+critical once night falls); the first fix back inside after an
 alert is recorded in its timeline (a human still closes it: somebody should check).
 
 Cheap path: the zones of each elder are cached from the last view (refreshed every ten
@@ -27,6 +28,7 @@ from carewatch.clock import Clock
 from carewatch.messages import Event, Severity
 from rules_engine.decisions import Annotate, Decision, OpenAlert, UpdateAlert
 from rules_engine.detectors.base import Detector, ElderView, open_or_repeat
+from rules_engine.detectors.escalation import escalation
 from rules_engine.detectors.streaming import EventMemo, ViewCache
 from rules_engine.geo import LatLon, Zone, distance_m, inside_any
 from rules_engine.thresholds import Thresholds
@@ -137,10 +139,11 @@ class GeofenceDetector(Detector):
             },
         )
         if not isinstance(decision, OpenAlert):
-            return [
-                decision,
-                UpdateAlert(decision.alert_id, "outside", None, {"last_fix": last_fix}),
-            ]
+            moved = UpdateAlert(decision.alert_id, "outside", None, {"last_fix": last_fix})
+            night_fell = escalation(
+                elder, "geofence", severity, rule=RULE_EXIT, cause=event.id, details=last_fix
+            )
+            return [decision, moved, *night_fell]
         details: dict[str, object] = {
             "last_fix": last_fix,
             "night": night,

@@ -5,8 +5,9 @@ fires only when every sample of a run is out of range for the sign's sustain tim
 length in device time, first to last sample, inclusive: exactly the sustain time fires).
 A normal sample ends the run; so does a hole in the data longer than vitals_max_gap_s,
 because nobody knows what the sign did meanwhile. One alert kind "vitals": warning,
-critical when a sample of the run is beyond the sign's critical limit; the details say
-which sign, the rule is "vitals.{sign}" and the threshold records the limits used.
+critical when a sample of the run is beyond the sign's critical limit (a warning
+already open is escalated to critical then); the details say which sign, the rule is
+"vitals.{sign}" and the threshold records the limits used.
 
 Cheap path: most samples are normal. A sample inside the screening band (normal under
 any care profile) ends its run in `wants()` without touching the database; only a
@@ -29,6 +30,7 @@ from carewatch.clock import Clock
 from carewatch.messages import Event, Severity
 from rules_engine.decisions import Decision, OpenAlert
 from rules_engine.detectors.base import Detector, ElderView, open_or_repeat
+from rules_engine.detectors.escalation import escalation
 from rules_engine.detectors.streaming import EventMemo
 from rules_engine.thresholds import Thresholds
 
@@ -179,12 +181,16 @@ class VitalsDetector(Detector):
             kind="vitals",
             severity=severity,
             status="open",
-            rule=f"vitals.{worst.sign.name}",
+            rule=decision_rule(worst),
             threshold=_threshold(worst.sign, th),
         )
+        details = _details(worst, sustained)
         if isinstance(decision, OpenAlert):
-            decision = replace(decision, details=_details(worst, sustained))
-        return [decision]
+            return [replace(decision, details=details)]
+        raised = escalation(
+            elder, "vitals", severity, rule=decision_rule(worst), cause=event.id, details=details
+        )
+        return [decision, *raised]
 
     def _end_run(self, event: Event, sign: Sign) -> None:
         run = self._runs.get((event.device_id, sign.name))
@@ -205,6 +211,10 @@ class VitalsDetector(Detector):
             return run
         run.last_ms, run.extreme = t, run.extreme or extreme
         return run
+
+
+def decision_rule(worst: Sustained) -> str:
+    return f"vitals.{worst.sign.name}"
 
 
 def _ms(th: Thresholds, name: str) -> int:
