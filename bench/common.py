@@ -12,7 +12,7 @@ import os
 import platform
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -42,7 +42,7 @@ def bench_env(**overrides: Any) -> Iterator[BenchEnv]:
         dbs = Databases()
         try:
             settings = Settings(
-                _env_file=None,  # type: ignore[call-arg]
+                _env_file=None,
                 database_url=dbs.clone(),
                 redis_url=f"redis://127.0.0.1:{redis.port}/0",
                 mqtt_port=mosquitto.port,
@@ -104,7 +104,7 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
+def table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -28,10 +29,12 @@ from notifier.channels.aliyun_sms import out_id_for
 from tests.pipeline import Pipeline, with_fake_providers
 from tests.services import wait_until
 
+SMS_TIMEOUT_S = 60.0
+
 
 def rows(settings: Settings, sql: str, *args: object) -> list[tuple[Any, ...]]:
     with psycopg.connect(settings.database_url) as conn:
-        return conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql, args).fetchall()
 
 
 async def press_all(settings: Settings, bands: list[str], interval: float) -> None:
@@ -60,7 +63,9 @@ def measure(pipeline: Pipeline, bands: list[str], interval: float) -> list[float
         )[0][0]
         return bool(n >= expected)
 
-    wait_until(all_sent, 60 + expected * interval, f"{expected} step-0 SMS")
+    # not sustained at this load: report what did arrive (and how many did not)
+    with contextlib.suppress(AssertionError):
+        wait_until(all_sent, SMS_TIMEOUT_S + expected * interval, f"{expected} step-0 SMS")
     received = {
         str(r["out_id"]): int(r["received_ms"])  # type: ignore[call-overload]
         for r in pipeline.records()
@@ -71,9 +76,11 @@ def measure(pipeline: Pipeline, bands: list[str], interval: float) -> list[float
         s,
         "SELECT n.idempotency_key, (extract(epoch FROM a.device_time) * 1000)::bigint"
         " FROM notifications n JOIN alerts a ON a.id = n.alert_id"
-        " WHERE n.step = 0 AND n.channel = 'sms' AND n.recipient_kind = 'grid_worker'",
+        " WHERE n.step = 0 AND n.channel = 'sms' AND n.recipient_kind = 'grid_worker'"
+        " AND n.status = 'sent'",
     ):
-        latencies.append(float(received[out_id_for(key)] - device_ms))
+        if out_id_for(key) in received:
+            latencies.append(float(received[out_id_for(key)] - device_ms))
     return latencies
 
 
@@ -95,10 +102,12 @@ def run_level(presses: int, rate: float, interval: float) -> dict[str, Any]:
             return {
                 "load_target_msg_s": rate,
                 "load_achieved_msg_s": round(load.rate_achieved),
-                "presses": len(latencies),
+                "presses": presses,
+                "delivered": len(latencies),
+                "sustained": len(latencies) == presses,
                 "p50_ms": percentile(latencies, 0.5),
                 "p99_ms": percentile(latencies, 0.99),
-                "max_ms": max(latencies),
+                "max_ms": max(latencies, default=float("nan")),
             }
         finally:
             pipeline.stop_all()
@@ -122,40 +131,61 @@ def wait_ready(pipeline: Pipeline, band: str) -> None:
     wait_until(stored, 60, "ingest ready")
 
 
+def run(presses: int, levels: list[float], interval: float) -> dict[str, Any]:
+    results = []
+    for rate in levels:
+        print(f"load {rate:.0f} msg/s: {presses} SOS presses ...", flush=True)
+        results.append(run_level(presses, rate, interval))
+        print(f"  {results[-1]}", flush=True)
+    ok = [r["load_achieved_msg_s"] for r in results if r["sustained"] and r["p99_ms"] < 100]
+    summary = {"levels": results, "highest_load_with_p99_under_100ms": max(ok) if ok else None}
+    write_results("sos_latency", summary)
+    return summary
+
+
+def level_table(summary: dict[str, Any]) -> str:
+    return table(
+        [("load target", "achieved", "presses", "SMS sent", "p50 ms", "p99 ms", "max ms")]
+        + [
+            (
+                f"{r['load_target_msg_s']:.0f}",
+                str(r["load_achieved_msg_s"]),
+                str(r["presses"]),
+                str(r["delivered"]),
+                f"{r['p50_ms']:.1f}",
+                f"{r['p99_ms']:.1f}",
+                f"{r['max_ms']:.1f}",
+            )
+            for r in summary["levels"]
+        ]
+    )
+
+
+def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    return [
+        (
+            f"SOS press -> SMS request, load {r['load_achieved_msg_s']} msg/s",
+            f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms"
+            + ("" if r["sustained"] else f" ({r['delivered']}/{r['presses']} sent)"),
+            "100 ms (p99 target)",
+            f"{r['p99_ms'] / 100:.2f}",
+        )
+        for r in summary["levels"]
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presses", type=int, default=100)
     parser.add_argument("--load", default="0", help="comma-separated background rates, msg/s")
     parser.add_argument("--interval", type=float, default=0.05, help="seconds between presses")
     args = parser.parse_args()
-    results = []
-    for rate in [float(x) for x in args.load.split(",")]:
-        print(f"load {rate:.0f} msg/s: {args.presses} SOS presses ...", flush=True)
-        results.append(run_level(args.presses, rate, args.interval))
-        print(f"  {results[-1]}", flush=True)
-    ok = [r["load_achieved_msg_s"] for r in results if r["p99_ms"] < 100]
-    summary = {"levels": results, "highest_load_with_p99_under_100ms": max(ok) if ok else None}
-    path = write_results("sos_latency", summary)
+    summary = run(args.presses, [float(x) for x in args.load.split(",")], args.interval)
+    print(level_table(summary))
     print(
-        table(
-            [("load target", "achieved", "presses", "p50 ms", "p99 ms", "max ms")]
-            + [
-                (
-                    f"{r['load_target_msg_s']:.0f}",
-                    str(r["load_achieved_msg_s"]),
-                    str(r["presses"]),
-                    f"{r['p50_ms']:.1f}",
-                    f"{r['p99_ms']:.1f}",
-                    f"{r['max_ms']:.1f}",
-                )
-                for r in results
-            ]
-        )
+        "highest sustained load with p99 < 100 ms:"
+        f" {summary['highest_load_with_p99_under_100ms']} msg/s"
     )
-    print(
-        f"highest sustained load with p99 < 100 ms: {summary['highest_load_with_p99_under_100ms']} msg/s"
-    )
-    print(f"written: {path}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,220 @@
+"""Bus throughput: raw Redis Streams vs the rules engine consuming through FastStream.
+
+    .venv/bin/python -m bench.bus_throughput --events 50000
+
+N telemetry Events (ingest's own validation of realistic wristband payloads) are put on
+the events.{shard} streams by ingest's BusPublisher (FastStream framing, one pipelined
+round trip per 500). Then:
+
+(a) raw limit: redis-py XADD of the same bodies (pipelined, 500 per round trip), and a
+    consumer group reading them back with XREADGROUP (COUNT 500) + pipelined XACK;
+(b) the rules worker (`carewatch rules`, its own process) consuming the N events in
+    group "rules", timed from the first to the last sample of
+    carewatch_rules_events_total on its /metrics (50 ms polling), done when every shard's
+    group has no lag and nothing pending.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+from redis.asyncio import Redis as AsyncRedis
+
+from bench.common import RESULTS, BenchEnv, bench_env, table, write_results
+from bench.procstat import CpuTrace
+from bench.profile import start_profiler, stop_profiler, summarise
+from bench.traffic import fleet, messages_for, register_fleet
+from carewatch.bus import STREAM_MAXLEN, events_stream, make_broker
+from carewatch.db.registry import DeviceInfo
+from carewatch.messages import Event, encode
+from ingest.publisher import BusPublisher
+from ingest.validate import Accepted, validate
+from tests.pipeline import Pipeline
+from tests.services import free_port
+
+BATCH = 500
+TIMEOUT_S = 300.0
+
+
+def make_events(devices: int, count: int) -> list[Event]:
+    members = fleet(devices)
+    registry = {d.device_id: DeviceInfo(d.device_id, d.elder_id, "wristband") for d in members}
+    events = []
+    for m in messages_for(members, count):
+        result = validate(
+            m.topic, m.payload, registry, received_ms=m.ts_ms + 300, max_payload_bytes=65536
+        )
+        assert isinstance(result, Accepted), result
+        events.append(result.event)
+    return events
+
+
+async def faststream_publish(env: BenchEnv, events: list[Event]) -> float:
+    broker = make_broker(env.settings)
+    client = AsyncRedis.from_url(env.settings.redis_url)
+    await broker.connect()
+    try:
+        publisher = BusPublisher(broker, client, env.settings.bus_shards)
+        started = time.perf_counter()
+        for i in range(0, len(events), BATCH):
+            await publisher.publish([(e, time.monotonic()) for e in events[i : i + BATCH]])
+        return len(events) / (time.perf_counter() - started)
+    finally:
+        await broker.stop()
+        await client.aclose()
+
+
+def raw_streams(env: BenchEnv, events: list[Event]) -> dict[str, float]:
+    """XADD the same bodies to raw.{shard}, then read them back in a consumer group."""
+    r = redis.Redis.from_url(env.settings.redis_url)
+    shards = env.settings.bus_shards
+    publisher = BusPublisher.__new__(BusPublisher)
+    publisher._shards = shards  # only stream_of() is used
+    streams = [publisher.stream_of(e).replace("events.", "raw.") for e in events]
+    bodies = [encode(e) for e in events]
+    started = time.perf_counter()
+    for i in range(0, len(events), BATCH):
+        pipe = r.pipeline(transaction=False)
+        for stream, body in zip(streams[i : i + BATCH], bodies[i : i + BATCH], strict=True):
+            pipe.xadd(stream, {"__data__": body}, maxlen=STREAM_MAXLEN)
+        pipe.execute()
+    xadd_s = time.perf_counter() - started
+    names = sorted(set(streams))
+    for name in names:
+        r.xgroup_create(name, "raw", id="0")
+    consumed = 0
+    started = time.perf_counter()
+    while consumed < len(events):
+        reply: Any = r.xreadgroup("raw", "c1", dict.fromkeys(names, ">"), count=BATCH, block=1000)
+        pipe = r.pipeline(transaction=False)
+        for stream, entries in reply:
+            if entries:
+                pipe.xack(stream, "raw", *[entry_id for entry_id, _ in entries])
+                consumed += len(entries)
+        pipe.execute()
+    consume_s = time.perf_counter() - started
+    r.close()
+    return {"xadd_msg_s": len(events) / xadd_s, "consume_msg_s": len(events) / consume_s}
+
+
+def _consumed(metrics_url: str) -> float:
+    text = httpx.get(metrics_url, timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("carewatch_rules_events_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _group_drained(r: redis.Redis, shards: int) -> bool:
+    for shard in range(shards):
+        groups: Any = r.xinfo_groups(events_stream(shard))
+        for group in groups:
+            if group["name"] == b"rules" and (group["pending"] or group.get("lag")):
+                return False
+    return True
+
+
+def rules_consume(env: BenchEnv, count: int, profile: Path | None = None) -> dict[str, float]:
+    port = free_port()
+    settings = env.settings.model_copy(update={"metrics_port": port})
+    pipeline = Pipeline(settings, env.workdir)
+    r = redis.Redis.from_url(settings.redis_url)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        proc = pipeline.start("rules")
+        trace = CpuTrace(proc.pid)
+        spy = start_profiler(proc.pid, profile) if profile else None
+        samples: list[tuple[float, float]] = []
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:
+            pipeline.assert_running()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rules consumed {samples[-1:]} of {count}")
+            try:
+                n = _consumed(url)
+            except httpx.TransportError:
+                n = 0.0  # not listening yet
+            trace.sample()
+            samples.append((trace.walls[-1], n))
+            if n >= count and _group_drained(r, settings.bus_shards):
+                if spy is not None:
+                    stop_profiler(spy)
+                break
+            time.sleep(0.05)
+    finally:
+        pipeline.stop_all()
+        r.close()
+    first = next((w, n) for w, n in samples if n > 0)
+    last_wall = next(w for w, n in samples if n >= count)
+    wall = last_wall - first[0]
+    cpu = trace.at(last_wall) - trace.at(first[0])
+    return {
+        "msg_s": (count - first[1]) / wall,
+        "seconds": wall,
+        "worker_cpu_s": cpu,
+        "worker_cores": cpu / wall,
+    }
+
+
+def run(events: int = 50_000, devices: int = 5_000, profile: bool = False) -> dict[str, Any]:
+    profile_path = RESULTS / "rules_profile.txt" if profile else None
+    evts = make_events(devices, events)
+    with bench_env(log_level="WARNING") as env:
+        register_fleet(env.settings.database_url, fleet(devices))
+        publish = asyncio.run(faststream_publish(env, evts))
+        raw = raw_streams(env, evts)
+        rules = rules_consume(env, events, profile_path)
+    result = {
+        "events": events,
+        "shards": 8,
+        "raw": raw,
+        "faststream_publish_msg_s": publish,
+        "rules": rules,
+        "ratio_consume": rules["msg_s"] / raw["consume_msg_s"],
+        "ratio_publish": publish / raw["xadd_msg_s"],
+    }
+    if profile_path is not None:
+        result["profile_top"] = summarise(profile_path)
+    write_results("bus_throughput", result)
+    return result
+
+
+def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    return [
+        (
+            "bus: rules engine consuming telemetry (FastStream)",
+            f"{r['rules']['msg_s']:.0f} msg/s",
+            f"{r['raw']['consume_msg_s']:.0f} msg/s (XREADGROUP+XACK)",
+            f"{r['ratio_consume']:.2f}",
+        ),
+        (
+            "bus: ingest BusPublisher (FastStream, pipelined)",
+            f"{r['faststream_publish_msg_s']:.0f} msg/s",
+            f"{r['raw']['xadd_msg_s']:.0f} msg/s (XADD pipelined)",
+            f"{r['ratio_publish']:.2f}",
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--devices", type=int, default=5_000)
+    parser.add_argument("--profile", action="store_true", help="record the rules worker (py-spy)")
+    args = parser.parse_args()
+    r = run(args.events, args.devices, args.profile)
+    print(table([("what", "measured", "limit (same run)", "ratio"), *summary_rows(r)]))
+    print(f"rules worker: {r['rules']['worker_cores']:.2f} cores busy while consuming")
+    for line in r.get("profile_top", []):
+        print("  profile:", line)
+
+
+if __name__ == "__main__":
+    main()
