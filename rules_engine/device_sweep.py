@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -72,34 +73,40 @@ async def sweep(
     """Arm due timers for newly silent bands and for offline alerts whose band is back."""
     now = ms_to_dt(now_ms)
     async with pool.connection() as conn:
-        cur = await conn.execute(
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(
             _SILENT,
             {"offline": OFFLINE, "default_s": default_offline_s, "now": now, "limit": limit},
         )
         silent = [
             (
-                timer_id,
-                bus.shard_of(elder_id, shards),
-                elder_id,
+                r["timer_id"],
+                bus.shard_of(r["elder_id"], shards),
+                r["elder_id"],
                 OFFLINE,
                 now,
-                Jsonb({"device_id": device_id, "last_seen_ms": last_seen_ms}),
+                Jsonb({"device_id": r["id"], "last_seen_ms": r["last_seen_ms"]}),
             )
-            for device_id, elder_id, last_seen_ms, timer_id in await cur.fetchall()
+            for r in await cur.fetchall()
         ]
-        cur = await conn.execute(_BACK, {"back": BACK, "limit": limit})
+        await cur.execute(_BACK, {"back": BACK, "limit": limit})
         back = [
             (
-                f"{BACK}:{alert_id}",
-                bus.shard_of(elder_id, shards),
-                elder_id,
+                f"{BACK}:{r['alert_id']}",
+                bus.shard_of(r["elder_id"], shards),
+                r["elder_id"],
                 BACK,
                 now,
-                Jsonb({"alert_id": alert_id, "device_id": device_id, "last_seen_ms": seen_ms}),
+                Jsonb(
+                    {
+                        "alert_id": r["alert_id"],
+                        "device_id": r["device_id"],
+                        "last_seen_ms": r["last_seen_ms"],
+                    }
+                ),
             )
-            for alert_id, elder_id, device_id, seen_ms in await cur.fetchall()
+            for r in await cur.fetchall()
         ]
         if silent or back:
-            async with conn.cursor() as c:
-                await c.executemany(_ARM, silent + back)
+            await cur.executemany(_ARM, silent + back)
     return Swept(len(silent), len(back))

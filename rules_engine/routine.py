@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from carewatch.clock import Clock
@@ -100,7 +101,8 @@ async def load_slot_gaps(
     pool: AsyncConnectionPool, elder_id: str, now_ms: int, weeks: int, tz: ZoneInfo
 ) -> list[tuple[int, float]]:
     async with pool.connection() as conn:
-        cur = await conn.execute(
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(
             _SLOT_GAPS,
             {
                 "elder": elder_id,
@@ -112,7 +114,7 @@ async def load_slot_gaps(
         )
         rows = await cur.fetchall()
     # slot is a naive local timestamp: its weekday and hour are the local ones
-    return [(slot.weekday() * 24 + slot.hour, float(gap_s)) for slot, gap_s in rows]
+    return [(r["slot"].weekday() * 24 + r["slot"].hour, float(r["gap_s"])) for r in rows]
 
 
 @dataclass(frozen=True, slots=True)
