@@ -83,6 +83,9 @@ class Wristbands:
         messages = [(topic(d, "event"), self.payload(d, kind)) for d, kind in events]
         asyncio.run(self._publish(messages, timeout))
 
+    def last_seq(self, device_id: str) -> int:
+        return self._seq[device_id]
+
     def send_telemetry(self, device_id: str) -> None:
         seq = self._seq.get(device_id, time.time_ns() // 1_000_000) + 1
         self._seq[device_id] = seq
