@@ -188,6 +188,7 @@ def test_an_unusable_window_is_counted_and_skipped() -> None:
     run(engine, [prime], view())
     bad = telemetry({"accel": {"hz": 50.0, "x": [1.0, 2.0], "y": [1.0], "z": []}}, T0 + 1000, seq=5)
     assert not engine.wants(bad)
+    assert not engine.wants(bad)  # asked again for the same delivery: counted once
     after = REGISTRY.get_sample_value(
         "carewatch_rules_rejected_samples_total", {"detector": "accel_fall", "reason": "bad_window"}
     )

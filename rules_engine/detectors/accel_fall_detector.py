@@ -57,13 +57,14 @@ class AccelFallPlugin(Detector):
         self._recent = recent or RecentFalls()
         self._devices: dict[str, AccelFallDetector] = {}
         self._profiles: ViewCache[FallThresholds] = ViewCache(fall_thresholds)
-        self._memo: EventMemo[FallDetection | None] = EventMemo()
+        # Detections and rejections by event id: wants() runs more than once per delivery,
+        # and the detector drops samples it has seen, so it answers a repeat with None.
+        self._detections: EventMemo[FallDetection] = EventMemo()
+        self._rejected: EventMemo[bool] = EventMemo()
 
     def wants(self, event: Event) -> bool:
         if event.type != "telemetry" or "accel" not in event.data:
             return False
-        if event.id in self._memo:
-            return self._memo[event.id] is not None
         thresholds = self._profiles.get(event.elder_id, event.device_time_ms)
         if thresholds is None:
             return True  # learn the elder's profile first; on_event feeds this window
@@ -71,10 +72,7 @@ class AccelFallPlugin(Detector):
 
     def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
         thresholds = self._profiles.learn(elder, event.device_time_ms)
-        if event.id in self._memo:
-            detection = self._memo[event.id]
-        else:
-            detection = self._feed(event, thresholds)
+        detection = self._feed(event, thresholds)
         if detection is None:
             return []
         self._recent.saw_fall(event.elder_id, event.device_time_ms)
@@ -95,6 +93,10 @@ class AccelFallPlugin(Detector):
         )
 
     def _feed(self, event: Event, thresholds: FallThresholds) -> FallDetection | None:
+        if event.id in self._detections:
+            return self._detections[event.id]
+        if event.id in self._rejected:
+            return None
         detector = self._devices.get(event.device_id)
         if detector is None:
             detector = self._devices[event.device_id] = AccelFallDetector(thresholds)
@@ -105,10 +107,13 @@ class AccelFallPlugin(Detector):
             detection = detector.feed(window, event.device_time_ms)
         except (msgspec.ValidationError, ValueError) as exc:
             # the raw window is kept in the telemetry table by ingest; count and move on
+            self._rejected.put(event.id, True)
             count_reject("accel_fall", "bad_window")
             log.warning(
                 "unusable accelerometer window skipped",
                 extra={"event_id": event.id, "device_id": event.device_id, "error": str(exc)},
             )
-            detection = None
-        return self._memo.put(event.id, detection)
+            return None
+        if detection is not None:
+            self._detections.put(event.id, detection)
+        return detection
