@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
@@ -21,6 +22,8 @@ from rules_engine.detectors.sos import SosDetector
 from rules_engine.detectors.water import WaterDetector
 from rules_engine.routine import Refreshing, RoutineBook
 
+log = logging.getLogger(__name__)
+
 
 class Engine:
     def __init__(self, detectors: Sequence[Detector]) -> None:
@@ -33,10 +36,19 @@ class Engine:
                 self._by_timer_kind[kind] = detector
 
     async def refresh(self, pool: AsyncConnectionPool, settings: Settings, clock: Clock) -> None:
-        """Periodic I/O some detectors need off the hot path (learned routines, sweeps)."""
+        """Periodic I/O some detectors need off the hot path (learned routines, sweeps).
+
+        A failing refresh is logged and retried on the next call; it must not hold up
+        timers or the other detectors' refreshes.
+        """
         for detector in self.detectors:
             if isinstance(detector, Refreshing):
-                await detector.refresh(pool, settings, clock)
+                try:
+                    await detector.refresh(pool, settings, clock)
+                except Exception:
+                    log.exception(
+                        "detector refresh failed", extra={"detector": type(detector).__name__}
+                    )
 
     def wants(self, event: Event) -> bool:
         return any(d.wants(event) for d in self.detectors)

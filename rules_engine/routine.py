@@ -133,7 +133,7 @@ class RoutineBook:
         weeks: int = 4,
         min_weeks: int = 3,
         refresh_every_s: float = 6 * 3600,
-        per_refresh: int = 20,
+        per_refresh: int = 5,
         max_elders: int = 500_000,
     ) -> None:
         self.tz = tz

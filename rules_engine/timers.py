@@ -82,11 +82,11 @@ async def run_timer_loop(
     while not stop.is_set():
         try:
             await fire_due(pool, engine, publisher, settings, clock)
-            await engine.refresh(pool, settings, clock)
             await publisher.sweep(REPUBLISH_AFTER_MS)
             if loop.time() >= next_prune:
                 await store.prune(pool, settings.dedup_ttl_s)
                 next_prune = loop.time() + PRUNE_EVERY_S
+            await engine.refresh(pool, settings, clock)  # routines, silence sweep
         except Exception:  # a DB or bus outage must not end the loop: retry next poll
             log.exception("timer loop iteration failed")
         with contextlib.suppress(TimeoutError):
