@@ -107,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     fleet = sim_sub.add_parser("fleet", help="every registered device publishes telemetry")
     fleet.add_argument("--rate", type=float, default=1 / 60, help="messages per device per second")
     fleet.add_argument("--duration", type=float, default=60.0, help="seconds; 0 = until Ctrl-C")
+    fleet.add_argument(
+        "--realistic",
+        action="store_true",
+        help="each elder's simulated day (routine, injected events) instead of --rate readings",
+    )
+    _add_day_options(fleet, 1.0, inject_help="ELDER_ID=KIND@HH:MM[+DURATION], e.g. E1=fall@14:05")
+    day = sim_sub.add_parser("day", help="replay one elder's simulated day(s) over MQTT")
+    day.add_argument("--elder", required=True, help="elder id")
+    day.add_argument("--out", type=Path, default=None, help="write JSON lines here, no MQTT")
+    _add_day_options(
+        day, 60.0, inject_help="KIND@HH:MM[+DURATION], e.g. fall@14:05, wander@02:30+2h"
+    )
     scen = sim_sub.add_parser("scenario", help="publish one scripted scenario for an elder")
     scen.add_argument("name", choices=["sos", "sos-cancel", "fall", "fall-cancel"])
     scen.add_argument("--elder", required=True, help="elder id (uses that elder's wristband)")
@@ -123,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     falls.add_argument("--profile", default="standard", help="care profile thresholds to use")
     falls.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return parser
+
+
+def _add_day_options(parser: argparse.ArgumentParser, speed: float, inject_help: str) -> None:
+    """Options of the realistic-day simulator (simulators.days, simulators.replay)."""
+    parser.add_argument("--speed", type=float, default=speed, help="simulated x real time; 0 = max")
+    parser.add_argument("--start", default=None, help="local HH:MM today or ISO time; default now")
+    parser.add_argument("--hours", type=float, default=24.0, help="simulated hours")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--inject", action="append", default=[], help=f"injected event, repeatable: {inject_help}"
+    )
 
 
 def _mqtt_credentials(settings: Settings, out: Path, services: list[str]) -> int:

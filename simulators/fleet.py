@@ -63,7 +63,7 @@ class _Member:
         return telemetry + [self.device.event(e) for e in reading.events]
 
 
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep, waking early if `stop` is set; True if it was."""
     if math.isinf(seconds):
         await stop.wait()
@@ -130,7 +130,7 @@ class _Connection:
                     "simulator connection lost",
                     extra={"client": self.identifier, "error": str(exc)},
                 )
-                if await _sleep_or_stop(self.stop, backoff):
+                if await sleep_or_stop(self.stop, backoff):
                     return
                 backoff = min(backoff * 2, 10.0)
 
@@ -176,7 +176,7 @@ class _Connection:
             due, i = self._due[0] if self._due else (math.inf, -1)
             wait = min(due, self.deadline) - loop.time()
             if wait > 0:
-                await _sleep_or_stop(self.stop, wait)
+                await sleep_or_stop(self.stop, wait)
                 continue
             heapq.heappop(self._due)
             for publication in self.members[i].publications(self.tz, self.interval_s):
