@@ -103,6 +103,9 @@ def validate(
         return Rejection("schema_invalid", str(exc), device_id)
     except msgspec.DecodeError as exc:
         return Rejection("malformed_json", str(exc), device_id)
+    except UnicodeDecodeError as exc:
+        # msgspec raises this (not DecodeError) for invalid UTF-8 inside a JSON string.
+        return Rejection("malformed_json", f"not UTF-8 at byte {exc.start} of a string", device_id)
     problem = _cross_field_problem(message)
     if problem is not None:
         return Rejection("schema_invalid", problem, device_id)

@@ -228,8 +228,18 @@ def _numbers(value: object) -> Iterator[float]:
             yield from _numbers(v)
 
 
+# Found by fuzz/ (fuzz.run validate): invalid UTF-8 inside a JSON string made msgspec
+# raise UnicodeDecodeError out of validate, which stopped the ingest worker.
+NOT_UTF8_IN_A_STRING = (
+    (topics.topic(WRISTBAND, "telemetry"), b'{"v":1,"seq":1,"ts":1764000000000,"RP\x962":7}'),
+    (topics.topic(WRISTBAND, "status"), b'{"v":1,"state":"online","fw":"a\xed\xa0\x80"}'),
+)
+
+
 @PURE
 @given(uplinks)
+@example(NOT_UTF8_IN_A_STRING[0])
+@example(NOT_UTF8_IN_A_STRING[1])
 def test_validate_never_raises_and_rejects_with_a_known_reason(uplink: tuple[str, bytes]) -> None:
     topic_name, payload = uplink
     result = validate(topic_name, payload, REGISTRY_VIEW, received_ms=NOW, max_payload_bytes=LIMIT)
@@ -294,6 +304,7 @@ def test_mutated_fields_are_refused_not_coerced() -> None:
 # One input per rejection reason, next to accepted ones, so every reason is counted
 # whatever the drawn examples happen to cover.
 ONE_OF_EACH_REASON = [
+    *NOT_UTF8_IN_A_STRING,  # malformed_json
     ("cw/v1/dev/W1/cmd", b"{}"),  # bad_topic
     (topics.topic(WRISTBAND, "event"), b"x" * (LIMIT + 1)),  # oversized
     (topics.topic(WRISTBAND, "event"), b'{"v":1,'),  # malformed_json
