@@ -312,3 +312,16 @@ def test_im_ok_still_cancels_a_fall_found_by_the_accelerometer() -> None:
     cancel, drop = run(engine, [flag("fall_cancel", T0 + 9_000)], view(activate(opened)))[0]
     assert isinstance(cancel, CancelAlert) and cancel.alert_id == activate(opened).alert_id
     assert isinstance(timer, ScheduleTimer) and drop == CancelTimer(timer.timer_id)
+
+
+def test_steps_counted_before_the_fall_are_not_movement_after_it() -> None:
+    engine = fall_engine()
+    # the cumulative counter rises from the walk that ended in the fall
+    assert not engine.wants(telemetry({"steps": 100}, T0 - 30_000, "W1", 1))
+    opened, _ = run(engine, [flag("fall", T0)], view())[0]
+    pending = activate(opened)
+    first_after = telemetry({"steps": 130}, T0 + 20_000, "W1", 2)
+    assert run(engine, [first_after], view(pending)) == ([], 0)
+    # a later rise, between two samples both after the fall, is movement
+    [moved] = run(engine, [telemetry({"steps": 135}, T0 + 25_000, "W1", 3)], view(pending))[0]
+    assert isinstance(moved, UpdateAlert) and moved.action == "movement"

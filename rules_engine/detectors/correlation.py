@@ -173,14 +173,15 @@ class RecentFalls:
     def saw_fall(self, elder_id: str, device_ms: int) -> None:
         self.falls[elder_id] = max(device_ms, self.falls.get(elder_id, device_ms))
 
-    def recent(self, elder_id: str, device_ms: int) -> bool:
+    def fell_at(self, elder_id: str, device_ms: int) -> int | None:
+        """When the elder's recent fall happened, if `device_ms` is within the hint."""
         at = self.falls.get(elder_id)
         if at is None:
-            return False
+            return None
         if device_ms - at > FALL_HINT_MS:
             del self.falls[elder_id]
-            return False
-        return device_ms >= at
+            return None
+        return at if device_ms >= at else None
 
 
 class FallMovementDetector(Detector):
@@ -199,21 +200,25 @@ class FallMovementDetector(Detector):
             return False
         if event.id in self._memo:
             return self._memo[event.id]
-        moved = self._movement(event)
-        recent = self._recent.recent(event.elder_id, event.device_time_ms)
-        return self._memo.put(event.id, moved and recent)
+        fell_at = self._recent.fell_at(event.elder_id, event.device_time_ms)
+        return self._memo.put(event.id, self._moved_since(event, fell_at))
 
-    def _movement(self, event: Event) -> bool:
+    def _moved_since(self, event: Event, fell_at: int | None) -> bool:
+        """Motion, or steps counted between two samples both taken after the fall (the
+        counter is cumulative: the first rise after a fall may be the walk before it)."""
+        steps = event.data.get("steps")
+        last = self._last_steps.get(event.device_id)
+        if isinstance(steps, int) and not isinstance(steps, bool):
+            if last is not None and event.device_time_ms <= last[0]:
+                return False  # late or re-sent sample: says nothing new
+            self._last_steps[event.device_id] = (event.device_time_ms, steps)
+        if fell_at is None:
+            return False
         if event.data.get("motion") is True:
             return True
-        steps = event.data.get("steps")
-        if not isinstance(steps, int) or isinstance(steps, bool):
+        if not isinstance(steps, int) or last is None:
             return False
-        last = self._last_steps.get(event.device_id)
-        if last is not None and event.device_time_ms <= last[0]:
-            return False  # late or re-sent sample: says nothing new
-        self._last_steps[event.device_id] = (event.device_time_ms, steps)
-        return last is not None and steps > last[1]
+        return last[0] >= fell_at and steps > last[1]
 
     def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
         active = elder.active.get("fall")
