@@ -1,0 +1,1 @@
+"""Fuzz targets for the parsers that face outside input (see docs/security.md)."""
