@@ -142,6 +142,19 @@ def simulate(
     return heapq.merge(*streams, key=lambda m: m.device_time_ms)
 
 
+def day_plan(
+    elder: SimElder,
+    day: date,
+    *,
+    seed: int = 0,
+    injections: Sequence[Injection] = (),
+    tz: ZoneInfo = SITE_TZ,
+) -> list[Activity]:
+    """What `elder` does on local `day` in `simulate()` with the same seed and injections
+    (for inspection and tests: the sensors fire from exactly this)."""
+    return _ElderDays(elder, seed, list(injections), tz).plan(day)[0]
+
+
 # ------------------------------------------------------------------------------------
 # One elder
 # ------------------------------------------------------------------------------------
@@ -238,15 +251,18 @@ class _ElderDays:
                     yield _stamp(devices[rec.device], clock, rec)
             day += timedelta(days=1)
 
-    def _day(self, day: date) -> list[_Rec]:
+    def plan(self, day: date) -> tuple[list[Activity], float]:
+        """The day's activities, injected ones included, and its activity scale."""
         midnight = _midnight_ms(day, self.tz)
         scale = activity_scale(self.injections, midnight)
-        plan = plan_day(
-            self.traits, day_rng(self.seed, self.elder.elder_id, day.toordinal()), scale
-        )
+        rng = day_rng(self.seed, self.elder.elder_id, day.toordinal())
+        return self._with_injections(plan_day(self.traits, rng, scale), midnight), scale
+
+    def _day(self, day: date) -> list[_Rec]:
+        plan, scale = self.plan(day)
         d = _Day(
-            midnight,
-            self._with_injections(plan, midnight),
+            _midnight_ms(day, self.tz),
+            plan,
             scale,
             random.Random(f"sensors:{self.seed}:{self.elder.elder_id}:{day.toordinal()}"),
         )
