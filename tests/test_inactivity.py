@@ -178,6 +178,10 @@ def test_lying_still_by_day_is_not_excused_by_bed_presence() -> None:
         s.at(local_ms(24, 10) + minute * MIN, "R1", "radar", presence=True)
     assert s.whats("inactivity") == ["opened"]  # at 12:00, presence or not
     assert s.changes[0].at_ms == local_ms(24, 12)
+    # and the radar's day-long presence reports never reach the database
+    assert not s.at(local_ms(24, 13), "R1", "radar", presence=True)
+    assert s.at(local_ms(24, 23), "R1", "radar", presence=True)
+    assert s.whats("inactivity") == ["opened", "escalated"]  # presence resolves nothing
 
 
 def test_learned_afternoon_nap_makes_the_threshold_longer() -> None:

@@ -9,7 +9,8 @@ deadline passes:
   (cancelled by the next sign of life, e.g. the door on the way back in);
 - otherwise a 'warning' alert opens, and `inactivity-escalate:{alert_id}` raises it to
   'critical' if it is still unanswered one threshold later (an 'escalated' change).
-A sign of life while the alert is active resolves it (the condition cleared).
+A sign of life while the alert is active resolves it (the condition cleared); bed
+presence does not (somebody in bed may be the elder who needs help).
 
 Threshold of a gap that starts at t: the routine's usual gap for t's hour of the week
 (routine.py), clamped to [floor, ceiling]; the floor is the night one in quiet hours,
@@ -47,6 +48,9 @@ from rules_engine.thresholds import Thresholds
 
 Sign = Literal["motion", "door", "bed_exit", "water", "steps", "in_bed"]
 Source = Literal["routine", "floor", "ceiling"]
+
+_DEFAULTS = Thresholds(sos_cancel_window_s=0.0, fall_confirm_window_s=0.0)
+_DEFAULT_QUIET = (_DEFAULTS.quiet_start_h, _DEFAULTS.quiet_end_h)
 
 DEADLINE = "inactivity"
 AWAY = "inactivity-away"
@@ -151,7 +155,12 @@ class InactivityDetector(Detector):
             return False
         if sign in ("door", "bed_exit"):
             return True  # rare, and the door decides whether the elder is out
-        return self._written.worth_writing(event.elder_id, sign_time(event), event.id)
+        at = sign_time(event)
+        if sign == "in_bed" and not in_window(at, *_DEFAULT_QUIET, self.tz):
+            # a radar reports presence all day: only the night's can move the deadline
+            # (profiles with other quiet hours get bed presence within the default ones)
+            return False
+        return self._written.worth_writing(event.elder_id, at, event.id)
 
     def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
         sign = self._signs.classify(event)
@@ -178,6 +187,8 @@ class InactivityDetector(Detector):
             ),
             CancelTimer(f"{AWAY}:{elder.elder_id}"),
         ]
+        if sign == "in_bed":
+            return decisions  # somebody in bed is not a sign the alert can be closed on
         resolved = resolve_if_active(
             elder,
             "inactivity",
