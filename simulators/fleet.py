@@ -118,6 +118,7 @@ class _Connection:
         while not self._over():
             try:
                 async with mqtt_client(self.settings, self.identifier, self.will) as client:
+                    client.pending_calls_threshold = MAX_IN_FLIGHT  # in flight on purpose
                     self._lost = None
                     await self._send_all(client, [m.device.status("online") for m in self.members])
                     await self._publish_until_over(client)

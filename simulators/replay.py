@@ -115,6 +115,7 @@ async def replay(
     while not finished:
         try:
             async with mqtt_client(settings, identifier) as client:
+                client.pending_calls_threshold = MAX_IN_FLIGHT  # in flight on purpose
                 for message in r.pending:
                     wait = min(r.due_in(message, began), deadline - loop.time())
                     if await sleep_or_stop(stop, wait) or loop.time() >= deadline:

@@ -16,6 +16,7 @@ from carewatch.messages import AccelWindow, DeviceEvent, DeviceStatus, Telemetry
 from carewatch.settings import Settings
 from rules_engine.detectors.accel_fall import AccelFallDetector
 from simulators import geo
+from simulators.cli import injections_for, start_ms
 from simulators.days import SITE_TZ, SimElder, SimMessage, day_plan, simulate
 from simulators.injections import Injection, InjectionError, parse
 from simulators.replay import replay
@@ -84,6 +85,20 @@ def test_bad_specs_are_refused_with_a_reason(bad: str) -> None:
     with pytest.raises(InjectionError) as refused:
         parse(bad)
     assert repr(bad) in str(refused.value)
+
+
+def test_command_line_start_and_injections_per_elder() -> None:
+    now = datetime(2026, 11, 25, 16, 40, 12, tzinfo=SITE_TZ)
+    assert start_ms(None, SITE_TZ, now) == int(now.timestamp()) * 1000
+    assert start_ms("06:30", SITE_TZ, now) == midnight_ms(DAY) + 6 * 3_600_000 + 1_800_000
+    assert start_ms("2026-11-24T23:00", SITE_TZ, now) == midnight_ms(DAY) - 3_600_000
+    start = midnight_ms(DAY)
+    one = injections_for(["fall@14:05", "charger@17:00"], start, SITE_TZ, elder_id="E1")
+    assert [i.kind for i in one["E1"]] == ["fall", "charger"]
+    fleet = injections_for(["E1=fall@14:05", "E2=wander@02:30"], start, SITE_TZ)
+    assert sorted(fleet) == ["E1", "E2"] and fleet["E2"][0].kind == "wander"
+    with pytest.raises(InjectionError, match="which elder"):
+        injections_for(["fall@14:05"], start, SITE_TZ)
 
 
 # ------------------------------------------------------------------------------------
