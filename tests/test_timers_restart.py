@@ -18,8 +18,15 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from carewatch import bus
+from carewatch.clock import SystemClock
+from carewatch.db.pool import open_pool
 from carewatch.messages import Event, decode_alert_change, encode
 from carewatch.settings import Settings
+from rules_engine import store
+from rules_engine.decisions import Decision
+from rules_engine.detectors.base import DueTimer, ElderView
+from rules_engine.engine import default_engine
+from rules_engine.timeconv import ms_to_dt
 from tests.test_rules_worker import Feed, OffsetClock, rows, sync, until, worker
 
 ELDERS = ("A1", "A2", "A3")
@@ -210,3 +217,65 @@ async def test_device_reminders_reach_the_alerts_stream_until_the_band_is_back(
     assert [r["action"] for r in actions] == ["opened", "reminder", "resolved"]
     [closed] = await rows(s, "SELECT status, closed_at FROM alerts WHERE id = %s", alert["id"])
     assert closed["status"] == "resolved" and closed["closed_at"] is not None
+
+
+async def test_a_deadline_pushed_back_after_it_was_listed_is_not_fired(
+    absence_settings: Settings,
+) -> None:
+    """The timer loop lists due timers, then claims each; a sign of life in between
+    moves the deadline, and the claim must see the new due time (nothing fires)."""
+    s = absence_settings
+    engine = default_engine()
+    clock = SystemClock()
+    pool = await open_pool(s.database_url, max_size=2)
+    try:
+
+        def motion(delay_ms: int) -> Event:
+            now = clock.now_ms()
+            return Event(
+                id=f"P-A1:{now + delay_ms}",
+                elder_id="A1",
+                device_id="P-A1",
+                device_kind="pir",
+                type="telemetry",
+                device_time_ms=now + delay_ms,
+                received_ms=now + delay_ms,
+                data={"motion": True},
+            )
+
+        async def apply(e: Event) -> None:
+            outcome = await store.apply_event(
+                pool, e, lambda v: engine.on_event(e, v, clock), s, clock
+            )
+            assert outcome.result == "applied"
+
+        await apply(motion(-(THRESHOLD_S + 5) * 1000))  # last seen 65 s ago: due 5 s ago
+        [listed] = await store.due_timers(pool, clock.now_ms())
+        assert listed.timer_id == "inactivity:A1"
+        await apply(motion(0))  # moves it a minute ahead before the claim
+
+        def decide(t: DueTimer, v: ElderView) -> list[Decision]:
+            return engine.on_timer(t, v, clock)
+
+        outcome = await store.fire_timer(pool, listed.timer_id, "A1", decide, s, clock)
+        assert outcome.result == "gone"
+        [timer] = await rows(
+            s, "SELECT due_at, fired_at FROM rule_timers WHERE id = %s", listed.timer_id
+        )
+        assert timer["fired_at"] is None and timer["due_at"] > ms_to_dt(clock.now_ms())
+        assert await rows(s, "SELECT id FROM alerts") == []
+
+        # once it has fired, the next sign of life arms the same deadline again
+        later = OffsetClock((THRESHOLD_S + 5) * 1000)
+        fired = await store.fire_timer(
+            pool, listed.timer_id, "A1", lambda t, v: engine.on_timer(t, v, later), s, later
+        )
+        assert fired.result == "applied" and [c.kind for c in fired.changes] == ["inactivity"]
+        await apply(motion((THRESHOLD_S + 10) * 1000))  # seen after the alert opened
+        [rearmed] = await rows(s, "SELECT fired_at FROM rule_timers WHERE id = %s", listed.timer_id)
+        assert rearmed["fired_at"] is None
+        assert await rows(s, "SELECT status, rule FROM alerts") == [
+            {"status": "resolved", "rule": "inactivity.no_sign_of_life"}
+        ]
+    finally:
+        await pool.close()
