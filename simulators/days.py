@@ -189,7 +189,6 @@ class _Band:
     battery: float
     charging: bool = False
     steps: int = 0
-    online: bool = True
 
 
 @dataclass
@@ -216,7 +215,8 @@ class _Day:
         return self.midnight_ms + round(t_s * 1000)
 
     def add(self, t_s: float, device: DeviceKindName, topic: TopicKind, body: Body) -> None:
-        self.recs.append(_Rec(self.at(t_s), device, topic, body))
+        # never before midnight: the previous day has been sent already
+        self.recs.append(_Rec(self.at(max(0.0, t_s)), device, topic, body))
 
 
 class _ElderDays:
@@ -245,8 +245,12 @@ class _ElderDays:
         for kind in self.kinds:
             yield _stamp(devices[kind], clock, _Rec(start_ms, kind, "status", "online"))
         day = datetime.fromtimestamp(start_ms / 1000, self.tz).date()
+        spill: list[_Rec] = []  # late in one day, sent early the next (a fall at 23:59:55)
         while _midnight_ms(day, self.tz) < end_ms:
-            for rec in self._day(day):
+            next_midnight = _midnight_ms(day + timedelta(days=1), self.tz)
+            recs = sorted(spill + self._day(day), key=lambda r: r.t_ms)
+            spill = [r for r in recs if r.t_ms >= next_midnight]
+            for rec in recs[: len(recs) - len(spill)]:
                 if start_ms <= rec.t_ms < end_ms and rec.device in devices:
                     yield _stamp(devices[rec.device], clock, rec)
             day += timedelta(days=1)
@@ -270,8 +274,7 @@ class _ElderDays:
         self._transitions(d)  # after the minutes: accelerometer windows need the band worn
         self._offline_statuses(d)
         self.band.steps = 0  # the step counter restarts at midnight
-        online = [r for r in d.recs if r.topic == "status" or not self._band_silent(r)]
-        return sorted(online, key=lambda r: r.t_ms)
+        return [r for r in d.recs if r.topic == "status" or not self._band_silent(r)]
 
     def _with_injections(self, plan: list[Activity], midnight: int) -> list[Activity]:
         for inj in self.injections:

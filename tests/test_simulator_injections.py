@@ -143,6 +143,24 @@ def test_fall_without_the_band_flag() -> None:
     assert max(float(np.linalg.norm(w, axis=1).max()) for _, w in windows) > 2.5
 
 
+@pytest.mark.parametrize("seed", [0, 4, 6])  # the next day's sensors speak within seconds
+def test_a_fall_just_before_midnight_spills_into_the_next_day_in_order(seed: int) -> None:
+    e = elder("LATE")
+    midnight = midnight_ms(DAY) + 86_400_000
+    fall = Injection("fall", midnight - 5_000, 3600)  # its windows run past midnight
+    injections = {"LATE": [fall, _at("wander@d1/23:30+1h")]}
+    msgs = list(simulate([e], midnight_ms(DAY), 3 * 86_400, seed=seed, injections=injections))
+    times = [m.device_time_ms for m in msgs]
+    assert times == sorted(times)
+    windows = _accel(decode_all(m for m in msgs if abs(m.device_time_ms - midnight) < 60_000))
+    assert windows[0][0] < midnight - 1000 and windows[-1][0] >= midnight + 5000
+    detector = AccelFallDetector()
+    found = [d for t, w in windows if (d := detector.feed(_window(w), t)) is not None]
+    assert len(found) == 1 and abs(found[0].impact_ms - fall.at_ms) < 100
+    seqs = [msgspec.json.decode(m.payload)["seq"] for m in msgs if m.device_id == "LATE-WB"]
+    assert seqs == sorted(set(seqs))
+
+
 def _window(xyz: np.ndarray) -> AccelWindow:
     return AccelWindow(hz=50, x=xyz[:, 0].tolist(), y=xyz[:, 1].tolist(), z=xyz[:, 2].tolist())
 
