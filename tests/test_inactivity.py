@@ -136,6 +136,30 @@ def test_door_opened_then_no_motion_means_out_of_home_not_inactive() -> None:
     assert s.opened[opened.alert_id].details["threshold_source"] == "out_ceiling"
 
 
+def test_walking_outside_with_the_band_is_still_out_of_home() -> None:
+    s = sim()
+    motion(s, 24, 9)
+    s.at(local_ms(24, 9, 30), "D1", "door", event="door_open")
+    for i, steps in enumerate(range(1000, 3000, 200)):  # a walk to the market
+        s.at(local_ms(24, 10) + i * 6 * MIN, "W1", "wristband", steps=steps)
+    s.run_until(local_ms(24, 19))  # sitting in the teahouse all afternoon: no alert
+    assert s.changes == []
+    s.run_until(local_ms(24, 19, 30))  # 10 h after the door
+    assert [c.rule for c in s.changes] == ["inactivity.out_of_home_ceiling"]
+
+
+def test_steps_after_coming_back_inside_are_judged_at_home() -> None:
+    s = sim()
+    s.at(local_ms(24, 9, 30), "D1", "door", event="door_open")
+    motion(s, 24, 11)  # back inside
+    s.at(local_ms(24, 11, 10), "W1", "wristband", steps=100)
+    s.at(local_ms(24, 11, 20), "W1", "wristband", steps=300)
+    s.run_until(local_ms(24, 13, 20))
+    assert [(c.rule, c.at_ms) for c in s.changes] == [
+        ("inactivity.no_sign_of_life", local_ms(24, 13, 20))
+    ]
+
+
 def test_coming_back_through_the_door_ends_the_out_of_home_wait() -> None:
     s = sim()
     s.at(local_ms(24, 9, 30), "D1", "door", event="door_open")

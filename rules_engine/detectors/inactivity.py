@@ -4,9 +4,12 @@ It fires on the absence of events, so it lives in a durable timer: every sign of
 moves the elder's deadline `inactivity:{elder_id}` (an upsert; hot telemetry that
 would move it by under a minute skips the database, see memo.DeadlineMemo). When the
 deadline passes:
-- the last sign was the door (opened/closed, then nothing inside): the elder went
-  out; no alert, but `inactivity-away:{elder_id}` waits for the out-of-home ceiling
-  (cancelled by the next sign of life, e.g. the door on the way back in);
+- the last sign was the door (opened/closed, then nothing inside), or only wristband
+  steps came after the door (a walk outside): the elder is out; no alert, but
+  `inactivity-away:{elder_id}` waits until the out-of-home ceiling after the door
+  (cancelled by the next sign of life, e.g. the door on the way back in). Whether
+  steps came after the door is this worker's memory: after a restart, steps count
+  as at home until the next door event (an alert rather than none);
 - otherwise a 'warning' alert opens, and `inactivity-escalate:{alert_id}` raises it to
   'critical' if it is still unanswered one threshold later (an 'escalated' change).
 A sign of life while the alert is active resolves it (the condition cleared); bed
@@ -41,7 +44,7 @@ from rules_engine.decisions import (
 )
 from rules_engine.detectors.base import Detector, DueTimer, ElderView
 from rules_engine.detectors.clearing import resolve_if_active
-from rules_engine.detectors.memo import DeadlineMemo, ValueMemo
+from rules_engine.detectors.memo import DeadlineMemo, LatestTimes, ValueMemo
 from rules_engine.localtime import SITE_TZ, hour_of_week, in_window, next_at_hour
 from rules_engine.routine import WATER_USE_MIN_LPM, Routine, RoutineBook
 from rules_engine.thresholds import Thresholds
@@ -145,6 +148,19 @@ class InactivityDetector(Detector):
         self.tz = tz
         self._signs = SignsOfLife()
         self._written = DeadlineMemo()
+        self._door = LatestTimes()  # per elder: last door event
+        self._inside = LatestTimes()  # per elder: last sign that can only come from inside
+
+    def _note(self, elder_id: str, sign: Sign, at_ms: int) -> None:
+        if sign == "door":
+            self._door.saw(elder_id, at_ms)
+        elif sign != "steps":  # a band's steps come along when the elder goes out
+            self._inside.saw(elder_id, at_ms)
+
+    def _out_since(self, elder_id: str) -> int | None:
+        """The door time if nothing inside was seen after it (this worker's knowledge)."""
+        door, inside = self._door.get(elder_id), self._inside.get(elder_id)
+        return door if door is not None and (inside is None or door > inside) else None
 
     async def refresh(self, pool: AsyncConnectionPool, settings: Settings, clock: Clock) -> None:
         await self.routines.refresh(pool, clock)
@@ -153,6 +169,7 @@ class InactivityDetector(Detector):
         sign = self._signs.classify(event)
         if sign is None:
             return False
+        self._note(event.elder_id, sign, sign_time(event))
         if sign in ("door", "bed_exit"):
             return True  # rare, and the door decides whether the elder is out
         at = sign_time(event)
@@ -168,6 +185,7 @@ class InactivityDetector(Detector):
             return ()
         th = elder.thresholds
         at = sign_time(event)
+        self._note(elder.elder_id, sign, at)
         if sign == "in_bed" and not in_window(at, th.quiet_start_h, th.quiet_end_h, self.tz):
             return ()  # lying still by day is what this rule is for
         routine = self.routines.get(elder.elder_id, clock.now_ms())
@@ -181,6 +199,9 @@ class InactivityDetector(Detector):
             "source": deadline.threshold.source,
             "floor_s": deadline.threshold.floor_s,
         }
+        out_since = self._out_since(elder.elder_id)
+        if sign in ("door", "steps") and out_since is not None:
+            payload["out_since_ms"] = out_since  # walking outside: still out of home
         decisions: list[Decision] = [
             ScheduleTimer(
                 f"{DEADLINE}:{elder.elder_id}", DEADLINE, deadline.due_ms, payload, replace=True
@@ -218,8 +239,10 @@ class InactivityDetector(Detector):
             "last_sign_event_id": payload.get("event_id"),
             "threshold_source": payload.get("source"),
         }
-        if timer.kind == DEADLINE and payload.get("sign") == "door":
-            away_due = sign_ms + round(th.inactivity_out_ceiling_s * 1000)
+        # out of home: the door was the last sign, or only the band's steps came after it
+        if timer.kind == DEADLINE and (payload.get("sign") == "door" or "out_since_ms" in payload):
+            out_since = _int(payload.get("out_since_ms"), sign_ms)
+            away_due = out_since + round(th.inactivity_out_ceiling_s * 1000)
             away = {**payload, "out_ceiling_s": th.inactivity_out_ceiling_s}
             return [ScheduleTimer(f"{AWAY}:{elder.elder_id}", AWAY, away_due, away, replace=True)]
         if timer.kind == AWAY:

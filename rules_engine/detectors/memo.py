@@ -99,3 +99,18 @@ class ValueMemo(Generic[V]):
         observation = Observation(previous, value)
         self._seen.put(key, _Seen(event_id, observation))
         return observation
+
+
+class LatestTimes:
+    """The latest time seen per key (e.g. the elder's last door event): idempotent."""
+
+    def __init__(self, max_keys: int = MAX_KEYS) -> None:
+        self._latest: _Lru[int] = _Lru(max_keys)
+
+    def saw(self, key: str, at_ms: int) -> None:
+        latest = self._latest.get(key)
+        if latest is None or at_ms > latest:
+            self._latest.put(key, at_ms)
+
+    def get(self, key: str) -> int | None:
+        return self._latest.get(key)
