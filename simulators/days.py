@@ -61,7 +61,9 @@ FALL_STILL_S = 10.0  # accelerometer windows of lying still sent after a fall
 LAST_WILL_AFTER_S = 45.0  # keepalive 30 s x 1.5: when the broker gives up on a band
 BATTERY_DRAIN_PER_MIN = 100 / (5 * 1440)  # a charge lasts about five days
 CHARGE_PER_MIN = 1.0
-CHARGE_BELOW = 15.0  # the elder puts the band on the charger by day below this
+# Below this at bedtime the band goes on the charger for the night (by day it stays on
+# the wrist: off the wrist by day is what the off_wrist alert is for).
+CHARGE_BELOW = 30.0
 
 # Per activity: steps a minute, heart rate over resting, chance of PIR / radar motion.
 STEPS: dict[ActivityKind, float] = {
@@ -384,12 +386,13 @@ class _ElderDays:
         t = minute * 60 + self.phase_s["wristband"]
         band, rng, traits = self.band, d.rng, self.traits
         home = self.elder.home
-        if not band.charging and band.battery < CHARGE_BELOW and 8 <= t / 3600 < 20:
-            band.charging = seg.kind in ("home", "tv", "meal")
+        if seg.kind == "sleep" and t >= DAY_S / 2 and band.battery < CHARGE_BELOW:
+            band.charging = True  # on the charger at bedtime, back on the wrist on getting up
+        elif band.charging and seg.kind not in ("sleep", "toilet", "floor"):
+            band.charging = False  # up for the day (or wandering off: it is a watch too)
         if band.charging or self._on_charger(d.at(t)):
             d.off_wrist.add(minute)
             band.battery = min(100.0, band.battery + CHARGE_PER_MIN)
-            band.charging = band.charging and band.battery < 100
             fields: dict[str, object] = {"battery": round(band.battery), "worn": False}
             fields["steps"] = band.steps
             if minute % 5 == 0:

@@ -73,12 +73,23 @@ class ElderTraits:
             bed_h=rng.uniform(21.0, 22.5),
             night_toilet=(1, 2, 2, 3) if nocturia else (0, 0, 1),
             outgoing=rng.uniform(0.2, 0.5) if frail else rng.uniform(0.6, 0.95),
-            walk_m=rng.uniform(150, 400) if frail else rng.uniform(300, 900),
+            walk_m=_usual_walk_m(rng, profile),
             nap_chance=rng.uniform(0.4, 0.9),
             resting_hr=rng.uniform(62, 78),
             spo2=rng.uniform(95.5, 98.0),
             skin_temp=rng.uniform(36.0, 36.6),
         )
+
+
+def _usual_walk_m(rng: random.Random, profile: str) -> float:
+    """How far the elder usually goes out. Elders with dementia (cognitive) go out
+    accompanied, near home: inside the 500 m home geofence of the rules, so their normal
+    days raise no wandering alarm."""
+    if profile == "cognitive":
+        return rng.uniform(100, 330)
+    if profile in ("disabled", "elderly_80plus"):
+        return rng.uniform(150, 400)
+    return rng.uniform(300, 900)
 
 
 def day_rng(seed: int, elder_id: str, day: int) -> random.Random:

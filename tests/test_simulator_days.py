@@ -182,3 +182,22 @@ def test_statuses_first_then_the_day() -> None:
         for m in msgs
         if m.kind == "telemetry"
     )
+
+
+def test_a_week_the_band_charges_overnight_and_never_runs_flat() -> None:
+    e = elder("WEEK")
+    msgs = decode_all(simulate([e], midnight_ms(DAY), 8 * 86_400, seed=3))
+    band = [m for m in msgs if m.device_kind == "wristband" and m.telemetry is not None]
+    battery = [m.telemetry.battery for m in band if m.telemetry and m.telemetry.battery]
+    assert min(battery) >= 5
+    off = [local_h(m.device_time_ms) for m in band if m.telemetry and m.telemetry.worn is False]
+    assert len(off) >= 60, "charged at least one night"
+    assert all(not 9 <= h < 21 for h in off), "off the wrist by day would be an alert"
+
+
+def test_cognitive_elders_normal_outings_stay_inside_the_home_geofence() -> None:
+    for k in range(4):
+        e = elder(f"COG{k}", profile="cognitive")
+        msgs = decode_all(simulate([e], midnight_ms(DAY), 3 * 86_400, seed=k))
+        far = max(geo.distance_m(*e.home, *fix) for m in msgs if (fix := m.fix) is not None)
+        assert 50 < far < 500  # they do go out, but not as far as the fence
