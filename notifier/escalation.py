@@ -185,7 +185,9 @@ class Escalator:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             await self._reject(raw, "bad_alert_change", str(exc))
             return
-        if change.status == "open":
+        if change.reason is not None and change.status == "open":
+            ids = await self._process(change, self._renotify)
+        elif change.status == "open":
             ids = await self._process(change, self._open)
         elif change.status in CLOSED_STATUSES:
             ids = await self._process(change, self._close)
@@ -240,6 +242,29 @@ class Escalator:
             return []
         return await self._carry_out(conn, alert, policy, 0)
 
+    async def _renotify(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[int]:
+        """A reminder, or a severity the rules engine raised: run the (new) policy again."""
+        if alert.status != "open":  # acknowledged: a person is on it; closed: nothing to do
+            return []
+        policy = policy_for(alert.severity)  # type: ignore[arg-type]
+        row = await sql.one(
+            conn,
+            "INSERT INTO escalations (alert_id, policy, step, next_step_at, round)"
+            " VALUES (%s, %s, -1, NULL, 1) ON CONFLICT (alert_id) DO UPDATE SET"
+            " policy = EXCLUDED.policy, round = escalations.round + 1, step = -1,"
+            " next_step_at = NULL, stopped_at = NULL, stopped_reason = NULL RETURNING round",
+            (alert.id, policy.name),
+        )
+        round_ = int(row["round"]) if row else 1
+        await timeline.append(
+            conn,
+            alert.id,
+            "escalation_restarted",
+            {"reason": change.reason, "policy": policy.name, "round": round_},
+            at_ms=self.clock.now_ms(),
+        )
+        return await self._carry_out(conn, alert, policy, 0, round_)
+
     async def _close(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[int]:
         now = self.clock.now_ms()
         await stop_escalation(conn, alert.id, change.status, now)
@@ -262,7 +287,7 @@ class Escalator:
         )
 
     async def _carry_out(
-        self, conn: Conn, alert: AlertInfo, policy: Policy, step: int
+        self, conn: Conn, alert: AlertInfo, policy: Policy, step: int, round_: int = 0
     ) -> list[int]:
         """Enqueue step `step` and schedule the next; in the caller's transaction."""
         now = self.clock.now_ms()
@@ -283,6 +308,7 @@ class Escalator:
             NewNotification(
                 alert.id, step, "alert", channel, r, address,
                 message_params(self.settings, alert, elder, r, "alert", now),
+                round_,
             )
             for r in recipients
             for channel in plan.channels
@@ -322,7 +348,7 @@ class Escalator:
         async with self.pool.connection() as conn, conn.transaction():
             due = await sql.rows(
                 conn,
-                "SELECT alert_id::text AS alert_id, policy, step FROM escalations"
+                "SELECT alert_id::text AS alert_id, policy, step, round FROM escalations"
                 " WHERE next_step_at <= %s ORDER BY next_step_at LIMIT %s"
                 " FOR UPDATE SKIP LOCKED",
                 (timeline.from_ms(now), self.batch_size),
@@ -334,7 +360,7 @@ class Escalator:
                     await stop_escalation(conn, row["alert_id"], f"alert {status}", now)
                     continue
                 policy = policy_for(row["policy"])
-                ids += await self._carry_out(conn, alert, policy, row["step"] + 1)
+                ids += await self._carry_out(conn, alert, policy, row["step"] + 1, row["round"])
         self.sender.kick(ids)
         return len(due)
 

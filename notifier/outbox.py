@@ -44,11 +44,13 @@ class NewNotification:
     recipient: Recipient
     address: str
     params: dict[str, str]
+    round: int = 0  # escalation round: reminders and raised severities start a new one
 
     @property
     def idempotency_key(self) -> str:
         r = self.recipient
-        return f"{self.alert_id}:{self.step}:{self.purpose}:{r.kind}:{r.id}:{self.channel}"
+        step = f"r{self.round}:{self.step}" if self.round else str(self.step)
+        return f"{self.alert_id}:{step}:{self.purpose}:{r.kind}:{r.id}:{self.channel}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,82 @@
+"""Reminders and raised severities from the rules engine start a new escalation round."""
+
+from __future__ import annotations
+
+import msgspec
+import psycopg
+
+from carewatch.settings import Settings
+from tests.fake_provider_server import running_fake_providers
+from tests.services import await_until
+from tests.test_notifier_support import (
+    GRID_WORKER_ID,
+    change,
+    insert_alert,
+    notifier_settings,
+    publish_changes,
+    query,
+    running_notifier,
+    seed_registry,
+)
+
+
+def alert_rows(dsn: str, alert_id: str) -> list[tuple[str, str, str, str]]:
+    rows = query(
+        dsn,
+        "SELECT idempotency_key, recipient_kind, recipient_id::text, channel FROM notifications"
+        " WHERE alert_id = %s AND purpose = 'alert' AND status = 'sent' ORDER BY id",
+        alert_id,
+    )
+    return [(str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
+
+
+async def test_raised_severity_and_reminder_notify_again(settings: Settings) -> None:
+    dsn = settings.database_url
+    seed_registry(dsn)
+    alert_id = insert_alert(dsn, kind="inactivity", severity="warning")
+    async with running_fake_providers(notifier_settings(settings)) as fake:
+        s = fake.settings
+        async with running_notifier(s):
+            await publish_changes(s, change(alert_id, kind="inactivity", severity="warning"))
+
+            async def warning_sent() -> bool:
+                return len(alert_rows(dsn, alert_id)) == 2  # grid worker: sms + wecom
+
+            await await_until(warning_sent, 10, "the warning's step 0")
+            assert {r[1] for r in alert_rows(dsn, alert_id)} == {"grid_worker"}
+
+            # the rules engine raises it to critical: the critical policy runs from step 0,
+            # which also reaches the first family contact; the grid worker hears again
+            with psycopg.connect(dsn) as conn:
+                conn.execute("UPDATE alerts SET severity = 'critical' WHERE id = %s", (alert_id,))
+            raised = msgspec.structs.replace(
+                change(alert_id, version=2, kind="inactivity", severity="critical"),
+                reason="escalated",
+            )
+            await publish_changes(s, raised)
+
+            async def critical_sent() -> bool:
+                return any(r[1] == "family" for r in alert_rows(dsn, alert_id))
+
+            await await_until(critical_sent, 10, "the critical round")
+            rows = alert_rows(dsn, alert_id)
+            to_grid_worker = [r for r in rows if r[2] == GRID_WORKER_ID and r[3] == "sms"]
+            assert len(to_grid_worker) == 2
+            assert len({r[0] for r in rows}) == len(rows)  # a new round, new keys
+
+            # a reminder (device health repeats while the condition lasts) notifies again
+            reminder = msgspec.structs.replace(
+                change(alert_id, version=3, kind="inactivity", severity="critical"),
+                reason="reminder",
+            )
+            await publish_changes(s, reminder, reminder)  # duplicate delivery: one round
+
+            async def reminded() -> bool:
+                grid = [r for r in alert_rows(dsn, alert_id) if r[2] == GRID_WORKER_ID]
+                return len([r for r in grid if r[3] == "sms"]) == 3
+
+            await await_until(reminded, 10, "the reminder round")
+            rounds = query(dsn, "SELECT round FROM escalations WHERE alert_id = %s", alert_id)
+            assert rounds == [(2,)]
+        delivered = [r for r in await fake.records("sms") if r.get("outcome") == "delivered"]
+        assert len(delivered) == len({r["out_id"] for r in delivered})
