@@ -110,6 +110,11 @@ class Pipeline:
                 continue
             key = result.dedup_key
             claim = next(claims) if key is not None else Claim.NEW
+            if claim is Claim.OWN_PENDING and key not in self._pending:
+                # Our claim, but no message of ours holds it: an earlier attempt of this
+                # very call wrote it and lost the reply (Redis died mid-call; found by
+                # tests/test_chaos.py). Taking it for a duplicate would drop the message.
+                claim = Claim.NEW
             if claim is Claim.DUPLICATE or claim is Claim.OWN_PENDING:
                 DUPLICATES.inc()
                 # A copy of a message still in flight is acknowledged with the original.
