@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import math
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -203,6 +204,7 @@ class _Day:
     rng: random.Random
     recs: list[_Rec] = field(default_factory=list)
     off_wrist: set[int] = field(default_factory=set)  # minutes the band was off the wrist
+    battery: list[int] = field(default_factory=list)  # the band's, minute by minute
     bursts: list[tuple[float, float]] = field(default_factory=list)  # accelerometer windows
 
     def claim(self, start_s: float, end_s: float) -> bool:
@@ -216,8 +218,14 @@ class _Day:
     def at(self, t_s: float) -> int:
         return self.midnight_ms + round(t_s * 1000)
 
+    def take(self) -> list[_Rec]:
+        """The records made since the last take."""
+        recs, self.recs = self.recs, []
+        return recs
+
     def add(self, t_s: float, device: DeviceKindName, topic: TopicKind, body: Body) -> None:
-        # never before midnight: the previous day has been sent already
+        # never before midnight: the previous day has been sent already (nothing is made
+        # more than a minute before the hour being generated, see _hours)
         self.recs.append(_Rec(self.at(max(0.0, t_s)), device, topic, body))
 
 
@@ -247,14 +255,22 @@ class _ElderDays:
         for kind in self.kinds:
             yield _stamp(devices[kind], clock, _Rec(start_ms, kind, "status", "online"))
         day = datetime.fromtimestamp(start_ms / 1000, self.tz).date()
-        spill: list[_Rec] = []  # late in one day, sent early the next (a fall at 23:59:55)
+        # Generated an hour at a time; a record may lie past its hour (a burst of
+        # accelerometer windows, a fall at 23:59:55), so it waits here until its time.
+        pending: list[tuple[int, int, _Rec]] = []
+        order = itertools.count()
         while _midnight_ms(day, self.tz) < end_ms:
-            next_midnight = _midnight_ms(day + timedelta(days=1), self.tz)
-            recs = sorted(spill + self._day(day), key=lambda r: r.t_ms)
-            spill = [r for r in recs if r.t_ms >= next_midnight]
-            for rec in recs[: len(recs) - len(spill)]:
-                if start_ms <= rec.t_ms < end_ms and rec.device in devices:
-                    yield _stamp(devices[rec.device], clock, rec)
+            for until_ms, recs in self._hours(day):
+                for rec in recs:
+                    heapq.heappush(pending, (rec.t_ms, next(order), rec))
+                while pending and pending[0][0] < until_ms:
+                    rec = heapq.heappop(pending)[2]
+                    if rec.device not in devices or self._band_silent(rec):
+                        continue  # a sensor this home does not have; a band gone silent
+                    if start_ms <= rec.t_ms < end_ms:
+                        yield _stamp(devices[rec.device], clock, rec)
+                if until_ms >= end_ms:
+                    return
             day += timedelta(days=1)
 
     def plan(self, day: date) -> tuple[list[Activity], float]:
@@ -264,19 +280,32 @@ class _ElderDays:
         rng = day_rng(self.seed, self.elder.elder_id, day.toordinal())
         return self._with_injections(plan_day(self.traits, rng, scale), midnight), scale
 
-    def _day(self, day: date) -> list[_Rec]:
+    def _hours(self, day: date) -> Iterator[tuple[int, list[_Rec]]]:
+        """The day's records an hour at a time: (end of the hour, records made in it)."""
         plan, scale = self.plan(day)
+        midnight = _midnight_ms(day, self.tz)
         d = _Day(
-            _midnight_ms(day, self.tz),
+            midnight,
             plan,
             scale,
             random.Random(f"sensors:{self.seed}:{self.elder.elder_id}:{day.toordinal()}"),
         )
-        self._minutes(d)
-        self._transitions(d)  # after the minutes: accelerometer windows need the band worn
+        self._charge(d)
         self._offline_statuses(d)
+        wake_s = next((a.end_s for a in plan if a.kind == "sleep" and a.start_s == 0), 0.0)
+        flowing = False
+        segments = iter(plan)
+        seg = next(segments, None)
+        for hour in range(24):
+            for minute in range(hour * 60, hour * 60 + 60):
+                flowing = self._minute(d, minute, wake_s, flowing)
+            # changes of activity a minute ahead: some of what they send comes just before
+            # them (the door opens as the elder gets back), and must not miss its hour
+            while seg is not None and seg.start_s < (hour + 1) * 3600 + 60:
+                self._segment(d, seg)
+                seg = next(segments, None)
+            yield midnight + (hour + 1) * 3_600_000, d.take()
         self.band.steps = 0  # the step counter restarts at midnight
-        return [r for r in d.recs if r.topic == "status" or not self._band_silent(r)]
 
     def _with_injections(self, plan: list[Activity], midnight: int) -> list[Activity]:
         for inj in self.injections:
@@ -288,15 +317,12 @@ class _ElderDays:
 
     # -- events at changes of activity ------------------------------------------------
 
-    def _transitions(self, d: _Day) -> None:
-        prev = self.prev_kind
-        for seg in d.plan:
-            if seg.kind != prev:
-                self._transition(d, prev, seg)
-            if seg.kind == "tv" and d.rng.random() < 0.15:  # clapping along to a show
-                self._accel(d, seg.start_s + d.rng.uniform(0, seg.duration_s), "D20")
-            prev = seg.kind
-        self.prev_kind = prev
+    def _segment(self, d: _Day, seg: Activity) -> None:
+        if seg.kind != self.prev_kind:
+            self._transition(d, self.prev_kind, seg)
+        if seg.kind == "tv" and d.rng.random() < 0.15:  # clapping along to a show
+            self._accel(d, seg.start_s + d.rng.uniform(0, seg.duration_s), "D20")
+        self.prev_kind = seg.kind
 
     def _transition(self, d: _Day, prev: ActivityKind, seg: Activity) -> None:
         t, rng = seg.start_s, d.rng
@@ -321,12 +347,12 @@ class _ElderDays:
         return active(self.injections, "charger", t_ms) is not None
 
     def _worn_at(self, d: _Day, t_s: float) -> bool:
-        return int(t_s // 60) not in d.off_wrist and not self._on_charger(d.at(t_s))
+        return int(t_s // 60) not in d.off_wrist
 
     def _band_silent(self, rec: _Rec) -> bool:
-        return (
-            rec.device == "wristband" and active(self.injections, "offline", rec.t_ms) is not None
-        )
+        if rec.device != "wristband" or rec.topic == "status":  # the broker's will speaks
+            return False
+        return active(self.injections, "offline", rec.t_ms) is not None
 
     def _accel(self, d: _Day, t_s: float, code: str) -> None:
         if "wristband" not in self.elder.devices or not self._worn_at(d, t_s):
@@ -366,18 +392,36 @@ class _ElderDays:
 
     # -- minute by minute ---------------------------------------------------------------
 
-    def _minutes(self, d: _Day) -> None:
-        wake_s = next((a.end_s for a in d.plan if a.kind == "sleep" and a.start_s == 0), 0.0)
-        flowing = False
+    def _minute(self, d: _Day, minute: int, wake_s: float, flowing: bool) -> bool:
+        """Every device's reading of one minute; returns whether water is flowing."""
+        t = minute * 60.0
+        self._wristband(d, minute, activity_at(d.plan, t + self.phase_s["wristband"]))
+        self._pir(d, minute, activity_at(d.plan, t + self.phase_s["pir"]))
+        flowing = self._water(d, minute, activity_at(d.plan, t), wake_s, flowing)
+        if minute % 5 == 0:
+            self._radar(d, minute, activity_at(d.plan, t + self.phase_s["radar"]))
+        if minute % 60 == 0:
+            d.add(t + self.phase_s["door"], "door", "telemetry", self._heartbeat("door"))
+        return flowing
+
+    def _charge(self, d: _Day) -> None:
+        """The band's battery over the day, and when it is on the charger: below
+        CHARGE_BELOW at bedtime it charges overnight, back on the wrist on getting up
+        (or on wandering off: it is a watch too)."""
+        band = self.band
         for minute in range(round(DAY_S / 60)):
-            t = minute * 60.0
-            self._wristband(d, minute, activity_at(d.plan, t + self.phase_s["wristband"]))
-            self._pir(d, minute, activity_at(d.plan, t + self.phase_s["pir"]))
-            flowing = self._water(d, minute, activity_at(d.plan, t), wake_s, flowing)
-            if minute % 5 == 0:
-                self._radar(d, minute, activity_at(d.plan, t + self.phase_s["radar"]))
-            if minute % 60 == 0:
-                d.add(t + self.phase_s["door"], "door", "telemetry", self._heartbeat("door"))
+            t = minute * 60 + self.phase_s["wristband"]
+            kind = activity_at(d.plan, t).kind
+            if kind == "sleep" and t >= DAY_S / 2 and band.battery < CHARGE_BELOW:
+                band.charging = True
+            elif band.charging and kind not in ("sleep", "toilet", "floor"):
+                band.charging = False
+            if band.charging or self._on_charger(d.at(t)):
+                d.off_wrist.add(minute)
+                band.battery = min(100.0, band.battery + CHARGE_PER_MIN)
+            else:
+                band.battery = max(0.0, band.battery - BATTERY_DRAIN_PER_MIN)
+            d.battery.append(round(band.battery))
 
     def _heartbeat(self, kind: DeviceKindName) -> dict[str, object]:
         return {"battery": self.sensor_battery[kind]}
@@ -386,20 +430,13 @@ class _ElderDays:
         t = minute * 60 + self.phase_s["wristband"]
         band, rng, traits = self.band, d.rng, self.traits
         home = self.elder.home
-        if seg.kind == "sleep" and t >= DAY_S / 2 and band.battery < CHARGE_BELOW:
-            band.charging = True  # on the charger at bedtime, back on the wrist on getting up
-        elif band.charging and seg.kind not in ("sleep", "toilet", "floor"):
-            band.charging = False  # up for the day (or wandering off: it is a watch too)
-        if band.charging or self._on_charger(d.at(t)):
-            d.off_wrist.add(minute)
-            band.battery = min(100.0, band.battery + CHARGE_PER_MIN)
-            fields: dict[str, object] = {"battery": round(band.battery), "worn": False}
+        if minute in d.off_wrist:
+            fields: dict[str, object] = {"battery": d.battery[minute], "worn": False}
             fields["steps"] = band.steps
             if minute % 5 == 0:
                 fields |= _fix(home, 0.0, 0.0, rng)
             d.add(t, "wristband", "telemetry", fields)
             return
-        band.battery = max(0.0, band.battery - BATTERY_DRAIN_PER_MIN)
         scale = d.scale if seg.kind in ("home", "out", "meal", "toilet") else 1.0
         walking = seg.kind == "out" and _out_distance(seg, t) not in (0.0, seg.distance_m)
         rate = WALKING_STEPS if walking else STEPS[seg.kind]
@@ -410,7 +447,7 @@ class _ElderDays:
             "hr": round(min(150.0, max(45.0, hr))),
             "spo2": round(min(99.0, max(92.0, spo2))),
             "steps": band.steps,
-            "battery": round(band.battery),
+            "battery": d.battery[minute],
             "worn": True,
         }
         if minute % 5 == 0:
