@@ -276,10 +276,11 @@ class Escalator:
         return await enqueue_follow_ups(conn, self.settings, alert, "closed", now)
 
     async def _acknowledged(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[int]:
-        # The ack app stops the escalation itself; this covers acknowledgements made elsewhere.
+        # The ack app stops the escalation and queues the 'handled' messages itself; the
+        # operator API only stops it. Both are idempotent (the messages by their keys), so
+        # whoever acknowledged, everyone already notified is told who is handling it once.
         now = self.clock.now_ms()
-        if not await stop_escalation(conn, alert.id, f"acknowledged by {change.actor}", now):
-            return []
+        await stop_escalation(conn, alert.id, f"acknowledged by {change.actor}", now)
         handler = await handler_display(conn, change.actor)
         kind, _, rid = (change.actor or "").partition(":")
         return await enqueue_follow_ups(

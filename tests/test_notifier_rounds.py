@@ -80,3 +80,45 @@ async def test_raised_severity_and_reminder_notify_again(settings: Settings) -> 
             assert rounds == [(2,)]
         delivered = [r for r in await fake.records("sms") if r.get("outcome") == "delivered"]
         assert len(delivered) == len({r["out_id"] for r in delivered})
+
+
+async def test_acknowledged_elsewhere_still_tells_everyone_notified(settings: Settings) -> None:
+    """The operator API stops the escalation in its own transaction; the notifier must
+    still send the 'handled' messages when the acknowledged change reaches it."""
+    dsn = settings.database_url
+    seed_registry(dsn)
+    alert_id = insert_alert(dsn)
+    async with running_fake_providers(notifier_settings(settings)) as fake:
+        s = fake.settings
+        async with running_notifier(s):
+            await publish_changes(s, change(alert_id))
+
+            async def step0_sent() -> bool:
+                return len(alert_rows(dsn, alert_id)) == 4
+
+            await await_until(step0_sent, 10, "step 0")
+            with psycopg.connect(dsn) as conn:  # what operator_api.actions does
+                conn.execute(
+                    "UPDATE alerts SET status = 'acknowledged', acknowledged_by = 'operator:OP1'"
+                    " WHERE id = %s",
+                    (alert_id,),
+                )
+                conn.execute(
+                    "UPDATE escalations SET next_step_at = NULL, stopped_at = now(),"
+                    " stopped_reason = 'acknowledged via operator API' WHERE alert_id = %s",
+                    (alert_id,),
+                )
+            await publish_changes(
+                s, change(alert_id, status="acknowledged", version=2, actor="operator:OP1")
+            )
+
+            async def handled_sent() -> bool:
+                rows = query(
+                    dsn,
+                    "SELECT count(*) FROM notifications WHERE alert_id = %s"
+                    " AND purpose = 'handled' AND status = 'sent'",
+                    alert_id,
+                )
+                return bool(rows[0][0] >= 4)
+
+            await await_until(handled_sent, 10, "'handled' messages to grid worker and family")
