@@ -12,7 +12,7 @@ What fires, from the activity of the moment (simulators.routine):
   battery, worn; skin temperature every 5 min; a GPS fix every 5 min at home and every
   minute out of it. Accelerometer windows (1 s at 50 Hz, from simulators.accel_trials)
   only around notable movements: getting up, sitting down, setting off, clapping at
-  the TV, and a fall. When the battery runs low by day the elder charges it.
+  the TV, and a fall. When the battery is low at bedtime it charges overnight.
 - PIR: motion=true in minutes with movement in the home, a heartbeat every 15 min.
 - door contact: door_open / door_close when going out and coming back, hourly heartbeat.
 - water meter: flow (L/min) while cooking, washing in the morning, flushing the toilet;
@@ -55,7 +55,7 @@ from simulators.routine import (
     plan_day,
 )
 
-SITE_TZ = ZoneInfo("Asia/Shanghai")  # the elders' routine follows local time
+SITE_TZ = ZoneInfo("Asia/Shanghai")  # the routine follows local time (settings.timezone)
 ACCEL_HZ = 50
 ACCEL_WINDOW_S = 1.0
 FALL_STILL_S = 10.0  # accelerometer windows of lying still sent after a fall
@@ -135,7 +135,7 @@ def simulate(
     tz: ZoneInfo = SITE_TZ,
 ) -> Iterator[SimMessage]:
     """Every device message of `elders` in [start_ms, start_ms + duration_s), in device
-    time order. Generated lazily, a day of one elder at a time."""
+    time order. Generated lazily, an hour of one elder at a time."""
     end_ms = start_ms + round(duration_s * 1000)
     injections = injections or {}
     streams = [

@@ -19,11 +19,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from zoneinfo import ZoneInfo
 
 import aiomqtt
 
 from carewatch.settings import Settings
+from simulators.days import SITE_TZ
 from simulators.device import Publication, SimDevice, mqtt_client, publish
 from simulators.readings import DeviceModel, model_for
 
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 PER_DEVICE_CONNECTIONS_MAX = 50  # up to this many devices, one connection each
 SHARED_CONNECTIONS = 4
 MAX_IN_FLIGHT = 500  # QoS 1 publishes awaiting PUBACK, per connection
-SITE_TZ = ZoneInfo("Asia/Shanghai")  # the devices' daily routine follows local time
 NO_HOME = (29.56, 106.55)
 
 
