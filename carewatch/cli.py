@@ -134,6 +134,26 @@ def build_parser() -> argparse.ArgumentParser:
     falls.add_argument("path", type=Path, help="SisFall or UMAFall folder, or the dev CSV(.gz)")
     falls.add_argument("--profile", default="standard", help="care profile thresholds to use")
     falls.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    days = ev_sub.add_parser(
+        "days", help="rules engine on simulated days: false alarms and injected events caught"
+    )
+    days.add_argument("--elders", type=int, default=20, help="simulated elders")
+    days.add_argument("--days", type=float, default=7.0, help="simulated days")
+    days.add_argument("--seed", type=int, default=0)
+    days.add_argument(
+        "--inject",
+        action="append",
+        default=[],
+        help="ELDER=KIND@[dN/]HH:MM[+DURATION] (ELDER: id or index), e.g. 0=fall@d1/14:05;"
+        " repeatable; default: a scenario set spread over the elders",
+    )
+    days.add_argument(
+        "--respond-after",
+        type=float,
+        default=1800.0,
+        help="seconds after which a simulated carer closes an open alert (0: never)",
+    )
+    days.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return parser
 
 
@@ -190,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(_load("simulators.cli:main")(settings, args))
     if cmd == "demo":
         return int(_load("simulators.demo:main")(settings, args))
+    if cmd == "eval" and args.eval_cmd == "days":
+        return int(_load("rules_engine.evaluation.days:cli_main")(args))
     if cmd == "eval":
         return int(_load("rules_engine.evaluation.falls:cli_main")(args))
     return 2
