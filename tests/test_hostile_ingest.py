@@ -275,6 +275,7 @@ def test_mutated_fields_are_refused_not_coerced() -> None:
         ("temp", "1e400"),
         ("worn", "1"),
         ("accel", "[" * 3000 + "]" * 3000),
+        ("accel", '{"hz":50,"x":[1,2],"y":[1],"z":[]}'),  # axes of different lengths
         ("steps", "-1"),
     ):
         fields = [(k, json.dumps(v)) for k, v in valid_body("telemetry", 1).items() if k != field]

@@ -19,6 +19,7 @@ import io
 import json
 import re
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import get_args
 
 import httpx
+import openpyxl
 import pytest
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
@@ -158,10 +160,36 @@ def check_ledger(name: str, raw: bytes) -> None:
     assert ledger.rows_read - records <= len({e.line for e in ledger.errors if e.line >= 2})
 
 
+ELDERS_HEADER = ",".join(COLUMNS["elders"]).encode()
+
+
 @PROPERTY
 @given(ledger_csv())
+@example(ELDERS_HEADER + b'\n"' + b"x" * 140_000 + b'"\n')  # over csv's 128 KiB cell limit
 def test_ledger_csv_never_raises_and_errors_are_located(raw: bytes) -> None:
     check_ledger("ledger.csv", raw)
+
+
+def test_a_damaged_xlsx_sheet_is_a_file_error(tmp_path: Path) -> None:
+    """A valid workbook whose sheet XML is cut short fails only while rows are read."""
+    good = tmp_path / "good.xlsx"
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(list(COLUMNS["elders"]))
+    for n in range(50):
+        sheet.append([f"E{n}", "张桂英", PHONE])
+    book.save(good)
+    damaged = tmp_path / "damaged.xlsx"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(damaged, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = data[: len(data) // 2]
+            dst.writestr(item, data)
+    ledger = parse_ledger([damaged], PROFILES)
+    assert [(e.line, e.field) for e in ledger.errors if e.line == 0] == [(0, None)]
+    assert any("XLSX" in e.reason for e in ledger.errors)
 
 
 @hsettings(max_examples=50, deadline=None, derandomize=True)
