@@ -5,13 +5,18 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CAREWATCH_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Literal["development", "production"] = Field(
+        "development",
+        description="production refuses to start with any of the dev-only default secrets",
     )
 
     # --- infrastructure -------------------------------------------------------------
@@ -101,6 +106,19 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     log_json: bool = True
+
+    @model_validator(mode="after")
+    def _no_default_secrets_in_production(self) -> Settings:
+        if self.environment == "production":
+            defaults = [
+                name
+                for name, field in type(self).model_fields.items()
+                if isinstance(field.default, SecretStr) and getattr(self, name) == field.default
+            ]
+            if defaults:
+                names = ", ".join(f"CAREWATCH_{n.upper()}" for n in defaults)
+                raise ValueError(f"production needs real secrets; still at the default: {names}")
+        return self
 
 
 @lru_cache(maxsize=1)

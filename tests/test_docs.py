@@ -38,3 +38,24 @@ def test_readme_gives_the_test_command_ci_runs() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci/run").read_text()
     assert "./run test" in readme and "./run test" in ci
+
+
+def test_production_refuses_default_secrets() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from carewatch.settings import Settings
+
+    with pytest.raises(ValidationError, match="CAREWATCH_ACK_SECRET"):
+        Settings(_env_file=None, environment="production")  # type: ignore[call-arg]
+    secrets = {
+        name: f"real-{name}"
+        for name in (
+            "ack_secret",
+            "mqtt_device_secret",
+            "aliyun_access_key_secret",
+            "wecom_corp_secret",
+        )
+    }
+    ok = Settings(_env_file=None, environment="production", **secrets)  # type: ignore[call-arg,arg-type]
+    assert ok.environment == "production"
