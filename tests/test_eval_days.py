@@ -125,6 +125,20 @@ def test_a_replacing_schedule_rearms_a_fired_timer_and_a_cancel_stops_it() -> No
     assert probe.fired == [START + 60_000]
 
 
+def test_the_responder_acknowledges_what_a_rule_clears_and_closes_the_rest() -> None:
+    probe = _TimerProbe(replace=False)  # its timer opens an 'inactivity' alert
+    sim = SimRulesEngine(
+        [ELDER], get_settings(), Engine([probe]), start_ms=START, respond_after_s=600
+    )
+    sim.feed(_steps(1, START, 10))
+    sim.advance(START + 60_000 + 599_000)
+    assert [r.action for r in sim.records] == ["opened"]
+    sim.advance(START + 60_000 + 600_000)
+    assert [r.action for r in sim.records] == ["opened", "acknowledged"]
+    (alert,) = sim.alerts.values()
+    assert alert.alert.status == "acknowledged"  # still active: the rule resolves it
+
+
 def test_a_decision_that_fails_rolls_the_whole_event_back() -> None:
     class Broken(Detector):
         def wants(self, event: Event) -> bool:

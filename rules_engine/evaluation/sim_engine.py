@@ -30,9 +30,11 @@ Simplifications (documented in docs/detection-evaluation.md):
 - received time = device time (no network delay); events arrive in device-time order
   and exactly once (ingest deduplicates by device sequence);
 - no zones (geofence_zones empty): the home circle of cognitive elders;
-- humans are modelled by an optional responder that resolves an alert a fixed time
-  after it became 'open' (without it an alert stays open for the whole run and every
-  later occurrence folds into it as a repeat).
+- humans are modelled by an optional responder: a fixed time after an alert became
+  'open' it is acknowledged (kinds a rule clears by itself) or resolved (the rest).
+  Without it an alert stays open for the whole run and every later occurrence folds
+  into it as a repeat; with it, a condition that outlasts the response (a wander still
+  under way) opens a new alert.
 """
 
 from __future__ import annotations
@@ -70,6 +72,11 @@ from rules_engine.thresholds import Thresholds, resolve_thresholds
 from simulators.days import SimElder, SimMessage
 
 log = logging.getLogger(__name__)
+
+# Kinds whose rule resolves the alert when the condition clears (detectors/clearing.py).
+SELF_CLEARING: frozenset[str] = frozenset(
+    {"inactivity", "water_none", "water_flow", "device_offline", "low_battery", "off_wrist"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,12 +435,15 @@ class SimRulesEngine:
         return self._responses[0][0] if self._responses else None
 
     def _respond(self, now_ms: int) -> None:
-        """Somebody came and closed an alert open for respond_after_s (an ended one or
-        one already closed needs nobody)."""
+        """Somebody handled an alert open for respond_after_s: a condition its rule
+        clears by itself (battery, band, inactivity, water) is acknowledged and left to
+        the rule; anything else (a fall, a wander, an SOS) is closed once seen to."""
         _, alert_id = heapq.heappop(self._responses)
         a = self.alerts[alert_id]
-        if a.alert.status not in ("open", "acknowledged"):
-            return
-        alert = replace(a.alert, status="resolved")
+        if a.alert.status != "open":
+            return  # ended, or already acknowledged
+        action: Action = "acknowledge" if a.alert.kind in SELF_CLEARING else "resolve"
+        alert = replace(a.alert, status=next_status(a.alert.status, action))
         self.alerts[alert_id] = replace(a, alert=alert)
-        self.records.append(self._record(now_ms, a.elder_id, alert, "closed", "responder"))
+        name = "acknowledged" if action == "acknowledge" else "closed"
+        self.records.append(self._record(now_ms, a.elder_id, alert, name, "responder"))
