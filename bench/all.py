@@ -33,7 +33,7 @@ def main() -> None:
     figures["ingest"] = ingest_throughput.run(*((5_000, 500) if q else (50_000, 5_000)))
     rows += ingest_throughput.summary_rows(figures["ingest"])
     step("bus throughput")
-    figures["bus"] = bus_throughput.run(*((5_000, 500) if q else (30_000, 5_000)))
+    figures["bus"] = bus_throughput.run(*((5_000, 500) if q else (20_000, 5_000)))
     rows += bus_throughput.summary_rows(figures["bus"])
     step("storage")
     figures["storage"] = storage.run(*((10_000, 500) if q else (100_000, 5_000)))

@@ -9,9 +9,10 @@ round trip per 500). Then:
 (a) raw limit: redis-py XADD of the same bodies (pipelined, 500 per round trip), and a
     consumer group reading them back with XREADGROUP (COUNT 500) + pipelined XACK;
 (b) the rules worker (`carewatch rules`, its own process) consuming the N events in
-    group "rules", timed from the first to the last sample of
-    carewatch_rules_events_total on its /metrics (50 ms polling), done when every shard's
-    group has no lag and nothing pending.
+    group "rules": from the first sample (50 ms polling) where its /metrics show
+    carewatch_rules_events_total > 0 until every shard's group has no lag and nothing
+    pending. Deliveries beyond N are redeliveries (XAUTOCLAIM of entries that waited
+    longer than the reclaim time in the worker): counted and reported.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def _consumed(metrics_url: str) -> float:
     return total
 
 
-def _group_drained(r: redis.Redis, shards: int) -> bool:
+def group_drained(r: redis.Redis, shards: int) -> bool:
     for shard in range(shards):
         groups: Any = r.xinfo_groups(events_stream(shard))
         for group in groups:
@@ -143,7 +144,7 @@ def rules_consume(env: BenchEnv, count: int, profile: Path | None = None) -> dic
                 n = 0.0  # not listening yet
             trace.sample()
             samples.append((trace.walls[-1], n))
-            if n >= count and _group_drained(r, settings.bus_shards):
+            if n >= count and group_drained(r, settings.bus_shards):
                 if spy is not None:
                     stop_profiler(spy)
                 break
@@ -152,11 +153,13 @@ def rules_consume(env: BenchEnv, count: int, profile: Path | None = None) -> dic
         pipeline.stop_all()
         r.close()
     first = next((w, n) for w, n in samples if n > 0)
-    last_wall = next(w for w, n in samples if n >= count)
+    last_wall, deliveries = samples[-1]
     wall = last_wall - first[0]
     cpu = trace.at(last_wall) - trace.at(first[0])
     return {
         "msg_s": (count - first[1]) / wall,
+        "deliveries": deliveries,
+        "redelivered": deliveries - count,
         "seconds": wall,
         "worker_cpu_s": cpu,
         "worker_cores": cpu / wall,
@@ -211,7 +214,10 @@ def main() -> None:
     args = parser.parse_args()
     r = run(args.events, args.devices, args.profile)
     print(table([("what", "measured", "limit (same run)", "ratio"), *summary_rows(r)]))
-    print(f"rules worker: {r['rules']['worker_cores']:.2f} cores busy while consuming")
+    print(
+        f"rules worker: {r['rules']['worker_cores']:.2f} cores busy while consuming;"
+        f" {r['rules']['redelivered']:.0f} redeliveries"
+    )
     for line in r.get("profile_top", []):
         print("  profile:", line)
 

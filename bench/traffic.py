@@ -30,6 +30,8 @@ SITE_TZ = ZoneInfo("Asia/Shanghai")
 SIM_START_MS = 1_764_032_400_000
 MINUTE_MS = 60_000
 GRID = "BENCH-G1"
+WINDOW = 1000  # QoS 1 publishes in flight
+STALL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +115,11 @@ def messages_for(devices: Sequence[FleetDevice], count: int) -> list[Message]:
 def publish_all(port: int, messages: Sequence[Message], client_id: str = "bench-pub") -> float:
     """Publish at QoS 1 as fast as the broker takes them; return once every PUBACK is in.
 
-    Returns the publish rate (msg/s). paho's network thread does the socket work; the
-    in-flight window is wide so the loopback round trip does not set the pace.
+    Returns the publish rate (msg/s). At most WINDOW publishes are outstanding: paho's
+    own queue behind max_inflight, fed from this thread while its network thread drains
+    it, stalled for good once in a 100k run, so paho is never asked to queue.
     """
+    window = threading.Semaphore(WINDOW)
     done = threading.Event()
     acked = 0
     total = len(messages)
@@ -123,20 +127,22 @@ def publish_all(port: int, messages: Sequence[Message], client_id: str = "bench-
     def on_publish(*_: object) -> None:
         nonlocal acked
         acked += 1
+        window.release()
         if acked == total:
             done.set()
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
+    client.max_inflight_messages_set(WINDOW)
     client.on_publish = on_publish
     client.connect("127.0.0.1", port)
     client.loop_start()
     started = time.perf_counter()
     try:
         for m in messages:
+            if not window.acquire(timeout=STALL_S):
+                raise TimeoutError(f"no PUBACK for {STALL_S} s ({acked} of {total} acknowledged)")
             client.publish(m.topic, m.payload, qos=1)
-        if total and not done.wait(600):
+        if total and not done.wait(STALL_S):
             raise TimeoutError(f"only {acked} of {total} publishes acknowledged")
         return total / (time.perf_counter() - started)
     finally:
