@@ -151,6 +151,18 @@ def test_sos_escalates_until_acknowledged_then_stops(pipeline: Pipeline) -> None
     assert httpx.post(link, data={"action": "acknowledge"}, timeout=5).status_code == 409
 
     # exactly one notification per (step, purpose, recipient, channel), none failed
+    wait_until(
+        lambda: (
+            query(
+                s,
+                "SELECT count(*) FROM notifications WHERE status = 'pending' AND alert_id = %s",
+                alert_id,
+            )
+            == [(0,)]
+        ),
+        10,
+        "every notification of the alert to be sent",
+    )
     rows = query(
         s,
         "SELECT step, purpose, recipient_id, channel, count(*), bool_and(status IN ('sent','delivered'))"
