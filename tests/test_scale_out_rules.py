@@ -23,7 +23,7 @@ from registry.importer import import_files
 from rules_engine.shards import KEY_PREFIX
 from tests.chaos_support import Wristbands, band_id, elder_id, query, write_many_elders
 from tests.pipeline import Pipeline
-from tests.services import wait_until
+from tests.services import start_mosquitto, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,11 @@ def alerts_per_elder(settings: Settings) -> Counter[str]:
 
 @pytest.fixture
 def pipeline(settings: Settings, tmp_path: Path) -> Iterator[Pipeline]:
-    s = settings.model_copy(update={"rules_shard_lease_ms": LEASE_MS})
+    # A broker of its own: the persistent sessions of ingest instances 1 and 2 stay in the
+    # shared subscription after the test, and Mosquitto keeps routing a share of every
+    # uplink to offline members (docs/reliability.md): they would starve later tests.
+    mosquitto = start_mosquitto(tmp_path / "mosquitto")
+    s = settings.model_copy(update={"rules_shard_lease_ms": LEASE_MS, "mqtt_port": mosquitto.port})
     report = import_files(s.database_url, write_many_elders(tmp_path / "ledger", ELDERS))
     assert not report.errors, report.errors
     p = Pipeline(s, tmp_path)
@@ -60,6 +64,7 @@ def pipeline(settings: Settings, tmp_path: Path) -> Iterator[Pipeline]:
         p.start("ingest", instance=i)
     yield p
     p.stop_all()
+    mosquitto.stop()
 
 
 def test_two_rules_workers_split_shards_and_survive_a_kill(pipeline: Pipeline) -> None:
