@@ -51,6 +51,11 @@ class Thresholds:
     inactivity_floor_night_s: float = 8 * 3600.0
     inactivity_ceiling_s: float = 12 * 3600.0
     inactivity_out_ceiling_s: float = 10 * 3600.0
+    # A night gap (it starts in, or runs into, quiet hours) without a learned routine may
+    # last until quiet hours end plus this grace: a night floor counted from the last
+    # sign before bed alarmed at dawn on elders who went to bed early (asleep at 21:15,
+    # 8 h -> 05:15). Still capped by the ceiling.
+    inactivity_morning_grace_s: float = 2 * 3600.0
     # Water meter: no use for this long; continuous flow over the rate for this long.
     water_none_s: float = 12 * 3600.0
     water_flow_s: float = 3600.0

@@ -72,9 +72,80 @@ def test_profile_floor_and_ceiling_clamp_the_routine() -> None:
 
 def test_a_gap_that_runs_into_quiet_hours_is_judged_by_the_night_threshold() -> None:
     at = local_ms(24, 21)  # last seen at 21:00; 2 h would alarm at 23:00 in bed
-    deadline = inactivity_deadline(at, "motion", thresholds(), None, TZ)
-    assert deadline.due_ms == at + 8 * H
-    assert deadline.threshold.seconds == 8 * 3600
+    routine = every_day_at(21, 9 * 3600.0)  # learned: in bed from 21:00 for 9 h
+    deadline = inactivity_deadline(at, "motion", thresholds(), routine, TZ)
+    assert deadline.due_ms == at + 9 * H
+    assert deadline.threshold.source == "routine"
+
+
+# The misfire `carewatch eval days` found: a new elder (no routine) asleep at 21:15 and
+# up at 05:15+ was warned at 05:15, the night floor counted from the last sign before bed.
+@pytest.mark.parametrize(
+    ("last_sign", "overrides", "due", "source"),
+    [
+        # evening / night gaps: until quiet hours end (07:00) + the 2 h grace
+        ((24, 21, 15), {}, (25, 9, 0), "wake"),
+        ((24, 22, 30), {}, (25, 9, 0), "wake"),
+        ((25, 0, 40), {}, (25, 9, 0), "wake"),  # a night toilet visit
+        ((24, 20, 30), {}, (25, 8, 30), "wake"),  # never past the 12 h ceiling
+        ((25, 5, 0), {}, (25, 13, 0), "floor"),  # up at 05:00: the night floor is later
+        # the day is unchanged: still for 2 h by day is an alarm
+        ((24, 14, 0), {}, (24, 16, 0), "floor"),
+        ((24, 19, 30), {}, (24, 21, 30), "floor"),
+        # all of it from the profile: quiet 21-06, a 1 h grace, an 6 h night floor
+        (
+            (24, 21, 15),
+            {
+                "quiet_start_h": 21.0,
+                "quiet_end_h": 6.0,
+                "inactivity_morning_grace_s": 3600.0,
+                "inactivity_floor_night_s": 6 * 3600.0,
+            },
+            (25, 7, 0),
+            "wake",
+        ),
+        ((24, 21, 15), {"inactivity_morning_grace_s": 0.0}, (25, 7, 0), "wake"),
+    ],
+)
+def test_a_night_gap_without_routine_lasts_until_quiet_hours_end_plus_grace(
+    last_sign: tuple[int, int, int],
+    overrides: dict[str, float],
+    due: tuple[int, int, int],
+    source: str,
+) -> None:
+    at = local_ms(*last_sign)
+    deadline = inactivity_deadline(at, "motion", thresholds(**overrides), None, TZ)
+    assert (deadline.due_ms, deadline.threshold.source) == (local_ms(*due), source)
+    assert deadline.threshold.seconds == (deadline.due_ms - at) / 1000
+
+
+def test_an_early_sleeper_without_radar_is_not_alarmed_before_waking() -> None:
+    s = sim()
+    motion(s, 24, 21, 15)  # asleep at 21:15
+    s.run_until(local_ms(25, 7, 9))  # the old rule alarmed at 05:15
+    assert s.changes == []
+    motion(s, 25, 7, 10)  # up
+    s.run_until(local_ms(25, 9, 9))
+    assert s.changes == []
+    s.run_until(local_ms(25, 9, 10))  # and still by day 2 h after getting up: the alarm
+    assert [c.rule for c in s.changes] == ["inactivity.no_sign_of_life"]
+
+
+def test_an_elder_who_never_gets_up_is_alarmed_and_the_alert_says_why() -> None:
+    s = sim()
+    motion(s, 24, 21, 15)
+    s.run_until(local_ms(25, 9))
+    [opened] = s.changes
+    assert opened.at_ms == local_ms(25, 9)
+    alert = s.opened[opened.alert_id]
+    assert alert.details["threshold_source"] == "wake"
+    assert alert.threshold == {
+        "inactivity_s": 11.75 * 3600,
+        "floor_s": 8 * 3600.0,
+        "ceiling_s": 12 * 3600.0,
+        "morning_grace_s": 2 * 3600.0,
+        "quiet_end_h": 7.0,
+    }
 
 
 def test_bed_presence_defers_no_later_than_the_day_floor_after_quiet_hours() -> None:

@@ -17,9 +17,12 @@ presence does not (somebody in bed may be the elder who needs help).
 
 Threshold of a gap that starts at t: the routine's usual gap for t's hour of the week
 (routine.py), clamped to [floor, ceiling]; the floor is the night one in quiet hours,
-and a gap that runs into quiet hours is judged by the night threshold too. Bed
-presence (radar) counts as a sign of life in quiet hours only, and then no later
-than the day floor after quiet hours end: asleep, not gone.
+and a gap that runs into quiet hours is judged by the night threshold too. Without a
+learned routine (a new elder: ~3 weeks) a night gap may also last until quiet hours end
+plus the morning grace (source "wake"; never past the ceiling): sleep ends in the
+morning, not 8 h after the last sign before bed (asleep at 21:15 is not an alarm at
+05:15). Bed presence (radar) counts as a sign of life in quiet hours only, and then no
+later than the day floor after quiet hours end: asleep, not gone.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from rules_engine.routine import WATER_USE_MIN_LPM, Routine, RoutineBook
 from rules_engine.thresholds import Thresholds
 
 Sign = Literal["motion", "door", "bed_exit", "water", "steps", "in_bed"]
-Source = Literal["routine", "floor", "ceiling"]
+Source = Literal["routine", "floor", "ceiling", "wake"]
 
 _DEFAULTS = Thresholds(sos_cancel_window_s=0.0, fall_confirm_window_s=0.0)
 _DEFAULT_QUIET = (_DEFAULTS.quiet_start_h, _DEFAULTS.quiet_end_h)
@@ -93,12 +96,27 @@ def inactivity_deadline(
     """When a gap that starts with `sign` at `at_ms` becomes alarming."""
     threshold = threshold_at(at_ms, th, routine, tz)
     due = at_ms + round(threshold.seconds * 1000)
-    quiet_start = next_at_hour(at_ms, th.quiet_start_h, tz)
-    if not in_window(at_ms, th.quiet_start_h, th.quiet_end_h, tz) and due > quiet_start:
-        night = threshold_at(quiet_start, th, routine, tz)  # the gap runs into the night
-        if at_ms + round(night.seconds * 1000) > due:
-            threshold = night
-            due = at_ms + round(night.seconds * 1000)
+    night_from: int | None = None  # when the gap's quiet hours begin
+    if in_window(at_ms, th.quiet_start_h, th.quiet_end_h, tz):
+        night_from = at_ms
+    else:
+        quiet_start = next_at_hour(at_ms, th.quiet_start_h, tz)
+        if due > quiet_start:
+            night_from = quiet_start
+            night = threshold_at(quiet_start, th, routine, tz)  # the gap runs into the night
+            if at_ms + round(night.seconds * 1000) > due:
+                threshold = night
+                due = at_ms + round(night.seconds * 1000)
+    if night_from is not None and threshold.source == "floor":
+        # no routine to say when this elder gets up: the end of quiet hours + the grace
+        wake_by = next_at_hour(night_from, th.quiet_end_h, tz) + round(
+            th.inactivity_morning_grace_s * 1000
+        )
+        ceiling_at = at_ms + round(max(th.inactivity_ceiling_s, threshold.floor_s) * 1000)
+        wake_due = min(wake_by, ceiling_at)
+        if wake_due > due:
+            due = wake_due
+            threshold = Threshold((due - at_ms) / 1000, "wake", threshold.floor_s)
     if sign == "in_bed":
         wake_by = next_at_hour(at_ms, th.quiet_end_h, tz) + round(th.inactivity_floor_day_s * 1000)
         due = min(due, wake_by)
@@ -199,6 +217,9 @@ class InactivityDetector(Detector):
             "source": deadline.threshold.source,
             "floor_s": deadline.threshold.floor_s,
         }
+        if deadline.threshold.source == "wake":
+            payload["morning_grace_s"] = th.inactivity_morning_grace_s
+            payload["quiet_end_h"] = th.quiet_end_h
         out_since = self._out_since(elder.elder_id)
         if sign in ("door", "steps") and out_since is not None:
             payload["out_since_ms"] = out_since  # walking outside: still out of home
@@ -256,6 +277,9 @@ class InactivityDetector(Detector):
                 "floor_s": _float(payload.get("floor_s"), th.inactivity_floor_day_s),
                 "ceiling_s": th.inactivity_ceiling_s,
             }
+            for key in ("morning_grace_s", "quiet_end_h"):  # a "wake" deadline's inputs
+                if key in payload:
+                    threshold[key] = _float(payload[key], 0.0)
         source_id = f"{timer.timer_id}@{timer.due_ms}"
         alert_id = alert_id_for("inactivity", source_id)
         return [
