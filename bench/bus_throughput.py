@@ -31,7 +31,7 @@ from bench.common import RESULTS, BenchEnv, bench_env, table, write_results
 from bench.procstat import CpuTrace
 from bench.profile import start_profiler, stop_profiler, summarise
 from bench.traffic import fleet, messages_for, register_fleet
-from carewatch.bus import STREAM_MAXLEN, events_stream, make_broker
+from carewatch.bus import STREAM_MAXLEN, events_stream, make_broker, shard_of
 from carewatch.db.registry import DeviceInfo
 from carewatch.messages import Event, encode
 from ingest.publisher import BusPublisher
@@ -75,9 +75,7 @@ def raw_streams(env: BenchEnv, events: list[Event]) -> dict[str, float]:
     """XADD the same bodies to raw.{shard}, then read them back in a consumer group."""
     r = redis.Redis.from_url(env.settings.redis_url)
     shards = env.settings.bus_shards
-    publisher = BusPublisher.__new__(BusPublisher)
-    publisher._shards = shards  # only stream_of() is used
-    streams = [publisher.stream_of(e).replace("events.", "raw.") for e in events]
+    streams = [f"raw.{shard_of(e.elder_id, shards)}" for e in events]
     bodies = [encode(e) for e in events]
     started = time.perf_counter()
     for i in range(0, len(events), BATCH):
