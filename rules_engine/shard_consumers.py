@@ -7,6 +7,7 @@ graceful stop) before the lease is given back (see rules_engine.shards.ShardOwne
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -25,6 +26,7 @@ class ShardConsumers:
         consumer: str,
         handler_for: Callable[[str], bus.Handler],
         reclaim_idle_ms: int,
+        start_timeout_s: float,
     ) -> None:
         self._settings = settings
         self._group = group
@@ -33,6 +35,9 @@ class ShardConsumers:
         # a shard taken over from a dead owner has its unacknowledged entries idle for
         # about a lease already, so reclaiming after that delivers them at once
         self._reclaim_idle_ms = reclaim_idle_ms
+        # a start that hangs (bus unreachable) must not hold up the renewal of the leases
+        # of the shards already consumed: it fails and is tried again next round
+        self._start_timeout_s = start_timeout_s
         self._brokers: dict[int, bus.Broker] = {}
 
     @property
@@ -53,7 +58,7 @@ class ShardConsumers:
             reclaim_idle_ms=self._reclaim_idle_ms,
         )
         try:
-            await bus.start(broker)
+            await asyncio.wait_for(bus.start(broker), self._start_timeout_s)
         except BaseException:
             await broker.stop()
             raise

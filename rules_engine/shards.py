@@ -190,7 +190,8 @@ class ShardOwner:
             while not stop.is_set():
                 try:
                     await self.tick()
-                except (RedisError, OSError):
+                except Exception:  # Redis or the bus unreachable: never end the loop,
+                    # or this worker would keep consuming shards whose leases lapse
                     log.exception("shard lease round failed", extra={"worker": self.me})
                     await self._expire_if_stale()
                 with contextlib.suppress(TimeoutError):

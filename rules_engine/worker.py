@@ -164,6 +164,7 @@ async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = Non
             consumer=consumer_name(),
             handler_for=handler.for_stream,
             reclaim_idle_ms=lease_ms,
+            start_timeout_s=lease_ms / 3000,
         )
         owner = ShardOwner(
             LeaseStore(redis, settings.bus_shards, lease_ms),

@@ -169,3 +169,25 @@ async def test_clean_shutdown_hands_every_shard_back(redis_client: Redis) -> Non
     assert rec.consuming == set()
     assert await LeaseStore(redis_client, 8, 5000).owners() == [None] * 8
     assert await LeaseStore(redis_client, 8, 5000).live_workers() == set()
+
+
+async def test_a_consumer_that_fails_to_start_is_started_next_round(redis_client: Redis) -> None:
+    rec = Recorder()
+    failures = [RuntimeError("bus unreachable")]
+
+    async def flaky_take(shard: int) -> None:
+        if failures:
+            raise failures.pop()
+        await rec.take(shard)
+
+    a = ShardOwner(
+        LeaseStore(redis_client, 8, 5000),
+        "a",
+        lease_ms=5000,
+        on_take=flaky_take,
+        on_release=rec.release,
+    )
+    with pytest.raises(RuntimeError):
+        await a.tick()
+    await a.tick()  # the lease it took is still its own: it consumes it now
+    assert rec.consuming == set(range(8)) == a.owned
