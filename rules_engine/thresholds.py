@@ -25,6 +25,10 @@ class Thresholds:
     # Fields with a default here have no Settings counterpart: the default is the fallback.
     # Fall fusion: another source within this long of the alert's fall raises confidence.
     fall_fusion_window_s: float = 60.0
+    # An accelerometer-only fall whose impact is one of a pair of hits without free fall
+    # (the signature clapping shares) waits this long instead of fall_confirm_window_s:
+    # long enough for two wristband reports (one a minute) to show steps after it.
+    fall_accel_series_confirm_window_s: float = 120.0
     # Vital signs: out of range for the sustain time (no gap over vitals_max_gap_s).
     vitals_hr_low: float = 40.0
     vitals_hr_high: float = 130.0

@@ -24,6 +24,7 @@ from rules_engine.decisions import (
     UpdateAlert,
 )
 from rules_engine.detectors.base import ActiveAlert, DueTimer, ElderView
+from rules_engine.detectors.correlation import confirm
 from rules_engine.detectors.device_fall import DeviceFallDetector
 from rules_engine.detectors.signals import signal_detectors
 from rules_engine.engine import Engine
@@ -41,10 +42,15 @@ def fall_engine() -> Engine:
 
 
 def accel_events(
-    code: str, device: str = "W1", start_ms: int = T0, chunk_s: float = 1.0
+    code: str,
+    device: str = "W1",
+    start_ms: int = T0,
+    chunk_s: float = 1.0,
+    subject: int = 1,
+    rep: int = 1,
 ) -> list[Event]:
     """A synthetic trial cut into windows as the wristband publishes them."""
-    acc = generate_trial(code, subject=1, rep=1, seed=7)
+    acc = generate_trial(code, subject=subject, rep=rep, seed=7)
     step = round(chunk_s * HZ)
     out = []
     for n, i in enumerate(range(0, len(acc), step)):
@@ -325,3 +331,124 @@ def test_steps_counted_before_the_fall_are_not_movement_after_it() -> None:
     # a later rise, between two samples both after the fall, is movement
     [moved] = run(engine, [telemetry({"steps": 135}, T0 + 25_000, "W1", 3)], view(pending))[0]
     assert isinstance(moved, UpdateAlert) and moved.action == "movement"
+
+
+# --- clapping is not a fall: accelerometer-only falls followed by walking ------------------
+# The misfire `carewatch eval days` found: clapping along to evening TV (peak ~6 g, no free
+# fall, one other hit) became a confirmed critical fall, as nobody pressed "I'm OK".
+
+
+def clapping() -> list[Event]:
+    """A clapping trial the detector takes for a fall (no free fall, one other hit)."""
+    return accel_events("D20", subject=2, rep=3)
+
+
+def test_a_real_fall_keeps_the_usual_confirmation_window() -> None:
+    opened, timer = run(fall_engine(), accel_events("F02"), view())[0]
+    assert isinstance(opened, OpenAlert) and isinstance(timer, ScheduleTimer)
+    assert "hit_series_without_freefall" not in opened.details["sources"]["accel"]  # type: ignore[index]
+    last = accel_events("F02")[-1]
+    assert timer.due_ms <= last.received_ms + 30_000
+
+
+def test_clapping_then_walking_on_is_cancelled_as_moved_normally() -> None:
+    engine = fall_engine()
+    (opened, timer), _ = run(engine, clapping(), view())
+    assert isinstance(opened, OpenAlert) and isinstance(timer, ScheduleTimer)
+    accel = opened.details["sources"]["accel"]  # type: ignore[index]
+    assert accel["hit_series_without_freefall"] is True
+    assert accel["features"]["freefall_ms"] == 0.0
+    assert opened.threshold["fall_accel_series_confirm_window_s"] == 120.0
+    at = opened.device_time_ms
+    assert timer.due_ms == at + 50 + 120_000  # received + the longer window
+    pending = activate(opened)
+    # the band's minute reports: steps between two reports after the clap
+    band = [telemetry({"steps": 7561}, at + 25_000, "W1", 2)]
+    band.append(telemetry({"steps": 7562}, at + 85_000, "W1", 3))
+    [walked] = run(engine, band, view(pending))[0]
+    assert isinstance(walked, UpdateAlert) and walked.action == "movement"
+    assert walked.details["walked"] == {"event_id": "W1:3", "device_id": "W1", "how": "steps"}
+    seen = replace(pending, details={**pending.details, **walked.details})
+    d = confirm_of(engine, opened, timer, view(seen))
+    assert isinstance(d, CancelAlert)  # kept as a cancelled alert, nobody notified
+    assert (d.rule, d.source_event_id) == ("fall.moved_normally", timer.timer_id)
+    assert d.details["reason"] == "moved_normally_afterwards"
+
+
+def test_clapping_then_sitting_still_is_still_confirmed_only_later() -> None:
+    engine = fall_engine()
+    (opened, timer), _ = run(engine, clapping(), view())
+    assert isinstance(timer, ScheduleTimer)
+    d = confirm_of(engine, opened, timer, view(activate(opened)))
+    assert isinstance(d, ConfirmAlert) and d.details == {"moved": False}
+
+
+def test_a_profile_without_confirmation_window_opens_clapping_at_once() -> None:
+    no_window = replace(THRESHOLDS, fall_confirm_window_s=0.0)
+    elder = ElderView("E1", no_window, {}, "standard", {})
+    [opened] = run(fall_engine(), clapping(), elder)[0]
+    assert isinstance(opened, OpenAlert) and opened.status == "open"
+
+
+def pending_fall(sources: tuple[str, ...], **details: object) -> ActiveAlert:
+    return ActiveAlert(
+        "A1",
+        "fall",
+        "critical",
+        "pending",
+        "W1",
+        T0,
+        "fall.accel",
+        0.6,
+        {"sources": {s: {} for s in sources}, **details},
+    )
+
+
+STEPS = {"event_id": "W1:3", "device_id": "W1", "how": "steps"}
+PIR = {"event_id": "P1:1", "device_id": "P1", "how": "motion"}
+
+
+@pytest.mark.parametrize(
+    ("sources", "details", "outcome"),
+    [
+        (("accel",), {"moved": STEPS, "walked": STEPS}, "cancelled"),
+        (("accel",), {"moved": PIR, "walked": STEPS}, "cancelled"),
+        (("accel",), {"moved": PIR}, "confirmed"),  # crawling, a visitor: not walking
+        (("accel",), {}, "confirmed_still"),
+        (("accel", "wristband_flag"), {"moved": STEPS, "walked": STEPS}, "confirmed"),
+        (("wristband_flag",), {"moved": STEPS, "walked": STEPS}, "confirmed"),
+        (("radar_flag",), {"moved": STEPS, "walked": STEPS}, "confirmed"),
+        (("radar_flag",), {}, "confirmed_still"),
+    ],
+)
+def test_only_accelerometer_falls_followed_by_walking_are_cancelled(
+    sources: tuple[str, ...], details: dict[str, object], outcome: str
+) -> None:
+    d = confirm(pending_fall(sources, **details), "fall-confirm:A1")
+    got = (
+        "cancelled"
+        if isinstance(d, CancelAlert)
+        else "confirmed_still"
+        if d.details == {"moved": False}
+        else "confirmed"
+    )
+    assert got == outcome
+
+
+def test_motion_then_steps_records_both_moved_and_walked() -> None:
+    engine = fall_engine()
+    opened, _ = run(engine, [flag("fall", T0)], view())[0]
+    pending = activate(opened)
+    [first] = run(engine, [telemetry({"motion": True}, T0 + 2_000, "P1", 1, "pir")], view(pending))[
+        0
+    ]
+    assert isinstance(first, UpdateAlert) and set(first.details) == {"moved"}
+    moved = replace(pending, details={**pending.details, **first.details})
+    steps = [
+        telemetry({"steps": 10}, T0 + 3_000, "W1", 2),
+        telemetry({"steps": 40}, T0 + 9_000, "W1", 3),
+    ]
+    [second] = run(engine, steps, view(moved))[0]
+    assert isinstance(second, UpdateAlert) and set(second.details) == {"walked"}
+    walked = replace(moved, details={**moved.details, **second.details})
+    assert run(engine, [telemetry({"steps": 60}, T0 + 15_000, "W1", 4)], view(walked))[0] == []

@@ -8,6 +8,17 @@ fall flag (correlation.open_or_fuse): 'pending' with the confirmation timer, rul
 "fall.accel", the detector's confidence and features in the details, and every fall
 threshold used as the alert's threshold.
 
+Clapping, not falling: an impact without any free fall that is one of a pair of hits
+(`other_impacts` >= 1) is the signature clapping leaves once the detector's 1 s impact
+cluster merges a 2-3 Hz series. In the UMAFall dev set it is 1 of 67 caught falls and
+the one clapping false alarm; in `carewatch eval days` all 5 false falls (evening TV).
+Such a detection still opens the pending fall ("hit_series_without_freefall" in its
+details) but waits `fall_accel_series_confirm_window_s` (120 s) instead of the usual
+window, so that two wristband reports can show steps after it: an accelerometer-only
+fall followed by walking is cancelled at the timer (correlation.confirm); one followed
+by stillness is confirmed, only later. A device or radar flag fusing in keeps its
+normal behaviour (confirmed at the timer whatever moved).
+
 Per-device state lives in this worker's memory (one owner per events shard). A restart
 loses the few seconds of buffered signal, so a fall whose impact arrived before the
 restart and whose stillness after it is not detected by this path. That is acceptable:
@@ -29,14 +40,20 @@ from carewatch.messages import AccelWindow, Event
 from rules_engine.decisions import Decision
 from rules_engine.detectors.accel_fall import AccelFallDetector, FallDetection, FallThresholds
 from rules_engine.detectors.base import Detector, ElderView
-from rules_engine.detectors.correlation import RecentFalls, open_or_fuse
+from rules_engine.detectors.correlation import ACCEL_SOURCE, RecentFalls, open_or_fuse
 from rules_engine.detectors.rejects import count_reject
 from rules_engine.detectors.streaming import EventMemo, ViewCache
 
 log = logging.getLogger(__name__)
 
 RULE = "fall.accel"
-SOURCE = "accel"
+SOURCE = ACCEL_SOURCE
+
+
+def hit_series_without_freefall(detection: FallDetection) -> bool:
+    """No free fall before the impact and another hit around it: clapping's signature."""
+    features = detection.features
+    return features.get("freefall_ms", 0.0) <= 0.0 and features.get("other_impacts", 0.0) >= 1.0
 
 
 def fall_thresholds(elder: ElderView) -> FallThresholds:
@@ -81,6 +98,18 @@ class AccelFallPlugin(Detector):
             **asdict(used),
             "fall_confirm_window_s": elder.thresholds.fall_confirm_window_s,
         }
+        details: dict[str, object] = {
+            "impact_ms": detection.impact_ms,
+            "features": detection.features,
+        }
+        window_s: float | None = None
+        if hit_series_without_freefall(detection):
+            details["hit_series_without_freefall"] = True
+            window_s = max(
+                elder.thresholds.fall_confirm_window_s,
+                elder.thresholds.fall_accel_series_confirm_window_s,
+            )
+            threshold["fall_accel_series_confirm_window_s"] = window_s
         return open_or_fuse(
             event,
             elder,
@@ -89,7 +118,8 @@ class AccelFallPlugin(Detector):
             rule=RULE,
             confidence=detection.confidence,
             threshold=threshold,
-            details={"impact_ms": detection.impact_ms, "features": detection.features},
+            details=details,
+            confirm_window_s=window_s,
         )
 
     def _feed(self, event: Event, thresholds: FallThresholds) -> FallDetection | None:

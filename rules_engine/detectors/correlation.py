@@ -9,19 +9,28 @@ agreeing make a false alarm much less likely. A source arriving later is a repea
 
 Correlation: a fallen person who does not get up is the dangerous case. Movement from
 any of the elder's devices (PIR/radar motion, wristband steps going up) after the fall
-and before the confirmation timer is recorded on the pending alert ("moved"); when the
-timer confirms an alert without movement, the confidence is raised again (stillness as
-one more independent source) and it stays critical. Movement alone does not cancel:
-only "I'm OK" does (device_fall), because a person can crawl and still need help.
+and before the confirmation timer is recorded on the pending alert ("moved"; steps also
+as "walked"); when the timer confirms an alert without movement, the confidence is
+raised again (stillness as one more independent source) and it stays critical.
+
+Movement does not cancel a fall a device flagged: only "I'm OK" does (device_fall),
+because a person can crawl and still need help. A fall seen ONLY by the server-side
+accelerometer that is followed by walking (steps counted between two reports after it)
+is cancelled at the timer instead ("fall.moved_normally", kept as a cancelled alert):
+the accelerometer alone false-alarms on hard hits such as clapping, and someone who
+walks on did not stay down. PIR motion alone does not cancel it (crawling, a visitor).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from carewatch.clock import Clock
 from carewatch.messages import Event
 from rules_engine.decisions import (
+    CancelAlert,
     ConfirmAlert,
     Decision,
     OpenAlert,
@@ -35,6 +44,9 @@ from rules_engine.detectors.streaming import EventMemo
 
 TIMER_KIND = "fall-confirm"
 RULE_CONFIRM = "fall.confirm_window"
+RULE_MOVED = "fall.moved_normally"
+ACCEL_SOURCE = "accel"  # the accelerometer detector's source name
+Movement = Literal["motion", "steps"]
 
 # Prior confidence of each source on its own. Consumer wristband and radar fall flags
 # have high false-alarm rates in daily use (sitting down hard, dropping the arm), so
@@ -71,9 +83,11 @@ def open_or_fuse(
     confidence: float,
     threshold: Mapping[str, float],
     details: Mapping[str, object] | None = None,
+    confirm_window_s: float | None = None,
 ) -> list[Decision]:
-    """Open a pending fall with its confirmation timer, or fold this source into the
-    elder's active fall (raising its confidence when a new source agrees in time)."""
+    """Open a pending fall with its confirmation timer (`confirm_window_s`, default the
+    elder's fall_confirm_window_s), or fold this source into the elder's active fall
+    (raising its confidence when a new source agrees in time)."""
     entry: dict[str, object] = {
         "event_id": event.id,
         "device_id": event.device_id,
@@ -84,7 +98,11 @@ def open_or_fuse(
     }
     active = elder.active.get("fall")
     if active is None:
-        return _open(event, elder, clock, source, rule, confidence, threshold, entry)
+        window_s = elder.thresholds.fall_confirm_window_s
+        if confirm_window_s is not None and window_s > 0:  # 0: the profile wants no wait
+            window_s = confirm_window_s
+        opening = _Opening(source, rule, confidence, threshold, entry, round(window_s * 1000))
+        return _open(event, clock, opening)
     repeat = RepeatAlert(
         alert_id=active.alert_id,
         kind="fall",
@@ -101,29 +119,30 @@ def open_or_fuse(
     return [repeat, UpdateAlert(active.alert_id, "source_agreed", fused, {"sources": sources})]
 
 
-def _open(
-    event: Event,
-    elder: ElderView,
-    clock: Clock,
-    source: str,
-    rule: str,
-    confidence: float,
-    threshold: Mapping[str, float],
-    entry: Mapping[str, object],
-) -> list[Decision]:
-    window_ms = elder.thresholds.fall_confirm_window_ms
+@dataclass(frozen=True, slots=True)
+class _Opening:
+    source: str
+    rule: str
+    confidence: float
+    threshold: Mapping[str, float]
+    entry: Mapping[str, object]
+    window_ms: int
+
+
+def _open(event: Event, clock: Clock, o: _Opening) -> list[Decision]:
+    window_ms = o.window_ms
     opened = OpenAlert(
         alert_id=alert_id_for("fall", event.id),
         kind="fall",
         severity="critical",
         status="pending" if window_ms > 0 else "open",
-        rule=rule,
-        threshold=threshold,
-        confidence=confidence,
+        rule=o.rule,
+        threshold=o.threshold,
+        confidence=o.confidence,
         device_id=event.device_id,
         source_event_id=event.id,
         device_time_ms=event.device_time_ms,
-        details={"sources": {source: dict(entry)}},
+        details={"sources": {o.source: dict(o.entry)}},
     )
     if opened.status == "open":
         return [opened]
@@ -141,9 +160,14 @@ def _sources(active: ActiveAlert) -> Mapping[str, object]:
     return sources if isinstance(sources, Mapping) else {}
 
 
-def confirm(active: ActiveAlert, timer_id: str) -> ConfirmAlert:
+def confirm(active: ActiveAlert, timer_id: str) -> ConfirmAlert | CancelAlert:
     """The confirmation window ran out: stillness (no recorded movement) raises the
-    confidence; movement leaves it as the sources made it."""
+    confidence; movement leaves it as the sources made it; an accelerometer-only fall
+    followed by walking is cancelled (moved normally afterwards)."""
+    walked = active.details.get("walked")
+    if walked and set(_sources(active)) == {ACCEL_SOURCE}:
+        details = {"reason": "moved_normally_afterwards", "walked": walked}
+        return CancelAlert(active.alert_id, "fall", RULE_MOVED, timer_id, details)
     moved = active.details.get("moved")
     if moved:
         return ConfirmAlert(
@@ -185,12 +209,13 @@ class RecentFalls:
 
 
 class FallMovementDetector(Detector):
-    """Records movement (motion, rising steps) on the elder's pending fall alert."""
+    """Records movement (motion, rising steps) on the elder's pending fall alert:
+    the first movement as "moved", the first steps as "walked"."""
 
     def __init__(self, recent: RecentFalls) -> None:
         self._recent = recent
         self._last_steps: dict[str, tuple[int, int]] = {}  # device -> (device ms, steps)
-        self._memo: EventMemo[bool] = EventMemo()
+        self._memo: EventMemo[Movement | None] = EventMemo()
 
     def wants(self, event: Event) -> bool:
         if event.type == "event" and event.event == "fall":
@@ -198,33 +223,44 @@ class FallMovementDetector(Detector):
             return False
         if event.type != "telemetry":
             return False
+        return self._movement(event) is not None
+
+    def _movement(self, event: Event) -> Movement | None:
         if event.id in self._memo:
             return self._memo[event.id]
         fell_at = self._recent.fell_at(event.elder_id, event.device_time_ms)
         return self._memo.put(event.id, self._moved_since(event, fell_at))
 
-    def _moved_since(self, event: Event, fell_at: int | None) -> bool:
+    def _moved_since(self, event: Event, fell_at: int | None) -> Movement | None:
         """Motion, or steps counted between two samples both taken after the fall (the
         counter is cumulative: the first rise after a fall may be the walk before it)."""
         steps = event.data.get("steps")
         last = self._last_steps.get(event.device_id)
         if isinstance(steps, int) and not isinstance(steps, bool):
             if last is not None and event.device_time_ms <= last[0]:
-                return False  # late or re-sent sample: says nothing new
+                return None  # late or re-sent sample: says nothing new
             self._last_steps[event.device_id] = (event.device_time_ms, steps)
         if fell_at is None:
-            return False
+            return None
         if event.data.get("motion") is True:
-            return True
+            return "motion"
         if not isinstance(steps, int) or last is None:
-            return False
-        return last[0] >= fell_at and steps > last[1]
+            return None
+        return "steps" if last[0] >= fell_at and steps > last[1] else None
 
     def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
         active = elder.active.get("fall")
-        if active is None or active.status != "pending" or active.details.get("moved"):
+        how = self._movement(event)
+        if active is None or active.status != "pending" or how is None:
             return []
         if event.device_time_ms < active.device_time_ms:
             return []  # movement before the fall says nothing about after it
-        moved = {"event_id": event.id, "device_id": event.device_id}
-        return [UpdateAlert(active.alert_id, "movement", None, {"moved": moved})]
+        seen = {"event_id": event.id, "device_id": event.device_id, "how": how}
+        news: dict[str, object] = {}
+        if not active.details.get("moved"):
+            news["moved"] = seen
+        if how == "steps" and not active.details.get("walked"):
+            news["walked"] = seen
+        if not news:
+            return []
+        return [UpdateAlert(active.alert_id, "movement", None, news)]
