@@ -17,9 +17,16 @@ def topic(device_id: str, kind: TopicKind) -> str:
 
 
 def uplink_filter(share_group: str | None = None) -> str:
-    """Subscription filter for every device uplink, as an MQTT v5 shared subscription."""
+    """One filter for every device topic (uplinks and the cmd downlink), for tools."""
     base = f"{PREFIX}/+/+"
     return f"$share/{share_group}/{base}" if share_group else base
+
+
+def uplink_filters(share_group: str | None = None) -> list[str]:
+    """Filters for the device uplinks only (not our own cmd downlinks), as MQTT v5
+    shared subscriptions when a group is given."""
+    share = f"$share/{share_group}/" if share_group else ""
+    return [f"{share}{PREFIX}/+/{kind}" for kind in UPLINK_KINDS]
 
 
 def parse(topic_name: str) -> tuple[str, TopicKind] | None:

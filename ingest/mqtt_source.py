@@ -149,8 +149,9 @@ class MqttSource:
                 async with client:
                     self._connection += 1
                     self._client = client
+                    # uplinks only: the notifier's .../cmd downlinks are not ours to ingest
                     await client.subscribe(
-                        topics.uplink_filter(self._settings.mqtt_share_group), qos=1
+                        [(f, 1) for f in topics.uplink_filters(self._settings.mqtt_share_group)]
                     )
                     log.info(
                         "mqtt connected",

@@ -187,8 +187,9 @@ async def test_bad_input_is_rejected_counted_and_kept_while_good_input_flows(
         ("schema_invalid", topics.topic(WRISTBAND, "telemetry"), b'{"v": 1, "seq": 5}'),
         ("oversized", topics.topic(WRISTBAND, "telemetry"), b"{" + b" " * 2000 + b"}"),
         ("unknown_device", topics.topic("GHOST", "telemetry"), telemetry(1)[1]),
-        ("bad_topic", topics.topic(WRISTBAND, "cmd"), telemetry(1)[1]),
-        ("bad_topic", "cw/v1/dev/W1/gossip", telemetry(1)[1]),
+        # (downlinks and unknown topic kinds are not even subscribed to)
+        ("bad_topic", "cw/v1/dev/bad.id/telemetry", telemetry(1)[1]),
+        ("bad_topic", f"cw/v1/dev/{'x' * 65}/event", telemetry(1)[1]),
     ]
     reasons = sorted({reason for reason, _, _ in bad})
     before = {r: counter("carewatch_ingest_rejects_total", {"reason": r}) for r in reasons}
