@@ -69,7 +69,7 @@ class Device:
 
 def query(settings: Settings, sql: str, *args: object) -> list[tuple[object, ...]]:
     with psycopg.connect(settings.database_url) as conn:
-        return conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql, args).fetchall()
 
 
 @pytest.fixture
