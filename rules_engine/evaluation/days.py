@@ -77,6 +77,7 @@ class KindFigures:
     per_elder_day: float
     critical: int
     injected_day_alerts: int
+    notified: int = 0  # of the false alarms, those that reached 'open' (a carer is paged)
 
 
 @dataclass
@@ -190,13 +191,16 @@ def evaluate(
     n_all = sum(len(_local_days(start_ms, end_ms, tz)) for _ in elders)
     new = [r for r in engine.records if r.action in NEW_ALERT]
     criticals = _critical_alert_ids(engine.records)
+    # a pending fall cancelled inside its window never reaches the notifier
+    reached_open = {r.alert_id for r in engine.records if r.action in ("opened", "confirmed")}
     normal, injected_day = Counter[str](), Counter[str]()
-    normal_critical = Counter[str]()
+    normal_critical, normal_notified = Counter[str](), Counter[str]()
     false_alarms: list[dict[str, object]] = []
     for r in new:
         if _local_date(r.at_ms, tz) in normal_days[r.elder_id]:
             normal[r.kind] += 1
             normal_critical[r.kind] += r.alert_id in criticals
+            normal_notified[r.kind] += r.alert_id in reached_open
             false_alarms.append(_describe(r, tz, r.alert_id in criticals))
         else:
             injected_day[r.kind] += 1
@@ -207,6 +211,7 @@ def evaluate(
             round(normal[kind] / n_normal, 4) if n_normal else 0.0,
             normal_critical[kind],
             injected_day[kind],
+            normal_notified[kind],
         )
         for kind in sorted(set(normal) | set(injected_day))
     ]
@@ -335,12 +340,12 @@ def format_table(ev: DaysEvaluation) -> str:
         "",
         f"Normal elder-days: {ev.normal_elder_days} (injected: {ev.injected_elder_days})",
         f"{'alert kind':<16}{'false alarms':>13}{'per elder-day':>15}{'critical':>10}"
-        f"{'on injected days':>18}",
+        f"{'paged':>8}{'on injected days':>18}",
     ]
     for k in ev.kinds:
         lines.append(
             f"{k.kind:<16}{k.normal_alerts:>13}{k.per_elder_day:>15.3f}{k.critical:>10}"
-            f"{k.injected_day_alerts:>18}"
+            f"{k.notified:>8}{k.injected_day_alerts:>18}"
         )
     if not ev.kinds:
         lines.append("(no alert at all)")
