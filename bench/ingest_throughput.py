@@ -38,7 +38,7 @@ from bench.procstat import CpuTrace, cpu_seconds
 from bench.profile import start_profiler, stop_profiler, summarise
 from bench.traffic import Message, fleet, messages_for, publish_all, register_fleet
 from carewatch import topics
-from carewatch.bus import events_stream
+from carewatch.bus import shard_streams
 from ingest.mqtt_source import SESSION_EXPIRY_S, receive_maximum
 from ingest.worker import default_client_id
 from tests.pipeline import Pipeline
@@ -160,7 +160,7 @@ class _Progress:
     def __init__(self, env: BenchEnv) -> None:
         self.db = psycopg.connect(env.settings.database_url, autocommit=True)
         self.redis = redis.Redis.from_url(env.settings.redis_url)
-        self.streams = [events_stream(s) for s in range(env.settings.bus_shards)]
+        self.streams = [st for s in range(env.settings.bus_shards) for st in shard_streams(s)]
 
     def rows(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM telemetry").fetchone()[0])  # type: ignore[index]

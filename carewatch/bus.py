@@ -1,7 +1,8 @@
 """The internal bus: FastStream over Redis Streams (default) or NATS JetStream.
 
-Logical streams: `events.{shard}` (shard = crc32(elder_id) mod N), `alerts`,
-`notifications`. Bodies are msgspec-encoded JSON bytes. A consumer group (Redis) or a
+Logical streams: `events.{shard}` and `telemetry.{shard}` (shard = crc32(elder_id) mod
+N; device events and telemetry travel apart so an SOS never queues behind telemetry),
+`alerts`, `notifications`. Bodies are msgspec-encoded JSON bytes. A consumer group (Redis) or a
 durable pull consumer (JetStream) shares a stream between the workers of one kind;
 consumers acknowledge after their side effects are durable, and what a crashed consumer
 left unacknowledged is delivered again (Redis: reclaimed with XAUTOCLAIM after
@@ -50,7 +51,22 @@ def shard_of(elder_id: str, shards: int) -> int:
 
 
 def events_stream(shard: int) -> str:
+    """Device events and statuses of one shard: the fast lane (SOS, falls, cancels)."""
     return f"events.{shard}"
+
+
+def telemetry_stream(shard: int) -> str:
+    """Periodic telemetry of one shard. Kept apart from events so that an SOS never
+    waits behind a telemetry backlog; both are consumed by the shard's one owner."""
+    return f"telemetry.{shard}"
+
+
+def stream_for(event_type: str, shard: int) -> str:
+    return telemetry_stream(shard) if event_type == "telemetry" else events_stream(shard)
+
+
+def shard_streams(shard: int) -> tuple[str, str]:
+    return events_stream(shard), telemetry_stream(shard)
 
 
 def make_broker(settings: Settings) -> Broker:
@@ -164,6 +180,9 @@ def _subscribe_redis(
             consumer=consumer,
             min_idle_time=min_idle,
             polling_interval=polling_ms,
+            # read in bounded batches: an unbounded read of a backlog leaves entries
+            # waiting in the worker past reclaim_idle_ms, and they get handled twice
+            max_records=100,
         )
         broker.subscriber(stream=sub, ack_policy=AckPolicy.NACK_ON_ERROR)(on_message)
 

@@ -17,7 +17,7 @@ from faststream.redis import RedisBroker
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
-from carewatch.bus import STREAM_MAXLEN, Broker, events_stream, shard_of
+from carewatch.bus import STREAM_MAXLEN, Broker, shard_of, stream_for
 from carewatch.bus import publish as bus_publish
 from carewatch.messages import Event, encode
 from carewatch.metrics import BUS_PUBLISHED, STAGE_LATENCY
@@ -33,7 +33,7 @@ class BusPublisher:
         self._counters: dict[str, Counter] = {}
 
     def stream_of(self, event: Event) -> str:
-        return events_stream(shard_of(event.elder_id, self._shards))
+        return stream_for(event.type, shard_of(event.elder_id, self._shards))
 
     async def publish(self, events: Sequence[tuple[Event, float]]) -> None:
         """Publish (event, received_at monotonic) pairs in one round trip, in order."""

@@ -1,4 +1,4 @@
-"""One bus consumer per owned events shard, started and stopped as ownership changes.
+"""One bus consumer per owned shard (its event and telemetry lanes), started and stopped as ownership changes.
 
 Each shard gets its own broker connection, so taking or handing back one shard never
 interrupts the others. Stopping a consumer waits for the message in flight (FastStream's
@@ -47,23 +47,26 @@ class ShardConsumers:
     async def start(self, shard: int) -> None:
         if shard in self._brokers:
             return
-        stream = bus.events_stream(shard)
         broker = bus.make_broker(self._settings)
-        bus.subscribe(
-            broker,
-            stream,
-            group=self._group,
-            consumer=self._consumer,
-            handler=self._handler_for(stream),
-            reclaim_idle_ms=self._reclaim_idle_ms,
-        )
+        # the shard's event lane and telemetry lane get their own subscribers, so an SOS
+        # is handled while a telemetry backlog is still being worked through
+        streams = bus.shard_streams(shard)
+        for stream in streams:
+            bus.subscribe(
+                broker,
+                stream,
+                group=self._group,
+                consumer=self._consumer,
+                handler=self._handler_for(stream),
+                reclaim_idle_ms=self._reclaim_idle_ms,
+            )
         try:
             await asyncio.wait_for(bus.start(broker), self._start_timeout_s)
         except BaseException:
             await broker.stop()
             raise
         self._brokers[shard] = broker
-        log.info("consuming shard", extra={"shard": shard, "stream": stream})
+        log.info("consuming shard", extra={"shard": shard, "streams": list(streams)})
 
     async def stop(self, shard: int) -> None:
         broker = self._brokers.pop(shard, None)

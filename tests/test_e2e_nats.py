@@ -57,7 +57,7 @@ def test_the_events_and_alerts_travel_over_jetstream(pipeline: Pipeline) -> None
     client = redis.Redis.from_url(s.redis_url, decode_responses=True)
     try:
         keys = [str(k) for k in client.scan_iter()]
-        assert not [k for k in keys if k.startswith(("events.", "alerts"))]
+        assert not [k for k in keys if k.startswith(("events.", "telemetry.", "alerts"))]
         assert [k for k in keys if k.startswith(f"{KEY_PREFIX}:shard:")]
     finally:
         client.close()

@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 from psycopg import sql
 
 from carewatch import topics
-from carewatch.bus import events_stream, shard_of
+from carewatch.bus import shard_of, shard_streams
 from carewatch.messages import Event, decode_event
 from carewatch.settings import Settings
 from ingest.worker import run
@@ -71,9 +71,12 @@ class Harness:
         return [int(r[0]) for r in rows]
 
     def bus_events(self) -> list[Event]:
-        stream = events_stream(shard_of(ELDER, self.settings.bus_shards))
+        """Everything published for the elder's shard, both lanes, in publish order."""
         client = redis.Redis.from_url(self.settings.redis_url)
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(stream)  # type: ignore[assignment]
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+        for stream in shard_streams(shard_of(ELDER, self.settings.bus_shards)):
+            entries += client.xrange(stream)  # type: ignore[arg-type]
+        entries.sort(key=lambda e: tuple(int(p) for p in e[0].split(b"-")))
         # Entries are FastStream-framed: the Event JSON is the frame's body.
         return [decode_event(BinaryMessageFormatV1.parse(f[b"__data__"])[0]) for _, f in entries]
 
