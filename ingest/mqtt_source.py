@@ -80,6 +80,34 @@ def _read_in_bursts(paho_client: mqtt.Client) -> None:
     paho_client.loop_read = loop_read  # type: ignore[method-assign]
 
 
+class _SharedTableProperties(Properties):
+    """paho's Properties with its lookup tables shared instead of rebuilt per packet.
+
+    paho builds two ~27-entry tables in Properties.__init__ for every MQTT v5 packet it
+    decodes: a quarter of ingest's CPU in a py-spy profile (bench/benchmarks.md). The
+    tables never change, so incoming PUBLISH properties read them from the class.
+    """
+
+    _template = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    types = _template.types
+    names = _template.names
+    properties = _template.properties
+
+    def __init__(self, packetType: int) -> None:
+        object.__setattr__(self, "packetType", packetType)
+
+
+def _share_property_tables() -> None:
+    """Install _SharedTableProperties for decoding PUBLISH packets (paho 2.x only)."""
+    from paho.mqtt import _packet
+
+    if getattr(_packet, "Properties", None) is Properties:
+        _packet.Properties = _SharedTableProperties  # type: ignore[attr-defined]
+
+
+_share_property_tables()
+
+
 @dataclass(slots=True)
 class Incoming:
     topic: str
