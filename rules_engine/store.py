@@ -138,15 +138,17 @@ async def fire_timer(
         if row is None:
             return Outcome("gone")  # fired, cancelled or being fired elsewhere
         timer = _timer(row)
+        # marked fired before its effects (same transaction, so still atomic): an effect
+        # may arm this very timer again (a deadline re-armed from a later sign of life)
+        await cur.execute(
+            "UPDATE rule_timers SET fired_at = %s WHERE id = %s",
+            (ms_to_dt(clock.now_ms()), timer_id),
+        )
         view = await _load_view(cur, elder_id, defaults)
         changes: list[AlertChange] = []
         if view is not None:
             changes = await _apply(cur, view, decide(timer, view), defaults, clock)
             await outbox.write(cur, timer_id, changes)
-        await cur.execute(
-            "UPDATE rule_timers SET fired_at = %s WHERE id = %s",
-            (ms_to_dt(clock.now_ms()), timer_id),
-        )
         return Outcome("applied" if view is not None else "unknown_elder", changes)
 
 

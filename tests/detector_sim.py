@@ -124,8 +124,8 @@ class Sim:
             self.clock._now = max(self.clock.now_ms(), due_ms)
             t = self.timers[tid]
             timer = DueTimer(tid, t.kind, ELDER, t.due_ms, dict(t.payload))
+            t.fired = True  # before its effects, which may arm it again, as the store does
             self.apply(self.detector.on_timer(timer, self.view(), self.clock))
-            self.timers[tid].fired = True  # after its effects, as the store does
         self.clock._now = max(self.clock.now_ms(), ms)
 
     # --- the store's semantics -----------------------------------------------------------

@@ -316,18 +316,29 @@ def test_wristband_steps_count_only_when_they_go_up(steps: list[int], is_sign: l
     assert got == is_sign
 
 
-def test_hot_telemetry_that_moves_the_deadline_by_under_a_minute_skips_the_database() -> None:
+def test_hot_telemetry_that_moves_the_deadline_by_under_the_slack_skips_the_database() -> None:
     s = sim()
     assert motion(s, 24, 9)  # first: written
-    s.clock.advance(30)
-    assert not s.send(s.event("P1", "pir", motion=True))  # 30 s later: not worth a write
-    s.clock.advance(31)
+    s.clock.advance(5 * 60)
+    assert not s.send(s.event("P1", "pir", motion=True))  # 5 min later: not worth a write
+    s.clock.advance(6 * 60)
     written = s.event("P1", "pir", motion=True)
-    assert s.send(written)  # 61 s: written
+    assert s.send(written)  # 11 min: written
     # the same event delivered again (its transaction failed and is retried): still wanted
     assert s.detector.wants(written)
     s.clock.advance(1)
     assert s.send(s.event("D1", "door", event="door_open"))  # doors always count
+
+
+def test_a_deadline_left_stale_by_the_write_slack_is_rearmed_not_alarmed() -> None:
+    s = sim()
+    motion(s, 24, 9)  # deadline 11:00 stored
+    s.clock.advance(9 * 60)
+    assert not s.send(s.event("P1", "pir", motion=True))  # 09:09: within the slack
+    s.run_until(local_ms(24, 11, 8))  # the stored deadline passed: re-armed from 09:09
+    assert s.whats("inactivity") == []
+    s.run_until(local_ms(24, 11, 10))  # two hours after the real last sign
+    assert s.whats("inactivity") == ["opened"]
 
 
 def test_routine_learning_needs_enough_weeks_and_takes_the_95th_percentile() -> None:

@@ -158,6 +158,9 @@ def sign_time(event: Event) -> int:
     return min(event.device_time_ms, event.received_ms)
 
 
+DEADLINE_SLACK_MS = 10 * 60_000
+
+
 class InactivityDetector(Detector):
     timer_kinds = frozenset({DEADLINE, AWAY, ESCALATE})
 
@@ -165,11 +168,18 @@ class InactivityDetector(Detector):
         self.routines = routines or RoutineBook(tz)
         self.tz = tz
         self._signs = SignsOfLife()
-        self._written = DeadlineMemo()
+        # A deadline is rewritten only when a sign moves it by DEADLINE_SLACK_MS (or a tenth
+        # of the threshold, if shorter) or more, so an active elder costs one database
+        # write per slack, not one per message; a deadline left stale by that is re-armed
+        # from the latest sign when it comes due.
+        self._written = DeadlineMemo(slack_ms=DEADLINE_SLACK_MS, slack_fraction=0.1)
         self._door = LatestTimes()  # per elder: last door event
         self._inside = LatestTimes()  # per elder: last sign that can only come from inside
+        self._any = LatestTimes()  # per elder: last sign of any kind
 
     def _note(self, elder_id: str, sign: Sign, at_ms: int) -> None:
+        if sign != "in_bed":
+            self._any.saw(elder_id, at_ms)
         if sign == "door":
             self._door.saw(elder_id, at_ms)
         elif sign != "steps":  # a band's steps come along when the elder goes out
@@ -253,6 +263,29 @@ class InactivityDetector(Detector):
         th = elder.thresholds
         payload = timer.payload
         sign_ms = _int(payload.get("sign_ms"), timer.due_ms)
+        latest = self._any.get(elder.elder_id)
+        if timer.kind == DEADLINE and latest is not None and latest > sign_ms:
+            # signs within the write slack did not move the stored deadline: re-arm it from
+            # the latest one instead of alerting (a restarted worker has no such memory and
+            # fires at most one slack early, against thresholds of hours)
+            routine = self.routines.get(elder.elder_id, clock.now_ms())
+            renewed = inactivity_deadline(latest, "motion", th, routine, self.tz)
+            if renewed.due_ms > clock.now_ms():
+                again = {
+                    **payload,
+                    "sign_ms": latest,
+                    "threshold_s": renewed.threshold.seconds,
+                    "source": renewed.threshold.source,
+                }
+                inside = self._inside.get(elder.elder_id)
+                if inside is not None and inside >= latest:  # back inside since the door
+                    again.pop("out_since_ms", None)
+                    again["sign"] = "motion"
+                elif again.get("sign") != "door":
+                    again["sign"] = "steps"
+                return [
+                    ScheduleTimer(timer.timer_id, DEADLINE, renewed.due_ms, again, replace=True)
+                ]
         threshold_s = _float(payload.get("threshold_s"), th.inactivity_floor_day_s)
         details: dict[str, object] = {
             "last_sign": payload.get("sign"),

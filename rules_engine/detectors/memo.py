@@ -50,8 +50,16 @@ class _Deadline:
 class DeadlineMemo:
     """The last sliding deadline this worker wrote per key (e.g. per elder)."""
 
-    def __init__(self, slack_ms: int = 60_000, max_keys: int = MAX_KEYS) -> None:
+    def __init__(
+        self,
+        slack_ms: int = 60_000,
+        max_keys: int = MAX_KEYS,
+        *,
+        slack_fraction: float | None = None,
+    ) -> None:
         self.slack_ms = slack_ms
+        # with a fraction, short deadlines get a proportionally shorter slack
+        self.slack_fraction = slack_fraction
         self._last: _Lru[_Deadline] = _Lru(max_keys)
 
     def worth_writing(self, key: str, at_ms: int, event_id: str) -> bool:
@@ -59,7 +67,10 @@ class DeadlineMemo:
         last = self._last.get(key)
         if last is None or last.event_id == event_id:
             return True
-        return abs(at_ms + last.span_ms - last.due_ms) >= self.slack_ms
+        slack = self.slack_ms
+        if self.slack_fraction is not None:
+            slack = min(slack, int(last.span_ms * self.slack_fraction))
+        return abs(at_ms + last.span_ms - last.due_ms) >= slack
 
     def wrote(self, key: str, event_id: str, at_ms: int, due_ms: int) -> None:
         self._last.put(key, _Deadline(event_id, due_ms, due_ms - at_ms))
