@@ -41,7 +41,9 @@ _ALERT = (
     "SELECT id::text AS id, elder_id, device_id, kind, severity, status, device_time,"
     " version, acknowledged_by FROM alerts WHERE id = %s"
 )
-_ALERT_FOR_UPDATE = _ALERT + " FOR UPDATE"
+# NO KEY UPDATE: serialises status changes without blocking the foreign-key checks of
+# concurrent inserts into alert_events and notifications (a sender recording a delivery)
+_ALERT_FOR_UPDATE = _ALERT + " FOR NO KEY UPDATE"
 
 
 async def load_alert(conn: Conn, alert_id: str, *, for_update: bool = False) -> AlertInfo | None:

@@ -76,7 +76,7 @@ async def apply_action(
             conn,
             "SELECT a.status, a.kind, a.severity, a.elder_id, a.device_time,"
             " e.district, e.grid_id FROM alerts a"
-            " JOIN elders e ON e.id = a.elder_id WHERE a.id = %s FOR UPDATE OF a",
+            " JOIN elders e ON e.id = a.elder_id WHERE a.id = %s FOR NO KEY UPDATE OF a",
             (alert_id,),
         )
         if row is None:

@@ -229,7 +229,7 @@ async def _load_view(cur: Cursor, elder_id: str, defaults: Settings) -> ElderVie
     overrides = row["thresholds"] if isinstance(row["thresholds"], dict) else {}
     await cur.execute(
         "SELECT id::text AS id, kind, severity, status, device_id, device_time, rule,"
-        " confidence, details FROM alerts WHERE elder_id = %s AND status = ANY(%s) FOR UPDATE",
+        " confidence, details FROM alerts WHERE elder_id = %s AND status = ANY(%s) FOR NO KEY UPDATE",
         (elder_id, list(OPEN_STATUSES)),
     )
     active = {

@@ -115,7 +115,8 @@ class Demo:
 
 
 async def _serve(app: Any, port: int, stop: asyncio.Event) -> None:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     await stop.wait()
     server.should_exit = True

@@ -125,7 +125,12 @@ class _EmbeddedServer(uvicorn.Server):
 async def serving(app: FastAPI, sock: socket.socket) -> AsyncIterator[uvicorn.Server]:
     """Serve app on an already bound socket until the block exits."""
     config = uvicorn.Config(
-        app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=2
+        app,
+        log_config=None,  # keep the process's (masking, structured) log setup
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        timeout_graceful_shutdown=2,
     )
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
