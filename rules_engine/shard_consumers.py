@@ -50,16 +50,24 @@ class ShardConsumers:
         broker = bus.make_broker(self._settings)
         # the shard's event lane and telemetry lane get their own subscribers, so an SOS
         # is handled while a telemetry backlog is still being worked through
-        streams = bus.shard_streams(shard)
-        for stream in streams:
-            bus.subscribe(
-                broker,
-                stream,
-                group=self._group,
-                consumer=self._consumer,
-                handler=self._handler_for(stream),
-                reclaim_idle_ms=self._reclaim_idle_ms,
-            )
+        events, telemetry = streams = bus.shard_streams(shard)
+        bus.subscribe(
+            broker,
+            events,
+            group=self._group,
+            consumer=self._consumer,
+            handler=self._handler_for(events),
+            reclaim_idle_ms=self._reclaim_idle_ms,
+        )
+        # telemetry is most of the traffic and mostly a no-op: taken in batches
+        bus.subscribe_batch(
+            broker,
+            telemetry,
+            group=self._group,
+            consumer=self._consumer,
+            handler=bus.each(self._handler_for(telemetry)),
+            reclaim_idle_ms=self._reclaim_idle_ms,
+        )
         try:
             await asyncio.wait_for(bus.start(broker), self._start_timeout_s)
         except BaseException:

@@ -151,3 +151,30 @@ async def test_consumer_group_lag_is_reported(settings: Settings) -> None:
     finally:
         gate.set()
         await broker.stop()
+
+
+async def test_batches_deliver_every_message_once_in_order(bus_settings: Settings) -> None:
+    from carewatch.bus import subscribe_batch
+
+    stream = f"t.{bus_settings.bus_backend}.batch"
+    calls: list[list[bytes]] = []
+
+    async def handler(bodies: list[bytes]) -> None:
+        calls.append(bodies)
+
+    broker = make_broker(bus_settings)
+    subscribe_batch(broker, stream, group="g", consumer="c1", handler=handler)
+    await start(broker)
+    try:
+        sent = [f'{{"n":{i}}}'.encode() for i in range(250)]
+        for body in sent:
+            await publish(broker, stream, body)
+
+        async def all_in() -> bool:
+            return sum(len(c) for c in calls) >= len(sent)
+
+        await await_until(all_in, 15, "250 messages in batches")
+        assert [b for c in calls for b in c] == sent
+        assert all(len(c) <= 100 for c in calls)
+    finally:
+        await broker.stop()
