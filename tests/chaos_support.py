@@ -23,7 +23,7 @@ from carewatch.messages import DeviceEvent, Telemetry
 from carewatch.settings import Settings
 from carewatch.topics import topic
 from tests.ledger import ELDERS, OFFICERS, STATIONS
-from tests.services import Proc, free_port, wait_port
+from tests.services import Proc, free_port, start_redis
 
 GRID_WORKER_PHONE = "13700000001"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -124,32 +124,8 @@ def try_query(settings: Settings, sql: str, *args: object) -> list[tuple[object,
 
 
 def start_durable_redis(workdir: Path, port: int | None = None) -> Proc:
-    """Redis as the bus should run in production: every write in the append-only file
-    before it is acknowledged, so a restart loses no stream entry and no lease."""
-    exe = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = port or free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    popen = subprocess.Popen(
-        [
-            exe,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=open(workdir / "log", "ab"),
-        stderr=subprocess.STDOUT,
-    )
-    wait_port(port)
-    return Proc("redis", port, popen, workdir)
+    """Redis as the bus should run in production (append-only file, fsync always)."""
+    return start_redis(workdir, port, durable=True)
 
 
 @dataclass

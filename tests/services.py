@@ -105,27 +105,21 @@ def start_mosquitto(workdir: Path, extra_conf: str = "", port: int | None = None
     return Proc("mosquitto", port, popen, workdir)
 
 
-def start_redis(workdir: Path, port: int | None = None) -> Proc:
+def start_redis(workdir: Path, port: int | None = None, *, durable: bool = False) -> Proc:
+    """A private Redis. durable: as the bus should run in production, every write in the
+    append-only file before it is acknowledged, so a restart loses no stream entry."""
     exe = shutil.which("redis-server") or "/usr/bin/redis-server"
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    popen = subprocess.Popen(
-        [
-            exe,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=open(workdir / "log", "wb"),
-        stderr=subprocess.STDOUT,
+    persistence = (
+        ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
     )
+    popen = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence,
+         "--dir", str(workdir)],
+        stdout=open(workdir / "log", "ab"),
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
     wait_port(port)
     return Proc("redis", port, popen, workdir)
 
