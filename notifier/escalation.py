@@ -165,6 +165,9 @@ async def handler_display(conn: Conn, actor: str | None) -> str:
 # --- the escalation loop -----------------------------------------------------------------
 
 
+INBOX_PRUNE_EVERY_S = 3600.0
+
+
 class Escalator:
     def __init__(
         self,
@@ -367,11 +370,25 @@ class Escalator:
         self.sender.kick(ids)
         return len(due)
 
+    async def prune_inbox(self) -> int:
+        """Forget handled alert-change ids older than the redelivery horizon."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "DELETE FROM notifier_inbox WHERE processed_at < now() - make_interval(secs => %s)",
+                (self.settings.dedup_ttl_s,),
+            )
+            return max(cur.rowcount, 0)
+
     async def run(self, stop: asyncio.Event) -> None:
         poll_s = self.settings.outbox_poll_ms / 1000
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time()
         while not stop.is_set():
             try:
                 advanced = await self.run_due()
+                if loop.time() >= next_prune:
+                    await self.prune_inbox()
+                    next_prune = loop.time() + INBOX_PRUNE_EVERY_S
             except Exception:
                 log.exception("escalation poll failed")
                 advanced = 0

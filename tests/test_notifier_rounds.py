@@ -122,3 +122,27 @@ async def test_acknowledged_elsewhere_still_tells_everyone_notified(settings: Se
                 return bool(rows[0][0] >= 4)
 
             await await_until(handled_sent, 10, "'handled' messages to grid worker and family")
+
+
+async def test_inbox_forgets_changes_older_than_the_redelivery_horizon(settings: Settings) -> None:
+    from carewatch.db.pool import open_pool
+    from notifier.escalation import Escalator
+    from notifier.worker import notifier_parts
+
+    dsn = settings.database_url
+    seed_registry(dsn)
+    alert_id = insert_alert(dsn)
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "INSERT INTO notifier_inbox (change_id, alert_id, processed_at) VALUES"
+            " ('old', %s, now() - interval '2 days'), ('fresh', %s, now())",
+            (alert_id, alert_id),
+        )
+    async with notifier_parts(settings) as parts:
+        pool = await open_pool(dsn, max_size=1)
+        try:
+            pruned = await Escalator(pool, settings, parts.sender).prune_inbox()
+        finally:
+            await pool.close()
+    assert pruned == 1
+    assert query(dsn, "SELECT change_id FROM notifier_inbox") == [("fresh",)]
