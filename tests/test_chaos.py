@@ -349,3 +349,39 @@ def test_mosquitto_restart_drops_presses_before_ingest_resubscribes(
     finally:
         p.stop_all()
         mosquitto.stop()
+
+
+def test_single_ingest_without_share_group_keeps_presses_across_a_broker_restart(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The documented way around the shared-subscription limit above for a site with one
+    ingest worker: CAREWATCH_MQTT_SHARE_GROUP='' makes its subscriptions ordinary ones,
+    which Mosquitto restores with the persistent session, so nothing is dropped."""
+    mosquitto = start_mosquitto(tmp_path / "mosquitto")
+    s = settings.model_copy(update={"mqtt_port": mosquitto.port, "mqtt_share_group": ""})
+    assert not import_files(s.database_url, write_many_elders(tmp_path / "ledger", 1)).errors
+    p = Pipeline(s, tmp_path)
+    bands = Wristbands(mosquitto.port)
+    device = band_id(1)
+    try:
+        p.start("ingest")
+
+        def probe_stored_after(seq: int) -> Callable[[], bool]:
+            def stored() -> bool:
+                p.assert_running()
+                bands.send_telemetry(device)
+                return max(stored_seqs(s, device), default=seq) > seq
+
+            return stored
+
+        wait_until(probe_stored_after(0), 30, "ingest to store a probe")
+        p.kill("ingest")
+        mosquitto.stop()
+        mosquitto = start_mosquitto(mosquitto.workdir, port=mosquitto.port)
+        bands.send_telemetry(device)  # while no ingest is connected
+        kept = bands.last_seq(device)
+        p.start("ingest")
+        wait_until(lambda: kept in stored_seqs(s, device), 30, "the press sent meanwhile")
+    finally:
+        p.stop_all()
+        mosquitto.stop()
