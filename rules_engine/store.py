@@ -300,7 +300,7 @@ async def _apply(
                 change = await _open(cur, view.elder_id, d, now_ms)
                 if change is not None:
                     changes.append(change)
-                    by_id[d.alert_id] = _active_from(d)
+                    by_id[d.alert_id] = ActiveAlert.opened_by(d)
             case RepeatAlert():
                 await cur.execute(
                     "UPDATE alerts SET updates = updates + 1 WHERE id = %s", (d.alert_id,)
@@ -368,20 +368,6 @@ async def _apply(
                     "DELETE FROM rule_timers WHERE id = %s AND fired_at IS NULL", (d.timer_id,)
                 )
     return changes
-
-
-def _active_from(d: OpenAlert) -> ActiveAlert:
-    return ActiveAlert(
-        d.alert_id,
-        d.kind,
-        d.severity,
-        d.status,
-        d.device_id,
-        d.device_time_ms,
-        d.rule,
-        d.confidence,
-        d.details,
-    )
 
 
 async def _open(cur: Cursor, elder_id: str, d: OpenAlert, now_ms: int) -> AlertChange | None:

@@ -139,15 +139,7 @@ class Sim:
             match d:
                 case OpenAlert():
                     assert d.kind not in self.active, f"second active {d.kind} alert"
-                    self.active[d.kind] = ActiveAlert(
-                        d.alert_id,
-                        d.kind,
-                        d.severity,
-                        d.status,
-                        d.device_id,
-                        d.device_time_ms,
-                        d.rule,
-                    )
+                    self.active[d.kind] = ActiveAlert.opened_by(d)
                     self.opened[d.alert_id] = d
                     self.changes.append(
                         Change(now, d.alert_id, d.kind, "opened", d.severity, d.rule)

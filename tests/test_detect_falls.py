@@ -98,17 +98,7 @@ def view(*active: ActiveAlert, profile: Mapping[str, object] | None = None) -> E
 
 def activate(d: Decision) -> ActiveAlert:
     assert isinstance(d, OpenAlert)
-    return ActiveAlert(
-        d.alert_id,
-        d.kind,
-        d.severity,
-        d.status,
-        d.device_id,
-        d.device_time_ms,
-        d.rule,
-        d.confidence,
-        d.details,
-    )
+    return ActiveAlert.opened_by(d)
 
 
 def sources_of(details: Mapping[str, object]) -> set[str]:

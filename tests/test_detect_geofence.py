@@ -84,10 +84,7 @@ class Elder:
             decisions = self.engine.on_event(e, self.view(), ManualClock(e.received_ms))
             for d in decisions:
                 if isinstance(d, OpenAlert):
-                    self.active[d.kind] = ActiveAlert(
-                        d.alert_id, d.kind, d.severity, d.status, d.device_id,
-                        d.device_time_ms, d.rule, d.confidence, d.details,
-                    )  # fmt: skip
+                    self.active[d.kind] = ActiveAlert.opened_by(d)
             out.extend(decisions)
         return out
 

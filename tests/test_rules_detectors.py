@@ -54,9 +54,7 @@ def view(*active: ActiveAlert, thresholds: Thresholds = THRESHOLDS) -> ElderView
 def activate(d: Decision) -> ActiveAlert:
     """The active alert an OpenAlert decision leaves behind (what the store would load)."""
     assert isinstance(d, OpenAlert)
-    return ActiveAlert(
-        d.alert_id, d.kind, d.severity, d.status, d.device_id, d.device_time_ms, d.rule
-    )
+    return ActiveAlert.opened_by(d)
 
 
 def decide(event: Event, elder: ElderView, clock: ManualClock | None = None) -> list[Decision]:
@@ -154,10 +152,11 @@ def test_fall_pending_then_timer_confirms() -> None:
     due = DueTimer(timer.timer_id, timer.kind, "E1", timer.due_ms, timer.payload)
     pending = activate(opened)
     [d] = ENGINE.on_timer(due, view(pending), clock)
-    # no movement recorded in the window: stillness raises the confidence (correlation)
+    # no movement recorded in the window: stillness (0.5) raises the flag's 0.6 to
+    # 1 - 0.4 * 0.5 = 0.8 (correlation's noisy-or)
     still = {"moved": False}
     assert d == ConfirmAlert(
-        pending.alert_id, "fall", "fall.confirm_window", timer.timer_id, 0.5, still
+        pending.alert_id, "fall", "fall.confirm_window", timer.timer_id, 0.8, still
     )
 
 

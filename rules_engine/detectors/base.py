@@ -33,6 +33,21 @@ class ActiveAlert:
     confidence: float | None = None
     details: Mapping[str, object] = field(default_factory=dict)
 
+    @classmethod
+    def opened_by(cls, d: OpenAlert) -> ActiveAlert:
+        """The active alert an OpenAlert decision leaves behind (what the store loads)."""
+        return cls(
+            d.alert_id,
+            d.kind,
+            d.severity,
+            d.status,
+            d.device_id,
+            d.device_time_ms,
+            d.rule,
+            d.confidence,
+            d.details,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ElderView:

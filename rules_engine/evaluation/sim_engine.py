@@ -365,10 +365,7 @@ class SimRulesEngine:
                 case OpenAlert():
                     if d.alert_id in self.alerts or d.alert_id in staged:
                         continue
-                    alert = ActiveAlert(
-                        d.alert_id, d.kind, d.severity, d.status, d.device_id,
-                        d.device_time_ms, d.rule, d.confidence, d.details,
-                    )  # fmt: skip
+                    alert = ActiveAlert.opened_by(d)
                     since = now if d.status == "open" else None
                     staged[d.alert_id] = SimAlert(alert, view.elder_id, now, since)
                     active_ids.add(d.alert_id)
