@@ -312,6 +312,43 @@ def stored_seqs(settings: Settings, device_id: str) -> set[int]:
     return {int(str(r[0])) for r in rows}
 
 
+def press_during_broker_restart_is_stored(
+    settings: Settings, tmp_path: Path, share_group: str
+) -> bool:
+    """Ingest (subscribed with `share_group`, '' for plain subscriptions) is down while
+    Mosquitto restarts; a band press reaches the restarted broker before ingest is back.
+    Is it stored once ingest has stored a later probe?"""
+    mosquitto = start_mosquitto(tmp_path / "mosquitto")
+    s = settings.model_copy(update={"mqtt_port": mosquitto.port, "mqtt_share_group": share_group})
+    assert not import_files(s.database_url, write_many_elders(tmp_path / "ledger", 1)).errors
+    p = Pipeline(s, tmp_path)
+    bands = Wristbands(mosquitto.port)
+    device = band_id(1)
+    try:
+        p.start("ingest")
+
+        def probe_stored_after(seq: int) -> Callable[[], bool]:
+            def stored() -> bool:
+                p.assert_running()
+                bands.send_telemetry(device)
+                return max(stored_seqs(s, device), default=seq) > seq
+
+            return stored
+
+        wait_until(probe_stored_after(0), 30, "ingest to store a probe")
+        p.kill("ingest")  # its persistent session stays
+        mosquitto.stop()
+        mosquitto = start_mosquitto(mosquitto.workdir, port=mosquitto.port)
+        bands.send_telemetry(device)  # accepted by the broker (PUBACK) while ingest is down
+        pressed = bands.last_seq(device)
+        p.start("ingest")
+        wait_until(probe_stored_after(pressed), 30, "ingest to store a later probe")
+        return pressed in stored_seqs(s, device)
+    finally:
+        p.stop_all()
+        mosquitto.stop()
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="Mosquitto 2.0.11 does not restore shared subscriptions from persistence:"
@@ -320,35 +357,7 @@ def stored_seqs(settings: Settings, device_id: str) -> set[int]:
 def test_mosquitto_restart_drops_presses_before_ingest_resubscribes(
     settings: Settings, tmp_path: Path
 ) -> None:
-    mosquitto = start_mosquitto(tmp_path / "mosquitto")
-    s = settings.model_copy(update={"mqtt_port": mosquitto.port})
-    assert not import_files(s.database_url, write_many_elders(tmp_path / "ledger", 1)).errors
-    p = Pipeline(s, tmp_path)
-    bands = Wristbands(mosquitto.port)
-    device = band_id(1)
-    try:
-        p.start("ingest")
-
-        def probe_stored_after(seq: int) -> Callable[[], bool]:
-            def stored() -> bool:
-                p.assert_running()
-                bands.send_telemetry(device)
-                return max(stored_seqs(s, device), default=seq) > seq
-
-            return stored
-
-        wait_until(probe_stored_after(0), 30, "ingest to store a probe")
-        p.kill("ingest")  # its persistent session (and shared subscription) stays
-        mosquitto.stop()
-        mosquitto = start_mosquitto(mosquitto.workdir, port=mosquitto.port)
-        bands.send_telemetry(device)  # accepted by the broker (PUBACK) ...
-        lost = bands.last_seq(device)
-        p.start("ingest")
-        wait_until(probe_stored_after(lost), 30, "ingest to store a later probe")
-        assert lost in stored_seqs(s, device)  # ... but never reaches ingest
-    finally:
-        p.stop_all()
-        mosquitto.stop()
+    assert press_during_broker_restart_is_stored(settings, tmp_path, "ingest")
 
 
 def test_single_ingest_without_share_group_keeps_presses_across_a_broker_restart(
@@ -357,31 +366,4 @@ def test_single_ingest_without_share_group_keeps_presses_across_a_broker_restart
     """The documented way around the shared-subscription limit above for a site with one
     ingest worker: CAREWATCH_MQTT_SHARE_GROUP='' makes its subscriptions ordinary ones,
     which Mosquitto restores with the persistent session, so nothing is dropped."""
-    mosquitto = start_mosquitto(tmp_path / "mosquitto")
-    s = settings.model_copy(update={"mqtt_port": mosquitto.port, "mqtt_share_group": ""})
-    assert not import_files(s.database_url, write_many_elders(tmp_path / "ledger", 1)).errors
-    p = Pipeline(s, tmp_path)
-    bands = Wristbands(mosquitto.port)
-    device = band_id(1)
-    try:
-        p.start("ingest")
-
-        def probe_stored_after(seq: int) -> Callable[[], bool]:
-            def stored() -> bool:
-                p.assert_running()
-                bands.send_telemetry(device)
-                return max(stored_seqs(s, device), default=seq) > seq
-
-            return stored
-
-        wait_until(probe_stored_after(0), 30, "ingest to store a probe")
-        p.kill("ingest")
-        mosquitto.stop()
-        mosquitto = start_mosquitto(mosquitto.workdir, port=mosquitto.port)
-        bands.send_telemetry(device)  # while no ingest is connected
-        kept = bands.last_seq(device)
-        p.start("ingest")
-        wait_until(lambda: kept in stored_seqs(s, device), 30, "the press sent meanwhile")
-    finally:
-        p.stop_all()
-        mosquitto.stop()
+    assert press_during_broker_restart_is_stored(settings, tmp_path, "")
