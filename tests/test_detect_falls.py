@@ -30,6 +30,7 @@ from rules_engine.detectors.signals import signal_detectors
 from rules_engine.engine import Engine
 from rules_engine.thresholds import Thresholds
 from simulators.accel_trials import HZ, generate_trial
+from tests.events import device_event, telemetry_event
 
 T0 = 1_764_000_000_000
 THRESHOLDS = Thresholds(sos_cancel_window_s=10.0, fall_confirm_window_s=30.0)
@@ -64,32 +65,12 @@ def accel_events(
 def telemetry(
     data: Mapping[str, object], t_ms: int, device: str = "W1", seq: int = 1, kind: str = "wristband"
 ) -> Event:
-    return Event(
-        id=f"{device}:{seq}",
-        elder_id="E1",
-        device_id=device,
-        device_kind=kind,
-        type="telemetry",
-        device_time_ms=t_ms,
-        received_ms=t_ms + 50,
-        seq=seq,
-        data=dict(data),
-    )
+    return telemetry_event(data, t_ms, seq=seq, device=device, kind=kind)
 
 
 def flag(event: EventType, t_ms: int, device: str = "W1", kind: str = "wristband") -> Event:
     seq = t_ms - T0 + 1
-    return Event(
-        id=f"{device}:{seq}",
-        elder_id="E1",
-        device_id=device,
-        device_kind=kind,
-        type="event",
-        device_time_ms=t_ms,
-        received_ms=t_ms + 50,
-        seq=seq,
-        event=event,
-    )
+    return device_event(event, t_ms, seq=seq, device=device, kind=kind)
 
 
 def view(*active: ActiveAlert, profile: Mapping[str, object] | None = None) -> ElderView:

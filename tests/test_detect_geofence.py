@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from carewatch.clock import ManualClock
 from carewatch.messages import Event
 from rules_engine.decisions import (
     Annotate,
@@ -19,11 +17,12 @@ from rules_engine.decisions import (
     RepeatAlert,
     UpdateAlert,
 )
-from rules_engine.detectors.base import ActiveAlert, ElderView
+from rules_engine.detectors.base import ElderView
 from rules_engine.detectors.geofence import GeofenceDetector
 from rules_engine.engine import Engine
 from rules_engine.geo import LatLon, Zone, distance_m
 from rules_engine.thresholds import Thresholds
+from tests.events import EngineRun, telemetry_event
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 HOME = LatLon(29.5630, 106.5516)  # 解放碑
@@ -43,17 +42,8 @@ def at_m(north_m: float) -> LatLon:
 
 
 def fix(t_ms: int, p: LatLon, device: str = "W1") -> Event:
-    return Event(
-        id=f"{device}:{t_ms}",
-        elder_id="E1",
-        device_id=device,
-        device_kind="wristband",
-        type="telemetry",
-        device_time_ms=t_ms,
-        received_ms=t_ms + 300,
-        seq=t_ms // 1000,
-        data={"lat": p.lat, "lon": p.lon, "hr": 75},
-    )
+    data = {"lat": p.lat, "lon": p.lon, "hr": 75}
+    return telemetry_event(data, t_ms, seq=t_ms // 1000, device=device, lag_ms=300)
 
 
 def walk(start_ms: int, *north_m: float) -> list[Event]:
@@ -62,31 +52,16 @@ def walk(start_ms: int, *north_m: float) -> list[Event]:
 
 
 @dataclass
-class Elder:
+class Elder(EngineRun):
+    engine: Engine = field(default_factory=lambda: Engine([GeofenceDetector("Asia/Shanghai")]))
     profile_id: str | None = "cognitive"
     zones: tuple[Zone, ...] = ()
     thresholds: Thresholds = THRESHOLDS
-    engine: Engine = field(default_factory=lambda: Engine([GeofenceDetector("Asia/Shanghai")]))
-    active: dict[str, ActiveAlert] = field(default_factory=dict)
-    to_db: int = 0
 
     def view(self) -> ElderView:
         return ElderView(
             "E1", self.thresholds, dict(self.active), self.profile_id, {}, HOME, self.zones
         )
-
-    def feed(self, events: Sequence[Event]) -> list[Decision]:
-        out: list[Decision] = []
-        for e in events:
-            if not self.engine.wants(e):
-                continue
-            self.to_db += 1
-            decisions = self.engine.on_event(e, self.view(), ManualClock(e.received_ms))
-            for d in decisions:
-                if isinstance(d, OpenAlert):
-                    self.active[d.kind] = ActiveAlert.opened_by(d)
-            out.extend(decisions)
-        return out
 
 
 def opened(decisions: list[Decision]) -> list[OpenAlert]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -10,10 +9,11 @@ import pytest
 from carewatch.clock import ManualClock
 from carewatch.messages import Event
 from rules_engine.decisions import Decision, OpenAlert, RenotifyAlert, RepeatAlert
-from rules_engine.detectors.base import ActiveAlert, ElderView
+from rules_engine.detectors.base import ElderView
 from rules_engine.detectors.vitals import VitalsDetector
 from rules_engine.engine import Engine
 from rules_engine.thresholds import Thresholds
+from tests.events import EngineRun, telemetry_event
 
 T0 = 1_764_000_000_000
 THRESHOLDS = Thresholds(sos_cancel_window_s=10.0, fall_confirm_window_s=30.0)
@@ -21,17 +21,7 @@ THRESHOLDS = Thresholds(sos_cancel_window_s=10.0, fall_confirm_window_s=30.0)
 
 def sample(t_s: float, data: dict[str, object], device: str = "W1") -> Event:
     t = T0 + round(t_s * 1000)
-    return Event(
-        id=f"{device}:{t}",
-        elder_id="E1",
-        device_id=device,
-        device_kind="wristband",
-        type="telemetry",
-        device_time_ms=t,
-        received_ms=t + 40,
-        seq=t - T0,
-        data=dict(data),
-    )
+    return telemetry_event(data, t, seq=t - T0, device=device, lag_ms=40)
 
 
 def series(sign: str, *points: tuple[float, float]) -> list[Event]:
@@ -47,27 +37,12 @@ def every_minute(sign: str, value: float, start_s: float, end_s: float) -> list[
 
 
 @dataclass
-class Elder:
-    """Runs events through the engine and keeps the active alerts as the store would."""
-
-    thresholds: Thresholds = THRESHOLDS
+class Elder(EngineRun):
     engine: Engine = field(default_factory=lambda: Engine([VitalsDetector()]))
-    active: dict[str, ActiveAlert] = field(default_factory=dict)
-    to_db: int = 0
+    thresholds: Thresholds = THRESHOLDS
 
-    def feed(self, events: Sequence[Event]) -> list[Decision]:
-        out: list[Decision] = []
-        for e in events:
-            if not self.engine.wants(e):
-                continue
-            self.to_db += 1
-            view = ElderView("E1", self.thresholds, dict(self.active))
-            decisions = self.engine.on_event(e, view, ManualClock(e.received_ms))
-            for d in decisions:
-                if isinstance(d, OpenAlert):
-                    self.active[d.kind] = ActiveAlert.opened_by(d)
-            out.extend(decisions)
-        return out
+    def view(self) -> ElderView:
+        return ElderView("E1", self.thresholds, dict(self.active))
 
 
 def opened(decisions: list[Decision]) -> list[OpenAlert]:
@@ -196,7 +171,7 @@ def test_devices_keep_separate_runs() -> None:
 def test_care_profile_limits(
     thresholds: Thresholds, value: float, fires: bool, limit: float
 ) -> None:
-    found = opened(Elder(thresholds).feed(every_minute("hr", value, 0, 300)))
+    found = opened(Elder(thresholds=thresholds).feed(every_minute("hr", value, 0, 300)))
     assert bool(found) == fires
     if found:
         assert found[0].threshold["vitals_hr_high"] == limit

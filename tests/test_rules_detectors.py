@@ -25,6 +25,7 @@ from rules_engine.detectors.base import ActiveAlert, Detector, DueTimer, ElderVi
 from rules_engine.detectors.device_fall import DeviceFallDetector
 from rules_engine.engine import Engine, default_engine
 from rules_engine.thresholds import Thresholds, resolve_thresholds
+from tests.events import device_event
 
 T0 = 1_764_000_000_000
 THRESHOLDS = Thresholds(sos_cancel_window_s=10.0, fall_confirm_window_s=30.0)
@@ -34,17 +35,7 @@ ENGINE = default_engine()
 def ev(
     event: EventType, t_ms: int = T0, device: str = "W1", kind: str = "wristband", seq: int = 1
 ) -> Event:
-    return Event(
-        id=f"{device}:{seq}",
-        elder_id="E1",
-        device_id=device,
-        device_kind=kind,
-        type="event",
-        device_time_ms=t_ms,
-        received_ms=t_ms + 50,
-        seq=seq,
-        event=event,
-    )
+    return device_event(event, t_ms, seq=seq, device=device, kind=kind)
 
 
 def view(*active: ActiveAlert, thresholds: Thresholds = THRESHOLDS) -> ElderView:

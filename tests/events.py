@@ -1,0 +1,84 @@
+"""Typed bus Events for detector tests, built the way ingest builds them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from carewatch.clock import ManualClock
+from carewatch.messages import Event, EventType
+from rules_engine.decisions import Decision, OpenAlert
+from rules_engine.detectors.base import ActiveAlert, ElderView
+from rules_engine.engine import Engine
+
+
+def device_event(
+    event: EventType,
+    t_ms: int,
+    *,
+    seq: int,
+    device: str = "W1",
+    kind: str = "wristband",
+    lag_ms: int = 50,
+) -> Event:
+    """A device event (SOS, fall flag, cancel...) at device time t_ms."""
+    return Event(
+        id=f"{device}:{seq}",
+        elder_id="E1",
+        device_id=device,
+        device_kind=kind,
+        type="event",
+        device_time_ms=t_ms,
+        received_ms=t_ms + lag_ms,
+        seq=seq,
+        event=event,
+    )
+
+
+def telemetry_event(
+    data: Mapping[str, object],
+    t_ms: int,
+    *,
+    seq: int,
+    device: str = "W1",
+    kind: str = "wristband",
+    lag_ms: int = 50,
+) -> Event:
+    """A telemetry sample at device time t_ms."""
+    return Event(
+        id=f"{device}:{seq}",
+        elder_id="E1",
+        device_id=device,
+        device_kind=kind,
+        type="telemetry",
+        device_time_ms=t_ms,
+        received_ms=t_ms + lag_ms,
+        seq=seq,
+        data=dict(data),
+    )
+
+
+@dataclass
+class EngineRun:
+    """Runs events through an engine and keeps the active alerts as the store would;
+    counts the events that would have reached the database (the engine wanted them)."""
+
+    engine: Engine
+    active: dict[str, ActiveAlert] = field(default_factory=dict)
+    to_db: int = 0
+
+    def view(self) -> ElderView:
+        raise NotImplementedError
+
+    def feed(self, events: Sequence[Event]) -> list[Decision]:
+        out: list[Decision] = []
+        for e in events:
+            if not self.engine.wants(e):
+                continue
+            self.to_db += 1
+            decisions = self.engine.on_event(e, self.view(), ManualClock(e.received_ms))
+            for d in decisions:
+                if isinstance(d, OpenAlert):
+                    self.active[d.kind] = ActiveAlert.opened_by(d)
+            out.extend(decisions)
+        return out
