@@ -55,13 +55,18 @@ async def test_raised_severity_and_reminder_notify_again(settings: Settings) -> 
             )
             await publish_changes(s, raised)
 
+            def grid_worker_sms() -> int:
+                rows = alert_rows(dsn, alert_id)
+                return len([r for r in rows if r[2] == GRID_WORKER_ID and r[3] == "sms"])
+
+            # the round's messages are sent one by one: wait for both kinds before judging
             async def critical_sent() -> bool:
-                return any(r[1] == "family" for r in alert_rows(dsn, alert_id))
+                rows = alert_rows(dsn, alert_id)
+                return any(r[1] == "family" for r in rows) and grid_worker_sms() >= 2
 
             await await_until(critical_sent, 10, "the critical round")
             rows = alert_rows(dsn, alert_id)
-            to_grid_worker = [r for r in rows if r[2] == GRID_WORKER_ID and r[3] == "sms"]
-            assert len(to_grid_worker) == 2
+            assert grid_worker_sms() == 2
             assert len({r[0] for r in rows}) == len(rows)  # a new round, new keys
 
             # a reminder (device health repeats while the condition lasts) notifies again
