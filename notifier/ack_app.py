@@ -26,14 +26,15 @@ from urllib.parse import parse_qs
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from faststream.redis import RedisBroker
 
+from carewatch import alert_outbox
 from carewatch.alert_lifecycle import Action, TransitionError, next_status
-from carewatch.bus import ALERTS_STREAM, make_broker, publish
+from carewatch.alert_outbox import AlertPublisher
+from carewatch.bus import make_broker
 from carewatch.clock import Clock, SystemClock
 from carewatch.labels import STATUS_LABELS
-from carewatch.messages import CLOSED_STATUSES, AlertChange, encode
-from carewatch.metrics import ALERTS, BUS_PUBLISHED, serve_metrics
+from carewatch.messages import CLOSED_STATUSES, AlertChange
+from carewatch.metrics import ALERTS, serve_metrics
 from carewatch.settings import Settings
 from notifier import ack_links, targets, timeline
 from notifier.ack_links import AckClaim, AckLinkError
@@ -91,7 +92,7 @@ class Replay(Exception):
 @dataclass(frozen=True, slots=True)
 class AckResult:
     alert: AlertInfo  # after the action
-    changed: bool  # the status changed (an AlertChange is published)
+    change: AlertChange | None  # when the status changed: in the outbox, to be published
     notification_ids: list[int]
 
 
@@ -157,7 +158,10 @@ async def apply_action(
         )
     after = await load_alert(conn, alert.id)
     assert after is not None
-    return AckResult(after, changed, ids)
+    change = _alert_change(after, claim.actor, now_ms) if changed else None
+    if change is not None:
+        await alert_outbox.write(conn, f"ack:{claim.token_id}:{action}", [change])
+    return AckResult(after, change, ids)
 
 
 # --- rendering -------------------------------------------------------------------------
@@ -294,8 +298,18 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             return reject(request, "unknown_alert", NOT_FOUND_TEXT, 404)
         ACKS.labels(act_as).inc()
         parts().sender.kick(result.notification_ids)
-        if result.changed:
-            await _publish_change(state["broker"], result.alert, claim.actor, now)
+        if result.change is not None:
+            # committed with the outbox row: if this publish fails, the rules workers'
+            # sweep publishes it a few seconds later
+            try:
+                await AlertPublisher(state["broker"], parts().pool).publish([result.change])
+            except Exception:
+                log.warning(
+                    "alert change left in the outbox for the sweep",
+                    extra={"alert_id": claim.alert_id},
+                    exc_info=True,
+                )
+            ALERTS.labels(result.alert.kind, result.alert.status).inc()
         log.info(
             "ack action",
             extra={"alert_id": claim.alert_id, "action": act_as, "actor": claim.actor},
@@ -311,8 +325,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     return app
 
 
-async def _publish_change(broker: RedisBroker, alert: AlertInfo, actor: str, now_ms: int) -> None:
-    change = AlertChange(
+def _alert_change(alert: AlertInfo, actor: str, now_ms: int) -> AlertChange:
+    return AlertChange(
         id=f"{alert.id}:{alert.status}:{alert.version}",
         alert_id=alert.id,
         elder_id=alert.elder_id,
@@ -323,9 +337,6 @@ async def _publish_change(broker: RedisBroker, alert: AlertInfo, actor: str, now
         changed_ms=now_ms,
         actor=actor,
     )
-    await publish(broker, ALERTS_STREAM, encode(change))
-    BUS_PUBLISHED.labels(ALERTS_STREAM).inc()
-    ALERTS.labels(alert.kind, alert.status).inc()
 
 
 class _Server(uvicorn.Server):

@@ -17,6 +17,7 @@ from uuid import UUID
 
 from psycopg_pool import AsyncConnectionPool
 
+from carewatch import alert_outbox
 from carewatch.alert_lifecycle import next_status, stops_escalation
 from carewatch.messages import AlertChange
 from carewatch.metrics import ALERTS
@@ -30,7 +31,7 @@ HumanAction = Literal["acknowledge", "resolve"]
 _EVENT_NAME: dict[HumanAction, str] = {"acknowledge": "acknowledged", "resolve": "resolved"}
 
 
-# Puts an AlertChange on the alerts stream (the app binds it to its broker).
+# Publishes an AlertChange already in the outbox (the app binds it to its broker).
 Announce = Callable[[AlertChange], Awaitable[None]]
 
 
@@ -56,14 +57,18 @@ async def act_and_announce(
     action: HumanAction,
     note: str,
 ) -> ActionResult:
-    """apply_action, then announce the change. The database is the record: a failed
-    announcement is logged, not undone (the escalation is already stopped)."""
+    """apply_action, then announce the change. The change is in the outbox with the
+    action, so a failed announcement is only late: the rules workers' sweep publishes it."""
     outcome = await apply_action(pool, principal, alert_id, action, note)
     if outcome.change is not None:
         try:
             await announce(outcome.change)
         except Exception:
-            log.exception("alert change not announced", extra={"alert_id": str(alert_id)})
+            log.warning(
+                "alert change left in the outbox for the sweep",
+                extra={"alert_id": str(alert_id)},
+                exc_info=True,
+            )
     return outcome.result
 
 
@@ -121,25 +126,28 @@ async def apply_action(
                 " WHERE alert_id = %s AND status = 'pending' AND purpose = 'alert'",
                 (alert_id,),
             )
+        change = None
+        if new_status != row["status"]:
+            change = AlertChange(
+                id=f"{alert_id}:{new_status}:{updated['version']}",
+                alert_id=str(alert_id),
+                elder_id=row["elder_id"],
+                kind=row["kind"],
+                severity=row["severity"],
+                status=new_status,
+                device_time_ms=_ms(row["device_time"]),
+                changed_ms=_ms(at),
+                actor=actor,
+            )
+            # committed with the action: published after commit, or by the sweep
+            await alert_outbox.write(conn, f"operator:{change.id}", [change])
     log.info(
         "alert %s via operator API",
         _EVENT_NAME[action],
         extra={"alert_id": str(alert_id), "actor": actor, "status": new_status},
     )
-    change = None
-    if new_status != row["status"]:
+    if change is not None:
         ALERTS.labels(row["kind"], new_status).inc()
-        change = AlertChange(
-            id=f"{alert_id}:{new_status}:{updated['version']}",
-            alert_id=str(alert_id),
-            elder_id=row["elder_id"],
-            kind=row["kind"],
-            severity=row["severity"],
-            status=new_status,
-            device_time_ms=_ms(row["device_time"]),
-            changed_ms=_ms(at),
-            actor=actor,
-        )
     result = ActionResult(
         alert_id=alert_id, previous_status=row["status"], status=new_status, actor=actor, at=at
     )

@@ -15,10 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from carewatch.alert_lifecycle import TransitionError
-from carewatch.bus import ALERTS_STREAM, make_broker, publish
+from carewatch.alert_outbox import AlertPublisher
+from carewatch.bus import make_broker
 from carewatch.db.pool import open_pool
-from carewatch.messages import AlertChange, encode
-from carewatch.metrics import BUS_PUBLISHED
+from carewatch.messages import AlertChange
 from carewatch.settings import Settings
 from operator_api import alerts, elders, mobile, reports, stations
 from operator_api.scope import OutOfScope
@@ -33,9 +33,10 @@ def create_app(settings: Settings) -> FastAPI:
         broker = make_broker(settings)
         await broker.connect()
 
+        publisher = AlertPublisher(broker, app.state.pool)
+
         async def announce(change: AlertChange) -> None:
-            await publish(broker, ALERTS_STREAM, encode(change))
-            BUS_PUBLISHED.labels(ALERTS_STREAM).inc()
+            await publisher.publish([change])
 
         app.state.announce = announce
         try:

@@ -156,8 +156,11 @@ async def test_ack_stops_escalation_tells_the_others_and_the_wristband(settings:
         family_sms = [r for r in await fake.records("sms") if r["address"] == FAMILY_1_PHONE]
         assert any("张三（网格员）" in r["text"] for r in family_sms)
 
-        # the AlertChange went out on the alerts stream
+        # the AlertChange went out on the alerts stream, through the outbox
         assert any(b'"status":"acknowledged"' in e for e in await alert_changes_on_stream(s))
+        assert query(
+            dsn, "SELECT source LIKE 'ack:%%', published_at IS NOT NULL FROM rules_outbox"
+        ) == [(True, True)]
 
         # the escalation is over: once step 1 would have been due, still no step-1 rows
         async def past_due() -> bool:

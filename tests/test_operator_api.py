@@ -222,6 +222,10 @@ async def test_acknowledge_stops_escalation_and_resolve_cancels_outbox(api: Api)
         ("acknowledged", "grid_worker:GW1", A1),
         ("resolved", "operator:op-yz", A1),
     ]
+    unpublished = api.one(
+        "SELECT count(*) FILTER (WHERE published_at IS NULL), count(*) FROM rules_outbox"
+    )
+    assert unpublished == (0, 2)  # both changes went through the outbox, both published
     twice = await api.post(f"/api/alerts/{A1}/resolve", api.tokens.admin, {})
     assert twice.status_code == 409
     unknown = "00000000-0000-4000-8000-00000000dead"
@@ -254,3 +258,37 @@ async def test_daily_report_on_known_data(api: Api) -> None:
 def _today_china(api: Api) -> str:
     (day,) = api.one("SELECT (now() AT TIME ZONE 'Asia/Shanghai')::date::text")
     return str(day)
+
+
+async def test_change_unannounced_by_a_bus_failure_is_published_by_the_sweep(api: Api) -> None:
+    """The action commits with its AlertChange in the outbox; a bus failure right after
+    only delays it: the sweep the rules workers run publishes it."""
+    from uuid import UUID
+
+    from carewatch.alert_outbox import AlertPublisher
+    from carewatch.bus import make_broker
+    from carewatch.db.pool import open_pool
+    from carewatch.messages import AlertChange
+    from carewatch.settings import Settings
+    from operator_api.actions import act_and_announce
+    from operator_api.scope import Principal
+
+    async def bus_down(_change: AlertChange) -> None:
+        raise ConnectionError("bus unreachable")
+
+    pool = await open_pool(api.dsn, max_size=2)
+    broker = make_broker(Settings(redis_url=api.redis_url, _env_file=None))
+    await broker.connect()
+    try:
+        admin = Principal(role="admin", subject_id="root")
+        result = await act_and_announce(pool, bus_down, admin, UUID(A3), "acknowledge", "")
+        assert result.status == "acknowledged"  # the action itself stands
+        assert alert_changes(api.redis_url) == []
+        assert await AlertPublisher(broker, pool).sweep(older_than_ms=0) == 1
+    finally:
+        await broker.stop()
+        await pool.close()
+    assert [(c.alert_id, c.status, c.actor) for c in alert_changes(api.redis_url)] == [
+        (A3, "acknowledged", "admin:root")
+    ]
+    assert api.one("SELECT count(*) FROM rules_outbox WHERE published_at IS NULL") == (0,)
