@@ -1,11 +1,21 @@
 """MQTT v5 source: shared subscription, persistent session, manual QoS 1 acknowledgement.
 
-Why manual acks: paho-mqtt 2 acknowledges a QoS 1 PUBLISH as soon as its on_message
-callback returns, which would make ingest at-most-once (a crash between PUBACK and the
-COPY loses the message). paho has `manual_ack`; aiomqtt does not expose it, but it keeps
-the paho client as `Client._client`, so we switch it on and send PUBACKs ourselves once
-the message is durable (see ingest.acks). aiomqtt runs paho's socket I/O on the event
-loop, so calling `ack()` from a coroutine is the same thread as every other paho call.
+Ingest has its own small MQTT client (ingest.mqtt_wire: codec, ingest.mqtt_client: one
+connection on asyncio.Protocol) instead of aiomqtt/paho, which the devices' side and the
+simulators still use. Measured on 2 cores (bench.ingest_throughput, 50k queued QoS 1
+messages): `mosquitto_sub` drains a persistent session at ~295k msg/s; aiomqtt over paho,
+even with manual PUBACKs, read bursts and paho's property tables shared (two
+monkey-patches of paho internals), drained ~12.7k msg/s on its own and capped the whole
+worker at ~9.5k msg/s. paho spends ~80 us of Python per packet (a Properties object, a
+message object, callbacks, one packet per read). Here one `data_received` decodes every
+packet of a socket read in one loop and PUBACKs of one loop iteration go out in one
+write; docs/benchmarks.md has the figures after the change.
+
+Why manual acks: a QoS 1 PUBLISH is acknowledged only once the message is durable (see
+ingest.acks), so ingest is at-least-once: a crash between receiving and the COPY leaves
+the message unacknowledged and the broker redelivers it to this session. A PUBACK is
+sent only on the connection that delivered the message (`Incoming.connection`); after a
+reconnect the broker redelivers what was not acknowledged on the old one.
 
 Flow control: the broker may have at most RECEIVE_MAXIMUM unacknowledged messages in
 flight to us (MQTT v5 Receive Maximum, which Mosquitto honours over its own
@@ -17,26 +27,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass
 
-import aiomqtt
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from carewatch import topics
 from carewatch.settings import Settings
+from ingest.mqtt_client import ConnectOptions, ConnectRefused, MqttConnection, MqttError
+from ingest.mqtt_wire import Publish, reason_name
 
 log = logging.getLogger(__name__)
 
-READ_BURST_PACKETS = 64
 SESSION_EXPIRY_S = 3600  # the broker keeps our subscription and unacked messages this long
 RECEIVE_MAXIMUM_CAP = 65535  # protocol maximum
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 15.0
+KEEPALIVE_S = 30
+CONNECT_TIMEOUT_S = 10.0
+SUBSCRIBE_TIMEOUT_S = 10.0
 
 
 def receive_maximum(batch_size: int) -> int:
@@ -44,68 +53,8 @@ def receive_maximum(batch_size: int) -> int:
     return min(RECEIVE_MAXIMUM_CAP, max(1000, batch_size * 8))
 
 
-def _as_bytes(payload: object) -> bytes:
-    # paho always hands us bytes for received messages; be defensive anyway.
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    return str(payload).encode()
-
-
-def _read_in_bursts(paho_client: mqtt.Client) -> None:
-    """Let one socket-readable callback decode up to READ_BURST_PACKETS packets.
-
-    aiomqtt calls paho's `loop_read()` once per readable event, and paho then reads a
-    single packet, so every message costs a full event-loop turn: draining a backlog
-    ran ~35% slower that way. This reads until the socket has no complete packet left
-    (MQTT_ERR_AGAIN) or the burst is used up. It relies on paho 2.x internals, so it is
-    applied only when they are there; otherwise paho's own loop_read stays in place.
-    """
-    packet_read = getattr(paho_client, "_packet_read", None)
-    rc_handle = getattr(paho_client, "_loop_rc_handle", None)
-    if packet_read is None or rc_handle is None or not hasattr(paho_client, "_sock"):
-        return
-
-    def loop_read(max_packets: int = 1) -> MQTTErrorCode:
-        for _ in range(READ_BURST_PACKETS):
-            if paho_client._sock is None:
-                return MQTTErrorCode.MQTT_ERR_NO_CONN
-            rc = packet_read()
-            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
-                break
-            if rc > 0:
-                result: MQTTErrorCode = rc_handle(rc)
-                return result
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    paho_client.loop_read = loop_read  # type: ignore[method-assign]
-
-
-class _SharedTableProperties(Properties):
-    """paho's Properties with its lookup tables shared instead of rebuilt per packet.
-
-    paho builds two ~27-entry tables in Properties.__init__ for every MQTT v5 packet it
-    decodes: a quarter of ingest's CPU in a py-spy profile (bench/benchmarks.md). The
-    tables never change, so incoming PUBLISH properties read them from the class.
-    """
-
-    _template = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    types = _template.types
-    names = _template.names
-    properties = _template.properties
-
-    def __init__(self, packetType: int) -> None:
-        object.__setattr__(self, "packetType", packetType)
-
-
-def _share_property_tables() -> None:
-    """Install _SharedTableProperties for decoding PUBLISH packets (paho 2.x only)."""
-    from paho.mqtt import _packet
-
-    if getattr(_packet, "Properties", None) is Properties:
-        _packet.Properties = _SharedTableProperties  # type: ignore[attr-defined]
-
-
-_share_property_tables()
+class SubscriptionRefused(MqttError):
+    pass
 
 
 @dataclass(slots=True)
@@ -126,36 +75,34 @@ class MqttSource:
         client_id: str,
         out: asyncio.Queue[Incoming | None],
         ready: asyncio.Event | None = None,
+        *,
+        keepalive_s: int = KEEPALIVE_S,
     ) -> None:
         self._settings = settings
         self._ready = ready  # set once the first subscription is in place
         self.client_id = client_id
         self._out = out
-        self._client: aiomqtt.Client | None = None
+        self._keepalive_s = keepalive_s
+        self._conn: MqttConnection | None = None
         self._connection = 0
+        self._reading = False  # whether received messages may still go into `out`
         self.connected = asyncio.Event()
         self.not_reading = asyncio.Event()  # set while nothing can be added to `out`
         self.not_reading.set()
 
-    def _make_client(self) -> aiomqtt.Client:
+    def _options(self) -> ConnectOptions:
         s = self._settings
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
-        props.ReceiveMaximum = receive_maximum(s.ingest_batch_size)
-        client = aiomqtt.Client(
-            s.mqtt_host,
-            s.mqtt_port,
+        return ConnectOptions(
+            host=s.mqtt_host,
+            port=s.mqtt_port,
+            client_id=self.client_id,
+            keepalive_s=self._keepalive_s,
+            clean_start=False,  # resume the session: get what arrived while we were away
             username=s.mqtt_username,
             password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
-            identifier=self.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,  # resume the session: get what arrived while we were away
-            properties=props,
-            logger=logging.getLogger("aiomqtt"),
+            session_expiry_s=SESSION_EXPIRY_S,
+            receive_maximum=receive_maximum(s.ingest_batch_size),
         )
-        client._client.manual_ack_set(True)  # see module docstring
-        _read_in_bursts(client._client)
-        return client
 
     def ack(self, message: Incoming) -> None:
         """PUBACK one message, if the connection that delivered it is still the current one.
@@ -163,80 +110,114 @@ class MqttSource:
         After a reconnect the broker redelivers unacknowledged messages itself (persistent
         session), so acks for an older connection are simply dropped.
         """
-        client = self._client
-        if client is not None and message.connection == self._connection and message.qos:
-            client._client.ack(message.mid, message.qos)
+        conn = self._conn
+        if conn is not None and message.connection == self._connection and message.qos:
+            conn.ack(message.mid)
+
+    def _deliver(self, connection: int, publishes: list[Publish]) -> None:
+        """Called by the connection with every PUBLISH of one socket read."""
+        if not self._reading:
+            return  # stopping: left unacknowledged, the broker redelivers them later
+        # One socket read, one reception time: the clock is read once per chunk.
+        received_ms = time.time_ns() // 1_000_000
+        received_at = time.monotonic()
+        put = self._out.put_nowait  # the broker's Receive Maximum bounds this queue
+        for p in publishes:
+            put(
+                Incoming(
+                    p.topic, p.payload, received_ms, received_at, p.packet_id, p.qos, connection
+                )
+            )
 
     async def run(self, stop_reading: asyncio.Event, disconnect: asyncio.Event) -> None:
         """Connect (and reconnect with backoff) and feed the queue until `stop_reading`;
         then stay connected, so that the last PUBACKs go out, until `disconnect`."""
         backoff = BACKOFF_MIN_S
         while not stop_reading.is_set():
-            client = self._make_client()
+            conn: MqttConnection | None = None
             try:
-                async with client:
-                    self._connection += 1
-                    self._client = client
-                    # uplinks only: the notifier's .../cmd downlinks are not ours to ingest
-                    await client.subscribe(
-                        [(f, 1) for f in topics.uplink_filters(self._settings.mqtt_share_group)]
-                    )
+                self._connection += 1
+                self._reading = True
+                self.not_reading.clear()
+                conn, connack = await MqttConnection.open(
+                    self._options(),
+                    functools.partial(self._deliver, self._connection),
+                    CONNECT_TIMEOUT_S,
+                )
+                self._conn = conn
+                if not connack.session_present:
+                    # Normal on first start; otherwise what arrived while away is lost.
                     log.info(
-                        "mqtt connected",
-                        extra={"client_id": self.client_id, "connection": self._connection},
+                        "mqtt broker had no session for this client id, starting a new one",
+                        extra={"client_id": self.client_id},
                     )
-                    self.connected.set()
-                    if self._ready is not None:
-                        self._ready.set()
-                    backoff = BACKOFF_MIN_S
-                    await self._read_until(client, stop_reading)
-                    await disconnect.wait()
-            except aiomqtt.MqttError as exc:
-                log.warning(
-                    "mqtt connection lost, reconnecting",
-                    extra={"error": str(exc), "backoff_s": backoff},
+                await self._subscribe(conn)
+                log.info(
+                    "mqtt connected",
+                    extra={"client_id": self.client_id, "connection": self._connection},
+                )
+                self.connected.set()
+                if self._ready is not None:
+                    self._ready.set()
+                backoff = BACKOFF_MIN_S
+                await self._wait(conn, stop_reading)
+                # Stop taking messages; stay connected for the PUBACKs of those taken.
+                self._stop_reading(conn)
+                await self._wait(conn, disconnect)
+                await conn.close()
+            except (MqttError, OSError, TimeoutError) as exc:
+                # Refused credentials or subscriptions need an operator, not patience.
+                refused = isinstance(exc, ConnectRefused | SubscriptionRefused)
+                level = logging.ERROR if refused else logging.WARNING
+                log.log(
+                    level,
+                    "mqtt connection failed or lost, reconnecting",
+                    extra={"error": str(exc) or type(exc).__name__, "backoff_s": backoff},
                 )
             finally:
-                self._client = None
+                self._stop_reading(conn)
+                self._conn = None
                 self.connected.clear()
+                if conn is not None:
+                    conn.abort()  # no-op once closed
             if not stop_reading.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop_reading.wait(), timeout=backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
 
-    async def _read_until(self, client: aiomqtt.Client, stop_reading: asyncio.Event) -> None:
-        self.not_reading.clear()
-        reader = asyncio.create_task(self._read(client))
-        stopper = asyncio.create_task(stop_reading.wait())
-        try:
-            await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            # A message still in aiomqtt's queue is simply not acknowledged: the broker
-            # redelivers it to this session later.
-            reader.cancel()
-            stopper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stopper
-            try:
-                await reader
-            except asyncio.CancelledError:
-                pass
-            finally:
-                self.not_reading.set()
+    def _stop_reading(self, conn: MqttConnection | None) -> None:
+        self._reading = False
+        if conn is not None:
+            conn.pause_reading()
+        self.not_reading.set()
 
-    async def _read(self, client: aiomqtt.Client) -> None:
-        connection = self._connection
-        put = self._out.put_nowait  # the broker's Receive Maximum bounds this queue
-        async for message in client.messages:
-            payload = message.payload
-            put(
-                Incoming(
-                    topic=message.topic.value,
-                    payload=_as_bytes(payload),
-                    received_ms=time.time_ns() // 1_000_000,
-                    received_at=time.monotonic(),
-                    mid=message.mid,
-                    qos=message.qos,
-                    connection=connection,
-                )
+    async def _subscribe(self, conn: MqttConnection) -> None:
+        # uplinks only: the notifier's .../cmd downlinks are not ours to ingest
+        filters = topics.uplink_filters(self._settings.mqtt_share_group)
+        codes = await conn.subscribe([(f, 1) for f in filters], SUBSCRIBE_TIMEOUT_S)
+        refused = [(f, c) for f, c in zip(filters, codes, strict=True) if c >= 0x80]
+        for topic_filter, code in refused:
+            # Usually the broker's ACL: these devices' messages will not reach ingest.
+            log.error(
+                "mqtt subscription REFUSED by the broker: messages on this filter will not"
+                " be ingested",
+                extra={"filter": topic_filter, "reason": reason_name(code)},
             )
+        for topic_filter, code in zip(filters, codes, strict=True):
+            if code == 0:
+                log.warning(
+                    "mqtt subscription granted at QoS 0 only: its messages are at-most-once",
+                    extra={"filter": topic_filter},
+                )
+        if len(refused) == len(filters):
+            raise SubscriptionRefused("every subscription was refused")
+
+    async def _wait(self, conn: MqttConnection, event: asyncio.Event) -> None:
+        """Until `event` is set; raises ConnectionLost if the connection goes first."""
+        waiter: asyncio.Future[bool] = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait({waiter, conn.closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not event.is_set() and conn.closed.done():
+            raise conn.error or MqttError("connection closed")
