@@ -327,7 +327,7 @@ def main() -> None:
                     f"{r['source_only']['msg_s']:.0f}",
                     f"{r['source_only']['seconds']:.2f}",
                     f"{r['source_only']['cpu_s']:.2f}",
-                    f"{r['source_only']['msg_per_cpu_s']:.0f} msg/CPU-s (aiomqtt+paho, manual PUBACK)",
+                    f"{r['source_only']['msg_per_cpu_s']:.0f} msg/CPU-s (ingest.mqtt_client, manual PUBACK)",
                 ),
                 (
                     "ingest worker",

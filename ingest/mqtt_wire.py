@@ -518,8 +518,15 @@ def encode_disconnect(reason_code: int = NORMAL_DISCONNECTION) -> bytes:
 # --- decoder ----------------------------------------------------------------------
 
 
+_FROM_SERVER = frozenset({CONNACK, PUBACK, SUBACK, PINGRESP, DISCONNECT})
+
+
 def _decode_other(kind: int, flags: int, data: bytes, pos: int, end: int) -> Packet:
     """Every packet but PUBLISH; `pos`..`end` is the variable header and payload."""
+    if kind not in _FROM_SERVER:
+        raise ProtocolError(
+            f"{packet_name(kind)} is not a packet a server sends to this client", PROTOCOL_ERROR
+        )
     if flags:
         raise ProtocolError(f"{packet_name(kind)}: reserved fixed-header flags set")
     props: Properties = {}
