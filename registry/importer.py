@@ -6,11 +6,13 @@ elder). If anything is wrong, nothing is written and every error is reported. A 
 import upserts: changed values update, and for each imported elder the contacts and
 devices no longer listed are removed, so re-importing the current ledger keeps the
 registry current. Elders absent from the files are left alone (files may cover one
-street at a time).
+street at a time). Geofence zones are upserted by their zone_id after the elders; a
+row with `delete` set removes its zone.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +23,8 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from carewatch.settings import Settings
-from registry.ledger import ParsedLedger, RowError, parse_ledger
+from registry.ledger import Origin, ParsedLedger, RowError, parse_ledger
+from registry.ledger_format import SQL_ZONE_ID_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +141,19 @@ _CONTACTS = _Table(
     ("elder_id", "priority"),
 )
 _DEVICES = _Table("devices", (("id", "text"), ("elder_id", "text"), ("kind", "text")), ("id",))
+_ZONES = _Table(
+    "geofence_zones",
+    (
+        ("zone_id", "text"),
+        ("elder_id", "text"),
+        ("name", "text"),
+        ("centre_lat", "float8"),
+        ("centre_lon", "float8"),
+        ("radius_m", "float8"),
+        ("polygon", "jsonb"),  # sent as JSON text; jsonb compares by value, not by text
+    ),
+    ("zone_id",),
+)
 
 
 def _upsert(
@@ -198,6 +214,81 @@ def _device_conflicts(conn: psycopg.Connection[TupleRow], ledger: ParsedLedger) 
                 )
             )
     return errors
+
+
+def _zone_conflicts(conn: psycopg.Connection[TupleRow], ledger: ParsedLedger) -> list[RowError]:
+    """Zones of elders that exist nowhere, zone ids already used for another elder (a
+    zone_id typo must not move somebody else's fence), and new ids in the range the
+    database gives zones inserted with SQL."""
+    refs = [(z.zone_id, z.elder_id) for z in ledger.zones]
+    refs += [(r.zone_id, r.elder_id) for r in ledger.zone_removals]
+    removals = {r.zone_id for r in ledger.zone_removals}
+    if not refs:
+        return []
+    in_ledger = {e.elder_id for e in ledger.elders}
+    wanted = {elder_id for _, elder_id in refs} - in_ledger
+    known = {
+        str(r[0]) for r in conn.execute("SELECT id FROM elders WHERE id = ANY(%s)", [list(wanted)])
+    }
+    stored = {
+        str(zone_id): str(elder_id)
+        for zone_id, elder_id in conn.execute(
+            "SELECT zone_id, elder_id FROM geofence_zones WHERE zone_id = ANY(%s)",
+            [[zone_id for zone_id, _ in refs]],
+        )
+    }
+    errors = []
+    for zone_id, elder_id in refs:
+        origin = ledger.zone_origins[zone_id]
+        if elder_id not in in_ledger and elder_id not in known:
+            errors.append(_at(origin, "elder_id", f"no elder '{elder_id}' in the registry"))
+        owner = stored.get(zone_id)
+        if owner is not None and owner != elder_id:
+            errors.append(
+                _at(
+                    origin,
+                    "zone_id",
+                    f"zone '{zone_id}' belongs to elder '{owner}' (a zone cannot move to "
+                    "another elder: delete it and add one with a new zone_id)",
+                )
+            )
+        if owner is None and zone_id not in removals and zone_id.startswith(SQL_ZONE_ID_PREFIX):
+            errors.append(
+                _at(
+                    origin,
+                    "zone_id",
+                    f"zone ids starting with '{SQL_ZONE_ID_PREFIX}' are reserved for zones "
+                    "added with SQL; choose another zone_id",
+                )
+            )
+    return errors
+
+
+def _at(origin: Origin, column: str, reason: str) -> RowError:
+    return RowError(origin.file, origin.line, column, reason)
+
+
+def _write_zones(conn: psycopg.Connection[TupleRow], ledger: ParsedLedger) -> TableCount:
+    """After the elders (a zone references its elder). Removals were checked to name
+    the zone's own elder; a zone_id already gone is nothing to do (re-imports of a file
+    with its delete rows still in it stay valid)."""
+    removed = conn.execute(
+        "DELETE FROM geofence_zones WHERE zone_id = ANY(%s)",
+        [[r.zone_id for r in ledger.zone_removals]],
+    ).rowcount
+    rows = [
+        (
+            z.zone_id,
+            z.elder_id,
+            z.name,
+            z.centre[0] if z.centre else None,
+            z.centre[1] if z.centre else None,
+            z.radius_m,
+            json.dumps([list(p) for p in z.polygon]) if z.polygon else None,
+        )
+        for z in ledger.zones
+    ]
+    return _with_removed(_upsert(conn, _ZONES, rows), removed)
 
 
 def _write(conn: psycopg.Connection[TupleRow], ledger: ParsedLedger) -> dict[str, TableCount]:
@@ -286,6 +377,7 @@ def _write(conn: psycopg.Connection[TupleRow], ledger: ParsedLedger) -> dict[str
     ).rowcount
     counts["contacts"] = _with_removed(_upsert(conn, _CONTACTS, contacts), removed_contacts)
     counts["devices"] = _with_removed(_upsert(conn, _DEVICES, devices), removed_devices)
+    counts["geofence_zones"] = _write_zones(conn, ledger)
     return counts
 
 
@@ -302,7 +394,9 @@ def import_files(dsn: str, files: list[Path]) -> ImportReport:
         report.rows_read = ledger.rows_read
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [_IMPORT_LOCK_KEY])
-            report.errors = ledger.errors + _device_conflicts(conn, ledger)
+            report.errors = (
+                ledger.errors + _device_conflicts(conn, ledger) + _zone_conflicts(conn, ledger)
+            )
             if report.errors:
                 log.warning(
                     "ledger rejected",

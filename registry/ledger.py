@@ -1,7 +1,8 @@
 """Parse and validate ledger files into typed records, collecting every error.
 
 Pure apart from reading the files: the checks that need the database (known care
-profiles are passed in; device ownership) are done by registry.importer.
+profiles are passed in; device ownership; a zone's elder and owner) are done by
+registry.importer.
 """
 
 from __future__ import annotations
@@ -22,16 +23,20 @@ from registry.fields import (
     parse_lat,
     parse_lon,
     parse_phone,
+    parse_polygon,
+    parse_radius,
     parse_text,
     parse_time,
     parse_wecom,
 )
 from registry.ledger_format import (
     COLUMNS,
+    KEY_COLUMN,
     MAX_CONTACTS,
-    OPTIONAL_ELDER_COLUMNS,
+    OPTIONAL_COLUMNS,
     SENSOR_KINDS,
     STATION_KINDS,
+    ZONE_SHAPES,
     ContactRecord,
     DeviceRecord,
     ElderRecord,
@@ -39,6 +44,8 @@ from registry.ledger_format import (
     OfficerRecord,
     StationKind,
     StationRecord,
+    ZoneRecord,
+    ZoneRemoval,
     contact_columns,
     detect_kind,
 )
@@ -84,10 +91,13 @@ class ParsedLedger:
     stations: list[StationRecord] = field(default_factory=list)
     officers: list[OfficerRecord] = field(default_factory=list)
     elders: list[ElderRecord] = field(default_factory=list)
+    zones: list[ZoneRecord] = field(default_factory=list)
+    zone_removals: list[ZoneRemoval] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
     # where each elder row and each device came from, to place errors found later
     elder_origins: dict[str, Origin] = field(default_factory=dict)
     device_fields: dict[str, str] = field(default_factory=dict)  # device id -> column
+    zone_origins: dict[str, Origin] = field(default_factory=dict)
     rows_read: int = 0
 
 
@@ -139,7 +149,12 @@ class _LedgerParser:
     def __init__(self, known_profiles: Collection[str]) -> None:
         self.known_profiles = frozenset(known_profiles)
         self.out = ParsedLedger()
-        self.seen: dict[str, dict[str, Origin]] = {"station": {}, "officer": {}, "elder": {}}
+        self.seen: dict[str, dict[str, Origin]] = {
+            "station": {},
+            "officer": {},
+            "elder": {},
+            "zone": {},
+        }
         self.device_origin: dict[str, Origin] = {}
         self.grids: dict[str, tuple[str, str, str, Origin]] = {}
         self.workers: dict[str, tuple[tuple[str, str, str | None, str], Origin]] = {}
@@ -160,7 +175,7 @@ class _LedgerParser:
                     name,
                     1,
                     None,
-                    "unknown table: the header needs station_id, officer_id or elder_id",
+                    "unknown table: the header needs one of " + ", ".join(KEY_COLUMN.values()),
                 )
             )
             return
@@ -170,6 +185,7 @@ class _LedgerParser:
             "stations": self.station,
             "duty_officers": self.officer,
             "elders": self.elder,
+            "zones": self.zone,
         }[kind]
         rows = 0
         try:
@@ -185,7 +201,7 @@ class _LedgerParser:
 
     def _header_ok(self, name: str, kind: LedgerKind, header: list[str]) -> bool:
         expected = COLUMNS[kind]
-        optional = OPTIONAL_ELDER_COLUMNS if kind == "elders" else frozenset()
+        optional = OPTIONAL_COLUMNS.get(kind, frozenset())
         problems = [
             (c, "missing column") for c in expected if c not in header and c not in optional
         ]
@@ -274,6 +290,40 @@ class _LedgerParser:
         if cells.ok:
             self.out.elders.append(record)
             self.out.elder_origins[record.elder_id] = cells.origin
+
+    def zone(self, cells: _Cells) -> None:
+        zone_id = self._unique_id(cells, "zone_id", "zone")
+        elder_id = cells.required("elder_id", parse_id)
+        if cells.optional("delete", parse_bool):
+            # the other cells are not read: an administrator marks the existing row
+            if cells.ok:
+                self.out.zone_removals.append(ZoneRemoval(zone_id, elder_id))
+                self.out.zone_origins[zone_id] = cells.origin
+            return
+        name = cells.required("name", parse_text)
+        shape = cells.required(
+            "shape", lambda v: parse_choice(v.lower(), ZONE_SHAPES, "zone shape")
+        )
+        centre: tuple[float, float] | None = None
+        radius_m: float | None = None
+        polygon: tuple[tuple[float, float], ...] = ()
+        if shape == "circle":
+            centre = (cells.required("lat", parse_lat), cells.required("lon", parse_lon))
+            radius_m = cells.required("radius_m", parse_radius)
+            self._left_empty(cells, shape, ("polygon",))
+        elif shape == "polygon":
+            polygon = cells.required("polygon", parse_polygon)
+            self._left_empty(cells, shape, ("lat", "lon", "radius_m"))
+        if cells.ok:
+            self.out.zones.append(ZoneRecord(zone_id, elder_id, name, centre, radius_m, polygon))
+            self.out.zone_origins[zone_id] = cells.origin
+
+    @staticmethod
+    def _left_empty(cells: _Cells, shape: str, columns: tuple[str, ...]) -> None:
+        """A value in the other shape's columns means the row is not what it says."""
+        for column in columns:
+            if cells.text(column):
+                cells.error(column, f"a {shape} zone leaves {column} empty")
 
     def _sensors(self, cells: _Cells) -> tuple[DeviceRecord, ...]:
         sensors: list[DeviceRecord] = []

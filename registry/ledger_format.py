@@ -1,8 +1,8 @@
 """The ledger file format (老年人信息台账): columns, typed records and their row form.
 
-Three kinds of table, told apart by their header (see docs/registry.md):
-stations, duty officers and elders (one row per elder, with grid, devices and up to
-three family contacts inline). Both the importer (parsing) and the street generator
+Four kinds of table, told apart by their header (see docs/registry.md):
+stations, duty officers, elders (one row per elder, with grid, devices and up to
+three family contacts inline) and geofence zones (防走失, one row per zone). Both the importer (parsing) and the street generator
 (writing) use the records and columns defined here, so the two cannot drift apart.
 """
 
@@ -15,7 +15,7 @@ from datetime import time
 from pathlib import Path
 from typing import Literal
 
-LedgerKind = Literal["stations", "duty_officers", "elders"]
+LedgerKind = Literal["stations", "duty_officers", "elders", "zones"]
 StationKind = Literal["street_centre", "community_station", "village_point"]
 STATION_KINDS: tuple[StationKind, ...] = ("street_centre", "community_station", "village_point")
 # Home sensors listed in the elders' `sensors` column (the wristband has its own column).
@@ -70,13 +70,38 @@ OPTIONAL_ELDER_COLUMNS = frozenset(
     c for n in range(2, MAX_CONTACTS + 1) for c in contact_columns(n)
 )
 
+ZoneShape = Literal["circle", "polygon"]
+ZONE_SHAPES: tuple[ZoneShape, ...] = ("circle", "polygon")
+ZONE_COLUMNS: tuple[str, ...] = (
+    "zone_id",
+    "elder_id",
+    "name",
+    "shape",
+    "lat",
+    "lon",
+    "radius_m",
+    "polygon",
+    "delete",
+)
+# `delete` may be left out: a file that only adds and updates zones does not need it.
+OPTIONAL_ZONE_COLUMNS = frozenset({"delete"})
+# Prefix of the zone ids the database gives zones inserted with SQL (migration 012).
+SQL_ZONE_ID_PREFIX = "sql-"
+
 COLUMNS: dict[LedgerKind, tuple[str, ...]] = {
     "stations": STATION_COLUMNS,
     "duty_officers": OFFICER_COLUMNS,
     "elders": ELDER_COLUMNS,
+    "zones": ZONE_COLUMNS,
 }
-# The column whose presence tells which kind of table a file holds.
+OPTIONAL_COLUMNS: dict[LedgerKind, frozenset[str]] = {
+    "elders": OPTIONAL_ELDER_COLUMNS,
+    "zones": OPTIONAL_ZONE_COLUMNS,
+}
+# The column whose presence tells which kind of table a file holds. Zones come first:
+# a zones file also has an elder_id column.
 KEY_COLUMN: dict[LedgerKind, str] = {
+    "zones": "zone_id",
     "stations": "station_id",
     "duty_officers": "officer_id",
     "elders": "elder_id",
@@ -156,6 +181,30 @@ class ElderRecord:
         return wristband + self.sensors
 
 
+@dataclass(frozen=True, slots=True)
+class ZoneRecord:
+    """A safe area of one elder: a circle (`centre` + `radius_m`) or a polygon."""
+
+    zone_id: str
+    elder_id: str
+    name: str
+    centre: tuple[float, float] | None  # (lat, lon) of a circle
+    radius_m: float | None
+    polygon: tuple[tuple[float, float], ...]  # (lat, lon) points; () for a circle
+
+    @property
+    def shape(self) -> ZoneShape:
+        return "circle" if self.centre is not None else "polygon"
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneRemoval:
+    """A row with `delete` set: the zone goes; elder_id guards against a wrong zone_id."""
+
+    zone_id: str
+    elder_id: str
+
+
 # ----------------------------------------------------------------------------------
 # Row form (what a CSV cell holds)
 # ----------------------------------------------------------------------------------
@@ -179,6 +228,11 @@ def format_coord(value: float) -> str:
 
 def format_sensors(sensors: Iterable[DeviceRecord]) -> str:
     return ";".join(f"{s.kind}:{s.device_id}" for s in sensors)
+
+
+def format_polygon(points: Iterable[tuple[float, float]]) -> str:
+    """The typed form an administrator reads and edits in Excel, not JSON."""
+    return "; ".join(f"{format_coord(lat)},{format_coord(lon)}" for lat, lon in points)
 
 
 def station_row(s: StationRecord) -> dict[str, str]:
@@ -234,6 +288,21 @@ def elder_row(e: ElderRecord) -> dict[str, str]:
         values = (c.name, c.relation, c.phone, _opt(c.wecom_userid)) if c else ("",) * 4
         row.update(zip(contact_columns(n), values, strict=True))
     return row
+
+
+def zone_row(z: ZoneRecord) -> dict[str, str]:
+    lat, lon = (format_coord(c) for c in z.centre) if z.centre else ("", "")
+    return {
+        "zone_id": z.zone_id,
+        "elder_id": z.elder_id,
+        "name": z.name,
+        "shape": z.shape,
+        "lat": lat,
+        "lon": lon,
+        "radius_m": str(z.radius_m) if z.radius_m is not None else "",
+        "polygon": format_polygon(z.polygon),
+        "delete": format_bool(False),
+    }
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, str]]) -> Path:
