@@ -71,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     reg_sub = reg.add_subparsers(dest="registry_cmd", required=True)
     imp = reg_sub.add_parser(
         "import",
-        help="import ledger CSV/XLSX files (stations, duty officers, elders); all or nothing",
+        help=(
+            "import ledger CSV/XLSX files (stations, duty officers, elders, geofence zones);"
+            " all or nothing"
+        ),
     )
     imp.add_argument("files", nargs="+", type=Path)
     gen = reg_sub.add_parser(

@@ -443,3 +443,15 @@ def test_migration_gives_existing_and_hand_made_zones_an_id(
     [(old_id, old_zone), (_, new_zone)] = ids
     assert old_zone == f"sql-{old_id}"
     assert new_zone.startswith("sql-") and new_zone != old_zone
+
+
+def test_the_documented_zones_example_parses(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs/registry.md").read_text(encoding="utf-8")
+    example = doc.split("```\nzone_id,", 1)[1].split("```", 1)[0]
+    path = tmp_path / "zones.csv"
+    path.write_text("zone_id," + example, encoding="utf-8")
+
+    ledger = parse_ledger([path], PROFILES)
+
+    assert ledger.errors == []
+    assert [z.shape for z in ledger.zones] == ["circle", "circle", "polygon", "polygon"]
