@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.bus_throughput --events 50000
 
 N telemetry Events (ingest's own validation of realistic wristband payloads) are put on
-the events.{shard} streams by ingest's BusPublisher (FastStream framing, one pipelined
+the telemetry.{shard} streams by ingest's BusPublisher (FastStream framing, one pipelined
 round trip per 500). Then:
 
 (a) raw limit: redis-py XADD of the same bodies (pipelined, 500 per round trip), and a
@@ -31,7 +31,7 @@ from bench.common import RESULTS, BenchEnv, bench_env, table, write_results
 from bench.procstat import CpuTrace
 from bench.profile import start_profiler, stop_profiler, summarise
 from bench.traffic import fleet, messages_for, register_fleet
-from carewatch.bus import STREAM_MAXLEN, events_stream, make_broker, shard_of
+from carewatch.bus import STREAM_MAXLEN, make_broker, shard_of, shard_streams
 from carewatch.db.registry import DeviceInfo
 from carewatch.messages import Event, encode
 from ingest.publisher import BusPublisher
@@ -112,8 +112,10 @@ def _consumed(metrics_url: str) -> float:
 
 
 def group_drained(r: redis.Redis, shards: int) -> bool:
-    for shard in range(shards):
-        groups: Any = r.xinfo_groups(events_stream(shard))
+    for stream in (s for shard in range(shards) for s in shard_streams(shard)):
+        if not r.exists(stream):
+            continue
+        groups: Any = r.xinfo_groups(stream)
         for group in groups:
             if group["name"] == b"rules" and (group["pending"] or group.get("lag")):
                 return False

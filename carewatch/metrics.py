@@ -19,6 +19,15 @@ BUS_LAG = Gauge(
     "carewatch_bus_lag_messages", "Entries not yet consumed by a group", ["stream", "group"]
 )
 EVENTS_CONSUMED = Counter("carewatch_rules_events_total", "Events consumed by rules", ["type"])
+RULES_DECIDED = Counter(
+    "carewatch_rules_decided_total",
+    "Events the detectors wanted, by where they were settled: cache (no effect, decided on"
+    " the cached view without a database write) or db (applied in a transaction)",
+    ["path"],
+)
+RULES_VIEW_CACHE = Counter(
+    "carewatch_rules_view_cache_total", "Lookups in the rules view cache", ["result"]
+)
 ALERTS = Counter("carewatch_alerts_total", "Alert state changes", ["kind", "status"])
 NOTIFICATIONS = Counter(
     "carewatch_notifications_total", "Provider requests by outcome", ["channel", "outcome"]

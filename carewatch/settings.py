@@ -58,6 +58,14 @@ class Settings(BaseSettings):
         description="a rules worker owns a bus shard for this long unless it renews the lease;"
         " a dead worker's shards are taken over after it",
     )
+    rules_view_cache_s: float = Field(
+        5.0,
+        ge=0,
+        description="a rules worker decides telemetry on a cached view of the elder for up to"
+        " this long: telemetry that decides nothing needs no database, but edits made outside"
+        " the worker (care profiles, zones, operator acks) may reach such decisions this late;"
+        " 0 disables the cache",
+    )
 
     # --- notifier -------------------------------------------------------------------
     escalation_wait_s: float = Field(

@@ -8,7 +8,7 @@ the alert row exists.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -149,3 +149,39 @@ Decision = (
     | ScheduleTimer
     | CancelTimer
 )
+
+
+def timers_deciding_effect(decisions: Sequence[Decision]) -> tuple[str, ...] | None:
+    """The timer ids whose state decides whether `decisions` change anything, or None
+    if some decision changes state whatever the timers are (an alert, a moved deadline).
+
+    Only two decisions can leave everything as it was: cancelling a timer that is not
+    pending, and scheduling (without replace) a timer id that exists already. Detectors
+    issue both after a restart, when their memory cannot tell (e.g. the first worn=true
+    of a band cancels an off-wrist timer that may have been armed before).
+    """
+    ids: list[str] = []
+    for d in decisions:
+        match d:
+            case CancelTimer() | ScheduleTimer(replace=False):
+                ids.append(d.timer_id)
+            case _:
+                return None
+    return tuple(ids)
+
+
+def without_effect(decisions: Sequence[Decision], timers: Mapping[str, bool]) -> bool:
+    """Would applying `decisions` change nothing, given the existing timers (id -> still
+    pending)? Each is judged on the same state: once one has an effect the answer is
+    False, so the state the later ones see is unchanged by the earlier ones."""
+    for d in decisions:
+        match d:
+            case CancelTimer():
+                if timers.get(d.timer_id, False):
+                    return False  # a pending timer would be deleted
+            case ScheduleTimer(replace=False):
+                if d.timer_id not in timers:
+                    return False  # a new timer would be armed
+            case _:
+                return False
+    return True

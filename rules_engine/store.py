@@ -100,6 +100,27 @@ class _UnknownElder(Exception):
     """Raised inside the transaction to roll it back."""
 
 
+async def load_view(
+    pool: AsyncConnectionPool, elder_id: str, defaults: Settings
+) -> ElderView | None:
+    """The elder's view read without locks or a transaction, for the worker's view cache
+    (rules_engine.view_cache): nothing is written on its strength alone, whatever writes
+    decides again on the view apply_event loads under the elder's lock."""
+    async with pool.connection() as conn:
+        return await _load_view(conn.cursor(row_factory=dict_row), elder_id, defaults, lock=False)
+
+
+async def timer_states(pool: AsyncConnectionPool, timer_ids: Sequence[str]) -> dict[str, bool]:
+    """Which of `timer_ids` exist, each with whether it is still pending (not fired)."""
+    async with pool.connection() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(
+            "SELECT id, fired_at IS NULL AS pending FROM rule_timers WHERE id = ANY(%s)",
+            (list(timer_ids),),
+        )
+        return {row["id"]: bool(row["pending"]) for row in await cur.fetchall()}
+
+
 async def due_timers(pool: AsyncConnectionPool, now_ms: int, limit: int = 200) -> list[DueTimer]:
     """Unfired timers due by `now_ms` (unlocked candidates; `fire_timer` claims each)."""
     async with pool.connection() as conn:
@@ -216,8 +237,11 @@ async def _lock_elder(cur: Cursor, elder_id: str) -> None:
     )
 
 
-async def _load_view(cur: Cursor, elder_id: str, defaults: Settings) -> ElderView | None:
-    """The elder's thresholds (read fresh: profile edits apply at once) and active alerts."""
+async def _load_view(
+    cur: Cursor, elder_id: str, defaults: Settings, *, lock: bool = True
+) -> ElderView | None:
+    """The elder's thresholds (read fresh: profile edits apply at once) and active alerts,
+    locked (`lock`) against concurrent changes until the transaction ends."""
     await cur.execute(
         "SELECT cp.id AS profile_id, cp.thresholds, e.lat, e.lon FROM elders e"
         " LEFT JOIN care_profiles cp ON cp.id = e.care_profile_id WHERE e.id = %s",
@@ -227,11 +251,7 @@ async def _load_view(cur: Cursor, elder_id: str, defaults: Settings) -> ElderVie
     if row is None:
         return None
     overrides = row["thresholds"] if isinstance(row["thresholds"], dict) else {}
-    await cur.execute(
-        "SELECT id::text AS id, kind, severity, status, device_id, device_time, rule,"
-        " confidence, details FROM alerts WHERE elder_id = %s AND status = ANY(%s) FOR NO KEY UPDATE",
-        (elder_id, list(OPEN_STATUSES)),
-    )
+    await cur.execute(_ACTIVE_LOCKED if lock else _ACTIVE, (elder_id, list(OPEN_STATUSES)))
     active = {
         r["kind"]: ActiveAlert(
             alert_id=r["id"],
@@ -255,6 +275,13 @@ async def _load_view(cur: Cursor, elder_id: str, defaults: Settings) -> ElderVie
         home=LatLon(row["lat"], row["lon"]),
         zones=await _zones(cur, elder_id),
     )
+
+
+_ACTIVE = (
+    "SELECT id::text AS id, kind, severity, status, device_id, device_time, rule,"
+    " confidence, details FROM alerts WHERE elder_id = %s AND status = ANY(%s)"
+)
+_ACTIVE_LOCKED = _ACTIVE + " FOR NO KEY UPDATE"
 
 
 async def _zones(cur: Cursor, elder_id: str) -> tuple[Zone, ...]:

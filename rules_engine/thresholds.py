@@ -1,8 +1,10 @@
 """Detector thresholds: the elder's care profile overrides, Settings fill the rest.
 
 Profiles (高龄 / 独居 / 失能 / 认知障碍) keep overrides in care_profiles.thresholds
-(jsonb), e.g. {"fall_confirm_window_s": 20}. The store reads them on every decision,
-so an edited profile applies to the next event without a restart.
+(jsonb), e.g. {"fall_confirm_window_s": 20}. The store reads them fresh for every
+decision it applies, so an edited profile applies without a restart: at once to
+anything that writes, and within `rules_view_cache_s` to telemetry the worker decided
+on its cached view of the elder (rules_engine.view_cache) and found to change nothing.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -36,8 +37,11 @@ async def fire_due(
     publisher: AlertPublisher,
     settings: Settings,
     clock: Clock,
+    *,
+    on_fired: Callable[[str], None] | None = None,
 ) -> int:
-    """Fire every timer due now; returns how many this worker fired."""
+    """Fire every timer due now; returns how many this worker fired. `on_fired(elder_id)`
+    follows every timer whose transaction ran (the elder's state may have changed)."""
     fired = 0
     for timer in await store.due_timers(pool, clock.now_ms()):
         try:
@@ -58,6 +62,8 @@ async def fire_due(
             continue
         if outcome.result == "gone":
             continue
+        if on_fired is not None:
+            on_fired(timer.elder_id)
         fired += 1
         log.info(
             "timer fired",
@@ -76,12 +82,14 @@ async def run_timer_loop(
     settings: Settings,
     clock: Clock,
     stop: asyncio.Event,
+    *,
+    on_fired: Callable[[str], None] | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     next_prune = loop.time()
     while not stop.is_set():
         try:
-            await fire_due(pool, engine, publisher, settings, clock)
+            await fire_due(pool, engine, publisher, settings, clock, on_fired=on_fired)
             await publisher.sweep(REPUBLISH_AFTER_MS)
             if loop.time() >= next_prune:
                 await store.prune(pool, settings.dedup_ttl_s)

@@ -4,6 +4,14 @@ Consumes the events shards it owns (rules_engine.shards: one owner per shard, le
 Redis, fair share among the live workers) in consumer group "rules", fires durable
 timers (any worker; claimed per timer), and publishes each committed AlertChange on the
 alerts stream.
+
+Telemetry the detectors want is first decided on a cached view of the elder
+(rules_engine.view_cache): most of it decides nothing, and then it needs no database at
+all (nothing to make idempotent either). Only what decides something takes the
+transactional path (store.apply_event), which decides again on a fresh, locked view.
+Device events and statuses always take it: they are rare, and whether one is a no-op can
+hinge on an alert another worker's timer opened since the view was cached (a band's
+"online" resolves the device_offline alert a silence timer opened).
 """
 
 from __future__ import annotations
@@ -23,19 +31,33 @@ from carewatch import bus
 from carewatch.clock import Clock, SystemClock
 from carewatch.db.pool import open_pool
 from carewatch.messages import Event, decode_event
-from carewatch.metrics import ALERTS, EVENTS_CONSUMED, STAGE_LATENCY, serve_metrics
+from carewatch.metrics import (
+    ALERTS,
+    EVENTS_CONSUMED,
+    RULES_DECIDED,
+    RULES_VIEW_CACHE,
+    STAGE_LATENCY,
+    serve_metrics,
+)
 from carewatch.settings import Settings
 from rules_engine import store
+from rules_engine.decisions import timers_deciding_effect, without_effect
+from rules_engine.detectors.base import ElderView
 from rules_engine.engine import Engine, default_engine
 from rules_engine.outbox import AlertPublisher
 from rules_engine.shard_consumers import ShardConsumers
 from rules_engine.shards import LeaseStore, ShardOwner
 from rules_engine.timers import run_timer_loop
+from rules_engine.view_cache import ViewCache
 
 log = logging.getLogger(__name__)
 # metric children resolved once: labels() is a locked dict lookup, and this is per message
 _LATENCY = STAGE_LATENCY.labels("rules")
 _CONSUMED = {kind: EVENTS_CONSUMED.labels(kind) for kind in ("telemetry", "event", "status")}
+_BY_CACHE = RULES_DECIDED.labels("cache")
+_BY_DB = RULES_DECIDED.labels("db")
+_HIT = RULES_VIEW_CACHE.labels("hit")
+_MISS = RULES_VIEW_CACHE.labels("miss")
 
 GROUP = "rules"
 
@@ -60,12 +82,14 @@ class EventHandler:
         engine: Engine,
         publisher: AlertPublisher,
         clock: Clock,
+        views: ViewCache | None = None,
     ) -> None:
         self._settings = settings
         self._pool = pool
         self._engine = engine
         self._publisher = publisher
         self._clock = clock
+        self._views = views if views is not None and views.enabled else None
 
     def for_stream(self, stream: str) -> bus.Handler:
         async def handle(body: bytes) -> None:
@@ -89,12 +113,62 @@ class EventHandler:
             )
             return
         _CONSUMED[event.type].inc()
-        if self._engine.wants(event):
+        if self._engine.wants(event) and not await self._settled_by_cache(event):
             await self._apply(stream, event, body)
         latency_ms = max(self._clock.now_ms() - event.received_ms, 0)
         _LATENCY.observe(latency_ms / 1000)
 
+    async def _settled_by_cache(self, event: Event) -> bool:
+        """True if `event` provably changes nothing: its decisions on the cached view are
+        none at all, or only timer moves the timers' current state makes no-ops."""
+        if self._views is None or event.type != "telemetry":
+            return False
+        try:
+            view = await self._cached_view(event.elder_id)
+            if view is None:
+                return False  # unknown elder: the full path dead-letters it
+            decisions = self._engine.on_event(event, view, self._clock)
+            timer_ids = timers_deciding_effect(decisions)
+            if timer_ids is None:
+                return False
+            if timer_ids:
+                timers = await store.timer_states(self._pool, timer_ids)
+                if not without_effect(decisions, timers):
+                    return False
+        except psycopg.OperationalError:
+            raise  # database unreachable: the entry stays pending and is delivered again
+        except Exception:
+            # whatever failed here fails on the full path too, which dead-letters it
+            log.debug("cached decision failed", extra={"event_id": event.id}, exc_info=True)
+            return False
+        _BY_CACHE.inc()
+        return True
+
+    async def _cached_view(self, elder_id: str) -> ElderView | None:
+        assert self._views is not None
+        view = self._views.get(elder_id)
+        if view is not None:
+            _HIT.inc()
+            return view
+        _MISS.inc()
+        loaded_ms = self._clock.now_ms()
+        ticket = self._views.begin(elder_id)
+        try:
+            view = await store.load_view(self._pool, elder_id, self._settings)
+        finally:
+            self._views.put(ticket, view, loaded_ms)
+        return view
+
     async def _apply(self, stream: str, event: Event, body: bytes) -> None:
+        _BY_DB.inc()
+        try:
+            await self._apply_locked(stream, event, body)
+        finally:
+            if self._views is not None:
+                # whatever it wrote must not be decided on from a view read before
+                self._views.invalidate(event.elder_id)
+
+    async def _apply_locked(self, stream: str, event: Event, body: bytes) -> None:
         try:
             outcome = await store.apply_event(
                 self._pool,
@@ -159,7 +233,12 @@ async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = Non
     owner_task: asyncio.Task[None] | None = None
     try:
         publisher = AlertPublisher(broker, pool)
-        handler = EventHandler(settings, pool, engine, publisher, clock)
+        views = ViewCache(
+            clock,
+            round(settings.rules_view_cache_s * 1000),
+            lambda elder_id: bus.shard_of(elder_id, settings.bus_shards),
+        )
+        handler = EventHandler(settings, pool, engine, publisher, clock, views)
         lease_ms = settings.rules_shard_lease_ms
         consumers = ShardConsumers(
             settings,
@@ -173,14 +252,17 @@ async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = Non
             LeaseStore(redis, settings.bus_shards, lease_ms),
             worker_id(),
             lease_ms=lease_ms,
-            on_take=consumers.start,
-            on_release=consumers.stop,
+            on_take=lambda shard: _take(shard, views, consumers),
+            on_release=lambda shard: _release(shard, views, consumers),
         )
         await bus.start(broker)
         # changes a previous run committed but never published (it died in between)
         await publisher.sweep(older_than_ms=0)
         timer_task = asyncio.create_task(
-            run_timer_loop(pool, engine, publisher, settings, clock, stop), name="rules-timers"
+            run_timer_loop(
+                pool, engine, publisher, settings, clock, stop, on_fired=views.invalidate
+            ),
+            name="rules-timers",
         )
         owner_task = asyncio.create_task(owner.run(stop), name="rules-shard-owner")
         log.info(
@@ -203,3 +285,14 @@ async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = Non
         await redis.aclose()
         await pool.close()
         log.info("rules worker stopped")
+
+
+async def _take(shard: int, views: ViewCache, consumers: ShardConsumers) -> None:
+    # views of a shard another worker consumed meanwhile may miss what it wrote
+    views.clear_shard(shard)
+    await consumers.start(shard)
+
+
+async def _release(shard: int, views: ViewCache, consumers: ShardConsumers) -> None:
+    await consumers.stop(shard)  # the message in flight is done: nothing fills it again
+    views.clear_shard(shard)

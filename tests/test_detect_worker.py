@@ -88,9 +88,9 @@ async def test_accel_fall_opens_pending_then_confirms_with_raised_confidence(
         alert["id"],
     )  # fmt: skip
     assert confirmed["details"]["moved"] is False
-    # only the windows that needed the database left a trace: learning the profile, the fall
+    # only the fall left a trace: learning the profile reads the elder's view, writes nothing
     seen = await rows(short, "SELECT count(*) AS n FROM rules_seen_events")
-    assert seen == [{"n": 2}]
+    assert seen == [{"n": 1}]
 
 
 async def test_flag_accel_and_movement_fold_into_one_fall(
