@@ -166,14 +166,18 @@ class MqttSource:
                 await self._wait(conn, disconnect)
                 await conn.close()
             except (MqttError, OSError, TimeoutError) as exc:
+                extra = {"error": str(exc) or type(exc).__name__, "backoff_s": backoff}
                 # Refused credentials or subscriptions need an operator, not patience.
-                refused = isinstance(exc, ConnectRefused | SubscriptionRefused)
-                level = logging.ERROR if refused else logging.WARNING
-                log.log(
-                    level,
-                    "mqtt connection failed or lost, reconnecting",
-                    extra={"error": str(exc) or type(exc).__name__, "backoff_s": backoff},
-                )
+                if isinstance(exc, ConnectRefused):
+                    log.error(
+                        "mqtt broker refused ingest's connection (check mqtt_username,"
+                        " mqtt_password and the broker's ACL), retrying",
+                        extra=extra,
+                    )
+                elif isinstance(exc, SubscriptionRefused):
+                    log.error("mqtt broker refused every subscription, retrying", extra=extra)
+                else:
+                    log.warning("mqtt connection failed or lost, reconnecting", extra=extra)
             finally:
                 self._stop_reading(conn)
                 self._conn = None
