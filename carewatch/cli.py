@@ -102,8 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="service account (ingest, notifier, simulator); repeatable",
     )
 
-    for name, (_target, help_text) in WORKERS.items():
-        sub.add_parser(name, help=help_text)
+    workers = {
+        name: sub.add_parser(name, help=help_text) for name, (_, help_text) in WORKERS.items()
+    }
+    # `carewatch notifier` runs the worker; `carewatch notifier templates` prints the SMS
+    # template texts to register at Aliyun, which depend on the ack base URL in settings.
+    workers["notifier"].add_subparsers(dest="notifier_cmd", required=False).add_parser(
+        "templates", help="print the SMS template texts to register at Aliyun for these settings"
+    )
 
     sim = sub.add_parser("simulate", help="device simulators")
     sim_sub = sim.add_subparsers(dest="sim_cmd", required=True)
@@ -206,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(_load("simulators.street:cli_generate")(args))
     if cmd == "mqtt":
         return _mqtt_credentials(settings, args.out, args.service_password)
+    if cmd == "notifier" and args.notifier_cmd == "templates":
+        print(_load("notifier.channels.templates:registration_text")(settings), end="")
+        return 0
     if cmd in WORKERS:
         run_until_signal(_load(WORKERS[cmd][0]), settings)
         return 0

@@ -3,7 +3,9 @@
 GET /ack/{token} shows the alert; POST /ack/{token} (form or JSON field `action`) moves
 it on: 我来处理 (acknowledge), 已到达 (arrive), 误报 (false_alarm), 已解决 (resolve).
 A link is honoured only with a valid, unexpired signature, and each link performs each
-action once. The status change, the timeline row, stopping the escalation and the
+action once. `/a/{code}` (the short link in an SMS) is the same page and the same actions:
+the code is looked up in `ack_short_links` and its token then goes through exactly the
+checks of `/ack/{token}`; an unknown code is refused like a forged link. The status change, the timeline row, stopping the escalation and the
 'handled' notifications (to the people already told, and "help is coming" to the
 wristband) are one transaction; the AlertChange goes on the alerts stream after it.
 """
@@ -36,7 +38,7 @@ from carewatch.labels import STATUS_LABELS
 from carewatch.messages import CLOSED_STATUSES, AlertChange
 from carewatch.metrics import ALERTS, serve_metrics
 from carewatch.settings import Settings
-from notifier import ack_links, targets, timeline
+from notifier import ack_links, short_links, targets, timeline
 from notifier.ack_links import AckClaim, AckLinkError
 from notifier.channels.templates import kind_label
 from notifier.content import AlertInfo
@@ -72,6 +74,11 @@ LINK_REJECT_TEXT: dict[str, str] = {
     "bad_signature": "链接无效，无法核实您的身份。",
     "expired": "链接已过期，请联系值班人员。",
 }
+# A short code that was never issued reads like a forged link: nobody can be identified.
+LINK_REJECT_TEXT["unknown_code"] = LINK_REJECT_TEXT["bad_signature"]
+# Logged of a refused path: enough to tell the routes apart, too little to reuse. A
+# token's first characters are its (unsecret) payload; a short code is all secret.
+LOGGED_PATH_CHARS = {ack_links.LINK_PATH: 12, ack_links.SHORT_PATH: len(ack_links.SHORT_PATH)}
 REPLAY_TEXT = "此链接已提交过该操作，请勿重复提交。"
 UNKNOWN_ACTION_TEXT = "无法识别的操作。"
 NOT_FOUND_TEXT = "找不到该警报。"
@@ -250,7 +257,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
 
     def reject(request: Request, reason: str, text: str, status_code: int) -> Response:
         ACK_REJECTS.labels(reason).inc()
-        log.info("ack refused", extra={"reason": reason, "path": request.url.path[:12]})
+        path = request.url.path
+        keep = next((n for p, n in LOGGED_PATH_CHARS.items() if path.startswith(p)), 0)
+        log.info("ack refused", extra={"reason": reason, "path": path[:keep]})
         if _wants_json(request):
             return JSONResponse({"error": reason, "message": text}, status_code=status_code)
         return _message_page("无法处理", text, status_code)
@@ -264,6 +273,23 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    async def token_for(code: str) -> str | None:
+        async with parts().pool.connection() as conn:
+            return await short_links.resolve(conn, code)
+
+    def unknown_code(request: Request) -> Response:
+        return reject(request, "unknown_code", LINK_REJECT_TEXT["unknown_code"], 403)
+
+    @app.get("/a/{code}", response_class=HTMLResponse)
+    async def show_short(code: str, request: Request) -> Response:
+        token = await token_for(code)
+        return unknown_code(request) if token is None else await show(token, request)
+
+    @app.post("/a/{code}")
+    async def act_short(code: str, request: Request) -> Response:
+        token = await token_for(code)
+        return unknown_code(request) if token is None else await act(token, request)
 
     @app.get("/ack/{token}", response_class=HTMLResponse)
     async def show(token: str, request: Request) -> Response:

@@ -38,7 +38,9 @@ def message_params(
     now_ms: int,
     handler: str | None = None,
 ) -> dict[str, str]:
-    """Template parameters, with this recipient's own signed ack link.
+    """Template parameters, with this recipient's own signed ack link (`link`, for WeCom
+    and the page) and its short code (`code`, for the SMS; stored with the notification
+    by `notifier.outbox.enqueue`).
 
     `time` is when it happened: the alerting event for an alert, now for an update
     ("handled by ... at HH:MM", "closed at HH:MM").
@@ -60,6 +62,7 @@ def message_params(
             settings.ack_secret.get_secret_value(),
         )
         params["link"] = ack_links.link_url(settings.ack_base_url, token)
+        params["code"] = ack_links.new_short_code()
     if handler:
         params["handler"] = handler
     return params

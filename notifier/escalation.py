@@ -21,7 +21,7 @@ from carewatch.clock import Clock, SystemClock
 from carewatch.messages import CLOSED_STATUSES, AlertChange, decode_alert_change, encode
 from carewatch.metrics import ESCALATION_STEPS
 from carewatch.settings import Settings
-from notifier import outbox, sql, targets, timeline
+from notifier import outbox, short_links, sql, targets, timeline
 from notifier.channels.base import Purpose
 from notifier.content import AlertInfo, message_params
 from notifier.metrics import ALERT_CHANGE_REJECTS
@@ -371,12 +371,14 @@ class Escalator:
         return len(due)
 
     async def prune_inbox(self) -> int:
-        """Forget handled alert-change ids older than the redelivery horizon."""
+        """Forget handled alert-change ids older than the redelivery horizon, and short ack
+        codes long expired."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "DELETE FROM notifier_inbox WHERE processed_at < now() - make_interval(secs => %s)",
                 (self.settings.dedup_ttl_s,),
             )
+            await short_links.prune(conn, self.clock.now_ms())
             return max(cur.rowcount, 0)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -24,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 from carewatch.clock import Clock, SystemClock
 from carewatch.metrics import E2E_LATENCY
 from carewatch.settings import Settings
-from notifier import sql, timeline
+from notifier import short_links, sql, timeline
 from notifier.channels.base import Channel, Message, Purpose, SendResult
 from notifier.metrics import OUTBOX_OUTCOMES
 from notifier.targets import Recipient
@@ -94,7 +94,8 @@ def outcome_of(result: SendResult, attempts: int, max_attempts: int) -> Outcome:
 async def enqueue(
     conn: AsyncConnection[Any], items: Sequence[NewNotification], now_ms: int
 ) -> list[int]:
-    """Insert notifications (duplicates by idempotency key are skipped); new row ids."""
+    """Insert notifications (duplicates by idempotency key are skipped) and the short ack
+    codes in their parameters; new row ids."""
     ids: list[int] = []
     for n in items:
         row = await sql.one(
@@ -119,6 +120,8 @@ async def enqueue(
         )
         if row is not None:
             ids.append(int(row["id"]))
+            # only with a new row: a duplicate's code was never sent to anyone
+            await short_links.remember(conn, n.params)
     return ids
 
 

@@ -29,6 +29,7 @@ from carewatch.logs import JsonFormatter, mask_phone
 from carewatch.messages import DeviceEvent, EventType, Telemetry
 from carewatch.settings import Settings
 from carewatch.topics import topic
+from simulators.fake_providers.records import link_at_end
 
 DISTRICT = "渝中区"
 OUT = Path("var/demo")
@@ -277,9 +278,10 @@ async def sos_scenario(demo: Demo, s: Settings, elder: dict[str, Any], band: Ban
         return any(r["step"] >= n and r["status"] in ("sent", "delivered") for r in rows)
 
     await wait_for(lambda: step(1), s.escalation_wait_s + 20, "escalation step 1")
-    rows = await demo.notifications(alert["id"])
-    link = next(r["params"]["link"] for r in rows if r["recipient_kind"] == "grid_worker")
-    say(f"  {grid_worker['name']} (grid worker) opens the signed link and presses 我来处理")
+    link = link_at_end(text)
+    if link is None:
+        raise RuntimeError(f"no ack link at the end of the grid worker's SMS: {text}")
+    say(f"  {grid_worker['name']} (grid worker) opens the link in the SMS and presses 我来处理")
     response = await demo.http.post(link, data={"action": "acknowledge"})
     say(f"  ack -> HTTP {response.status_code}")
 

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from carewatch.settings import Settings
+from simulators.fake_providers.records import link_at_end
 from simulators.fake_providers.server import (
     FakeProviders,
     bind,
@@ -61,6 +62,13 @@ class RunningFakeProviders:
 
     async def reset(self) -> None:
         (await self.http.post("/_control/reset")).raise_for_status()
+
+
+def link_in_sms(record: dict[str, Any]) -> str:
+    """The ack link at the end of a delivered SMS, as the recipient reads it."""
+    link = link_at_end(str(record["text"]))
+    assert link is not None, record["text"]
+    return link
 
 
 def offline_settings(**overrides: Any) -> Settings:

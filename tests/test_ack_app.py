@@ -21,9 +21,9 @@ from carewatch.bus import ALERTS_STREAM
 from carewatch.messages import DeviceCommand
 from carewatch.settings import Settings
 from carewatch.topics import topic
-from notifier import ack_app
-from notifier.ack_links import sign
-from tests.fake_provider_server import running_fake_providers
+from notifier import ack_app, timeline
+from notifier.ack_links import link_url, new_short_code, sign, unverified_expiry
+from tests.fake_provider_server import link_in_sms, running_fake_providers
 from tests.services import await_until, free_port
 from tests.test_notifier_support import (
     DEVICE_ID,
@@ -105,7 +105,9 @@ async def test_ack_stops_escalation_tells_the_others_and_the_wristband(settings:
         await await_until(step0_sent, 10, "step 0 sent")
         due = query(dsn, "SELECT next_step_at FROM escalations")[0][0]
         sms = {r["address"]: r for r in await fake.records("sms")}
-        link = path_of(sms[GRID_WORKER_PHONE]["params"]["link"])
+        # the short link the SMS carries: the same page and actions as the full one
+        link = path_of(link_in_sms(sms[GRID_WORKER_PHONE]))
+        assert link.startswith("/a/") and len(link) == len("/a/") + 12
 
         # the phone page
         page = await http.get(link)
@@ -221,3 +223,69 @@ async def test_bad_expired_malformed_and_replayed_links_are_refused(settings: Se
     actor = f"grid_worker:{GRID_WORKER_ID}"
     assert actions == [(actor, "acknowledged"), (actor, "arrived"), (actor, "resolved")]
     assert query(dsn, "SELECT status, closed_at IS NOT NULL FROM alerts") == [("resolved", True)]
+
+
+def store_short_link(dsn: str, token: str) -> str:
+    """A short code for `token`, stored as the notifier stores it."""
+    [(code,)] = query(
+        dsn,
+        "INSERT INTO ack_short_links (code, token, expires_at) VALUES (%s, %s, %s) RETURNING code",
+        new_short_code(),
+        token,
+        timeline.from_ms(unverified_expiry(token)),
+    )
+    return str(code)
+
+
+async def test_short_links_follow_the_rules_of_the_full_links(settings: Settings) -> None:
+    dsn = settings.database_url
+    seed_registry(dsn)
+    alert_id = insert_alert(dsn)
+    port = free_port()
+    s = notifier_settings(settings, ack_port=port, ack_base_url=f"http://127.0.0.1:{port}")
+    secret = s.ack_secret.get_secret_value()
+    future = int(time.time() * 1000) + 3_600_000
+    good = store_short_link(dsn, sign(alert_id, "grid_worker", GRID_WORKER_ID, future, secret))
+    expired = store_short_link(dsn, sign(alert_id, "family", "1", future - 7_200_000, secret))
+    forged = store_short_link(dsn, sign(alert_id, "family", "1", future, "guessed-secret"))
+    before = {r: rejects(r) for r in ("unknown_code", "expired", "bad_signature", "replay")}
+
+    async with running_fake_providers(s) as fake, running_ack_app(fake.settings) as http:
+        # never issued (well formed or not): refused like a forged link, nothing looked up
+        # beyond the code
+        for code in (new_short_code(), "short", "Ab3_x-Yz09Q%3D", "短码短码短码短码短码短码"):
+            page = await http.get(f"/a/{code}")
+            assert page.status_code == 403 and "链接无效" in page.text, code
+            posted = await http.post(f"/a/{code}", json={"action": "acknowledge"})
+            assert posted.status_code == 403 and posted.json()["error"] == "unknown_code"
+        assert rejects("unknown_code") == before["unknown_code"] + 8
+        # a stored code is no better than its token
+        page = await http.get(f"/a/{expired}")
+        assert page.status_code == 403 and "链接已过期" in page.text
+        posted = await http.post(f"/a/{expired}", json={"action": "acknowledge"})
+        assert posted.status_code == 403 and posted.json()["error"] == "expired"
+        assert rejects("expired") == before["expired"] + 2
+        posted = await http.post(f"/a/{forged}", data={"action": "acknowledge"})
+        assert posted.status_code == 403 and "链接无效" in posted.text
+        assert rejects("bad_signature") == before["bad_signature"] + 1
+        assert query(dsn, "SELECT status FROM alerts") == [("open",)]
+
+        # the valid code: the phone page, and its form posts back to the short link
+        page = await http.get(f"/a/{good}")
+        assert page.status_code == 200 and "我来处理" in page.text
+        assert '<form method="post">' in page.text
+        first = await http.post(f"/a/{good}", data={"action": "acknowledge"})
+        assert first.status_code == 200 and "已确认由您处理" in first.text
+        # a replay is refused, through the short link or the full link behind it alike
+        replay = await http.post(f"/a/{good}", json={"action": "acknowledge"})
+        assert replay.status_code == 409 and replay.json()["error"] == "replay"
+        [(token,)] = query(dsn, "SELECT token FROM ack_short_links WHERE code = %s", good)
+        full = urlsplit(link_url(s.ack_base_url, token)).path
+        replay = await http.post(full, json={"action": "acknowledge"})
+        assert replay.status_code == 409
+        assert rejects("replay") == before["replay"] + 2
+
+    assert query(
+        dsn, "SELECT actor, action FROM alert_events WHERE actor <> 'notifier' ORDER BY id"
+    ) == [(f"grid_worker:{GRID_WORKER_ID}", "acknowledged")]
+    assert query(dsn, "SELECT status FROM alerts") == [("acknowledged",)]

@@ -11,7 +11,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from notifier.ack_links import AckLinkError, link_url, sign, verify
+from notifier.ack_links import (
+    AckLinkError,
+    is_short_code,
+    link_url,
+    new_short_code,
+    short_url,
+    sign,
+    token_of,
+    unverified_expiry,
+    verify,
+)
+from notifier.channels.templates import VARIABLE_MAX_CHARS
 
 SECRET = "s3cret"
 NOW = 1_764_000_000_000
@@ -96,3 +107,37 @@ def test_validly_signed_garbage_is_malformed() -> None:
 def test_arbitrary_text_never_verifies_or_crashes(token: str) -> None:
     with pytest.raises(AckLinkError):
         verify(token, NOW, SECRET)
+
+
+def test_short_codes_are_short_url_safe_and_unguessable() -> None:
+    codes = {new_short_code() for _ in range(1000)}
+    assert len(codes) == 1000
+    for code in codes:
+        assert is_short_code(code) and len(code) == 12 <= VARIABLE_MAX_CHARS
+        assert all(c.isascii() and (c.isalnum() or c in "-_") for c in code)
+    assert short_url("https://ack.example.cn/", "Ab3_x-Yz09Qw") == (
+        "https://ack.example.cn/a/Ab3_x-Yz09Qw"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "Ab3_x-Yz09Q",
+        "Ab3_x-Yz09Qwe",
+        "Ab3_x-Yz09Q=",
+        "Ab3_x-Yz0/Qw",
+        "短码短码短码短码短码短码",
+    ],
+)
+def test_what_is_not_a_short_code(text: str) -> None:
+    assert not is_short_code(text)
+
+
+def test_a_link_gives_back_its_token_and_expiry() -> None:
+    token = sign(ALERT, "grid_worker", "GW1", EXPIRES, SECRET)
+    assert token_of(link_url("https://ack.example.cn", token)) == token
+    assert unverified_expiry(token) == EXPIRES
+    with pytest.raises(AckLinkError):
+        unverified_expiry("x.y")

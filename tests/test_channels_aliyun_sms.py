@@ -10,8 +10,10 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from carewatch.clock import ManualClock
+from notifier.channels import aliyun_sms
 from notifier.channels.aliyun_sms import AliyunSmsChannel, DeliveryQueryError
 from notifier.channels.base import Message
+from notifier.channels.templates import template_for
 from tests.fake_provider_server import (
     RunningFakeProviders,
     offline_settings,
@@ -24,7 +26,8 @@ PARAMS = {
     "kind_label": "紧急呼叫",
     "address": "民族路12号",
     "time": "08:15",
-    "link": "http://127.0.0.1:8081/a/tok",
+    "link": "http://127.0.0.1:8081/ack/payload.signature",
+    "code": "Ab3_x-Yz09Qw",
     "handler": "李明",
 }
 
@@ -60,11 +63,14 @@ async def test_signed_request_is_accepted_and_recorded(
     assert record["address"] == PHONE
     assert record["template_code"] == fake.settings.aliyun_sms_template_alert
     assert record["params"] == {
-        k: PARAMS[k] for k in ("elder_name", "address", "time", "kind_label", "link")
+        k: PARAMS[k] for k in ("elder_name", "address", "time", "kind_label", "code")
     }
     assert record["out_id"] == "alert-1:sms:0"
     assert record["message_id"] == result.provider_message_id
-    assert record["text"].startswith("【智慧养老】紧急：王秀英（民族路12号）于08:15触发紧急呼叫")
+    assert record["text"] == (
+        "【智慧养老】紧急：王秀英（民族路12号）于08:15触发紧急呼叫，请立即查看并处理："
+        f"{fake.settings.ack_base_url}/a/Ab3_x-Yz09Qw"
+    )
     after = REGISTRY.get_sample_value(
         "carewatch_notifications_total", {"channel": "sms", "outcome": "ok"}
     )
@@ -121,6 +127,46 @@ async def test_illegal_number_is_permanent(
     result = await AliyunSmsChannel(fake.settings, client).send(alert(address="12345"))
     assert not result.ok and not result.retryable
     assert result.error is not None and result.error.startswith("isv.MOBILE_NUMBER_ILLEGAL")
+
+
+async def test_a_long_address_is_shortened_to_what_aliyun_accepts(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    address = "重庆市渝中区解放碑街道民族路社区民族路188号国泰广场3栋2单元17-3"
+    message = Message("k", PHONE, "alert", {**PARAMS, "address": address})
+    assert (await AliyunSmsChannel(fake.settings, client).send(message)).ok
+    [record] = await fake.records("sms")
+    assert record["params"]["address"] == "…" + address[-34:]
+    assert "（…" in record["text"] and "3栋2单元17-3）" in record["text"]
+
+
+@pytest.mark.parametrize(
+    ("variables", "code"),
+    [
+        ({"address": "字" * 36}, "isv.PARAM_LENGTH_LIMIT"),
+        ({"code": "https://ack.example.cn/ack/x.y"}, "isv.PARAM_NOT_SUPPORT_URL"),
+    ],
+)
+async def test_variables_aliyun_refuses_are_permanent_failures(
+    fake: RunningFakeProviders,
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    variables: dict[str, str],
+    code: str,
+) -> None:
+    """Were a variable ever to escape the fitting, Aliyun's refusal ends the attempts on
+    this message: the same request would be refused again."""
+    _, fitted = template_for("alert", PARAMS)
+
+    def unfitted(purpose: str, params: dict[str, str]) -> tuple[str, dict[str, str]]:
+        return "alert", {**fitted, **variables}
+
+    monkeypatch.setattr(aliyun_sms, "template_for", unfitted)
+    result = await AliyunSmsChannel(fake.settings, client).send(alert())
+    assert not result.ok and not result.retryable
+    assert result.error is not None and result.error.startswith(code)
+    [record] = await fake.records("sms")
+    assert (record["outcome"], record["error"]) == ("rejected", code)
 
 
 async def test_missing_template_parameters_fail_without_a_request(

@@ -40,6 +40,7 @@ from tests.chaos_support import (
     try_query,
     write_many_elders,
 )
+from tests.fake_provider_server import link_in_sms
 from tests.pipeline import Pipeline, with_fake_providers
 from tests.services import Proc, start_mosquitto, wait_until
 
@@ -210,7 +211,7 @@ class Chaos:
         records = self.p.wait_records(
             lambda r: r["provider"] == "sms" and r["address"] == family_phone(n), 1, 30
         )
-        return str(records[0]["params"]["link"])  # type: ignore[index]
+        return link_in_sms(records[0])
 
     def acknowledge(self, link: str) -> int:
         """The family contact presses 我来处理 on the link, retrying while the ack server

@@ -22,6 +22,7 @@ from carewatch.messages import DeviceEvent, Telemetry
 from carewatch.settings import Settings
 from carewatch.topics import topic
 from registry.importer import import_files
+from tests.fake_provider_server import link_in_sms
 from tests.ledger import write_ledger
 from tests.pipeline import Pipeline, with_fake_providers
 from tests.services import wait_until
@@ -120,8 +121,9 @@ def test_sos_escalates_until_acknowledged_then_stops(pipeline: Pipeline) -> None
     pipeline.wait_records(sms_to(STATION_24H), 1)
     assert not [r for r in pipeline.records() if r["address"] == STATION_CLOSED]
 
-    # the grid worker opens the link from the SMS and presses 我来处理
-    link = str(gw_sms[0]["params"]["link"])  # type: ignore[index]
+    # the grid worker opens the (short) link at the end of the SMS and presses 我来处理
+    link = link_in_sms(gw_sms[0])
+    assert link.startswith(f"{s.ack_base_url}/a/")
     page = httpx.get(link, timeout=5)
     assert page.status_code == 200 and "我来处理" in page.text
     ack = httpx.post(link, data={"action": "acknowledge"}, timeout=5)

@@ -14,6 +14,8 @@ from carewatch.settings import Settings
 from notifier.channels.aliyun_rpc import sign
 from notifier.channels.aliyun_sms import AliyunSmsChannel
 from notifier.channels.base import Message
+from notifier.channels.templates import sms_template_bodies
+from simulators.fake_providers.aliyun import approvable
 from simulators.fake_providers.server import run
 from tests.fake_provider_server import (
     RunningFakeProviders,
@@ -27,7 +29,8 @@ PARAMS = {
     "kind_label": "跌倒",
     "address": "民族路12号",
     "time": "08:15",
-    "link": "http://127.0.0.1:8081/a/tok",
+    "link": "http://127.0.0.1:8081/ack/payload.signature",
+    "code": "Ab3_x-Yz09Qw",
 }
 
 
@@ -112,6 +115,53 @@ async def test_invalid_sendsms_requests_get_aliyun_errors(
     assert (reply_status, body["Code"]) == (status, code)
     [record] = await fake.records("sms")
     assert record["outcome"] == "rejected" and record["error"] == code
+
+
+def with_variables(params: dict[str, str], **variables: str) -> dict[str, str]:
+    """SendSms parameters with some template variables replaced, bypassing the fitting."""
+    current = json.loads(params["TemplateParam"])
+    return {**params, "TemplateParam": json.dumps({**current, **variables}, ensure_ascii=False)}
+
+
+@pytest.mark.parametrize(
+    ("variables", "code"),
+    [
+        ({"address": "字" * 35}, "OK"),  # 35 characters, 105 bytes: characters count
+        ({"address": "a" * 35, "elder_name": "名" * 35}, "OK"),
+        ({"address": "字" * 36}, "isv.PARAM_LENGTH_LIMIT"),
+        ({"elder_name": "b" * 36}, "isv.PARAM_LENGTH_LIMIT"),
+        ({"code": "https://ack.example.cn/ack/x.y"}, "isv.PARAM_NOT_SUPPORT_URL"),
+        ({"address": "见www.example.cn"}, "isv.PARAM_NOT_SUPPORT_URL"),
+    ],
+)
+async def test_template_variables_within_aliyun_limits(
+    fake: RunningFakeProviders,
+    client: httpx.AsyncClient,
+    variables: dict[str, str],
+    code: str,
+) -> None:
+    params = resigned(fake, with_variables(sms_params(fake, client), **variables))
+    status, body = await post_sms(client, fake, params)
+    assert (status, body["Code"]) == (200, code)
+    if code == "isv.PARAM_LENGTH_LIMIT":
+        assert body["Message"] == "参数超出长度限制" and "RequestId" in body
+    [record] = await fake.records("sms")
+    assert record["outcome"] == ("delivered" if code == "OK" else "rejected")
+
+
+def test_template_review_wants_a_fixed_link_domain_and_500_characters() -> None:
+    assert approvable(sms_template_bodies("https://ack.example.cn")["alert"], "智慧养老")
+    assert not approvable("请查看：https://${host}/a/${code}", "智慧养老")
+    assert not approvable("内容" * 200 + "${a}${b}${c}", "智慧养老")
+    assert approvable("内容" * 200 + "${a}", "智慧养老")
+
+
+async def test_an_unapproved_template_code_is_illegal(client: httpx.AsyncClient) -> None:
+    """A body the review refuses is not registered: its code is unknown to the account."""
+    settings = offline_settings(ack_base_url="https://${host}")
+    async with running_fake_providers(settings) as fake:
+        status, body = await post_sms(client, fake, sms_params(fake, client))
+    assert (status, body["Code"]) == (200, "isv.SMS_TEMPLATE_ILLEGAL")
 
 
 async def test_get_requests_signed_for_get_are_accepted(

@@ -409,6 +409,7 @@ MESSAGE = Message(
         "address": "解放碑",
         "time": "08:00",
         "link": "http://x/ack/t",
+        "code": "Ab3_x-Yz09Qw",
     },
 )
 

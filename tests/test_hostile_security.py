@@ -283,7 +283,13 @@ def test_the_secret_scan_catches_real_looking_keys() -> None:
 # An unmasked mainland mobile number (masked, it reads 138****5678).
 MOBILE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
 PHONE = "13812345678"
-PARAMS = {"elder_name": "张桂英", "kind_label": "紧急呼叫", "address": "解放碑", "time": "08:00"}
+PARAMS = {
+    "elder_name": "张桂英",
+    "kind_label": "紧急呼叫",
+    "address": "解放碑",
+    "time": "08:00",
+    "code": "Ab3_x-Yz09Qw",
+}
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from typing import Any
 
 from carewatch.bus import ALERTS_STREAM, make_broker, publish
 from carewatch.settings import Settings
-from tests.fake_provider_server import running_fake_providers
+from tests.fake_provider_server import link_in_sms, running_fake_providers
 from tests.services import await_until
 from tests.test_notifier_support import (
     DUTY_OFFICER_ID,
@@ -123,8 +123,8 @@ async def test_open_alert_escalates_step_by_step_without_duplicates(settings: Se
         assert {GRID_WORKER_PHONE, FAMILY_1_PHONE, FAMILY_2_PHONE, STATION_PHONE} <= set(sms)
         gw = sms[GRID_WORKER_PHONE]
         assert gw["params"]["elder_name"] == ELDER_NAME
-        assert gw["params"]["link"].startswith(f"{s.ack_base_url}/ack/")
-        assert gw["params"]["link"] != sms[FAMILY_1_PHONE]["params"]["link"]
+        assert link_in_sms(gw) == f"{s.ack_base_url}/a/{gw['params']['code']}"
+        assert gw["params"]["code"] != sms[FAMILY_1_PHONE]["params"]["code"]
         sms_requests = [r for r in await fake.records("sms") if r["outcome"] == "delivered"]
         assert len(sms_requests) == len({r["out_id"] for r in sms_requests})
 

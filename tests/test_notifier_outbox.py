@@ -13,6 +13,7 @@ import httpx
 from carewatch.db.pool import open_pool
 from carewatch.settings import Settings
 from notifier import outbox
+from notifier.ack_links import link_url, new_short_code, sign
 from notifier.channels.registry import build_channels
 from notifier.outbox import NewNotification, OutboxSender
 from notifier.targets import Recipient
@@ -38,7 +39,10 @@ def sms_to(alert_id: str, phone: str = GRID_WORKER_PHONE) -> NewNotification:
         "kind_label": "紧急呼叫",
         "address": "民族路1号",
         "time": "08:30",
-        "link": "http://127.0.0.1:1/ack/x.y",
+        "link": link_url(
+            "http://127.0.0.1:1", sign(alert_id, "grid_worker", "GW1", 4_000_000_000_000, "s")
+        ),
+        "code": new_short_code(),
     }
     return NewNotification(alert_id, 0, "alert", "sms", GRID_WORKER, phone, params)
 

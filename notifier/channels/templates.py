@@ -1,13 +1,21 @@
 """User-facing notification texts (Simplified Chinese), shared by every channel.
 
 The bodies use Aliyun's `${variable}` template syntax because SMS templates must be
-approved by the provider in advance and are filled in by the provider: the bodies here
-are exactly what is registered there. WeCom has no such restriction, but renders the same
-bodies so a recipient reads the same words on every channel.
+approved by the provider in advance and are filled in by the provider: `sms_template_bodies`
+is exactly what is registered there (`carewatch notifier templates` prints it). WeCom has
+no such restriction, but renders the same wording so a recipient reads the same words on
+every channel.
 
 Two provider templates cover the three purposes: one for a new alert, and one status
 update used for both "someone is handling it" and "it is over" (the status phrase is a
 variable), so the deployment needs only the two template codes in Settings.
+
+Aliyun's limits shape the alert template: a variable value may hold at most 35
+characters, and a link may not be a variable (its domain must be fixed text in the
+approved template). So the alert SMS ends in the ack server's base URL as fixed text
+followed by `/a/${code}`, a short code the ack server resolves to the signed link
+(`notifier.short_links`); the registered body therefore depends on `ack_base_url`.
+Every variable is fitted to the limit here, in `template_for`, and nowhere else.
 """
 
 from __future__ import annotations
@@ -16,15 +24,29 @@ import re
 from typing import Literal
 
 from carewatch.labels import KIND_LABELS
+from carewatch.settings import Settings
+from notifier.ack_links import SHORT_PATH
 from notifier.channels.base import Purpose
 
 TemplateKey = Literal["alert", "update"]
 
-# Keys are the AlertKind values (tests check the two stay in step).
+# Aliyun's default limit of one variable value in a notification template, in characters
+# (not bytes), and of the whole message including the 【signature】.
+VARIABLE_MAX_CHARS = 35
+MESSAGE_MAX_CHARS = 500
+ELLIPSIS = "…"
 
+# Where the ack server's base URL goes in a template body: plain text substituted when
+# the body is registered, never a provider variable.
+_ACK_BASE = "{ack_base}"
 
-TEMPLATE_BODIES: dict[TemplateKey, str] = {
-    "alert": "紧急：${elder_name}（${address}）于${time}触发${kind_label}，请立即查看并处理：${link}",
+_TEMPLATE_BODIES: dict[TemplateKey, str] = {
+    "alert": (
+        "紧急：${elder_name}（${address}）于${time}触发${kind_label}，请立即查看并处理："
+        + _ACK_BASE
+        + SHORT_PATH
+        + "${code}"
+    ),
     "update": "${elder_name}的${kind_label}警报${status}。",
 }
 
@@ -36,6 +58,12 @@ _STATUS_PHRASES: dict[Purpose, str] = {
 
 # A "handled" notice is still right, and worth sending, when the handler is unknown.
 _UPDATE_DEFAULTS = {"handler": "工作人员"}
+
+# Variables cut from the front instead of the back. A Chinese address runs from the
+# largest unit to the smallest (city, district, street, community, road and number,
+# building, unit, flat): the grid worker knows their own grid, so the end is what finds
+# the door. Names and everything else keep their beginning.
+_KEEP_END = frozenset({"address"})
 
 # Short headings for channels that show a title (WeCom text cards).
 _TITLES: dict[Purpose, str] = {
@@ -76,35 +104,75 @@ def fill(body: str, variables: dict[str, str]) -> str:
     return _VARIABLE_RE.sub(lambda m: variables[m.group(1)], body)
 
 
+def clip(value: str, limit: int = VARIABLE_MAX_CHARS, *, keep_end: bool = False) -> str:
+    """`value` in at most `limit` characters; a cut is marked with an ellipsis on the side
+    that was cut."""
+    if len(value) <= limit:
+        return value
+    keep = max(limit - len(ELLIPSIS), 0)
+    if keep_end:
+        return ELLIPSIS + value[len(value) - keep :]
+    return value[:keep] + ELLIPSIS
+
+
+def fit_variable(name: str, value: str) -> str:
+    """One template variable within the provider's per-variable limit."""
+    return clip(value.strip(), keep_end=name in _KEEP_END)
+
+
+def _status(purpose: Purpose, filled: dict[str, str]) -> str:
+    """The status phrase of an update, its handler shortened so the phrase itself fits:
+    cutting the finished phrase would cut its end, the part that says what to do."""
+    phrase = _STATUS_PHRASES[purpose]
+    if "handler" in variables_of(phrase):
+        room = VARIABLE_MAX_CHARS - len(fill(phrase, {**filled, "handler": ""}))
+        filled = {**filled, "handler": clip(filled["handler"].strip(), room)}
+    return fill(phrase, filled)
+
+
 def template_for(purpose: Purpose, params: dict[str, str]) -> tuple[TemplateKey, dict[str, str]]:
-    """Which provider template a purpose uses and exactly the variables it needs."""
+    """Which provider template a purpose uses and exactly the variables it needs, each
+    within VARIABLE_MAX_CHARS."""
     if purpose == "alert":
         key: TemplateKey = "alert"
         source = params
     else:
         key = "update"
         filled = {**_UPDATE_DEFAULTS, **params}
-        source = {**filled, "status": fill(_STATUS_PHRASES[purpose], filled)}
-    return key, {name: source[name] for name in _required(key, source)}
+        source = {**filled, "status": _status(purpose, filled)}
+    return key, {name: fit_variable(name, source[name]) for name in _required(key, source)}
 
 
 def _required(key: TemplateKey, source: dict[str, str]) -> list[str]:
-    names = variables_of(TEMPLATE_BODIES[key])
+    names = variables_of(_TEMPLATE_BODIES[key])
     missing = [name for name in names if name not in source]
     if missing:
         raise MissingTemplateParams(missing)
     return names
 
 
-def render_body(purpose: Purpose, params: dict[str, str]) -> str:
-    """The message text without the SMS signature."""
+def sms_template_bodies(ack_base_url: str) -> dict[TemplateKey, str]:
+    """The template texts to register at the provider for this deployment's ack server."""
+    base = ack_base_url.rstrip("/")
+    return {key: body.replace(_ACK_BASE, base) for key, body in _TEMPLATE_BODIES.items()}
+
+
+def longest_sms_chars(body: str, sign_name: str) -> int:
+    """Length of the longest message a registered body can produce: every variable at the
+    limit, plus the 【signature】 the provider prepends."""
+    longest = fill(body, dict.fromkeys(variables_of(body), "字" * VARIABLE_MAX_CHARS))
+    return len(f"【{sign_name}】{longest}")
+
+
+def render_body(purpose: Purpose, params: dict[str, str], ack_base_url: str) -> str:
+    """The SMS text without the signature, as the provider fills it in."""
     key, variables = template_for(purpose, params)
-    return fill(TEMPLATE_BODIES[key], variables)
+    return fill(sms_template_bodies(ack_base_url)[key], variables)
 
 
-def render_sms(purpose: Purpose, params: dict[str, str], sign_name: str) -> str:
+def render_sms(purpose: Purpose, params: dict[str, str], sign_name: str, ack_base_url: str) -> str:
     """What the phone shows: the provider prepends the signature in 【】."""
-    return f"【{sign_name}】{render_body(purpose, params)}"
+    return f"【{sign_name}】{render_body(purpose, params, ack_base_url)}"
 
 
 def render_title(purpose: Purpose, params: dict[str, str]) -> str:
@@ -112,7 +180,41 @@ def render_title(purpose: Purpose, params: dict[str, str]) -> str:
 
 
 def render_card_text(purpose: Purpose, params: dict[str, str]) -> str:
-    """The text of a card whose button carries the link."""
+    """The text of a message whose link (if any) is carried outside the text (a WeCom card
+    button): a new alert says to open it, an update reads as its SMS."""
     if purpose == "alert":
         return fill(_CARD_ALERT_TEXT, params)
-    return render_body(purpose, params)
+    _, variables = template_for(purpose, params)
+    return fill(_TEMPLATE_BODIES["update"], variables)
+
+
+def registration_text(settings: Settings) -> str:
+    """What an operator registers at Aliyun for these settings (`carewatch notifier
+    templates`): each body with the setting that holds its template code."""
+    bodies = sms_template_bodies(settings.ack_base_url)
+    codes: dict[TemplateKey, tuple[str, str]] = {
+        "alert": ("CAREWATCH_ALIYUN_SMS_TEMPLATE_ALERT", settings.aliyun_sms_template_alert),
+        "update": ("CAREWATCH_ALIYUN_SMS_TEMPLATE_HANDLED", settings.aliyun_sms_template_handled),
+    }
+    lines = [
+        f"Aliyun SMS notification templates (短信通知) for ack base URL {settings.ack_base_url}",
+        f"and signature 【{settings.aliyun_sms_sign_name}】. Register each body exactly as"
+        " printed, then set its code in the named setting.",
+        "",
+    ]
+    for key, body in bodies.items():
+        setting, current = codes[key]
+        lines += [
+            f"{setting} (now {current}):",
+            f"  {body}",
+            f"  variables: {', '.join(variables_of(body))}"
+            f" (each at most {VARIABLE_MAX_CHARS} characters);"
+            f" longest message {longest_sms_chars(body, settings.aliyun_sms_sign_name)}"
+            f" characters with the signature (limit {MESSAGE_MAX_CHARS})",
+            "",
+        ]
+    lines.append(
+        "The alert body contains the ack base URL as fixed text: changing"
+        " CAREWATCH_ACK_BASE_URL needs a newly approved alert template."
+    )
+    return "\n".join(lines) + "\n"

@@ -6,6 +6,10 @@ ack link behind its button) or plain text. WeCom has no idempotency key, but its
 check suppresses the same content to the same user inside an interval; a short reference
 derived from the idempotency key is part of the content, so a retry of one notification is
 suppressed while a deliberate reminder (a new key) is not.
+
+The card's button carries the full signed link (`params["link"]`), not the SMS's short
+code: WeCom puts no 35-character limit on it and never shows the URL, and the full link
+is honoured on its signature alone, without the short-link table.
 """
 
 from __future__ import annotations
@@ -24,12 +28,7 @@ from carewatch.logs import mask_phone
 from carewatch.metrics import NOTIFICATIONS
 from carewatch.settings import Settings
 from notifier.channels.base import Message, SendResult
-from notifier.channels.templates import (
-    MissingTemplateParams,
-    render_body,
-    render_card_text,
-    render_title,
-)
+from notifier.channels.templates import MissingTemplateParams, render_card_text, render_title
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ def build_payload(message: Message, agent_id: int) -> dict[str, Any]:
     }
     link = message.params.get("link")
     if not link:
-        content = f"{render_body(message.purpose, message.params)}\n通知编号：{ref}"
+        content = f"{render_card_text(message.purpose, message.params)}\n通知编号：{ref}"
         return {**common, "msgtype": "text", "text": {"content": content}, "safe": 0}
     envelope = '<div class="normal">{}</div><div class="gray">通知编号 {}</div>'
     budget = DESCRIPTION_MAX_BYTES - len(envelope.format("", ref).encode())

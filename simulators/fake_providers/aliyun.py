@@ -4,7 +4,13 @@ Actions: SendSms, and QuerySendDetails for delivery receipts (every delivery of 
 succeeds at once). Authentication (common parameters, key id, timestamp skew, HMAC-SHA1 signature, nonce
 replay) happens first and fails with Aliyun's gateway errors (HTTP 4xx); business checks
 (signature name, template, phone numbers, template variables) answer HTTP 200 with an
-`isv.*` code, as the real service does. Unlike the real service, the fake suppresses a
+`isv.*` code, as the real service does, including the limits of a notification template:
+each variable value at most 35 characters (`isv.PARAM_LENGTH_LIMIT`), no URL in a variable
+(`isv.PARAM_NOT_SUPPORT_URL`), the whole message with its signature at most 500
+characters. The account's "approved" templates are the project's own bodies for the
+configured ack base URL (`sms_template_bodies`); one that the real review would refuse
+(a link whose domain is a variable, more than 500 characters) is not registered, so
+sending with it gets `isv.SMS_TEMPLATE_ILLEGAL`. Unlike the real service, the fake suppresses a
 repeated OutId, so tests can see that the sender's idempotency key reaches the provider
 and that a retried notification is delivered once.
 """
@@ -12,6 +18,7 @@ and that a retried notification is delivered once.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 import uuid
@@ -27,7 +34,14 @@ from carewatch.clock import Clock
 from carewatch.settings import Settings
 from notifier.channels.aliyun_rpc import parse_timestamp, string_to_sign, verify
 from notifier.channels.aliyun_sms import PROVIDER_TZ
-from notifier.channels.templates import TEMPLATE_BODIES, MissingTemplateParams, fill
+from notifier.channels.templates import (
+    MESSAGE_MAX_CHARS,
+    VARIABLE_MAX_CHARS,
+    MissingTemplateParams,
+    fill,
+    longest_sms_chars,
+    sms_template_bodies,
+)
 from simulators.fake_providers.faults import hang_until_disconnect
 from simulators.fake_providers.records import FailurePlan, Record, RecordBook
 
@@ -53,6 +67,12 @@ ACTION_PARAMS: dict[str, tuple[str, ...]] = {
 MAX_PAGE_SIZE = 50
 # Mainland mobile numbers, optionally with the country code (+86, 0086 or 86).
 _MOBILE_RE = re.compile(r"^(?:\+86|0086|86)?1[3-9]\d{9}$")
+# What the provider treats as a link inside a variable value.
+_URL_IN_VALUE_RE = re.compile(r"(?i)https?://|www\.")
+# A link in a template body whose host is (partly) a variable: refused at review.
+_VARIABLE_HOST_RE = re.compile(r"(?i)https?://[^/\s]*\$\{")
+
+log = logging.getLogger(__name__)
 
 
 class AliyunError(Exception):
@@ -89,9 +109,14 @@ class AliyunSmsFake:
         }
         self._sign_name = settings.aliyun_sms_sign_name
         # The "approved templates" of this account, by template code.
+        bodies = sms_template_bodies(settings.ack_base_url)
         self._templates = {
-            settings.aliyun_sms_template_alert: TEMPLATE_BODIES["alert"],
-            settings.aliyun_sms_template_handled: TEMPLATE_BODIES["update"],
+            code: body
+            for code, body in (
+                (settings.aliyun_sms_template_alert, bodies["alert"]),
+                (settings.aliyun_sms_template_handled, bodies["update"]),
+            )
+            if approvable(body, self._sign_name)
         }
         self._book = book
         self._failures = failures
@@ -284,9 +309,36 @@ class AliyunSmsFake:
             raise AliyunError(200, "isv.MOBILE_NUMBER_ILLEGAL", "非法手机号")
         variables = _template_param(params.get("TemplateParam", "{}"))
         try:
-            return f"【{self._sign_name}】{fill(body, variables)}"
+            text = f"【{self._sign_name}】{fill(body, variables)}"
         except MissingTemplateParams as exc:
             raise AliyunError(200, "isv.TEMPLATE_MISSING_PARAMETERS", str(exc)) from None
+        _check_variables(variables)
+        # Unreachable with a registered body and variables within their limit (the review
+        # bounds the longest message); kept for what a looser template review would let by.
+        if len(text) > MESSAGE_MAX_CHARS:
+            raise AliyunError(200, "isv.PARAM_LENGTH_LIMIT", "短信内容超出长度限制")
+        return text
+
+
+def approvable(body: str, sign_name: str) -> bool:
+    """Whether the provider's template review would pass this body: any link's domain is
+    fixed text, and the longest message it can produce fits MESSAGE_MAX_CHARS."""
+    if _VARIABLE_HOST_RE.search(body):
+        log.warning("fake Aliyun: template refused, a link's host is a variable: %s", body)
+        return False
+    if longest_sms_chars(body, sign_name) > MESSAGE_MAX_CHARS:
+        log.warning("fake Aliyun: template refused, messages could exceed 500 characters")
+        return False
+    return True
+
+
+def _check_variables(variables: dict[str, str]) -> None:
+    """Aliyun's per-variable rules of notification templates (characters, not bytes)."""
+    for value in variables.values():
+        if _URL_IN_VALUE_RE.search(value):
+            raise AliyunError(200, "isv.PARAM_NOT_SUPPORT_URL", "不支持url为变量")
+        if len(value) > VARIABLE_MAX_CHARS:
+            raise AliyunError(200, "isv.PARAM_LENGTH_LIMIT", "参数超出长度限制")
 
 
 def _national(number: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,6 +15,13 @@ Provider = Literal["sms", "wecom"]
 Outcome = Literal["delivered", "duplicate", "rejected", "failed"]
 FailureMode = Literal["5xx", "throttle", "timeout", "timeout_after_send"]
 PROVIDERS: tuple[Provider, ...] = ("sms", "wecom")
+_TRAILING_LINK_RE = re.compile(r"https?://\S+$")
+
+
+def link_at_end(text: str) -> str | None:
+    """The link a message ends with (the alert SMS's ack link), as the recipient reads it."""
+    found = _TRAILING_LINK_RE.search(text)
+    return found.group(0) if found else None
 
 
 @dataclass(frozen=True, slots=True)
