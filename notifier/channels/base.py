@@ -17,7 +17,8 @@ class Message:
     purpose: Purpose
     params: dict[str, str] = field(default_factory=dict)
     # params used by templates: elder_name, kind_label (e.g. "紧急呼叫"), address,
-    # time (HH:MM), link (signed ack URL), handler (who is handling it)
+    # time (HH:MM), link (signed ack URL, WeCom), code (its short code, SMS), handler (who
+    # is handling it)
 
 
 @dataclass(frozen=True, slots=True)
