@@ -1,6 +1,6 @@
 """The ingest worker: MQTT uplinks -> validate -> dedup -> bus + telemetry store.
 
-    source (aiomqtt) -> queue -> Pipeline (validate, dedup, publish) -> Batch
+    source (ingest.mqtt_source) -> queue -> Pipeline (validate, dedup, publish) -> Batch
                                                   Flusher (COPY, dead letters, devices)
     PUBACKs go out in arrival order once each message is durable (ingest.acks).
 
