@@ -11,9 +11,9 @@ from pathlib import Path
 import openpyxl
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from carewatch.db.migrate import migrate
+from carewatch.db.pool import open_pool
 from carewatch.settings import Settings
 from registry.fields import FieldError, parse_polygon
 from registry.importer import cli_import, import_files
@@ -363,10 +363,12 @@ def test_xlsx_zones_with_numeric_cells_and_the_cli_summary(
 
 
 async def _view(dsn: str, elder_id: str) -> ElderView:
-    """The elder's view as the rules engine's store loads it for every event."""
-    conn = await psycopg.AsyncConnection.connect(dsn, row_factory=dict_row)
-    async with conn, conn.cursor() as cur:
-        view = await store._load_view(cur, elder_id, Settings(_env_file=None))
+    """The elder's view as the rules engine's store loads it (zones included)."""
+    pool = await open_pool(dsn, max_size=1)
+    try:
+        view = await store.load_view(pool, elder_id, Settings(_env_file=None))
+    finally:
+        await pool.close()
     assert view is not None
     return view
 
