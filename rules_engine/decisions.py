@@ -173,15 +173,21 @@ def timers_deciding_effect(decisions: Sequence[Decision]) -> tuple[str, ...] | N
 def without_effect(decisions: Sequence[Decision], timers: Mapping[str, bool]) -> bool:
     """Would applying `decisions` change nothing, given the existing timers (id -> still
     pending)? Each is judged on the same state: once one has an effect the answer is
-    False, so the state the later ones see is unchanged by the earlier ones."""
+    False, so the state the later ones see is unchanged by the earlier ones.
+
+    A timer that has fired counts as an effect too, for the caller's sake rather than the
+    timer's: firing may have changed the elder's alerts (an off-wrist or water-flow alert
+    is opened by its timer, on whichever worker fires it), so a view cached before may
+    miss an alert these decisions would resolve on a fresh one.
+    """
     for d in decisions:
         match d:
             case CancelTimer():
-                if timers.get(d.timer_id, False):
-                    return False  # a pending timer would be deleted
+                if d.timer_id in timers:
+                    return False  # pending: it would be deleted; fired: see above
             case ScheduleTimer(replace=False):
-                if d.timer_id not in timers:
-                    return False  # a new timer would be armed
+                if not timers.get(d.timer_id, False):
+                    return False  # a new timer would be armed; fired: see above
             case _:
                 return False
     return True

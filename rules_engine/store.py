@@ -13,9 +13,9 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
-from psycopg import AsyncCursor, sql
+from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -86,7 +86,7 @@ async def apply_event(
             )
             if cur.rowcount == 0:
                 return Outcome("duplicate", await outbox.for_source(cur, event.id))
-            view = await _load_view(cur, event.elder_id, defaults)
+            view = await _load_view(conn, event.elder_id, defaults)
             if view is None:
                 raise _UnknownElder
             changes = await _apply(cur, view, decide(view), defaults, clock)
@@ -107,7 +107,7 @@ async def load_view(
     (rules_engine.view_cache): nothing is written on its strength alone, whatever writes
     decides again on the view apply_event loads under the elder's lock."""
     async with pool.connection() as conn:
-        return await _load_view(conn.cursor(row_factory=dict_row), elder_id, defaults, lock=False)
+        return await _load_view(conn, elder_id, defaults, lock=False)
 
 
 async def timer_states(pool: AsyncConnectionPool, timer_ids: Sequence[str]) -> dict[str, bool]:
@@ -165,7 +165,7 @@ async def fire_timer(
             "UPDATE rule_timers SET fired_at = %s WHERE id = %s",
             (ms_to_dt(clock.now_ms()), timer_id),
         )
-        view = await _load_view(cur, elder_id, defaults)
+        view = await _load_view(conn, elder_id, defaults)
         changes: list[AlertChange] = []
         if view is not None:
             changes = await _apply(cur, view, decide(timer, view), defaults, clock)
@@ -238,20 +238,28 @@ async def _lock_elder(cur: Cursor, elder_id: str) -> None:
 
 
 async def _load_view(
-    cur: Cursor, elder_id: str, defaults: Settings, *, lock: bool = True
+    conn: AsyncConnection[Any], elder_id: str, defaults: Settings, *, lock: bool = True
 ) -> ElderView | None:
-    """The elder's thresholds (read fresh: profile edits apply at once) and active alerts,
-    locked (`lock`) against concurrent changes until the transaction ends."""
-    await cur.execute(
-        "SELECT cp.id AS profile_id, cp.thresholds, e.lat, e.lon FROM elders e"
-        " LEFT JOIN care_profiles cp ON cp.id = e.care_profile_id WHERE e.id = %s",
-        (elder_id,),
-    )
-    row = await cur.fetchone()
+    """The elder's thresholds (read fresh: profile edits apply at once), active alerts
+    (locked against concurrent changes until the transaction ends, with `lock`) and zones.
+    The three reads are pipelined: one round trip, and one wait on the socket."""
+    elder, alerts, zones = (conn.cursor(row_factory=dict_row) for _ in range(3))
+    async with conn.pipeline():
+        await elder.execute(
+            "SELECT cp.id AS profile_id, cp.thresholds, e.lat, e.lon FROM elders e"
+            " LEFT JOIN care_profiles cp ON cp.id = e.care_profile_id WHERE e.id = %s",
+            (elder_id,),
+        )
+        await alerts.execute(_ACTIVE_LOCKED if lock else _ACTIVE, (elder_id, list(OPEN_STATUSES)))
+        await zones.execute(
+            "SELECT name, centre_lat, centre_lon, radius_m, polygon FROM geofence_zones"
+            " WHERE elder_id = %s ORDER BY id",
+            (elder_id,),
+        )
+    row = await elder.fetchone()
     if row is None:
         return None
     overrides = row["thresholds"] if isinstance(row["thresholds"], dict) else {}
-    await cur.execute(_ACTIVE_LOCKED if lock else _ACTIVE, (elder_id, list(OPEN_STATUSES)))
     active = {
         r["kind"]: ActiveAlert(
             alert_id=r["id"],
@@ -264,7 +272,7 @@ async def _load_view(
             confidence=r["confidence"],
             details=r["details"] if isinstance(r["details"], dict) else {},
         )
-        for r in await cur.fetchall()
+        for r in await alerts.fetchall()
     }
     return ElderView(
         elder_id,
@@ -273,7 +281,7 @@ async def _load_view(
         profile_id=row["profile_id"],
         profile=overrides,
         home=LatLon(row["lat"], row["lon"]),
-        zones=await _zones(cur, elder_id),
+        zones=_zones(await zones.fetchall()),
     )
 
 
@@ -284,14 +292,9 @@ _ACTIVE = (
 _ACTIVE_LOCKED = _ACTIVE + " FOR NO KEY UPDATE"
 
 
-async def _zones(cur: Cursor, elder_id: str) -> tuple[Zone, ...]:
-    await cur.execute(
-        "SELECT name, centre_lat, centre_lon, radius_m, polygon FROM geofence_zones"
-        " WHERE elder_id = %s ORDER BY id",
-        (elder_id,),
-    )
+def _zones(rows: list[DictRow]) -> tuple[Zone, ...]:
     zones: list[Zone] = []
-    for r in await cur.fetchall():
+    for r in rows:
         if r["polygon"] is not None:
             points = tuple(LatLon(float(p[0]), float(p[1])) for p in r["polygon"])
             zones.append(Zone(r["name"], points=points))
