@@ -617,10 +617,16 @@ class Decoder:
             length = data[pos + 1]
             start = pos + 2
             if length >= 0x80:
-                length, start = decode_varint(data, pos + 1, end)
-                if length < 0:
-                    need = end - pos + 1  # at least one more header byte
-                    break
+                # Two bytes cover 128..16383: a telemetry PUBLISH is ~150 B, so this is
+                # the common case, kept out of a function call.
+                if end - pos > 2 and 0 < data[pos + 2] < 0x80:
+                    length = (length & 0x7F) | data[pos + 2] << 7
+                    start = pos + 3
+                else:
+                    length, start = decode_varint(data, pos + 1, end)
+                    if length < 0:
+                        need = end - pos + 1  # at least one more header byte
+                        break
             stop = start + length
             if stop > end:
                 need = stop - pos
