@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from psycopg import AsyncConnection, AsyncCursor, sql
+from psycopg import AsyncCursor, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -86,7 +86,7 @@ async def apply_event(
             )
             if cur.rowcount == 0:
                 return Outcome("duplicate", await outbox.for_source(cur, event.id))
-            view = await _load_view(conn, event.elder_id, defaults)
+            view = await _load_view(cur, event.elder_id, defaults)
             if view is None:
                 raise _UnknownElder
             changes = await _apply(cur, view, decide(view), defaults, clock)
@@ -103,11 +103,17 @@ class _UnknownElder(Exception):
 async def load_view(
     pool: AsyncConnectionPool, elder_id: str, defaults: Settings
 ) -> ElderView | None:
-    """The elder's view read without locks or a transaction, for the worker's view cache
-    (rules_engine.view_cache): nothing is written on its strength alone, whatever writes
-    decides again on the view apply_event loads under the elder's lock."""
+    """The elder's view read in one statement, without locks or a transaction, for the
+    worker's view cache (rules_engine.view_cache): nothing is written on its strength
+    alone, whatever writes decides again on the view apply_event loads under the lock."""
     async with pool.connection() as conn:
-        return await _load_view(conn, elder_id, defaults, lock=False)
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(_VIEW_AT_ONCE, (list(OPEN_STATUSES), elder_id))
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    active = [_alert(r, int(r["device_time_ms"])) for r in row["active"]]
+    return _view(elder_id, defaults, row, active, row["zones"])
 
 
 async def timer_states(pool: AsyncConnectionPool, timer_ids: Sequence[str]) -> dict[str, bool]:
@@ -165,7 +171,7 @@ async def fire_timer(
             "UPDATE rule_timers SET fired_at = %s WHERE id = %s",
             (ms_to_dt(clock.now_ms()), timer_id),
         )
-        view = await _load_view(conn, elder_id, defaults)
+        view = await _load_view(cur, elder_id, defaults)
         changes: list[AlertChange] = []
         if view is not None:
             changes = await _apply(cur, view, decide(timer, view), defaults, clock)
@@ -237,71 +243,87 @@ async def _lock_elder(cur: Cursor, elder_id: str) -> None:
     )
 
 
-async def _load_view(
-    conn: AsyncConnection[Any], elder_id: str, defaults: Settings, *, lock: bool = True
-) -> ElderView | None:
-    """The elder's thresholds (read fresh: profile edits apply at once), active alerts
-    (locked against concurrent changes until the transaction ends, with `lock`) and zones.
-    The three reads are pipelined: one round trip, and one wait on the socket."""
-    elder, alerts, zones = (conn.cursor(row_factory=dict_row) for _ in range(3))
-    async with conn.pipeline():
-        await elder.execute(
-            "SELECT cp.id AS profile_id, cp.thresholds, e.lat, e.lon FROM elders e"
-            " LEFT JOIN care_profiles cp ON cp.id = e.care_profile_id WHERE e.id = %s",
-            (elder_id,),
-        )
-        await alerts.execute(_ACTIVE_LOCKED if lock else _ACTIVE, (elder_id, list(OPEN_STATUSES)))
-        await zones.execute(
-            "SELECT name, centre_lat, centre_lon, radius_m, polygon FROM geofence_zones"
-            " WHERE elder_id = %s ORDER BY id",
-            (elder_id,),
-        )
-    row = await elder.fetchone()
+async def _load_view(cur: Cursor, elder_id: str, defaults: Settings) -> ElderView | None:
+    """The elder's thresholds (read fresh: profile edits apply at once) and active alerts."""
+    await cur.execute(
+        "SELECT cp.id AS profile_id, cp.thresholds, e.lat, e.lon FROM elders e"
+        " LEFT JOIN care_profiles cp ON cp.id = e.care_profile_id WHERE e.id = %s",
+        (elder_id,),
+    )
+    row = await cur.fetchone()
     if row is None:
         return None
-    overrides = row["thresholds"] if isinstance(row["thresholds"], dict) else {}
-    active = {
-        r["kind"]: ActiveAlert(
-            alert_id=r["id"],
-            kind=r["kind"],
-            severity=r["severity"],
-            status=r["status"],
-            device_id=r["device_id"],
-            device_time_ms=dt_to_ms(r["device_time"]),
-            rule=r["rule"],
-            confidence=r["confidence"],
-            details=r["details"] if isinstance(r["details"], dict) else {},
-        )
-        for r in await alerts.fetchall()
-    }
-    return ElderView(
-        elder_id,
-        resolve_thresholds(defaults, overrides),
-        active,
-        profile_id=row["profile_id"],
-        profile=overrides,
-        home=LatLon(row["lat"], row["lon"]),
-        zones=_zones(await zones.fetchall()),
+    await cur.execute(
+        "SELECT id::text AS id, kind, severity, status, device_id, device_time, rule,"
+        " confidence, details FROM alerts WHERE elder_id = %s AND status = ANY(%s) FOR NO KEY UPDATE",
+        (elder_id, list(OPEN_STATUSES)),
+    )
+    active = [_alert(r, dt_to_ms(r["device_time"])) for r in await cur.fetchall()]
+    await cur.execute(
+        "SELECT name, centre_lat, centre_lon, radius_m, polygon FROM geofence_zones"
+        " WHERE elder_id = %s ORDER BY id",
+        (elder_id,),
+    )
+    return _view(elder_id, defaults, row, active, await cur.fetchall())
+
+
+# The same view in one statement (alerts and zones aggregated as JSON): psycopg spends
+# far more CPU per statement than PostgreSQL does on these, and the cache's misses read it.
+_VIEW_AT_ONCE = """
+SELECT cp.id AS profile_id, cp.thresholds, e.lat, e.lon,
+  (SELECT coalesce(jsonb_agg(jsonb_build_object(
+      'id', a.id::text, 'kind', a.kind, 'severity', a.severity, 'status', a.status,
+      'device_id', a.device_id, 'rule', a.rule, 'confidence', a.confidence,
+      'details', a.details,
+      'device_time_ms', floor(extract(epoch FROM a.device_time) * 1000)::bigint)), '[]')
+   FROM alerts a WHERE a.elder_id = e.id AND a.status = ANY(%s)) AS active,
+  (SELECT coalesce(jsonb_agg(jsonb_build_object(
+      'name', z.name, 'centre_lat', z.centre_lat, 'centre_lon', z.centre_lon,
+      'radius_m', z.radius_m, 'polygon', z.polygon) ORDER BY z.id), '[]')
+   FROM geofence_zones z WHERE z.elder_id = e.id) AS zones
+FROM elders e LEFT JOIN care_profiles cp ON cp.id = e.care_profile_id WHERE e.id = %s
+"""
+
+
+def _alert(r: Mapping[str, Any], device_time_ms: int) -> ActiveAlert:
+    return ActiveAlert(
+        alert_id=r["id"],
+        kind=r["kind"],
+        severity=r["severity"],
+        status=r["status"],
+        device_id=r["device_id"],
+        device_time_ms=device_time_ms,
+        rule=r["rule"],
+        confidence=r["confidence"],
+        details=r["details"] if isinstance(r["details"], dict) else {},
     )
 
 
-_ACTIVE = (
-    "SELECT id::text AS id, kind, severity, status, device_id, device_time, rule,"
-    " confidence, details FROM alerts WHERE elder_id = %s AND status = ANY(%s)"
-)
-_ACTIVE_LOCKED = _ACTIVE + " FOR NO KEY UPDATE"
-
-
-def _zones(rows: list[DictRow]) -> tuple[Zone, ...]:
+def _view(
+    elder_id: str,
+    defaults: Settings,
+    row: Mapping[str, Any],
+    active: Sequence[ActiveAlert],
+    zone_rows: Sequence[Mapping[str, Any]],
+) -> ElderView:
+    overrides = row["thresholds"] if isinstance(row["thresholds"], dict) else {}
     zones: list[Zone] = []
-    for r in rows:
+    for r in zone_rows:
         if r["polygon"] is not None:
             points = tuple(LatLon(float(p[0]), float(p[1])) for p in r["polygon"])
             zones.append(Zone(r["name"], points=points))
         else:
             centre = LatLon(r["centre_lat"], r["centre_lon"])
             zones.append(Zone(r["name"], centre=centre, radius_m=r["radius_m"]))
-    return tuple(zones)
+    return ElderView(
+        elder_id,
+        resolve_thresholds(defaults, overrides),
+        {a.kind: a for a in active},
+        profile_id=row["profile_id"],
+        profile=overrides,
+        home=LatLon(row["lat"], row["lon"]),
+        zones=tuple(zones),
+    )
 
 
 def _timer(row: DictRow) -> DueTimer:

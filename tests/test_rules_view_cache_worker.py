@@ -20,11 +20,14 @@ from typing import Any
 import msgspec
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from carewatch.clock import SystemClock
+from carewatch.db.pool import open_pool
 from carewatch.messages import Event
 from carewatch.settings import Settings
+from rules_engine import store
 from tests import test_rules_worker
 from tests.test_rules_worker import ELDER, Bus, alerts, event, metric, rows, timeline, until, worker
 
@@ -258,3 +261,47 @@ async def operator_sets(settings: Settings, alert_id: str, status: str) -> None:
             " WHERE id = %s",
             (status, alert_id),
         )
+
+
+async def test_the_view_read_in_one_statement_is_the_view_the_store_locks(
+    cache_on: Settings,
+) -> None:
+    async with await psycopg.AsyncConnection.connect(
+        cache_on.database_url, autocommit=True
+    ) as conn:
+        await conn.execute(
+            "UPDATE care_profiles SET thresholds = %s WHERE id = 'standard'",
+            (Jsonb({"low_battery_pct": 15, "quiet_start_h": 21}),),
+        )
+        await conn.execute(
+            "INSERT INTO alerts (id, elder_id, device_id, kind, severity, status,"
+            " source_event_id, device_time, opened_at, rule, threshold, confidence, details)"
+            " VALUES (gen_random_uuid(), %s, 'W1', 'vitals', 'warning', 'acknowledged', 'W1:9',"
+            " '2025-11-25 10:00:00.123456+08', now(), 'vitals.hr', '{}', 0.75, %s),"
+            " (gen_random_uuid(), %s, 'W1', 'sos', 'critical', 'resolved', 'W1:8', now(),"
+            " now(), 'sos.press', '{}', NULL, '{}')",
+            (ELDER, Jsonb({"sign": "hr", "value": 150}), ELDER),
+        )
+        await conn.execute(
+            "INSERT INTO geofence_zones (elder_id, name, centre_lat, centre_lon, radius_m)"
+            " VALUES (%s, 'home', 29.56, 106.57, 300)",
+            (ELDER,),
+        )
+        await conn.execute(
+            "INSERT INTO geofence_zones (elder_id, name, polygon) VALUES (%s, 'park', %s)",
+            (ELDER, Jsonb([[29.5, 106.5], [29.6, 106.5], [29.6, 106.6]])),
+        )
+    pool = await open_pool(cache_on.database_url)
+    try:
+        fast = await store.load_view(pool, ELDER, cache_on)
+        async with pool.connection() as conn, conn.transaction():
+            locked = await store._load_view(conn.cursor(row_factory=dict_row), ELDER, cache_on)
+        assert await store.load_view(pool, "nobody", cache_on) is None
+    finally:
+        await pool.close()
+
+    assert fast == locked
+    assert fast is not None
+    assert [a.kind for a in fast.active.values()] == ["vitals"]
+    assert [z.name for z in fast.zones] == ["home", "park"]
+    assert fast.thresholds.low_battery_pct == 15.0
