@@ -257,8 +257,8 @@ def secured(tmp_path: Path) -> Iterator[Proc]:
                     "unsubscribe": True,
                 },
                 "clients": [
-                    dynsec_client("ingest", "ingest-pw", "reader"),
-                    dynsec_client("writer", "writer-pw", "writer"),
+                    dynsec_client("ingest", "test-ingest-pw", "reader"),
+                    dynsec_client("writer", "test-writer-pw", "writer"),
                 ],
                 "groups": [],
                 "roles": [
@@ -291,7 +291,7 @@ async def test_refused_subscription_is_reported(
 ) -> None:
     caplog.set_level(logging.INFO, logger="ingest.mqtt_source")
     settings = source_settings(
-        secured.port, mqtt_username="ingest", mqtt_password=SecretStr("ingest-pw")
+        secured.port, mqtt_username="ingest", mqtt_password=SecretStr("test-ingest-pw")
     )
     running = Running(settings, f"src-{uuid.uuid4().hex[:6]}")
     await asyncio.wait_for(running.ready.wait(), 10)  # telemetry was granted
@@ -307,7 +307,7 @@ async def test_refused_subscription_is_reported(
         for r in caplog.records
         if "REFUSED" in r.getMessage()
     )
-    await publish_as(secured.port, "writer", "writer-pw", [telemetry(1)])
+    await publish_as(secured.port, "writer", "test-writer-pw", [telemetry(1)])
     (message,) = await running.take(1)
     running.source.ack(message)
     await running.stop()
