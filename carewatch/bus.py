@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import struct
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -35,6 +36,7 @@ from carewatch.settings import Settings
 ALERTS_STREAM = "alerts"
 NOTIFICATIONS_STREAM = "notifications"
 STREAM_MAXLEN = 1_000_000
+_DATA_KEY = "__data__"  # the stream entry field FastStream reads a message from
 NATS_STREAM = JStream("CAREWATCH", subjects=["cw.>"], max_msgs=STREAM_MAXLEN * 10)
 
 Broker = RedisBroker | NatsBroker
@@ -209,9 +211,29 @@ async def _report_lag(broker: RedisBroker, interval_s: float = 5.0) -> None:
         await client.aclose()
 
 
+# FastStream's binary message format (BinaryMessageFormatV1): magic, version, offsets of
+# the headers and the data, the header pairs, the body. Built by hand for a batch of
+# publishes because FastStream's publish path (codec, message build, writer objects)
+# cost ingest ~40 % of its CPU; a test keeps the two byte-identical.
+_FRAME_HEAD = BinaryMessageFormatV1.IDENTITY_HEADER + struct.pack(">HI", 1, 18)
+_CORRELATION_KEY = struct.pack(">H", len(b"correlation_id")) + b"correlation_id"
+
+
+def redis_frame(body: bytes, correlation_id: str) -> bytes:
+    """`body` framed as FastStream frames it, with only the correlation id header."""
+    cid = correlation_id.encode()
+    headers = _CORRELATION_KEY + struct.pack(">H", len(cid)) + cid
+    return _FRAME_HEAD + struct.pack(">IH", 20 + len(headers), 1) + headers + body
+
+
+def add_to_pipeline(pipe: Any, stream: str, body: bytes, correlation_id: str) -> None:
+    """Queue the XADD FastStream's publish would send (same field, same length cap)."""
+    pipe.xadd(stream, {_DATA_KEY: redis_frame(body, correlation_id)}, maxlen=STREAM_MAXLEN)
+
+
 def _frame_body(fields: dict[bytes, bytes]) -> bytes:
     """The body FastStream framed into one stream entry."""
-    return BinaryMessageFormatV1.parse(fields[b"__data__"])[0]
+    return BinaryMessageFormatV1.parse(fields[_DATA_KEY.encode()])[0]
 
 
 def _subscribe_redis(

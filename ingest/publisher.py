@@ -1,9 +1,10 @@
 """Publish normalised Events on the bus: events.{shard(elder)}, one round trip per batch.
 
 carewatch.bus.publish sends one XADD per call; a batch of telemetry would then cost one
-Redis round trip per message. FastStream accepts a Redis pipeline, so on Redis the same
-FastStream-framed messages (what carewatch.bus.subscribe consumers expect) go out in
-one round trip, with the same stream length cap. On NATS the publishes of a batch run
+Redis round trip per message. On Redis the batch goes out in one pipeline of XADDs
+framed exactly as FastStream frames them (carewatch.bus.redis_frame; what
+carewatch.bus.subscribe consumers expect), with the same stream length cap and the
+event id as correlation id. On NATS the publishes of a batch run
 concurrently through carewatch.bus.publish (JetStream acknowledges each one).
 """
 
@@ -17,7 +18,7 @@ from faststream.redis import RedisBroker
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
-from carewatch.bus import STREAM_MAXLEN, Broker, shard_of, stream_for
+from carewatch.bus import Broker, add_to_pipeline, shard_of, stream_for
 from carewatch.bus import publish as bus_publish
 from carewatch.messages import Event, encode
 from carewatch.metrics import BUS_PUBLISHED, STAGE_LATENCY
@@ -43,10 +44,8 @@ class BusPublisher:
         bodies = [encode(event) for event, _ in events]
         if isinstance(self._broker, RedisBroker):
             async with self._redis.pipeline(transaction=False) as pipe:
-                for body, stream in zip(bodies, streams, strict=True):
-                    await self._broker.publish(
-                        body, stream=stream, maxlen=STREAM_MAXLEN, pipeline=pipe
-                    )
+                for (event, _), body, stream in zip(events, bodies, streams, strict=True):
+                    add_to_pipeline(pipe, stream, body, event.id)
                 await pipe.execute()
         else:
             await asyncio.gather(

@@ -178,3 +178,21 @@ async def test_batches_deliver_every_message_once_in_order(bus_settings: Setting
         assert all(len(c) <= 100 for c in calls)
     finally:
         await broker.stop()
+
+
+async def test_hand_built_frame_is_byte_identical_to_faststreams() -> None:
+    """ingest frames its batches itself (carewatch.bus.redis_frame); FastStream consumers
+    must read them exactly as if FastStream had published them."""
+    from faststream.redis.parser import BinaryMessageFormatV1
+
+    from carewatch.bus import redis_frame
+
+    for body, cid in [(b'{"v":1}', "E1:42"), (b"", ""), ("紧急".encode() * 300, "x" * 64)]:
+        theirs = await BinaryMessageFormatV1.encode(
+            message=body, reply_to=None, headers=None, correlation_id=cid
+        )
+        assert redis_frame(body, cid) == theirs
+        assert BinaryMessageFormatV1.parse(redis_frame(body, cid)) == (
+            body,
+            {"correlation_id": cid},
+        )
