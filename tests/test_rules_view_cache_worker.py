@@ -252,15 +252,16 @@ async def test_cache_off_sends_every_wanted_sample_to_the_database(
 
 async def operator_sets(settings: Settings, alert_id: str, status: str) -> None:
     """What the operator API does to an alert, reduced to its row (no rules involved)."""
-    stamp = "closed_at" if status == "resolved" else "acknowledged_at"
+    query = {
+        "acknowledged": "UPDATE alerts SET status = 'acknowledged', acknowledged_at = now(),"
+        " version = version + 1 WHERE id = %s",
+        "resolved": "UPDATE alerts SET status = 'resolved', closed_at = now(),"
+        " version = version + 1 WHERE id = %s",
+    }[status]
     async with await psycopg.AsyncConnection.connect(
         settings.database_url, autocommit=True
     ) as conn:
-        await conn.execute(
-            f"UPDATE alerts SET status = %s, {stamp} = now(), version = version + 1"  # noqa: S608
-            " WHERE id = %s",
-            (status, alert_id),
-        )
+        await conn.execute(query, (alert_id,))
 
 
 async def test_the_view_read_in_one_statement_is_the_view_the_store_locks(
