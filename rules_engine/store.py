@@ -108,12 +108,8 @@ async def load_view(
     alone, whatever writes decides again on the view apply_event loads under the lock."""
     async with pool.connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(_VIEW_AT_ONCE, (list(OPEN_STATUSES), elder_id))
-        row = await cur.fetchone()
-    if row is None:
-        return None
-    active = [_alert(r, int(r["device_time_ms"])) for r in row["active"]]
-    return _view(elder_id, defaults, row, active, row["zones"])
+        await cur.execute(_VIEW_AT_ONCE, (elder_id, list(OPEN_STATUSES), elder_id))
+        return _view_of(await cur.fetchone(), elder_id, defaults)
 
 
 async def timer_states(pool: AsyncConnectionPool, timer_ids: Sequence[str]) -> dict[str, bool]:
@@ -244,45 +240,42 @@ async def _lock_elder(cur: Cursor, elder_id: str) -> None:
 
 
 async def _load_view(cur: Cursor, elder_id: str, defaults: Settings) -> ElderView | None:
-    """The elder's thresholds (read fresh: profile edits apply at once) and active alerts."""
-    await cur.execute(
-        "SELECT cp.id AS profile_id, cp.thresholds, e.lat, e.lon FROM elders e"
-        " LEFT JOIN care_profiles cp ON cp.id = e.care_profile_id WHERE e.id = %s",
-        (elder_id,),
-    )
-    row = await cur.fetchone()
+    """The elder's thresholds (read fresh: profile edits apply at once), zones and active
+    alerts, the alerts locked against concurrent changes until the transaction ends."""
+    await cur.execute(_VIEW_LOCKED, (elder_id, list(OPEN_STATUSES), elder_id))
+    return _view_of(await cur.fetchone(), elder_id, defaults)
+
+
+def _view_of(row: DictRow | None, elder_id: str, defaults: Settings) -> ElderView | None:
     if row is None:
         return None
-    await cur.execute(
-        "SELECT id::text AS id, kind, severity, status, device_id, device_time, rule,"
-        " confidence, details FROM alerts WHERE elder_id = %s AND status = ANY(%s) FOR NO KEY UPDATE",
-        (elder_id, list(OPEN_STATUSES)),
-    )
-    active = [_alert(r, dt_to_ms(r["device_time"])) for r in await cur.fetchall()]
-    await cur.execute(
-        "SELECT name, centre_lat, centre_lon, radius_m, polygon FROM geofence_zones"
-        " WHERE elder_id = %s ORDER BY id",
-        (elder_id,),
-    )
-    return _view(elder_id, defaults, row, active, await cur.fetchall())
+    active = [_alert(r, int(r["device_time_ms"])) for r in row["active"]]
+    return _view(elder_id, defaults, row, active, row["zones"])
 
 
-# The same view in one statement (alerts and zones aggregated as JSON): psycopg spends
-# far more CPU per statement than PostgreSQL does on these, and the cache's misses read it.
-_VIEW_AT_ONCE = """
+# The view in one statement, alerts and zones aggregated as JSON: psycopg spends far more
+# CPU per statement than PostgreSQL does on these. _VIEW_LOCKED locks the active alerts in
+# a CTE (one with a locking clause is never inlined: it runs, and locks, in full).
+_VIEW_COLUMNS = """
 SELECT cp.id AS profile_id, cp.thresholds, e.lat, e.lon,
   (SELECT coalesce(jsonb_agg(jsonb_build_object(
       'id', a.id::text, 'kind', a.kind, 'severity', a.severity, 'status', a.status,
       'device_id', a.device_id, 'rule', a.rule, 'confidence', a.confidence,
       'details', a.details,
       'device_time_ms', floor(extract(epoch FROM a.device_time) * 1000)::bigint)), '[]')
-   FROM alerts a WHERE a.elder_id = e.id AND a.status = ANY(%s)) AS active,
+   FROM active a) AS active,
   (SELECT coalesce(jsonb_agg(jsonb_build_object(
       'name', z.name, 'centre_lat', z.centre_lat, 'centre_lon', z.centre_lon,
       'radius_m', z.radius_m, 'polygon', z.polygon) ORDER BY z.id), '[]')
    FROM geofence_zones z WHERE z.elder_id = e.id) AS zones
 FROM elders e LEFT JOIN care_profiles cp ON cp.id = e.care_profile_id WHERE e.id = %s
 """
+_ACTIVE_ALERTS = (
+    "SELECT id, kind, severity, status, device_id, rule, confidence, details, device_time"
+    " FROM alerts WHERE elder_id = %s AND status = ANY(%s)"
+)
+_VIEW_AT_ONCE = "WITH active AS (" + _ACTIVE_ALERTS + ")" + _VIEW_COLUMNS
+_VIEW_LOCKED = "WITH active AS (" + _ACTIVE_ALERTS + " FOR NO KEY UPDATE)" + _VIEW_COLUMNS
 
 
 def _alert(r: Mapping[str, Any], device_time_ms: int) -> ActiveAlert:

@@ -28,6 +28,7 @@ from carewatch.db.pool import open_pool
 from carewatch.messages import Event
 from carewatch.settings import Settings
 from rules_engine import store
+from rules_engine.geo import LatLon, Zone
 from tests import test_rules_worker
 from tests.test_rules_worker import ELDER, Bus, alerts, event, metric, rows, timeline, until, worker
 
@@ -264,7 +265,7 @@ async def operator_sets(settings: Settings, alert_id: str, status: str) -> None:
         await conn.execute(query, (alert_id,))
 
 
-async def test_the_view_read_in_one_statement_is_the_view_the_store_locks(
+async def test_the_view_read_by_the_cache_is_the_view_the_store_locks(
     cache_on: Settings,
 ) -> None:
     async with await psycopg.AsyncConnection.connect(
@@ -303,6 +304,20 @@ async def test_the_view_read_in_one_statement_is_the_view_the_store_locks(
 
     assert fast == locked
     assert fast is not None
-    assert [a.kind for a in fast.active.values()] == ["vitals"]
-    assert [z.name for z in fast.zones] == ["home", "park"]
+    [vitals] = fast.active.values()
+    assert (vitals.kind, vitals.severity, vitals.status, vitals.device_id, vitals.rule) == (
+        "vitals",
+        "warning",
+        "acknowledged",
+        "W1",
+        "vitals.hr",
+    )
+    assert vitals.device_time_ms == 1_764_036_000_123  # 10:00:00.123456 +08, whole ms
+    assert (vitals.confidence, vitals.details) == (0.75, {"sign": "hr", "value": 150})
+    assert fast.zones == (
+        Zone("home", centre=LatLon(29.56, 106.57), radius_m=300.0),
+        Zone("park", points=(LatLon(29.5, 106.5), LatLon(29.6, 106.5), LatLon(29.6, 106.6))),
+    )
+    assert (fast.profile_id, fast.home) == ("standard", LatLon(29.56, 106.57))
     assert fast.thresholds.low_battery_pct == 15.0
+    assert fast.thresholds.quiet_start_h == 21.0
