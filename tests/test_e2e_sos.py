@@ -75,8 +75,10 @@ def query(settings: Settings, sql: str, *args: object) -> list[tuple[object, ...
 
 @pytest.fixture
 def pipeline(settings: Settings, tmp_path: Path) -> Iterator[Pipeline]:
+    # the SOS test must acknowledge between step 1 and step 2 (one wait apart): 3 s keeps
+    # that window open on a machine loaded by parallel work, where 2 s was seen to close
     s = with_fake_providers(settings).model_copy(
-        update={"escalation_wait_s": 2.0, "fall_confirm_window_s": 2.0, "sos_cancel_window_s": 1.0}
+        update={"escalation_wait_s": 3.0, "fall_confirm_window_s": 2.0, "sos_cancel_window_s": 1.0}
     )
     report = import_files(s.database_url, write_ledger(tmp_path / "ledger"))
     assert not report.errors, report.errors
