@@ -4,7 +4,7 @@ Every event (and every due timer) is one transaction: take the elder's advisory 
 (events and timers of one elder are serialised, whichever worker runs them), mark the
 event seen (a redelivery stops there), lock the elder's active alerts, decide, write
 alerts + alert_events + rule_timers + the outbox, commit. Publishing happens after
-commit, from the outbox (rules_engine.outbox).
+commit, from the outbox (carewatch.alert_outbox).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from carewatch import alert_outbox as outbox
 from carewatch import bus
 from carewatch.alert_lifecycle import Action, next_status
 from carewatch.clock import Clock
 from carewatch.messages import OPEN_STATUSES, AlertChange, AlertStatus, Event
 from carewatch.settings import Settings
-from rules_engine import outbox
 from rules_engine.decisions import (
     Annotate,
     CancelAlert,

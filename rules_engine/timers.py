@@ -16,12 +16,12 @@ from collections.abc import Callable
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from carewatch.alert_outbox import AlertPublisher
 from carewatch.clock import Clock
 from carewatch.metrics import ALERTS
 from carewatch.settings import Settings
 from rules_engine import store
 from rules_engine.engine import Engine
-from rules_engine.outbox import AlertPublisher
 
 log = logging.getLogger(__name__)
 

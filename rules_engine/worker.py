@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from carewatch import bus
+from carewatch.alert_outbox import AlertPublisher
 from carewatch.clock import Clock, SystemClock
 from carewatch.db.pool import open_pool
 from carewatch.messages import Event, decode_event
@@ -44,7 +45,6 @@ from rules_engine import store
 from rules_engine.decisions import timers_deciding_effect, without_effect
 from rules_engine.detectors.base import ElderView
 from rules_engine.engine import Engine, default_engine
-from rules_engine.outbox import AlertPublisher
 from rules_engine.shard_consumers import ShardConsumers
 from rules_engine.shards import LeaseStore, ShardOwner
 from rules_engine.timers import run_timer_loop

@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 from psycopg.rows import dict_row
 
 from carewatch import bus
+from carewatch.alert_outbox import AlertPublisher
 from carewatch.clock import Clock, SystemClock
 from carewatch.db.pool import open_pool
 from carewatch.messages import AlertChange, Event, EventType, decode_alert_change, encode
@@ -31,7 +32,6 @@ from rules_engine.decisions import Decision
 from rules_engine.detectors.base import Detector, DueTimer, ElderView
 from rules_engine.detectors.device_fall import DeviceFallDetector
 from rules_engine.engine import Engine, default_engine
-from rules_engine.outbox import AlertPublisher
 from rules_engine.timers import fire_due
 from rules_engine.worker import GROUP, run
 from tests.services import await_until
