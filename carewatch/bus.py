@@ -27,15 +27,17 @@ from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 from faststream.nats.message import NatsBatchMessage as _NatsBatch
 from faststream.redis import RedisBroker, StreamSub
-from faststream.redis.annotations import RedisBatchStreamMessage, RedisStreamMessage
+from faststream.redis.annotations import RedisStreamMessage
 from faststream.redis.parser import BinaryMessageFormatV1
 
+from carewatch.bus_batch_reader import RedisBatchReader
 from carewatch.metrics import BUS_LAG
 from carewatch.settings import Settings
 
 ALERTS_STREAM = "alerts"
 NOTIFICATIONS_STREAM = "notifications"
 STREAM_MAXLEN = 1_000_000
+MAX_BATCH = 100  # entries per read of a batch subscriber
 _DATA_KEY = "__data__"  # the stream entry field FastStream reads a message from
 NATS_STREAM = JStream("CAREWATCH", subjects=["cw.>"], max_msgs=STREAM_MAXLEN * 10)
 
@@ -52,6 +54,7 @@ _log.setLevel(logging.WARNING)
 _redis_urls: dict[int, str] = {}
 _redis_groups: dict[int, set[tuple[str, str]]] = {}
 _lag_tasks: set[asyncio.Task[None]] = set()
+_batch_readers: dict[int, list[RedisBatchReader]] = {}
 
 
 def shard_of(elder_id: str, shards: int) -> int:
@@ -123,11 +126,38 @@ def subscribe_batch(
     handler: BatchHandler,
     reclaim_idle_ms: int = 10_000,
     polling_ms: int = 100,
+    linger_ms: int = 0,
 ) -> None:
-    """Like subscribe(), but hand over up to 100 bodies per call, acknowledged together
-    once the handler returns (a failure redelivers the whole batch). For high-volume
-    streams: FastStream's per-message machinery costs more than most handlers."""
-    _subscribe(broker, stream, group, consumer, handler, reclaim_idle_ms, polling_ms, batch=True)
+    """Like subscribe(), but hand over up to MAX_BATCH bodies per call, acknowledged
+    together once the handler returns (a failure redelivers the whole batch). For
+    high-volume streams: FastStream's per-message machinery costs more than most handlers.
+
+    `linger_ms`: after a batch shorter than MAX_BATCH, wait this long before reading
+    again. A lane that trickles would otherwise be read a few entries at a time, and the
+    bus's fixed cost per read then dominates; lingering trades that for latency."""
+    _subscribe(
+        broker,
+        stream,
+        group,
+        consumer,
+        handler,
+        reclaim_idle_ms,
+        polling_ms,
+        batch=True,
+        linger_s=linger_ms / 1000,
+    )
+
+
+def _lingering(handler: BatchHandler, linger_s: float) -> BatchHandler:
+    if linger_s <= 0:
+        return handler
+
+    async def handle_then_linger(bodies: list[bytes]) -> None:
+        await handler(bodies)
+        if len(bodies) < MAX_BATCH:
+            await asyncio.sleep(linger_s)  # pacing the next read, not waiting for anything
+
+    return handle_then_linger
 
 
 def each(handler: Handler) -> BatchHandler:
@@ -150,12 +180,15 @@ def _subscribe(
     polling_ms: int,
     *,
     batch: bool,
+    linger_s: float = 0.0,
 ) -> None:
     if isinstance(broker, NatsBroker):
-        _subscribe_nats(broker, stream, group, handler, reclaim_idle_ms, batch)
+        _subscribe_nats(
+            broker, stream, group, _lingering(handler, linger_s), reclaim_idle_ms, batch
+        )
     else:
         _subscribe_redis(
-            broker, stream, group, consumer, handler, reclaim_idle_ms, polling_ms, batch
+            broker, stream, group, consumer, handler, reclaim_idle_ms, polling_ms, batch, linger_s
         )
 
 
@@ -179,10 +212,20 @@ async def start(broker: Broker) -> None:
         finally:
             await client.aclose()
     await broker.start()
+    for reader in _batch_readers.get(id(broker), ()):
+        reader.start()
     if isinstance(broker, RedisBroker) and _redis_groups.get(id(broker)):
         task = asyncio.create_task(_report_lag(broker), name="bus-lag")
         _lag_tasks.add(task)
         task.add_done_callback(_lag_tasks.discard)
+
+
+async def stop(broker: Broker) -> None:
+    """Stop consuming and disconnect; a batch being handled finishes first. Use this,
+    not broker.stop(), for a broker started with start()."""
+    for reader in _batch_readers.pop(id(broker), ()):
+        await reader.stop()
+    await broker.stop()
 
 
 async def _report_lag(broker: RedisBroker, interval_s: float = 5.0) -> None:
@@ -231,11 +274,6 @@ def add_to_pipeline(pipe: Any, stream: str, body: bytes, correlation_id: str) ->
     pipe.xadd(stream, {_DATA_KEY: redis_frame(body, correlation_id)}, maxlen=STREAM_MAXLEN)
 
 
-def _frame_body(fields: dict[bytes, bytes]) -> bytes:
-    """The body FastStream framed into one stream entry."""
-    return BinaryMessageFormatV1.parse(fields[_DATA_KEY.encode()])[0]
-
-
 def _subscribe_redis(
     broker: RedisBroker,
     stream: str,
@@ -245,24 +283,30 @@ def _subscribe_redis(
     reclaim_idle_ms: int,
     polling_ms: int,
     batch: bool,
+    linger_s: float,
 ) -> None:
     _redis_groups.setdefault(id(broker), set()).add((stream, group))
+    if batch:
+        # high-volume lanes: read directly (carewatch.bus_batch_reader says why)
+        reader = RedisBatchReader(
+            _redis_urls[id(broker)],
+            stream,
+            group=group,
+            consumer=consumer,
+            handler=handler,
+            batch=MAX_BATCH,
+            reclaim_idle_ms=reclaim_idle_ms,
+            polling_ms=polling_ms,
+            linger_s=linger_s,
+        )
+        _batch_readers.setdefault(id(broker), []).append(reader)
+        return
     # FastStream reads either new entries (XREADGROUP >) or stale pending ones
     # (XAUTOCLAIM) per subscriber, so each stream gets one of each.
     for min_idle in (None, reclaim_idle_ms):
-        on_message: Callable[..., Awaitable[None]]
-        if batch:
 
-            async def on_batch(msg: RedisBatchStreamMessage) -> None:
-                await handler([_frame_body(fields) for fields in msg.raw_message["data"]])
-
-            on_message = on_batch
-        else:
-
-            async def on_one(msg: RedisStreamMessage) -> None:
-                await handler([msg.body])
-
-            on_message = on_one
+        async def on_one(msg: RedisStreamMessage) -> None:
+            await handler([msg.body])
 
         sub: Any = StreamSub(
             stream,
@@ -270,12 +314,11 @@ def _subscribe_redis(
             consumer=consumer,
             min_idle_time=min_idle,
             polling_interval=polling_ms,
-            batch=batch,
             # read in bounded batches: an unbounded read of a backlog leaves entries
             # waiting in the worker past reclaim_idle_ms, and they get handled twice
-            max_records=100,
+            max_records=MAX_BATCH,
         )
-        broker.subscriber(stream=sub, ack_policy=AckPolicy.NACK_ON_ERROR)(on_message)
+        broker.subscriber(stream=sub, ack_policy=AckPolicy.NACK_ON_ERROR)(on_one)
 
 
 def _subscribe_nats(
@@ -308,6 +351,6 @@ def _subscribe_nats(
         stream=NATS_STREAM,
         durable=durable,
         config=ConsumerConfig(ack_wait=reclaim_idle_ms / 1000),
-        pull_sub=PullSub(batch_size=100, timeout=0.1, batch=batch),
+        pull_sub=PullSub(batch_size=MAX_BATCH, timeout=0.1, batch=batch),
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )(on_message)

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
         " the worker (care profiles, zones, operator acks) may reach such decisions this late;"
         " 0 disables the cache",
     )
+    rules_telemetry_linger_ms: int = Field(
+        50,
+        ge=0,
+        description="after a short batch from a telemetry lane, a rules worker waits this long"
+        " before reading the lane again, so telemetry is taken in larger batches (the bus's"
+        " per-batch cost dominates otherwise); device events (SOS) never wait",
+    )
 
     # --- notifier -------------------------------------------------------------------
     escalation_wait_s: float = Field(

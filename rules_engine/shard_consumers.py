@@ -67,11 +67,12 @@ class ShardConsumers:
             consumer=self._consumer,
             handler=bus.each(self._handler_for(telemetry)),
             reclaim_idle_ms=self._reclaim_idle_ms,
+            linger_ms=self._settings.rules_telemetry_linger_ms,
         )
         try:
             await asyncio.wait_for(bus.start(broker), self._start_timeout_s)
         except BaseException:
-            await broker.stop()
+            await bus.stop(broker)
             raise
         self._brokers[shard] = broker
         log.info("consuming shard", extra={"shard": shard, "streams": list(streams)})
@@ -79,7 +80,7 @@ class ShardConsumers:
     async def stop(self, shard: int) -> None:
         broker = self._brokers.pop(shard, None)
         if broker is not None:
-            await broker.stop()
+            await bus.stop(broker)
             log.info("stopped consuming shard", extra={"shard": shard})
 
     async def stop_all(self) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from carewatch.bus import make_broker, publish, shard_of, start, subscribe
+from carewatch.bus import make_broker, publish, shard_of, start, stop, subscribe
 from carewatch.settings import Settings
 from tests.services import Proc, await_until, free_port, wait_port
 
@@ -177,7 +177,57 @@ async def test_batches_deliver_every_message_once_in_order(bus_settings: Setting
         assert [b for c in calls for b in c] == sent
         assert all(len(c) <= 100 for c in calls)
     finally:
-        await broker.stop()
+        await stop(broker)
+
+
+async def test_failed_batch_and_a_dead_members_batch_are_redelivered(settings: Settings) -> None:
+    """The direct Redis batch reader keeps FastStream's NACK_ON_ERROR semantics: a batch
+    whose handler fails stays pending and is handled again, as is what a dead member read
+    and never acknowledged."""
+    import redis.asyncio as aioredis
+
+    from carewatch.bus import subscribe_batch
+
+    stream = "t.redis.batch.redelivery"
+    client = aioredis.Redis.from_url(settings.redis_url)
+    await client.xgroup_create(stream, "g", id="0", mkstream=True)
+    publisher = make_broker(settings)
+    await publisher.connect()
+    for i in range(3):
+        await publish(publisher, stream, f"dead-{i}".encode())
+    # a member that reads and dies before acknowledging
+    taken = await client.xreadgroup("g", "dead", {stream: ">"}, count=10)
+    assert len(taken[0][1]) == 3
+
+    seen: list[bytes] = []
+    failures = [1]
+
+    async def handler(bodies: list[bytes]) -> None:
+        if b"fail-once" in bodies and failures:
+            failures.pop()
+            raise RuntimeError("handler failed once")
+        seen.extend(bodies)
+
+    broker = make_broker(settings)
+    subscribe_batch(broker, stream, group="g", consumer="c1", handler=handler, reclaim_idle_ms=200)
+    await start(broker)
+    try:
+        await publish(publisher, stream, b"fail-once")
+
+        async def all_handled() -> bool:
+            return sorted(seen) == [b"dead-0", b"dead-1", b"dead-2", b"fail-once"]
+
+        await await_until(all_handled, 15, "the dead member's and the failed batch")
+
+        async def nothing_pending() -> bool:
+            return int((await client.xpending(stream, "g"))["pending"]) == 0
+
+        await await_until(nothing_pending, 10, "every entry acknowledged")
+        assert not failures  # the failure did happen
+    finally:
+        await stop(broker)
+        await publisher.stop()
+        await client.aclose()
 
 
 async def test_hand_built_frame_is_byte_identical_to_faststreams() -> None:
