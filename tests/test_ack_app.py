@@ -173,14 +173,20 @@ async def test_ack_stops_escalation_tells_the_others_and_the_wristband(settings:
         assert query(dsn, "SELECT step FROM escalations") == [(0,)]
 
 
-async def test_bad_expired_malformed_and_replayed_links_are_refused(settings: Settings) -> None:
+def link_setup(settings: Settings) -> tuple[str, str, Settings, str, int]:
+    """A seeded registry with one alert and an ack app's settings on a free port:
+    (dsn, alert id, settings, link secret, an expiry an hour ahead in ms)."""
     dsn = settings.database_url
     seed_registry(dsn)
     alert_id = insert_alert(dsn)
     port = free_port()
     s = notifier_settings(settings, ack_port=port, ack_base_url=f"http://127.0.0.1:{port}")
-    secret = s.ack_secret.get_secret_value()
     future = int(time.time() * 1000) + 3_600_000
+    return dsn, alert_id, s, s.ack_secret.get_secret_value(), future
+
+
+async def test_bad_expired_malformed_and_replayed_links_are_refused(settings: Settings) -> None:
+    dsn, alert_id, s, secret, future = link_setup(settings)
     good = sign(alert_id, "grid_worker", GRID_WORKER_ID, future, secret)
     forged = sign(alert_id, "grid_worker", GRID_WORKER_ID, future, "guessed-secret")
     expired = sign(alert_id, "grid_worker", GRID_WORKER_ID, future - 7_200_000, secret)
@@ -238,13 +244,7 @@ def store_short_link(dsn: str, token: str) -> str:
 
 
 async def test_short_links_follow_the_rules_of_the_full_links(settings: Settings) -> None:
-    dsn = settings.database_url
-    seed_registry(dsn)
-    alert_id = insert_alert(dsn)
-    port = free_port()
-    s = notifier_settings(settings, ack_port=port, ack_base_url=f"http://127.0.0.1:{port}")
-    secret = s.ack_secret.get_secret_value()
-    future = int(time.time() * 1000) + 3_600_000
+    dsn, alert_id, s, secret, future = link_setup(settings)
     good = store_short_link(dsn, sign(alert_id, "grid_worker", GRID_WORKER_ID, future, secret))
     expired = store_short_link(dsn, sign(alert_id, "family", "1", future - 7_200_000, secret))
     forged = store_short_link(dsn, sign(alert_id, "family", "1", future, "guessed-secret"))
