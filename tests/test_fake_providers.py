@@ -285,3 +285,14 @@ async def test_run_serves_on_the_configured_port_until_stopped(
     stop.set()
     await asyncio.wait_for(task, 10)
     assert not await serving()
+
+
+def test_listening_socket_is_tcp_so_asyncio_disables_nagle() -> None:
+    """asyncio sets TCP_NODELAY only on connections whose socket has proto IPPROTO_TCP;
+    with proto 0 every response of the fakes waited ~40 ms for a delayed ACK."""
+    import socket
+
+    from simulators.fake_providers.server import bind
+
+    with bind("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
