@@ -53,11 +53,21 @@ class Engine:
     def wants(self, event: Event) -> bool:
         return any(d.wants(event) for d in self.detectors)
 
-    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> list[Decision]:
+    def wanting(self, event: Event) -> tuple[Detector, ...]:
+        """The detectors that want `event`: asked once per delivery, then handed to
+        on_event (a worker may decide an event twice, on a cached and a locked view)."""
+        return tuple(d for d in self.detectors if d.wants(event))
+
+    def on_event(
+        self,
+        event: Event,
+        elder: ElderView,
+        clock: Clock,
+        wanting: Sequence[Detector] | None = None,
+    ) -> list[Decision]:
         decisions: list[Decision] = []
-        for detector in self.detectors:
-            if detector.wants(event):
-                decisions.extend(detector.on_event(event, elder, clock))
+        for detector in self.wanting(event) if wanting is None else wanting:
+            decisions.extend(detector.on_event(event, elder, clock))
         return decisions
 
     def on_timer(self, timer: DueTimer, elder: ElderView, clock: Clock) -> list[Decision]:

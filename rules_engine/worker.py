@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Sequence
 
 import msgspec
 import psycopg
@@ -43,7 +44,7 @@ from carewatch.metrics import (
 from carewatch.settings import Settings
 from rules_engine import store
 from rules_engine.decisions import timers_deciding_effect, without_effect
-from rules_engine.detectors.base import ElderView
+from rules_engine.detectors.base import Detector, ElderView
 from rules_engine.engine import Engine, default_engine
 from rules_engine.shard_consumers import ShardConsumers
 from rules_engine.shards import LeaseStore, ShardOwner
@@ -113,12 +114,13 @@ class EventHandler:
             )
             return
         _CONSUMED[event.type].inc()
-        if self._engine.wants(event) and not await self._settled_by_cache(event):
-            await self._apply(stream, event, body)
+        wanting = self._engine.wanting(event)
+        if wanting and not await self._settled_by_cache(event, wanting):
+            await self._apply(stream, event, body, wanting)
         latency_ms = max(self._clock.now_ms() - event.received_ms, 0)
         _LATENCY.observe(latency_ms / 1000)
 
-    async def _settled_by_cache(self, event: Event) -> bool:
+    async def _settled_by_cache(self, event: Event, wanting: Sequence[Detector]) -> bool:
         """True if `event` provably changes nothing: its decisions on the cached view are
         none at all, or only timer moves the timers' current state makes no-ops."""
         if self._views is None or event.type != "telemetry":
@@ -127,7 +129,7 @@ class EventHandler:
             view = await self._cached_view(event.elder_id)
             if view is None:
                 return False  # unknown elder: the full path dead-letters it
-            decisions = self._engine.on_event(event, view, self._clock)
+            decisions = self._engine.on_event(event, view, self._clock, wanting)
             timer_ids = timers_deciding_effect(decisions)
             if timer_ids is None:
                 return False
@@ -159,21 +161,25 @@ class EventHandler:
             self._views.put(ticket, view, loaded_ms)
         return view
 
-    async def _apply(self, stream: str, event: Event, body: bytes) -> None:
+    async def _apply(
+        self, stream: str, event: Event, body: bytes, wanting: Sequence[Detector]
+    ) -> None:
         _BY_DB.inc()
         try:
-            await self._apply_locked(stream, event, body)
+            await self._apply_locked(stream, event, body, wanting)
         finally:
             if self._views is not None:
                 # whatever it wrote must not be decided on from a view read before
                 self._views.invalidate(event.elder_id)
 
-    async def _apply_locked(self, stream: str, event: Event, body: bytes) -> None:
+    async def _apply_locked(
+        self, stream: str, event: Event, body: bytes, wanting: Sequence[Detector]
+    ) -> None:
         try:
             outcome = await store.apply_event(
                 self._pool,
                 event,
-                lambda view: self._engine.on_event(event, view, self._clock),
+                lambda view: self._engine.on_event(event, view, self._clock, wanting),
                 self._settings,
                 self._clock,
             )

@@ -245,14 +245,15 @@ class SimRulesEngine:
             self.last_seen[event.device_id] = max(seen, accepted.device_update.received_ms)
         if event.id in self._seen_events:
             return  # rules_seen_events
-        if self.engine.wants(event):
+        wanting = self.engine.wanting(event)
+        if wanting:
             self._seen_events.add(event.id)
             self.counters.wanted += 1
             self._clock.now = event.received_ms
             self._decide(
                 event.elder_id,
                 event.id,
-                lambda view: self.engine.on_event(event, view, self._clock),
+                lambda view: self.engine.on_event(event, view, self._clock, wanting),
             )
 
     def advance(self, now_ms: int) -> None:
