@@ -30,7 +30,7 @@ from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 from faststream.redis.parser import BinaryMessageFormatV1
 
-from carewatch.bus_batch_reader import RedisBatchReader
+from carewatch.bus_batch_reader import DATA_KEY, RedisBatchReader
 from carewatch.metrics import BUS_LAG
 from carewatch.settings import Settings
 
@@ -38,7 +38,6 @@ ALERTS_STREAM = "alerts"
 NOTIFICATIONS_STREAM = "notifications"
 STREAM_MAXLEN = 1_000_000
 MAX_BATCH = 100  # entries per read of a batch subscriber
-_DATA_KEY = "__data__"  # the stream entry field FastStream reads a message from
 NATS_STREAM = JStream("CAREWATCH", subjects=["cw.>"], max_msgs=STREAM_MAXLEN * 10)
 
 Broker = RedisBroker | NatsBroker
@@ -271,7 +270,7 @@ def redis_frame(body: bytes, correlation_id: str) -> bytes:
 
 def add_to_pipeline(pipe: Any, stream: str, body: bytes, correlation_id: str) -> None:
     """Queue the XADD FastStream's publish would send (same field, same length cap)."""
-    pipe.xadd(stream, {_DATA_KEY: redis_frame(body, correlation_id)}, maxlen=STREAM_MAXLEN)
+    pipe.xadd(stream, {DATA_KEY: redis_frame(body, correlation_id)}, maxlen=STREAM_MAXLEN)
 
 
 def _subscribe_redis(

@@ -38,13 +38,14 @@ log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[list[bytes]], Awaitable[None]]
 ERROR_BACKOFF_S = 1.0
-_DATA_KEY = b"__data__"
+DATA_KEY = "__data__"  # the stream entry field a FastStream-framed message sits in
+_DATA_FIELD = DATA_KEY.encode()  # as redis-py returns it
 
 
 def _bodies(entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[bytes]:
     # an entry without the field (not ours) becomes an empty body: the handler rejects
     # it like any undecodable message instead of the reader failing on it forever
-    return [BinaryMessageFormatV1.parse(fields.get(_DATA_KEY, b""))[0] for _, fields in entries]
+    return [BinaryMessageFormatV1.parse(fields.get(_DATA_FIELD, b""))[0] for _, fields in entries]
 
 
 class RedisBatchReader:

@@ -12,6 +12,19 @@ from rules_engine.detectors.base import ActiveAlert, ElderView
 from rules_engine.engine import Engine
 
 
+def _event(t_ms: int, seq: int, device: str, kind: str, lag_ms: int, **fields: object) -> Event:
+    return Event(
+        id=f"{device}:{seq}",
+        elder_id="E1",
+        device_id=device,
+        device_kind=kind,
+        device_time_ms=t_ms,
+        received_ms=t_ms + lag_ms,
+        seq=seq,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
 def device_event(
     event: EventType,
     t_ms: int,
@@ -22,17 +35,7 @@ def device_event(
     lag_ms: int = 50,
 ) -> Event:
     """A device event (SOS, fall flag, cancel...) at device time t_ms."""
-    return Event(
-        id=f"{device}:{seq}",
-        elder_id="E1",
-        device_id=device,
-        device_kind=kind,
-        type="event",
-        device_time_ms=t_ms,
-        received_ms=t_ms + lag_ms,
-        seq=seq,
-        event=event,
-    )
+    return _event(t_ms, seq, device, kind, lag_ms, type="event", event=event)
 
 
 def telemetry_event(
@@ -45,17 +48,7 @@ def telemetry_event(
     lag_ms: int = 50,
 ) -> Event:
     """A telemetry sample at device time t_ms."""
-    return Event(
-        id=f"{device}:{seq}",
-        elder_id="E1",
-        device_id=device,
-        device_kind=kind,
-        type="telemetry",
-        device_time_ms=t_ms,
-        received_ms=t_ms + lag_ms,
-        seq=seq,
-        data=dict(data),
-    )
+    return _event(t_ms, seq, device, kind, lag_ms, type="telemetry", data=dict(data))
 
 
 @dataclass
