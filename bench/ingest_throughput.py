@@ -40,7 +40,7 @@ from bench.traffic import Message, fleet, messages_for, publish_all, register_fl
 from carewatch import topics
 from carewatch.bus import shard_streams
 from ingest.mqtt_source import SESSION_EXPIRY_S, receive_maximum
-from ingest.worker import default_client_id
+from ingest.worker import default_client_id, lane_client_ids
 from tests.pipeline import Pipeline
 
 RAW_GROUP = "rawdrain"
@@ -235,7 +235,8 @@ def ingest_drain(
         pipeline.stop_all()
         progress.close()
         # so that the next raw drain's messages are not also queued for this session
-        _end_session(env, default_client_id(), env.settings.mqtt_share_group)
+        for client_id in lane_client_ids(default_client_id()).values():
+            _end_session(env, client_id, env.settings.mqtt_share_group)
 
 
 def run(messages: int = 50_000, devices: int = 5_000, profile: bool = False) -> dict[str, Any]:

@@ -22,11 +22,13 @@ def uplink_filter(share_group: str | None = None) -> str:
     return f"$share/{share_group}/{base}" if share_group else base
 
 
-def uplink_filters(share_group: str | None = None) -> list[str]:
+def uplink_filters(
+    share_group: str | None = None, kinds: tuple[TopicKind, ...] = UPLINK_KINDS
+) -> list[str]:
     """Filters for the device uplinks only (not our own cmd downlinks), as MQTT v5
     shared subscriptions when a group is given."""
     share = f"$share/{share_group}/" if share_group else ""
-    return [f"{share}{PREFIX}/+/{kind}" for kind in UPLINK_KINDS]
+    return [f"{share}{PREFIX}/+/{kind}" for kind in kinds]
 
 
 def parse(topic_name: str) -> tuple[str, TopicKind] | None:

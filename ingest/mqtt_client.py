@@ -37,10 +37,12 @@ from ingest.mqtt_wire import (
     ProtocolError,
     Publish,
     SubAck,
+    UnsubAck,
     encode_connect,
     encode_disconnect,
     encode_pubacks,
     encode_subscribe,
+    encode_unsubscribe,
     reason_name,
 )
 
@@ -90,7 +92,8 @@ class MqttConnection(asyncio.Protocol):
         self._decoder = Decoder()
         self._transport: asyncio.Transport | None = None
         self._connack: asyncio.Future[ConnAck] = self._loop.create_future()
-        self._subacks: dict[int, asyncio.Future[SubAck]] = {}
+        # SUBACK/UNSUBACK awaited, by packet id, with the type expected
+        self._subacks: dict[int, tuple[type, asyncio.Future[SubAck | UnsubAck]]] = {}
         self._next_packet_id = 1
         self._acks: list[int] = []
         self._last_rx = self._last_tx = time.monotonic()
@@ -147,21 +150,35 @@ class MqttConnection(asyncio.Protocol):
     async def subscribe(self, filters: list[tuple[str, int]], timeout: float) -> list[int]:
         """SUBSCRIBE and return SUBACK's reason codes, one per filter (>= 0x80: refused)."""
         packet_id = self._take_packet_id()
-        future: asyncio.Future[SubAck] = self._loop.create_future()
-        self._subacks[packet_id] = future
-        self._write(encode_subscribe(packet_id, filters))
+        return await self._request(
+            packet_id, SubAck, encode_subscribe(packet_id, filters), len(filters), timeout
+        )
+
+    async def unsubscribe(self, filters: list[str], timeout: float) -> list[int]:
+        """UNSUBSCRIBE and return UNSUBACK's reason codes, one per filter (0x11: there
+        was no such subscription)."""
+        packet_id = self._take_packet_id()
+        return await self._request(
+            packet_id, UnsubAck, encode_unsubscribe(packet_id, filters), len(filters), timeout
+        )
+
+    async def _request(
+        self, packet_id: int, reply: type, packet: bytes, filters: int, timeout: float
+    ) -> list[int]:
+        name = reply.__name__.upper()
+        future: asyncio.Future[SubAck | UnsubAck] = self._loop.create_future()
+        self._subacks[packet_id] = (reply, future)
+        self._write(packet)
         try:
-            suback = await asyncio.wait_for(future, timeout)
+            answer = await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            raise MqttError(f"no SUBACK within {timeout} s") from None
+            raise MqttError(f"no {name} within {timeout} s") from None
         finally:
             self._subacks.pop(packet_id, None)
-        if len(suback.reason_codes) != len(filters):
-            self._fail(
-                ProtocolError(f"SUBACK has {len(suback.reason_codes)} codes for {len(filters)}")
-            )
-            raise self.error or ConnectionLost("SUBACK does not match SUBSCRIBE")
-        return suback.reason_codes
+        if len(answer.reason_codes) != filters:
+            self._fail(ProtocolError(f"{name} has {len(answer.reason_codes)} codes for {filters}"))
+            raise self.error or ConnectionLost(f"{name} does not match the request")
+        return answer.reason_codes
 
     def _take_packet_id(self) -> int:
         packet_id = self._next_packet_id
@@ -225,7 +242,7 @@ class MqttConnection(asyncio.Protocol):
         if not self._connack.done():
             self._connack.set_exception(failure)
             self._connack.exception()  # retrieved here: open() may already have given up
-        for future in self._subacks.values():
+        for _, future in self._subacks.values():
             if not future.done():
                 future.set_exception(failure)
         if not self.closed.done():
@@ -258,12 +275,13 @@ class MqttConnection(asyncio.Protocol):
     def _control(self, packet: Packet) -> None:
         if isinstance(packet, PingResp):
             self._ping_sent_at = None
-        elif isinstance(packet, SubAck):
-            future = self._subacks.get(packet.packet_id)
-            if future is None:
-                self._fail(ProtocolError(f"SUBACK for unknown packet id {packet.packet_id}"))
-            elif not future.done():
-                future.set_result(packet)
+        elif isinstance(packet, SubAck | UnsubAck):
+            awaited = self._subacks.get(packet.packet_id)
+            if awaited is None or not isinstance(packet, awaited[0]):
+                name = type(packet).__name__.upper()
+                self._fail(ProtocolError(f"{name} for unknown packet id {packet.packet_id}"))
+            elif not awaited[1].done():
+                awaited[1].set_result(packet)
         elif isinstance(packet, ConnAck):
             if self._connack.done():
                 self._fail(ProtocolError("second CONNACK"))

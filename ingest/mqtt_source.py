@@ -76,9 +76,11 @@ class MqttSource:
         out: asyncio.Queue[Incoming | None],
         ready: asyncio.Event | None = None,
         *,
+        kinds: tuple[topics.TopicKind, ...] = topics.UPLINK_KINDS,
         keepalive_s: int = KEEPALIVE_S,
     ) -> None:
         self._settings = settings
+        self.kinds = kinds  # the uplink topics this session reads
         self._ready = ready  # set once the first subscription is in place
         self.client_id = client_id
         self._out = out
@@ -152,6 +154,8 @@ class MqttSource:
                         extra={"client_id": self.client_id},
                     )
                 await self._subscribe(conn)
+                if connack.session_present:
+                    await self._unsubscribe_others(conn)
                 log.info(
                     "mqtt connected",
                     extra={"client_id": self.client_id, "connection": self._connection},
@@ -197,7 +201,7 @@ class MqttSource:
 
     async def _subscribe(self, conn: MqttConnection) -> None:
         # uplinks only: the notifier's .../cmd downlinks are not ours to ingest
-        filters = topics.uplink_filters(self._settings.mqtt_share_group)
+        filters = topics.uplink_filters(self._settings.mqtt_share_group, self.kinds)
         codes = await conn.subscribe([(f, 1) for f in filters], SUBSCRIBE_TIMEOUT_S)
         refused = [(f, c) for f, c in zip(filters, codes, strict=True) if c >= 0x80]
         for topic_filter, code in refused:
@@ -215,6 +219,21 @@ class MqttSource:
                 )
         if len(refused) == len(filters):
             raise SubscriptionRefused("every subscription was refused")
+
+    async def _unsubscribe_others(self, conn: MqttConnection) -> None:
+        """A resumed session keeps the subscriptions of an earlier run, which may have read
+        other uplinks on this client id (before ingest split events from telemetry): drop
+        them, or this session would go on receiving the other session's messages too."""
+        others = tuple(k for k in topics.UPLINK_KINDS if k not in self.kinds)
+        if others:
+            filters = topics.uplink_filters(self._settings.mqtt_share_group, others)
+            codes = await conn.unsubscribe(filters, SUBSCRIBE_TIMEOUT_S)
+            for topic_filter, code in zip(filters, codes, strict=True):
+                if code >= 0x80:
+                    log.warning(
+                        "mqtt broker refused to drop an old subscription of this session",
+                        extra={"filter": topic_filter, "reason": reason_name(code)},
+                    )
 
     async def _wait(self, conn: MqttConnection, event: asyncio.Event) -> None:
         """Until `event` is set; raises ConnectionLost if the connection goes first."""

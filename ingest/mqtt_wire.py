@@ -1,9 +1,9 @@
 """MQTT v5 wire format for ingest's subscriber and the benchmark publisher (no I/O).
 
 Only what a QoS 0/1 client needs (OASIS MQTT 5.0):
-- encode: CONNECT, SUBSCRIBE, PUBLISH, PUBACK, PINGREQ, DISCONNECT;
+- encode: CONNECT, SUBSCRIBE, UNSUBSCRIBE, PUBLISH, PUBACK, PINGREQ, DISCONNECT;
 - decode (what a server sends to such a client): CONNACK, PUBLISH, PUBACK, SUBACK,
-  PINGRESP, DISCONNECT.
+  UNSUBACK, PINGRESP, DISCONNECT.
 
 `Decoder.feed` takes the bytes as they come off the socket and returns every complete
 packet in them; an incomplete packet is kept until the rest has arrived (its chunks are
@@ -208,6 +208,7 @@ _ALLOWED: dict[int, frozenset[int]] = {
     ),
     PUBACK: frozenset({REASON_STRING, USER_PROPERTY}),
     SUBACK: frozenset({REASON_STRING, USER_PROPERTY}),
+    UNSUBACK: frozenset({REASON_STRING, USER_PROPERTY}),
     DISCONNECT: frozenset(
         {SESSION_EXPIRY_INTERVAL, SERVER_REFERENCE, REASON_STRING, USER_PROPERTY}
     ),
@@ -269,6 +270,13 @@ class SubAck:
 
 
 @dataclass(slots=True)
+class UnsubAck:
+    packet_id: int
+    reason_codes: list[int]  # 0x00 removed, 0x11 there was no such subscription
+    properties: Properties = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class PubAck:
     packet_id: int
     reason_code: int = 0
@@ -286,7 +294,7 @@ class Disconnect:
     properties: Properties = field(default_factory=dict)
 
 
-Packet = Publish | ConnAck | SubAck | PubAck | PingResp | Disconnect
+Packet = Publish | ConnAck | SubAck | UnsubAck | PubAck | PingResp | Disconnect
 
 
 # --- primitives -------------------------------------------------------------------
@@ -473,6 +481,15 @@ def encode_subscribe(packet_id: int, filters: list[tuple[str, int]]) -> bytes:
     return _packet(SUBSCRIBE << 4 | 0x02, body)
 
 
+def encode_unsubscribe(packet_id: int, filters: list[str]) -> bytes:
+    if not 1 <= packet_id <= 0xFFFF or not filters:
+        raise ValueError("UNSUBSCRIBE needs a packet id in 1..65535 and at least one filter")
+    body = packet_id.to_bytes(2, "big") + b"\x00"
+    for topic_filter in filters:
+        body += _utf8(topic_filter)
+    return _packet(UNSUBSCRIBE << 4 | 0x02, body)
+
+
 def encode_publish(
     topic: str, payload: bytes, qos: int = 0, packet_id: int = 0, *, retain: bool = False
 ) -> bytes:
@@ -518,7 +535,7 @@ def encode_disconnect(reason_code: int = NORMAL_DISCONNECTION) -> bytes:
 # --- decoder ----------------------------------------------------------------------
 
 
-_FROM_SERVER = frozenset({CONNACK, PUBACK, SUBACK, PINGRESP, DISCONNECT})
+_FROM_SERVER = frozenset({CONNACK, PUBACK, SUBACK, UNSUBACK, PINGRESP, DISCONNECT})
 
 
 def _decode_other(kind: int, flags: int, data: bytes, pos: int, end: int) -> Packet:
@@ -552,14 +569,16 @@ def _decode_other(kind: int, flags: int, data: bytes, pos: int, end: int) -> Pac
         reason = data[pos + 1]
         props, pos = _read_properties(data, pos + 2, end, CONNACK)
         packet = ConnAck(bool(ack_flags & 1), reason, props)
-    elif kind == SUBACK:
+    elif kind in (SUBACK, UNSUBACK):
+        name = packet_name(kind)
         if end - pos < 3:
-            raise ProtocolError("SUBACK too short")
+            raise ProtocolError(f"{name} too short")
         packet_id = data[pos] << 8 | data[pos + 1]
-        props, pos = _read_properties(data, pos + 2, end, SUBACK)
+        props, pos = _read_properties(data, pos + 2, end, kind)
         if pos == end:
-            raise ProtocolError("SUBACK without reason codes")
-        packet = SubAck(packet_id, list(data[pos:end]), props)
+            raise ProtocolError(f"{name} without reason codes")
+        codes = list(data[pos:end])
+        packet = (SubAck if kind == SUBACK else UnsubAck)(packet_id, codes, props)
         pos = end
     elif kind == PINGRESP:
         packet = PingResp()

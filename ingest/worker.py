@@ -1,8 +1,19 @@
 """The ingest worker: MQTT uplinks -> validate -> dedup -> bus + telemetry store.
 
+Two lanes, each its own MQTT session (client id) and everything behind it:
+
     source (ingest.mqtt_source) -> queue -> Pipeline (validate, dedup, publish) -> Batch
                                                   Flusher (COPY, dead letters, devices)
     PUBACKs go out in arrival order once each message is durable (ingest.acks).
+
+- "events" reads `.../event` and `.../status` (SOS, falls, last wills): few messages;
+- "telemetry" reads `.../telemetry`: nearly all of the volume.
+
+The broker delivers each session's messages in order, so with one session an SOS press
+queued behind every telemetry message the broker held for this worker: when ingest fell
+behind a load, a press waited for the backlog. With two sessions a press waits only
+behind other events. The bus keeps the two apart too (events.{shard} and
+telemetry.{shard}), so an alarm never queues behind telemetry on its way.
 
 Shutdown (stop set): stop reading MQTT, process what was already received, flush every
 batch, send the last PUBACKs, then disconnect. Whatever could not be made durable in
@@ -18,13 +29,16 @@ import os
 import socket
 import time
 import uuid
+from typing import Any
 
+from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from carewatch.bus import make_broker
 from carewatch.db.pool import open_pool
 from carewatch.metrics import serve_metrics
 from carewatch.settings import Settings
+from carewatch.topics import TopicKind
 from ingest.acks import AckTracker, Ticket
 from ingest.dedup import Deduplicator
 from ingest.flusher import Flusher
@@ -75,6 +89,76 @@ class _ShutdownDeadline:
         return self.at
 
 
+# lane name -> the uplink topics its session reads
+LANES: dict[str, tuple[TopicKind, ...]] = {
+    "telemetry": ("telemetry",),
+    "events": ("event", "status"),
+}
+
+
+def lane_client_ids(client_id: str) -> dict[str, str]:
+    """The telemetry lane keeps the worker's client id (and so the session an earlier,
+    single-session version left with the broker); the events lane adds a suffix."""
+    return {lane: client_id if lane == "telemetry" else f"{client_id}-{lane}" for lane in LANES}
+
+
+class _Lane:
+    """One MQTT session, and the pipeline and flusher behind it."""
+
+    def __init__(
+        self,
+        name: str,
+        client_id: str,
+        settings: Settings,
+        shared: tuple[AsyncConnectionPool[Any], Redis, DeviceRegistry, BusPublisher],
+        deadline: _ShutdownDeadline,
+    ) -> None:
+        pool, redis, registry, publisher = shared
+        self.name = name
+        self.ready = asyncio.Event()
+        self.queue: asyncio.Queue[Incoming | None] = asyncio.Queue()
+        self.source = MqttSource(settings, client_id, self.queue, self.ready, kinds=LANES[name])
+        self.tracker: AckTracker[Incoming] = AckTracker(self.source.ack)
+        # A copy of a message always comes back on the same topic, so on the same lane:
+        # in-flight claims and the dedup owner are the lane's own.
+        pending: dict[str, Ticket] = {}
+        dedup = Deduplicator(
+            redis, ttl_s=settings.dedup_ttl_s, client_id=client_id, boot_id=uuid.uuid4().hex[:12]
+        )
+        self.flusher = Flusher(pool, dedup, pending, self.tracker, deadline)
+        self.pipeline = Pipeline(
+            settings, registry, dedup, publisher, self.tracker, pending, self.flusher, deadline
+        )
+        self._stop_reading, self._disconnect = asyncio.Event(), asyncio.Event()
+        self.tasks = [
+            asyncio.create_task(
+                self.source.run(self._stop_reading, self._disconnect), name=f"mqtt-{name}"
+            ),
+            asyncio.create_task(self.pipeline.run(self.queue), name=f"pipeline-{name}"),
+            asyncio.create_task(self.flusher.run(), name=f"flusher-{name}"),
+        ]
+
+    async def drain(self) -> None:
+        """Stop reading, make what was received durable, acknowledge it, disconnect."""
+        source_task, pipeline_task, flusher_task = self.tasks
+        self._stop_reading.set()
+        await self.source.not_reading.wait()
+        self.queue.put_nowait(None)  # after everything already received
+        await pipeline_task
+        await flusher_task
+        self._disconnect.set()
+        await source_task
+        log.info(
+            "ingest lane stopped", extra={"lane": self.name, "unacknowledged": len(self.tracker)}
+        )
+
+
+async def _all_ready(lanes: list[_Lane], ready: asyncio.Event) -> None:
+    for lane in lanes:
+        await lane.ready.wait()
+    ready.set()
+
+
 async def run(
     settings: Settings,
     stop: asyncio.Event,
@@ -82,42 +166,30 @@ async def run(
     client_id: str | None = None,
     ready: asyncio.Event | None = None,
 ) -> None:
-    """Run until `stop` is set, then flush and exit. `ready` is set once subscribed (for
-    callers that start publishing right away: tests, the demo)."""
+    """Run until `stop` is set, then flush and exit. `ready` is set once every lane is
+    subscribed (for callers that start publishing right away: tests, the demo)."""
     serve_metrics(settings.metrics_port)
     client_id = client_id or default_client_id()
     deadline = _ShutdownDeadline()
     pool = await open_pool(settings.database_url, min_size=1, max_size=4)
     redis = Redis.from_url(settings.redis_url)
     broker = make_broker(settings)
-    tasks: list[asyncio.Task[None]] = []
+    tasks: list[asyncio.Task[None]] = []  # each runs until shutdown: one ending early is a failure
+    readiness: asyncio.Task[None] | None = None
     try:
         await broker.connect()
         registry = DeviceRegistry(pool)
         if not await _load_registry(registry, stop):
             return
-        queue: asyncio.Queue[Incoming | None] = asyncio.Queue()
-        source = MqttSource(settings, client_id, queue, ready)
-        tracker: AckTracker[Incoming] = AckTracker(source.ack)
-        pending: dict[str, Ticket] = {}
-        dedup = Deduplicator(
-            redis, ttl_s=settings.dedup_ttl_s, client_id=client_id, boot_id=uuid.uuid4().hex[:12]
-        )
-        flusher = Flusher(pool, dedup, pending, tracker, deadline)
-        publisher = BusPublisher(broker, redis, settings.bus_shards)
-        pipeline = Pipeline(
-            settings, registry, dedup, publisher, tracker, pending, flusher, deadline
-        )
-        stop_reading, disconnect = asyncio.Event(), asyncio.Event()
-        source_task = asyncio.create_task(source.run(stop_reading, disconnect), name="mqtt")
-        pipeline_task = asyncio.create_task(pipeline.run(queue), name="pipeline")
-        flusher_task = asyncio.create_task(flusher.run(), name="flusher")
-        tasks = [
-            source_task,
-            pipeline_task,
-            flusher_task,
-            asyncio.create_task(registry.keep_fresh(stop), name="registry"),
+        shared = (pool, redis, registry, BusPublisher(broker, redis, settings.bus_shards))
+        lanes = [
+            _Lane(name, lane_client_id, settings, shared, deadline)
+            for name, lane_client_id in lane_client_ids(client_id).items()
         ]
+        tasks = [task for lane in lanes for task in lane.tasks]
+        tasks.append(asyncio.create_task(registry.keep_fresh(stop), name="registry"))
+        if ready is not None:
+            readiness = asyncio.create_task(_all_ready(lanes, ready), name="ready")
         log.info("ingest worker started", extra={"client_id": client_id})
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -129,15 +201,11 @@ async def run(
                 raise failure
 
         deadline.at = time.monotonic() + SHUTDOWN_GRACE_S
-        stop_reading.set()
-        await source.not_reading.wait()
-        queue.put_nowait(None)  # after everything already received
-        await pipeline_task
-        await flusher_task
-        disconnect.set()
-        await source_task
-        log.info("ingest worker stopped", extra={"unacknowledged": len(tracker)})
+        await asyncio.gather(*(lane.drain() for lane in lanes))
+        log.info("ingest worker stopped")
     finally:
+        if readiness is not None:
+            tasks.append(readiness)
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -24,6 +24,7 @@ from carewatch import topics
 from carewatch.bus import shard_of, shard_streams
 from carewatch.messages import Event, decode_event
 from carewatch.settings import Settings
+from ingest.mqtt_client import ConnectOptions, MqttConnection
 from ingest.worker import run
 from tests.services import ADMIN_DSN, await_until, start_mosquitto
 
@@ -210,12 +211,14 @@ async def test_bad_input_is_rejected_counted_and_kept_while_good_input_flows(
         lambda: harness.query("SELECT count(*) FROM dead_letters") == [(len(bad),)],
         what="dead letters",
     )
-    stored = harness.query("SELECT reason, topic, payload, detail FROM dead_letters ORDER BY id")
+    rows = harness.query("SELECT reason, topic, payload, detail FROM dead_letters ORDER BY id")
+    # event topics go through the events lane: order holds only within each lane
+    stored = sorted(rows, key=lambda r: [reason for reason, _, _ in bad].index(r[0]))
     assert [r[0] for r in stored] == [reason for reason, _, _ in bad]
-    for (_, topic, payload), (_, kept_topic, kept_payload, detail) in zip(bad, stored, strict=True):
-        assert kept_topic == topic
-        assert bytes(kept_payload) == payload
-        assert detail
+    kept = {(topic, bytes(payload)): (reason, detail) for reason, topic, payload, detail in rows}
+    for reason, topic, payload in bad:
+        assert kept[(topic, payload)][0] == reason
+        assert kept[(topic, payload)][1]
     schema_detail = next(r[3] for r in stored if r[0] == "schema_invalid")
     assert schema_detail == "Object missing required field `ts`"
 
@@ -272,6 +275,68 @@ async def test_shutdown_flushes_the_open_batch(settings: Settings) -> None:
     assert h.telemetry_seqs() == [1, 2]
     rows = h.query("SELECT data FROM telemetry WHERE seq = 2")
     assert rows == [({},)]
+
+
+async def test_sos_does_not_wait_behind_a_telemetry_backlog(settings: Settings) -> None:
+    """Presses and telemetry are read on two MQTT sessions: a press queued by the broker
+    after thousands of telemetry messages is not delivered after all of them."""
+    settings = settings.model_copy(update={"mqtt_share_group": f"ingest-{uuid.uuid4().hex[:8]}"})
+    insert_registry(settings.database_url)
+    h = Harness(settings)
+    client_id = f"ingest-test-{uuid.uuid4().hex[:8]}"
+    stop, task = await start_worker(settings, client_id)
+    stop.set()
+    await asyncio.wait_for(task, timeout=20)  # offline: the broker queues for its sessions
+    backlog = 3000
+    await h.publish(*(telemetry(seq) for seq in range(1, backlog + 1)), sos(backlog + 1))
+
+    stop, task = await start_worker(settings, client_id)
+    try:
+        await eventually(lambda: len(h.bus_events()) == backlog + 1, timeout=60, what="drained")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=20)
+    order = [e.event if e.type == "event" else e.type for e in h.bus_events()]
+    # published last, on the bus long before the last of the telemetry
+    assert order.index("sos") < backlog // 2, order.index("sos")
+
+
+async def test_a_resumed_single_session_leaves_events_to_the_events_lane(
+    settings: Settings,
+) -> None:
+    """An earlier version read every uplink on the worker's client id; the resumed
+    session must drop the event and status subscriptions, or it would go on taking
+    presses (in order behind telemetry) as well as the events lane."""
+    settings = settings.model_copy(update={"mqtt_share_group": f"ingest-{uuid.uuid4().hex[:8]}"})
+    insert_registry(settings.database_url)
+    client_id = f"ingest-test-{uuid.uuid4().hex[:8]}"
+    received: list[str] = []
+
+    async def connect(clean_start: bool) -> MqttConnection:
+        options = ConnectOptions(
+            settings.mqtt_host, settings.mqtt_port, client_id, 30, clean_start, None, None, 600
+        )
+        conn, _ = await MqttConnection.open(
+            options, lambda publishes: received.extend(p.topic for p in publishes), 5
+        )
+        return conn
+
+    legacy = await connect(clean_start=True)
+    await legacy.subscribe([(f, 1) for f in topics.uplink_filters(settings.mqtt_share_group)], 5)
+    await legacy.close()
+
+    stop, task = await start_worker(settings, client_id)
+    stop.set()
+    await asyncio.wait_for(task, timeout=20)
+    h = Harness(settings)
+    await h.publish(sos(1), telemetry(2))  # both queued: for the events and telemetry lanes
+
+    resumed = await connect(clean_start=False)
+    try:
+        await eventually(lambda: bool(received), what="queued message")
+        assert received[0] == topics.topic(WRISTBAND, "telemetry"), received
+    finally:
+        await resumed.close()
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from ingest.mqtt_wire import (
     PubAck,
     Publish,
     SubAck,
+    UnsubAck,
     decode_varint,
     encode_connect,
     encode_disconnect,
@@ -37,6 +38,7 @@ from ingest.mqtt_wire import (
     encode_pubacks,
     encode_publish,
     encode_subscribe,
+    encode_unsubscribe,
     encode_varint,
 )
 
@@ -87,6 +89,7 @@ CONNACK = packet(
     ),
 )
 SUBACK = packet(0x90, b"\x00\x01" + props() + b"\x01\x87\x00")
+UNSUBACK = packet(0xB0, b"\x00\x02" + props(b"\x1f" + s("gone")) + b"\x00\x11")
 PUBACK = packet(0x40, b"\x00\x09")
 PINGRESP = bytes((0xD0, 0))
 DISCONNECT = packet(0xE0, b"\x8b" + props(b"\x1f" + s("bye")))
@@ -104,7 +107,7 @@ PUBLISH_PROPS = publish(
     ),
 )
 PUBLISH_QOS0 = publish("cw/v1/dev/W2/event", b"", qos=0)
-STREAM = [CONNACK, SUBACK, PUBLISH_PROPS, PUBLISH_QOS0, PUBACK, PINGRESP, DISCONNECT]
+STREAM = [CONNACK, SUBACK, UNSUBACK, PUBLISH_PROPS, PUBLISH_QOS0, PUBACK, PINGRESP, DISCONNECT]
 
 EXPECTED: list[Packet] = [
     ConnAck(
@@ -120,6 +123,7 @@ EXPECTED: list[Packet] = [
         },
     ),
     SubAck(1, [0x01, 0x87, 0x00]),
+    UnsubAck(2, [0x00, 0x11], {REASON_STRING: "gone"}),
     Publish("cw/v1/dev/W1/telemetry", b'{"hr":70}', 1, 7),
     Publish("cw/v1/dev/W2/event", b"", 0, 0),
     PubAck(9, 0),
@@ -271,6 +275,11 @@ def test_connect_clean_start_anonymous() -> None:
 def test_subscribe_bytes() -> None:
     raw = encode_subscribe(3, [("$share/g/a/+", 1), ("b/#", 0)])
     assert raw == packet(0x82, b"\x00\x03\x00" + s("$share/g/a/+") + b"\x01" + s("b/#") + b"\x00")
+
+
+def test_unsubscribe_bytes() -> None:
+    raw = encode_unsubscribe(4, ["$share/g/a/+", "b/#"])
+    assert raw == packet(0xA2, b"\x00\x04\x00" + s("$share/g/a/+") + s("b/#"))
 
 
 def test_short_packets() -> None:
