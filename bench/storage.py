@@ -26,7 +26,7 @@ import psycopg
 from bench.common import bench_env, table, write_results
 from bench.traffic import fleet, messages_for, register_fleet
 from carewatch.db.registry import DeviceInfo
-from ingest.telemetry_writer import _COPY, copy_rows
+from ingest.telemetry_writer import copy_rows
 from ingest.validate import Accepted, TelemetryRow, validate
 
 ROUNDS = 2
@@ -49,6 +49,10 @@ def _batches(rows: list[TelemetryRow], size: int) -> list[list[TelemetryRow]]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
+# psycopg adapting prepared Python values, text format: the plain way to COPY
+RAW_COPY = "COPY telemetry (ts, received_at, device_id, elder_id, seq, data) FROM STDIN"
+
+
 def raw_copy(dsn: str, rows: list[TelemetryRow], batch: int) -> float:
     def t(ms: int) -> datetime:
         return datetime.fromtimestamp(ms / 1000, tz=UTC)
@@ -64,7 +68,7 @@ def raw_copy(dsn: str, rows: list[TelemetryRow], batch: int) -> float:
     with psycopg.connect(dsn) as conn:
         started = time.perf_counter()
         for part in prepared:
-            with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
+            with conn.transaction(), conn.cursor() as cur, cur.copy(RAW_COPY) as copy:
                 for row in part:
                     copy.write_row(row)
         return len(rows) / (time.perf_counter() - started)

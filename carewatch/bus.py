@@ -268,9 +268,32 @@ def redis_frame(body: bytes, correlation_id: str) -> bytes:
     return _FRAME_HEAD + struct.pack(">IH", 20 + len(headers), 1) + headers + body
 
 
-def add_to_pipeline(pipe: Any, stream: str, body: bytes, correlation_id: str) -> None:
-    """Queue the XADD FastStream's publish would send (same field, same length cap)."""
-    pipe.xadd(stream, {DATA_KEY: redis_frame(body, correlation_id)}, maxlen=STREAM_MAXLEN)
+# Every XADD of a batch in one command. With a pipeline of XADDs redis-py spent more
+# time packing N commands and parsing N entry ids than Redis spent appending (~22 % of
+# ingest's CPU); one script call packs once and returns a count.
+_XADD_ALL = """
+for i, key in ipairs(KEYS) do
+    redis.call('XADD', key, 'MAXLEN', '~', ARGV[1], '*', ARGV[2], ARGV[i + 2])
+end
+return #KEYS
+"""
+
+
+class RedisAppender:
+    """Appends batches of events as FastStream's publish would (same field, same framing,
+    same approximate length cap), in one round trip and one command per batch."""
+
+    def __init__(self, redis: Any) -> None:
+        self._script = redis.register_script(_XADD_ALL)
+
+    async def append(self, entries: list[tuple[str, bytes, str]]) -> None:
+        """(stream, body, correlation id) per entry, appended in order."""
+        if entries:
+            frames = [redis_frame(body, cid) for _, body, cid in entries]
+            await self._script(
+                keys=[stream for stream, _, _ in entries],
+                args=[STREAM_MAXLEN, DATA_KEY, *frames],
+            )
 
 
 def _subscribe_redis(

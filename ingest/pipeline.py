@@ -14,6 +14,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from prometheus_client import Counter
+
 from carewatch.messages import Event
 from carewatch.metrics import DUPLICATES, MESSAGES_IN, REJECTS
 from carewatch.settings import Settings
@@ -56,6 +58,7 @@ class Pipeline:
         self._deadline = deadline
         self._batch = Batch()
         self._batch_s = settings.ingest_batch_ms / 1000
+        self._accepted: dict[str, Counter] = {}  # labels() costs more than inc()
 
     async def run(self, source: asyncio.Queue[Incoming | None]) -> None:
         """Process until the None sentinel, then hand the last batch and a sentinel on."""
@@ -82,6 +85,12 @@ class Pipeline:
             )
         finally:
             await self._flusher.queue.put(None)
+
+    def _accepted_counter(self, event_type: str) -> Counter:
+        counter = self._accepted.get(event_type)
+        if counter is None:
+            counter = self._accepted[event_type] = MESSAGES_IN.labels(event_type)
+        return counter
 
     def _time_left(self) -> float | None:
         if not len(self._batch):
@@ -121,7 +130,7 @@ class Pipeline:
                 original = self._pending.get(key, DONE_TICKET) if key is not None else DONE_TICKET
                 self._tracker.track(message, original)
                 continue
-            MESSAGES_IN.labels(result.event.type).inc()
+            self._accepted_counter(result.event.type).inc()
             ticket = Ticket(_ACCEPTED_PARTS)
             if key is not None:
                 self._pending[key] = ticket

@@ -1,10 +1,10 @@
 """Publish normalised Events on the bus: events.{shard(elder)}, one round trip per batch.
 
 carewatch.bus.publish sends one XADD per call; a batch of telemetry would then cost one
-Redis round trip per message. On Redis the batch goes out in one pipeline of XADDs
-framed exactly as FastStream frames them (carewatch.bus.redis_frame; what
-carewatch.bus.subscribe consumers expect), with the same stream length cap and the
-event id as correlation id. On NATS the publishes of a batch run
+Redis round trip per message. On Redis the batch goes out as one command
+(carewatch.bus.RedisAppender: a script of XADDs) framed exactly as FastStream frames
+them (carewatch.bus.redis_frame; what carewatch.bus.subscribe consumers expect), with the
+same stream length cap and the event id as correlation id. On NATS the publishes of a batch run
 concurrently through carewatch.bus.publish (JetStream acknowledges each one).
 """
 
@@ -18,7 +18,7 @@ from faststream.redis import RedisBroker
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
-from carewatch.bus import Broker, add_to_pipeline, shard_of, stream_for
+from carewatch.bus import Broker, RedisAppender, shard_of, stream_for
 from carewatch.bus import publish as bus_publish
 from carewatch.messages import Event, encode
 from carewatch.metrics import BUS_PUBLISHED, STAGE_LATENCY
@@ -29,7 +29,7 @@ _LATENCY = STAGE_LATENCY.labels("ingest")
 class BusPublisher:
     def __init__(self, broker: Broker, redis: Redis, shards: int) -> None:
         self._broker = broker
-        self._redis = redis
+        self._appender = RedisAppender(redis)
         self._shards = shards
         self._counters: dict[str, Counter] = {}
 
@@ -43,10 +43,12 @@ class BusPublisher:
         streams = [self.stream_of(event) for event, _ in events]
         bodies = [encode(event) for event, _ in events]
         if isinstance(self._broker, RedisBroker):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for (event, _), body, stream in zip(events, bodies, streams, strict=True):
-                    add_to_pipeline(pipe, stream, body, event.id)
-                await pipe.execute()
+            await self._appender.append(
+                [
+                    (stream, body, event.id)
+                    for (event, _), body, stream in zip(events, bodies, streams, strict=True)
+                ]
+            )
         else:
             await asyncio.gather(
                 *(

@@ -1,19 +1,59 @@
-"""Batched COPY of accepted device messages into the `telemetry` table."""
+"""Batched COPY of accepted device messages into the `telemetry` table.
+
+The rows go as COPY's binary format, packed here: psycopg's `write_row` adapts every
+value through its dumpers (two datetimes per row built first), which made the COPY the
+largest single cost of a flush. Packing is a few `struct` calls per row; the server
+still checks every value (timestamps in range, jsonb parsed), so a bad row fails the
+batch as before and the flusher isolates it.
+"""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from psycopg import AsyncConnection
 
 from ingest.validate import TelemetryRow
 
-_COPY = "COPY telemetry (ts, received_at, device_id, elder_id, seq, data) FROM STDIN"
+_COPY = (
+    "COPY telemetry (ts, received_at, device_id, elder_id, seq, data) FROM STDIN (FORMAT BINARY)"
+)
+
+# PostgreSQL COPY binary format: signature, flags, header extension length ... tuples ...
+# trailer (-1). timestamptz is int64 microseconds since 2000-01-01 UTC; jsonb is a version
+# byte (1) followed by the JSON text.
+_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_TRAILER = struct.pack(">h", -1)
+_PG_EPOCH_MS = 946_684_800_000
+_FIELDS = 6
+_TIMES = struct.Struct(">hiqiqi")  # field count, ts, received_at, length of device_id
+_LENGTH = struct.Struct(">i")
+_SEQ_AND_DATA = struct.Struct(">iqib")  # seq, length of data, jsonb version
+_JSONB_VERSION = 1
 
 
-def _time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+def encode_rows(rows: Sequence[TelemetryRow]) -> bytes:
+    """The whole COPY stream for `rows`, signature to trailer."""
+    out = bytearray(_SIGNATURE)
+    for row in rows:
+        device = row.device_id.encode()
+        elder = row.elder_id.encode()
+        out += _TIMES.pack(
+            _FIELDS,
+            8,
+            (row.ts_ms - _PG_EPOCH_MS) * 1000,
+            8,
+            (row.received_ms - _PG_EPOCH_MS) * 1000,
+            len(device),
+        )
+        out += device
+        out += _LENGTH.pack(len(elder))
+        out += elder
+        out += _SEQ_AND_DATA.pack(8, row.seq, len(row.data) + 1, _JSONB_VERSION)
+        out += row.data
+    out += _TRAILER
+    return bytes(out)
 
 
 async def copy_rows(conn: AsyncConnection[object], rows: Sequence[TelemetryRow]) -> None:
@@ -21,15 +61,4 @@ async def copy_rows(conn: AsyncConnection[object], rows: Sequence[TelemetryRow])
     if not rows:
         return
     async with conn.cursor() as cur, cur.copy(_COPY) as copy:
-        for row in rows:
-            # data goes as text: the server parses it into jsonb.
-            await copy.write_row(
-                (
-                    _time(row.ts_ms),
-                    _time(row.received_ms),
-                    row.device_id,
-                    row.elder_id,
-                    row.seq,
-                    row.data.decode(),
-                )
-            )
+        await copy.write(encode_rows(rows))
