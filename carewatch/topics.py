@@ -9,7 +9,8 @@ TopicKind = Literal["telemetry", "event", "status", "cmd"]
 UPLINK_KINDS: tuple[TopicKind, ...] = ("telemetry", "event", "status")
 PREFIX = "cw/v1/dev"
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_TOPIC_RE = re.compile(r"^cw/v1/dev/([^/]+)/(telemetry|event|status|cmd)$")
+# One match checks the whole topic, device id included (one per message in ingest).
+_TOPIC_RE = re.compile(r"cw/v1/dev/([A-Za-z0-9_-]{1,64})/(telemetry|event|status|cmd)")
 
 
 def topic(device_id: str, kind: TopicKind) -> str:
@@ -33,8 +34,8 @@ def uplink_filters(
 
 def parse(topic_name: str) -> tuple[str, TopicKind] | None:
     """Return (device_id, kind) or None when the topic is not ours or the id is not valid."""
-    match = _TOPIC_RE.match(topic_name)
-    if match is None or not DEVICE_ID_RE.match(match.group(1)):
+    match = _TOPIC_RE.fullmatch(topic_name)
+    if match is None:
         return None
     kind: TopicKind = match.group(2)  # type: ignore[assignment]
     return match.group(1), kind

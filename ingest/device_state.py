@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 
+import msgspec
 from psycopg import AsyncConnection
 
 from ingest.validate import DeviceUpdate
 
+# The batch goes as one JSON parameter: psycopg dumps arrays element by element in
+# Python (five arrays of a few hundred values were ~14 % of ingest's CPU), msgspec
+# encodes the dataclasses in one C call. Time is kept in exact milliseconds.
 _UPDATE = """
 UPDATE devices AS d SET
-    last_seen = GREATEST(d.last_seen, u.last_seen),
-    last_seq = COALESCE(u.last_seq, d.last_seq),
+    last_seen = GREATEST(d.last_seen, 'epoch'::timestamptz + u.received_ms * interval '1 ms'),
+    last_seq = COALESCE(u.seq, d.last_seq),
     battery = COALESCE(u.battery, d.battery),
     online = u.online
-FROM unnest(%s::text[], %s::timestamptz[], %s::bigint[], %s::int[], %s::bool[])
-    AS u(id, last_seen, last_seq, battery, online)
-WHERE d.id = u.id
+FROM jsonb_to_recordset(%s::jsonb)
+    AS u(device_id text, received_ms bigint, online bool, seq bigint, battery int)
+WHERE d.id = u.device_id
 """
 
 
@@ -42,14 +45,4 @@ def merge(updates: Iterable[DeviceUpdate]) -> dict[str, DeviceUpdate]:
 async def apply_updates(conn: AsyncConnection[object], updates: dict[str, DeviceUpdate]) -> None:
     if not updates:
         return
-    rows = list(updates.values())
-    await conn.execute(
-        _UPDATE,
-        (
-            [u.device_id for u in rows],
-            [datetime.fromtimestamp(u.received_ms / 1000, tz=UTC) for u in rows],
-            [u.seq for u in rows],
-            [u.battery for u in rows],
-            [u.online for u in rows],
-        ),
-    )
+    await conn.execute(_UPDATE, (msgspec.json.encode(list(updates.values())).decode(),))

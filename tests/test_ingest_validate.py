@@ -33,6 +33,8 @@ def check(topic: str, payload: bytes | dict[str, object]) -> Accepted | Rejectio
         ("cw/v1/dev/w1/other", {"v": 1}, "bad_topic"),
         ("cw/v1/dev/bad.id/telemetry", {"v": 1}, "bad_topic"),
         ("cw/v2/dev/w1/telemetry", {"v": 1}, "bad_topic"),
+        ("cw/v1/dev/w1/telemetry\n", {"v": 1}, "bad_topic"),  # "$" alone would allow it
+        (f"cw/v1/dev/{'w' * 65}/telemetry", {"v": 1}, "bad_topic"),
         ("cw/v1/dev/w1/telemetry", b"x" * (LIMIT + 1), "oversized"),
         ("cw/v1/dev/w1/telemetry", b"{not json", "malformed_json"),
         ("cw/v1/dev/w1/telemetry", b"\xff\xfe", "malformed_json"),
