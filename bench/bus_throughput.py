@@ -244,7 +244,7 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"{r['ratio_consume_warm']:.3f}",
         ),
         (
-            "bus: ingest BusPublisher (framed XADDs, pipelined)",
+            "bus: ingest BusPublisher (framed XADDs, one script call per batch)",
             f"{r['faststream_publish_msg_s']:.0f} msg/s",
             f"{r['raw']['xadd_msg_s']:.0f} msg/s (XADD pipelined)",
             f"{r['ratio_publish']:.2f}",
