@@ -59,6 +59,7 @@ class Pipeline:
         self._batch = Batch()
         self._batch_s = settings.ingest_batch_ms / 1000
         self._accepted: dict[str, Counter] = {}  # labels() costs more than inc()
+        self._publishing: asyncio.Future[None] | None = None  # the last micro-batch's publish
 
     async def run(self, source: asyncio.Queue[Incoming | None]) -> None:
         """Process until the None sentinel, then hand the last batch and a sentinel on."""
@@ -75,15 +76,16 @@ class Pipeline:
                     messages.append(source.get_nowait())
                 finished = messages[-1] is None
                 await self.process([m for m in messages if m is not None])
-                if len(self._batch) >= limit or self._time_left() == 0 or finished:
-                    await self._seal()
                 if finished:
+                    await self._seal()
                     return
         except GaveUp:
             log.error(
                 "shutting down while Redis is unavailable: unprocessed messages stay unacknowledged"
             )
         finally:
+            if self._publishing is not None:
+                self._publishing.cancel()
             await self._flusher.queue.put(None)
 
     def _accepted_counter(self, event_type: str) -> Counter:
@@ -95,21 +97,41 @@ class Pipeline:
     def _time_left(self) -> float | None:
         if not len(self._batch):
             return None
+        if len(self._batch) >= self._settings.ingest_batch_size:
+            return 0.0
         return max(0.0, self._batch.started_at + self._batch_s - time.monotonic())
 
+    async def _settle(self) -> None:
+        """Wait for the previous micro-batch's publish (raises what it raised)."""
+        if self._publishing is not None:
+            publishing, self._publishing = self._publishing, None
+            await publishing
+
     async def _seal(self) -> None:
+        """Hand the batch to the flusher once everything in it is on the bus: a flush marks
+        dedup keys done, which must never happen for a message not yet published."""
+        await self._settle()
         if len(self._batch):
             batch, self._batch = self._batch, Batch()
             await self._flusher.queue.put(batch)  # blocks when flushing falls behind
 
     async def process(self, messages: list[Incoming]) -> None:
+        """Validate and claim this micro-batch while the previous one is still being
+        published, then start publishing this one (not awaited: the next call, or the
+        seal, waits for it). Publishes go out in order, one at a time."""
         results = [(message, await self._validate(message)) for message in messages]
         keys = [r.dedup_key for _, r in results if isinstance(r, Accepted) and r.dedup_key]
-        claims = iter(
-            await with_retry(
-                "dedup claim", lambda: self._dedup.claim(keys), deadline=self._deadline
-            )
+        claiming = asyncio.ensure_future(
+            with_retry("dedup claim", lambda: self._dedup.claim(keys), deadline=self._deadline)
         )
+        try:
+            if self._time_left() == 0:
+                await self._seal()
+            else:
+                await self._settle()
+            claims = iter(await claiming)
+        finally:
+            claiming.cancel()  # no-op once done
         to_publish: list[tuple[Event, float]] = []
         published: list[Ticket] = []
         # Tracked in arrival order, so PUBACKs keep the order PUBLISHes came in.
@@ -138,13 +160,16 @@ class Pipeline:
             self._tracker.track(message, ticket)
             to_publish.append((result.event, message.received_at))
             published.append(ticket)
+        self._publishing = asyncio.ensure_future(self._publish(to_publish, published))
+
+    async def _publish(self, to_publish: list[tuple[Event, float]], tickets: list[Ticket]) -> None:
         await with_retry(
             "bus publish",
             lambda: self._publisher.publish(to_publish),
             deadline=self._deadline,
             items=len(to_publish),
         )
-        for ticket in published:
+        for ticket in tickets:
             ticket.complete()
         self._tracker.release()
 
