@@ -45,3 +45,19 @@ async def test_latest_message_wins_and_unset_fields_keep_older_values(db_dsn: st
     # a batch carrying an older reception time never moves last_seen back
     await apply(db_dsn, [DeviceUpdate("W1", MS - 60_000, online=False, battery=63)])
     assert device(db_dsn, "W1") == (EPOCH + timedelta(milliseconds=MS + 999), 8, 63, False)
+
+
+async def test_updates_touch_no_index(db_dsn: str) -> None:
+    """Every device is updated about once a minute: each update must be a HOT update
+    (no indexed column changed, room on the page), or it rewrites every index."""
+    insert_registry(db_dsn)
+    async with await psycopg.AsyncConnection.connect(db_dsn) as conn, conn.transaction():
+        updates = [DeviceUpdate("W1", MS, True, 9, 50), DeviceUpdate("D1", MS, True, 3)]
+        for round_ in range(3):
+            shifted = [DeviceUpdate(u.device_id, u.received_ms + round_, True) for u in updates]
+            await apply_updates(conn, merge(shifted))
+        cur = await conn.execute(
+            "SELECT pg_stat_get_xact_tuples_updated('devices'::regclass),"
+            " pg_stat_get_xact_tuples_hot_updated('devices'::regclass)"
+        )
+        assert await cur.fetchone() == (6, 6)
