@@ -133,6 +133,7 @@ class Pipeline:
         finally:
             claiming.cancel()  # no-op once done
         to_publish: list[tuple[Event, float]] = []
+        accepted: dict[str, int] = {}  # counted once per micro-batch: inc() takes a lock
         published: list[Ticket] = []
         # Tracked in arrival order, so PUBACKs keep the order PUBLISHes came in.
         for message, result in results:
@@ -152,7 +153,7 @@ class Pipeline:
                 original = self._pending.get(key, DONE_TICKET) if key is not None else DONE_TICKET
                 self._tracker.track(message, original)
                 continue
-            self._accepted_counter(result.event.type).inc()
+            accepted[result.event.type] = accepted.get(result.event.type, 0) + 1
             ticket = Ticket(_ACCEPTED_PARTS)
             if key is not None:
                 self._pending[key] = ticket
@@ -160,6 +161,8 @@ class Pipeline:
             self._tracker.track(message, ticket)
             to_publish.append((result.event, message.received_at))
             published.append(ticket)
+        for event_type, n in accepted.items():
+            self._accepted_counter(event_type).inc(n)
         self._publishing = asyncio.ensure_future(self._publish(to_publish, published))
 
     async def _publish(self, to_publish: list[tuple[Event, float]], tickets: list[Ticket]) -> None:
