@@ -42,7 +42,7 @@ def main() -> None:
     figures["memory"] = memory.run([500, 2_000] if q else [1_000, 10_000, 100_000])
     rows += memory.summary_rows(figures["memory"])
     step("SOS latency")
-    levels = [0.0, 1000.0] if q else [0.0, 1000.0, 5000.0]
+    levels = [0.0, 1000.0] if q else [0.0, 1000.0, 5000.0, 10000.0]
     figures["sos"] = sos_latency.run(20 if q else 100, levels, 0.05)
     rows += sos_latency.summary_rows(figures["sos"])
 

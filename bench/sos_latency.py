@@ -1,6 +1,6 @@
 """End-to-end SOS latency: device time of the press -> the fake SMS provider's request.
 
-    .venv/bin/python -m bench.sos_latency --presses 100 --load 0,1000,5000
+    .venv/bin/python -m bench.sos_latency --presses 100 --load 0,1000,5000,10000
 
 Every worker runs as its own `carewatch` process (as deployed); an optional background
 load of wristband telemetry runs at fixed rates while SOS presses of distinct elders are
