@@ -91,38 +91,54 @@ def outcome_of(result: SendResult, attempts: int, max_attempts: int) -> Outcome:
 # --- writing ---------------------------------------------------------------------------
 
 
+# All of a step's rows in one statement (and their short codes in one more): a step
+# inserted its notifications one by one, two round trips each, inside the transaction
+# every SOS waits for; under load each round trip is another wait for a core.
+_INSERT = """
+INSERT INTO notifications (idempotency_key, alert_id, step, purpose, channel,
+    recipient_kind, recipient_id, recipient_name, address, params, next_attempt_at)
+SELECT n.idempotency_key, n.alert_id::uuid, n.step, n.purpose, n.channel,
+       n.recipient_kind, n.recipient_id, n.recipient_name, n.address, n.params, %s
+FROM jsonb_to_recordset(%s::jsonb) AS n(
+    ord int, idempotency_key text, alert_id text, step int, purpose text, channel text,
+    recipient_kind text, recipient_id text, recipient_name text, address text, params jsonb)
+ORDER BY n.ord
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id, idempotency_key
+"""
+
+
 async def enqueue(
     conn: AsyncConnection[Any], items: Sequence[NewNotification], now_ms: int
 ) -> list[int]:
     """Insert notifications (duplicates by idempotency key are skipped) and the short ack
-    codes in their parameters; new row ids."""
-    ids: list[int] = []
-    for n in items:
-        row = await sql.one(
-            conn,
-            "INSERT INTO notifications (idempotency_key, alert_id, step, purpose, channel,"
-            " recipient_kind, recipient_id, recipient_name, address, params, next_attempt_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-            (
-                n.idempotency_key,
-                n.alert_id,
-                n.step,
-                n.purpose,
-                n.channel,
-                n.recipient.kind,
-                n.recipient.id,
-                n.recipient.name,
-                n.address,
-                Jsonb(n.params),
-                timeline.from_ms(now_ms),
-            ),
-        )
-        if row is not None:
-            ids.append(int(row["id"]))
-            # only with a new row: a duplicate's code was never sent to anyone
-            await short_links.remember(conn, n.params)
-    return ids
+    codes in their parameters; new row ids, in the order of `items`."""
+    if not items:
+        return []
+    rows = [
+        {
+            "ord": i,  # ids in the order of `items`
+            "idempotency_key": n.idempotency_key,
+            "alert_id": n.alert_id,
+            "step": n.step,
+            "purpose": n.purpose,
+            "channel": n.channel,
+            "recipient_kind": n.recipient.kind,
+            "recipient_id": n.recipient.id,
+            "recipient_name": n.recipient.name,
+            "address": n.address,
+            "params": n.params,
+        }
+        for i, n in enumerate(items)
+    ]
+    inserted = {
+        str(r["idempotency_key"]): int(r["id"])
+        for r in await sql.rows(conn, _INSERT, (timeline.from_ms(now_ms), Jsonb(rows)))
+    }
+    new = [n for n in items if n.idempotency_key in inserted]
+    # only with a new row: a duplicate's code was never sent to anyone
+    await short_links.remember_all(conn, [n.params for n in new])
+    return [inserted[n.idempotency_key] for n in new]
 
 
 async def cancel_pending(conn: AsyncConnection[Any], alert_id: str) -> int:

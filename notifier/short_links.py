@@ -9,7 +9,7 @@ single-use checks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from notifier import ack_links, sql, timeline
 from notifier.sql import Conn
@@ -19,19 +19,25 @@ from notifier.sql import Conn
 KEEP_EXPIRED_S = 7 * 24 * 3600
 
 
-async def remember(conn: Conn, params: Mapping[str, str]) -> bool:
-    """Store the code of a notification's parameters, if it has one; call inside the
-    transaction that inserts the notification. False when there was nothing to store."""
-    code, link = params.get("code"), params.get("link")
-    if not code or not link:
-        return False
-    token = ack_links.token_of(link)
-    await conn.execute(
-        "INSERT INTO ack_short_links (code, token, expires_at) VALUES (%s, %s, %s)"
-        " ON CONFLICT (code) DO NOTHING",
-        (code, token, timeline.from_ms(ack_links.unverified_expiry(token))),
-    )
-    return True
+async def remember_all(conn: Conn, params: Sequence[Mapping[str, str]]) -> int:
+    """Store the codes of notifications' parameters (those that have one), in one
+    statement; call inside the transaction that inserts the notifications. How many."""
+    codes, tokens, expiries = [], [], []
+    for p in params:
+        code, link = p.get("code"), p.get("link")
+        if code and link:
+            token = ack_links.token_of(link)
+            codes.append(code)
+            tokens.append(token)
+            expiries.append(timeline.from_ms(ack_links.unverified_expiry(token)))
+    if codes:
+        await conn.execute(
+            "INSERT INTO ack_short_links (code, token, expires_at)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[])"
+            " ON CONFLICT (code) DO NOTHING",
+            (codes, tokens, expiries),
+        )
+    return len(codes)
 
 
 async def resolve(conn: Conn, code: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator
 
@@ -86,6 +87,33 @@ async def test_enqueue_is_idempotent_by_key(settings: Settings) -> None:
     assert len(first) == 1 and again == []
     key = query(settings.database_url, "SELECT idempotency_key FROM notifications")
     assert key == [(f"{alert_id}:0:alert:grid_worker:{GRID_WORKER_ID}:sms",)]
+
+
+async def test_a_step_is_enqueued_at_once_in_order_and_only_new_rows_keep_codes(
+    settings: Settings,
+) -> None:
+    seed_registry(settings.database_url)
+    alert_id = insert_alert(settings.database_url)
+    old = sms_to(alert_id)
+    family = Recipient("family", "F1", "李四", "家属", "13800000001")
+    later = NewNotification(
+        alert_id, 1, "alert", "sms", family, "13800000001", sms_to(alert_id).params
+    )
+    station = dataclasses.replace(later, channel="wecom", address="st-1")
+    async with sender_for(notifier_settings(settings)) as sender:
+        [old_id] = await enqueue(sender, old)
+        retried = dataclasses.replace(old, params={**old.params, "code": new_short_code()})
+        ids = await enqueue(sender, later, retried, station)
+    rows = query(settings.database_url, "SELECT id, idempotency_key FROM notifications ORDER BY id")
+    assert [key for _, key in rows] == [
+        old.idempotency_key,
+        later.idempotency_key,
+        station.idempotency_key,
+    ]
+    assert ids == [rows[1][0], rows[2][0]] and old_id == rows[0][0]
+    codes = {c for (c,) in query(settings.database_url, "SELECT code FROM ack_short_links")}
+    # the duplicate's fresh code was never sent: not stored
+    assert codes == {old.params["code"], later.params["code"]}
 
 
 async def test_provider_failures_are_retried_with_backoff_then_sent(settings: Settings) -> None:
