@@ -8,9 +8,10 @@ from typing import Literal
 TopicKind = Literal["telemetry", "event", "status", "cmd"]
 UPLINK_KINDS: tuple[TopicKind, ...] = ("telemetry", "event", "status")
 PREFIX = "cw/v1/dev"
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_DEVICE_ID = r"[A-Za-z0-9_-]{1,64}"
+DEVICE_ID_RE = re.compile(rf"{_DEVICE_ID}\Z")  # with .match: "$" would let "id\n" through
 # One match checks the whole topic, device id included (one per message in ingest).
-_TOPIC_RE = re.compile(r"cw/v1/dev/([A-Za-z0-9_-]{1,64})/(telemetry|event|status|cmd)")
+_TOPIC_RE = re.compile(rf"{PREFIX}/({_DEVICE_ID})/(telemetry|event|status|cmd)")
 
 
 def topic(device_id: str, kind: TopicKind) -> str:

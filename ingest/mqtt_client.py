@@ -93,7 +93,7 @@ class MqttConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._connack: asyncio.Future[ConnAck] = self._loop.create_future()
         # SUBACK/UNSUBACK awaited, by packet id, with the type expected
-        self._subacks: dict[int, tuple[type, asyncio.Future[SubAck | UnsubAck]]] = {}
+        self._awaited_acks: dict[int, tuple[type, asyncio.Future[SubAck | UnsubAck]]] = {}
         self._next_packet_id = 1
         self._acks: list[int] = []
         self._last_rx = self._last_tx = time.monotonic()
@@ -167,14 +167,14 @@ class MqttConnection(asyncio.Protocol):
     ) -> list[int]:
         name = reply.__name__.upper()
         future: asyncio.Future[SubAck | UnsubAck] = self._loop.create_future()
-        self._subacks[packet_id] = (reply, future)
+        self._awaited_acks[packet_id] = (reply, future)
         self._write(packet)
         try:
             answer = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise MqttError(f"no {name} within {timeout} s") from None
         finally:
-            self._subacks.pop(packet_id, None)
+            self._awaited_acks.pop(packet_id, None)
         if len(answer.reason_codes) != filters:
             self._fail(ProtocolError(f"{name} has {len(answer.reason_codes)} codes for {filters}"))
             raise self.error or ConnectionLost(f"{name} does not match the request")
@@ -242,7 +242,7 @@ class MqttConnection(asyncio.Protocol):
         if not self._connack.done():
             self._connack.set_exception(failure)
             self._connack.exception()  # retrieved here: open() may already have given up
-        for _, future in self._subacks.values():
+        for _, future in self._awaited_acks.values():
             if not future.done():
                 future.set_exception(failure)
         if not self.closed.done():
@@ -276,7 +276,7 @@ class MqttConnection(asyncio.Protocol):
         if isinstance(packet, PingResp):
             self._ping_sent_at = None
         elif isinstance(packet, SubAck | UnsubAck):
-            awaited = self._subacks.get(packet.packet_id)
+            awaited = self._awaited_acks.get(packet.packet_id)
             if awaited is None or not isinstance(packet, awaited[0]):
                 name = type(packet).__name__.upper()
                 self._fail(ProtocolError(f"{name} for unknown packet id {packet.packet_id}"))

@@ -14,8 +14,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from prometheus_client import Counter
-
 from carewatch.messages import Event
 from carewatch.metrics import DUPLICATES, MESSAGES_IN, REJECTS
 from carewatch.settings import Settings
@@ -58,7 +56,6 @@ class Pipeline:
         self._deadline = deadline
         self._batch = Batch()
         self._batch_s = settings.ingest_batch_ms / 1000
-        self._accepted: dict[str, Counter] = {}  # labels() costs more than inc()
         self._publishing: asyncio.Future[None] | None = None  # the last micro-batch's publish
 
     async def run(self, source: asyncio.Queue[Incoming | None]) -> None:
@@ -87,12 +84,6 @@ class Pipeline:
             if self._publishing is not None:
                 self._publishing.cancel()
             await self._flusher.queue.put(None)
-
-    def _accepted_counter(self, event_type: str) -> Counter:
-        counter = self._accepted.get(event_type)
-        if counter is None:
-            counter = self._accepted[event_type] = MESSAGES_IN.labels(event_type)
-        return counter
 
     def _time_left(self) -> float | None:
         if not len(self._batch):
@@ -162,7 +153,7 @@ class Pipeline:
             to_publish.append((result.event, message.received_at))
             published.append(ticket)
         for event_type, n in accepted.items():
-            self._accepted_counter(event_type).inc(n)
+            MESSAGES_IN.labels(event_type).inc(n)
         self._publishing = asyncio.ensure_future(self._publish(to_publish, published))
 
     async def _publish(self, to_publish: list[tuple[Event, float]], tickets: list[Ticket]) -> None:

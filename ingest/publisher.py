@@ -16,7 +16,6 @@ import time
 from collections.abc import Sequence
 
 from faststream.redis import RedisBroker
-from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from carewatch.bus import Broker, RedisAppender, shard_of, stream_for
@@ -32,7 +31,6 @@ class BusPublisher:
         self._broker = broker
         self._appender = RedisAppender(redis)
         self._shards = shards
-        self._counters: dict[str, Counter] = {}
 
     def stream_of(self, event: Event) -> str:
         return stream_for(event.type, shard_of(event.elder_id, self._shards))
@@ -61,10 +59,4 @@ class BusPublisher:
         for _, received_at in events:
             _LATENCY.observe(now - received_at)
         for stream, n in collections.Counter(streams).items():
-            self._counter(stream).inc(n)  # once per stream: inc() takes a lock
-
-    def _counter(self, stream: str) -> Counter:
-        counter = self._counters.get(stream)
-        if counter is None:
-            counter = self._counters[stream] = BUS_PUBLISHED.labels(stream)
-        return counter
+            BUS_PUBLISHED.labels(stream).inc(n)  # once per stream: inc() takes a lock

@@ -54,6 +54,8 @@ def test_booleans_times_ids_and_ranges() -> None:
         parse_bool("maybe")
     with pytest.raises(FieldError, match="not a valid id"):
         parse_id("WB 01")
+    with pytest.raises(FieldError, match="not a valid id"):
+        parse_id("WB01\n")  # ends up in MQTT topics and message ids
     with pytest.raises(FieldError, match="out of range"):
         parse_lat("-91")
     with pytest.raises(FieldError, match="not a number"):
