@@ -19,10 +19,14 @@ from typing import Any
 import aiomqtt
 import msgspec
 import psycopg
+import redis
+from faststream.redis.parser import BinaryMessageFormatV1
 
 from bench.common import bench_env, percentile, seed_street, table, write_results
 from bench.load import Load
-from carewatch.messages import DeviceEvent
+from carewatch import bus
+from carewatch.bus_batch_reader import DATA_KEY
+from carewatch.messages import DeviceEvent, decode_event
 from carewatch.settings import Settings
 from carewatch.topics import topic
 from notifier.channels.aliyun_sms import out_id_for
@@ -49,7 +53,55 @@ async def press_all(settings: Settings, bands: list[str], interval: float) -> No
             await asyncio.sleep(interval)
 
 
-def measure(pipeline: Pipeline, bands: list[str], interval: float) -> list[float]:
+# Where each press's time went: every hop's timestamp is recorded by the system itself
+# (PostgreSQL's now() at each transaction's start, the fake provider's receipt), all
+# read against the one system clock the bench's device times come from.
+STAGES = (
+    ("broker+ingest", "press -> ingest received it"),
+    ("ingest publish", "ingest received -> on the events stream (XADD)"),
+    ("bus->rules", "on the events stream -> rules transaction began"),
+    ("rules decide", "rules transaction began -> alert change published"),
+    ("bus->notifier", "alert change published -> notifier transaction began"),
+    ("notifier+provider", "notifier transaction began -> SMS provider request"),
+)
+
+_STAGE_TIMES = """
+SELECT n.idempotency_key, a.source_event_id,
+       (extract(epoch FROM a.device_time) * 1000)::bigint,
+       (SELECT (extract(epoch FROM t.received_at) * 1000)::bigint FROM telemetry t
+         WHERE t.device_id = a.device_id AND t.ts = a.device_time
+           AND a.source_event_id = t.device_id || ':' || t.seq LIMIT 1),
+       (SELECT (extract(epoch FROM s.seen_at) * 1000)::bigint FROM rules_seen_events s
+         WHERE s.event_id = a.source_event_id),
+       (SELECT (extract(epoch FROM min(o.published_at)) * 1000)::bigint FROM rules_outbox o
+         WHERE o.source = a.source_event_id),
+       (SELECT (extract(epoch FROM min(i.processed_at)) * 1000)::bigint FROM notifier_inbox i
+         WHERE i.alert_id = a.id)
+  FROM notifications n JOIN alerts a ON a.id = n.alert_id
+ WHERE n.step = 0 AND n.channel = 'sms' AND n.recipient_kind = 'grid_worker'
+   AND n.status = 'sent'
+"""
+
+
+def event_stream_times(settings: Settings) -> dict[str, int]:
+    """Event id -> when ingest appended it to its events stream: Redis's own clock, in
+    the entry id (milliseconds-sequence)."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        times = {}
+        for shard in range(settings.bus_shards):
+            entries: Any = client.xrange(bus.events_stream(shard))
+            for entry_id, fields in entries:
+                body = BinaryMessageFormatV1.parse(fields.get(DATA_KEY.encode(), b""))[0]
+                times[decode_event(body).id] = int(entry_id.split(b"-")[0])
+        return times
+    finally:
+        client.close()
+
+
+def measure(
+    pipeline: Pipeline, bands: list[str], interval: float
+) -> tuple[list[float], dict[str, list[float]]]:
     s = pipeline.settings
     asyncio.run(press_all(s, bands, interval))
     expected = len(bands)
@@ -71,17 +123,19 @@ def measure(pipeline: Pipeline, bands: list[str], interval: float) -> list[float
         for r in pipeline.records()
         if r["provider"] == "sms" and r["outcome"] == "delivered"
     }
-    latencies = []
-    for key, device_ms in rows(
-        s,
-        "SELECT n.idempotency_key, (extract(epoch FROM a.device_time) * 1000)::bigint"
-        " FROM notifications n JOIN alerts a ON a.id = n.alert_id"
-        " WHERE n.step = 0 AND n.channel = 'sms' AND n.recipient_kind = 'grid_worker'"
-        " AND n.status = 'sent'",
-    ):
-        if out_id_for(key) in received:
-            latencies.append(float(received[out_id_for(key)] - device_ms))
-    return latencies
+    latencies: list[float] = []
+    stages: dict[str, list[float]] = {name: [] for name, _ in STAGES}
+    on_bus = event_stream_times(s)
+    for key, event_id, *times in rows(s, _STAGE_TIMES):
+        sms_ms = received.get(out_id_for(key))
+        if sms_ms is None:
+            continue
+        latencies.append(float(sms_ms - times[0]))
+        points = [*times[:2], on_bus.get(event_id), *times[2:], sms_ms]
+        if None not in points:
+            for (name, _), start, end in zip(STAGES, points, points[1:], strict=False):
+                stages[name].append(float(end - start))
+    return latencies, stages
 
 
 def run_level(presses: int, rate: float, interval: float) -> dict[str, Any]:
@@ -98,7 +152,7 @@ def run_level(presses: int, rate: float, interval: float) -> dict[str, Any]:
                 pipeline.start(name)
             wait_ready(pipeline, bands[-1])
             with Load(settings.mqtt_port, bands, rate) as load:
-                latencies = measure(pipeline, bands[:presses], interval)
+                latencies, stages = measure(pipeline, bands[:presses], interval)
             return {
                 "load_target_msg_s": rate,
                 "load_achieved_msg_s": round(load.rate_achieved),
@@ -108,6 +162,14 @@ def run_level(presses: int, rate: float, interval: float) -> dict[str, Any]:
                 "p50_ms": percentile(latencies, 0.5),
                 "p99_ms": percentile(latencies, 0.99),
                 "max_ms": max(latencies, default=float("nan")),
+                "stages_ms": {
+                    name: {
+                        "p50": percentile(v, 0.5),
+                        "p99": percentile(v, 0.99),
+                        "max": max(v, default=float("nan")),
+                    }
+                    for name, v in stages.items()
+                },
             }
         finally:
             pipeline.stop_all()
@@ -161,6 +223,21 @@ def level_table(summary: dict[str, Any]) -> str:
     )
 
 
+def stage_table(summary: dict[str, Any]) -> str:
+    """p50/p99/max of each hop, one column per load level."""
+    levels = summary["levels"]
+    return table(
+        [("stage (ms, p50/p99/max)", *(f"{r['load_achieved_msg_s']} msg/s" for r in levels))]
+        + [
+            (
+                f"{name}: {what}",
+                *("{p50:.0f}/{p99:.0f}/{max:.0f}".format(**r["stages_ms"][name]) for r in levels),
+            )
+            for name, what in STAGES
+        ]
+    )
+
+
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return [
         (
@@ -182,6 +259,7 @@ def main() -> None:
     args = parser.parse_args()
     summary = run(args.presses, [float(x) for x in args.load.split(",")], args.interval)
     print(level_table(summary))
+    print(stage_table(summary))
     print(
         "highest sustained load with p99 < 100 ms:"
         f" {summary['highest_load_with_p99_under_100ms']} msg/s"

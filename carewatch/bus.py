@@ -159,11 +159,14 @@ def _lingering(handler: BatchHandler, linger_s: float) -> BatchHandler:
     return handle_then_linger
 
 
-def each(handler: Handler) -> BatchHandler:
-    """A batch handler that hands each body, in order, to `handler`."""
+def each(handler: Handler, pause: Callable[[], Awaitable[None]] | None = None) -> BatchHandler:
+    """A batch handler that hands each body, in order, to `handler`, awaiting `pause`
+    between them (carewatch.alarm_priority: alarms go first)."""
 
     async def handle_all(bodies: list[bytes]) -> None:
         for body in bodies:
+            if pause is not None:
+                await pause()
             await handler(body)
 
     return handle_all

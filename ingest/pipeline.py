@@ -10,10 +10,12 @@ until the row is durable too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 
+from carewatch.alarm_priority import AlarmPriority
 from carewatch.messages import Event
 from carewatch.metrics import DUPLICATES, MESSAGES_IN, REJECTS
 from carewatch.settings import Settings
@@ -45,6 +47,8 @@ class Pipeline:
         pending: dict[str, Ticket],
         flusher: Flusher,
         deadline: Callable[[], float | None],
+        priority: AlarmPriority | None = None,
+        alarm_lane: bool = False,
     ) -> None:
         self._settings = settings
         self._registry = registry
@@ -57,6 +61,9 @@ class Pipeline:
         self._batch = Batch()
         self._batch_s = settings.ingest_batch_ms / 1000
         self._publishing: asyncio.Future[None] | None = None  # the last micro-batch's publish
+        # the events lane's work goes first; the telemetry lane stands aside for it
+        self._priority = priority or AlarmPriority()
+        self._alarm_lane = alarm_lane
 
     async def run(self, source: asyncio.Queue[Incoming | None]) -> None:
         """Process until the None sentinel, then hand the last batch and a sentinel on."""
@@ -110,7 +117,18 @@ class Pipeline:
         """Validate and claim this micro-batch while the previous one is still being
         published, then start publishing this one (not awaited: the next call, or the
         seal, waits for it). Publishes go out in order, one at a time."""
-        results = [(message, await self._validate(message)) for message in messages]
+        with self._alarm():
+            await self._process(messages)
+
+    def _alarm(self) -> contextlib.AbstractContextManager[None]:
+        return self._priority.alarm() if self._alarm_lane else contextlib.nullcontext()
+
+    async def _process(self, messages: list[Incoming]) -> None:
+        results: list[tuple[Incoming, Accepted | Rejection]] = []
+        for message in messages:
+            if not self._alarm_lane:
+                await self._priority.pause()  # nothing is held here: no claim, no batch
+            results.append((message, await self._validate(message)))
         keys = [r.dedup_key for _, r in results if isinstance(r, Accepted) and r.dedup_key]
         claiming = asyncio.ensure_future(
             with_retry("dedup claim", lambda: self._dedup.claim(keys), deadline=self._deadline)
@@ -157,12 +175,13 @@ class Pipeline:
         self._publishing = asyncio.ensure_future(self._publish(to_publish, published))
 
     async def _publish(self, to_publish: list[tuple[Event, float]], tickets: list[Ticket]) -> None:
-        await with_retry(
-            "bus publish",
-            lambda: self._publisher.publish(to_publish),
-            deadline=self._deadline,
-            items=len(to_publish),
-        )
+        with self._alarm():
+            await with_retry(
+                "bus publish",
+                lambda: self._publisher.publish(to_publish),
+                deadline=self._deadline,
+                items=len(to_publish),
+            )
         for ticket in tickets:
             ticket.complete()
         self._tracker.release()

@@ -34,6 +34,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from carewatch.alarm_priority import AlarmPriority
 from carewatch.bus import make_broker
 from carewatch.db.pool import open_pool
 from carewatch.metrics import serve_metrics
@@ -96,6 +97,9 @@ LANES: dict[str, tuple[TopicKind, ...]] = {
 }
 
 
+ALARM_LANE = "events"  # its work goes first in the worker's loop (carewatch.alarm_priority)
+
+
 def lane_client_ids(client_id: str) -> dict[str, str]:
     """The telemetry lane keeps the worker's client id (and so the session an earlier,
     single-session version left with the broker); the events lane adds a suffix."""
@@ -110,10 +114,10 @@ class _Lane:
         name: str,
         client_id: str,
         settings: Settings,
-        shared: tuple[AsyncConnectionPool[Any], Redis, DeviceRegistry, BusPublisher],
+        shared: tuple[AsyncConnectionPool[Any], Redis, DeviceRegistry, BusPublisher, AlarmPriority],
         deadline: _ShutdownDeadline,
     ) -> None:
-        pool, redis, registry, publisher = shared
+        pool, redis, registry, publisher, priority = shared
         self.name = name
         self.ready = asyncio.Event()
         self.queue: asyncio.Queue[Incoming | None] = asyncio.Queue()
@@ -127,7 +131,16 @@ class _Lane:
         )
         self.flusher = Flusher(pool, dedup, pending, self.tracker, deadline)
         self.pipeline = Pipeline(
-            settings, registry, dedup, publisher, self.tracker, pending, self.flusher, deadline
+            settings,
+            registry,
+            dedup,
+            publisher,
+            self.tracker,
+            pending,
+            self.flusher,
+            deadline,
+            priority,
+            alarm_lane=name == ALARM_LANE,
         )
         self._stop_reading, self._disconnect = asyncio.Event(), asyncio.Event()
         self.tasks = [
@@ -181,7 +194,8 @@ async def run(
         registry = DeviceRegistry(pool)
         if not await _load_registry(registry, stop):
             return
-        shared = (pool, redis, registry, BusPublisher(broker, redis, settings.bus_shards))
+        publisher = BusPublisher(broker, redis, settings.bus_shards)
+        shared = (pool, redis, registry, publisher, AlarmPriority())
         lanes = [
             _Lane(name, lane_client_id, settings, shared, deadline)
             for name, lane_client_id in lane_client_ids(client_id).items()

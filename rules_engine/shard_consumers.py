@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 
 from carewatch import bus
+from carewatch.alarm_priority import AlarmPriority
 from carewatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,10 @@ class ShardConsumers:
         handler_for: Callable[[str], bus.Handler],
         reclaim_idle_ms: int,
         start_timeout_s: float,
+        priority: AlarmPriority | None = None,
     ) -> None:
         self._settings = settings
+        self._priority = priority or AlarmPriority()
         self._group = group
         self._consumer = consumer
         self._handler_for = handler_for
@@ -56,7 +59,7 @@ class ShardConsumers:
             events,
             group=self._group,
             consumer=self._consumer,
-            handler=self._handler_for(events),
+            handler=self._alarm(self._handler_for(events)),
             reclaim_idle_ms=self._reclaim_idle_ms,
         )
         # telemetry is most of the traffic and mostly a no-op: taken in batches
@@ -65,7 +68,7 @@ class ShardConsumers:
             telemetry,
             group=self._group,
             consumer=self._consumer,
-            handler=bus.each(self._handler_for(telemetry)),
+            handler=bus.each(self._handler_for(telemetry), pause=self._priority.pause),
             reclaim_idle_ms=self._reclaim_idle_ms,
             linger_ms=self._settings.rules_telemetry_linger_ms,
         )
@@ -76,6 +79,15 @@ class ShardConsumers:
             raise
         self._brokers[shard] = broker
         log.info("consuming shard", extra={"shard": shard, "streams": list(streams)})
+
+    def _alarm(self, handler: bus.Handler) -> bus.Handler:
+        """The event lane's handler, telemetry standing aside while it runs."""
+
+        async def handle(body: bytes) -> None:
+            with self._priority.alarm():
+                await handler(body)
+
+        return handle
 
     async def stop(self, shard: int) -> None:
         broker = self._brokers.pop(shard, None)
