@@ -44,6 +44,7 @@ from notifier.channels.templates import kind_label
 from notifier.content import AlertInfo
 from notifier.escalation import enqueue_follow_ups, handler_display, load_alert, stop_escalation
 from notifier.metrics import ACK_REJECTS, ACKS
+from notifier.outbox import Claimed
 from notifier.sql import Conn
 from notifier.worker import NotifierParts, notifier_parts
 
@@ -100,14 +101,19 @@ class Replay(Exception):
 class AckResult:
     alert: AlertInfo  # after the action
     change: AlertChange | None  # when the status changed: in the outbox, to be published
-    notification_ids: list[int]
+    notifications: list[Claimed]  # leased to this process's sender: it sends them
 
 
 # --- the transaction -------------------------------------------------------------------
 
 
 async def apply_action(
-    conn: Conn, settings: Settings, claim: AckClaim, action: Action, now_ms: int
+    conn: Conn,
+    settings: Settings,
+    claim: AckClaim,
+    action: Action,
+    now_ms: int,
+    lease_until_ms: int,
 ) -> AckResult:
     """Carry out `action` for the link's recipient; call inside a transaction."""
     cur = await conn.execute(
@@ -151,10 +157,10 @@ async def apply_action(
         actor=claim.actor,
     )
     await stop_escalation(conn, alert.id, f"{action} by {claim.actor}", now_ms)
-    ids: list[int] = []
+    queued: list[Claimed] = []
     if first_ack:
         handler = await handler_display(conn, claim.actor)
-        ids = await enqueue_follow_ups(
+        queued = await enqueue_follow_ups(
             conn,
             settings,
             alert,
@@ -162,13 +168,14 @@ async def apply_action(
             now_ms,
             handler=handler,
             exclude=(claim.recipient_kind, claim.recipient_id),
+            lease_until_ms=lease_until_ms,
         )
     after = await load_alert(conn, alert.id)
     assert after is not None
     change = _alert_change(after, claim.actor, now_ms) if changed else None
     if change is not None:
         await alert_outbox.write(conn, f"ack:{claim.token_id}:{action}", [change])
-    return AckResult(after, change, ids)
+    return AckResult(after, change, queued)
 
 
 # --- rendering -------------------------------------------------------------------------
@@ -314,7 +321,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         now = clock.now_ms()
         try:
             async with parts().pool.connection() as conn, conn.transaction():
-                result = await apply_action(conn, settings, claim, act_as, now)
+                lease_until_ms = parts().sender.lease_until_ms()
+                result = await apply_action(conn, settings, claim, act_as, now, lease_until_ms)
         except Replay:
             return reject(request, "replay", REPLAY_TEXT, 409)
         except TransitionError as exc:
@@ -323,7 +331,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         except LookupError:
             return reject(request, "unknown_alert", NOT_FOUND_TEXT, 404)
         ACKS.labels(act_as).inc()
-        parts().sender.kick(result.notification_ids)
+        parts().sender.send_leased(result.notifications)
         if result.change is not None:
             # committed with the outbox row: if this publish fails, the rules workers'
             # sweep publishes it a few seconds later

@@ -25,14 +25,14 @@ from notifier import outbox, short_links, sql, targets, timeline
 from notifier.channels.base import Purpose
 from notifier.content import AlertInfo, message_params
 from notifier.metrics import ALERT_CHANGE_REJECTS
-from notifier.outbox import NewNotification, OutboxSender
+from notifier.outbox import Claimed, NewNotification, OutboxSender
 from notifier.policies import Policy, plan_step, policy_for
 from notifier.sql import Conn
 from notifier.targets import Recipient
 
 log = logging.getLogger(__name__)
 
-ChangeAction = Callable[[Conn, AlertInfo, AlertChange], Awaitable[list[int]]]
+ChangeAction = Callable[[Conn, AlertInfo, AlertChange], Awaitable[list[Claimed]]]
 
 # --- shared by the worker and the ack app ----------------------------------------------------
 
@@ -108,7 +108,8 @@ async def enqueue_follow_ups(
     *,
     handler: str | None = None,
     exclude: tuple[str, str] | None = None,
-) -> list[int]:
+    lease_until_ms: int,
+) -> list[Claimed]:
     """Tell the people already reached that someone is handling it ('handled': plus the
     elder's wristband) or that it is over ('closed')."""
     elder = await targets.load_elder(conn, alert.elder_id)
@@ -144,15 +145,15 @@ async def enqueue_follow_ups(
                     message_params(settings, alert, elder, band, purpose, now_ms, handler),
                 )
             )  # fmt: skip
-    ids = await outbox.enqueue(conn, items, now_ms)
+    queued = await outbox.enqueue_leased(conn, alert, items, lease_until_ms)
     await timeline.append(
         conn,
         alert.id,
         f"{purpose}_enqueued",
-        {"notifications": len(ids), "handler": handler},
+        {"notifications": len(queued), "handler": handler},
         at_ms=now_ms,
     )
-    return ids
+    return queued
 
 
 async def handler_display(conn: Conn, actor: str | None) -> str:
@@ -191,16 +192,16 @@ class Escalator:
             await self._reject(raw, "bad_alert_change", str(exc))
             return
         if change.reason is not None and change.status == "open":
-            ids = await self._process(change, self._renotify)
+            queued = await self._process(change, self._renotify)
         elif change.status == "open":
-            ids = await self._process(change, self._open)
+            queued = await self._process(change, self._open)
         elif change.status in CLOSED_STATUSES:
-            ids = await self._process(change, self._close)
+            queued = await self._process(change, self._close)
         elif change.status == "acknowledged":
-            ids = await self._process(change, self._acknowledged)
+            queued = await self._process(change, self._acknowledged)
         else:  # pending: the confirmation window is still running
             return
-        self.sender.kick(ids)
+        self.sender.send_leased(queued)
 
     async def _reject(self, raw: bytes, reason: str, detail: str) -> None:
         ALERT_CHANGE_REJECTS.labels(reason).inc()
@@ -211,7 +212,7 @@ class Escalator:
                 ("alerts", reason, detail, raw),
             )
 
-    async def _process(self, change: AlertChange, action: ChangeAction) -> list[int]:
+    async def _process(self, change: AlertChange, action: ChangeAction) -> list[Claimed]:
         async with self.pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "INSERT INTO notifier_inbox (change_id, alert_id) VALUES (%s, %s)"
@@ -233,7 +234,7 @@ class Escalator:
                 return []
             return await action(conn, alert, change)
 
-    async def _open(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[int]:
+    async def _open(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[Claimed]:
         if alert.status != "open":  # it moved on before we got here
             return []
         policy = policy_for(alert.severity)  # type: ignore[arg-type]
@@ -247,7 +248,7 @@ class Escalator:
             return []
         return await self._carry_out(conn, alert, policy, 0)
 
-    async def _renotify(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[int]:
+    async def _renotify(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[Claimed]:
         """A reminder, or a severity the rules engine raised: run the (new) policy again."""
         if alert.status != "open":  # acknowledged: a person is on it; closed: nothing to do
             return []
@@ -270,7 +271,7 @@ class Escalator:
         )
         return await self._carry_out(conn, alert, policy, 0, round_)
 
-    async def _close(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[int]:
+    async def _close(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[Claimed]:
         now = self.clock.now_ms()
         await stop_escalation(conn, alert.id, change.status, now)
         cancelled = await outbox.cancel_pending(conn, alert.id)
@@ -278,9 +279,13 @@ class Escalator:
             await timeline.append(
                 conn, alert.id, "notifications_cancelled", {"count": cancelled}, at_ms=now
             )
-        return await enqueue_follow_ups(conn, self.settings, alert, "closed", now)
+        return await enqueue_follow_ups(
+            conn, self.settings, alert, "closed", now, lease_until_ms=self.sender.lease_until_ms()
+        )
 
-    async def _acknowledged(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[int]:
+    async def _acknowledged(
+        self, conn: Conn, alert: AlertInfo, change: AlertChange
+    ) -> list[Claimed]:
         # The ack app stops the escalation and queues the 'handled' messages itself; the
         # operator API only stops it. Both are idempotent (the messages by their keys), so
         # whoever acknowledged, everyone already notified is told who is handling it once.
@@ -289,12 +294,19 @@ class Escalator:
         handler = await handler_display(conn, change.actor)
         kind, _, rid = (change.actor or "").partition(":")
         return await enqueue_follow_ups(
-            conn, self.settings, alert, "handled", now, handler=handler, exclude=(kind, rid)
+            conn,
+            self.settings,
+            alert,
+            "handled",
+            now,
+            handler=handler,
+            exclude=(kind, rid),
+            lease_until_ms=self.sender.lease_until_ms(),
         )
 
     async def _carry_out(
         self, conn: Conn, alert: AlertInfo, policy: Policy, step: int, round_: int = 0
-    ) -> list[int]:
+    ) -> list[Claimed]:
         """Enqueue step `step` and schedule the next; in the caller's transaction."""
         now = self.clock.now_ms()
         plan = plan_step(policy, step, self.clock, self.settings.escalation_wait_s)
@@ -320,7 +332,7 @@ class Escalator:
             for channel in plan.channels
             if (address := r.address(channel))
         ]  # fmt: skip
-        ids = await outbox.enqueue(conn, items, now)
+        queued = await outbox.enqueue_leased(conn, alert, items, self.sender.lease_until_ms())
         next_at = timeline.from_ms(plan.next_due_ms) if plan.next_due_ms is not None else None
         await conn.execute(
             "UPDATE escalations SET step = %s, next_step_at = %s WHERE alert_id = %s",
@@ -335,7 +347,7 @@ class Escalator:
                 "step": step,
                 "targets": list(plan.targets),
                 "recipients": [f"{r.kind}:{r.id}" for r in recipients],
-                "notifications": len(ids),
+                "notifications": len(queued),
                 "next_step_at_ms": plan.next_due_ms,
             },
             at_ms=now,
@@ -343,14 +355,14 @@ class Escalator:
         ESCALATION_STEPS.labels(policy.name, str(step)).inc()
         log.info(
             "escalation step",
-            extra={"alert_id": alert.id, "step": step, "notifications": len(ids)},
+            extra={"alert_id": alert.id, "step": step, "notifications": len(queued)},
         )
-        return ids
+        return queued
 
     async def run_due(self) -> int:
         """Carry out every escalation step that is due; the number of escalations advanced."""
         now = self.clock.now_ms()
-        ids: list[int] = []
+        queued: list[Claimed] = []
         async with self.pool.connection() as conn, conn.transaction():
             due = await sql.rows(
                 conn,
@@ -366,8 +378,9 @@ class Escalator:
                     await stop_escalation(conn, row["alert_id"], f"alert {status}", now)
                     continue
                 policy = policy_for(row["policy"])
-                ids += await self._carry_out(conn, alert, policy, row["step"] + 1, row["round"])
-        self.sender.kick(ids)
+                step = row["step"] + 1
+                queued += await self._carry_out(conn, alert, policy, step, row["round"])
+        self.sender.send_leased(queued)
         return len(due)
 
     async def prune_inbox(self) -> int:

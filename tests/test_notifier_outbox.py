@@ -16,6 +16,7 @@ from carewatch.settings import Settings
 from notifier import outbox
 from notifier.ack_links import link_url, new_short_code, sign
 from notifier.channels.registry import build_channels
+from notifier.escalation import load_alert
 from notifier.outbox import NewNotification, OutboxSender
 from notifier.targets import Recipient
 from tests.fake_provider_server import running_fake_providers
@@ -181,3 +182,54 @@ async def test_rows_claimed_by_a_dead_sender_are_sent_after_the_lease(settings: 
     assert [r["outcome"] for r in records] == ["delivered"]
     assert records[0]["received_ms"] >= leased_until.timestamp() * 1000 - 1
     assert query(dsn, "SELECT count(*) FROM notifications WHERE status = 'sent'") == [(1,)]
+
+
+async def enqueue_leased(sender: OutboxSender, alert_id: str) -> outbox.Claimed:
+    async with sender.pool.connection() as conn:
+        alert = await load_alert(conn, alert_id)
+        assert alert is not None
+        [row] = await outbox.enqueue_leased(
+            conn, alert, [sms_to(alert_id)], sender.lease_until_ms()
+        )
+    return row
+
+
+async def test_rows_enqueued_leased_are_sent_at_once_by_their_sender_only(
+    settings: Settings,
+) -> None:
+    dsn = settings.database_url
+    seed_registry(dsn)
+    alert_id = insert_alert(dsn)
+    async with running_fake_providers(notifier_settings(settings)) as fake:
+        async with sender_for(fake.settings) as sender, sender_for(fake.settings) as other:
+            row = await enqueue_leased(sender, alert_id)
+            assert status_of(dsn, row.id) == ("pending", 1)
+            assert await other.claim() == []  # leased: no poll takes it
+            sender.send_leased([row])
+            await sender.drain()
+        records = await fake.records("sms")
+    assert status_of(dsn, row.id) == ("sent", 1)
+    assert [r["outcome"] for r in records] == ["delivered"]
+    assert row.alert_kind == "sos" and row.idempotency_key == sms_to(alert_id).idempotency_key
+
+
+async def test_rows_enqueued_leased_by_a_dead_sender_are_sent_after_the_lease(
+    settings: Settings,
+) -> None:
+    dsn = settings.database_url
+    seed_registry(dsn)
+    alert_id = insert_alert(dsn)
+    async with running_fake_providers(notifier_settings(settings, outbox_lease_s=1.0)) as fake:
+        async with sender_for(fake.settings) as dead, sender_for(fake.settings) as alive:
+            row = await enqueue_leased(dead, alert_id)  # ... and dies before sending it
+            leased_until = query(dsn, "SELECT next_attempt_at FROM notifications")[0][0]
+            async with polling(alive):
+
+                async def sent() -> bool:
+                    return status_of(dsn, row.id)[0] == "sent"
+
+                await await_until(sent, 15, "the orphaned row to be sent")
+        records = await fake.records("sms")
+    assert status_of(dsn, row.id) == ("sent", 2)
+    assert [r["outcome"] for r in records] == ["delivered"]
+    assert records[0]["received_ms"] >= leased_until.timestamp() * 1000 - 1
