@@ -1,5 +1,5 @@
-"""A Redis Streams consumer-group reader for high-volume lanes, without FastStream's
-per-message machinery.
+"""A Redis Streams consumer-group reader for the event and telemetry lanes, without
+FastStream's per-message machinery.
 
 Why: with FastStream consuming the telemetry lanes, a profile of the rules worker under
 2000 msg/s (bench._diag-style run, py-spy) put ~85 % of its busy time in FastStream and
@@ -18,7 +18,8 @@ what that subscription did, and nothing else:
 - stop() lets the batch in hand finish and be acknowledged (graceful, like FastStream's).
 
 Entries are framed by FastStream's publishers or by ingest's carewatch.bus.redis_frame,
-which are byte-identical; consumers of other lanes keep FastStream.
+which are byte-identical. The event lanes use it too, without lingering
+(carewatch.bus.subscribe_urgent); the other streams keep FastStream.
 """
 
 from __future__ import annotations

@@ -54,12 +54,12 @@ class ShardConsumers:
         # the shard's event lane and telemetry lane get their own subscribers, so an SOS
         # is handled while a telemetry backlog is still being worked through
         events, telemetry = streams = bus.shard_streams(shard)
-        bus.subscribe(
+        bus.subscribe_urgent(
             broker,
             events,
             group=self._group,
             consumer=self._consumer,
-            handler=self._alarm(self._handler_for(events)),
+            handler=self._alarm(bus.each(self._handler_for(events))),
             reclaim_idle_ms=self._reclaim_idle_ms,
         )
         # telemetry is most of the traffic and mostly a no-op: taken in batches
@@ -80,12 +80,12 @@ class ShardConsumers:
         self._brokers[shard] = broker
         log.info("consuming shard", extra={"shard": shard, "streams": list(streams)})
 
-    def _alarm(self, handler: bus.Handler) -> bus.Handler:
+    def _alarm(self, handler: bus.BatchHandler) -> bus.BatchHandler:
         """The event lane's handler, telemetry standing aside while it runs."""
 
-        async def handle(body: bytes) -> None:
+        async def handle(bodies: list[bytes]) -> None:
             with self._priority.alarm():
-                await handler(body)
+                await handler(bodies)
 
         return handle
 
