@@ -126,6 +126,7 @@ def subscribe_batch(
     reclaim_idle_ms: int = 10_000,
     polling_ms: int = 100,
     linger_ms: int = 0,
+    urgent: bool = False,
 ) -> None:
     """Like subscribe(), but hand over up to MAX_BATCH bodies per call, acknowledged
     together once the handler returns (a failure redelivers the whole batch). For
@@ -133,7 +134,13 @@ def subscribe_batch(
 
     `linger_ms`: after a batch shorter than MAX_BATCH, wait this long before reading
     again. A lane that trickles would otherwise be read a few entries at a time, and the
-    bus's fixed cost per read then dominates; lingering trades that for latency."""
+    bus's fixed cost per read then dominates; lingering trades that for latency.
+
+    `urgent`: a lane whose every message is urgent (device events: SOS); give no
+    `linger_ms`. Through FastStream's per-message machinery an SOS spent up to 26 ms
+    (p99) between its XADD and its handler in a rules worker busy with telemetry, against
+    10 ms read directly (bench.sos_latency at 10,000 msg/s). On NATS a pull batch waits
+    for more messages, so there an urgent lane is consumed one message at a time."""
     _subscribe(
         broker,
         stream,
@@ -142,36 +149,8 @@ def subscribe_batch(
         handler,
         reclaim_idle_ms,
         polling_ms,
-        batch=True,
+        batch=not (urgent and isinstance(broker, NatsBroker)),
         linger_s=linger_ms / 1000,
-    )
-
-
-def subscribe_urgent(
-    broker: Broker,
-    stream: str,
-    *,
-    group: str,
-    consumer: str,
-    handler: BatchHandler,
-    reclaim_idle_ms: int = 10_000,
-    polling_ms: int = 100,
-) -> None:
-    """Like subscribe_batch(), for a lane whose every message is urgent (device events:
-    SOS). On Redis it is read directly, never lingering: through FastStream's
-    per-message machinery an SOS spent up to 26 ms (p99) between its XADD and its
-    handler in a rules worker busy with telemetry, against 10 ms read directly
-    (bench.sos_latency at 10,000 msg/s). On NATS a pull batch waits for more messages,
-    so there it is consumed one message at a time, each a batch of one."""
-    _subscribe(
-        broker,
-        stream,
-        group,
-        consumer,
-        handler,
-        reclaim_idle_ms,
-        polling_ms,
-        batch=isinstance(broker, RedisBroker),
     )
 
 

@@ -19,7 +19,7 @@ what that subscription did, and nothing else:
 
 Entries are framed by FastStream's publishers or by ingest's carewatch.bus.redis_frame,
 which are byte-identical. The event lanes use it too, without lingering
-(carewatch.bus.subscribe_urgent); the other streams keep FastStream.
+(carewatch.bus.subscribe_batch, urgent); the other streams keep FastStream.
 """
 
 from __future__ import annotations

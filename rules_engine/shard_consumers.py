@@ -54,13 +54,14 @@ class ShardConsumers:
         # the shard's event lane and telemetry lane get their own subscribers, so an SOS
         # is handled while a telemetry backlog is still being worked through
         events, telemetry = streams = bus.shard_streams(shard)
-        bus.subscribe_urgent(
+        bus.subscribe_batch(
             broker,
             events,
             group=self._group,
             consumer=self._consumer,
             handler=self._alarm(bus.each(self._handler_for(events))),
             reclaim_idle_ms=self._reclaim_idle_ms,
+            urgent=True,
         )
         # telemetry is most of the traffic and mostly a no-op: taken in batches
         bus.subscribe_batch(
