@@ -20,12 +20,11 @@ import aiomqtt
 import msgspec
 import psycopg
 import redis
-from faststream.redis.parser import BinaryMessageFormatV1
 
 from bench.common import bench_env, percentile, seed_street, table, write_results
 from bench.load import Load
 from carewatch import bus
-from carewatch.bus_batch_reader import DATA_KEY
+from carewatch.bus_batch_reader import entry_body
 from carewatch.messages import DeviceEvent, decode_event
 from carewatch.settings import Settings
 from carewatch.topics import topic
@@ -92,8 +91,7 @@ def event_stream_times(settings: Settings) -> dict[str, int]:
         for shard in range(settings.bus_shards):
             entries: Any = client.xrange(bus.events_stream(shard))
             for entry_id, fields in entries:
-                body = BinaryMessageFormatV1.parse(fields.get(DATA_KEY.encode(), b""))[0]
-                times[decode_event(body).id] = int(entry_id.split(b"-")[0])
+                times[decode_event(entry_body(fields)).id] = int(entry_id.split(b"-")[0])
         return times
     finally:
         client.close()

@@ -43,10 +43,15 @@ DATA_KEY = "__data__"  # the stream entry field a FastStream-framed message sits
 _DATA_FIELD = DATA_KEY.encode()  # as redis-py returns it
 
 
-def _bodies(entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[bytes]:
+def entry_body(fields: dict[bytes, bytes]) -> bytes:
+    """The message body of one stream entry (its fields as redis-py returns them)."""
     # an entry without the field (not ours) becomes an empty body: the handler rejects
     # it like any undecodable message instead of the reader failing on it forever
-    return [BinaryMessageFormatV1.parse(fields.get(_DATA_FIELD, b""))[0] for _, fields in entries]
+    return BinaryMessageFormatV1.parse(fields.get(_DATA_FIELD, b""))[0]
+
+
+def _bodies(entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[bytes]:
+    return [entry_body(fields) for _, fields in entries]
 
 
 class RedisBatchReader:

@@ -29,7 +29,7 @@ import os
 import socket
 import time
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
@@ -106,6 +106,16 @@ def lane_client_ids(client_id: str) -> dict[str, str]:
     return {lane: client_id if lane == "telemetry" else f"{client_id}-{lane}" for lane in LANES}
 
 
+class _Shared(NamedTuple):
+    """What both lanes of a worker use."""
+
+    pool: AsyncConnectionPool[Any]
+    redis: Redis
+    registry: DeviceRegistry
+    publisher: BusPublisher
+    priority: AlarmPriority
+
+
 class _Lane:
     """One MQTT session, and the pipeline and flusher behind it."""
 
@@ -114,7 +124,7 @@ class _Lane:
         name: str,
         client_id: str,
         settings: Settings,
-        shared: tuple[AsyncConnectionPool[Any], Redis, DeviceRegistry, BusPublisher, AlarmPriority],
+        shared: _Shared,
         deadline: _ShutdownDeadline,
     ) -> None:
         pool, redis, registry, publisher, priority = shared
@@ -195,7 +205,7 @@ async def run(
         if not await _load_registry(registry, stop):
             return
         publisher = BusPublisher(broker, redis, settings.bus_shards)
-        shared = (pool, redis, registry, publisher, AlarmPriority())
+        shared = _Shared(pool, redis, registry, publisher, AlarmPriority())
         lanes = [
             _Lane(name, lane_client_id, settings, shared, deadline)
             for name, lane_client_id in lane_client_ids(client_id).items()

@@ -28,10 +28,10 @@ class ShardConsumers:
         handler_for: Callable[[str], bus.Handler],
         reclaim_idle_ms: int,
         start_timeout_s: float,
-        priority: AlarmPriority | None = None,
     ) -> None:
         self._settings = settings
-        self._priority = priority or AlarmPriority()
+        # the event lanes' work goes first; the telemetry lanes stand aside for it
+        self._priority = AlarmPriority()
         self._group = group
         self._consumer = consumer
         self._handler_for = handler_for
