@@ -51,6 +51,11 @@ class AlarmPriority:
             if not self._in_flight:
                 self._idle.set()
 
+    def due(self) -> bool:
+        """Would `pause()` do anything now? Lets a hot loop skip the await (and the
+        coroutine it costs) on the items where it would return at once."""
+        return bool(self._in_flight) or time.monotonic() - self._turn_at >= self._slice_s
+
     async def pause(self) -> None:
         """Called by the bulk lane between items; returns at once most of the time."""
         if not self._in_flight:

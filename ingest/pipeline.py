@@ -125,10 +125,18 @@ class Pipeline:
 
     async def _process(self, messages: list[Incoming]) -> None:
         results: list[tuple[Incoming, Accepted | Rejection]] = []
+        check, priority = self._check, self._priority
         for message in messages:
-            if not self._alarm_lane:
-                await self._priority.pause()  # nothing is held here: no claim, no batch
-            results.append((message, await self._validate(message)))
+            if not self._alarm_lane and priority.due():
+                await priority.pause()  # nothing is held here: no claim, no batch
+            result = check(message)
+            if (
+                type(result) is Rejection
+                and result.reason == "unknown_device"
+                and await self._registry.refresh_on_miss()
+            ):
+                result = check(message)  # the device may have been registered a moment ago
+            results.append((message, result))
         keys = [r.dedup_key for _, r in results if isinstance(r, Accepted) and r.dedup_key]
         claiming = asyncio.ensure_future(
             with_retry("dedup claim", lambda: self._dedup.claim(keys), deadline=self._deadline)
@@ -186,24 +194,14 @@ class Pipeline:
             ticket.complete()
         self._tracker.release()
 
-    async def _validate(self, message: Incoming) -> Accepted | Rejection:
-        def check() -> Accepted | Rejection:
-            return validate(
-                message.topic,
-                message.payload,
-                self._registry.devices,
-                received_ms=message.received_ms,
-                max_payload_bytes=self._settings.max_payload_bytes,
-            )
-
-        result = check()
-        if (
-            isinstance(result, Rejection)
-            and result.reason == "unknown_device"
-            and await self._registry.refresh_on_miss()
-        ):
-            result = check()  # the device may have been registered a moment ago
-        return result
+    def _check(self, message: Incoming) -> Accepted | Rejection:
+        return validate(
+            message.topic,
+            message.payload,
+            self._registry.devices,
+            received_ms=message.received_ms,
+            max_payload_bytes=self._settings.max_payload_bytes,
+        )
 
     def _reject(self, message: Incoming, rejection: Rejection) -> None:
         REJECTS.labels(rejection.reason).inc()
