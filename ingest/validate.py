@@ -34,18 +34,17 @@ _decoders: dict[str, msgspec.json.Decoder[Any]] = {
 }
 
 
-class _Record(msgspec.Struct, frozen=True):
-    """Immutable value types made once per message: msgspec builds them in C (a frozen
-    dataclass sets each field through object.__setattr__, ~3 us for a telemetry row)."""
+# The value types below are made once per message: msgspec structs are built in C (a
+# frozen dataclass sets each field through object.__setattr__, ~3 us for a row).
 
 
-class Rejection(_Record):
+class Rejection(msgspec.Struct, frozen=True):
     reason: RejectReason
     detail: str
     device_id: str | None = None
 
 
-class TelemetryRow(_Record):
+class TelemetryRow(msgspec.Struct, frozen=True):
     """One row of the `telemetry` table; `data` is already JSON-encoded."""
 
     ts_ms: int
@@ -57,7 +56,7 @@ class TelemetryRow(_Record):
     data: bytes
 
 
-class DeviceUpdate(_Record):
+class DeviceUpdate(msgspec.Struct, frozen=True):
     """What one message tells about its device (merged per batch into `devices`)."""
 
     device_id: str
@@ -67,7 +66,7 @@ class DeviceUpdate(_Record):
     battery: int | None = None
 
 
-class Accepted(_Record):
+class Accepted(msgspec.Struct, frozen=True):
     event: Event
     row: TelemetryRow | None  # None for status messages (no telemetry row)
     device_update: DeviceUpdate
