@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Literal
 
@@ -33,6 +34,10 @@ def uplink_filters(
     return [f"{share}{PREFIX}/+/{kind}" for kind in kinds]
 
 
+# Ingest parses a topic per message, and a device uses the same few topics all day: a
+# cache hit is a dict lookup instead of a regex match. Bounded, so a flood of made-up
+# topics cannot grow it.
+@functools.lru_cache(maxsize=1 << 16)
 def parse(topic_name: str) -> tuple[str, TopicKind] | None:
     """Return (device_id, kind) or None when the topic is not ours or the id is not valid."""
     match = _TOPIC_RE.fullmatch(topic_name)
