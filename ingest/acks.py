@@ -35,21 +35,32 @@ DONE_TICKET = Ticket(0)  # for messages with nothing left to make durable
 
 
 class AckTracker(Generic[M]):
-    def __init__(self, ack: Callable[[M], None]) -> None:
-        self._ack = ack
-        self._pending: deque[tuple[M, Ticket]] = deque()
+    """`ack_all` is called with runs of messages, in arrival order. Consecutive messages
+    under one ticket (a micro-batch's) are kept as one run: one check, one call."""
+
+    def __init__(self, ack_all: Callable[[list[M]], None]) -> None:
+        self._ack_all = ack_all
+        self._pending: deque[tuple[list[M], Ticket]] = deque()
+        self._count = 0
 
     def track(self, message: M, ticket: Ticket) -> None:
-        self._pending.append((message, ticket))
+        self._count += 1
+        if self._pending:
+            run, last = self._pending[-1]
+            if last is ticket:
+                run.append(message)
+                return
+        self._pending.append(([message], ticket))
 
     def release(self) -> int:
         """Acknowledge the done prefix of the queue; return how many were acknowledged."""
         released = 0
         while self._pending and self._pending[0][1].done:
-            message, _ = self._pending.popleft()
-            self._ack(message)
-            released += 1
+            run, _ = self._pending.popleft()
+            self._ack_all(run)
+            released += len(run)
+        self._count -= released
         return released
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return self._count

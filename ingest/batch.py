@@ -17,27 +17,28 @@ class Batch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     device_updates: list[DeviceUpdate] = field(default_factory=list)
     dedup_keys: list[str] = field(default_factory=list)
-    # Each ticket gets one part completed when this batch is durable.
+    # One per micro-batch (the messages of a micro-batch share one ticket); each gets one
+    # part completed when this batch is durable.
     tickets: list[Ticket] = field(default_factory=list)
+    messages: int = 0  # accepted and rejected messages in it
 
     def __len__(self) -> int:
-        return len(self.tickets)
+        return self.messages
 
-    def _start_clock(self) -> None:
-        # The batch's age (for ingest_batch_ms) counts from its first message.
-        if not self.tickets:
-            self.started_at = time.monotonic()
-
-    def add_accepted(self, accepted: Accepted, ticket: Ticket) -> None:
-        self._start_clock()
+    def add_accepted(self, accepted: Accepted) -> None:
         if accepted.row is not None:
             self.rows.append(accepted.row)
         self.device_updates.append(accepted.device_update)
         if accepted.dedup_key is not None:
             self.dedup_keys.append(accepted.dedup_key)
-        self.tickets.append(ticket)
 
-    def add_dead_letter(self, letter: DeadLetter, ticket: Ticket) -> None:
-        self._start_clock()
+    def add_dead_letter(self, letter: DeadLetter) -> None:
         self.dead_letters.append(letter)
+
+    def add_ticket(self, ticket: Ticket, messages: int) -> None:
+        """`messages` accepted or rejected messages were added under `ticket`."""
+        if not self.messages:
+            # The batch's age (for ingest_batch_ms) counts from its first message.
+            self.started_at = time.monotonic()
+        self.messages += messages
         self.tickets.append(ticket)

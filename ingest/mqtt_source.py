@@ -107,14 +107,23 @@ class MqttSource:
         )
 
     def ack(self, message: Incoming) -> None:
-        """PUBACK one message, if the connection that delivered it is still the current one.
+        """PUBACK one message (see ack_all)."""
+        self.ack_all([message])
+
+    def ack_all(self, messages: list[Incoming]) -> None:
+        """PUBACK each message, in order, if the connection that delivered it is still the
+        current one.
 
         After a reconnect the broker redelivers unacknowledged messages itself (persistent
         session), so acks for an older connection are simply dropped.
         """
         conn = self._conn
-        if conn is not None and message.connection == self._connection and message.qos:
-            conn.ack(message.mid)
+        if conn is None:
+            return
+        current = self._connection
+        for message in messages:
+            if message.connection == current and message.qos:
+                conn.ack(message.mid)
 
     def _deliver(self, connection: int, publishes: list[Publish]) -> None:
         """Called by the connection with every PUBLISH of one socket read."""

@@ -151,15 +151,22 @@ class Pipeline:
             claiming.cancel()  # no-op once done
         to_publish: list[tuple[Event, float]] = []
         accepted: dict[str, int] = {}  # counted once per micro-batch: inc() takes a lock
-        published: list[Ticket] = []
+        # Every message of this micro-batch that is not a copy shares one ticket: they are
+        # published together (the first part) and stored by the same flush (the second).
+        ticket = Ticket(_ACCEPTED_PARTS)
+        under_ticket = 0
+        batch, pending, track = self._batch, self._pending, self._tracker.track
         # Tracked in arrival order, so PUBACKs keep the order PUBLISHes came in.
         for message, result in results:
-            if isinstance(result, Rejection):
+            if type(result) is Rejection:
                 self._reject(message, result)
+                track(message, ticket)
+                under_ticket += 1
                 continue
+            assert type(result) is Accepted
             key = result.dedup_key
             claim = next(claims) if key is not None else Claim.NEW
-            if claim is Claim.OWN_PENDING and key not in self._pending:
+            if claim is Claim.OWN_PENDING and key not in pending:
                 # Our claim, but no message of ours holds it: an earlier attempt of this
                 # very call wrote it and lost the reply (Redis died mid-call; found by
                 # tests/test_chaos.py). Taking it for a duplicate would drop the message.
@@ -167,22 +174,23 @@ class Pipeline:
             if claim is Claim.DUPLICATE or claim is Claim.OWN_PENDING:
                 DUPLICATES.inc()
                 # A copy of a message still in flight is acknowledged with the original.
-                original = self._pending.get(key, DONE_TICKET) if key is not None else DONE_TICKET
-                self._tracker.track(message, original)
+                track(message, pending.get(key, DONE_TICKET) if key is not None else DONE_TICKET)
                 continue
-            accepted[result.event.type] = accepted.get(result.event.type, 0) + 1
-            ticket = Ticket(_ACCEPTED_PARTS)
+            event = result.event
+            accepted[event.type] = accepted.get(event.type, 0) + 1
             if key is not None:
-                self._pending[key] = ticket
-            self._batch.add_accepted(result, ticket)
-            self._tracker.track(message, ticket)
-            to_publish.append((result.event, message.received_at))
-            published.append(ticket)
+                pending[key] = ticket
+            batch.add_accepted(result)
+            track(message, ticket)
+            under_ticket += 1
+            to_publish.append((event, message.received_at))
+        if under_ticket:
+            batch.add_ticket(ticket, under_ticket)
         for event_type, n in accepted.items():
             MESSAGES_IN.labels(event_type).inc(n)
-        self._publishing = asyncio.ensure_future(self._publish(to_publish, published))
+        self._publishing = asyncio.ensure_future(self._publish(to_publish, ticket))
 
-    async def _publish(self, to_publish: list[tuple[Event, float]], tickets: list[Ticket]) -> None:
+    async def _publish(self, to_publish: list[tuple[Event, float]], ticket: Ticket) -> None:
         with self._alarm():
             await with_retry(
                 "bus publish",
@@ -190,8 +198,7 @@ class Pipeline:
                 deadline=self._deadline,
                 items=len(to_publish),
             )
-        for ticket in tickets:
-            ticket.complete()
+        ticket.complete()
         self._tracker.release()
 
     def _check(self, message: Incoming) -> Accepted | Rejection:
@@ -214,7 +221,5 @@ class Pipeline:
                 "detail": rejection.detail[:200],
             },
         )
-        ticket = Ticket()
         letter = DeadLetter(message.received_ms, message.topic, rejection, message.payload)
-        self._batch.add_dead_letter(letter, ticket)
-        self._tracker.track(message, ticket)
+        self._batch.add_dead_letter(letter)

@@ -132,7 +132,7 @@ class _Lane:
         self.ready = asyncio.Event()
         self.queue: asyncio.Queue[Incoming | None] = asyncio.Queue()
         self.source = MqttSource(settings, client_id, self.queue, self.ready, kinds=LANES[name])
-        self.tracker: AckTracker[Incoming] = AckTracker(self.source.ack)
+        self.tracker: AckTracker[Incoming] = AckTracker(self.source.ack_all)
         # A copy of a message always comes back on the same topic, so on the same lane:
         # in-flight claims and the dedup owner are the lane's own.
         pending: dict[str, Ticket] = {}

@@ -337,7 +337,7 @@ class Services:
     async def run_batch(self, messages: list[tuple[str, bytes]]) -> list[Incoming]:
         """Push the messages through a fresh Pipeline and Flusher; return those acked."""
         acked: list[Incoming] = []
-        tracker: AckTracker[Incoming] = AckTracker(acked.append)
+        tracker: AckTracker[Incoming] = AckTracker(acked.extend)
         pending: dict[str, Ticket] = {}
         client_id = f"hostile-{uuid.uuid4().hex[:8]}"
         dedup = Deduplicator(self.redis, ttl_s=600, client_id=client_id, boot_id="b")

@@ -25,7 +25,7 @@ def test_dedup_classification() -> None:
 
 def test_acks_go_out_in_arrival_order_once_durable() -> None:
     acked: list[str] = []
-    tracker: AckTracker[str] = AckTracker(acked.append)
+    tracker: AckTracker[str] = AckTracker(acked.extend)
     first, second = Ticket(2), Ticket(1)
     tracker.track("m1", first)
     tracker.track("m2", second)
@@ -38,6 +38,20 @@ def test_acks_go_out_in_arrival_order_once_durable() -> None:
     first.complete()
     assert tracker.release() == 4
     assert acked == ["m1", "m2", "m3-dup-of-m1", "m4-dup-done"]
+    assert len(tracker) == 0
+
+
+def test_acks_of_a_shared_ticket_go_out_as_runs_without_reordering() -> None:
+    runs: list[list[str]] = []
+    tracker: AckTracker[str] = AckTracker(lambda run: runs.append(list(run)))
+    batch = Ticket(1)
+    for message, ticket in [("a", batch), ("b", batch), ("c-dup", DONE_TICKET), ("d", batch)]:
+        tracker.track(message, ticket)
+    assert len(tracker) == 4
+    assert tracker.release() == 0  # "c-dup" is done, but "a" and "b" come first
+    batch.complete()
+    assert tracker.release() == 4
+    assert runs == [["a", "b"], ["c-dup"], ["d"]]
     assert len(tracker) == 0
 
 
