@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import time
 from collections.abc import Sequence
 
@@ -26,36 +27,36 @@ from carewatch.metrics import BUS_PUBLISHED, STAGE_LATENCY, observe_many
 _LATENCY = STAGE_LATENCY.labels("ingest")
 
 
+# An elder's events always go to the same two streams: the hash and the name are worked
+# out once per elder, not per message. Bounded, like the number of elders a worker sees.
+@functools.lru_cache(maxsize=1 << 18)
+def _stream(event_type: str, elder_id: str, shards: int) -> str:
+    return stream_for(event_type, shard_of(elder_id, shards))
+
+
 class BusPublisher:
     def __init__(self, broker: Broker, redis: Redis, shards: int) -> None:
         self._broker = broker
         self._appender = RedisAppender(redis)
         self._shards = shards
 
-    def stream_of(self, event: Event) -> str:
-        return stream_for(event.type, shard_of(event.elder_id, self._shards))
-
     async def publish(self, events: Sequence[tuple[Event, float]]) -> None:
         """Publish (event, received_at monotonic) pairs in one round trip, in order."""
         if not events:
             return
-        streams = [self.stream_of(event) for event, _ in events]
-        bodies = [encode(event) for event, _ in events]
+        shards = self._shards
+        entries = [
+            (_stream(event.type, event.elder_id, shards), encode(event), event.id)
+            for event, _ in events
+        ]
         if isinstance(self._broker, RedisBroker):
-            await self._appender.append(
-                [
-                    (stream, body, event.id)
-                    for (event, _), body, stream in zip(events, bodies, streams, strict=True)
-                ]
-            )
+            await self._appender.append(entries)
         else:
             await asyncio.gather(
-                *(
-                    bus_publish(self._broker, stream, body)
-                    for body, stream in zip(bodies, streams, strict=True)
-                )
+                *(bus_publish(self._broker, stream, body) for stream, body, _ in entries)
             )
+        streams = collections.Counter(stream for stream, _, _ in entries)
         now = time.monotonic()
         observe_many(_LATENCY, (now - received_at for _, received_at in events))
-        for stream, n in collections.Counter(streams).items():
+        for stream, n in streams.items():
             BUS_PUBLISHED.labels(stream).inc(n)  # once per stream: inc() takes a lock
