@@ -9,6 +9,7 @@ batch as before and the flusher isolates it.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 
@@ -27,30 +28,33 @@ _SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _TRAILER = struct.pack(">h", -1)
 _PG_EPOCH_MS = 946_684_800_000
 _FIELDS = 6
-_TIMES = struct.Struct(">hiqiqi")  # field count, ts, received_at, length of device_id
+_TIMES = struct.Struct(">hiqiq")  # field count, ts, received_at (each with its length)
 _LENGTH = struct.Struct(">i")
 _SEQ_AND_DATA = struct.Struct(">iqib")  # seq, length of data, jsonb version
 _JSONB_VERSION = 1
 
 
+@functools.lru_cache(maxsize=1 << 18)
+def _ids(device_id: str, elder_id: str) -> bytes:
+    """The device_id and elder_id fields: the same for every row of a device."""
+    device, elder = device_id.encode(), elder_id.encode()
+    return _LENGTH.pack(len(device)) + device + _LENGTH.pack(len(elder)) + elder
+
+
 def encode_rows(rows: Sequence[TelemetryRow]) -> bytes:
     """The whole COPY stream for `rows`, signature to trailer."""
     out = bytearray(_SIGNATURE)
+    times, seq_and_data = _TIMES.pack, _SEQ_AND_DATA.pack
     for row in rows:
-        device = row.device_id.encode()
-        elder = row.elder_id.encode()
-        out += _TIMES.pack(
+        out += times(
             _FIELDS,
             8,
             (row.ts_ms - _PG_EPOCH_MS) * 1000,
             8,
             (row.received_ms - _PG_EPOCH_MS) * 1000,
-            len(device),
         )
-        out += device
-        out += _LENGTH.pack(len(elder))
-        out += elder
-        out += _SEQ_AND_DATA.pack(8, row.seq, len(row.data) + 1, _JSONB_VERSION)
+        out += _ids(row.device_id, row.elder_id)
+        out += seq_and_data(8, row.seq, len(row.data) + 1, _JSONB_VERSION)
         out += row.data
     out += _TRAILER
     return bytes(out)
