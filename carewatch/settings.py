@@ -39,7 +39,12 @@ class Settings(BaseSettings):
     )
 
     # --- ingest ---------------------------------------------------------------------
-    ingest_batch_size: int = Field(500, ge=1)
+    ingest_batch_size: int = Field(
+        1000,
+        ge=1,
+        description="most messages per ingest micro-batch and per telemetry write; each write"
+        " costs ~1 ms of ingest CPU whatever its size, so bigger batches are cheaper per message",
+    )
     ingest_batch_ms: int = Field(
         200, ge=1, description="max wait before a telemetry batch is written"
     )
