@@ -297,6 +297,12 @@ return count
 _ENTRY_HEAD = struct.Struct(">HI")
 
 
+def large_arg(value: bytes) -> memoryview:
+    """A big argument for redis-py, as a memoryview: redis-py then writes it as is, where
+    hiredis' packer would copy it at ~1.6 ms per MB (0.5 ms for a batch of 1000 events)."""
+    return memoryview(value)
+
+
 class RedisAppender:
     """Appends batches of events as FastStream's publish would (same field, same framing,
     same approximate length cap), in one round trip and one command per batch."""
@@ -316,7 +322,8 @@ class RedisAppender:
                 _ENTRY_HEAD.pack(numbers.setdefault(stream, len(numbers) + 1), len(frame)),
                 frame,
             )
-        await self._script(keys=list(numbers), args=[STREAM_MAXLEN, DATA_KEY, b"".join(parts)])
+        blob = large_arg(b"".join(parts))
+        await self._script(keys=list(numbers), args=[STREAM_MAXLEN, DATA_KEY, blob])
 
 
 def _subscribe_redis(

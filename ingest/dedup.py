@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import msgspec
 from redis.asyncio import Redis
 
+from carewatch.bus import large_arg
+
 DONE = b"done"
 
 
@@ -75,7 +77,7 @@ class Deduplicator:
         if not keys:
             return []
         previous: list[bytes | None] = await self._claim(
-            args=[self._token, self._ttl_s, msgspec.msgpack.encode(keys)]
+            args=[self._token, self._ttl_s, large_arg(msgspec.msgpack.encode(keys))]
         )
         new, client_id, token = Claim.NEW, self._client_id, self._token
         claims = [new if p is None else classify(p or None, client_id, token) for p in previous]
@@ -90,4 +92,6 @@ class Deduplicator:
 
     async def _set_all(self, keys: Sequence[str], value: bytes) -> None:
         if keys:
-            await self._set_all_script(args=[value, self._ttl_s, msgspec.msgpack.encode(keys)])
+            await self._set_all_script(
+                args=[value, self._ttl_s, large_arg(msgspec.msgpack.encode(keys))]
+            )

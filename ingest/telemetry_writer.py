@@ -41,7 +41,7 @@ def _ids(device_id: str, elder_id: str) -> bytes:
     return _LENGTH.pack(len(device)) + device + _LENGTH.pack(len(elder)) + elder
 
 
-def encode_rows(rows: Sequence[TelemetryRow]) -> bytes:
+def encode_rows(rows: Sequence[TelemetryRow]) -> bytearray:
     """The whole COPY stream for `rows`, signature to trailer."""
     out = bytearray(_SIGNATURE)
     times, seq_and_data = _TIMES.pack, _SEQ_AND_DATA.pack
@@ -57,7 +57,7 @@ def encode_rows(rows: Sequence[TelemetryRow]) -> bytes:
         out += seq_and_data(8, row.seq, len(row.data) + 1, _JSONB_VERSION)
         out += row.data
     out += _TRAILER
-    return bytes(out)
+    return out  # not bytes(out): psycopg takes the buffer as it is, a copy would cost
 
 
 async def copy_rows(conn: AsyncConnection[object], rows: Sequence[TelemetryRow]) -> None:
