@@ -24,8 +24,6 @@ RejectReason = Literal[
     "store_refused",  # valid, but PostgreSQL refused its row (see ingest.flusher)
 ]
 
-# Telemetry envelope fields that are columns/Event fields of their own, not data.
-_ENVELOPE = ("v", "seq", "ts")
 
 _decoders: dict[str, msgspec.json.Decoder[Any]] = {
     "telemetry": msgspec.json.Decoder(Telemetry),
@@ -131,28 +129,27 @@ def _cross_field_problem(message: Telemetry | DeviceEvent | DeviceStatus) -> str
 
 
 def _telemetry(topic_name: str, msg: Telemetry, device: DeviceInfo, received_ms: int) -> Accepted:
-    # to_builtins honours omit_defaults, so unset (None) fields are already absent.
+    # to_builtins honours omit_defaults, so unset (None) fields are already absent; the
+    # envelope (v, seq, ts: columns and Event fields of their own) is required, so present.
     data: dict[str, object] = msgspec.to_builtins(msg)
-    for field in _ENVELOPE:
-        data.pop(field, None)
+    del data["v"], data["seq"], data["ts"]
+    device_id, seq, ts = device.device_id, msg.seq, msg.ts
     event = Event(
-        id=f"{device.device_id}:{msg.seq}",
+        id=f"{device_id}:{seq}",
         elder_id=device.elder_id,
-        device_id=device.device_id,
+        device_id=device_id,
         device_kind=device.kind,
         type="telemetry",
-        device_time_ms=msg.ts,
+        device_time_ms=ts,
         received_ms=received_ms,
-        seq=msg.seq,
+        seq=seq,
         data=data,
     )
     return Accepted(
-        event=event,
-        row=_row(topic_name, device, msg.seq, msg.ts, received_ms, data),
-        device_update=DeviceUpdate(
-            device.device_id, received_ms, online=True, seq=msg.seq, battery=msg.battery
-        ),
-        dedup_key=dedup_key(device.device_id, msg.seq),
+        event,
+        _row(topic_name, device, seq, ts, received_ms, data),
+        DeviceUpdate(device_id, received_ms, True, seq, msg.battery),
+        dedup_key(device_id, seq),
     )
 
 
@@ -229,11 +226,11 @@ def _row(
     data: dict[str, object],
 ) -> TelemetryRow:
     return TelemetryRow(
-        ts_ms=ts_ms,
-        received_ms=received_ms,
-        topic=topic_name,
-        device_id=device.device_id,
-        elder_id=device.elder_id,
-        seq=seq,
-        data=msgspec.json.encode(data),
+        ts_ms,
+        received_ms,
+        topic_name,
+        device.device_id,
+        device.elder_id,
+        seq,
+        msgspec.json.encode(data),
     )
