@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     ingest_batch_ms: int = Field(
         200, ge=1, description="max wait before a telemetry batch is written"
     )
+    ingest_telemetry_linger_ms: int = Field(
+        20,
+        ge=0,
+        description="after a micro-batch shorter than ingest_batch_size, ingest's telemetry lane"
+        " waits this long before taking the next, so that its per-batch Redis round trips are"
+        " shared by more messages; the events lane (SOS) never waits",
+    )
     max_payload_bytes: int = Field(65536, ge=256)
     dedup_ttl_s: int = Field(
         86400, ge=60, description="how long (device, seq) pairs are remembered"

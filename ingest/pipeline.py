@@ -68,6 +68,7 @@ class Pipeline:
     async def run(self, source: asyncio.Queue[Incoming | None]) -> None:
         """Process until the None sentinel, then hand the last batch and a sentinel on."""
         limit = self._settings.ingest_batch_size
+        linger_s = 0.0 if self._alarm_lane else self._settings.ingest_telemetry_linger_ms / 1000
         try:
             while True:
                 try:
@@ -83,6 +84,8 @@ class Pipeline:
                 if finished:
                     await self._seal()
                     return
+                if len(messages) < limit and linger_s:
+                    await asyncio.sleep(linger_s)  # pacing the next take, not waiting for anything
         except GaveUp:
             log.error(
                 "shutting down while Redis is unavailable: unprocessed messages stay unacknowledged"
