@@ -154,8 +154,9 @@ class Pipeline:
             claiming.cancel()  # no-op once done
         to_publish: list[tuple[Event, float]] = []
         accepted: dict[str, int] = {}  # counted once per micro-batch: inc() takes a lock
-        # Every message of this micro-batch that is not a copy shares one ticket: they are
-        # published together (the first part) and stored by the same flush (the second).
+        # Every message of this micro-batch that is not a copy, rejections included, shares
+        # one ticket: the accepted ones are published together (the first part), and all
+        # are stored by the same flush (the second, dead letters included).
         ticket = Ticket(_ACCEPTED_PARTS)
         under_ticket = 0
         batch, pending, track = self._batch, self._pending, self._tracker.track
