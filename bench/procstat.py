@@ -47,3 +47,19 @@ class CpuTrace:
         w0, w1 = self.walls[i - 1], self.walls[i]
         c0, c1 = self.cpus[i - 1], self.cpus[i]
         return c0 + (c1 - c0) * (wall - w0) / (w1 - w0) if w1 > w0 else c1
+
+
+class CpuUse:
+    """CPU cores each of several processes keeps busy from now until `cores()`."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._start = time.monotonic()
+        self._cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def cores(self) -> dict[str, float]:
+        wall = time.monotonic() - self._start
+        return {
+            name: round((cpu_seconds(pid) - self._cpu[name]) / wall, 2)
+            for name, pid in self._pids.items()
+        }

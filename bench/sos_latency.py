@@ -23,6 +23,7 @@ import redis
 
 from bench.common import bench_env, percentile, seed_street, table, write_results
 from bench.load import Load
+from bench.procstat import CpuUse
 from carewatch import bus
 from carewatch.bus_batch_reader import entry_body
 from carewatch.messages import DeviceEvent, decode_event
@@ -149,8 +150,12 @@ def run_level(presses: int, rate: float, interval: float) -> dict[str, Any]:
             for name in ("fake-providers", "ack-server", "notifier", "rules", "ingest"):
                 pipeline.start(name)
             wait_ready(pipeline, bands)
+            watched = {name: proc.pid for name, proc in pipeline.procs.items()}
+            watched |= {"mosquitto": env.mosquitto.popen.pid, "redis": env.redis.popen.pid}
             with Load(settings.mqtt_port, bands, rate) as load:
+                cpu = CpuUse(watched)
                 latencies, stages = measure(pipeline, bands[:presses], interval)
+                cores = cpu.cores()
             return {
                 "load_target_msg_s": rate,
                 "load_achieved_msg_s": round(load.rate_achieved),
@@ -160,6 +165,8 @@ def run_level(presses: int, rate: float, interval: float) -> dict[str, Any]:
                 "p50_ms": percentile(latencies, 0.5),
                 "p99_ms": percentile(latencies, 0.99),
                 "max_ms": max(latencies, default=float("nan")),
+                # CPU cores each process kept busy while the presses were measured
+                "cores": cores,
                 "stages_ms": {
                     name: {
                         "p50": percentile(v, 0.5),
@@ -254,6 +261,18 @@ def stage_table(summary: dict[str, Any]) -> str:
     )
 
 
+def cores_table(summary: dict[str, Any]) -> str:
+    """CPU cores each process kept busy, one column per load level."""
+    levels = summary["levels"]
+    return table(
+        [("CPU cores busy", *(f"{r['load_achieved_msg_s']} msg/s" for r in levels))]
+        + [
+            (name, *(f"{r['cores'][name]:.2f}" for r in levels))
+            for name in sorted(levels[0]["cores"], key=lambda n: -levels[-1]["cores"][n])
+        ]
+    )
+
+
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return [
         (
@@ -276,6 +295,7 @@ def main() -> None:
     summary = run(args.presses, [float(x) for x in args.load.split(",")], args.interval)
     print(level_table(summary))
     print(stage_table(summary))
+    print(cores_table(summary))
     print(
         "highest sustained load with p99 < 100 ms:"
         f" {summary['highest_load_with_p99_under_100ms']} msg/s"
