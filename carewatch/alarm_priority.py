@@ -7,7 +7,7 @@ for the whole batch, and again for every other batch that became ready, at each 
 own database and bus round trips. Measured at 10,000 msg/s of telemetry
 (`bench.sos_latency`'s stage table), that queueing was most of the SOS tail.
 
-So the bulk lane calls `pause()` between items: at most every `slice_s` it gives the
+So the bulk lane calls `pause()` between items (when `due()` says it would do anything): at most every `slice_s` it gives the
 loop a turn (an alarm that arrived is then noticed), and while alarm work is in flight
 (`alarm()`) it stands aside. It never stands aside for longer than `max_wait_s` at a
 time: a flood of device events (a hostile or broken device) slows telemetry down but
@@ -52,15 +52,15 @@ class AlarmPriority:
                 self._idle.set()
 
     def due(self) -> bool:
-        """Would `pause()` do anything now? Lets a hot loop skip the await (and the
-        coroutine it costs) on the items where it would return at once."""
+        """Would `pause()` do anything now? The bulk lanes ask before every item and await
+        `pause()` only when it is due: most items then cost no coroutine at all."""
         return bool(self._in_flight) or time.monotonic() - self._turn_at >= self._slice_s
 
     async def pause(self) -> None:
-        """Called by the bulk lane between items; returns at once most of the time."""
+        """Called by the bulk lane between items (when `due()`)."""
+        if not self.due():
+            return
         if not self._in_flight:
-            if time.monotonic() - self._turn_at < self._slice_s:
-                return
             await asyncio.sleep(0)  # the loop's turn: an alarm that arrived starts now
         if self._in_flight:
             with contextlib.suppress(TimeoutError):

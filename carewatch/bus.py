@@ -30,6 +30,7 @@ from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 from faststream.redis.parser import BinaryMessageFormatV1
 
+from carewatch.alarm_priority import AlarmPriority
 from carewatch.bus_batch_reader import DATA_KEY, RedisBatchReader
 from carewatch.metrics import BUS_LAG
 from carewatch.settings import Settings
@@ -166,14 +167,14 @@ def _lingering(handler: BatchHandler, linger_s: float) -> BatchHandler:
     return handle_then_linger
 
 
-def each(handler: Handler, pause: Callable[[], Awaitable[None]] | None = None) -> BatchHandler:
-    """A batch handler that hands each body, in order, to `handler`, awaiting `pause`
-    between them (carewatch.alarm_priority: alarms go first)."""
+def each(handler: Handler, priority: AlarmPriority | None = None) -> BatchHandler:
+    """A batch handler that hands each body, in order, to `handler`, pausing between
+    them for alarms when `priority` is given (carewatch.alarm_priority)."""
 
     async def handle_all(bodies: list[bytes]) -> None:
         for body in bodies:
-            if pause is not None:
-                await pause()
+            if priority is not None and priority.due():
+                await priority.pause()
             await handler(body)
 
     return handle_all

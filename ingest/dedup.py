@@ -79,8 +79,7 @@ class Deduplicator:
         previous: list[bytes | None] = await self._claim(
             args=[self._token, self._ttl_s, large_arg(msgspec.msgpack.encode(keys))]
         )
-        new, client_id, token = Claim.NEW, self._client_id, self._token
-        claims = [new if p is None else classify(p or None, client_id, token) for p in previous]
+        claims = [classify(p or None, self._client_id, self._token) for p in previous]
         takeovers = [k for k, c in zip(keys, claims, strict=True) if c is Claim.TAKEOVER]
         if takeovers:
             await self._set_all(takeovers, self._token)

@@ -11,7 +11,7 @@ from ingest.validate import DeviceUpdate
 
 # The batch goes as one JSON parameter: psycopg dumps arrays element by element in
 # Python (five arrays of a few hundred values were ~14 % of ingest's CPU), msgspec
-# encodes the dataclasses in one C call. Time is kept in exact milliseconds.
+# encodes the update structs in one C call. Time is kept in exact milliseconds.
 _UPDATE = """
 UPDATE devices AS d SET
     last_seen = GREATEST(d.last_seen, 'epoch'::timestamptz + u.received_ms * interval '1 ms'),

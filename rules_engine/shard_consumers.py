@@ -69,7 +69,7 @@ class ShardConsumers:
             telemetry,
             group=self._group,
             consumer=self._consumer,
-            handler=bus.each(self._handler_for(telemetry), pause=self._priority.pause),
+            handler=bus.each(self._handler_for(telemetry), self._priority),
             reclaim_idle_ms=self._reclaim_idle_ms,
             linger_ms=self._settings.rules_telemetry_linger_ms,
         )

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import gc
 
+import pytest
+
 from carewatch import bus
 from carewatch.alarm_priority import AlarmPriority
 from carewatch.cli import freeze_startup_objects
@@ -29,7 +31,7 @@ async def test_an_alarm_arriving_mid_batch_finishes_before_the_batch() -> None:
             await asyncio.sleep(0)
             order.append("alarm end")
 
-    batch = bus.each(telemetry, pause=priority.pause)
+    batch = bus.each(telemetry, priority)
     await asyncio.gather(batch([f"t{i}".encode() for i in range(100)]), alarm())
     start, end = order.index("alarm start"), order.index("alarm end")
     assert end == start + 1, order[start - 2 : end + 3]
@@ -55,30 +57,29 @@ async def test_without_pauses_the_alarm_waits_for_the_whole_batch() -> None:
     assert order.index("alarm") == 100
 
 
-async def test_pause_does_not_yield_within_a_slice() -> None:
-    priority = AlarmPriority(slice_s=3600.0)
+@pytest.mark.parametrize(
+    ("slice_s", "pauses", "yields"),
+    [
+        # within a slice the bulk lane keeps the loop: cheap when nothing is urgent
+        (3600.0, 50, False),
+        # once the slice is used up, the next pause gives the loop a turn
+        (0.0, 1, True),
+    ],
+)
+async def test_pause_yields_only_once_a_slice_is_used_up(
+    slice_s: float, pauses: int, yields: bool
+) -> None:
+    priority = AlarmPriority(slice_s=slice_s)
     ran = asyncio.Event()
 
     async def other() -> None:
         ran.set()
 
     task = asyncio.create_task(other())
-    for _ in range(50):
+    for _ in range(pauses):
+        assert priority.due() is yields
         await priority.pause()
-    assert not ran.is_set()  # the bulk lane kept the loop: cheap when nothing is urgent
-    await task
-
-
-async def test_pause_yields_once_a_slice_is_used_up() -> None:
-    priority = AlarmPriority(slice_s=0.0)
-    ran = asyncio.Event()
-
-    async def other() -> None:
-        ran.set()
-
-    task = asyncio.create_task(other())
-    await priority.pause()
-    assert ran.is_set()
+    assert ran.is_set() is yields
     await task
 
 
