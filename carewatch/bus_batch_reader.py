@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -43,11 +44,30 @@ DATA_KEY = "__data__"  # the stream entry field a FastStream-framed message sits
 _DATA_FIELD = DATA_KEY.encode()  # as redis-py returns it
 
 
+# A FastStream V1 frame: magic, version 1, then the offsets of its headers and its body.
+_V1_HEAD = BinaryMessageFormatV1.IDENTITY_HEADER + struct.pack(">H", 1)
+_OFFSETS = struct.Struct(">II")
+
+
+def frame_body(frame: bytes) -> bytes:
+    """The body of a FastStream-framed message, as BinaryMessageFormatV1.parse reads it.
+
+    A V1 frame's body is everything from the offset in its head: reading that offset is
+    all it takes. parse() also decodes the headers into a dict, ~1.5 us an entry, which
+    was ~5 % of the rules worker's CPU; nothing here reads them. Anything that is not a
+    whole V1 frame (a legacy JSON envelope, raw bytes) goes to parse() as before."""
+    if frame.startswith(_V1_HEAD) and len(frame) >= len(_V1_HEAD) + _OFFSETS.size:
+        headers_start, body_start = _OFFSETS.unpack_from(frame, len(_V1_HEAD))
+        if len(_V1_HEAD) + _OFFSETS.size <= headers_start <= body_start <= len(frame):
+            return frame[body_start:]
+    return BinaryMessageFormatV1.parse(frame)[0]
+
+
 def entry_body(fields: dict[bytes, bytes]) -> bytes:
     """The message body of one stream entry (its fields as redis-py returns them)."""
     # an entry without the field (not ours) becomes an empty body: the handler rejects
     # it like any undecodable message instead of the reader failing on it forever
-    return BinaryMessageFormatV1.parse(fields.get(_DATA_FIELD, b""))[0]
+    return frame_body(fields.get(_DATA_FIELD, b""))
 
 
 def _bodies(entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[bytes]:
