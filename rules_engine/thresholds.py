@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 
 from carewatch.settings import Settings
+from rules_engine.fields import is_number
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +101,7 @@ def resolve_thresholds(defaults: Settings, overrides: Mapping[str, object]) -> T
     values: dict[str, float] = {}
     for key in THRESHOLD_KEYS:
         raw = overrides.get(key)
-        if (
-            isinstance(raw, int | float)
-            and not isinstance(raw, bool)
-            and math.isfinite(raw)
-            and raw >= 0
-        ):
+        if is_number(raw) and math.isfinite(raw) and raw >= 0:
             values[key] = float(raw)
             continue
         if raw is not None:

@@ -41,6 +41,7 @@ from rules_engine.decisions import (
 )
 from rules_engine.detectors.base import ActiveAlert, Detector, ElderView
 from rules_engine.detectors.streaming import EventMemo
+from rules_engine.fields import is_integer
 
 TIMER_KIND = "fall-confirm"
 RULE_CONFIRM = "fall.confirm_window"
@@ -236,7 +237,7 @@ class FallMovementDetector(Detector):
         counter is cumulative: the first rise after a fall may be the walk before it)."""
         steps = event.data.get("steps")
         last = self._last_steps.get(event.device_id)
-        if isinstance(steps, int) and not isinstance(steps, bool):
+        if is_integer(steps):
             if last is not None and event.device_time_ms <= last[0]:
                 return None  # late or re-sent sample: says nothing new
             self._last_steps[event.device_id] = (event.device_time_ms, steps)
@@ -244,7 +245,7 @@ class FallMovementDetector(Detector):
             return None
         if event.data.get("motion") is True:
             return "motion"
-        if not isinstance(steps, int) or last is None:
+        if not is_integer(steps) or last is None:
             return None
         return "steps" if last[0] >= fell_at and steps > last[1] else None
 

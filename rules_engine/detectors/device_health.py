@@ -38,6 +38,7 @@ from rules_engine.detectors.base import Detector, DueTimer, ElderView
 from rules_engine.detectors.clearing import resolve_if_active
 from rules_engine.detectors.memo import ValueMemo
 from rules_engine.device_sweep import BACK, OFFLINE
+from rules_engine.fields import is_integer
 from rules_engine.localtime import SITE_TZ, after_window_time
 from rules_engine.thresholds import Thresholds, resolve_thresholds
 
@@ -48,7 +49,7 @@ REMINDER = "device-reminder"
 
 def _battery(event: Event) -> int | None:
     raw = event.data.get("battery")
-    return raw if isinstance(raw, int) and not isinstance(raw, bool) else None
+    return raw if is_integer(raw) else None
 
 
 def _worn(event: Event) -> bool | None:

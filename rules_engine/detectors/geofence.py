@@ -30,6 +30,7 @@ from rules_engine.decisions import Annotate, Decision, OpenAlert, UpdateAlert
 from rules_engine.detectors.base import Detector, ElderView, open_or_repeat
 from rules_engine.detectors.escalation import escalation
 from rules_engine.detectors.streaming import EventMemo, ViewCache
+from rules_engine.fields import is_number
 from rules_engine.geo import LatLon, Zone, distance_m, inside_any
 from rules_engine.thresholds import Thresholds
 
@@ -65,12 +66,12 @@ class Fix:
 
 
 def position(event: Event) -> LatLon | None:
-    lat, lon = event.data.get("lat"), event.data.get("lon")
     if event.type != "telemetry":
         return None
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lat, lon)):
+    lat, lon = event.data.get("lat"), event.data.get("lon")
+    if not (is_number(lat) and is_number(lon)):
         return None
-    return LatLon(float(lat), float(lon))  # type: ignore[arg-type]
+    return LatLon(float(lat), float(lon))
 
 
 def is_night(device_ms: int, th: Thresholds, tz: ZoneInfo) -> bool:

@@ -48,6 +48,7 @@ from rules_engine.decisions import (
 from rules_engine.detectors.base import Detector, DueTimer, ElderView
 from rules_engine.detectors.clearing import resolve_if_active
 from rules_engine.detectors.memo import DeadlineMemo, LatestTimes, ValueMemo
+from rules_engine.fields import is_integer, is_number
 from rules_engine.localtime import SITE_TZ, hour_of_week, in_window, next_at_hour
 from rules_engine.routine import WATER_USE_MIN_LPM, Routine, RoutineBook
 from rules_engine.thresholds import Thresholds
@@ -140,10 +141,10 @@ class SignsOfLife:
         if data.get("motion") is True:
             return "motion"
         flow = data.get("water_flow")
-        if isinstance(flow, int | float) and flow > WATER_USE_MIN_LPM:
+        if is_number(flow) and flow > WATER_USE_MIN_LPM:
             return "water"
         steps = data.get("steps")
-        if isinstance(steps, int) and not isinstance(steps, bool):
+        if is_integer(steps):
             seen = self._steps.observe(event.device_id, steps, event.id)
             if seen.previous is not None and steps > seen.previous:
                 return "steps"
@@ -359,8 +360,8 @@ class InactivityDetector(Detector):
 
 
 def _float(raw: object, default: float) -> float:
-    return float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else default
+    return float(raw) if is_number(raw) else default
 
 
 def _int(raw: object, default: int) -> int:
-    return int(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else default
+    return int(raw) if is_number(raw) else default

@@ -32,6 +32,7 @@ from rules_engine.decisions import Decision, OpenAlert
 from rules_engine.detectors.base import Detector, ElderView, open_or_repeat
 from rules_engine.detectors.escalation import escalation
 from rules_engine.detectors.streaming import EventMemo
+from rules_engine.fields import is_number
 from rules_engine.thresholds import Thresholds
 
 
@@ -128,7 +129,7 @@ def readings(event: Event) -> dict[str, float]:
     found: dict[str, float] = {}
     for sign in SIGNS:
         value = event.data.get(sign.name)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        if is_number(value) and value > 0:
             found[sign.name] = float(value)
     return found
 

@@ -27,6 +27,7 @@ from rules_engine.detectors.base import Detector, DueTimer, ElderView
 from rules_engine.detectors.clearing import resolve_if_active
 from rules_engine.detectors.inactivity import sign_time
 from rules_engine.detectors.memo import DeadlineMemo, ValueMemo
+from rules_engine.fields import is_number
 from rules_engine.routine import WATER_USE_MIN_LPM
 
 NONE = "water-none"
@@ -38,7 +39,7 @@ def _flow(event: Event) -> float | None:
     if event.type != "telemetry" or event.device_kind != "water_meter":
         return None
     raw = event.data.get("water_flow")
-    return float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
+    return float(raw) if is_number(raw) else None
 
 
 class WaterDetector(Detector):
