@@ -30,7 +30,6 @@ from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 from faststream.redis.parser import BinaryMessageFormatV1
 
-from carewatch.alarm_priority import AlarmPriority
 from carewatch.bus_batch_reader import DATA_KEY, RedisBatchReader
 from carewatch.metrics import BUS_LAG
 from carewatch.settings import Settings
@@ -165,19 +164,6 @@ def _lingering(handler: BatchHandler, linger_s: float) -> BatchHandler:
             await asyncio.sleep(linger_s)  # pacing the next read, not waiting for anything
 
     return handle_then_linger
-
-
-def each(handler: Handler, priority: AlarmPriority | None = None) -> BatchHandler:
-    """A batch handler that hands each body, in order, to `handler`, pausing between
-    them for alarms when `priority` is given (carewatch.alarm_priority)."""
-
-    async def handle_all(bodies: list[bytes]) -> None:
-        for body in bodies:
-            if priority is not None and priority.due():
-                await priority.pause()
-            await handler(body)
-
-    return handle_all
 
 
 def _subscribe(

@@ -25,7 +25,8 @@ class ShardConsumers:
         *,
         group: str,
         consumer: str,
-        handler_for: Callable[[str], bus.Handler],
+        # a stream's batch handler; given an AlarmPriority, it pauses for alarms
+        handler_for: Callable[[str, AlarmPriority | None], bus.BatchHandler],
         reclaim_idle_ms: int,
         start_timeout_s: float,
     ) -> None:
@@ -59,7 +60,7 @@ class ShardConsumers:
             events,
             group=self._group,
             consumer=self._consumer,
-            handler=self._alarm(bus.each(self._handler_for(events))),
+            handler=self._alarm(self._handler_for(events, None)),
             reclaim_idle_ms=self._reclaim_idle_ms,
             urgent=True,
         )
@@ -69,7 +70,7 @@ class ShardConsumers:
             telemetry,
             group=self._group,
             consumer=self._consumer,
-            handler=bus.each(self._handler_for(telemetry), self._priority),
+            handler=self._handler_for(telemetry, self._priority),
             reclaim_idle_ms=self._reclaim_idle_ms,
             linger_ms=self._settings.rules_telemetry_linger_ms,
         )

@@ -17,6 +17,7 @@ hinge on an alert another worker's timer opened since the view was cached (a ban
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -29,6 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from carewatch import bus
+from carewatch.alarm_priority import AlarmPriority
 from carewatch.alert_outbox import AlertPublisher
 from carewatch.clock import Clock, SystemClock
 from carewatch.db.pool import open_pool
@@ -39,6 +41,7 @@ from carewatch.metrics import (
     RULES_DECIDED,
     RULES_VIEW_CACHE,
     STAGE_LATENCY,
+    observe_many,
     serve_metrics,
 )
 from carewatch.settings import Settings
@@ -52,9 +55,8 @@ from rules_engine.timers import run_timer_loop
 from rules_engine.view_cache import ViewCache
 
 log = logging.getLogger(__name__)
-# metric children resolved once: labels() is a locked dict lookup, and this is per message
+# metric children resolved once: labels() is a locked dict lookup
 _LATENCY = STAGE_LATENCY.labels("rules")
-_CONSUMED = {kind: EVENTS_CONSUMED.labels(kind) for kind in ("telemetry", "event", "status")}
 _BY_CACHE = RULES_DECIDED.labels("cache")
 _BY_DB = RULES_DECIDED.labels("db")
 _HIT = RULES_VIEW_CACHE.labels("hit")
@@ -92,33 +94,53 @@ class EventHandler:
         self._clock = clock
         self._views = views if views is not None and views.enabled else None
 
-    def for_stream(self, stream: str) -> bus.Handler:
-        async def handle(body: bytes) -> None:
-            await self.handle(stream, body)
+    def for_stream(self, stream: str, priority: AlarmPriority | None = None) -> bus.BatchHandler:
+        """The handler of one stream's batches; with `priority` (a bulk lane) it stands
+        aside for alarms between messages (carewatch.alarm_priority)."""
+
+        async def handle(bodies: list[bytes]) -> None:
+            await self.handle_batch(stream, bodies, priority)
 
         return handle
 
-    async def handle(self, stream: str, body: bytes) -> None:
+    async def handle_batch(
+        self, stream: str, bodies: list[bytes], priority: AlarmPriority | None = None
+    ) -> None:
+        """Each body in order. Telemetry that no detector wants costs no coroutine, and
+        the metrics are updated once per batch: per message they were ~5 % of the
+        worker's CPU at 10,000 msg/s (two locks for a latency, one for a count)."""
+        consumed: collections.Counter[str] = collections.Counter()
+        latencies: list[float] = []
         try:
-            event = decode_event(body)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            EVENTS_CONSUMED.labels("invalid").inc()
-            log.warning("undecodable event dead-lettered", extra={"stream": stream})
-            await store.dead_letter(
-                self._pool,
-                topic=stream,
-                device_id=None,
-                reason="rules_invalid_event",
-                detail=str(exc),
-                payload=body,
-            )
-            return
-        _CONSUMED[event.type].inc()
-        wanting = self._engine.wanting(event)
-        if wanting and not await self._settled_by_cache(event, wanting):
-            await self._apply(stream, event, body, wanting)
-        latency_ms = max(self._clock.now_ms() - event.received_ms, 0)
-        _LATENCY.observe(latency_ms / 1000)
+            for body in bodies:
+                if priority is not None and priority.due():
+                    await priority.pause()
+                try:
+                    event = decode_event(body)
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    consumed["invalid"] += 1
+                    await self._reject(stream, body, exc)
+                    continue
+                consumed[event.type] += 1
+                wanting = self._engine.wanting(event)
+                if wanting and not await self._settled_by_cache(event, wanting):
+                    await self._apply(stream, event, body, wanting)
+                latencies.append(max(self._clock.now_ms() - event.received_ms, 0) / 1000)
+        finally:
+            for kind, n in consumed.items():
+                EVENTS_CONSUMED.labels(kind).inc(n)
+            observe_many(_LATENCY, latencies)
+
+    async def _reject(self, stream: str, body: bytes, exc: Exception) -> None:
+        log.warning("undecodable event dead-lettered", extra={"stream": stream})
+        await store.dead_letter(
+            self._pool,
+            topic=stream,
+            device_id=None,
+            reason="rules_invalid_event",
+            detail=str(exc),
+            payload=body,
+        )
 
     async def _settled_by_cache(self, event: Event, wanting: Sequence[Detector]) -> bool:
         """True if `event` provably changes nothing: its decisions on the cached view are

@@ -5,23 +5,56 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
-from carewatch import bus
 from carewatch.alarm_priority import AlarmPriority
+from carewatch.alert_outbox import AlertPublisher
 from carewatch.cli import freeze_startup_objects
+from carewatch.clock import SystemClock
+from carewatch.messages import Event, encode
+from carewatch.settings import Settings
+from rules_engine.detectors.base import Detector
+from rules_engine.engine import Engine
+from rules_engine.worker import EventHandler
+from tests.events import telemetry_event
+
+
+class _Telemetry(Detector):
+    """Records the telemetry it sees and wants none of it (so nothing reaches a
+    database); `on_seq` runs when the sample of that seq is seen."""
+
+    def __init__(self, order: list[str], on_seq: int, call: Callable[[], None]) -> None:
+        self.order, self.on_seq, self.call = order, on_seq, call
+
+    def wants(self, event: Event) -> bool:
+        self.order.append(f"t{event.seq}")
+        if event.seq == self.on_seq:
+            self.call()  # the alarm "arrives" while the batch is being handled
+        return False
+
+
+def _rules_lane(
+    order: list[str], alarm_may_start: asyncio.Event, priority: AlarmPriority | None
+) -> Callable[[list[bytes]], Awaitable[None]]:
+    """The rules worker's real batch handler, with one recording detector."""
+    engine = Engine([_Telemetry(order, 10, alarm_may_start.set)])
+    no_io = cast(AsyncConnectionPool, None)  # nothing here may touch a database
+    publisher = cast(AlertPublisher, None)
+    handler = EventHandler(Settings(), no_io, engine, publisher, SystemClock())
+    return handler.for_stream("telemetry.0", priority)
+
+
+BATCH = [encode(telemetry_event({"hr": 70}, 1_000 * i, seq=i)) for i in range(100)]
 
 
 async def test_an_alarm_arriving_mid_batch_finishes_before_the_batch() -> None:
     priority = AlarmPriority(slice_s=0.0)
     order: list[str] = []
     alarm_may_start = asyncio.Event()
-
-    async def telemetry(body: bytes) -> None:
-        order.append(body.decode())
-        if body == b"t10":
-            alarm_may_start.set()  # the alarm "arrives" while the batch is being handled
 
     async def alarm() -> None:
         await alarm_may_start.wait()
@@ -31,8 +64,8 @@ async def test_an_alarm_arriving_mid_batch_finishes_before_the_batch() -> None:
             await asyncio.sleep(0)
             order.append("alarm end")
 
-    batch = bus.each(telemetry, priority)
-    await asyncio.gather(batch([f"t{i}".encode() for i in range(100)]), alarm())
+    batch = _rules_lane(order, alarm_may_start, priority)
+    await asyncio.gather(batch(BATCH), alarm())
     start, end = order.index("alarm start"), order.index("alarm end")
     assert end == start + 1, order[start - 2 : end + 3]
     assert start < 15, f"the alarm waited for {start} telemetry messages"
@@ -40,20 +73,16 @@ async def test_an_alarm_arriving_mid_batch_finishes_before_the_batch() -> None:
 
 
 async def test_without_pauses_the_alarm_waits_for_the_whole_batch() -> None:
-    """The control for the test above: the same batch handler without `pause`."""
+    """The control for the test above: the same batch handler without a priority (the
+    event lanes' own handler)."""
     order: list[str] = []
     alarm_may_start = asyncio.Event()
-
-    async def telemetry(body: bytes) -> None:
-        order.append(body.decode())
-        if body == b"t10":
-            alarm_may_start.set()
 
     async def alarm() -> None:
         await alarm_may_start.wait()
         order.append("alarm")
 
-    await asyncio.gather(bus.each(telemetry)([f"t{i}".encode() for i in range(100)]), alarm())
+    await asyncio.gather(_rules_lane(order, alarm_may_start, None)(BATCH), alarm())
     assert order.index("alarm") == 100
 
 
