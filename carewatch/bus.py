@@ -26,8 +26,7 @@ from faststream._internal.context import Context
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 from faststream.nats.message import NatsBatchMessage as _NatsBatch
-from faststream.redis import RedisBroker, StreamSub
-from faststream.redis.annotations import RedisStreamMessage
+from faststream.redis import RedisBroker
 from faststream.redis.parser import BinaryMessageFormatV1
 
 from carewatch.bus_batch_reader import DATA_KEY, RedisBatchReader
@@ -49,11 +48,11 @@ BatchHandler = Callable[[list[bytes]], Awaitable[None]]
 # the structured handlers, and only FastStream's warnings and errors are worth keeping
 _log = logging.getLogger("carewatch.bus.faststream")
 _log.setLevel(logging.WARNING)
-# URL and (stream, group) pairs of each Redis broker; see start()
+# URL, (stream, group) pairs and stream readers of each Redis broker; see start()
 _redis_urls: dict[int, str] = {}
 _redis_groups: dict[int, set[tuple[str, str]]] = {}
 _lag_tasks: set[asyncio.Task[None]] = set()
-_batch_readers: dict[int, list[RedisBatchReader]] = {}
+_readers: dict[int, list[RedisBatchReader]] = {}
 
 
 def shard_of(elder_id: str, shards: int) -> int:
@@ -108,7 +107,9 @@ def subscribe(
     reclaim_idle_ms: int = 10_000,
     polling_ms: int = 100,
 ) -> None:
-    """Consume `stream` as a member of `group`; redeliver what a dead member left."""
+    """Consume `stream` as a member of `group`, one message at a time: each is
+    acknowledged, or left pending to be delivered again, on its own; what a dead member
+    left is redelivered too. Runs between bus.start(broker) and bus.stop(broker)."""
 
     async def one(bodies: list[bytes]) -> None:
         await handler(bodies[0])
@@ -130,7 +131,8 @@ def subscribe_batch(
 ) -> None:
     """Like subscribe(), but hand over up to MAX_BATCH bodies per call, acknowledged
     together once the handler returns (a failure redelivers the whole batch). For
-    high-volume streams: FastStream's per-message machinery costs more than most handlers.
+    high-volume streams, where a call and an acknowledgement per message would cost more
+    than most handlers.
 
     `linger_ms`: after a batch shorter than MAX_BATCH, wait this long before reading
     again. A lane that trickles would otherwise be read a few entries at a time, and the
@@ -208,7 +210,7 @@ async def start(broker: Broker) -> None:
         finally:
             await client.aclose()
     await broker.start()
-    for reader in _batch_readers.get(id(broker), ()):
+    for reader in _readers.get(id(broker), ()):
         reader.start()
     if isinstance(broker, RedisBroker) and _redis_groups.get(id(broker)):
         task = asyncio.create_task(_report_lag(broker), name="bus-lag")
@@ -219,7 +221,7 @@ async def start(broker: Broker) -> None:
 async def stop(broker: Broker) -> None:
     """Stop consuming and disconnect; a batch being handled finishes first. Use this,
     not broker.stop(), for a broker started with start()."""
-    for reader in _batch_readers.pop(id(broker), ()):
+    for reader in _readers.pop(id(broker), ()):
         await reader.stop()
     await broker.stop()
 
@@ -325,39 +327,21 @@ def _subscribe_redis(
     linger_s: float,
 ) -> None:
     _redis_groups.setdefault(id(broker), set()).add((stream, group))
-    if batch:
-        # high-volume lanes: read directly (carewatch.bus_batch_reader says why)
-        reader = RedisBatchReader(
-            _redis_urls[id(broker)],
-            stream,
-            group=group,
-            consumer=consumer,
-            handler=handler,
-            batch=MAX_BATCH,
-            reclaim_idle_ms=reclaim_idle_ms,
-            polling_ms=polling_ms,
-            linger_s=linger_s,
-        )
-        _batch_readers.setdefault(id(broker), []).append(reader)
-        return
-    # FastStream reads either new entries (XREADGROUP >) or stale pending ones
-    # (XAUTOCLAIM) per subscriber, so each stream gets one of each.
-    for min_idle in (None, reclaim_idle_ms):
-
-        async def on_one(msg: RedisStreamMessage) -> None:
-            await handler([msg.body])
-
-        sub: Any = StreamSub(
-            stream,
-            group=group,
-            consumer=consumer,
-            min_idle_time=min_idle,
-            polling_interval=polling_ms,
-            # read in bounded batches: an unbounded read of a backlog leaves entries
-            # waiting in the worker past reclaim_idle_ms, and they get handled twice
-            max_records=MAX_BATCH,
-        )
-        broker.subscriber(stream=sub, ack_policy=AckPolicy.NACK_ON_ERROR)(on_one)
+    # read directly, not through FastStream's subscriber (carewatch.bus_batch_reader
+    # says why); a single-message subscription gets each message on its own
+    reader = RedisBatchReader(
+        _redis_urls[id(broker)],
+        stream,
+        group=group,
+        consumer=consumer,
+        handler=handler,
+        batch=MAX_BATCH,
+        reclaim_idle_ms=reclaim_idle_ms,
+        polling_ms=polling_ms,
+        linger_s=linger_s,
+        one_by_one=not batch,
+    )
+    _readers.setdefault(id(broker), []).append(reader)
 
 
 def _subscribe_nats(

@@ -1,4 +1,4 @@
-"""A Redis Streams consumer-group reader for the event and telemetry lanes, without
+"""A Redis Streams consumer-group reader for every stream carewatch consumes, without
 FastStream's per-message machinery.
 
 Why: with FastStream consuming the telemetry lanes, a profile of the rules worker under
@@ -17,9 +17,14 @@ what that subscription did, and nothing else:
   carewatch.bus.subscribe_batch);
 - stop() lets the batch in hand finish and be acknowledged (graceful, like FastStream's).
 
+With `one_by_one` (carewatch.bus.subscribe: the alerts stream), the handler gets one
+body at a time instead, and each entry is acknowledged or left pending on its own, so
+one that fails never holds up the others read with it. FastStream's subscriber did that
+too, but slept a fixed 5 s after a Redis error (most of the notifier's recovery from a
+Redis restart) against ERROR_BACKOFF_S here.
+
 Entries are framed by FastStream's publishers or by ingest's carewatch.bus.redis_frame,
-which are byte-identical. The event lanes use it too, without lingering
-(carewatch.bus.subscribe_batch, urgent); the other streams keep FastStream.
+which are byte-identical.
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ class RedisBatchReader:
         reclaim_idle_ms: int,
         polling_ms: int,
         linger_s: float,
+        one_by_one: bool = False,
     ) -> None:
         self.stream = stream
         self._url = redis_url
@@ -97,6 +103,7 @@ class RedisBatchReader:
         self._reclaim_idle_ms = reclaim_idle_ms
         self._polling_ms = polling_ms
         self._linger_s = linger_s
+        self._one_by_one = one_by_one
         # reclaiming more often than entries can become idle enough is wasted work
         self._reclaim_every_s = max(0.1, min(1.0, reclaim_idle_ms / 4000))
         self._stopping = asyncio.Event()
@@ -174,6 +181,9 @@ class RedisBatchReader:
     async def _handle(self, client: Redis, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         if not entries:
             return
+        if self._one_by_one:
+            await self._handle_each(client, entries)
+            return
         try:
             await self._handler(_bodies(entries))
         except Exception:
@@ -182,3 +192,25 @@ class RedisBatchReader:
             await self._pause(ERROR_BACKOFF_S)
             return
         await client.xack(self.stream, self._group, *[entry_id for entry_id, _ in entries])
+
+    async def _handle_each(
+        self, client: Redis, entries: list[tuple[bytes, dict[bytes, bytes]]]
+    ) -> None:
+        done: list[bytes] = []
+        failed = 0
+        for entry_id, fields in entries:
+            try:
+                await self._handler([entry_body(fields)])
+            except Exception:
+                # left pending: reclaimed after reclaim_idle_ms, by this or another member
+                log.exception(
+                    "bus message failed, left for redelivery",
+                    extra={"stream": self.stream, "entry_id": entry_id},
+                )
+                failed += 1
+            else:
+                done.append(entry_id)
+        if done:
+            await client.xack(self.stream, self._group, *done)
+        if failed:
+            await self._pause(ERROR_BACKOFF_S)

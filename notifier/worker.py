@@ -87,5 +87,5 @@ async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = Non
                 tasks.create_task(escalator.run(stop))
                 tasks.create_task(parts.sender.run(stop))
         finally:
-            await broker.stop()
+            await bus.stop(broker)  # the change in hand finishes and is acknowledged
             log.info("notifier stopped")

@@ -54,7 +54,7 @@ async def test_delivered_once_to_a_group(bus_settings: Settings) -> None:
 
     broker = make_broker(bus_settings)
     subscribe(broker, stream, group="g", consumer="c1", handler=handler)
-    await broker.start()
+    await start(broker)
     try:
         for i in range(20):
             await publish(broker, stream, f'{{"n":{i}}}'.encode())
@@ -65,7 +65,7 @@ async def test_delivered_once_to_a_group(bus_settings: Settings) -> None:
         await await_until(all_in, 10, "20 messages")
         assert sorted(got) == sorted(f'{{"n":{i}}}'.encode() for i in range(20))
     finally:
-        await broker.stop()
+        await stop(broker)
 
 
 async def test_unacknowledged_message_is_redelivered(bus_settings: Settings) -> None:
@@ -80,7 +80,7 @@ async def test_unacknowledged_message_is_redelivered(bus_settings: Settings) -> 
 
     broker = make_broker(bus_settings)
     subscribe(broker, stream, group="g", consumer="c1", handler=flaky, reclaim_idle_ms=300)
-    await broker.start()
+    await start(broker)
     try:
         await publish(broker, stream, b'{"sos":1}')
 
@@ -90,7 +90,7 @@ async def test_unacknowledged_message_is_redelivered(bus_settings: Settings) -> 
         await await_until(retried, 15, "redelivery")
         assert attempts[0] == attempts[1] == b'{"sos":1}'
     finally:
-        await broker.stop()
+        await stop(broker)
 
 
 async def test_events_published_before_the_group_existed_are_consumed(
@@ -118,7 +118,7 @@ async def test_events_published_before_the_group_existed_are_consumed(
 
         await await_until(arrived, 10, "the early message")
     finally:
-        await broker.stop()
+        await stop(broker)
 
 
 async def test_consumer_group_lag_is_reported(settings: Settings) -> None:
@@ -150,7 +150,7 @@ async def test_consumer_group_lag_is_reported(settings: Settings) -> None:
         await await_until(lag_seen, 15, "a lag figure for the group")
     finally:
         gate.set()
-        await broker.stop()
+        await stop(broker)
 
 
 async def test_batches_deliver_every_message_once_in_order(bus_settings: Settings) -> None:
@@ -181,7 +181,7 @@ async def test_batches_deliver_every_message_once_in_order(bus_settings: Setting
 
 
 async def test_failed_batch_and_a_dead_members_batch_are_redelivered(settings: Settings) -> None:
-    """The direct Redis batch reader keeps FastStream's NACK_ON_ERROR semantics: a batch
+    """The direct Redis reader keeps FastStream's NACK_ON_ERROR semantics: a batch
     whose handler fails stays pending and is handled again, as is what a dead member read
     and never acknowledged."""
     import redis.asyncio as aioredis
@@ -224,6 +224,49 @@ async def test_failed_batch_and_a_dead_members_batch_are_redelivered(settings: S
 
         await await_until(nothing_pending, 10, "every entry acknowledged")
         assert not failures  # the failure did happen
+    finally:
+        await stop(broker)
+        await publisher.stop()
+        await client.aclose()
+
+
+async def test_a_failing_message_does_not_hold_up_those_read_with_it(settings: Settings) -> None:
+    """subscribe() on Redis: the entries of one read are handled and acknowledged one by
+    one, so the others go on at once and only the failed one is delivered again."""
+    import redis.asyncio as aioredis
+
+    stream = "t.redis.one-by-one"
+    publisher = make_broker(settings)
+    await publisher.connect()
+    bodies = [f'{{"n":{i}}}'.encode() for i in range(5)]
+    for body in bodies:  # all on the stream before the first read: one read takes them
+        await publish(publisher, stream, body)
+    handled: list[bytes] = []
+    failed: list[bytes] = []
+
+    async def handler(body: bytes) -> None:
+        if body == bodies[2] and not failed:
+            failed.append(body)
+            raise RuntimeError("this message fails once")
+        handled.append(body)
+
+    broker = make_broker(settings)
+    subscribe(broker, stream, group="g", consumer="c1", handler=handler, reclaim_idle_ms=300)
+    client = aioredis.Redis.from_url(settings.redis_url)
+    await start(broker)
+    try:
+
+        async def all_handled() -> bool:
+            return len(handled) == 5
+
+        await await_until(all_handled, 15, "every message, the failed one again")
+        assert failed == [bodies[2]]
+        assert handled == [bodies[0], bodies[1], bodies[3], bodies[4], bodies[2]]
+
+        async def nothing_pending() -> bool:
+            return int((await client.xpending(stream, "g"))["pending"]) == 0
+
+        await await_until(nothing_pending, 10, "every entry acknowledged")
     finally:
         await stop(broker)
         await publisher.stop()

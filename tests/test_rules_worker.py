@@ -147,9 +147,9 @@ class Bus:
 @pytest.fixture
 async def bus_io(rules_settings: Settings) -> AsyncIterator[Bus]:
     b = Bus(rules_settings)
-    await b.broker.start()  # the feed's group exists before any change is published
+    await bus.start(b.broker)  # the feed's group exists before any change is published
     yield b
-    await b.broker.stop()
+    await bus.stop(b.broker)
 
 
 class OffsetClock:

@@ -109,9 +109,9 @@ class Io:
 @pytest.fixture
 async def io(absence_settings: Settings) -> AsyncIterator[Io]:
     i = Io(absence_settings)
-    await i.broker.start()
+    await bus.start(i.broker)
     yield i
-    await i.broker.stop()
+    await bus.stop(i.broker)
 
 
 async def kill(task: asyncio.Task[None]) -> None:
