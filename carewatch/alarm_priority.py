@@ -7,9 +7,10 @@ for the whole batch, and again for every other batch that became ready, at each 
 own database and bus round trips. Measured at 10,000 msg/s of telemetry
 (`bench.sos_latency`'s stage table), that queueing was most of the SOS tail.
 
-So the bulk lane calls `pause()` between items (when `due()` says it would do anything): at most every `slice_s` it gives the
-loop a turn (an alarm that arrived is then noticed), and while alarm work is in flight
-(`alarm()`) it stands aside. It never stands aside for longer than `max_wait_s` at a
+So the bulk lane calls `pause()` between items, when `due()` says it would do anything
+(ingest's telemetry lane, rules_engine.worker.EventHandler.handle_batch): at most every
+`slice_s` it gives the loop a turn (an alarm that arrived is then noticed), and while
+alarm work is in flight (`alarm()`) it stands aside. It never stands aside for longer than `max_wait_s` at a
 time: a flood of device events (a hostile or broken device) slows telemetry down but
 cannot stop it. `pause()` must only be called where the bulk lane holds nothing an
 alarm may need (no transaction, no lock), or an alarm would wait `max_wait_s` for it.

@@ -4,9 +4,8 @@ Each received message is tracked with a Ticket (the messages of one ingest micro
 share one); a ticket is done when all its parts are (e.g. "published on the bus" and
 "row COPYed"). PUBACKs go out strictly in the order the PUBLISH packets arrived (MQTT
 4.6 asks clients to keep that order), so the head of the queue gates everything behind
-it. A redelivered copy of a message still
-in flight shares the original's ticket, so it is acknowledged only when the original
-is durable.
+it. A redelivered copy of a message still in flight shares the original's ticket, so it
+is acknowledged only when the original is durable.
 """
 
 from __future__ import annotations

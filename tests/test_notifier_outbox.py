@@ -19,7 +19,7 @@ from notifier.channels.registry import build_channels
 from notifier.escalation import load_alert
 from notifier.outbox import NewNotification, OutboxSender
 from notifier.targets import Recipient
-from tests.fake_provider_server import running_fake_providers
+from tests.fake_provider_server import RunningFakeProviders, running_fake_providers
 from tests.services import await_until
 from tests.test_notifier_support import (
     ELDER_NAME,
@@ -161,27 +161,38 @@ async def test_rows_claimed_by_a_dead_sender_are_sent_after_the_lease(settings: 
     dsn = settings.database_url
     seed_registry(dsn)
     alert_id = insert_alert(dsn)
-    async with running_fake_providers(notifier_settings(settings, outbox_lease_s=1.0)) as fake:
-        async with sender_for(fake.settings) as dead, sender_for(fake.settings) as alive:
-            [row_id] = await enqueue(dead, sms_to(alert_id))
-            # the first sender claims the row and dies before sending it
-            claimed = await dead.claim()
-            assert [c.id for c in claimed] == [row_id]
-            leased_until = query(dsn, "SELECT next_attempt_at FROM notifications")[0][0]
-            # while leased, nobody else can take it
-            assert await alive.claim() == []
-            async with polling(alive):
+    lease_1s = notifier_settings(settings, outbox_lease_s=1.0)
+    async with (
+        running_fake_providers(lease_1s) as fake,
+        sender_for(fake.settings) as dead,
+        sender_for(fake.settings) as alive,
+    ):
+        [row_id] = await enqueue(dead, sms_to(alert_id))
+        # the first sender claims the row and dies before sending it
+        claimed = await dead.claim()
+        assert [c.id for c in claimed] == [row_id]
+        # while leased, nobody else can take it
+        assert await alive.claim() == []
+        await sent_once_the_lease_runs_out(dsn, row_id, alive, fake)
+    assert query(dsn, "SELECT count(*) FROM notifications WHERE status = 'sent'") == [(1,)]
 
-                async def sent() -> bool:
-                    return status_of(dsn, row_id)[0] == "sent"
 
-                await await_until(sent, 15, "the orphaned row to be sent")
-        records = await fake.records("sms")
+async def sent_once_the_lease_runs_out(
+    dsn: str, row_id: int, alive: OutboxSender, fake: RunningFakeProviders
+) -> None:
+    """`alive`'s polling sends the row a dead sender held: after its lease, on the second
+    attempt, delivered exactly once."""
+    leased_until = query(dsn, "SELECT next_attempt_at FROM notifications")[0][0]
+    async with polling(alive):
 
+        async def sent() -> bool:
+            return status_of(dsn, row_id)[0] == "sent"
+
+        await await_until(sent, 15, "the orphaned row to be sent")
+    records = await fake.records("sms")
     assert status_of(dsn, row_id) == ("sent", 2)
     assert [r["outcome"] for r in records] == ["delivered"]
     assert records[0]["received_ms"] >= leased_until.timestamp() * 1000 - 1
-    assert query(dsn, "SELECT count(*) FROM notifications WHERE status = 'sent'") == [(1,)]
 
 
 async def enqueue_leased(sender: OutboxSender, alert_id: str) -> outbox.Claimed:
@@ -219,17 +230,11 @@ async def test_rows_enqueued_leased_by_a_dead_sender_are_sent_after_the_lease(
     dsn = settings.database_url
     seed_registry(dsn)
     alert_id = insert_alert(dsn)
-    async with running_fake_providers(notifier_settings(settings, outbox_lease_s=1.0)) as fake:
-        async with sender_for(fake.settings) as dead, sender_for(fake.settings) as alive:
-            row = await enqueue_leased(dead, alert_id)  # ... and dies before sending it
-            leased_until = query(dsn, "SELECT next_attempt_at FROM notifications")[0][0]
-            async with polling(alive):
-
-                async def sent() -> bool:
-                    return status_of(dsn, row.id)[0] == "sent"
-
-                await await_until(sent, 15, "the orphaned row to be sent")
-        records = await fake.records("sms")
-    assert status_of(dsn, row.id) == ("sent", 2)
-    assert [r["outcome"] for r in records] == ["delivered"]
-    assert records[0]["received_ms"] >= leased_until.timestamp() * 1000 - 1
+    lease_1s = notifier_settings(settings, outbox_lease_s=1.0)
+    async with (
+        running_fake_providers(lease_1s) as fake,
+        sender_for(fake.settings) as dead,
+        sender_for(fake.settings) as alive,
+    ):
+        row = await enqueue_leased(dead, alert_id)  # ... and dies before sending it
+        await sent_once_the_lease_runs_out(dsn, row.id, alive, fake)
