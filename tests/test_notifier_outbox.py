@@ -157,42 +157,57 @@ async def test_a_permanent_error_fails_at_once(settings: Settings) -> None:
     assert events == [("notification_failed",)]
 
 
-async def test_rows_claimed_by_a_dead_sender_are_sent_after_the_lease(settings: Settings) -> None:
+@dataclasses.dataclass
+class DeadAndAlive:
+    """An alert, the fake providers and two senders with a 1 s lease: `dead` takes a row
+    and dies before sending it, `alive` polls."""
+
+    dsn: str
+    alert_id: str
+    fake: RunningFakeProviders
+    dead: OutboxSender
+    alive: OutboxSender
+
+    async def sent_once_the_lease_runs_out(self, row_id: int) -> None:
+        """`alive`'s polling sends the row `dead` held: after its lease, on the second
+        attempt, delivered exactly once."""
+        leased_until = query(self.dsn, "SELECT next_attempt_at FROM notifications")[0][0]
+        async with polling(self.alive):
+
+            async def sent() -> bool:
+                return status_of(self.dsn, row_id)[0] == "sent"
+
+            await await_until(sent, 15, "the orphaned row to be sent")
+        records = await self.fake.records("sms")
+        assert status_of(self.dsn, row_id) == ("sent", 2)
+        assert [r["outcome"] for r in records] == ["delivered"]
+        assert records[0]["received_ms"] >= leased_until.timestamp() * 1000 - 1
+
+
+@contextlib.asynccontextmanager
+async def dead_and_alive(settings: Settings) -> AsyncIterator[DeadAndAlive]:
     dsn = settings.database_url
     seed_registry(dsn)
     alert_id = insert_alert(dsn)
-    lease_1s = notifier_settings(settings, outbox_lease_s=1.0)
     async with (
-        running_fake_providers(lease_1s) as fake,
+        running_fake_providers(notifier_settings(settings, outbox_lease_s=1.0)) as fake,
         sender_for(fake.settings) as dead,
         sender_for(fake.settings) as alive,
     ):
-        [row_id] = await enqueue(dead, sms_to(alert_id))
+        yield DeadAndAlive(dsn, alert_id, fake, dead, alive)
+
+
+async def test_rows_claimed_by_a_dead_sender_are_sent_after_the_lease(settings: Settings) -> None:
+    async with dead_and_alive(settings) as run:
+        [row_id] = await enqueue(run.dead, sms_to(run.alert_id))
         # the first sender claims the row and dies before sending it
-        claimed = await dead.claim()
+        claimed = await run.dead.claim()
         assert [c.id for c in claimed] == [row_id]
         # while leased, nobody else can take it
-        assert await alive.claim() == []
-        await sent_once_the_lease_runs_out(dsn, row_id, alive, fake)
-    assert query(dsn, "SELECT count(*) FROM notifications WHERE status = 'sent'") == [(1,)]
-
-
-async def sent_once_the_lease_runs_out(
-    dsn: str, row_id: int, alive: OutboxSender, fake: RunningFakeProviders
-) -> None:
-    """`alive`'s polling sends the row a dead sender held: after its lease, on the second
-    attempt, delivered exactly once."""
-    leased_until = query(dsn, "SELECT next_attempt_at FROM notifications")[0][0]
-    async with polling(alive):
-
-        async def sent() -> bool:
-            return status_of(dsn, row_id)[0] == "sent"
-
-        await await_until(sent, 15, "the orphaned row to be sent")
-    records = await fake.records("sms")
-    assert status_of(dsn, row_id) == ("sent", 2)
-    assert [r["outcome"] for r in records] == ["delivered"]
-    assert records[0]["received_ms"] >= leased_until.timestamp() * 1000 - 1
+        assert await run.alive.claim() == []
+        await run.sent_once_the_lease_runs_out(row_id)
+    sent = query(run.dsn, "SELECT count(*) FROM notifications WHERE status = 'sent'")
+    assert sent == [(1,)]
 
 
 async def enqueue_leased(sender: OutboxSender, alert_id: str) -> outbox.Claimed:
@@ -227,14 +242,6 @@ async def test_rows_enqueued_leased_are_sent_at_once_by_their_sender_only(
 async def test_rows_enqueued_leased_by_a_dead_sender_are_sent_after_the_lease(
     settings: Settings,
 ) -> None:
-    dsn = settings.database_url
-    seed_registry(dsn)
-    alert_id = insert_alert(dsn)
-    lease_1s = notifier_settings(settings, outbox_lease_s=1.0)
-    async with (
-        running_fake_providers(lease_1s) as fake,
-        sender_for(fake.settings) as dead,
-        sender_for(fake.settings) as alive,
-    ):
-        row = await enqueue_leased(dead, alert_id)  # ... and dies before sending it
-        await sent_once_the_lease_runs_out(dsn, row.id, alive, fake)
+    async with dead_and_alive(settings) as run:
+        row = await enqueue_leased(run.dead, run.alert_id)  # ... and dies before sending it
+        await run.sent_once_the_lease_runs_out(row.id)
