@@ -6,6 +6,15 @@ Every worker runs as its own `carewatch` process (as deployed); an optional back
 load of wristband telemetry runs at fixed rates while SOS presses of distinct elders are
 injected one every `--interval` seconds. Reports p50/p99/max per load level and the
 highest level whose p99 stays under 100 ms.
+
+    .venv/bin/python -m bench.sos_latency --presses 100 --load 0,10000 --noisy 1 --saturate
+
+`--noisy N` runs N busy processes beside the workers (bench/noisy.py) for every level, as a
+neighbour's job on a shared server would. `--saturate` first finds the highest telemetry
+rate the pipeline stores (the load offered far above it for a few seconds; what ingest
+stored per second is the saturation rate), then measures at that rate and at 1.5 times it
+too. At every level the telemetry backlog (published by the load, not yet stored) when the
+load stops, and the time it takes to drain, are reported: telemetry may lag, never vanish.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import aiomqtt
@@ -23,6 +33,7 @@ import redis
 
 from bench.common import bench_env, percentile, seed_street, table, write_results
 from bench.load import Load
+from bench.noisy import NoisyNeighbour
 from bench.procstat import CpuUse
 from carewatch import bus
 from carewatch.bus_batch_reader import entry_body
@@ -34,6 +45,11 @@ from tests.pipeline import Pipeline, with_fake_providers
 from tests.services import wait_until
 
 SMS_TIMEOUT_S = 60.0
+DRAIN_TIMEOUT_S = 180.0  # how long the telemetry backlog may take to drain after a level
+SATURATION_OFFER = 200_000.0  # msg/s offered while finding the saturation rate
+# The load's seqs are microsecond clocks (~1.7e15), presses' milliseconds (~1.7e12) and
+# the readiness probes' 1: so the load's own rows in `telemetry` are the ones above this.
+LOAD_SEQ_MIN = 10**14
 
 
 def rows(settings: Settings, sql: str, *args: object) -> list[tuple[Any, ...]]:
@@ -137,10 +153,35 @@ def measure(
     return latencies, stages
 
 
-def run_level(presses: int, rate: float, interval: float) -> dict[str, Any]:
+def load_rows_stored(settings: Settings) -> int:
+    return int(rows(settings, "SELECT count(*) FROM telemetry WHERE seq > %s", LOAD_SEQ_MIN)[0][0])
+
+
+def drain(settings: Settings, published: int) -> tuple[int, float | None]:
+    """(backlog when the load stopped, seconds until every published row was stored, or
+    None if it had not drained within DRAIN_TIMEOUT_S)."""
+    started = time.monotonic()
+    backlog = max(0, published - load_rows_stored(settings))
+    if backlog == 0:
+        return 0, 0.0
+    drained = False
+
+    def stored_all() -> bool:
+        nonlocal drained
+        drained = load_rows_stored(settings) >= published
+        return drained
+
+    with contextlib.suppress(AssertionError):
+        wait_until(stored_all, DRAIN_TIMEOUT_S, f"{published} telemetry rows stored")
+    return backlog, (time.monotonic() - started) if drained else None
+
+
+@contextlib.contextmanager
+def running_pipeline(elders: int) -> Iterator[tuple[Pipeline, list[str], dict[str, int]]]:
+    """A seeded street with every worker running and ready: (pipeline, bands, watched pids)."""
     with bench_env(escalation_wait_s=3600.0, log_level="WARNING") as env:
         settings = with_fake_providers(env.settings)
-        seed_street(settings, max(presses, 100), env.workdir)
+        seed_street(settings, max(elders, 100), env.workdir)
         bands = [
             r[0]
             for r in rows(settings, "SELECT id FROM devices WHERE kind = 'wristband' ORDER BY id")
@@ -152,32 +193,58 @@ def run_level(presses: int, rate: float, interval: float) -> dict[str, Any]:
             wait_ready(pipeline, bands)
             watched = {name: proc.pid for name, proc in pipeline.procs.items()}
             watched |= {"mosquitto": env.mosquitto.popen.pid, "redis": env.redis.popen.pid}
-            with Load(settings.mqtt_port, bands, rate) as load:
-                cpu = CpuUse(watched)
-                latencies, stages = measure(pipeline, bands[:presses], interval)
-                cores = cpu.cores()
-            return {
-                "load_target_msg_s": rate,
-                "load_achieved_msg_s": round(load.rate_achieved),
-                "presses": presses,
-                "delivered": len(latencies),
-                "sustained": len(latencies) == presses,
-                "p50_ms": percentile(latencies, 0.5),
-                "p99_ms": percentile(latencies, 0.99),
-                "max_ms": max(latencies, default=float("nan")),
-                # CPU cores each process kept busy while the presses were measured
-                "cores": cores,
-                "stages_ms": {
-                    name: {
-                        "p50": percentile(v, 0.5),
-                        "p99": percentile(v, 0.99),
-                        "max": max(v, default=float("nan")),
-                    }
-                    for name, v in stages.items()
-                },
-            }
+            yield pipeline, bands, watched
         finally:
             pipeline.stop_all()
+
+
+def find_saturation(seconds: float, noisy: int) -> float:
+    """The telemetry rate (msg/s) the running pipeline stores when offered far more."""
+    with running_pipeline(100) as (pipeline, bands, _), NoisyNeighbour(noisy):
+        s = pipeline.settings
+        with Load(s.mqtt_port, bands, SATURATION_OFFER):
+            # the first seconds fill buffers and start-up caches: measure after them
+            time.sleep(min(3.0, seconds / 2))
+            t0, n0 = time.monotonic(), load_rows_stored(s)
+            time.sleep(seconds)
+            t1, n1 = time.monotonic(), load_rows_stored(s)
+        return (n1 - n0) / (t1 - t0)
+
+
+def run_level(presses: int, rate: float, interval: float, noisy: int = 0) -> dict[str, Any]:
+    with running_pipeline(presses) as (pipeline, bands, watched), NoisyNeighbour(noisy) as hog:
+        settings = pipeline.settings
+        with Load(settings.mqtt_port, bands, rate) as load:
+            cpu = CpuUse(watched | hog.pids)
+            latencies, stages = measure(pipeline, bands[:presses], interval)
+            cores = cpu.cores()
+        backlog, drain_s = drain(settings, int(load.sent.value))
+        return {
+            "load_target_msg_s": rate,
+            "load_achieved_msg_s": round(load.rate_achieved),
+            "noisy_processes": noisy,
+            "presses": presses,
+            "delivered": len(latencies),
+            "sustained": len(latencies) == presses,
+            "p50_ms": percentile(latencies, 0.5),
+            "p99_ms": percentile(latencies, 0.99),
+            "max_ms": max(latencies, default=float("nan")),
+            # telemetry published by the load but not yet stored when it stopped,
+            # and how long storing it took (None: not drained in DRAIN_TIMEOUT_S)
+            "telemetry_published": int(load.sent.value),
+            "telemetry_backlog": backlog,
+            "telemetry_drain_s": drain_s,
+            # CPU cores each process kept busy while the presses were measured
+            "cores": cores,
+            "stages_ms": {
+                name: {
+                    "p50": percentile(v, 0.5),
+                    "p99": percentile(v, 0.99),
+                    "max": max(v, default=float("nan")),
+                }
+                for name, v in stages.items()
+            },
+        }
 
 
 def wait_ready(pipeline: Pipeline, bands: list[str]) -> None:
@@ -216,21 +283,50 @@ def wait_ready(pipeline: Pipeline, bands: list[str]) -> None:
     wait_until(consumed, 60, "ingest and the rules worker's shards ready")
 
 
-def run(presses: int, levels: list[float], interval: float) -> dict[str, Any]:
+def run(
+    presses: int,
+    levels: list[float],
+    interval: float,
+    noisy: int = 0,
+    saturate_s: float = 0.0,
+) -> dict[str, Any]:
+    saturation = None
+    if saturate_s > 0:
+        print(f"finding the saturation rate ({saturate_s:.0f} s of overload) ...", flush=True)
+        saturation = round(find_saturation(saturate_s, noisy))
+        print(f"  the pipeline stores {saturation} msg/s at most", flush=True)
+        levels = sorted({*levels, float(saturation), float(round(saturation * 1.5))})
     results = []
     for rate in levels:
-        print(f"load {rate:.0f} msg/s: {presses} SOS presses ...", flush=True)
-        results.append(run_level(presses, rate, interval))
+        print(f"load {rate:.0f} msg/s, {noisy} noisy: {presses} SOS presses ...", flush=True)
+        results.append(run_level(presses, rate, interval, noisy))
         print(f"  {results[-1]}", flush=True)
     ok = [r["load_achieved_msg_s"] for r in results if r["sustained"] and r["p99_ms"] < 100]
-    summary = {"levels": results, "highest_load_with_p99_under_100ms": max(ok) if ok else None}
+    summary = {
+        "levels": results,
+        "noisy_processes": noisy,
+        "saturation_msg_s": saturation,
+        "highest_load_with_p99_under_100ms": max(ok) if ok else None,
+    }
     write_results("sos_latency", summary)
     return summary
 
 
 def level_table(summary: dict[str, Any]) -> str:
     return table(
-        [("load target", "achieved", "presses", "SMS sent", "p50 ms", "p99 ms", "max ms")]
+        [
+            (
+                "load target",
+                "achieved",
+                "presses",
+                "SMS sent",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "telemetry backlog",
+                "drain s",
+            )
+        ]
         + [
             (
                 f"{r['load_target_msg_s']:.0f}",
@@ -240,6 +336,10 @@ def level_table(summary: dict[str, Any]) -> str:
                 f"{r['p50_ms']:.1f}",
                 f"{r['p99_ms']:.1f}",
                 f"{r['max_ms']:.1f}",
+                str(r["telemetry_backlog"]),
+                "not drained"
+                if r["telemetry_drain_s"] is None
+                else f"{r['telemetry_drain_s']:.1f}",
             )
             for r in summary["levels"]
         ]
@@ -291,11 +391,32 @@ def main() -> None:
     parser.add_argument("--presses", type=int, default=100)
     parser.add_argument("--load", default="0", help="comma-separated background rates, msg/s")
     parser.add_argument("--interval", type=float, default=0.05, help="seconds between presses")
+    parser.add_argument(
+        "--noisy", type=int, default=0, help="busy processes beside the workers (0: none)"
+    )
+    parser.add_argument(
+        "--saturate",
+        type=float,
+        default=0.0,
+        nargs="?",
+        const=10.0,
+        metavar="SECONDS",
+        help="first find the saturation rate over SECONDS of overload (default 10) and add"
+        " it and 1.5 times it to the levels",
+    )
     args = parser.parse_args()
-    summary = run(args.presses, [float(x) for x in args.load.split(",")], args.interval)
+    summary = run(
+        args.presses,
+        [float(x) for x in args.load.split(",")],
+        args.interval,
+        args.noisy,
+        args.saturate,
+    )
     print(level_table(summary))
     print(stage_table(summary))
     print(cores_table(summary))
+    if summary["saturation_msg_s"] is not None:
+        print(f"saturation: the pipeline stores {summary['saturation_msg_s']} msg/s at most")
     print(
         "highest sustained load with p99 < 100 ms:"
         f" {summary['highest_load_with_p99_under_100ms']} msg/s"
