@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     outbox_poll_ms: int = Field(200, ge=10)
     outbox_max_attempts: int = Field(8, ge=1)
     outbox_backoff_base_s: float = Field(1.0, gt=0)
+    outbox_retry_max_interval_s: float = Field(
+        60.0,
+        gt=0,
+        description="retries of a failing notification back off up to this interval; alert"
+        " messages of an open alert keep being retried at it past outbox_max_attempts",
+    )
     outbox_lease_s: float = Field(
         30.0, gt=0, description="a claimed outbox row is retried after this if its sender died"
     )

@@ -145,7 +145,7 @@ async def enqueue_follow_ups(
                     message_params(settings, alert, elder, band, purpose, now_ms, handler),
                 )
             )  # fmt: skip
-    queued = await outbox.enqueue_leased(conn, alert, items, lease_until_ms)
+    queued = await outbox.enqueue_leased(conn, alert, items, lease_until_ms, now_ms=now_ms)
     await timeline.append(
         conn,
         alert.id,
@@ -332,7 +332,9 @@ class Escalator:
             for channel in plan.channels
             if (address := r.address(channel))
         ]  # fmt: skip
-        queued = await outbox.enqueue_leased(conn, alert, items, self.sender.lease_until_ms())
+        queued = await outbox.enqueue_leased(
+            conn, alert, items, self.sender.lease_until_ms(), now_ms=now
+        )
         next_at = timeline.from_ms(plan.next_due_ms) if plan.next_due_ms is not None else None
         await conn.execute(
             "UPDATE escalations SET step = %s, next_step_at = %s WHERE alert_id = %s",

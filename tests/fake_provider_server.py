@@ -57,6 +57,12 @@ class RunningFakeProviders:
         )
         response.raise_for_status()
 
+    async def recover(self, provider: str) -> None:
+        """End an outage injected with `fail(provider, count=many)`."""
+        (
+            await self.http.post("/_control/recover", params={"provider": provider})
+        ).raise_for_status()
+
     async def expire_tokens(self) -> None:
         (await self.http.post("/_control/expire_tokens")).raise_for_status()
 

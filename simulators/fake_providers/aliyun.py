@@ -10,9 +10,11 @@ each variable value at most 35 characters (`isv.PARAM_LENGTH_LIMIT`), no URL in 
 characters. The account's "approved" templates are the project's own bodies for the
 configured ack base URL (`sms_template_bodies`); one that the real review would refuse
 (a link whose domain is a variable, more than 500 characters) is not registered, so
-sending with it gets `isv.SMS_TEMPLATE_ILLEGAL`. Unlike the real service, the fake suppresses a
-repeated OutId, so tests can see that the sender's idempotency key reaches the provider
-and that a retried notification is delivered once.
+sending with it gets `isv.SMS_TEMPLATE_ILLEGAL`. Like the real service, SendSms is not
+idempotent: a request with an OutId already accepted is sent again (a second SMS on the
+phone); the fake records it as delivered with `duplicate_of` naming the first delivery of
+that OutId, and counts it (stats `delivered_again`), so tests see every duplicate a real
+phone would get. QuerySendDetails lists each send with its OutId, as the real one does.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ class AliyunSmsFake:
         self._clock = clock
         self._hang_s = hang_s
         self._nonces: dict[str, int] = {}
-        self._by_out_id: dict[str, Record] = {}
+        self._by_out_id: dict[str, Record] = {}  # first delivery of each OutId
 
     def reset(self) -> None:
         self._nonces.clear()
@@ -274,24 +276,20 @@ class AliyunSmsFake:
             self._book.add("sms", now_ms, "rejected", error=error.code, **fields)
             return _error_reply(error)
         out_id = params.get("OutId") or None
+        # Not idempotent: an OutId seen before is sent again, with a new BizId.
         first = self._by_out_id.get(out_id) if out_id else None
-        if first is not None:
-            self._book.add(
-                "sms",
-                now_ms,
-                "duplicate",
-                text=text,
-                dedup_key=out_id,
-                duplicate_of=first.index,
-                message_id=first.message_id,
-                **fields,
-            )
-            return _reply(200, {"Code": "OK", "Message": "OK", "BizId": first.message_id})
         biz_id = f"{secrets.randbelow(10**18):018d}^0"
         record = self._book.add(
-            "sms", now_ms, "delivered", text=text, dedup_key=out_id, message_id=biz_id, **fields
+            "sms",
+            now_ms,
+            "delivered",
+            text=text,
+            dedup_key=out_id,
+            duplicate_of=first.index if first is not None else None,
+            message_id=biz_id,
+            **fields,
         )
-        if out_id:
+        if out_id and first is None:
             self._by_out_id[out_id] = record
         return _reply(200, {"Code": "OK", "Message": "OK", "BizId": biz_id})
 

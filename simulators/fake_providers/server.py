@@ -96,6 +96,11 @@ def create_app(
         failures.inject(request.provider, request.count, request.mode)
         return {"ok": True, "pending_failures": failures.pending()}
 
+    @app.post("/_control/recover")
+    async def recover(provider: Provider) -> dict[str, Any]:
+        """End an injected outage: the provider's pending failures are dropped."""
+        return {"ok": True, "dropped": failures.clear(provider)}
+
     @app.post("/_control/expire_tokens")
     async def expire_tokens() -> dict[str, Any]:
         return {"ok": True, "expired": state.wecom.expire_tokens()}
