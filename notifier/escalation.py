@@ -55,7 +55,14 @@ async def load_alert(conn: Conn, alert_id: str, *, for_update: bool = False) -> 
 
 
 async def stop_escalation(conn: Conn, alert_id: str, reason: str, now_ms: int) -> bool:
-    """Stop further steps; False when it was already stopped (or never started)."""
+    """Stop further steps and cancel the alert messages not sent yet (a retry due later
+    must not ask anyone to come once someone is on the way; 'handled' and 'closed'
+    notices are kept); False when the escalation was already stopped (or never started).
+
+    Every path that acknowledges or closes an alert reaches this: the ack app directly,
+    the operator API and the rules engine through the alert change the notifier handles.
+    Until then the sender itself does not send an alert message of an alert acknowledged
+    or closed after it was queued (`Claimed.stale`)."""
     cur = await conn.execute(
         "UPDATE escalations SET next_step_at = NULL, stopped_at = %s, stopped_reason = %s"
         " WHERE alert_id = %s AND stopped_at IS NULL",
@@ -65,6 +72,15 @@ async def stop_escalation(conn: Conn, alert_id: str, reason: str, now_ms: int) -
     if stopped:
         await timeline.append(
             conn, alert_id, "escalation_stopped", {"reason": reason}, at_ms=now_ms
+        )
+    cancelled = await outbox.cancel_pending(conn, alert_id, ("alert",))
+    if cancelled:
+        await timeline.append(
+            conn,
+            alert_id,
+            "notifications_cancelled",
+            {"count": cancelled, "purpose": "alert", "reason": reason},
+            at_ms=now_ms,
         )
     return stopped
 
@@ -78,15 +94,24 @@ class Notified:
 
 
 async def already_notified(
-    conn: Conn, alert_id: str, purposes: Sequence[str], statuses: Sequence[str]
+    conn: Conn,
+    alert_id: str,
+    purposes: Sequence[str],
+    statuses: Sequence[str],
+    *,
+    maybe_sent: bool = False,
 ) -> list[Notified]:
+    """Who was sent these purposes (rows in these statuses); with `maybe_sent`, also the
+    rows cancelled after an attempt that may have reached them (in flight, or unsure)."""
     found = await sql.rows(
         conn,
         "SELECT recipient_kind, recipient_id, min(recipient_name) AS name, channel,"
         " min(address) AS address, min(step) AS step FROM notifications"
-        " WHERE alert_id = %s AND purpose = ANY(%s) AND status = ANY(%s)"
+        " WHERE alert_id = %s AND purpose = ANY(%s) AND (status = ANY(%s)"
+        " OR (%s AND status = 'cancelled' AND (sent_at IS NOT NULL"
+        " OR attempt_started_at IS NOT NULL OR unsure_since IS NOT NULL)))"
         " GROUP BY recipient_kind, recipient_id, channel ORDER BY min(id)",
-        (alert_id, list(purposes), list(statuses)),
+        (alert_id, list(purposes), list(statuses), maybe_sent),
     )
     return [
         Notified(
@@ -116,12 +141,14 @@ async def enqueue_follow_ups(
     if elder is None:
         return []
     if purpose == "handled":
+        # the alert's pending messages were cancelled just before (stop_escalation): who
+        # got one, or may have, is told; who never did is not
         reached = await already_notified(
-            conn, alert.id, ("alert",), ("pending", "sent", "delivered")
+            conn, alert.id, ("alert",), ("pending", "sent", "delivered"), maybe_sent=True
         )
     else:
         reached = await already_notified(
-            conn, alert.id, ("alert", "handled"), ("sent", "delivered")
+            conn, alert.id, ("alert", "handled"), ("sent", "delivered"), maybe_sent=True
         )
     items = [
         NewNotification(

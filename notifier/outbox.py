@@ -44,7 +44,7 @@ from notifier.targets import Recipient
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["sent", "retry", "failed"]
+Outcome = Literal["sent", "retry", "failed", "cancelled"]
 MAX_BACKOFF_S = 3600.0
 
 
@@ -86,11 +86,14 @@ class Claimed:
     alert_status: str = "open"
     # start of the first attempt that may have been accepted; None: none may have been
     unsure_since_ms: int | None = None
+    # an alert message queued before its alert was acknowledged or closed: never sent
+    stale: bool = False
 
     @property
     def keeps_trying(self) -> bool:
-        """An alert message of an open alert: retried past outbox_max_attempts."""
-        return self.purpose == "alert" and self.alert_status == "open"
+        """An alert message of an alert still waiting for help: retried past
+        outbox_max_attempts (a stale one is not sent at all)."""
+        return self.purpose == "alert" and self.alert_status in ("open", "acknowledged")
 
 
 # --- pure ------------------------------------------------------------------------------
@@ -264,7 +267,11 @@ FROM due, alerts a
 WHERE n.id = due.id AND a.id = n.alert_id
 RETURNING n.id, n.idempotency_key, n.alert_id::text AS alert_id, n.step, n.purpose, n.channel,
           n.recipient_kind, n.recipient_id, n.address, n.params, n.attempts,
-          a.kind AS alert_kind, a.device_time, a.status AS alert_status, n.unsure_since
+          a.kind AS alert_kind, a.device_time, a.status AS alert_status, n.unsure_since,
+          -- an alert message queued before the alert was acknowledged or closed: a retry
+          -- must not tell anyone to come after someone has (issue 14, item 8)
+          n.purpose = 'alert' AND (a.status IN ('resolved', 'cancelled', 'false_alarm')
+              OR (a.status = 'acknowledged' AND n.created_at < a.acknowledged_at)) AS stale
 """
 
 
@@ -330,6 +337,8 @@ class OutboxSender:
 
     async def deliver(self, row: Claimed) -> Outcome:
         """Send one claimed row and record the result; never raises for a provider error."""
+        if row.stale:
+            return await self._cancel_stale(row)
         result = await self._send(row)
         max_attempts = self.settings.outbox_max_attempts
         outcome = outcome_of(result, row.attempts, max_attempts, keep_trying=row.keeps_trying)
@@ -401,6 +410,30 @@ class OutboxSender:
             },
         )
         return outcome
+
+    async def _cancel_stale(self, row: Claimed) -> Outcome:
+        """An alert message whose alert was acknowledged or closed after it was queued (by a
+        path that has not stopped the escalation yet): cancelled, not sent."""
+        OUTBOX_OUTCOMES.labels(row.channel, "cancelled").inc()
+        now = self.clock.now_ms()
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE notifications SET status = 'cancelled', attempts = attempts - 1,"
+                " attempt_started_at = NULL WHERE id = %s AND status = 'pending'",
+                (row.id,),
+            )
+            await timeline.append(
+                conn,
+                row.alert_id,
+                "notifications_cancelled",
+                {"count": 1, "notification_id": row.id, "alert_status": row.alert_status},
+                at_ms=now,
+            )
+        log.info(
+            "stale alert message cancelled",
+            extra={"notification_id": row.id, "alert_id": row.alert_id, "channel": row.channel},
+        )
+        return "cancelled"
 
     async def _send(self, row: Claimed) -> SendResult:
         channel = self.channels.get(row.channel)
