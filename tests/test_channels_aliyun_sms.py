@@ -142,6 +142,28 @@ async def test_a_long_address_is_shortened_to_what_aliyun_accepts(
 
 
 @pytest.mark.parametrize(
+    ("name", "address"),
+    [
+        ("王秀英http://t.cn/abc", "民族路12号"),
+        ("王秀英", "www.example.cn 民族路12号"),
+        ("王秀英 evil.com/x", "民族路12号 HTTPS://A.B.CN:8080/p?q=1"),
+    ],
+)
+async def test_a_link_in_a_name_or_address_is_taken_out_and_the_sms_sent(
+    fake: RunningFakeProviders, client: httpx.AsyncClient, name: str, address: str
+) -> None:
+    """Aliyun refuses any message with a link in a variable, permanently (issue 14, item
+    9): a URL typed into the ledger must not block every SMS about that elder."""
+    message = Message("k", PHONE, "alert", {**PARAMS, "elder_name": name, "address": address})
+    result = await AliyunSmsChannel(fake.settings, client).send(message)
+    assert result.ok, result.error
+    [record] = await fake.records("sms")
+    assert (record["params"]["elder_name"], record["params"]["address"]) == ("王秀英", "民族路12号")
+    handled = Message("h", PHONE, "handled", {**PARAMS, "elder_name": name, "address": address})
+    assert (await AliyunSmsChannel(fake.settings, client).send(handled)).ok
+
+
+@pytest.mark.parametrize(
     ("variables", "code"),
     [
         ({"address": "字" * 36}, "isv.PARAM_LENGTH_LIMIT"),

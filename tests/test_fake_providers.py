@@ -132,6 +132,7 @@ def with_variables(params: dict[str, str], **variables: str) -> dict[str, str]:
         ({"elder_name": "b" * 36}, "isv.PARAM_LENGTH_LIMIT"),
         ({"code": "https://ack.example.cn/ack/x.y"}, "isv.PARAM_NOT_SUPPORT_URL"),
         ({"address": "见www.example.cn"}, "isv.PARAM_NOT_SUPPORT_URL"),
+        ({"elder_name": "王秀英evil.com"}, "isv.PARAM_NOT_SUPPORT_URL"),  # a bare domain
     ],
 )
 async def test_template_variables_within_aliyun_limits(

@@ -69,8 +69,11 @@ ACTION_PARAMS: dict[str, tuple[str, ...]] = {
 MAX_PAGE_SIZE = 50
 # Mainland mobile numbers, optionally with the country code (+86, 0086 or 86).
 _MOBILE_RE = re.compile(r"^(?:\+86|0086|86)?1[3-9]\d{9}$")
-# What the provider treats as a link inside a variable value.
-_URL_IN_VALUE_RE = re.compile(r"(?i)https?://|www\.")
+# What the provider treats as a link inside a variable value: a scheme, "www.", or a host
+# name with a common ending (Aliyun's check is not published; it catches bare domains too).
+_URL_IN_VALUE_RE = re.compile(
+    r"(?i)https?://|www\.|[a-z0-9-]+\.(?:com|cn|net|org|top|xyz|cc|io|me|info|vip|shop)\b"
+)
 # A link in a template body whose host is (partly) a variable: refused at review.
 _VARIABLE_HOST_RE = re.compile(r"(?i)https?://[^/\s]*\$\{")
 
