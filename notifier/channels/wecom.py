@@ -126,17 +126,26 @@ def errcode_of(reply: dict[str, Any]) -> int | None:
     return errcode if isinstance(errcode, int) and not isinstance(errcode, bool) else None
 
 
+def _users(value: object) -> set[str]:
+    """The userids of an invaliduser / unlicenseduser field ("a|b"); nothing else counts."""
+    return set(value.split("|")) - {""} if isinstance(value, str) else set()
+
+
 def interpret_reply(reply: dict[str, Any], touser: str) -> SendResult:
     """Map a message/send JSON answer to a SendResult (pure)."""
     errcode = errcode_of(reply)
     # errmsg can echo the request (the userid may be a phone number): kept short and masked.
     error = mask_phone(f"errcode {errcode}: {str(reply.get('errmsg', ''))[:ERROR_MAX_LEN]}")
     if errcode == 0:
-        invalid = set(str(reply.get("invaliduser") or "").split("|")) - {""}
-        if invalid and invalid >= set(touser.split("|")):
-            return SendResult(
-                ok=False, retryable=False, error=mask_phone(f"invalid user: {touser}")
-            )
+        # errcode 0 does not mean delivered: users that are not in the directory
+        # (invaliduser) or have no account license (unlicenseduser) got nothing. Only when
+        # someone got it is it sent; a message to nobody fails (an operator must fix the
+        # ledger or the licenses; the other channel and the next step go on meanwhile).
+        invalid = _users(reply.get("invaliduser"))
+        unlicensed = _users(reply.get("unlicenseduser"))
+        if (invalid | unlicensed) >= set(touser.split("|")):
+            why = "unlicensed user" if unlicensed else "invalid user"
+            return SendResult(ok=False, retryable=False, error=mask_phone(f"{why}: {touser}"))
         return SendResult(ok=True, provider_message_id=str(reply.get("msgid") or "") or None)
     return SendResult(ok=False, retryable=errcode not in PERMANENT_ERRCODES, error=error)
 

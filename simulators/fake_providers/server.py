@@ -65,10 +65,12 @@ def create_app(
     record_file: Path | None = None,
     *,
     wecom_users: Iterable[str] | None = None,
+    wecom_unlicensed: Iterable[str] = (),
     clock: Clock | None = None,
     hang_s: float = DEFAULT_HANG_S,
 ) -> FastAPI:
-    """The fake Aliyun SMS + WeCom app; `wecom_users` limits the WeCom directory."""
+    """The fake Aliyun SMS + WeCom app; `wecom_users` limits the WeCom directory, and
+    `wecom_unlicensed` users are in it without an account license."""
     clock = clock or SystemClock()
     book = RecordBook(record_file)
     failures = FailurePlan()
@@ -76,7 +78,7 @@ def create_app(
         book,
         failures,
         aliyun.AliyunSmsFake(settings, book, failures, clock, hang_s),
-        wecom.WeComFake(settings, book, failures, clock, hang_s, wecom_users),
+        wecom.WeComFake(settings, book, failures, clock, hang_s, wecom_users, wecom_unlicensed),
     )
     app = FastAPI(title="carewatch fake providers", docs_url=None, redoc_url=None)
     app.state.fake = state
