@@ -102,6 +102,13 @@ class Settings(BaseSettings):
     outbox_lease_s: float = Field(
         30.0, gt=0, description="a claimed outbox row is retried after this if its sender died"
     )
+    device_clock_max_skew_s: float = Field(
+        300.0,
+        gt=0,
+        description="a device time behind the server's receive time by more than this (or"
+        " ahead of it) is taken as a wrong device clock: messages say when the server"
+        " received the event, and the latency histogram leaves it out",
+    )
     ack_secret: SecretStr = Field(
         SecretStr("dev-only-change-me"), description="HMAC key of ack links; set it in production"
     )

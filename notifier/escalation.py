@@ -39,7 +39,7 @@ ChangeAction = Callable[[Conn, AlertInfo, AlertChange], Awaitable[list[Claimed]]
 
 _ALERT = (
     "SELECT id::text AS id, elder_id, device_id, kind, severity, status, device_time,"
-    " version, acknowledged_by FROM alerts WHERE id = %s"
+    " version, acknowledged_by, opened_at FROM alerts WHERE id = %s"
 )
 # NO KEY UPDATE: serialises status changes without blocking the foreign-key checks of
 # concurrent inserts into alert_events and notifications (a sender recording a delivery)
@@ -51,7 +51,8 @@ async def load_alert(conn: Conn, alert_id: str, *, for_update: bool = False) -> 
     if row is None:
         return None
     device_time_ms = timeline.to_ms(row.pop("device_time"))
-    return AlertInfo(**row, device_time_ms=device_time_ms)
+    opened_ms = timeline.to_ms(row.pop("opened_at"))
+    return AlertInfo(**row, device_time_ms=device_time_ms, opened_ms=opened_ms)
 
 
 async def stop_escalation(conn: Conn, alert_id: str, reason: str, now_ms: int) -> bool:

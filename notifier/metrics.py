@@ -34,3 +34,9 @@ OUTBOX_OVERDUE = Counter(
     " still open: a provider has been failing for minutes while an elder waits",
     ["channel"],
 )
+LATENCY_SKIPPED = Counter(
+    "carewatch_e2e_latency_skipped_total",
+    "First alert messages left out of carewatch_e2e_latency_seconds because the device's"
+    " clock was off (ahead of the server, or behind by more than device_clock_max_skew_s)",
+    ["kind", "reason"],
+)

@@ -38,8 +38,8 @@ from carewatch.metrics import E2E_LATENCY
 from carewatch.settings import Settings
 from notifier import short_links, sql, timeline
 from notifier.channels.base import Channel, Message, Purpose, SendResult
-from notifier.content import AlertInfo
-from notifier.metrics import OUTBOX_OUTCOMES, OUTBOX_OVERDUE
+from notifier.content import AlertInfo, device_clock_off
+from notifier.metrics import LATENCY_SKIPPED, OUTBOX_OUTCOMES, OUTBOX_OVERDUE
 from notifier.targets import Recipient
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ class Claimed:
     alert_kind: str
     device_time_ms: int
     alert_status: str = "open"
+    opened_ms: int | None = None  # when the server opened the alert
     # start of the first attempt that may have been accepted; None: none may have been
     unsure_since_ms: int | None = None
     # an alert message queued before its alert was acknowledged or closed: never sent
@@ -179,6 +180,7 @@ async def enqueue_leased(
             alert_kind=alert.kind,
             device_time_ms=alert.device_time_ms,
             alert_status=alert.status,
+            opened_ms=alert.opened_ms,
         )
         for row_id, n in new
     ]
@@ -268,6 +270,7 @@ WHERE n.id = due.id AND a.id = n.alert_id
 RETURNING n.id, n.idempotency_key, n.alert_id::text AS alert_id, n.step, n.purpose, n.channel,
           n.recipient_kind, n.recipient_id, n.address, n.params, n.attempts,
           a.kind AS alert_kind, a.device_time, a.status AS alert_status, n.unsure_since,
+          a.opened_at,
           -- an alert message queued before the alert was acknowledged or closed: a retry
           -- must not tell anyone to come after someone has (issue 14, item 8)
           n.purpose = 'alert' AND (a.status IN ('resolved', 'cancelled', 'false_alarm')
@@ -326,8 +329,13 @@ class OutboxSender:
             rows = await sql.rows(conn, _CLAIM, params)
         return [
             Claimed(
-                **{k: v for k, v in r.items() if k not in ("device_time", "unsure_since")},
+                **{
+                    k: v
+                    for k, v in r.items()
+                    if k not in ("device_time", "unsure_since", "opened_at")
+                },
                 device_time_ms=timeline.to_ms(r["device_time"]),
+                opened_ms=timeline.to_ms(r["opened_at"]),
                 unsure_since_ms=(
                     None if r["unsure_since"] is None else timeline.to_ms(r["unsure_since"])
                 ),
@@ -411,6 +419,18 @@ class OutboxSender:
         )
         return outcome
 
+    def _observe_latency(self, row: Claimed) -> None:
+        """Device time of the event to this first request: not for a device whose clock is
+        off (a wristband hours ahead or behind would put its skew into the histogram and
+        fire CarewatchE2ELatencyHigh); those are counted instead."""
+        if device_clock_off(
+            row.device_time_ms, row.opened_ms, self.settings.device_clock_max_skew_s
+        ):
+            LATENCY_SKIPPED.labels(row.alert_kind, "device_clock").inc()
+            return
+        latency_s = (self.clock.now_ms() - row.device_time_ms) / 1000
+        E2E_LATENCY.labels(row.alert_kind, row.channel).observe(max(0.0, latency_s))
+
     async def _cancel_stale(self, row: Claimed) -> Outcome:
         """An alert message whose alert was acknowledged or closed after it was queued (by a
         path that has not stopped the escalation yet): cancelled, not sent."""
@@ -440,8 +460,7 @@ class OutboxSender:
         if channel is None:
             return SendResult(ok=False, retryable=False, error=f"no channel {row.channel!r}")
         if row.step == 0 and row.purpose == "alert" and row.attempts == 1:
-            latency_s = (self.clock.now_ms() - row.device_time_ms) / 1000
-            E2E_LATENCY.labels(row.alert_kind, row.channel).observe(max(0.0, latency_s))
+            self._observe_latency(row)
         message = Message(
             row.idempotency_key,
             row.address,

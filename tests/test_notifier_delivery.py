@@ -1,16 +1,20 @@
 """Delivery rules of issue 14 through the real notifier, ack app, PostgreSQL, Redis and the
-fake providers: no stale alert message after an acknowledgement (item 8)."""
+fake providers: no stale alert message after an acknowledgement (item 8), a wrong device
+clock (item 9)."""
 
 from __future__ import annotations
 
 import time
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import psycopg
+from prometheus_client import REGISTRY
 
 from carewatch.clock import ManualClock, SystemClock
 from carewatch.settings import Settings
 from notifier.ack_links import link_url, sign
+from notifier.content import device_clock_off, event_time_ms
 from notifier.outbox import OutboxSender
 from tests.fake_provider_server import running_fake_providers
 from tests.services import await_until, free_port
@@ -151,3 +155,72 @@ async def test_an_alert_acknowledged_elsewhere_gets_no_stale_retry(settings: Set
     assert query(
         dsn, "SELECT count(*) FROM alert_events WHERE action = 'notifications_cancelled'"
     ) == [(2,)]
+
+
+# --- device clock skew (item 9) ---------------------------------------------------------
+
+
+def test_the_event_time_is_the_devices_unless_its_clock_is_off() -> None:
+    server = 1_764_000_000_000
+    skew_s = 300.0
+    # a normal delay, and a press buffered a few minutes: the device's time
+    assert event_time_ms(server - 800, server, skew_s) == server - 800
+    assert event_time_ms(server - 299_000, server, skew_s) == server - 299_000
+    # behind by hours (a reset clock), or ahead of the server: the server's receive time
+    assert event_time_ms(server - 3 * 3_600_000, server, skew_s) == server
+    assert event_time_ms(server + 60_000, server, skew_s) == server
+    assert device_clock_off(server + 60_000, server, skew_s)
+    assert not device_clock_off(server + 2_000, server, skew_s)  # within the tolerance
+    assert not device_clock_off(server - 3 * 3_600_000, None, skew_s)  # unknown: trusted
+
+
+def latency_count(kind: str = "sos") -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "carewatch_e2e_latency_seconds_count", {"kind": kind, "channel": "sms"}
+        )
+        or 0.0
+    )
+
+
+async def test_a_wrong_device_clock_shows_the_receive_time_and_stays_out_of_latency(
+    settings: Settings,
+) -> None:
+    dsn = settings.database_url
+    seed_registry(dsn)
+    alert_id = insert_alert(dsn)
+    # the wristband's clock is three hours behind: it said 16:02 of a press at 19:02
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "UPDATE alerts SET device_time = opened_at - interval '3 hours' WHERE id = %s",
+            (alert_id,),
+        )
+    [(opened_at, device_time)] = query(
+        dsn, "SELECT opened_at, device_time FROM alerts WHERE id = %s", alert_id
+    )
+    before = (latency_count(), skipped())
+    async with running_fake_providers(notifier_settings(settings)) as fake:
+        async with running_notifier(fake.settings):
+            await publish_changes(fake.settings, change(alert_id))
+
+            async def sms_sent() -> bool:
+                return len(alert_sms(await fake.records("sms"))) == 2
+
+            await await_until(sms_sent, 10, "step-0 SMS")
+        texts = [str(r["text"]) for r in alert_sms(await fake.records("sms"))]
+    zone = ZoneInfo(settings.timezone)
+    received = opened_at.astimezone(zone).strftime("%H:%M")
+    wrong = device_time.astimezone(zone).strftime("%H:%M")
+    assert all(f"于{received}触发" in t for t in texts), texts
+    assert not any(f"于{wrong}触发" in t for t in texts)
+    assert latency_count() == before[0]  # neither SMS put 3 h into the histogram
+    assert skipped() >= before[1] + 2
+
+
+def skipped() -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "carewatch_e2e_latency_skipped_total", {"kind": "sos", "reason": "device_clock"}
+        )
+        or 0.0
+    )
