@@ -102,6 +102,24 @@ class Settings(BaseSettings):
     outbox_lease_s: float = Field(
         30.0, gt=0, description="a claimed outbox row is retried after this if its sender died"
     )
+    handler_remind_after_s: float = Field(
+        600.0,
+        gt=0,
+        description="after an acknowledgement without 已到达 for this long, the person who"
+        " acknowledged is reminded",
+    )
+    handler_escalate_after_s: float = Field(
+        1200.0,
+        gt=0,
+        description="after an acknowledgement without 已到达 for this long, the nearest staffed"
+        " station and the duty officer are alerted",
+    )
+    handler_press_min_interval_s: float = Field(
+        60.0,
+        ge=0,
+        description="new SOS presses on an acknowledged alert are passed on to the person"
+        " handling it at most once per this interval",
+    )
     device_clock_max_skew_s: float = Field(
         300.0,
         gt=0,

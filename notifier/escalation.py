@@ -302,6 +302,11 @@ class Escalator:
     async def _close(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[Claimed]:
         now = self.clock.now_ms()
         await stop_escalation(conn, alert.id, change.status, now)
+        await conn.execute(  # nobody is waited for any more (notifier.handler_watch)
+            "UPDATE escalations SET presses_seen = NULL, handler_check_at = NULL"
+            " WHERE alert_id = %s",
+            (alert.id,),
+        )
         cancelled = await outbox.cancel_pending(conn, alert.id)
         if cancelled:
             await timeline.append(
@@ -319,6 +324,8 @@ class Escalator:
         # whoever acknowledged, everyone already notified is told who is handling it once.
         now = self.clock.now_ms()
         await stop_escalation(conn, alert.id, f"acknowledged by {change.actor}", now)
+        if alert.status == "acknowledged":
+            await self._watch_handler(conn, alert, now)
         handler = await handler_display(conn, change.actor)
         kind, _, rid = (change.actor or "").partition(":")
         return await enqueue_follow_ups(
@@ -330,6 +337,29 @@ class Escalator:
             handler=handler,
             exclude=(kind, rid),
             lease_until_ms=self.sender.lease_until_ms(),
+        )
+
+    async def _watch_handler(self, conn: Conn, alert: AlertInfo, now_ms: int) -> None:
+        """Arm the watch on the person who acknowledged (notifier.handler_watch): presses
+        from now on are passed on to them, and their arrival is checked after
+        handler_remind_after_s. Once: a redelivered or later acknowledgement keeps it."""
+        policy = policy_for(alert.severity)  # type: ignore[arg-type]
+        await conn.execute(
+            "INSERT INTO escalations (alert_id, policy, step, next_step_at, stopped_at,"
+            " stopped_reason, presses_seen, handler_check_at)"
+            " SELECT a.id, %(policy)s, -1, NULL, %(now)s, 'acknowledged', a.updates,"
+            " COALESCE(a.acknowledged_at, %(now)s) + make_interval(secs => %(remind)s)"
+            " FROM alerts a WHERE a.id = %(id)s"
+            " ON CONFLICT (alert_id) DO UPDATE SET"
+            " presses_seen = COALESCE(escalations.presses_seen, EXCLUDED.presses_seen),"
+            " handler_check_at = CASE WHEN escalations.presses_seen IS NULL"
+            " THEN EXCLUDED.handler_check_at ELSE escalations.handler_check_at END",
+            {
+                "policy": policy.name,
+                "now": timeline.from_ms(now_ms),
+                "remind": self.settings.handler_remind_after_s,
+                "id": alert.id,
+            },
         )
 
     async def _carry_out(

@@ -91,6 +91,12 @@ class Claimed:
     stale: bool = False
 
     @property
+    def first_round(self) -> bool:
+        """Of the alert's first escalation round: its key has no 'r{n}:' part. Later rounds
+        (reminders, presses passed on) are not measured from the alert's device time."""
+        return not self.idempotency_key.split(":", 2)[1].startswith("r")
+
+    @property
     def keeps_trying(self) -> bool:
         """An alert message of an alert still waiting for help: retried past
         outbox_max_attempts (a stale one is not sent at all)."""
@@ -459,7 +465,7 @@ class OutboxSender:
         channel = self.channels.get(row.channel)
         if channel is None:
             return SendResult(ok=False, retryable=False, error=f"no channel {row.channel!r}")
-        if row.step == 0 and row.purpose == "alert" and row.attempts == 1:
+        if row.step == 0 and row.purpose == "alert" and row.attempts == 1 and row.first_round:
             self._observe_latency(row)
         message = Message(
             row.idempotency_key,

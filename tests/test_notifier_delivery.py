@@ -1,6 +1,6 @@
 """Delivery rules of issue 14 through the real notifier, ack app, PostgreSQL, Redis and the
 fake providers: no stale alert message after an acknowledgement (item 8), a wrong device
-clock (item 9)."""
+clock (item 9), the person handling an acknowledged alert (item 5)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from tests.test_ack_app import running_ack_app
 from tests.test_notifier_outbox import enqueue, sender_for, sms_to, status_of
 from tests.test_notifier_support import (
     GRID_WORKER_ID,
+    GRID_WORKER_PHONE,
+    STATION_PHONE,
     change,
     insert_alert,
     notifier_settings,
@@ -224,3 +226,120 @@ def skipped() -> float:
         )
         or 0.0
     )
+
+
+# --- after an acknowledgement: the person handling it (item 5) ---------------------------
+
+
+def acknowledge_as_operator_api_does(dsn: str, alert_id: str, actor: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "UPDATE alerts SET status = 'acknowledged', acknowledged_by = %s,"
+            " acknowledged_at = now(), version = version + 1 WHERE id = %s",
+            (actor, alert_id),
+        )
+
+
+def press_again_as_the_rules_engine_does(dsn: str, alert_id: str) -> None:
+    """What rules_engine.store does with a RepeatAlert: count it, and a timeline entry."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE alerts SET updates = updates + 1 WHERE id = %s", (alert_id,))
+        conn.execute(
+            "INSERT INTO alert_events (alert_id, actor, action, details)"
+            " VALUES (%s, 'rules', 'repeated', '{}')",
+            (alert_id,),
+        )
+
+
+def events(dsn: str, alert_id: str, action: str) -> list[dict[str, object]]:
+    rows = query(
+        dsn,
+        "SELECT details FROM alert_events WHERE alert_id = %s AND action = %s ORDER BY id",
+        alert_id,
+        action,
+    )
+    return [r[0] for r in rows]
+
+
+async def test_after_an_acknowledgement_presses_reach_the_handler_who_is_then_watched(
+    settings: Settings,
+) -> None:
+    """A press on an acknowledged SOS reaches the person handling it; without 已到达 they are
+    reminded, then the station and the duty officer are alerted. A second alert whose
+    handler arrives gets neither."""
+    dsn = settings.database_url
+    seed_registry(dsn)
+    sos = insert_alert(dsn)
+    fall = insert_alert(dsn, kind="fall")
+    gw = f"grid_worker:{GRID_WORKER_ID}"
+    s = notifier_settings(
+        settings,
+        escalation_wait_s=60.0,
+        handler_remind_after_s=2.0,
+        handler_escalate_after_s=4.0,
+        handler_press_min_interval_s=0.0,
+    )
+    async with running_fake_providers(s) as fake, running_notifier(fake.settings):
+        await publish_changes(fake.settings, change(sos), change(fall, kind="fall"))
+
+        async def step0_sent() -> bool:
+            return len(alert_sms(await fake.records("sms"))) == 4
+
+        await await_until(step0_sent, 10, "step 0 of both alerts")
+        for alert_id in (sos, fall):
+            acknowledge_as_operator_api_does(dsn, alert_id, gw)
+        await publish_changes(
+            fake.settings,
+            change(sos, status="acknowledged", version=2, actor=gw),
+            change(fall, status="acknowledged", version=2, actor=gw, kind="fall"),
+        )
+
+        async def armed() -> bool:
+            rows = query(dsn, "SELECT count(*) FROM escalations WHERE presses_seen = 0")
+            return bool(rows[0][0] == 2)
+
+        await await_until(armed, 10, "the watch on the handler armed")
+        with psycopg.connect(dsn) as conn:  # the fall's handler arrives (已到达)
+            conn.execute(
+                "INSERT INTO alert_events (alert_id, actor, action) VALUES (%s, %s, 'arrived')",
+                (fall, gw),
+            )
+        acked = len(await fake.records("sms"))
+        press_again_as_the_rules_engine_does(dsn, sos)
+
+        def to_handler(records: list[dict[str, object]]) -> list[dict[str, object]]:
+            return [r for r in alert_sms(records) if r["address"] == GRID_WORKER_PHONE]
+
+        async def press_passed_on() -> bool:
+            return len(to_handler((await fake.records("sms"))[acked:])) == 1
+
+        await await_until(press_passed_on, 10, "the new press to reach the handler")
+        assert events(dsn, sos, "handler_renotified")[0]["reason"] == "pressed_again"
+
+        async def escalated() -> bool:
+            return bool(events(dsn, sos, "handler_escalated"))
+
+        await await_until(escalated, 15, "no arrival: reminded, then escalated")
+        await wait_sent(dsn, sos)
+        after = (await fake.records("sms"))[acked:]
+    reasons = [e["reason"] for e in events(dsn, sos, "handler_renotified")]
+    assert reasons == ["pressed_again", "not_arrived"]
+    assert len(to_handler(after)) == 2  # the press, then the reminder: the same person
+    others = {str(r["address"]) for r in alert_sms(after)} - {GRID_WORKER_PHONE}
+    assert others == {STATION_PHONE, "13800000009"}  # the staffed station, the duty officer
+    # every message after the acknowledgement is about the SOS, whose handler never came
+    assert all(r["params"]["kind_label"] == "紧急呼叫" for r in alert_sms(after))
+    assert events(dsn, fall, "handler_renotified") == []
+    assert events(dsn, fall, "handler_escalated") == []
+
+
+async def wait_sent(dsn: str, alert_id: str) -> None:
+    async def all_sent() -> bool:
+        rows = query(
+            dsn,
+            "SELECT count(*) FROM notifications WHERE alert_id = %s AND status = 'pending'",
+            alert_id,
+        )
+        return bool(rows[0][0] == 0)
+
+    await await_until(all_sent, 10, "every message of the alert sent")
