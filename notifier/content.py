@@ -94,6 +94,8 @@ def message_params(
         )
         params["link"] = ack_links.link_url(settings.ack_base_url, token)
         params["code"] = ack_links.new_short_code()
+    else:  # a wristband command: issued now, the same on every attempt
+        params["issued_ms"] = str(now_ms)
     if handler:
         params["handler"] = handler
     return params

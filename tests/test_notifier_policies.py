@@ -131,6 +131,10 @@ def test_downlink_commands_by_purpose() -> None:
     closed = command_for(Message("k", "W1", "closed", {"alert_id": "a1"}), 1)
     assert closed is not None and closed.type == "alert_closed"
     assert command_for(Message("k", "W1", "alert", {}), 1) is None
+    # issued once: every attempt publishes the same command (a resend is byte-identical)
+    issued = Message("k", "W1", "handled", {"alert_id": "a1", "issued_ms": "1764000000000"})
+    assert command_for(issued, 1_764_000_005_000) == command_for(issued, 1_764_000_090_000)
+    assert command_for(issued, 1_764_000_090_000).ts == 1_764_000_000_000  # type: ignore[union-attr]
 
 
 # --- after an acknowledgement (issue 14, item 5) -----------------------------------------
