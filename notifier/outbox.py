@@ -14,9 +14,11 @@ provider does not de-duplicate looks the message up before sending it again.
 
 Failures back off exponentially (at most outbox_retry_max_interval_s apart) until
 outbox_max_attempts; permanent errors fail at once. An alert message of an alert that is
-still open is never given up for a transient error: it is retried at the capped interval
-while the alert stays open, and each such overdue retry is counted for the platform's
-on-call (carewatch_outbox_overdue_retries_total).
+still open (or acknowledged, for one queued after the acknowledgement: a press passed on to
+the handler) is never given up for a transient error: it is retried at the capped interval
+for as long as that lasts, and each such overdue retry is counted for the platform's
+on-call (carewatch_outbox_overdue_retries_total). An alert message queued before its alert
+was acknowledged or closed is not sent at all (`Claimed.stale`).
 """
 
 from __future__ import annotations
@@ -115,8 +117,8 @@ def retry_delay_s(attempts: int, base_s: float, max_s: float = MAX_BACKOFF_S) ->
 def outcome_of(
     result: SendResult, attempts: int, max_attempts: int, *, keep_trying: bool = False
 ) -> Outcome:
-    """sent, retry or failed; `keep_trying` (an alert message of an open alert) retries a
-    transient failure whatever the number of attempts."""
+    """sent, retry or failed; `keep_trying` (an alert message of an alert still waiting for
+    help) retries a transient failure whatever the number of attempts."""
     if result.ok:
         return "sent"
     if not result.retryable or (attempts >= max_attempts and not keep_trying):
