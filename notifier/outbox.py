@@ -282,7 +282,8 @@ RETURNING n.id, n.idempotency_key, n.alert_id::text AS alert_id, n.step, n.purpo
           -- an alert message queued before the alert was acknowledged or closed: a retry
           -- must not tell anyone to come after someone has (issue 14, item 8)
           n.purpose = 'alert' AND (a.status IN ('resolved', 'cancelled', 'false_alarm')
-              OR (a.status = 'acknowledged' AND n.created_at < a.acknowledged_at)) AS stale
+              OR (a.status = 'acknowledged'
+                  AND n.created_at < COALESCE(a.acknowledged_at, 'infinity'))) AS stale
 """
 
 
