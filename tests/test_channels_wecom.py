@@ -122,6 +122,18 @@ async def test_a_user_without_a_license_gets_nothing_and_it_is_not_sent(
     assert [(r["outcome"], r["error"]) for r in records] == [("rejected", "unlicenseduser")]
 
 
+@pytest.mark.parametrize("touser", ["@all", "@ALL", "liming|wangfang", "", "张 三"])
+async def test_anything_but_one_user_is_refused_without_a_request(
+    fake: RunningFakeProviders, client: httpx.AsyncClient, touser: str
+) -> None:
+    """'@all' would send the alert and its ack link to the whole enterprise (issue 14,
+    item 9): the adapter sends to one user or to nobody."""
+    result = await WeComChannel(fake.settings, client).send(alert(touser=touser))
+    assert not result.ok and not result.retryable
+    assert (result.error or "").startswith("not one user")
+    assert await fake.records("wecom") == []
+
+
 async def test_wrong_corp_secret_is_retryable(
     fake: RunningFakeProviders, client: httpx.AsyncClient
 ) -> None:
