@@ -24,8 +24,9 @@ OUTBOX_OUTCOMES = Counter(
 SMS_LOOKUPS = Counter(
     "carewatch_sms_resend_lookups_total",
     "Before resending an SMS whose earlier attempt may have been accepted, QuerySendDetails"
-    " looked its OutId up: found (not sent again), not_found (sent), unavailable (the lookup"
-    " cannot work: sent anyway, maybe twice)",
+    " looked its OutId up: found (not sent again), not_found (sent), failed (for now: the"
+    " resend waits for the next attempt), unavailable (the lookup cannot work: sent anyway,"
+    " maybe twice)",
     ["result"],
 )
 OUTBOX_OVERDUE = Counter(

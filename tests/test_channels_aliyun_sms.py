@@ -296,8 +296,15 @@ async def test_lookup_failure_defers_the_resend_and_a_lookup_it_may_not_make_res
 ) -> None:
     # a transient lookup failure: not sent now (it might be a duplicate), retried later
     down = fake.settings.model_copy(update={"aliyun_sms_endpoint": "http://127.0.0.1:9/"})
+    failed_before = REGISTRY.get_sample_value(
+        "carewatch_sms_resend_lookups_total", {"result": "failed"}
+    )
     deferred = await AliyunSmsChannel(down, client).send(unsure(alert("k"), 1_764_000_000_000))
     assert not deferred.ok and deferred.retryable and (deferred.error or "").startswith("lookup")
+    assert (
+        REGISTRY.get_sample_value("carewatch_sms_resend_lookups_total", {"result": "failed"})
+        == (failed_before or 0) + 1
+    )
     assert await fake.records("sms") == []
     # an answer that will not change (here a key the gateway refuses): send anyway
     with pytest.raises(DeliveryQueryError) as refused:

@@ -280,6 +280,7 @@ class AliyunSmsChannel:
             found = await self.find_out_id(message.address, out_id, message.unsure_since_ms)
         except DeliveryQueryError as exc:
             if exc.retryable:  # ask again at the next attempt rather than risk a duplicate
+                LOOKUPS.labels("failed").inc()
                 return SendResult(ok=False, retryable=True, error=f"lookup: {exc}")
             # The lookup will never work (e.g. the key may not call QuerySendDetails): an
             # emergency message sent twice is better than one never sent again.
