@@ -93,8 +93,39 @@ class Settings(BaseSettings):
     outbox_poll_ms: int = Field(200, ge=10)
     outbox_max_attempts: int = Field(8, ge=1)
     outbox_backoff_base_s: float = Field(1.0, gt=0)
+    outbox_retry_max_interval_s: float = Field(
+        60.0,
+        gt=0,
+        description="retries of a failing notification back off up to this interval; alert"
+        " messages of an open alert keep being retried at it past outbox_max_attempts",
+    )
     outbox_lease_s: float = Field(
         30.0, gt=0, description="a claimed outbox row is retried after this if its sender died"
+    )
+    handler_remind_after_s: float = Field(
+        600.0,
+        gt=0,
+        description="after an acknowledgement without 已到达 for this long, the person who"
+        " acknowledged is reminded",
+    )
+    handler_escalate_after_s: float = Field(
+        1200.0,
+        gt=0,
+        description="after an acknowledgement without 已到达 for this long, the nearest staffed"
+        " station and the duty officer are alerted",
+    )
+    handler_press_min_interval_s: float = Field(
+        60.0,
+        ge=0,
+        description="new SOS presses on an acknowledged alert are passed on to the person"
+        " handling it at most once per this interval",
+    )
+    device_clock_max_skew_s: float = Field(
+        300.0,
+        gt=0,
+        description="a device time behind the server's receive time by more than this (or"
+        " ahead of it) is taken as a wrong device clock: messages say when the server"
+        " received the event, and the latency histogram leaves it out",
     )
     ack_secret: SecretStr = Field(
         SecretStr("dev-only-change-me"), description="HMAC key of ack links; set it in production"

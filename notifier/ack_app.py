@@ -193,7 +193,8 @@ async def _alert_page(
     handler = (
         await handler_display(conn, alert.acknowledged_by) if alert.acknowledged_by else "暂无"
     )
-    when = targets.local_time(alert.device_time_ms, settings.timezone).strftime("%m月%d日 %H:%M")
+    at_ms = alert.event_time_ms(settings.device_clock_max_skew_s)  # a wrong device clock
+    when = targets.local_time(at_ms, settings.timezone).strftime("%m月%d日 %H:%M")
     if alert.status in CLOSED_STATUSES:
         actions = '<p class="notice">此警报已结束，无需操作。</p>'
     else:

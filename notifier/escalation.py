@@ -39,7 +39,7 @@ ChangeAction = Callable[[Conn, AlertInfo, AlertChange], Awaitable[list[Claimed]]
 
 _ALERT = (
     "SELECT id::text AS id, elder_id, device_id, kind, severity, status, device_time,"
-    " version, acknowledged_by FROM alerts WHERE id = %s"
+    " version, acknowledged_by, opened_at FROM alerts WHERE id = %s"
 )
 # NO KEY UPDATE: serialises status changes without blocking the foreign-key checks of
 # concurrent inserts into alert_events and notifications (a sender recording a delivery)
@@ -51,11 +51,19 @@ async def load_alert(conn: Conn, alert_id: str, *, for_update: bool = False) -> 
     if row is None:
         return None
     device_time_ms = timeline.to_ms(row.pop("device_time"))
-    return AlertInfo(**row, device_time_ms=device_time_ms)
+    opened_ms = timeline.to_ms(row.pop("opened_at"))
+    return AlertInfo(**row, device_time_ms=device_time_ms, opened_ms=opened_ms)
 
 
 async def stop_escalation(conn: Conn, alert_id: str, reason: str, now_ms: int) -> bool:
-    """Stop further steps; False when it was already stopped (or never started)."""
+    """Stop further steps and cancel the alert messages not sent yet (a retry due later
+    must not ask anyone to come once someone is on the way; 'handled' and 'closed'
+    notices are kept); False when the escalation was already stopped (or never started).
+
+    Every path that acknowledges or closes an alert reaches this: the ack app directly,
+    the operator API and the rules engine through the alert change the notifier handles.
+    Until then the sender itself does not send an alert message of an alert acknowledged
+    or closed after it was queued (`Claimed.stale`)."""
     cur = await conn.execute(
         "UPDATE escalations SET next_step_at = NULL, stopped_at = %s, stopped_reason = %s"
         " WHERE alert_id = %s AND stopped_at IS NULL",
@@ -65,6 +73,15 @@ async def stop_escalation(conn: Conn, alert_id: str, reason: str, now_ms: int) -
     if stopped:
         await timeline.append(
             conn, alert_id, "escalation_stopped", {"reason": reason}, at_ms=now_ms
+        )
+    cancelled = await outbox.cancel_pending(conn, alert_id, ("alert",))
+    if cancelled:
+        await timeline.append(
+            conn,
+            alert_id,
+            "notifications_cancelled",
+            {"count": cancelled, "purpose": "alert", "reason": reason},
+            at_ms=now_ms,
         )
     return stopped
 
@@ -78,15 +95,24 @@ class Notified:
 
 
 async def already_notified(
-    conn: Conn, alert_id: str, purposes: Sequence[str], statuses: Sequence[str]
+    conn: Conn,
+    alert_id: str,
+    purposes: Sequence[str],
+    statuses: Sequence[str],
+    *,
+    maybe_sent: bool = False,
 ) -> list[Notified]:
+    """Who was sent these purposes (rows in these statuses); with `maybe_sent`, also the
+    rows cancelled after an attempt that may have reached them (in flight, or unsure)."""
     found = await sql.rows(
         conn,
         "SELECT recipient_kind, recipient_id, min(recipient_name) AS name, channel,"
         " min(address) AS address, min(step) AS step FROM notifications"
-        " WHERE alert_id = %s AND purpose = ANY(%s) AND status = ANY(%s)"
+        " WHERE alert_id = %s AND purpose = ANY(%s) AND (status = ANY(%s)"
+        " OR (%s AND status = 'cancelled' AND (sent_at IS NOT NULL"
+        " OR attempt_started_at IS NOT NULL OR unsure_since IS NOT NULL)))"
         " GROUP BY recipient_kind, recipient_id, channel ORDER BY min(id)",
-        (alert_id, list(purposes), list(statuses)),
+        (alert_id, list(purposes), list(statuses), maybe_sent),
     )
     return [
         Notified(
@@ -116,12 +142,14 @@ async def enqueue_follow_ups(
     if elder is None:
         return []
     if purpose == "handled":
+        # the alert's pending messages were cancelled just before (stop_escalation): who
+        # got one, or may have, is told; who never did is not
         reached = await already_notified(
-            conn, alert.id, ("alert",), ("pending", "sent", "delivered")
+            conn, alert.id, ("alert",), ("pending", "sent", "delivered"), maybe_sent=True
         )
     else:
         reached = await already_notified(
-            conn, alert.id, ("alert", "handled"), ("sent", "delivered")
+            conn, alert.id, ("alert", "handled"), ("sent", "delivered"), maybe_sent=True
         )
     items = [
         NewNotification(
@@ -145,7 +173,7 @@ async def enqueue_follow_ups(
                     message_params(settings, alert, elder, band, purpose, now_ms, handler),
                 )
             )  # fmt: skip
-    queued = await outbox.enqueue_leased(conn, alert, items, lease_until_ms)
+    queued = await outbox.enqueue_leased(conn, alert, items, lease_until_ms, now_ms=now_ms)
     await timeline.append(
         conn,
         alert.id,
@@ -274,6 +302,11 @@ class Escalator:
     async def _close(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[Claimed]:
         now = self.clock.now_ms()
         await stop_escalation(conn, alert.id, change.status, now)
+        await conn.execute(  # nobody is waited for any more (notifier.handler_watch)
+            "UPDATE escalations SET presses_seen = NULL, handler_check_at = NULL"
+            " WHERE alert_id = %s",
+            (alert.id,),
+        )
         cancelled = await outbox.cancel_pending(conn, alert.id)
         if cancelled:
             await timeline.append(
@@ -291,6 +324,8 @@ class Escalator:
         # whoever acknowledged, everyone already notified is told who is handling it once.
         now = self.clock.now_ms()
         await stop_escalation(conn, alert.id, f"acknowledged by {change.actor}", now)
+        if alert.status == "acknowledged":
+            await self._watch_handler(conn, alert, now)
         handler = await handler_display(conn, change.actor)
         kind, _, rid = (change.actor or "").partition(":")
         return await enqueue_follow_ups(
@@ -302,6 +337,29 @@ class Escalator:
             handler=handler,
             exclude=(kind, rid),
             lease_until_ms=self.sender.lease_until_ms(),
+        )
+
+    async def _watch_handler(self, conn: Conn, alert: AlertInfo, now_ms: int) -> None:
+        """Arm the watch on the person who acknowledged (notifier.handler_watch): presses
+        from now on are passed on to them, and their arrival is checked after
+        handler_remind_after_s. Once: a redelivered or later acknowledgement keeps it."""
+        policy = policy_for(alert.severity)  # type: ignore[arg-type]
+        await conn.execute(
+            "INSERT INTO escalations (alert_id, policy, step, next_step_at, stopped_at,"
+            " stopped_reason, presses_seen, handler_check_at)"
+            " SELECT a.id, %(policy)s, -1, NULL, %(now)s, 'acknowledged', a.updates,"
+            " COALESCE(a.acknowledged_at, %(now)s) + make_interval(secs => %(remind)s)"
+            " FROM alerts a WHERE a.id = %(id)s"
+            " ON CONFLICT (alert_id) DO UPDATE SET"
+            " presses_seen = COALESCE(escalations.presses_seen, EXCLUDED.presses_seen),"
+            " handler_check_at = CASE WHEN escalations.presses_seen IS NULL"
+            " THEN EXCLUDED.handler_check_at ELSE escalations.handler_check_at END",
+            {
+                "policy": policy.name,
+                "now": timeline.from_ms(now_ms),
+                "remind": self.settings.handler_remind_after_s,
+                "id": alert.id,
+            },
         )
 
     async def _carry_out(
@@ -332,7 +390,9 @@ class Escalator:
             for channel in plan.channels
             if (address := r.address(channel))
         ]  # fmt: skip
-        queued = await outbox.enqueue_leased(conn, alert, items, self.sender.lease_until_ms())
+        queued = await outbox.enqueue_leased(
+            conn, alert, items, self.sender.lease_until_ms(), now_ms=now
+        )
         next_at = timeline.from_ms(plan.next_due_ms) if plan.next_due_ms is not None else None
         await conn.execute(
             "UPDATE escalations SET step = %s, next_step_at = %s WHERE alert_id = %s",

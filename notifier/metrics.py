@@ -21,3 +21,23 @@ OUTBOX_OUTCOMES = Counter(
     " counted by the adapters in carewatch_notifications_total",
     ["channel", "outcome"],
 )
+SMS_LOOKUPS = Counter(
+    "carewatch_sms_resend_lookups_total",
+    "Before resending an SMS whose earlier attempt may have been accepted, QuerySendDetails"
+    " looked its OutId up: found (not sent again), not_found (sent), failed (for now: the"
+    " resend waits for the next attempt), unavailable (the lookup cannot work: sent anyway,"
+    " maybe twice)",
+    ["result"],
+)
+OUTBOX_OVERDUE = Counter(
+    "carewatch_outbox_overdue_retries_total",
+    "Retries of alert messages past outbox_max_attempts, kept going because their alert is"
+    " still open: a provider has been failing for minutes while an elder waits",
+    ["channel"],
+)
+LATENCY_SKIPPED = Counter(
+    "carewatch_e2e_latency_skipped_total",
+    "First alert messages left out of carewatch_e2e_latency_seconds because the device's"
+    " clock was off (ahead of the server, or behind by more than device_clock_max_skew_s)",
+    ["kind", "reason"],
+)

@@ -77,3 +77,47 @@ def plan_step(policy: Policy, step: int, clock: Clock, default_wait_s: float) ->
     wait_s = default_wait_s if spec.wait_s is None else spec.wait_s
     next_due = None if last else clock.now_ms() + int(wait_s * 1000)
     return StepPlan(step, spec.targets, spec.channels, next_due)
+
+
+# --- after an acknowledgement: watching the person handling it --------------------------
+
+HandlerAction = Literal["remind", "escalate"]
+# Who an alert goes to when the person who acknowledged it does not arrive.
+HANDLER_ESCALATION_TARGETS: tuple[TargetKind, ...] = ("nearest_station", "duty_officer")
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerCheck:
+    action: HandlerAction | None  # what to do now; None: nothing
+    stage: int  # the stage after it (0 nothing sent, 1 reminded, 2 escalated)
+    next_check_ms: int | None  # when to look again; None: never
+
+
+def handler_check(
+    acknowledged_ms: int,
+    arrived: bool,
+    stage: int,
+    clock: Clock,
+    remind_after_s: float,
+    escalate_after_s: float,
+) -> HandlerCheck:
+    """Whether the person who acknowledged an alert needs a reminder (no 已到达 after
+    remind_after_s) or others need to be alerted (none after escalate_after_s) (pure)."""
+    if arrived or stage >= 2:
+        return HandlerCheck(None, stage, None)
+    remind_at = acknowledged_ms + int(remind_after_s * 1000)
+    escalate_at = acknowledged_ms + int(max(escalate_after_s, remind_after_s) * 1000)
+    now = clock.now_ms()
+    if now >= escalate_at:
+        return HandlerCheck("escalate", 2, None)
+    if stage == 0 and now >= remind_at:
+        return HandlerCheck("remind", 1, escalate_at)
+    return HandlerCheck(None, stage, remind_at if stage == 0 else escalate_at)
+
+
+def pass_on_press(last_notified_ms: int | None, clock: Clock, min_interval_s: float) -> bool:
+    """Whether a new press on an acknowledged alert is passed on to the handler now: at most
+    one message per min_interval_s, however often a frightened elder presses (pure)."""
+    if last_notified_ms is None:
+        return True
+    return clock.now_ms() - last_notified_ms >= min_interval_s * 1000

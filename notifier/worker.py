@@ -1,7 +1,8 @@
 """The notifier worker: alerts stream -> escalation -> outbox -> SMS / WeCom / downlink.
 
-Three loops share one pool: the bus consumer (alert changes), the escalation timer loop
-and the outbox sender. Any number of workers can run side by side: bus messages are
+Four loops share one pool: the bus consumer (alert changes), the escalation timer loop,
+the watch on people handling acknowledged alerts (notifier.handler_watch) and the outbox
+sender. Any number of workers can run side by side: bus messages are
 shared by the consumer group, escalations and outbox rows by SKIP LOCKED claims.
 """
 
@@ -28,6 +29,7 @@ from notifier.channels.base import Channel
 from notifier.channels.downlink import DownlinkChannel
 from notifier.channels.registry import build_channels
 from notifier.escalation import Escalator
+from notifier.handler_watch import HandlerWatcher
 from notifier.outbox import OutboxSender
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,9 @@ async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = Non
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(escalator.run(stop))
+                tasks.create_task(
+                    HandlerWatcher(parts.pool, settings, parts.sender, clock).run(stop)
+                )
                 tasks.create_task(parts.sender.run(stop))
         finally:
             await bus.stop(broker)  # the change in hand finishes and is acknowledged

@@ -57,6 +57,12 @@ class RunningFakeProviders:
         )
         response.raise_for_status()
 
+    async def recover(self, provider: str) -> None:
+        """End an outage injected with `fail(provider, count=many)`."""
+        (
+            await self.http.post("/_control/recover", params={"provider": provider})
+        ).raise_for_status()
+
     async def expire_tokens(self) -> None:
         (await self.http.post("/_control/expire_tokens")).raise_for_status()
 
@@ -82,10 +88,17 @@ async def running_fake_providers(
     *,
     record_file: Path | None = None,
     wecom_users: Iterable[str] | None = None,
+    wecom_unlicensed: Iterable[str] = (),
     hang_s: float = 10.0,
 ) -> AsyncIterator[RunningFakeProviders]:
     """Start the fake providers on a free port for the duration of the block."""
-    app = create_app(settings, record_file, wecom_users=wecom_users, hang_s=hang_s)
+    app = create_app(
+        settings,
+        record_file,
+        wecom_users=wecom_users,
+        wecom_unlicensed=wecom_unlicensed,
+        hang_s=hang_s,
+    )
     with bind("127.0.0.1", 0) as sock:
         base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         aimed = settings.model_copy(

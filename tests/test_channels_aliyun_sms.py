@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import httpx
@@ -9,7 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from carewatch.clock import ManualClock
+from carewatch.clock import ManualClock, SystemClock
 from notifier.channels import aliyun_sms
 from notifier.channels.aliyun_sms import AliyunSmsChannel, DeliveryQueryError
 from notifier.channels.base import Message
@@ -141,6 +142,28 @@ async def test_a_long_address_is_shortened_to_what_aliyun_accepts(
 
 
 @pytest.mark.parametrize(
+    ("name", "address"),
+    [
+        ("王秀英http://t.cn/abc", "民族路12号"),
+        ("王秀英", "www.example.cn 民族路12号"),
+        ("王秀英 evil.com/x", "民族路12号 HTTPS://A.B.CN:8080/p?q=1"),
+    ],
+)
+async def test_a_link_in_a_name_or_address_is_taken_out_and_the_sms_sent(
+    fake: RunningFakeProviders, client: httpx.AsyncClient, name: str, address: str
+) -> None:
+    """Aliyun refuses any message with a link in a variable, permanently (issue 14, item
+    9): a URL typed into the ledger must not block every SMS about that elder."""
+    message = Message("k", PHONE, "alert", {**PARAMS, "elder_name": name, "address": address})
+    result = await AliyunSmsChannel(fake.settings, client).send(message)
+    assert result.ok, result.error
+    [record] = await fake.records("sms")
+    assert (record["params"]["elder_name"], record["params"]["address"]) == ("王秀英", "民族路12号")
+    handled = Message("h", PHONE, "handled", {**PARAMS, "elder_name": name, "address": address})
+    assert (await AliyunSmsChannel(fake.settings, client).send(handled)).ok
+
+
+@pytest.mark.parametrize(
     ("variables", "code"),
     [
         ({"address": "字" * 36}, "isv.PARAM_LENGTH_LIMIT"),
@@ -202,35 +225,92 @@ async def test_transient_failures_are_retryable_and_a_retry_delivers(
     assert (stats["failed"], stats["delivered"]) == (1, 1)
 
 
-async def test_same_out_id_twice_is_delivered_once(
+async def test_same_out_id_twice_is_sent_twice_as_aliyun_does(
     fake: RunningFakeProviders, client: httpx.AsyncClient
 ) -> None:
+    """SendSms is not idempotent: the fake sends a repeated OutId again and counts it."""
     channel = AliyunSmsChannel(fake.settings, client)
     first = await channel.send(alert("same-key"))
     second = await channel.send(alert("same-key"))
     other = await channel.send(alert("other-key"))
 
     assert first.ok and second.ok and other.ok
-    assert second.provider_message_id == first.provider_message_id
+    assert second.provider_message_id != first.provider_message_id
     records = await fake.records("sms")
-    assert [r["outcome"] for r in records] == ["delivered", "duplicate", "delivered"]
-    assert records[1]["duplicate_of"] == records[0]["index"]
+    assert [r["outcome"] for r in records] == ["delivered", "delivered", "delivered"]
+    assert [r["duplicate_of"] for r in records] == [None, records[0]["index"], None]
     stats = (await fake.stats())["sms"]
-    assert (stats["delivered"], stats["duplicates"]) == (2, 1)
+    assert (stats["delivered"], stats["delivered_again"]) == (3, 1)
 
 
-async def test_timeout_after_delivery_then_retry_is_not_delivered_twice(
+def unsure(message: Message, since_ms: int) -> Message:
+    return dataclasses.replace(message, unsure_since_ms=since_ms)
+
+
+async def test_timeout_after_acceptance_then_resend_is_found_and_not_sent_again(
     fake: RunningFakeProviders, client: httpx.AsyncClient
 ) -> None:
     channel = AliyunSmsChannel(fake.settings, client)
     await fake.fail("sms", mode="timeout_after_send")
+    started = SystemClock().now_ms()
 
     lost = await channel.send(alert("ambiguous"))
     assert not lost.ok and lost.retryable and lost.error == "timeout"
-    retry = await channel.send(alert("ambiguous"))
-    assert retry.ok
+    assert lost.ambiguous  # the request went out: it may have been accepted
+    retry = await channel.send(unsure(alert("ambiguous"), started))
+    assert retry.ok and retry.already_sent
 
-    assert [r["outcome"] for r in await fake.records("sms")] == ["delivered", "duplicate"]
+    assert [r["outcome"] for r in await fake.records("sms")] == ["delivered"]
+    assert (await fake.stats())["sms"]["delivered_again"] == 0
+
+
+async def test_unsure_resend_of_a_message_never_accepted_is_sent(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    channel = AliyunSmsChannel(fake.settings, client)
+    await fake.fail("sms", mode="timeout")  # refused before acceptance, reply never came
+    started = SystemClock().now_ms()
+    lost = await channel.send(alert("never-accepted"))
+    assert not lost.ok and lost.ambiguous
+    assert (await channel.send(alert("other-key"))).ok  # the phone's other sends that day
+    retry = await channel.send(unsure(alert("never-accepted"), started))
+    assert retry.ok and not retry.already_sent
+    delivered = [r["out_id"] for r in await fake.records("sms") if r["outcome"] == "delivered"]
+    assert delivered == ["other-key", "never-accepted"]
+
+
+async def test_lookup_pages_through_a_busy_day(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    channel = AliyunSmsChannel(fake.settings, client)
+    started = SystemClock().now_ms()
+    for i in range(aliyun_sms.LOOKUP_PAGE_SIZE + 3):  # the wanted one is on page 2
+        assert (await channel.send(alert(f"busy-{i}"))).ok
+    assert await channel.find_out_id(PHONE, f"busy-{aliyun_sms.LOOKUP_PAGE_SIZE + 1}", started)
+    assert not await channel.find_out_id(PHONE, "busy-x", started)
+    assert not await channel.find_out_id("13900139000", "busy-1", started)
+
+
+async def test_lookup_failure_defers_the_resend_and_a_lookup_it_may_not_make_resends(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    # a transient lookup failure: not sent now (it might be a duplicate), retried later
+    down = fake.settings.model_copy(update={"aliyun_sms_endpoint": "http://127.0.0.1:9/"})
+    failed_before = REGISTRY.get_sample_value(
+        "carewatch_sms_resend_lookups_total", {"result": "failed"}
+    )
+    deferred = await AliyunSmsChannel(down, client).send(unsure(alert("k"), 1_764_000_000_000))
+    assert not deferred.ok and deferred.retryable and (deferred.error or "").startswith("lookup")
+    assert (
+        REGISTRY.get_sample_value("carewatch_sms_resend_lookups_total", {"result": "failed"})
+        == (failed_before or 0) + 1
+    )
+    assert await fake.records("sms") == []
+    # an answer that will not change (here a key the gateway refuses): send anyway
+    with pytest.raises(DeliveryQueryError) as refused:
+        wrong = fake.settings.model_copy(update={"aliyun_access_key_secret": SecretStr("x")})
+        await AliyunSmsChannel(wrong, client).find_out_id(PHONE, "k", SystemClock().now_ms())
+    assert not refused.value.retryable
 
 
 async def test_unreachable_provider_is_retryable(client: httpx.AsyncClient) -> None:

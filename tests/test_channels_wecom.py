@@ -108,6 +108,32 @@ async def test_invalid_user_is_permanent(
     assert result.error is not None and "81013" in result.error
 
 
+async def test_a_user_without_a_license_gets_nothing_and_it_is_not_sent(
+    client: httpx.AsyncClient,
+) -> None:
+    settings = offline_settings(provider_timeout_s=0.5)
+    async with running_fake_providers(
+        settings, wecom_users=USERS, wecom_unlicensed={"liming"}
+    ) as fake:
+        result = await WeComChannel(fake.settings, client).send(alert(touser="liming"))
+        records = await fake.records("wecom")
+    assert not result.ok and not result.retryable
+    assert result.error == "unlicensed user: liming"
+    assert [(r["outcome"], r["error"]) for r in records] == [("rejected", "unlicenseduser")]
+
+
+@pytest.mark.parametrize("touser", ["@all", "@ALL", "liming|wangfang", "", "张 三"])
+async def test_anything_but_one_user_is_refused_without_a_request(
+    fake: RunningFakeProviders, client: httpx.AsyncClient, touser: str
+) -> None:
+    """'@all' would send the alert and its ack link to the whole enterprise (issue 14,
+    item 9): the adapter sends to one user or to nobody."""
+    result = await WeComChannel(fake.settings, client).send(alert(touser=touser))
+    assert not result.ok and not result.retryable
+    assert (result.error or "").startswith("not one user")
+    assert await fake.records("wecom") == []
+
+
 async def test_wrong_corp_secret_is_retryable(
     fake: RunningFakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -184,3 +210,16 @@ def test_partly_invalid_recipients_still_count_as_sent() -> None:
     assert interpret_reply(reply, "a|b").ok
     assert not interpret_reply(reply, "b").ok
     assert not interpret_reply(reply, "b").retryable
+
+
+def test_errcode_0_to_nobody_licensed_is_not_sent() -> None:
+    """errcode 0 with the recipient in unlicenseduser: WeCom delivered nothing (issue 14,
+    item 9)."""
+    reply = {"errcode": 0, "errmsg": "ok", "unlicenseduser": "b", "msgid": "m"}
+    result = interpret_reply(reply, "b")
+    assert not result.ok and not result.retryable
+    assert result.error == "unlicensed user: b"
+    assert interpret_reply(reply, "a|b").ok
+    mixed = {"errcode": 0, "invaliduser": "a", "unlicenseduser": "b", "msgid": "m"}
+    assert not interpret_reply(mixed, "a|b").ok
+    assert interpret_reply({"errcode": 0, "unlicenseduser": ["b"], "msgid": "m"}, "b").ok

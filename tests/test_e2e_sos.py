@@ -246,8 +246,8 @@ def test_notifier_killed_mid_escalation_continues_without_resending(pipeline: Pi
     pipeline.wait_records(sms_to(FAMILY_2), 1)
     pipeline.wait_records(sms_to(STATION_24H), 1)
     delivered = [r for r in pipeline.records() if r["outcome"] == "delivered"]
-    # each notification reached its recipient once (a resend after the kill would have
-    # been recorded by the provider as a duplicate of the same OutId, not delivered)
+    # each notification reached its recipient once (the fake sends a repeated OutId
+    # again, as Aliyun does: a resend after the kill would show here)
     keys = [(r["provider"], r["out_id"] or r["dedup_key"]) for r in delivered]
     assert len(keys) == len(set(keys))
     # step 0 went out before the kill and was not sent again after the restart
@@ -256,3 +256,99 @@ def test_notifier_killed_mid_escalation_continues_without_resending(pipeline: Pi
         s, "SELECT step, count(*) FROM notifications WHERE channel = 'sms' GROUP BY 1 ORDER BY 1"
     )
     assert [step for step, _ in steps][:2] == [0, 1]
+
+
+def fake_stats(pipeline: Pipeline) -> dict[str, dict[str, int]]:
+    response = httpx.get(f"{pipeline.fake_url}/_stats", timeout=5)
+    response.raise_for_status()
+    stats: dict[str, dict[str, int]] = response.json()
+    return stats
+
+
+def inject(pipeline: Pipeline, provider: str, count: int, mode: str) -> None:
+    body = {"provider": provider, "count": count, "mode": mode}
+    httpx.post(f"{pipeline.fake_url}/_control/fail", json=body, timeout=5).raise_for_status()
+
+
+def test_notifier_killed_mid_send_sends_no_sms_twice(pipeline: Pipeline) -> None:
+    """kill -9 while the provider holds the accepted SMS' replies (issue 14, item 6): the
+    fake sends every accepted request as Aliyun does, and counts repeats; none."""
+    s = pipeline.settings
+    pipeline.kill("notifier")
+    pipeline.start("notifier", outbox_lease_s=2.0, provider_timeout_s=60.0)
+    # the two step-0 SMS are accepted and sent, and their replies never come
+    inject(pipeline, "sms", 2, "timeout_after_send")
+    band = Device("WB0001", s.mqtt_port)
+    payload, _ = band.event("sos")
+    band.publish("event", payload)
+    pipeline.wait_records(sms_to(GRID_WORKER), 1)
+    pipeline.wait_records(sms_to(FAMILY_1), 1)
+    pipeline.kill("notifier")  # SIGKILL mid-send: both rows are leased, unrecorded
+    pipeline.start("notifier")
+    [(alert_id,)] = query(s, "SELECT id FROM alerts WHERE elder_id = 'E0001'")
+    wait_until(
+        lambda: (
+            query(
+                s,
+                "SELECT count(*) FROM notifications WHERE alert_id = %s AND step = 0"
+                " AND channel = 'sms' AND status = 'sent' AND attempts = 2",
+                alert_id,
+            )
+            == [(2,)]
+        ),
+        20,
+        "the step-0 SMS to be recorded sent after the lease",
+    )
+    pipeline.wait_records(sms_to(FAMILY_2), 1)  # the escalation goes on (step 1)
+    stats = fake_stats(pipeline)["sms"]
+    assert stats["delivered_again"] == 0, pipeline.records()
+    assert len([r for r in pipeline.records() if sms_to(GRID_WORKER)(r)]) == 1  # type: ignore[operator]
+    found = query(
+        s,
+        "SELECT count(*) FROM alert_events WHERE alert_id = %s AND action = 'notified'"
+        " AND details->>'channel' = 'sms' AND (details->>'already_sent')::boolean",
+        alert_id,
+    )
+    assert found == [(2,)]
+
+
+def test_ack_server_killed_mid_send_sends_no_handled_sms_twice(pipeline: Pipeline) -> None:
+    """kill -9 of the ack server while the 'handled' SMS it queued is accepted but not
+    answered: the notifier takes the row after its lease, finds it sent, sends no second."""
+    s = pipeline.settings
+    pipeline.kill("ack-server")
+    pipeline.start("ack-server", outbox_lease_s=2.0, provider_timeout_s=60.0)
+    band = Device("WB0001", s.mqtt_port)
+    payload, _ = band.event("sos")
+    band.publish("event", payload)
+    gw_sms = pipeline.wait_records(sms_to(GRID_WORKER), 1)
+    pipeline.wait_records(sms_to(FAMILY_1), 1)
+    inject(pipeline, "sms", 1, "timeout_after_send")  # the family's 'handled' SMS
+    link = link_in_sms(gw_sms[0])
+
+    def handled_sms() -> list[dict[str, object]]:
+        return [
+            r
+            for r in pipeline.records()
+            if r["template_code"] == s.aliyun_sms_template_handled and r["outcome"] == "delivered"
+        ]
+
+    # the ack page answers after its transaction, before the SMS it queued is answered
+    assert httpx.post(link, data={"action": "acknowledge"}, timeout=10).status_code == 200
+    wait_until(lambda: len(handled_sms()) >= 1, 10, "the handled SMS to be accepted")
+    pipeline.kill("ack-server")
+    pipeline.start("ack-server")
+    wait_until(
+        lambda: (
+            query(
+                s,
+                "SELECT count(*) FROM notifications WHERE purpose = 'handled' AND channel = 'sms'"
+                " AND status = 'sent'",
+            )
+            == [(len(handled_sms()),)]
+        ),
+        20,
+        "every handled SMS recorded sent",
+    )
+    assert fake_stats(pipeline)["sms"]["delivered_again"] == 0, pipeline.records()
+    assert len({r["out_id"] for r in handled_sms()}) == len(handled_sms())

@@ -132,6 +132,7 @@ def with_variables(params: dict[str, str], **variables: str) -> dict[str, str]:
         ({"elder_name": "b" * 36}, "isv.PARAM_LENGTH_LIMIT"),
         ({"code": "https://ack.example.cn/ack/x.y"}, "isv.PARAM_NOT_SUPPORT_URL"),
         ({"address": "见www.example.cn"}, "isv.PARAM_NOT_SUPPORT_URL"),
+        ({"elder_name": "王秀英evil.com"}, "isv.PARAM_NOT_SUPPORT_URL"),  # a bare domain
     ],
 )
 async def test_template_variables_within_aliyun_limits(
@@ -233,8 +234,9 @@ async def test_records_stats_reset_and_record_file(
     stats = await fake.stats()
     assert stats["sms"] == {
         "requests": 3,
-        "delivered": 2,
-        "duplicates": 1,
+        "delivered": 3,  # Aliyun sends a repeated OutId again...
+        "duplicates": 0,
+        "delivered_again": 1,  # ...and the fake counts it
         "rejected": 0,
         "failed": 0,
     }
@@ -244,12 +246,15 @@ async def test_records_stats_reset_and_record_file(
 
     await fake.fail("sms", count=2, mode="throttle")
     assert (await fake.stats())["pending_failures"] == {"sms": 2, "wecom": 0}
+    await fake.recover("sms")  # an outage ends
+    assert (await fake.stats())["pending_failures"] == {"sms": 0, "wecom": 0}
+    await fake.fail("sms", count=2, mode="throttle")
     await fake.reset()
     assert await fake.records() == []
     assert (await fake.stats())["pending_failures"] == {"sms": 0, "wecom": 0}
     # After a reset the OutId of earlier messages is new again.
     assert (await channel.send(Message("a", "13800138000", "alert", PARAMS))).ok
-    assert [r["outcome"] for r in await fake.records()] == ["delivered"]
+    assert [r["duplicate_of"] for r in await fake.records()] == [None]
 
 
 async def test_bad_control_requests_are_rejected(fake: RunningFakeProviders) -> None:

@@ -10,11 +10,14 @@ import itertools
 from collections.abc import AsyncIterator
 
 import httpx
+from prometheus_client import REGISTRY
 
+from carewatch.clock import ManualClock, SystemClock
 from carewatch.db.pool import open_pool
 from carewatch.settings import Settings
 from notifier import outbox
 from notifier.ack_links import link_url, new_short_code, sign
+from notifier.channels.base import Message
 from notifier.channels.registry import build_channels
 from notifier.escalation import load_alert
 from notifier.outbox import NewNotification, OutboxSender
@@ -245,3 +248,130 @@ async def test_rows_enqueued_leased_by_a_dead_sender_are_sent_after_the_lease(
     async with dead_and_alive(settings) as run:
         row = await enqueue_leased(run.dead, run.alert_id)  # ... and dies before sending it
         await run.sent_once_the_lease_runs_out(row.id)
+
+
+# --- resends are safe: Aliyun sends every accepted request (issue 14, item 6) ----------
+
+
+def sms_lookups(result: str) -> float:
+    return REGISTRY.get_sample_value("carewatch_sms_resend_lookups_total", {"result": result}) or 0
+
+
+async def test_a_timeout_after_acceptance_is_looked_up_and_not_sent_twice(
+    settings: Settings,
+) -> None:
+    dsn = settings.database_url
+    seed_registry(dsn)
+    alert_id = insert_alert(dsn)
+    found_before = sms_lookups("found")
+    s = notifier_settings(settings, provider_timeout_s=0.5)
+    async with running_fake_providers(s) as fake:
+        await fake.fail("sms", mode="timeout_after_send")  # accepted, the reply never comes
+        async with sender_for(fake.settings) as sender, polling(sender):
+            [row_id] = await enqueue(sender, sms_to(alert_id))
+
+            async def sent() -> bool:
+                return status_of(dsn, row_id)[0] == "sent"
+
+            await await_until(sent, 15, "the notification to be recorded as sent")
+        stats = (await fake.stats())["sms"]
+        records = await fake.records("sms")
+    assert status_of(dsn, row_id) == ("sent", 2)
+    assert [r["outcome"] for r in records] == ["delivered"]
+    assert (stats["delivered"], stats["delivered_again"]) == (1, 0)
+    assert sms_lookups("found") == found_before + 1
+    [(details,)] = query(
+        dsn,
+        "SELECT details FROM alert_events WHERE action = 'notified' AND alert_id = %s",
+        alert_id,
+    )
+    assert details["already_sent"] is True and details["attempts"] == 2
+
+
+async def test_a_sender_dead_after_the_provider_accepted_is_not_sent_twice(
+    settings: Settings,
+) -> None:
+    async with dead_and_alive(settings) as run:
+        [row_id] = await enqueue(run.dead, sms_to(run.alert_id))
+        [claimed] = await run.dead.claim()
+        # the request reaches the provider, which sends it; the sender dies before it
+        # records the answer (as kill -9 between the two)
+        assert (await run.dead.channels["sms"].send(outbox_message(claimed))).ok
+        async with polling(run.alive):
+
+            async def sent() -> bool:
+                return status_of(run.dsn, row_id)[0] == "sent"
+
+            await await_until(sent, 15, "the orphaned row to be recorded as sent")
+        stats = (await run.fake.stats())["sms"]
+    assert status_of(run.dsn, row_id) == ("sent", 2)
+    assert (stats["delivered"], stats["delivered_again"]) == (1, 0)
+
+
+async def test_a_sender_dead_before_the_provider_accepted_sends_once(settings: Settings) -> None:
+    """The lookup finds nothing: the resend goes out (once)."""
+    async with dead_and_alive(settings) as run:
+        [row_id] = await enqueue(run.dead, sms_to(run.alert_id))
+        assert len(await run.dead.claim()) == 1  # ... and dies before sending
+        not_found_before = sms_lookups("not_found")
+        await run.sent_once_the_lease_runs_out(row_id)
+    assert sms_lookups("not_found") == not_found_before + 1
+
+
+def outbox_message(row: outbox.Claimed) -> Message:
+    return Message(row.idempotency_key, row.address, row.purpose, dict(row.params))
+
+
+# --- alert messages of an open alert are not given up (issue 14, item 7) ---------------
+
+
+async def test_a_ten_minute_sms_outage_ends_with_the_open_alerts_sms_sent(
+    settings: Settings,
+) -> None:
+    """The retry schedule is fast-forwarded with an injected clock: every attempt is a real
+    request to the fake provider, which fails them all until the outage ends."""
+    dsn = settings.database_url
+    seed_registry(dsn)
+    alert_id = insert_alert(dsn)
+    closed_id = insert_alert(dsn, status="resolved")
+    clock = ManualClock(SystemClock().now_ms())
+    start_ms = clock.now_ms()
+    overdue_before = (
+        REGISTRY.get_sample_value("carewatch_outbox_overdue_retries_total", {"channel": "sms"}) or 0
+    )
+    s = notifier_settings(settings, outbox_backoff_base_s=1.0, outbox_retry_max_interval_s=60.0)
+    async with running_fake_providers(s) as fake:
+        await fake.fail("sms", count=10_000, mode="5xx")
+        pool = await open_pool(settings.database_url)
+        async with httpx.AsyncClient() as client:
+            sender = OutboxSender(pool, build_channels(fake.settings, client), fake.settings, clock)
+            try:
+                [alert_row] = await enqueue(sender, sms_to(alert_id))
+                [update_row] = await enqueue(
+                    sender, dataclasses.replace(sms_to(closed_id), purpose="closed")
+                )
+                while clock.now_ms() - start_ms < 600_000:
+                    await sender.send_due()
+                    [(due,)] = query(
+                        dsn, "SELECT next_attempt_at FROM notifications WHERE id = %s", alert_row
+                    )
+                    clock.advance(max(0.0, due.timestamp() - clock.now_ms() / 1000) + 0.001)
+                status, attempts = status_of(dsn, alert_row)
+                # still trying after 10 minutes, at most once a minute once backed off
+                assert status == "pending" and attempts > s.outbox_max_attempts
+                assert attempts <= 7 + 600 // 60
+                # a message that is not an alert of an open alert is given up as before
+                assert status_of(dsn, update_row) == ("failed", s.outbox_max_attempts)
+                overdue = REGISTRY.get_sample_value(
+                    "carewatch_outbox_overdue_retries_total", {"channel": "sms"}
+                )
+                assert overdue == overdue_before + attempts - s.outbox_max_attempts + 1
+
+                await fake.recover("sms")  # the provider is back
+                clock.advance(61)
+                assert await sender.send_due() == 1
+            finally:
+                await pool.close()
+        delivered = [r for r in await fake.records("sms") if r["outcome"] == "delivered"]
+    assert status_of(dsn, alert_row)[0] == "sent"
+    assert [r["out_id"] for r in delivered] == [sms_to(alert_id).idempotency_key]

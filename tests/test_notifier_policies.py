@@ -10,7 +10,14 @@ from carewatch.clock import ManualClock
 from notifier.channels.base import Message, SendResult
 from notifier.channels.downlink import command_for
 from notifier.outbox import outcome_of, retry_delay_s
-from notifier.policies import POLICIES, plan_step, policy_for
+from notifier.policies import (
+    POLICIES,
+    HandlerCheck,
+    handler_check,
+    pass_on_press,
+    plan_step,
+    policy_for,
+)
 from notifier.targets import Station, haversine_km, nearest_staffed_station, on_duty
 
 WAIT_S = 120.0
@@ -96,6 +103,8 @@ def test_great_circle_distance() -> None:
 def test_backoff_doubles_and_is_capped() -> None:
     assert [retry_delay_s(n, 1.0) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
     assert retry_delay_s(40, 1.0) == 3600.0
+    # the cap on the rate of retries (outbox_retry_max_interval_s)
+    assert [retry_delay_s(n, 1.0, 60.0) for n in (6, 7, 8, 10_000)] == [32.0, 60.0, 60.0, 60.0]
 
 
 def test_outcome_of_a_send() -> None:
@@ -103,6 +112,12 @@ def test_outcome_of_a_send() -> None:
     assert outcome_of(SendResult(ok=False, error="5xx"), 1, 3) == "retry"
     assert outcome_of(SendResult(ok=False, error="5xx"), 3, 3) == "failed"
     assert outcome_of(SendResult(ok=False, retryable=False, error="bad number"), 1, 3) == "failed"
+    # an alert message of an open alert: a transient failure is never the last attempt
+    transient = SendResult(ok=False, error="5xx")
+    assert outcome_of(transient, 3, 3, keep_trying=True) == "retry"
+    assert outcome_of(transient, 10_000, 3, keep_trying=True) == "retry"
+    permanent = SendResult(ok=False, retryable=False, error="bad number")
+    assert outcome_of(permanent, 1, 3, keep_trying=True) == "failed"
 
 
 def test_downlink_commands_by_purpose() -> None:
@@ -116,3 +131,43 @@ def test_downlink_commands_by_purpose() -> None:
     closed = command_for(Message("k", "W1", "closed", {"alert_id": "a1"}), 1)
     assert closed is not None and closed.type == "alert_closed"
     assert command_for(Message("k", "W1", "alert", {}), 1) is None
+    # issued once: every attempt publishes the same command (a resend is byte-identical)
+    issued = Message("k", "W1", "handled", {"alert_id": "a1", "issued_ms": "1764000000000"})
+    assert command_for(issued, 1_764_000_005_000) == command_for(issued, 1_764_000_090_000)
+    assert command_for(issued, 1_764_000_090_000).ts == 1_764_000_000_000  # type: ignore[union-attr]
+
+
+# --- after an acknowledgement (issue 14, item 5) -----------------------------------------
+
+
+def test_a_handler_who_does_not_arrive_is_reminded_then_others_are_alerted() -> None:
+    acked = 1_764_000_000_000
+    clock = ManualClock(acked)
+
+    def check(stage: int, arrived: bool = False) -> HandlerCheck:
+        return handler_check(acked, arrived, stage, clock, 600, 1200)
+
+    assert check(0) == HandlerCheck(None, 0, acked + 600_000)  # armed: look at +10 min
+    clock.advance(599)
+    assert check(0).action is None
+    clock.advance(1)
+    assert check(0) == HandlerCheck("remind", 1, acked + 1_200_000)
+    assert check(1) == HandlerCheck(None, 1, acked + 1_200_000)  # reminded once
+    clock.advance(600)
+    assert check(1) == HandlerCheck("escalate", 2, None)
+    assert check(2) == HandlerCheck(None, 2, None)  # and that is all
+    # late: straight to the escalation, no reminder first
+    assert check(0).action == "escalate"
+    # 已到达 ends the watch at any point
+    assert check(0, arrived=True) == HandlerCheck(None, 0, None)
+    assert check(1, arrived=True) == HandlerCheck(None, 1, None)
+
+
+def test_presses_are_passed_on_at_most_once_per_interval() -> None:
+    clock = ManualClock(1_764_000_000_000)
+    assert pass_on_press(None, clock, 60)
+    last = clock.now_ms()
+    clock.advance(59.9)
+    assert not pass_on_press(last, clock, 60)
+    clock.advance(0.1)
+    assert pass_on_press(last, clock, 60)

@@ -3,6 +3,12 @@
 Thin on purpose: render the template variables, sign the request, POST it, and map the
 provider's answer to a SendResult the outbox can act on (retry or give up).
 `query_delivery` pulls the delivery receipt of a sent message (QuerySendDetails).
+
+SendSms is not idempotent: Aliyun sends a message once per accepted request, whatever its
+OutId. A message whose earlier attempt may have been accepted (`Message.unsure_since_ms`:
+a timeout after the request went out, a sender killed mid-send) is looked up first among
+that phone's sends since then (QuerySendDetails lists each with its OutId) and only sent
+again when it is not there.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -24,6 +30,7 @@ from carewatch.settings import Settings
 from notifier.channels.aliyun_rpc import new_nonce, signed_params
 from notifier.channels.base import Message, SendResult
 from notifier.channels.templates import MissingTemplateParams, TemplateKey, template_for
+from notifier.metrics import SMS_LOOKUPS as LOOKUPS
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +112,30 @@ class DeliveryReport:
 
 
 class DeliveryQueryError(Exception):
-    """QuerySendDetails failed (network, throttling, or an error code)."""
+    """QuerySendDetails failed (network, throttling, or an error code).
+
+    `retryable`: asking again later may work (network, server error, flow control);
+    False for an answer that will not change (e.g. the key may not call the action)."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+# Lookup errors that go away by themselves: flow control and the gateway's throttling.
+_TRANSIENT_QUERY_CODES = ("isv.BUSINESS_LIMIT_CONTROL", "Throttling", "ServiceUnavailable")
+# How far back before an unsure attempt's start a lookup also searches (the provider's
+# clock and ours differ a little; a send just before midnight is listed on that day).
+LOOKUP_MARGIN_MS = 15 * 60 * 1000
+LOOKUP_PAGE_SIZE = 50
+LOOKUP_MAX_PAGES = 20  # 1,000 messages to one phone in a day: far beyond any real case
 
 
 def interpret_details(status_code: int, body: bytes) -> DeliveryReport | None:
     """Map a QuerySendDetails answer to the newest receipt (pure).
 
     Raises DeliveryQueryError for an error code and for an answer of the wrong shape."""
-    data = _json_body(body)
-    if not isinstance(data, dict) or status_code != 200 or data.get("Code") != "OK":
-        code = data.get("Code") if isinstance(data, dict) else None
-        raise DeliveryQueryError(f"{code or f'http {status_code}'}"[:ERROR_MAX_LEN])
-    page = data.get("SmsSendDetailDTOs") or {}
-    details = (page.get("SmsSendDetailDTO") or []) if isinstance(page, dict) else None
-    if not isinstance(details, list) or not all(isinstance(d, dict) for d in details):
-        raise DeliveryQueryError("OK answer without a list of SmsSendDetailDTO objects")
+    details = _details(status_code, body)
     if not details:
         return None
     newest = max(details, key=lambda d: str(d.get("SendDate", "")))
@@ -128,6 +144,50 @@ def interpret_details(status_code: int, body: bytes) -> DeliveryReport | None:
         error_code=_optional_text(newest.get("ErrCode")),
         received_at=_optional_text(newest.get("ReceiveDate")),
     )
+
+
+def _details(status_code: int, body: bytes) -> list[dict[str, object]]:
+    """The SmsSendDetailDTO list of a QuerySendDetails answer; DeliveryQueryError else."""
+    data = _json_body(body)
+    if not isinstance(data, dict) or status_code != 200 or data.get("Code") != "OK":
+        code = str(data.get("Code") or "") if isinstance(data, dict) else ""
+        transient = status_code >= 500 or not code or code.startswith(_TRANSIENT_QUERY_CODES)
+        raise DeliveryQueryError(
+            f"{code or f'http {status_code}'}"[:ERROR_MAX_LEN], retryable=transient
+        )
+    page = data.get("SmsSendDetailDTOs") or {}
+    details = (page.get("SmsSendDetailDTO") or []) if isinstance(page, dict) else None
+    if not isinstance(details, list) or not all(isinstance(d, dict) for d in details):
+        raise DeliveryQueryError("OK answer without a list of SmsSendDetailDTO objects")
+    return details
+
+
+def sends_with_out_id(status_code: int, body: bytes, out_id: str) -> tuple[bool, int]:
+    """(whether a send with this OutId is on this page, the day's total count) (pure)."""
+    details = _details(status_code, body)
+    data = _json_body(body)
+    total = data.get("TotalCount") if isinstance(data, dict) else None
+    count = total if isinstance(total, int) and not isinstance(total, bool) else len(details)
+    return any(str(d.get("OutId") or "") == out_id for d in details), count
+
+
+def national_number(phone: str) -> str:
+    """The number as QuerySendDetails wants it: mainland numbers without +86 / 0086 / 86."""
+    for prefix in ("+86", "0086", "86"):
+        if phone.startswith(prefix) and len(phone) == len(prefix) + 11:
+            return phone[len(prefix) :]
+    return phone
+
+
+def provider_days(since_ms: int, now_ms: int) -> list[str]:
+    """The provider's SendDate values (yyyyMMdd, Beijing time) from since_ms to now_ms."""
+    first = datetime.fromtimestamp(min(since_ms, now_ms) / 1000, tz=PROVIDER_TZ).date()
+    last = datetime.fromtimestamp(max(since_ms, now_ms) / 1000, tz=PROVIDER_TZ).date()
+    days = []
+    while first <= last:
+        days.append(first.strftime("%Y%m%d"))
+        first += timedelta(days=1)
+    return days[-31:]  # the API answers for the last 30 days only
 
 
 def _send_status(value: object) -> int | None:
@@ -189,22 +249,85 @@ class AliyunSmsChannel:
             params = self.request_params(message)
         except MissingTemplateParams as exc:
             return self._finish(message, SendResult(ok=False, retryable=False, error=str(exc)))
+        if message.unsure_since_ms is not None:
+            found = await self._sent_before(message, params["OutId"])
+            if found is not None:
+                return self._finish(message, found)
         try:
             response = await self._client.post(
                 self._settings.aliyun_sms_endpoint,
                 data=params,
                 timeout=self._settings.provider_timeout_s,
             )
-        except httpx.TimeoutException:
-            result = SendResult(ok=False, retryable=True, error="timeout")
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # never left this process: certainly not accepted
             result = SendResult(ok=False, retryable=True, error=f"network: {type(exc).__name__}")
+        except httpx.TimeoutException:
+            result = SendResult(ok=False, retryable=True, error="timeout", ambiguous=True)
+        except httpx.HTTPError as exc:
+            result = SendResult(
+                ok=False, retryable=True, error=f"network: {type(exc).__name__}", ambiguous=True
+            )
         else:
             result = interpret_response(response.status_code, response.content)
         return self._finish(message, result)
 
+    async def _sent_before(self, message: Message, out_id: str) -> SendResult | None:
+        """Before a resend: the result to record instead of sending (found accepted, or the
+        lookup failed for now); None to send."""
+        assert message.unsure_since_ms is not None
+        try:
+            found = await self.find_out_id(message.address, out_id, message.unsure_since_ms)
+        except DeliveryQueryError as exc:
+            if exc.retryable:  # ask again at the next attempt rather than risk a duplicate
+                LOOKUPS.labels("failed").inc()
+                return SendResult(ok=False, retryable=True, error=f"lookup: {exc}")
+            # The lookup will never work (e.g. the key may not call QuerySendDetails): an
+            # emergency message sent twice is better than one never sent again.
+            LOOKUPS.labels("unavailable").inc()
+            log.warning(
+                "sms lookup unavailable, resending",
+                extra={"idempotency_key": message.idempotency_key, "error": str(exc)},
+            )
+            return None
+        LOOKUPS.labels("found" if found else "not_found").inc()
+        if found:
+            return SendResult(ok=True, already_sent=True)
+        return None
+
+    async def find_out_id(self, phone: str, out_id: str, since_ms: int) -> bool:
+        """Whether the provider accepted a message with this OutId for this phone since
+        since_ms (QuerySendDetails of each day, page by page). Raises DeliveryQueryError."""
+        now_ms = self._clock.now_ms()
+        for day in provider_days(since_ms - LOOKUP_MARGIN_MS, now_ms):
+            for page in range(1, LOOKUP_MAX_PAGES + 1):
+                action = {
+                    "Action": "QuerySendDetails",
+                    "RegionId": REGION_ID,
+                    "PhoneNumber": national_number(phone),
+                    "SendDate": day,
+                    "PageSize": str(LOOKUP_PAGE_SIZE),
+                    "CurrentPage": str(page),
+                }
+                try:
+                    response = await self._client.post(
+                        self._settings.aliyun_sms_endpoint,
+                        data=self._signed(action),
+                        timeout=self._settings.provider_timeout_s,
+                    )
+                except httpx.HTTPError as exc:
+                    raise DeliveryQueryError(f"network: {type(exc).__name__}") from exc
+                found, total = sends_with_out_id(response.status_code, response.content, out_id)
+                if found:
+                    return True
+                if page * LOOKUP_PAGE_SIZE >= total:
+                    break
+        return False
+
     def _finish(self, message: Message, result: SendResult) -> SendResult:
         outcome = "ok" if result.ok else ("retryable" if result.retryable else "permanent")
+        if result.already_sent:
+            outcome = "already_sent"
         NOTIFICATIONS.labels(channel=self.name, outcome=outcome).inc()
         log.log(
             logging.INFO if result.ok else logging.WARNING,

@@ -19,6 +19,10 @@ class Message:
     # params used by templates: elder_name, kind_label (e.g. "紧急呼叫"), address,
     # time (HH:MM), link (signed ack URL, WeCom), code (its short code, SMS), handler (who
     # is handling it)
+    # Set when an earlier attempt may have been accepted by the provider (a timeout after
+    # the request went out, a sender killed mid-send): epoch ms of that attempt's start.
+    # An adapter whose provider does not de-duplicate (Aliyun SMS) checks before resending.
+    unsure_since_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +31,11 @@ class SendResult:
     provider_message_id: str | None = None
     retryable: bool = True  # False: a permanent error (bad number); do not retry
     error: str | None = None
+    # The request may have reached the provider and been accepted (a read timeout, a
+    # connection lost after sending): a resend must first check whether it was.
+    ambiguous: bool = False
+    # ok because an earlier attempt was found accepted (not sent again)
+    already_sent: bool = False
 
 
 class Channel(Protocol):

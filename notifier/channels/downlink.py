@@ -29,17 +29,22 @@ _COMMANDS: dict[Purpose, tuple[str, str]] = {
 
 
 def command_for(message: Message, now_ms: int) -> DeviceCommand | None:
-    """The wristband command of a message; None when the purpose has no downlink."""
+    """The wristband command of a message; None when the purpose has no downlink.
+
+    `ts` is when the command was issued (the `issued_ms` parameter written with the
+    notification), not when this attempt publishes it: a resend after an attempt whose
+    outcome is unknown is byte-identical, so the band can show it once."""
     found = _COMMANDS.get(message.purpose)
     if found is None:
         return None
     kind, text = found
+    issued = message.params.get("issued_ms", "")
     return DeviceCommand(
         v=1,
         type=kind,  # type: ignore[arg-type]
         alert_id=message.params.get("alert_id", ""),
         text=text,
-        ts=now_ms,
+        ts=int(issued) if issued.isdigit() else now_ms,
     )
 
 

@@ -15,7 +15,9 @@ characters, and a link may not be a variable (its domain must be fixed text in t
 approved template). So the alert SMS ends in the ack server's base URL as fixed text
 followed by `/a/${code}`, a short code the ack server resolves to the signed link
 (`notifier.short_links`); the registered body therefore depends on `ack_base_url`.
-Every variable is fitted to the limit here, in `template_for`, and nowhere else.
+Every variable is fitted to the limit here, in `template_for`, and nowhere else; link-like
+text in a variable (a URL typed into a name or address) is taken out there too, since
+Aliyun refuses any message with a link in a variable.
 """
 
 from __future__ import annotations
@@ -77,6 +79,17 @@ _CARD_ALERT_TEXT = "${elder_name}（${address}）于${time}触发${kind_label}�
 
 _VARIABLE_RE = re.compile(r"\$\{(\w+)\}")
 
+# Anything the provider may take for a link inside a variable: Aliyun refuses the whole
+# message (isv.PARAM_NOT_SUPPORT_URL, permanent), so a URL typed into an elder's name or
+# address in the ledger would block every SMS about that elder. A scheme or "www." with
+# what follows, and bare host names (letters or digits, dots, a 2+ letter ending, an
+# optional path).
+_LINK_RE = re.compile(
+    r"(?i)(?:[a-z][a-z0-9+.-]*://|www\.)\S*"
+    r"|(?<![\w.-])(?:[a-z0-9-]+\.)+[a-z]{2,}(?::\d+)?(?:/\S*)?(?![\w.-])"
+)
+_SPACES_RE = re.compile(r"\s{2,}")
+
 
 class MissingTemplateParams(ValueError):
     """The message lacks parameters its template needs (a caller bug, never retryable)."""
@@ -115,9 +128,19 @@ def clip(value: str, limit: int = VARIABLE_MAX_CHARS, *, keep_end: bool = False)
     return value[:keep] + ELLIPSIS
 
 
+def without_links(value: str) -> str:
+    """`value` with anything link-like taken out (and the spaces around it tidied)."""
+    if not _LINK_RE.search(value):
+        return value
+    return _SPACES_RE.sub(" ", _LINK_RE.sub(" ", value)).strip()
+
+
 def fit_variable(name: str, value: str) -> str:
-    """One template variable within the provider's per-variable limit."""
-    return clip(value.strip(), keep_end=name in _KEEP_END)
+    """One template variable within the provider's per-variable limit, without links."""
+    cleaned = without_links(value).strip()
+    if value.strip() and not cleaned:  # nothing but a link: say something, not nothing
+        cleaned = "—"
+    return clip(cleaned, keep_end=name in _KEEP_END)
 
 
 def _status(purpose: Purpose, filled: dict[str, str]) -> str:

@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import html
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 DUPLICATE_CHECK_INTERVAL_S = 1800
 DEFAULT_TOKEN_LIFETIME_S = 7200
 ERROR_MAX_LEN = 200
+# A WeCom userid: letters, digits and _ . @ - (at most 64).
+_ONE_USERID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 # Refresh a token this long before WeCom says it expires (or halfway, if it is shorter).
 TOKEN_REFRESH_MARGIN_S = 300
 # Documented size limits of a text card, in UTF-8 bytes.
@@ -126,17 +129,32 @@ def errcode_of(reply: dict[str, Any]) -> int | None:
     return errcode if isinstance(errcode, int) and not isinstance(errcode, bool) else None
 
 
+def one_user(touser: str) -> bool:
+    """Whether a touser names exactly one user: not "@all" (everyone in the enterprise),
+    not a "|"-separated list, and a well-formed userid."""
+    return touser.lower() != "@all" and bool(_ONE_USERID_RE.match(touser))
+
+
+def _users(value: object) -> set[str]:
+    """The userids of an invaliduser / unlicenseduser field ("a|b"); nothing else counts."""
+    return set(value.split("|")) - {""} if isinstance(value, str) else set()
+
+
 def interpret_reply(reply: dict[str, Any], touser: str) -> SendResult:
     """Map a message/send JSON answer to a SendResult (pure)."""
     errcode = errcode_of(reply)
     # errmsg can echo the request (the userid may be a phone number): kept short and masked.
     error = mask_phone(f"errcode {errcode}: {str(reply.get('errmsg', ''))[:ERROR_MAX_LEN]}")
     if errcode == 0:
-        invalid = set(str(reply.get("invaliduser") or "").split("|")) - {""}
-        if invalid and invalid >= set(touser.split("|")):
-            return SendResult(
-                ok=False, retryable=False, error=mask_phone(f"invalid user: {touser}")
-            )
+        # errcode 0 does not mean delivered: users that are not in the directory
+        # (invaliduser) or have no account license (unlicenseduser) got nothing. Only when
+        # someone got it is it sent; a message to nobody fails (an operator must fix the
+        # ledger or the licenses; the other channel and the next step go on meanwhile).
+        invalid = _users(reply.get("invaliduser"))
+        unlicensed = _users(reply.get("unlicenseduser"))
+        if (invalid | unlicensed) >= set(touser.split("|")):
+            why = "unlicensed user" if unlicensed else "invalid user"
+            return SendResult(ok=False, retryable=False, error=mask_phone(f"{why}: {touser}"))
         return SendResult(ok=True, provider_message_id=str(reply.get("msgid") or "") or None)
     return SendResult(ok=False, retryable=errcode not in PERMANENT_ERRCODES, error=error)
 
@@ -155,6 +173,13 @@ class WeComChannel:
         self._token_lock = asyncio.Lock()
 
     async def send(self, message: Message) -> SendResult:
+        if not one_user(message.address):
+            # "@all" is the whole enterprise, "a|b" several people: an alert and its ack
+            # link go to one recipient only, whatever the ledger says
+            refused = SendResult(
+                ok=False, retryable=False, error=mask_phone(f"not one user: {message.address}")
+            )
+            return self._finish(message, refused)
         try:
             payload = build_payload(message, self._settings.wecom_agent_id)
         except MissingTemplateParams as exc:
@@ -170,7 +195,7 @@ class WeComChannel:
         except TokenError as exc:
             result = SendResult(ok=False, retryable=True, error=str(exc))
         except httpx.TimeoutException:
-            result = SendResult(ok=False, retryable=True, error="timeout")
+            result = SendResult(ok=False, retryable=True, error="timeout", ambiguous=True)
         except httpx.HTTPError as exc:
             result = SendResult(ok=False, retryable=True, error=f"network: {type(exc).__name__}")
         except _BadReply as exc:

@@ -10,9 +10,11 @@ each variable value at most 35 characters (`isv.PARAM_LENGTH_LIMIT`), no URL in 
 characters. The account's "approved" templates are the project's own bodies for the
 configured ack base URL (`sms_template_bodies`); one that the real review would refuse
 (a link whose domain is a variable, more than 500 characters) is not registered, so
-sending with it gets `isv.SMS_TEMPLATE_ILLEGAL`. Unlike the real service, the fake suppresses a
-repeated OutId, so tests can see that the sender's idempotency key reaches the provider
-and that a retried notification is delivered once.
+sending with it gets `isv.SMS_TEMPLATE_ILLEGAL`. Like the real service, SendSms is not
+idempotent: a request with an OutId already accepted is sent again (a second SMS on the
+phone); the fake records it as delivered with `duplicate_of` naming the first delivery of
+that OutId, and counts it (stats `delivered_again`), so tests see every duplicate a real
+phone would get. QuerySendDetails lists each send with its OutId, as the real one does.
 """
 
 from __future__ import annotations
@@ -67,8 +69,11 @@ ACTION_PARAMS: dict[str, tuple[str, ...]] = {
 MAX_PAGE_SIZE = 50
 # Mainland mobile numbers, optionally with the country code (+86, 0086 or 86).
 _MOBILE_RE = re.compile(r"^(?:\+86|0086|86)?1[3-9]\d{9}$")
-# What the provider treats as a link inside a variable value.
-_URL_IN_VALUE_RE = re.compile(r"(?i)https?://|www\.")
+# What the provider treats as a link inside a variable value: a scheme, "www.", or a host
+# name with a common ending (Aliyun's check is not published; it catches bare domains too).
+_URL_IN_VALUE_RE = re.compile(
+    r"(?i)https?://|www\.|[a-z0-9-]+\.(?:com|cn|net|org|top|xyz|cc|io|me|info|vip|shop)\b"
+)
 # A link in a template body whose host is (partly) a variable: refused at review.
 _VARIABLE_HOST_RE = re.compile(r"(?i)https?://[^/\s]*\$\{")
 
@@ -123,7 +128,7 @@ class AliyunSmsFake:
         self._clock = clock
         self._hang_s = hang_s
         self._nonces: dict[str, int] = {}
-        self._by_out_id: dict[str, Record] = {}
+        self._by_out_id: dict[str, Record] = {}  # first delivery of each OutId
 
     def reset(self) -> None:
         self._nonces.clear()
@@ -274,24 +279,20 @@ class AliyunSmsFake:
             self._book.add("sms", now_ms, "rejected", error=error.code, **fields)
             return _error_reply(error)
         out_id = params.get("OutId") or None
+        # Not idempotent: an OutId seen before is sent again, with a new BizId.
         first = self._by_out_id.get(out_id) if out_id else None
-        if first is not None:
-            self._book.add(
-                "sms",
-                now_ms,
-                "duplicate",
-                text=text,
-                dedup_key=out_id,
-                duplicate_of=first.index,
-                message_id=first.message_id,
-                **fields,
-            )
-            return _reply(200, {"Code": "OK", "Message": "OK", "BizId": first.message_id})
         biz_id = f"{secrets.randbelow(10**18):018d}^0"
         record = self._book.add(
-            "sms", now_ms, "delivered", text=text, dedup_key=out_id, message_id=biz_id, **fields
+            "sms",
+            now_ms,
+            "delivered",
+            text=text,
+            dedup_key=out_id,
+            duplicate_of=first.index if first is not None else None,
+            message_id=biz_id,
+            **fields,
         )
-        if out_id:
+        if out_id and first is None:
             self._by_out_id[out_id] = record
         return _reply(200, {"Code": "OK", "Message": "OK", "BizId": biz_id})
 

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 Provider = Literal["sms", "wecom"]
-# delivered: reached the recipient; duplicate: accepted but not delivered again;
-# rejected: the provider refused it (bad signature, number...); failed: injected failure.
+# delivered: reached the recipient (with duplicate_of set: again, a duplicate the recipient
+# sees; Aliyun SMS does this); duplicate: accepted but not delivered again (WeCom's
+# duplicate check); rejected: the provider refused it (bad signature, number...); failed:
+# injected failure.
 Outcome = Literal["delivered", "duplicate", "rejected", "failed"]
 FailureMode = Literal["5xx", "throttle", "timeout", "timeout_after_send"]
 PROVIDERS: tuple[Provider, ...] = ("sms", "wecom")
@@ -36,7 +38,7 @@ class Record:
     text: str | None = None  # what the recipient sees
     out_id: str | None = None  # SMS OutId (the sender's idempotency key)
     dedup_key: str | None = None  # what duplicates are detected by
-    duplicate_of: int | None = None  # index of the first delivery of a duplicate
+    duplicate_of: int | None = None  # index of the first delivery of a repeated message
     message_id: str | None = None  # BizId / msgid returned to the sender
     error: str | None = None  # provider error code of a rejection or failure
 
@@ -75,6 +77,14 @@ class RecordBook:
                 "requests": sum(counts.values()),
                 "delivered": counts["delivered"],
                 "duplicates": counts["duplicate"],
+                # the same message delivered to the recipient a second (third...) time
+                "delivered_again": sum(
+                    1
+                    for r in self._records
+                    if r.provider == provider
+                    and r.outcome == "delivered"
+                    and r.duplicate_of is not None
+                ),
                 "rejected": counts["rejected"],
                 "failed": counts["failed"],
             }
@@ -98,6 +108,12 @@ class FailurePlan:
     def take(self, provider: Provider) -> FailureMode | None:
         pending = self._pending[provider]
         return pending.popleft() if pending else None
+
+    def clear(self, provider: Provider) -> int:
+        """Drop the failures still pending for one provider (an outage ends); how many."""
+        dropped = len(self._pending[provider])
+        self._pending[provider].clear()
+        return dropped
 
     def pending(self) -> dict[str, int]:
         return {p: len(q) for p, q in self._pending.items()}

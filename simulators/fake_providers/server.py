@@ -65,10 +65,12 @@ def create_app(
     record_file: Path | None = None,
     *,
     wecom_users: Iterable[str] | None = None,
+    wecom_unlicensed: Iterable[str] = (),
     clock: Clock | None = None,
     hang_s: float = DEFAULT_HANG_S,
 ) -> FastAPI:
-    """The fake Aliyun SMS + WeCom app; `wecom_users` limits the WeCom directory."""
+    """The fake Aliyun SMS + WeCom app; `wecom_users` limits the WeCom directory, and
+    `wecom_unlicensed` users are in it without an account license."""
     clock = clock or SystemClock()
     book = RecordBook(record_file)
     failures = FailurePlan()
@@ -76,7 +78,7 @@ def create_app(
         book,
         failures,
         aliyun.AliyunSmsFake(settings, book, failures, clock, hang_s),
-        wecom.WeComFake(settings, book, failures, clock, hang_s, wecom_users),
+        wecom.WeComFake(settings, book, failures, clock, hang_s, wecom_users, wecom_unlicensed),
     )
     app = FastAPI(title="carewatch fake providers", docs_url=None, redoc_url=None)
     app.state.fake = state
@@ -95,6 +97,11 @@ def create_app(
     async def fail(request: FailRequest) -> dict[str, Any]:
         failures.inject(request.provider, request.count, request.mode)
         return {"ok": True, "pending_failures": failures.pending()}
+
+    @app.post("/_control/recover")
+    async def recover(provider: Provider) -> dict[str, Any]:
+        """End an injected outage: the provider's pending failures are dropped."""
+        return {"ok": True, "dropped": failures.clear(provider)}
 
     @app.post("/_control/expire_tokens")
     async def expire_tokens() -> dict[str, Any]:

@@ -3,7 +3,9 @@
 Tokens are issued per corp secret and checked on every send (missing 41001, unknown
 40014, expired 42001). Recipients are checked against a directory (any well-formed
 userid when none is configured); if every recipient is invalid the send fails with
-81013, otherwise the invalid ones are listed in `invaliduser`. With
+81013, otherwise the invalid ones are listed in `invaliduser`. Users without an account
+license (`unlicensed`) are listed in `unlicenseduser` and get nothing, with errcode 0, as
+WeCom does. With
 enable_duplicate_check, the same content to the same users inside the interval is
 accepted but not delivered again, as WeCom does.
 """
@@ -60,11 +62,13 @@ class WeComFake:
         clock: Clock,
         hang_s: float,
         users: Iterable[str] | None = None,
+        unlicensed: Iterable[str] = (),
     ) -> None:
         self._corp_id = settings.wecom_corp_id
         self._corp_secret = settings.wecom_corp_secret.get_secret_value()
         self._agent_id = settings.wecom_agent_id
         self._users = set(users) if users is not None else None
+        self._unlicensed = set(unlicensed)  # in the directory, without an account license
         self._book = book
         self._failures = failures
         self._clock = clock
@@ -158,14 +162,19 @@ class WeComFake:
         except WeComError as error:
             self._book.add("wecom", now_ms, "rejected", error=str(error.errcode), **fields)
             return _error_reply(error)
+        unlicensed = [u for u in valid if u in self._unlicensed]
+        valid = [u for u in valid if u not in self._unlicensed]
         result: dict[str, Any] = {
             "errcode": 0,
             "errmsg": "ok",
             "invaliduser": "|".join(invalid),
             "invalidparty": "",
             "invalidtag": "",
-            "unlicenseduser": "",
+            "unlicenseduser": "|".join(unlicensed),
         }
+        if not valid:  # WeCom answers errcode 0, and nobody gets the message
+            self._book.add("wecom", now_ms, "rejected", error="unlicenseduser", **fields)
+            return _reply(result)
         key = self._dedup_key(body, valid)
         seen = self._recent.get(key) if key else None
         if key and seen and now_ms - seen[0] < _interval_ms(body):
