@@ -253,6 +253,8 @@ def choose(
 ) -> list[Incident]:
     """Per category, `per_category` moments on distinct days (after the first
     `skip_days`), days spread over the log, the moment within a day at random."""
+    if per_category <= 0:
+        return []
     rng = random.Random(seed)
     first_day = datetime.fromtimestamp(first_ms / 1000, tz).date()
     chosen: list[Incident] = []
@@ -364,7 +366,7 @@ def evaluate(
     end_ms = events[-1].at_ms
     clean = replay(events, sensors, settings, tz, end_ms)
     fa = false_alerts(clean.records, events, rooms, tz)
-    other = Counter(
+    other = Counter[str](
         r.kind for r in clean.records if r.action == "opened" and r.kind != "inactivity"
     )
     wanted = set(categories)
