@@ -67,7 +67,7 @@ ROOM_ALIASES: dict[str, str] = {
 
 DAY_MS = 86_400_000
 POOL_H = 2  # a still period counts for its hour and POOL_H hours either side
-SHARE_ROOMS = True  # day rooms share the home's still periods; bedroom, entrance keep theirs
+OWN_ROOMS = frozenset({BEDROOM, ENTRANCE})  # rooms with a still distribution of their own
 STILL_Q = 0.99  # the usual still period: this quantile of the pooled longest gaps
 MIN_SAMPLES = 6  # (day, hour) slots behind a usual still period: 2 days x 3 hours
 MIN_EVENTS = 3  # bathroom stays / night exits behind their usual
@@ -211,14 +211,16 @@ def learn(
     for (r, _day, hour), gap in longest.items():
         for h in range(hour - POOL_H, hour + POOL_H + 1):
             pooled[(r, h % 24)].append(gap)
-    if SHARE_ROOMS:
-        home: dict[int, list[float]] = defaultdict(list)
-        for (r, h), v in pooled.items():
-            if r not in (BEDROOM, ENTRANCE):
-                home[h].extend(v)
-        for (r, h), v in list(pooled.items()):
-            if r not in (BEDROOM, ENTRANCE):
-                pooled[(r, h)] = home[h]
+    # Day rooms share the home's still periods: where the elder sits for hours (armchair,
+    # table, bed for a nap) is a habit of the time of day more than of one room, and a few
+    # days of one room rarely show its longest sitting. Bedroom and entrance keep theirs.
+    home: dict[int, list[float]] = defaultdict(list)
+    for (r, h), gaps in pooled.items():
+        if r not in OWN_ROOMS:
+            home[h].extend(gaps)
+    for r, h in list(pooled):
+        if r not in OWN_ROOMS:
+            pooled[(r, h)] = home[h]
     still = {k: percentile(v, STILL_Q) for k, v in pooled.items() if len(v) >= MIN_SAMPLES}
     return HomeRoutine(
         still,
