@@ -35,35 +35,12 @@ from zoneinfo import ZoneInfo
 from psycopg_pool import AsyncConnectionPool
 
 from carewatch.clock import Clock
+from carewatch.rooms import BATHROOM, BEDROOM, ENTRANCE, normalise_room
 from rules_engine.localtime import SITE_TZ, in_window
 from rules_engine.routine import WATER_USE_MIN_LPM, percentile
 from rules_engine.timeconv import ms_to_dt
 
 log = logging.getLogger(__name__)
-
-BEDROOM, BATHROOM, ENTRANCE = "卧室", "卫生间", "门口"
-# The rooms a ledger names (docs/registry.md); others are kept as given.
-ROOMS: tuple[str, ...] = ("卧室", "卫生间", "客厅", "厨房", "餐厅", "书房", "门口", "阳台", "其他")
-ROOM_ALIASES: dict[str, str] = {
-    "bedroom": "卧室",
-    "bathroom": "卫生间",
-    "toilet": "卫生间",
-    "洗手间": "卫生间",
-    "厕所": "卫生间",
-    "浴室": "卫生间",
-    "living": "客厅",
-    "livingroom": "客厅",
-    "living_room": "客厅",
-    "kitchen": "厨房",
-    "dining": "餐厅",
-    "study": "书房",
-    "entrance": "门口",
-    "door": "门口",
-    "玄关": "门口",
-    "入户": "门口",
-    "balcony": "阳台",
-    "other": "其他",
-}
 
 DAY_MS = 86_400_000
 POOL_H = 2  # a still period counts for its hour and POOL_H hours either side
@@ -73,12 +50,6 @@ MIN_SAMPLES = 6  # (day, hour) slots behind a usual still period: 2 days x 3 hou
 MIN_EVENTS = 3  # bathroom stays / night exits behind their usual
 BED_MIN_MS = 30 * 60_000
 LEARN_DAYS = 14
-
-
-def normalise_room(raw: str) -> str:
-    """A ledger's room name: the canonical Chinese one where known, else as given."""
-    text = raw.strip()
-    return ROOM_ALIASES.get(text.lower().replace(" ", ""), text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from carewatch.rooms import normalise_room
 from rules_engine.decisions import OpenAlert
 from rules_engine.detectors.base import DueTimer, ElderView
 from rules_engine.detectors.inactivity import (
@@ -27,7 +28,6 @@ from rules_engine.home_routine import (
     LifeSign,
     RoomBook,
     learn,
-    normalise_room,
 )
 from rules_engine.routine import RoutineBook
 from tests.detector_sim import ELDER, TZ, Sim, local_ms, thresholds

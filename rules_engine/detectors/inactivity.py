@@ -37,6 +37,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from carewatch.clock import Clock
 from carewatch.messages import Event
+from carewatch.rooms import BATHROOM, BEDROOM
 from carewatch.settings import Settings
 from rules_engine.decisions import (
     CancelTimer,
@@ -51,9 +52,7 @@ from rules_engine.detectors.clearing import resolve_if_active
 from rules_engine.detectors.memo import DeadlineMemo, LatestTimes, ValueMemo
 from rules_engine.fields import is_integer, is_number
 from rules_engine.home_routine import (
-    BATHROOM,
     BED_MIN_MS,
-    BEDROOM,
     HomeRoutine,
     HomeRoutineBook,
     LifeSign,
