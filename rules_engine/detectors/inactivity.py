@@ -37,7 +37,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from carewatch.clock import Clock
 from carewatch.messages import Event
-from carewatch.rooms import BATHROOM, BEDROOM
+from carewatch.rooms import BATHROOM, BEDROOM, ENTRANCE
 from carewatch.settings import Settings
 from rules_engine.decisions import (
     CancelTimer,
@@ -49,6 +49,7 @@ from rules_engine.decisions import (
 )
 from rules_engine.detectors.base import Detector, DueTimer, ElderView
 from rules_engine.detectors.clearing import resolve_if_active
+from rules_engine.detectors.home_sensors import down_text, sensors_down
 from rules_engine.detectors.memo import DeadlineMemo, LatestTimes, ValueMemo
 from rules_engine.fields import is_integer, is_number
 from rules_engine.home_routine import (
@@ -519,8 +520,18 @@ class InactivityDetector(Detector):
             details["context"] = last_seen_text(room, room_last, self.tz)
             if "bed_exit_ms" in payload:
                 details["bed_exit_ms"] = payload["bed_exit_ms"]
-        # out of home: the door was the last sign, or only the band's steps came after it
-        if timer.kind == DEADLINE and (payload.get("sign") == "door" or "out_since_ms" in payload):
+        down = sensors_down(elder)
+        door_down = any(d.get("sensor_kind") == "door" for d in down)
+        if down:
+            details["sensors_down"] = down
+            details["context"] = str(details.get("context", "")) + down_text(down)
+        # out of home: the door was the last sign, or only the band's steps came after it;
+        # with the door contact down, a gap that starts at the entrance may be an outing
+        if timer.kind == DEADLINE and (
+            payload.get("sign") == "door"
+            or "out_since_ms" in payload
+            or (door_down and room == ENTRANCE)
+        ):
             out_since = _int(payload.get("out_since_ms"), sign_ms)
             away_due = out_since + round(th.inactivity_out_ceiling_s * 1000)
             away = {**payload, "out_ceiling_s": th.inactivity_out_ceiling_s}
