@@ -188,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     homes.add_argument("--skip-days", type=int, default=3, help="days before any incident")
     homes.add_argument("--sensor-map", type=Path, default=None, help="CSV area,sensor,kind,room")
     homes.add_argument("--tz", default=None, help="the home's time zone (default: the site's)")
+    homes.add_argument(
+        "--dead",
+        action="append",
+        default=[],
+        help="SENSOR[@DAY]: sensors whose id contains SENSOR fall silent from day DAY",
+    )
     homes.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return parser
 

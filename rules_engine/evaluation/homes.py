@@ -303,6 +303,23 @@ def run_incident(
     return Outcome(inc.category, at, inc.room, True, first.rule, (first.at_ms - inc.at_ms) / 1000)
 
 
+def kill(
+    events: Sequence[LogEvent], sensors: Sequence[Sensor], spec: str, tz: ZoneInfo
+) -> list[LogEvent]:
+    """`SENSOR[@DAY]`: the sensors whose id contains SENSOR die at the start of the log's
+    day DAY (0: the first): their events from then on are removed (a dead battery)."""
+    name, _, day = spec.partition("@")
+    ids = {s.device_id for s in sensors if name.lower() in s.device_id.lower()}
+    if not ids:
+        raise LogError(f"--dead {spec}: no sensor id contains {name!r}")
+    if day and not day.isdigit():
+        raise LogError(f"--dead {spec}: DAY must be a whole number")
+    first = datetime.fromtimestamp(events[0].at_ms / 1000, tz).date()
+    start = datetime.combine(first + timedelta(days=int(day or 0)), datetime.min.time(), tz)
+    from_ms = int(start.timestamp() * 1000)
+    return [e for e in events if e.device_id not in ids or e.at_ms < from_ms]
+
+
 # --- false alerts -----------------------------------------------------------------------
 
 
@@ -356,18 +373,23 @@ def evaluate(
     skip_days: int = 3,
     sensor_map: SensorMap | None = None,
     categories: Iterable[str] = CATEGORIES,
+    dead: Sequence[str] = (),
 ) -> HomesEvaluation:
     started = time.perf_counter()
     events, sensors = read_log(path, tz, sensor_map)
     if not events:
         raise LogError(f"{path}: no events")
+    for spec in dead:
+        events = kill(events, sensors, spec, tz)
     rooms = {s.device_id: s.room for s in sensors}
     kinds = {s.device_id: s.kind for s in sensors}
     end_ms = events[-1].at_ms
     clean = replay(events, sensors, settings, tz, end_ms)
     fa = false_alerts(clean.records, events, rooms, tz)
     other = Counter[str](
-        r.kind for r in clean.records if r.action == "opened" and r.kind != "inactivity"
+        f"{r.kind} ({r.rule})"
+        for r in clean.records
+        if r.action == "opened" and r.kind != "inactivity"
     )
     wanted = set(categories)
     found = {c: v for c, v in candidates(events, rooms, kinds, tz).items() if c in wanted}
@@ -481,6 +503,7 @@ def cli_main(args: argparse.Namespace) -> int:
             window_h=args.window,
             skip_days=args.skip_days,
             sensor_map=smap,
+            dead=args.dead,
         )
     except (LogError, OSError) as exc:
         print(f"carewatch eval homes: {exc}", file=sys.stderr)
