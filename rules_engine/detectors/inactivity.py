@@ -23,6 +23,14 @@ plus the morning grace (source "wake"; never past the ceiling): sleep ends in th
 morning, not 8 h after the last sign before bed (asleep at 21:15 is not an alarm at
 05:15). Bed presence (radar) counts as a sign of life in quiet hours only, and then no
 later than the day floor after quiet hours end: asleep, not gone.
+
+Rooms (docs/inactivity.md): with sensors placed in rooms (`RoomBook`, devices.room) and a
+home routine learned from them (`HomeRoutineBook`), the deadline is the earliest of the
+room's usual still period at that hour (`room_deadline`; the bedroom at night keeps the
+night rules above), time in the bathroom beyond the usual stay, and a night bed exit with
+no return to the bedroom within the usual time. Where the elder was last seen
+(`Whereabouts`) is this worker's memory of the signs; the alert names the last room
+(最后一次活动：卫生间 02:14) and any home sensor known broken (detectors/home_sensors.py).
 """
 
 from __future__ import annotations
