@@ -178,6 +178,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds after which a simulated carer closes an open alert (0: never)",
     )
     days.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    homes = ev_sub.add_parser(
+        "homes", help="inactivity rules on a real home's sensor log, with injected incidents"
+    )
+    homes.add_argument("log", type=Path, help="sensor log in the layout of data/homes/ (.gz ok)")
+    homes.add_argument("--incidents", type=int, default=10, help="incidents per category")
+    homes.add_argument("--seed", type=int, default=0)
+    homes.add_argument("--window", type=float, default=6.0, help="hours of removed signs")
+    homes.add_argument("--skip-days", type=int, default=3, help="days before any incident")
+    homes.add_argument("--sensor-map", type=Path, default=None, help="CSV area,sensor,kind,room")
+    homes.add_argument("--tz", default=None, help="the home's time zone (default: the site's)")
+    homes.add_argument(
+        "--dead",
+        action="append",
+        default=[],
+        help="SENSOR[@DAY]: sensors whose id contains SENSOR fall silent from day DAY",
+    )
+    homes.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return parser
 
 
@@ -237,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(_load("simulators.cli:main")(settings, args))
     if cmd == "demo":
         return int(_load("simulators.demo:main")(settings, args))
+    if cmd == "eval" and args.eval_cmd == "homes":
+        return int(_load("rules_engine.evaluation.homes:cli_main")(args))
     if cmd == "eval" and args.eval_cmd == "days":
         return int(_load("rules_engine.evaluation.days:cli_main")(args))
     if cmd == "eval":

@@ -15,6 +15,7 @@ from datetime import time
 from pathlib import Path
 from typing import TypeVar, cast
 
+from carewatch.rooms import normalise_room
 from registry.fields import (
     FieldError,
     parse_bool,
@@ -331,12 +332,16 @@ class _LedgerParser:
             None, (s.strip() for s in _SENSOR_SPLIT_RE.split(cells.text("sensors")))
         ):
             kind, sep, device_id = item.replace("：", ":").partition(":")
+            device_id, at, room = device_id.replace("＠", "@").partition("@")
             kind, device_id = kind.strip().lower(), device_id.strip()
             try:
                 if not sep or not device_id:
                     raise FieldError(f"'{item}' is not kind:device_id")
+                if at and not room.strip():
+                    raise FieldError(f"'{item}': no room after @ (e.g. pir:P1@卫生间)")
                 parse_choice(kind, SENSOR_KINDS, "sensor kind")
-                sensors.append(DeviceRecord(parse_id(device_id), kind))
+                placed = normalise_room(room) if at else None
+                sensors.append(DeviceRecord(parse_id(device_id), kind, placed))
             except FieldError as exc:
                 cells.error("sensors", str(exc))
         return tuple(sensors)
