@@ -65,7 +65,10 @@ return #keys
 
 
 class Deduplicator:
-    def __init__(self, redis: Redis, *, ttl_s: int, client_id: str, boot_id: str) -> None:
+    def __init__(
+        self, redis: Redis, *, ttl_s: int, client_id: str, boot_id: str, namespace: str = "cw"
+    ) -> None:
+        self._prefix = f"{namespace}:"  # one deployment's keys never meet another's
         self._ttl_s = ttl_s
         self._client_id = client_id
         self._token = f"{client_id}|{boot_id}".encode()
@@ -77,7 +80,7 @@ class Deduplicator:
         if not keys:
             return []
         previous: list[bytes | None] = await self._claim(
-            args=[self._token, self._ttl_s, large_arg(msgspec.msgpack.encode(keys))]
+            args=[self._token, self._ttl_s, large_arg(self._encode(keys))]
         )
         claims = [classify(p or None, self._client_id, self._token) for p in previous]
         takeovers = [k for k, c in zip(keys, claims, strict=True) if c is Claim.TAKEOVER]
@@ -91,6 +94,8 @@ class Deduplicator:
 
     async def _set_all(self, keys: Sequence[str], value: bytes) -> None:
         if keys:
-            await self._set_all_script(
-                args=[value, self._ttl_s, large_arg(msgspec.msgpack.encode(keys))]
-            )
+            await self._set_all_script(args=[value, self._ttl_s, large_arg(self._encode(keys))])
+
+    def _encode(self, keys: Sequence[str]) -> bytes:
+        prefix = self._prefix
+        return msgspec.msgpack.encode([prefix + key for key in keys])

@@ -350,21 +350,19 @@ def press_during_broker_restart_is_stored(
         mosquitto.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Mosquitto 2.0.11 does not restore shared subscriptions from persistence:"
-    " uplinks published after a broker restart and before ingest resubscribes are dropped",
-)
-def test_mosquitto_restart_drops_presses_before_ingest_resubscribes(
+def test_mosquitto_restart_keeps_presses_before_ingest_resubscribes(
     settings: Settings, tmp_path: Path
 ) -> None:
-    assert press_during_broker_restart_is_stored(settings, tmp_path, "ingest")
-
-
-def test_single_ingest_without_share_group_keeps_presses_across_a_broker_restart(
-    settings: Settings, tmp_path: Path
-) -> None:
-    """The documented way around the shared-subscription limit above for a site with one
-    ingest worker: CAREWATCH_MQTT_SHARE_GROUP='' makes its subscriptions ordinary ones,
-    which Mosquitto restores with the persistent session, so nothing is dropped."""
+    """Was a strict xfail while ingest read `$share/ingest/...`: Mosquitto 2.0.11 does not
+    restore shared subscriptions from persistence. Ingest's lanes now read plain
+    subscriptions of persistent sessions (ingest.lease), which the broker restores."""
     assert press_during_broker_restart_is_stored(settings, tmp_path, "")
+
+
+def test_a_shared_subscription_still_loses_that_press_on_mosquitto(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Why CAREWATCH_MQTT_SHARE_GROUP must stay empty with the broker we ship: the same
+    restart with a share group drops the press. Should a Mosquitto upgrade restore shared
+    subscriptions, this fails, and the shared mode may be reconsidered."""
+    assert not press_during_broker_restart_is_stored(settings, tmp_path, "ingest")
