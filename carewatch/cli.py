@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         " mosquitto; the eclipse-mosquitto image: 1883); '' leaves the group alone",
     )
     cred.add_argument(
+        "--mount-point",
+        default="",
+        help="the `mount_point` of this deployment's listeners, when several deployments"
+        " share one broker (e.g. siteb/; docs/deployment.md)",
+    )
+    cred.add_argument(
         "--service-password",
         action="append",
         default=[],
@@ -198,7 +204,9 @@ def _add_day_options(parser: argparse.ArgumentParser, speed: float, inject_help:
     )
 
 
-def _mqtt_credentials(settings: Settings, out: Path, services: list[str], group: str) -> int:
+def _mqtt_credentials(
+    settings: Settings, out: Path, services: list[str], group: str, mount_point: str
+) -> int:
     import psycopg
 
     from carewatch.mqtt_auth import write_broker_files
@@ -207,7 +215,12 @@ def _mqtt_credentials(settings: Settings, out: Path, services: list[str], group:
     with psycopg.connect(settings.database_url) as conn:
         devices = [r[0] for r in conn.execute("SELECT id FROM devices ORDER BY id")]
     passwd, services_passwd, acl = write_broker_files(
-        out, settings.mqtt_device_secret.get_secret_value(), devices, accounts, group or None
+        out,
+        settings.mqtt_device_secret.get_secret_value(),
+        devices,
+        accounts,
+        group or None,
+        mount_point,
     )
     print(
         f"wrote {passwd} ({len(devices)} devices), {services_passwd} ({len(accounts)}"
@@ -235,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
             return result
         return int(_load("simulators.street:cli_generate")(args))
     if cmd == "mqtt":
-        return _mqtt_credentials(settings, args.out, args.service_password, args.group)
+        return _mqtt_credentials(
+            settings, args.out, args.service_password, args.group, args.mount_point
+        )
     if cmd == "notifier" and args.notifier_cmd == "templates":
         print(_load("notifier.channels.templates:registration_text")(settings), end="")
         return 0

@@ -63,12 +63,27 @@ def mosquitto_hash(password: str, *, iterations: int = 101, salt: bytes | None =
 BROKER_GROUP = "mosquitto"  # the group Mosquitto runs as (Debian package, the image: 1883)
 
 
+def acl_text(mount_point: str = "") -> str:
+    """The ACL; with a listener `mount_point` (a second deployment on the same broker,
+    docs/deployment.md) Mosquitto checks topics with the mount point in front."""
+    if not mount_point:
+        return ACL
+    lines = []
+    for line in ACL.splitlines():
+        for verb in ("pattern read ", "pattern write ", "topic read ", "topic write "):
+            if line.startswith(verb):
+                line = verb + mount_point + line.removeprefix(verb)
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def write_broker_files(
     out_dir: Path,
     secret: str,
     device_ids: Iterable[str],
     service_passwords: dict[str, str],
     group: str | None = BROKER_GROUP,
+    mount_point: str = "",
 ) -> tuple[Path, Path, Path]:
     """Write `passwd` (devices), `services.passwd` and `acl` for Mosquitto; returns their
     paths. Files are 0640, owned by `group` (a name or a numeric gid) when it exists and
@@ -83,7 +98,11 @@ def write_broker_files(
         out_dir / "acl",
     )
     gid = _gid(group)
-    for path, lines in ((passwd, devices), (services_passwd, services), (acl, [ACL.rstrip()])):
+    for path, lines in (
+        (passwd, devices),
+        (services_passwd, services),
+        (acl, [acl_text(mount_point).rstrip()]),
+    ):
         path.write_text("".join(f"{line}\n" for line in lines))
         path.chmod(0o640)
         if gid is not None:

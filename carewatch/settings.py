@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         " a time through a lease; set a group only for a broker that restores shared"
         " subscriptions and never routes to offline members (docs/reliability.md)",
     )
+    mqtt_mount_point: str = Field(
+        "",
+        description="the `mount_point` of this deployment's broker listeners when several"
+        " deployments share one Mosquitto (e.g. siteb/); ingest removes it from received"
+        " topics where the broker leaves it in (Mosquitto 2.0.11, fixed in 2.0.12)",
+    )
     mqtt_session_expiry_s: int = Field(
         7 * 86400,
         ge=60,

@@ -117,3 +117,27 @@ class SessionLease:
         self.not_held.set()
         with contextlib.suppress(RedisError, OSError):
             await self._release(keys=[self.key], args=[self.holder])
+
+
+DEPLOYMENT_KEY = "carewatch:namespace"
+
+
+class RedisOfAnotherDeployment(RuntimeError):
+    pass
+
+
+async def claim_redis_for(redis: Redis, namespace: str) -> None:
+    """Mark this Redis database as the bus of deployment `namespace`, or refuse if another
+    deployment's workers use it: their streams (events.*, alerts), consumer groups and
+    rules leases would mix with ours. Two deployments on one Redis server use two
+    databases (CAREWATCH_REDIS_URL=redis://host:6379/1)."""
+    await redis.set(DEPLOYMENT_KEY, namespace, nx=True)
+    value = await redis.get(DEPLOYMENT_KEY)
+    owner = value.decode() if isinstance(value, bytes) else value
+    if owner is not None and owner != namespace:
+        raise RedisOfAnotherDeployment(
+            f"this Redis database is the bus of deployment {owner!r}, not"
+            f" {namespace!r} (CAREWATCH_NAMESPACE): give each deployment its own database"
+            f" (CAREWATCH_REDIS_URL=redis://host:6379/N), or, when renaming a deployment,"
+            f" delete the key {DEPLOYMENT_KEY!r} first"
+        )

@@ -147,12 +147,12 @@ class MqttSource:
         received_ms = time.time_ns() // 1_000_000
         received_at = time.monotonic()
         put = self._out.put_nowait  # the broker's Receive Maximum bounds this queue
+        mount = self._settings.mqtt_mount_point
         for p in publishes:
-            put(
-                Incoming(
-                    p.topic, p.payload, received_ms, received_at, p.packet_id, p.qos, connection
-                )
-            )
+            name = p.topic
+            if mount and name.startswith(mount):
+                name = name[len(mount) :]
+            put(Incoming(name, p.payload, received_ms, received_at, p.packet_id, p.qos, connection))
 
     async def run(self, stop_reading: asyncio.Event, disconnect: asyncio.Event) -> None:
         """Connect (and reconnect with backoff) and feed the queue until `stop_reading`;

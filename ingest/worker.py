@@ -50,7 +50,7 @@ from carewatch.topics import TopicKind
 from ingest.acks import AckTracker, Ticket
 from ingest.dedup import Deduplicator
 from ingest.flusher import Flusher
-from ingest.lease import SessionLease, holder_id, lease_key
+from ingest.lease import SessionLease, claim_redis_for, holder_id, lease_key
 from ingest.mqtt_source import Incoming, MqttSource
 from ingest.pipeline import Pipeline
 from ingest.publisher import BusPublisher
@@ -239,6 +239,7 @@ async def run(
     tasks: list[asyncio.Task[None]] = []  # each runs until shutdown: one ending early is a failure
     readiness: asyncio.Task[None] | None = None
     try:
+        await claim_redis_for(redis, settings.namespace)
         await broker.connect()
         registry = DeviceRegistry(pool)
         if not await _load_registry(registry, stop):
