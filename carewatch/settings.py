@@ -89,6 +89,18 @@ class Settings(BaseSettings):
         " renews the lease; a standby instance takes over a dead holder's session after it",
     )
     max_payload_bytes: int = Field(65536, ge=256)
+    ingest_dead_letters_per_device_hour: int = Field(
+        100,
+        ge=1,
+        description="rejected messages of one device kept in dead_letters per hour; more are"
+        " counted (carewatch_ingest_rejects_total) but not kept, so one device cannot fill it",
+    )
+    ingest_dead_letters_per_hour: int = Field(
+        10_000, ge=1, description="rejected messages of all devices kept per hour, per lane"
+    )
+    dead_letter_retention_days: int = Field(
+        30, ge=1, description="ingest deletes dead letters older than this"
+    )
     dedup_ttl_s: int = Field(
         86400, ge=60, description="how long (device, seq) pairs are remembered"
     )

@@ -48,6 +48,7 @@ from carewatch.metrics import serve_metrics
 from carewatch.settings import Settings
 from carewatch.topics import TopicKind
 from ingest.acks import AckTracker, Ticket
+from ingest.dead_letters import keep_trimmed
 from ingest.dedup import Deduplicator
 from ingest.flusher import Flusher
 from ingest.lease import SessionLease, claim_redis_for, holder_id, lease_key
@@ -252,6 +253,11 @@ async def run(
         ]
         tasks = [task for lane in lanes for task in lane.tasks]
         tasks.append(asyncio.create_task(registry.keep_fresh(stop), name="registry"))
+        tasks.append(
+            asyncio.create_task(
+                keep_trimmed(pool, settings.dead_letter_retention_days, stop), name="dead-letters"
+            )
+        )
         if ready is not None:
             readiness = asyncio.create_task(_all_ready(lanes, ready), name="ready")
         log.info("ingest worker started", extra={"client_id": client_id})

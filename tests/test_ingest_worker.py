@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from psycopg import sql
 
 from carewatch import topics
 from carewatch.bus import shard_of, shard_streams
+from carewatch.db.pool import open_pool
 from carewatch.messages import Event, decode_event
 from carewatch.settings import Settings
 from ingest.mqtt_client import ConnectOptions, MqttConnection
@@ -471,3 +473,49 @@ async def _passes(check: Callable[[], Awaitable[bool]]) -> bool:
         return await check()
     except (AssertionError, aiomqtt.MqttError):
         return False
+
+
+@pytest.mark.parametrize("harness", [{"ingest_dead_letters_per_device_hour": 5}], indirect=True)
+async def test_one_device_cannot_fill_the_dead_letters(harness: Harness) -> None:
+    """A band sending garbage has its first 5 rejections of the hour kept; the rest
+    are counted but not kept, and other devices' rejections and good messages go on."""
+    rejects_before = counter("carewatch_ingest_rejects_total", {"reason": "malformed_json"})
+    not_kept_before = counter(
+        "carewatch_ingest_dead_letters_not_kept_total", {"reason": "malformed_json"}
+    )
+    garbage = (topics.topic(WRISTBAND, "telemetry"), b'{"v": 1, "seq": ')
+    await harness.publish(
+        *([garbage] * 200),
+        (topics.topic(DOOR, "status"), b"not json"),
+        telemetry(1),
+    )
+    await eventually(lambda: harness.telemetry_seqs() == [1], what="the good message")
+    await eventually(
+        lambda: (
+            harness.query("SELECT device_id, count(*) FROM dead_letters GROUP BY 1 ORDER BY 1")
+            == [(DOOR, 1), (WRISTBAND, 5)]
+        ),
+        what="5 + 1 dead letters",
+    )
+    rejects = counter("carewatch_ingest_rejects_total", {"reason": "malformed_json"})
+    not_kept = counter("carewatch_ingest_dead_letters_not_kept_total", {"reason": "malformed_json"})
+    assert rejects - rejects_before == 201  # every rejection is counted...
+    assert not_kept - not_kept_before == 195  # ...and those not kept, again
+
+
+async def test_old_dead_letters_are_deleted(settings: Settings) -> None:
+    from ingest.dead_letters import purge_dead_letters
+
+    harness = Harness(settings)
+    harness.query_commit(
+        "INSERT INTO dead_letters (received_at, topic, reason, detail, payload)"
+        " SELECT now() - make_interval(days => d), 't', 'bad_topic', '', ''"
+        " FROM generate_series(0, 40) AS d"
+    )
+    pool = await open_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        older_than = datetime.now(tz=UTC) - timedelta(days=30, minutes=1)
+        assert await purge_dead_letters(pool, older_than, chunk=3) == 10  # days 31..40
+    finally:
+        await pool.close()
+    assert harness.query("SELECT count(*) FROM dead_letters") == [(31,)]
