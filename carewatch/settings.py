@@ -102,7 +102,9 @@ class Settings(BaseSettings):
         30, ge=1, description="ingest deletes dead letters older than this"
     )
     dedup_ttl_s: int = Field(
-        86400, ge=60, description="how long (device, seq) pairs are remembered"
+        86400,
+        ge=60,
+        description="how long message ids (device, seq, device time) are remembered",
     )
 
     # --- rules ----------------------------------------------------------------------
