@@ -43,7 +43,7 @@ def start_broker(tmp_path: Path, devices: list[str]) -> tuple[Broker, object]:
         tmp_path / "auth",
         SECRET,
         devices,
-        {"ingest": "ingest-pw", "notifier": "notifier-pw"},
+        {"ingest": "test-ingest-pw", "notifier": "test-notifier-pw"},
     )
     proc, service_port = start_shipped_mosquitto(tmp_path / "broker", tmp_path / "auth")
     return Broker(proc.port, service_port), proc
@@ -89,7 +89,7 @@ async def _collect_until(client: aiomqtt.Client, marker: bytes, timeout: float =
 
 async def test_device_cannot_publish_as_another_device(secured_broker: Broker) -> None:
     b = secured_broker
-    async with _client(b.service_port, "ingest", "ingest-pw") as ingest:
+    async with _client(b.service_port, "ingest", "test-ingest-pw") as ingest:
         await ingest.subscribe(uplink_filter(), qos=1)
         async with _device(b.device_port, "DEV-A") as dev_a:
             await dev_a.publish(topic("DEV-B", "event"), b"forged", qos=1)
@@ -113,7 +113,7 @@ async def test_devices_and_services_cannot_log_in_on_each_others_listener(
         async with _device(b.service_port, "DEV-A", identifier="cw.ingest.events"):
             pass
     with pytest.raises(aiomqtt.MqttError):
-        async with _client(b.device_port, "ingest", "ingest-pw"):
+        async with _client(b.device_port, "ingest", "test-ingest-pw"):
             pass
 
 
@@ -124,10 +124,10 @@ async def test_device_cannot_read_other_devices_uplinks(secured_broker: Broker) 
         await dev_a.subscribe(topic("DEV-A", "cmd"), qos=1)
         async with _device(b.device_port, "DEV-B") as dev_b:
             await dev_b.publish(topic("DEV-B", "telemetry"), b"private", qos=1)
-        async with _client(b.service_port, "ingest", "ingest-pw") as ingest:
+        async with _client(b.service_port, "ingest", "test-ingest-pw") as ingest:
             # ingest may not send downlinks: only the notifier account can
             await ingest.publish(topic("DEV-A", "cmd"), b"not-from-ingest", qos=1)
-        async with _client(b.service_port, "notifier", "notifier-pw") as notifier:
+        async with _client(b.service_port, "notifier", "test-notifier-pw") as notifier:
             await notifier.publish(topic("DEV-A", "cmd"), b"marker", qos=1)
         got = await _collect_until(dev_a, b"marker")
     # the broker routed both earlier publishes before acknowledging them, so had
@@ -141,7 +141,7 @@ async def test_a_device_cannot_take_over_ingests_session(secured_broker: Broker)
     b = secured_broker
     received: list[bytes] = []
     options = ConnectOptions(
-        "127.0.0.1", b.service_port, "cw.ingest.events", 30, True, "ingest", "ingest-pw", 600
+        "127.0.0.1", b.service_port, "cw.ingest.events", 30, True, "ingest", "test-ingest-pw", 600
     )
     conn, _ = await MqttConnection.open(
         options, lambda publishes: received.extend(p.payload for p in publishes), 5
@@ -167,7 +167,7 @@ async def test_a_device_cannot_kick_another_device_off(secured_broker: Broker) -
     ("offline", which would raise a false device_offline alert) is never published."""
     b = secured_broker
     will = aiomqtt.Will(topic("DEV-B", "status"), b'{"v":1,"state":"offline"}', qos=1)
-    async with _client(b.service_port, "ingest", "ingest-pw") as ingest:
+    async with _client(b.service_port, "ingest", "test-ingest-pw") as ingest:
         await ingest.subscribe(uplink_filter(), qos=1)
         async with _client(
             b.device_port, "DEV-B", device_password(SECRET, "DEV-B"), "DEV-B", will=will
@@ -182,7 +182,7 @@ async def test_a_device_cannot_kick_another_device_off(secured_broker: Broker) -
 
 async def test_a_packet_above_the_brokers_limit_is_refused(secured_broker: Broker) -> None:
     b = secured_broker
-    async with _client(b.service_port, "ingest", "ingest-pw") as ingest:
+    async with _client(b.service_port, "ingest", "test-ingest-pw") as ingest:
         await ingest.subscribe(uplink_filter(), qos=1)
         with contextlib.suppress(aiomqtt.MqttError):
             async with _device(b.device_port, "DEV-A") as dev_a:
@@ -223,7 +223,7 @@ def test_every_press_becomes_an_alert_while_a_device_hammers_ingests_client_ids(
         update={
             "mqtt_port": broker.service_port,
             "mqtt_username": "ingest",
-            "mqtt_password": SecretStr("ingest-pw"),
+            "mqtt_password": SecretStr("test-ingest-pw"),
         }
     )
     assert not import_files(s.database_url, write_many_elders(tmp_path / "ledger", elders)).errors

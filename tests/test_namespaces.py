@@ -71,7 +71,7 @@ def test_two_namespaces_on_one_broker_and_one_redis_each_get_their_own_sos(
             auth[name],
             SECRET,
             [f"{prefix}0001", f"{prefix}0002"],
-            {"ingest": f"ingest-{name}"},
+            {"ingest": f"test-ingest-{name}"},
             mount_point="" if name == "a" else f"{name}/",
         )
     broker = start_mosquitto(
@@ -89,7 +89,7 @@ def test_two_namespaces_on_one_broker_and_one_redis_each_get_their_own_sos(
                     "redis_url": settings.redis_url.rsplit("/", 1)[0] + f"/{db}",
                     "mqtt_port": ports[name][1],
                     "mqtt_username": "ingest",
-                    "mqtt_password": SecretStr(f"ingest-{name}"),
+                    "mqtt_password": SecretStr(f"test-ingest-{name}"),
                     "mqtt_mount_point": "" if name == "a" else f"{name}/",
                 }
             )
