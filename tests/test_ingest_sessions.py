@@ -9,6 +9,7 @@ Mosquitto, Redis and PostgreSQL: every press must become an alert.
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -140,9 +141,11 @@ def test_an_instance_that_leaves_for_good_leaves_every_press_delivered(
             # a pure standby: it never connected, so it never kicked the holder off
             assert "mqtt connected" not in p.tail(standby, 1000)
 
+        killed_at = time.monotonic()
         p.kill(holder)  # leaves for good
         press_all(bands)  # at once: the session waits for the standby to take it
         wait_until(lambda: sos_alerts(s) >= PRESSES, 60, f"{PRESSES} SOS alerts")
+        print(f"\nholder killed -> {PRESSES} alerts: {time.monotonic() - killed_at:.2f} s")
         assert sos_alerts(s) == PRESSES
         assert holder_pid(s, "events") == p.procs[standby].pid
         assert holder_pid(s, "telemetry") == p.procs[standby].pid
