@@ -1,15 +1,20 @@
-"""Redelivery dedup by (device_id, seq) in Redis, one pipelined round trip per batch.
+"""Redelivery dedup by message id (device, seq, device time; ingest.validate.message_id)
+in Redis, one pipelined round trip per batch. Keys are prefixed with the deployment's
+namespace.
 
 A plain `SET NX` taken when a message arrives would lose it if this worker crashed
 before the row was durable: the broker redelivers the unacknowledged message, but the
 key already says "seen". So a key first holds a *claim* naming its owner
-("{client_id}|{boot_id}") and only becomes "done" once the message is durable:
+("{client_id}|{boot_id}"; the client id is the lane's MQTT session, which one ingest
+instance at a time holds, ingest.lease) and only becomes "done" once the message is
+durable:
 
 - no previous value: new, ours now;
 - "done", or a claim by another client: duplicate (the other worker delivers it);
 - our own claim from this boot: a duplicate of a message still in our batch;
-- our client id but an older boot: a crashed run of this worker never finished it, so
-  take it over (the broker redelivered it to the same persistent session).
+- our client id but an older boot: a crashed earlier holder of this session (this
+  process before a restart, or another instance) never finished it, so take it over
+  (the broker redelivered it to the same persistent session).
 """
 
 from __future__ import annotations
