@@ -106,9 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cred = mqtt.add_parser(
         "credentials",
-        help="write Mosquitto passwd + ACL files for every registered device and the services",
+        help="write Mosquitto passwd (devices), services.passwd and acl files, mode 0640",
     )
     cred.add_argument("--out", type=Path, required=True)
+    cred.add_argument(
+        "--group",
+        default="mosquitto",
+        help="group (name or gid) given the files, the one the broker runs as (default:"
+        " mosquitto; the eclipse-mosquitto image: 1883); '' leaves the group alone",
+    )
+    cred.add_argument(
+        "--mount-point",
+        default="",
+        help="the `mount_point` of this deployment's listeners, when several deployments"
+        " share one broker (e.g. siteb/; docs/deployment.md)",
+    )
     cred.add_argument(
         "--service-password",
         action="append",
@@ -209,7 +221,9 @@ def _add_day_options(parser: argparse.ArgumentParser, speed: float, inject_help:
     )
 
 
-def _mqtt_credentials(settings: Settings, out: Path, services: list[str]) -> int:
+def _mqtt_credentials(
+    settings: Settings, out: Path, services: list[str], group: str, mount_point: str
+) -> int:
     import psycopg
 
     from carewatch.mqtt_auth import write_broker_files
@@ -217,10 +231,18 @@ def _mqtt_credentials(settings: Settings, out: Path, services: list[str]) -> int
     accounts = dict(item.split("=", 1) for item in services)
     with psycopg.connect(settings.database_url) as conn:
         devices = [r[0] for r in conn.execute("SELECT id FROM devices ORDER BY id")]
-    passwd, acl = write_broker_files(
-        out, settings.mqtt_device_secret.get_secret_value(), devices, accounts
+    passwd, services_passwd, acl = write_broker_files(
+        out,
+        settings.mqtt_device_secret.get_secret_value(),
+        devices,
+        accounts,
+        group or None,
+        mount_point,
     )
-    print(f"wrote {passwd} ({len(devices)} devices, {len(accounts)} services) and {acl}")
+    print(
+        f"wrote {passwd} ({len(devices)} devices), {services_passwd} ({len(accounts)}"
+        f" services) and {acl}"
+    )
     return 0
 
 
@@ -243,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
             return result
         return int(_load("simulators.street:cli_generate")(args))
     if cmd == "mqtt":
-        return _mqtt_credentials(settings, args.out, args.service_password)
+        return _mqtt_credentials(
+            settings, args.out, args.service_password, args.group, args.mount_point
+        )
     if cmd == "notifier" and args.notifier_cmd == "templates":
         print(_load("notifier.channels.templates:registration_text")(settings), end="")
         return 0

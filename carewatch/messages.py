@@ -124,7 +124,9 @@ NormalisedType = Literal["telemetry", "event", "status"]
 class Event(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     """A validated device message, published on events.{shard} (shard by elder)."""
 
-    id: str  # "{device_id}:{seq}" (status without seq: "{device_id}:status:{received_ms}")
+    # "{device_id}:{seq}:{device ts}" (status without seq: "{device_id}:status:{received_ms}");
+    # the device time tells a reused seq (counter reset) from a copy (ingest.validate)
+    id: str
     elder_id: str
     device_id: str
     device_kind: str

@@ -19,6 +19,15 @@ class Settings(BaseSettings):
         description="production refuses to start with any of the dev-only default secrets",
     )
 
+    namespace: str = Field(
+        "cw",
+        pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+        description="name of this deployment: prefixes ingest's MQTT client ids and its Redis"
+        " keys, so two deployments on one Mosquitto and one Redis never take each other's"
+        " sessions or keys (docs/deployment.md: give each its own MQTT listeners and Redis"
+        " database too)",
+    )
+
     # --- infrastructure -------------------------------------------------------------
     database_url: str = Field(
         "postgresql://postgres@127.0.0.1:5432/carewatch",
@@ -32,7 +41,25 @@ class Settings(BaseSettings):
     mqtt_port: int = 1883
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
-    mqtt_share_group: str = "ingest"
+    mqtt_share_group: str = Field(
+        "",
+        description="empty (the default, and the only safe choice with Mosquitto): each ingest"
+        " lane reads one persistent session with a plain subscription, held by one instance at"
+        " a time through a lease; set a group only for a broker that restores shared"
+        " subscriptions and never routes to offline members (docs/reliability.md)",
+    )
+    mqtt_mount_point: str = Field(
+        "",
+        description="the `mount_point` of this deployment's broker listeners when several"
+        " deployments share one Mosquitto (e.g. siteb/); ingest removes it from received"
+        " topics where the broker leaves it in (Mosquitto 2.0.11, fixed in 2.0.12)",
+    )
+    mqtt_session_expiry_s: int = Field(
+        7 * 86400,
+        ge=60,
+        description="how long the broker keeps an ingest session (subscription and queued"
+        " uplinks) while no ingest instance is connected to it",
+    )
     mqtt_device_secret: SecretStr = Field(
         SecretStr("dev-only-device-secret"),
         description="provisioning secret from which each device's MQTT password is derived",
@@ -55,9 +82,29 @@ class Settings(BaseSettings):
         " waits this long before taking the next, so that its per-batch Redis round trips are"
         " shared by more messages; the events lane (SOS) never waits",
     )
+    ingest_lease_ms: int = Field(
+        3000,
+        ge=300,
+        description="an ingest instance holds a lane's MQTT session for this long unless it"
+        " renews the lease; a standby instance takes over a dead holder's session after it",
+    )
     max_payload_bytes: int = Field(65536, ge=256)
+    ingest_dead_letters_per_device_hour: int = Field(
+        100,
+        ge=1,
+        description="rejected messages of one device kept in dead_letters per hour; more are"
+        " counted (carewatch_ingest_rejects_total) but not kept, so one device cannot fill it",
+    )
+    ingest_dead_letters_per_hour: int = Field(
+        10_000, ge=1, description="rejected messages of all devices kept per hour, per lane"
+    )
+    dead_letter_retention_days: int = Field(
+        30, ge=1, description="ingest deletes dead letters older than this"
+    )
     dedup_ttl_s: int = Field(
-        86400, ge=60, description="how long (device, seq) pairs are remembered"
+        86400,
+        ge=60,
+        description="how long message ids (device, seq, device time) are remembered",
     )
 
     # --- rules ----------------------------------------------------------------------
