@@ -14,7 +14,7 @@ from operator_api.actions import AlertNotFound, HumanAction, act_and_announce
 from operator_api.auth import CurrentPrincipal, Pool
 from operator_api.db import Row, Where, fetch_all, fetch_one, scope_conditions
 from operator_api.labels import kind_label, status_label
-from operator_api.masking import mask_json, mask_text
+from operator_api.masking import mask_model
 from operator_api.models import (
     ActionIn,
     ActionResult,
@@ -101,12 +101,13 @@ async def list_alerts(
             + sql.SQL(" ORDER BY a.opened_at DESC, a.id LIMIT %s OFFSET %s"),
             [*where.params, limit, offset],
         )
-    return AlertPage(
+    page = AlertPage(
         total=counted["n"] if counted else 0,
         limit=limit,
         offset=offset,
         items=[AlertSummary(**summary_fields(r)) for r in rows],
     )
+    return mask_model(principal, page)
 
 
 @router.get("/{alert_id}", response_model=AlertDetail)
@@ -144,23 +145,13 @@ async def get_alert(alert_id: UUID, principal: CurrentPrincipal, pool: Pool) -> 
             " FROM escalations WHERE alert_id = %s",
             (alert_id,),
         )
-    return AlertDetail(
-        **{**summary_fields(row), "details": mask_json(principal, row["details"])},
+    detail = AlertDetail(
+        **summary_fields(row),
         escalation=EscalationOut(**escalation) if escalation else None,
-        events=[
-            AlertEventOut(**{**e, "details": mask_json(principal, e["details"])}) for e in events
-        ],
-        notifications=[
-            NotificationOut(
-                **{
-                    **n,
-                    "address": mask_text(principal, n["address"]),
-                    "last_error": mask_text(principal, n["last_error"]),
-                }
-            )
-            for n in notifications
-        ],
+        events=[AlertEventOut(**e) for e in events],
+        notifications=[NotificationOut(**n) for n in notifications],
     )
+    return mask_model(principal, detail)
 
 
 async def _act(

@@ -10,7 +10,7 @@ from psycopg import AsyncConnection, sql
 
 from operator_api.auth import CurrentPrincipal, Pool
 from operator_api.db import Row, Where, fetch_all, fetch_one, scope_conditions
-from operator_api.masking import mask_text
+from operator_api.masking import mask_model
 from operator_api.models import ContactOut, DeviceOut, ElderDetail, ElderPage, ElderSummary
 from operator_api.scope import OutOfScope, Principal
 
@@ -105,9 +105,10 @@ async def list_elders(
             limit=limit,
             offset=offset,
         )
-    return ElderPage(
+    page = ElderPage(
         total=total, limit=limit, offset=offset, items=[ElderSummary(**r) for r in rows]
     )
+    return mask_model(principal, page)
 
 
 @router.get("/{elder_id}", response_model=ElderDetail)
@@ -143,8 +144,9 @@ async def get_elder(elder_id: str, principal: CurrentPrincipal, pool: Pool) -> E
             " WHERE elder_id = %s ORDER BY priority",
             (elder_id,),
         )
-    return ElderDetail(
-        **{**row, "phone": mask_text(principal, row["phone"])},
+    detail = ElderDetail(
+        **row,
         devices=[DeviceOut(**d) for d in devices],
-        contacts=[ContactOut(**{**c, "phone": mask_text(principal, c["phone"])}) for c in contacts],
+        contacts=[ContactOut(**c) for c in contacts],
     )
+    return mask_model(principal, detail)

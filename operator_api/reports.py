@@ -13,6 +13,7 @@ from operator_api.auth import CurrentPrincipal, Pool
 from operator_api.db import Where, fetch_all, fetch_one, scope_conditions
 from operator_api.elders import LAST_SIGN_OF_LIFE, LIFE_JOINS
 from operator_api.labels import CHINA_TZ
+from operator_api.masking import mask_model
 from operator_api.models import DailyReport, DurationStats, SilentElder
 from operator_api.scope import Principal
 from operator_api.stats import percentile
@@ -93,7 +94,7 @@ async def daily_report(
         assert now_row is not None
         elders = _elder_filter(principal, grid, district)
         silent = await _silent_elders(conn, elders, min(end, now_row["now"]))
-    return DailyReport(
+    report = DailyReport(
         date=day,
         district=district,
         grid=grid,
@@ -105,3 +106,4 @@ async def daily_report(
         ),
         silent_elders=silent,
     )
+    return mask_model(principal, report)

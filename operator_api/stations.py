@@ -7,7 +7,7 @@ from psycopg import sql
 
 from operator_api.auth import CurrentPrincipal, Pool
 from operator_api.db import Where, fetch_all
-from operator_api.masking import mask_text
+from operator_api.masking import mask_models
 from operator_api.models import StationOut
 
 router = APIRouter(prefix="/api/stations", tags=["registry"])
@@ -34,4 +34,4 @@ async def list_stations(
             + sql.SQL(" ORDER BY s.district, s.name, s.id"),
             where.params,
         )
-    return [StationOut(**{**r, "phone": mask_text(principal, r["phone"])}) for r in rows]
+    return mask_models(principal, [StationOut(**r) for r in rows])
