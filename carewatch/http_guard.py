@@ -49,10 +49,6 @@ async def send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """413 for a request body over `max_bytes`, before the app reads it."""
 
@@ -72,28 +68,32 @@ class BodyLimit:
             await send_json(send, 413, self._refusal(), close=True)
             return
         received = 0
-        started = False
+        started = refused = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    # Answer now; to the app the client is gone, and whatever it answers
+                    # to that is dropped (frameworks turn a read error into a 400).
+                    refused = True
+                    if not started:
+                        await send_json(send, 413, self._refusal(), close=True)
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if started:
-                raise
-            await send_json(send, 413, self._refusal(), close=True)
+        await self.app(scope, limited_receive, tracking_send)
 
 
 class SecurityHeaders:

@@ -26,6 +26,7 @@ from operator_api.models import (
     NotificationOut,
 )
 from operator_api.scope import OutOfScope, Principal
+from operator_api.validation import DistrictFilter, GridFilter, Offset
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 
@@ -65,12 +66,12 @@ async def list_alerts(
     status: Annotated[list[AlertStatus] | None, Query()] = None,
     kind: Annotated[list[AlertKind] | None, Query()] = None,
     severity: Annotated[list[Severity] | None, Query()] = None,
-    district: str | None = None,
-    grid: str | None = None,
+    district: DistrictFilter = None,
+    grid: GridFilter = None,
     since: Annotated[datetime | None, Query(description="opened at or after")] = None,
     until: Annotated[datetime | None, Query(description="opened before")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> AlertPage:
     """Alerts the caller may see, newest first. Repeat a filter to match any of its values."""
     principal.check_filters(district, grid)

@@ -13,6 +13,7 @@ from operator_api.db import Row, Where, fetch_all, fetch_one, scope_conditions
 from operator_api.masking import mask_model
 from operator_api.models import ContactOut, DeviceOut, ElderDetail, ElderPage, ElderSummary
 from operator_api.scope import OutOfScope, Principal
+from operator_api.validation import DistrictFilter, ElderId, GridFilter, Offset
 
 router = APIRouter(prefix="/api/elders", tags=["registry"])
 
@@ -90,10 +91,10 @@ async def _db_now(conn: AsyncConnection[Any]) -> datetime:
 async def list_elders(
     principal: CurrentPrincipal,
     pool: Pool,
-    grid: str | None = None,
-    district: str | None = None,
+    grid: GridFilter = None,
+    district: DistrictFilter = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> ElderPage:
     async with pool.connection() as conn:
         total, rows = await elders_in_scope(
@@ -112,7 +113,7 @@ async def list_elders(
 
 
 @router.get("/{elder_id}", response_model=ElderDetail)
-async def get_elder(elder_id: str, principal: CurrentPrincipal, pool: Pool) -> ElderDetail:
+async def get_elder(elder_id: ElderId, principal: CurrentPrincipal, pool: Pool) -> ElderDetail:
     """Profile, devices (last seen, battery, online) and contacts of one elder."""
     async with pool.connection() as conn:
         horizon = life_horizon(await _db_now(conn))

@@ -9,13 +9,14 @@ from operator_api.auth import CurrentPrincipal, Pool
 from operator_api.db import Where, fetch_all
 from operator_api.masking import mask_models
 from operator_api.models import StationOut
+from operator_api.validation import DistrictFilter
 
 router = APIRouter(prefix="/api/stations", tags=["registry"])
 
 
 @router.get("", response_model=list[StationOut])
 async def list_stations(
-    principal: CurrentPrincipal, pool: Pool, district: str | None = None
+    principal: CurrentPrincipal, pool: Pool, district: DistrictFilter = None
 ) -> list[StationOut]:
     """Stations of `district` (default: every district the caller may see)."""
     principal.check_filters(district, None)
