@@ -26,8 +26,8 @@ from tests.operator_support import A1, Tokens, seed
 from tests.pipeline import Pipeline, with_fake_providers
 from tests.services import free_port, wait_port
 
-# Generated requests per operation and phase: ~1,100 for the operator API's 9 operations
-# (with 20, the offset above bigint went unnoticed); the ack app's 5 need fewer.
+# Generated requests per operation and phase: ~1,270 for the operator API's 9 operations
+# (in a trial with 20, the offset above bigint went unnoticed); the ack app's 5 need fewer.
 OPERATOR_EXAMPLES = 100
 ACK_EXAMPLES = 50
 
