@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
@@ -12,14 +12,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    # An empty value (`CAREWATCH_WECOM_AGENT_ID=` in an env file made from the example)
-    # means "not set": the default applies, and production then refuses a default secret.
     model_config = SettingsConfigDict(
         env_prefix="CAREWATCH_",
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
-        env_ignore_empty=True,
         hide_input_in_errors=True,  # a refused setting's message must not print the secrets
     )
 
@@ -144,6 +141,22 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     log_json: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_unset(cls, data: Any) -> Any:
+        """An empty secret or non-text value (`CAREWATCH_WECOM_AGENT_ID=` in an env file
+        made from the example) means "not set": the default applies, and production then
+        refuses a default secret. Plain text settings keep "" (an empty
+        CAREWATCH_MQTT_SHARE_GROUP means plain subscriptions)."""
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {
+            k: v
+            for k, v in data.items()
+            if not (v == "" and k in fields and fields[k].annotation is not str)
+        }
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:

@@ -207,3 +207,12 @@ def test_systemd_units_run_production() -> None:
     lines = common.read_text("utf-8").splitlines()
     env_lines = [ln for ln in lines if ln.startswith("Environment=")]
     assert any("CAREWATCH_ENVIRONMENT=production" in ln.split() for ln in env_lines)
+
+
+def test_an_empty_text_setting_stays_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CAREWATCH_MQTT_SHARE_GROUP= is the documented way to plain subscriptions
+    monkeypatch.setenv("CAREWATCH_MQTT_SHARE_GROUP", "")
+    monkeypatch.setenv("CAREWATCH_WECOM_AGENT_ID", "")
+    loaded = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert loaded.mqtt_share_group == ""
+    assert loaded.wecom_agent_id == Settings.model_fields["wecom_agent_id"].default

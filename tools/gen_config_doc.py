@@ -12,7 +12,8 @@ HEADER = """# Configuration
 
 Every setting is read from the environment (`CAREWATCH_<NAME>`) or from a `.env` file in
 the working directory, through one typed object: `carewatch/settings.py`. Secrets have
-development defaults only so that the demo runs; an empty value means "not set". With
+development defaults only so that the demo runs; an empty secret or number means "not set"
+(an empty text setting is the empty text). With
 `CAREWATCH_ENVIRONMENT=production` (what the compose file and the systemd units set) every
 command refuses to start until `CAREWATCH_ACK_SECRET` and `CAREWATCH_MQTT_DEVICE_SECRET`
 are real (at least 16 characters) and, for a provider that is not a local fake, its keys
