@@ -246,9 +246,26 @@ def _mqtt_credentials(
     return 0
 
 
+def load_settings() -> Settings | None:
+    """The settings, or None after saying on stderr which ones are refused and why."""
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            reason = error["msg"].removeprefix("Value error, ")
+            print(f"carewatch: {where + ': ' if where else ''}{reason}", file=sys.stderr)
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = get_settings()
+    loaded = load_settings()
+    if loaded is None:
+        return 2
+    settings = loaded
     setup_logging(settings.log_level, settings.log_json)
     cmd = args.command
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -11,12 +13,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CAREWATCH_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="CAREWATCH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        hide_input_in_errors=True,  # a refused setting's message must not print the secrets
     )
 
     environment: Literal["development", "production"] = Field(
         "development",
-        description="production refuses to start with any of the dev-only default secrets",
+        description="production refuses to start while a secret is empty, a dev-only default"
+        " or too short (ack and device secrets), or while a provider that is not a local fake"
+        " has empty or demo credentials",
     )
 
     namespace: str = Field(
@@ -212,18 +220,77 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_unset(cls, data: Any) -> Any:
+        """An empty secret or non-text value (`CAREWATCH_WECOM_AGENT_ID=` in an env file
+        made from the example) means "not set": the default applies, and production then
+        refuses a default secret. Plain text settings keep "" (an empty
+        CAREWATCH_MQTT_SHARE_GROUP means plain subscriptions)."""
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {
+            k: v
+            for k, v in data.items()
+            if not (v == "" and k in fields and fields[k].annotation is not str)
+        }
+
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:
         if self.environment == "production":
-            defaults = [
-                name
-                for name, field in type(self).model_fields.items()
-                if isinstance(field.default, SecretStr) and getattr(self, name) == field.default
-            ]
-            if defaults:
-                names = ", ".join(f"CAREWATCH_{n.upper()}" for n in defaults)
-                raise ValueError(f"production needs real secrets; still at the default: {names}")
+            problems = production_secret_problems(self)
+            if problems:
+                raise ValueError(
+                    "production refuses to start: " + "; ".join(problems) + " (docs/security.md)"
+                )
         return self
+
+
+# The roots of trust: every ack link and every device password is an HMAC under these.
+ROOT_SECRETS = ("ack_secret", "mqtt_device_secret")
+ROOT_SECRET_MIN_CHARS = 16
+# provider endpoint setting -> the credentials it needs when it is a real provider
+PROVIDER_CREDENTIALS = {
+    "aliyun_sms_endpoint": ("aliyun_access_key_id", "aliyun_access_key_secret"),
+    "wecom_base_url": ("wecom_corp_id", "wecom_corp_secret"),
+}
+
+
+def is_local_url(url: str) -> bool:
+    """A URL on this host (the fake providers of tests and the demo), not a real provider."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def production_secret_problems(settings: Settings) -> list[str]:
+    """What keeps these settings from production, one clause per setting (empty: none)."""
+    fields = type(settings).model_fields
+
+    def problem(name: str) -> str | None:
+        value = getattr(settings, name)
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        default = fields[name].default
+        default_text = default.get_secret_value() if isinstance(default, SecretStr) else default
+        env = f"CAREWATCH_{name.upper()}"
+        if not text.strip():
+            return f"{env} is empty"
+        if text == default_text:
+            return f"{env} is unset, empty or still the dev-only default"
+        if name in ROOT_SECRETS and len(text) < ROOT_SECRET_MIN_CHARS:
+            return f"{env} is shorter than {ROOT_SECRET_MIN_CHARS} characters"
+        return None
+
+    names = list(ROOT_SECRETS)
+    for endpoint, credentials in PROVIDER_CREDENTIALS.items():
+        if not is_local_url(getattr(settings, endpoint)):
+            names.extend(credentials)
+    return [p for p in map(problem, names) if p is not None]
 
 
 @lru_cache(maxsize=1)

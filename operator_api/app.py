@@ -1,29 +1,60 @@
 """The operator API (FastAPI) and the grid worker's phone page, served by uvicorn.
 
-OpenAPI document: /openapi.json, interactive docs: /docs.
+OpenAPI document: /openapi.json, interactive docs: /docs; like the API itself, both need
+a bearer token (operator_api.auth.AuthFirst). Request bodies over MAX_BODY_BYTES get 413
+before they are read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from carewatch.alert_lifecycle import TransitionError
 from carewatch.alert_outbox import AlertPublisher
 from carewatch.bus import make_broker
 from carewatch.db.pool import open_pool
+from carewatch.http_guard import BodyLimit, SecurityHeaders
 from carewatch.messages import AlertChange
+from carewatch.metrics import serve_metrics
 from carewatch.settings import Settings
 from operator_api import alerts, elders, mobile, reports, stations
+from operator_api.auth import AuthFirst, CurrentPrincipal
 from operator_api.scope import OutOfScope
 
 log = logging.getLogger(__name__)
+
+# The largest body the API takes: an action's note is at most 500 characters.
+MAX_BODY_BYTES = 64 * 1024
+# Every answer: personal data is not cached on the way, nor framed by another site.
+RESPONSE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+SWAGGER_JS = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"
+SWAGGER_CSS = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"
+
+
+def docs_page(spec: dict[str, object]) -> str:
+    """Swagger UI with the OpenAPI document inline: the page cannot fetch /openapi.json
+    itself, which needs the token it was opened with. Paste the token under Authorize."""
+    # '<' escaped so no string of the document can close the script element
+    inline = json.dumps(spec, ensure_ascii=False).replace("<", "\\u003c")
+    return (
+        '<!doctype html><html><head><meta charset="utf-8"><title>carewatch operator API</title>'
+        f'<link rel="stylesheet" href="{SWAGGER_CSS}"></head><body><div id="swagger-ui"></div>'
+        f'<script src="{SWAGGER_JS}"></script>'
+        f"<script>SwaggerUIBundle({{spec: {inline}, dom_id: '#swagger-ui'}});</script>"
+        "</body></html>"
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -54,7 +85,19 @@ def create_app(settings: Settings) -> FastAPI:
             "on its role and scope."
         ),
         lifespan=lifespan,
+        # served below, behind the token like the API
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_document(_principal: CurrentPrincipal) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(_principal: CurrentPrincipal) -> HTMLResponse:
+        return HTMLResponse(docs_page(app.openapi()))
 
     @app.exception_handler(OutOfScope)
     async def out_of_scope(_request: Request, exc: OutOfScope) -> JSONResponse:
@@ -66,6 +109,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     for module in (alerts, elders, stations, reports, mobile):
         app.include_router(module.router)
+    # the last added runs first: headers on every answer, the body cap, then the token
+    app.add_middleware(AuthFirst)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(SecurityHeaders, headers=RESPONSE_HEADERS)
     return app
 
 
@@ -79,6 +126,7 @@ class _Server(uvicorn.Server):
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Serve on settings.operator_host:operator_port until `stop` is set."""
+    serve_metrics(settings.metrics_port)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.operator_host,

@@ -117,6 +117,12 @@ class _Cells:
         self.ok = True
         if raw.overflow:
             self.error(None, "cells beyond the last header column (a stray comma?)")
+        for column in raw.uncomputed:
+            self.error(
+                column,
+                "a formula with no saved result, so its value is unknown: open the file in"
+                " Excel or WPS and save it, or paste the values in place of the formulas",
+            )
 
     def error(self, column: str | None, reason: str) -> None:
         self.ok = False
