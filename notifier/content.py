@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from carewatch.alerts import Alert
 from carewatch.settings import Settings
 from notifier import ack_links
 from notifier.channels.base import Purpose
@@ -14,24 +13,13 @@ HELP_COMING_TEXT = "已有人前来帮助，请保持冷静"
 ALERT_CLOSED_TEXT = "求助已处理完毕"
 
 
-@dataclass(frozen=True, slots=True)
-class AlertInfo:
-    """The alert fields notifications and the ack page need."""
-
-    id: str
-    elder_id: str
-    device_id: str | None
-    kind: str
-    severity: str
-    status: str
-    device_time_ms: int
-    version: int
-    acknowledged_by: str | None = None
+# The alert row of carewatch.alerts, under the name the notifier's modules import.
+AlertInfo = Alert
 
 
 def message_params(
     settings: Settings,
-    alert: AlertInfo,
+    alert: Alert,
     elder: Elder,
     recipient: Recipient,
     purpose: Purpose,

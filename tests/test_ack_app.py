@@ -123,7 +123,7 @@ async def test_ack_stops_escalation_tells_the_others_and_the_wristband(settings:
         row = query(dsn, "SELECT status, acknowledged_by FROM alerts")
         assert row == [("acknowledged", f"grid_worker:{GRID_WORKER_ID}")]
         esc = query(dsn, "SELECT next_step_at, stopped_reason FROM escalations")
-        assert esc == [(None, f"acknowledge by grid_worker:{GRID_WORKER_ID}")]
+        assert esc == [(None, f"acknowledged by grid_worker:{GRID_WORKER_ID}")]
         assert query(
             dsn,
             "SELECT count(*) FROM alert_events WHERE actor = %s AND action = 'acknowledged'",
