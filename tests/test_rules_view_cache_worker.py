@@ -297,13 +297,19 @@ async def test_the_view_read_by_the_cache_is_the_view_the_store_locks(
     try:
         fast = await store.load_view(pool, ELDER, cache_on)
         async with pool.connection() as conn, conn.transaction():
-            locked = await store._load_view(conn.cursor(row_factory=dict_row), ELDER, cache_on)
+            loaded = await store._load_view(conn.cursor(row_factory=dict_row), ELDER, cache_on)
+        assert loaded is not None
+        locked, rows = loaded
         assert await store.load_view(pool, "nobody", cache_on) is None
     finally:
         await pool.close()
 
     assert fast == locked
     assert fast is not None
+    # the rows the writes go through are the view's active alerts, with their versions
+    assert {(r.kind, r.status, r.version) for r in rows.values()} == {
+        (a.kind, a.status, 1) for a in fast.active.values()
+    }
     [vitals] = fast.active.values()
     assert (vitals.kind, vitals.severity, vitals.status, vitals.device_id, vitals.rule) == (
         "vitals",
