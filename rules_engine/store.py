@@ -22,24 +22,21 @@ from psycopg_pool import AsyncConnectionPool
 
 from carewatch import alert_outbox as outbox
 from carewatch import alerts, bus
-from carewatch.alert_lifecycle import Action
 from carewatch.alerts import Alert
 from carewatch.clock import Clock
 from carewatch.messages import OPEN_STATUSES, AlertChange, Event
 from carewatch.settings import Settings
-from rules_engine.decisions import (
-    Annotate,
-    CancelAlert,
-    CancelTimer,
-    ConfirmAlert,
-    Decision,
-    OpenAlert,
-    RenotifyAlert,
-    RepeatAlert,
-    ResolveAlert,
-    ScheduleTimer,
-    UpdateAlert,
+from rules_engine.apply import (
+    AlertState,
+    Annotated,
+    Opened,
+    Renotified,
+    Repeated,
+    Transitioned,
+    Updated,
+    apply,
 )
+from rules_engine.decisions import CancelTimer, Decision, ScheduleTimer
 from rules_engine.detectors.base import ActiveAlert, DueTimer, ElderView
 from rules_engine.geo import LatLon, Zone
 from rules_engine.thresholds import resolve_thresholds
@@ -363,34 +360,28 @@ async def _apply(
     clock: Clock,
     source: str,
 ) -> list[AlertChange]:
-    """Carry out `decisions` through the alert state owner (carewatch.alerts), which
-    writes each change's outbox row under `source`; `rows` are the elder's active alerts,
-    kept current as the decisions change them."""
-    changes: list[AlertChange] = []
+    """Carry out `decisions` (rules_engine.apply decides what they do) as SQL: alert state
+    through its owner (carewatch.alerts), which writes each change's outbox row under
+    `source`, and the timers here. `rows` are the elder's active alerts, kept current."""
     now_ms = clock.now_ms()
     elder_id = view.elder_id
+    _, effects = apply(AlertState.of(view.active), decisions, now_ms)
+    changes: list[AlertChange] = []
 
-    def changed(change: AlertChange | None) -> None:
-        if change is not None:
-            changes.append(change)
-            rows[change.alert_id] = alerts.after(rows[change.alert_id], change)
+    def changed(change: AlertChange) -> None:
+        changes.append(change)
+        rows[change.alert_id] = alerts.after(rows[change.alert_id], change)
 
-    for d in decisions:
-        match d:
-            case OpenAlert():
-                opened = Alert(
-                    d.alert_id,
-                    elder_id,
-                    d.device_id,
-                    d.kind,
-                    d.severity,
-                    d.status,
-                    d.device_time_ms,
-                    1,
-                )
+    for e in effects:
+        match e:
+            case Opened(alert=a, decision=d):
+                row = Alert(
+                    a.alert_id, elder_id, a.device_id, a.kind, a.severity, a.status,
+                    a.device_time_ms, 1,
+                )  # fmt: skip
                 change = await alerts.open_alert(
                     cur,
-                    opened,
+                    row,
                     source_event_id=d.source_event_id,
                     rule=d.rule,
                     threshold=d.threshold,
@@ -402,84 +393,66 @@ async def _apply(
                 )
                 if change is None:
                     log.warning(
-                        "alert already exists, open skipped", extra={"alert_id": d.alert_id}
+                        "alert already exists, open skipped", extra={"alert_id": a.alert_id}
                     )
                 else:
-                    rows[d.alert_id] = opened
+                    rows[a.alert_id] = row
                     changes.append(change)
-            case RepeatAlert():
-                repeat = {"event_id": d.source_event_id, "device_id": d.device_id}
-                await alerts.count_repeat(cur, d.alert_id, repeat, actor=ACTOR, at_ms=now_ms)
-            case CancelAlert():
-                details = {"rule": d.rule, **d.details}
-                changed(await _transition(cur, rows[d.alert_id], "cancel", details, now_ms, source))
-            case ConfirmAlert():
-                details = {"rule": d.rule, "timer_id": d.cause, **d.details}
-                changed(
-                    await _transition(
-                        cur, rows[d.alert_id], "confirm", details, now_ms, source, d.confidence
-                    )
+            case Transitioned():
+                made = await alerts.transition(
+                    cur,
+                    rows[e.before.alert_id],
+                    e.action,
+                    ACTOR,
+                    now_ms,
+                    source=source,
+                    details=e.details,
+                    confidence=e.confidence,
                 )
-            case UpdateAlert():
-                await alerts.update_details(
-                    cur, d.alert_id, d.action, d.confidence, d.details, actor=ACTOR, at_ms=now_ms
-                )
-            case ResolveAlert():
-                details = {"rule": d.rule, "cause": d.cause, **d.details}
-                changed(
-                    await _transition(cur, rows[d.alert_id], "resolve", details, now_ms, source)
-                )
-            case RenotifyAlert():
+                # the rules engine's actions (confirm, cancel, resolve) always change it
+                assert made is not None, f"{e.action} left alert {e.before.alert_id} as it was"
+                changed(made)
+            case Renotified():
                 changed(
                     await alerts.renotify(
                         cur,
-                        rows[d.alert_id],
-                        d.reason,
+                        rows[e.before.alert_id],
+                        e.reason,
                         ACTOR,
                         now_ms,
                         source=source,
-                        severity=d.severity,
-                        details={"rule": d.rule, "timer_id": d.cause, **d.details},
+                        severity=e.severity,
+                        details=e.details,
                     )
                 )
-            case Annotate():
+            case Repeated(decision=d):
+                repeat = {"event_id": d.source_event_id, "device_id": d.device_id}
+                await alerts.count_repeat(cur, d.alert_id, repeat, actor=ACTOR, at_ms=now_ms)
+            case Updated(decision=d):
+                await alerts.update_details(
+                    cur, d.alert_id, d.action, d.confidence, d.details, actor=ACTOR, at_ms=now_ms
+                )
+            case Annotated(decision=d):
                 await alerts.record(cur, d.alert_id, d.action, d.details, at_ms=now_ms, actor=ACTOR)
             case ScheduleTimer():
                 await cur.execute(
-                    _SCHEDULE_REARM if d.replace else _SCHEDULE,
+                    _SCHEDULE_REARM if e.replace else _SCHEDULE,
                     (
-                        d.timer_id,
+                        e.timer_id,
                         bus.shard_of(elder_id, defaults.bus_shards),
                         elder_id,
-                        d.kind,
-                        ms_to_dt(d.due_ms),
-                        Jsonb(dict(d.payload)),
+                        e.kind,
+                        ms_to_dt(e.due_ms),
+                        Jsonb(dict(e.payload)),
                     ),
                 )
             case CancelTimer():
                 await cur.execute(
-                    "DELETE FROM rule_timers WHERE id = %s AND fired_at IS NULL", (d.timer_id,)
+                    "DELETE FROM rule_timers WHERE id = %s AND fired_at IS NULL", (e.timer_id,)
                 )
             case _:
-                assert_never(d)
+                assert_never(e)
     return changes
-
-
-async def _transition(
-    cur: Cursor,
-    alert: Alert,
-    action: Action,
-    details: dict[str, object],
-    now_ms: int,
-    source: str,
-    confidence: float | None = None,
-) -> AlertChange:
-    change = await alerts.transition(
-        cur, alert, action, ACTOR, now_ms, source=source, details=details, confidence=confidence
-    )
-    # the rules engine's actions (confirm, cancel, resolve) always change the status
-    assert change is not None, f"{action} left alert {alert.id} {alert.status}"
-    return change
 
 
 _SCHEDULE = (
