@@ -104,6 +104,7 @@ class Repeated:
 @dataclass(frozen=True, slots=True)
 class Updated:
     decision: UpdateAlert
+    after: ActiveAlert | None  # None: not an active alert (the row, if any, is updated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,14 +174,16 @@ def apply(
                 details = {"rule": d.rule, "cause": d.cause, **d.details}
                 transition(d.alert_id, "resolve", "resolved", d.rule, details)
             case UpdateAlert():
+                updated = None
                 if d.alert_id in alerts:
                     current = alerts[d.alert_id]
-                    alerts[d.alert_id] = replace(
+                    updated = replace(
                         current,
                         confidence=d.confidence or current.confidence,
                         details={**current.details, **d.details},
                     )
-                effects.append(Updated(d))
+                    alerts[d.alert_id] = updated
+                effects.append(Updated(d, updated))
             case RenotifyAlert():
                 before = active(d.alert_id)
                 after = replace(before, severity=d.severity or before.severity)
