@@ -290,12 +290,15 @@ SELECT cp.id AS profile_id, cp.thresholds, e.lat, e.lon,
    FROM geofence_zones z WHERE z.elder_id = e.id) AS zones
 FROM elders e LEFT JOIN care_profiles cp ON cp.id = e.care_profile_id WHERE e.id = %s
 """
-_ACTIVE_COLUMNS = (
-    "SELECT id, kind, severity, status, device_id, rule, confidence, details, device_time,"
-    " version, acknowledged_by FROM alerts WHERE elder_id = %s AND status = ANY(%s)"
+_ACTIVE = (
+    "WITH active AS (SELECT id, kind, severity, status, device_id, rule, confidence, details,"
+    " device_time, version, acknowledged_by FROM alerts WHERE elder_id = %s AND status = ANY(%s))"
 )
-_ACTIVE = f"WITH active AS ({_ACTIVE_COLUMNS})"
-_ACTIVE_LOCKED = f"WITH active AS ({_ACTIVE_COLUMNS} FOR NO KEY UPDATE)"
+_ACTIVE_LOCKED = (
+    "WITH active AS (SELECT id, kind, severity, status, device_id, rule, confidence, details,"
+    " device_time, version, acknowledged_by FROM alerts WHERE elder_id = %s AND status = ANY(%s)"
+    " FOR NO KEY UPDATE)"
+)
 _VIEW_AT_ONCE = _ACTIVE + _VIEW_COLUMNS
 _VIEW_LOCKED = _ACTIVE_LOCKED + _VIEW_COLUMNS
 
