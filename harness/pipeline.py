@@ -17,7 +17,7 @@ import httpx
 from pydantic import SecretStr
 
 from carewatch.settings import Settings
-from tests.services import free_port, wait_port, wait_until
+from harness.services import free_port, wait_port, wait_until
 
 CAREWATCH = str(Path(sys.executable).with_name("carewatch"))
 

@@ -19,13 +19,13 @@ from carewatch.clock import ManualClock
 from carewatch.db.pool import open_pool
 from carewatch.messages import AlertChange
 from carewatch.settings import Settings
+from harness.services import await_until, free_port
 from notifier.ack_links import sign
 from operator_api.actions import act_and_announce
 from operator_api.scope import Principal
 from tests.fake_provider_server import running_fake_providers
-from tests.services import await_until, free_port
-from tests.test_ack_app import running_ack_app
-from tests.test_notifier_support import (
+from tests.support.ack import running_ack_app
+from tests.support.notifier import (
     GRID_WORKER_ID,
     change,
     insert_alert,

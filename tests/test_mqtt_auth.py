@@ -10,7 +10,7 @@ import pytest
 
 from carewatch.mqtt_auth import broker_conf, device_password, write_broker_files
 from carewatch.topics import topic, uplink_filter
-from tests.services import free_port, start_mosquitto
+from harness.services import free_port, start_mosquitto
 
 SECRET = "provisioning-secret-for-tests"
 

@@ -10,6 +10,7 @@ import httpx
 import psycopg
 import pytest
 
+from harness.services import Proc
 from operator_api.tokens import create_token, revoke_token
 from tests.operator_support import (
     A1,
@@ -25,7 +26,6 @@ from tests.operator_support import (
     seed,
     serving,
 )
-from tests.services import Proc
 
 
 @dataclass

@@ -17,8 +17,8 @@ import httpx
 import psycopg
 import pytest
 
+from harness.services import Proc
 from tests.operator_support import A1, A3, Tokens, seed, serving
-from tests.services import Proc
 
 PHONE_W, PHONE_H = 390, 844
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

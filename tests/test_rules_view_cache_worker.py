@@ -29,12 +29,12 @@ from carewatch.messages import Event
 from carewatch.settings import Settings
 from rules_engine import store
 from rules_engine.geo import LatLon, Zone
-from tests import test_rules_worker
-from tests.test_rules_worker import ELDER, Bus, alerts, event, metric, rows, timeline, until, worker
+from tests.support import rules as support
+from tests.support.rules import ELDER, Bus, alerts, event, metric, rows, timeline, until, worker
 
 # the rules worker tests' fixtures: an elder with devices, and the bus with its alert feed
-rules_settings = test_rules_worker.rules_settings
-bus_io = test_rules_worker.bus_io
+rules_settings = support.rules_settings
+bus_io = support.bus_io
 
 TTL_S = 60.0  # far longer than a test runs: only the clock moved by hand expires a view
 MARKER_ELDER = "M1"

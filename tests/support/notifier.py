@@ -1,7 +1,5 @@
 """Shared set-up of the notifier tests: a seeded registry, alerts, a running worker.
 
-(No tests here; the module is named so it belongs with the notifier tests.)
-
 The registry: one grid with its grid worker, an elder with home coordinates and a
 wristband, two family contacts, two stations (the nearer one unstaffed, the farther
 one staffed round the clock) and the district duty officer.
@@ -22,9 +20,9 @@ import redis.asyncio as aioredis
 from carewatch.bus import ALERTS_STREAM, make_broker, publish
 from carewatch.messages import AlertChange, encode
 from carewatch.settings import Settings
+from harness.services import await_until
 from notifier import worker
 from notifier.worker import CONSUMER_GROUP
-from tests.services import await_until
 
 DISTRICT = "渝中区"
 ELDER_ID = "E1"
