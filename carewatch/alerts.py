@@ -187,7 +187,7 @@ async def transition(
     leaves the status as it was (a second acknowledgement, 'arrived') returns None."""
     status = next_status(alert.status, action)
     entry: dict[str, object] = {"from": alert.status, "to": status, **(details or {})}
-    change = None
+    version = None
     if status != alert.status:
         row = await _returning(
             db,
@@ -211,11 +211,11 @@ async def transition(
                 "id": alert.id,
             },
         )
-        await record(db, alert.id, TIMELINE_ACTION[action], entry, at_ms=at_ms, actor=actor)
-        change = await _publish(db, alert, status, int(row["version"]), actor, at_ms, source)
-    else:
-        await record(db, alert.id, TIMELINE_ACTION[action], entry, at_ms=at_ms, actor=actor)
-    return change
+        version = int(row["version"])
+    await record(db, alert.id, TIMELINE_ACTION[action], entry, at_ms=at_ms, actor=actor)
+    if version is None:
+        return None
+    return await _publish(db, alert, status, version, actor, at_ms, source)
 
 
 async def renotify(
@@ -241,17 +241,7 @@ async def renotify(
     if severity is not None:
         entry["severity"] = {"from": alert.severity, "to": severity}
     await record(db, alert.id, reason, entry, at_ms=at_ms, actor=actor)
-    after = Alert(
-        alert.id,
-        alert.elder_id,
-        alert.device_id,
-        alert.kind,
-        cast(Severity, row["severity"]),
-        alert.status,
-        alert.device_time_ms,
-        int(row["version"]),
-        alert.acknowledged_by,
-    )
+    after = replace(alert, severity=cast(Severity, row["severity"]), version=int(row["version"]))
     return await _publish(db, after, alert.status, after.version, actor, at_ms, source, reason)
 
 
