@@ -7,9 +7,9 @@ action once. `/a/{code}` (the short link in an SMS) is the same page and the sam
 the code is looked up in `ack_short_links` and its token then goes through exactly the
 checks of `/ack/{token}`; an unknown code is refused like a forged link. The status
 change (carewatch.alerts.transition: row, timeline, outbox) and the notifier's reaction
-to it (notifier.escalation.on_human_change: the escalation stops, the people already
-told and the wristband get the 'handled' messages) are one transaction; the AlertChange
-goes on the alerts stream after it.
+to it (notifier.escalation.on_acknowledged_or_closed: the escalation stops, the people
+already told and the wristband get the 'handled' messages) are one transaction; the
+AlertChange goes on the alerts stream after it.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from carewatch.settings import Settings
 from notifier import ack_links, short_links, targets, timeline
 from notifier.ack_links import AckClaim, AckLinkError
 from notifier.channels.templates import kind_label
-from notifier.escalation import handler_display, load_alert, mark_handled, on_human_change
+from notifier.escalation import handler_display, load_alert, mark_handled, on_acknowledged_or_closed
 from notifier.metrics import ACK_REJECTS, ACKS
 from notifier.outbox import Claimed
 from notifier.sql import Conn
@@ -129,7 +129,9 @@ async def apply_action(
     # the notifier's reaction to the change, done here so the 'handled' messages leave
     # with the commit; marked handled, so the notifier skips the change when it arrives
     if change is not None and await mark_handled(conn, change):
-        queued = await on_human_change(conn, settings, after, change, now_ms, lease_until_ms)
+        queued = await on_acknowledged_or_closed(
+            conn, settings, after, change, now_ms, lease_until_ms
+        )
     return AckResult(after, change, queued)
 
 

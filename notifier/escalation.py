@@ -162,7 +162,7 @@ async def mark_handled(conn: Conn, change: AlertChange) -> bool:
     return await cur.fetchone() is not None
 
 
-async def on_human_change(
+async def on_acknowledged_or_closed(
     conn: Conn,
     settings: Settings,
     alert: Alert,
@@ -237,7 +237,7 @@ class Escalator:
         elif change.status == "open":
             queued = await self._process(change, self._open)
         elif change.status in CLOSED_STATUSES or change.status == "acknowledged":
-            queued = await self._process(change, self._human)
+            queued = await self._process(change, self._acknowledged_or_closed)
         else:  # pending: the confirmation window is still running
             return
         self.sender.send_leased(queued)
@@ -305,10 +305,14 @@ class Escalator:
         )
         return await self._carry_out(conn, alert, policy, 0, round_)
 
-    async def _human(self, conn: Conn, alert: Alert, change: AlertChange) -> list[Claimed]:
+    async def _acknowledged_or_closed(
+        self, conn: Conn, alert: Alert, change: AlertChange
+    ) -> list[Claimed]:
         lease_until_ms = self.sender.lease_until_ms()
         now = self.clock.now_ms()
-        return await on_human_change(conn, self.settings, alert, change, now, lease_until_ms)
+        return await on_acknowledged_or_closed(
+            conn, self.settings, alert, change, now, lease_until_ms
+        )
 
     async def _carry_out(
         self, conn: Conn, alert: Alert, policy: Policy, step: int, round_: int = 0
