@@ -138,9 +138,14 @@ class Sim:
         effects go to this harness's alerts, changes and timers."""
         now = self.clock.now_ms()
         after, effects = apply(AlertState.of(self.active), decisions, now)
-        self.active = after.active_by_kind()
+        # an id opened before (and closed since) keeps its row: ON CONFLICT DO NOTHING
+        again = {e.alert.alert_id for e in effects if isinstance(e, Opened)} & set(self.opened)
+        active = after.active_by_kind()
+        self.active = {k: a for k, a in active.items() if a.alert_id not in again}
         for e in effects:
             match e:
+                case Opened(alert=a) if a.alert_id in again:
+                    pass
                 case Opened(decision=d):
                     self.opened[d.alert_id] = d
                     self.changes.append(

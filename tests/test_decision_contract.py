@@ -1,8 +1,9 @@
-"""One contract for applying decisions, run twice: in memory (rules_engine.apply, as the
-evaluation engine and the detector harness use it) and on PostgreSQL (rules_engine.store,
-which carries the same applier's effects out as SQL). Each scenario is a list of
-batches, one event each; both runners must report the same changes, the same failed
-batches and leave the same alerts."""
+"""One contract for applying decisions, run by every runner of rules_engine.apply: the
+applier alone in memory, the store on PostgreSQL (its effects as SQL), the evaluation
+engine (rules_engine/evaluation/sim_engine.py) and the detector test harness
+(tests/detector_sim.py). Each scenario is a list of batches, one event each; every
+runner must report the same failed batches and leave the same alerts, and those that
+report changes the same changes."""
 
 from __future__ import annotations
 
@@ -32,6 +33,11 @@ from rules_engine.decisions import (
     alert_id_for,
 )
 from rules_engine.detectors.base import ElderView
+from rules_engine.detectors.sos import SosDetector
+from rules_engine.engine import Engine
+from rules_engine.evaluation.sim_engine import SimRulesEngine
+from simulators.days import SimElder
+from tests.detector_sim import Sim
 
 ELDER = "E1"
 T0 = 1_764_000_000_000
@@ -182,6 +188,60 @@ async def on_postgres(dsn: str, batches: Sequence[Sequence[Decision]]) -> Run:
         ).fetchall()
     run.alerts = {(k, s, sev, c) for k, s, sev, c in found}
     return run
+
+
+# The evaluation engine records what happened to an alert; the status it left:
+_RECORDED_STATUS = {"opened": "open", "pending": "pending", "confirmed": "open",
+                    "cancelled": "cancelled", "resolved": "resolved"}  # fmt: skip
+
+
+def in_evaluation(batches: Sequence[Sequence[Decision]]) -> Run:
+    elder = SimElder(ELDER, (29.56, 106.57), {"wristband": "W1"})
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    sim = SimRulesEngine([elder], settings, Engine([]), start_ms=T0)
+    run = Run()
+    for n, decisions in enumerate(batches):
+        failed, recorded = sim.counters.failed, len(sim.records)
+        sim.apply_decisions(ELDER, f"contract:{n}", decisions, T0 + n)
+        if sim.counters.failed > failed:
+            run.failed.append(n)
+        run.changes.append(
+            [
+                (r.alert_id, _RECORDED_STATUS.get(r.action, "open"), r.severity)
+                for r in sim.records[recorded:]
+            ]
+        )
+    run.alerts = {
+        (a.alert.kind, a.alert.status, a.alert.severity, a.alert.confidence)
+        for a in sim.alerts.values()
+    }
+    return run
+
+
+def in_detector_harness(batches: Sequence[Sequence[Decision]]) -> tuple[list[int], set[Row]]:
+    """The failed batches and the alerts left active (the harness keeps only those)."""
+    sim = Sim(detector=SosDetector())
+    failed = []
+    for n, decisions in enumerate(batches):
+        try:
+            sim.apply(decisions)
+        except (KeyError, ValueError):
+            failed.append(n)
+    active = {(a.kind, a.status, a.severity, a.confidence) for a in sim.active.values()}
+    return failed, active
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_the_evaluation_engine_and_the_detector_harness_keep_the_contract(name: str) -> None:
+    batches = SCENARIOS[name]
+    memory = in_memory(batches)
+    evaluation = in_evaluation(batches)
+    assert evaluation.failed == memory.failed
+    assert evaluation.changes == memory.changes
+    assert evaluation.alerts == memory.alerts
+    failed, active = in_detector_harness(batches)
+    assert failed == memory.failed
+    assert active == {row for row in memory.alerts if row[1] in OPEN_STATUSES}
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

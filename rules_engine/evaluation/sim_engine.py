@@ -305,6 +305,14 @@ class SimRulesEngine:
             lambda view: self.engine.on_timer(due, view, self._clock),
         )
 
+    def apply_decisions(
+        self, elder_id: str, source: str, decisions: Sequence[Decision], at_ms: int
+    ) -> None:
+        """Apply `decisions` as one transaction at `at_ms`, as if a detector had made them
+        (tests/test_decision_contract.py drives every runner with the same batches)."""
+        self._clock.now = at_ms
+        self._decide(elder_id, source, lambda _view: decisions)
+
     def _decide(
         self, elder_id: str, source: str, decide: Callable[[ElderView], Sequence[Decision]]
     ) -> None:
