@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import redis.asyncio as aioredis
 
+from carewatch.alerts import change_id
 from carewatch.bus import ALERTS_STREAM, make_broker, publish
 from carewatch.messages import AlertChange, encode
 from carewatch.settings import Settings
@@ -102,7 +103,7 @@ def insert_alert(
 def change(alert_id: str, status: str = "open", version: int = 1, **kw: Any) -> AlertChange:
     now = time.time_ns() // 1_000_000
     return AlertChange(
-        id=f"{alert_id}:{status}:{version}",
+        id=change_id(alert_id, status, version),  # type: ignore[arg-type]
         alert_id=alert_id,
         elder_id=ELDER_ID,
         kind=kw.get("kind", "sos"),
