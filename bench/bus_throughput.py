@@ -41,10 +41,10 @@ from bench.traffic import fleet, messages_for, register_fleet
 from carewatch.bus import STREAM_MAXLEN, make_broker, shard_of, shard_streams
 from carewatch.db.registry import DeviceInfo
 from carewatch.messages import Event, encode
+from harness.pipeline import Pipeline
+from harness.services import free_port
 from ingest.publisher import BusPublisher
 from ingest.validate import Accepted, validate
-from tests.pipeline import Pipeline
-from tests.services import free_port
 
 BATCH = 500
 TIMEOUT_S = 300.0

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from carewatch.settings import Settings
-from tests.services import Databases, Proc, start_mosquitto, start_redis
+from harness.services import Databases, Proc, start_mosquitto, start_redis
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

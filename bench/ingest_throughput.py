@@ -39,9 +39,9 @@ from bench.profile import start_profiler, stop_profiler, summarise
 from bench.traffic import Message, fleet, messages_for, publish_all, register_fleet
 from carewatch import topics
 from carewatch.bus import shard_streams
+from harness.pipeline import Pipeline
 from ingest.mqtt_source import receive_maximum
 from ingest.worker import default_client_id, lane_client_ids
-from tests.pipeline import Pipeline
 
 RAW_GROUP = "rawdrain"
 DRAIN_TIMEOUT_S = 300.0

@@ -27,8 +27,8 @@ from bench.common import bench_env, table, write_results
 from bench.procstat import rss_mb
 from bench.traffic import Message, fleet, publish_all, register_fleet, wristband_minutes
 from carewatch import topics
-from tests.pipeline import Pipeline
-from tests.services import free_port
+from harness.pipeline import Pipeline
+from harness.services import free_port
 
 TIMEOUT_S = 480.0
 _FITTED = ("ingest_idle_mb", "ingest_mb", "rules_idle_mb", "rules_mb", "redis_mb")

@@ -40,9 +40,9 @@ from carewatch.bus_batch_reader import entry_body
 from carewatch.messages import DeviceEvent, decode_event
 from carewatch.settings import Settings
 from carewatch.topics import topic
+from harness.pipeline import Pipeline, with_fake_providers
+from harness.services import wait_until
 from notifier.channels.aliyun_sms import out_id_for
-from tests.pipeline import Pipeline, with_fake_providers
-from tests.services import wait_until
 
 SMS_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 180.0  # how long the telemetry backlog may take to drain after a level

@@ -4,7 +4,7 @@ pending --confirm--> open --acknowledge--> acknowledged --resolve--> resolved
    |                   |                        |
    +--cancel--> cancelled   +--false_alarm / resolve-+--> false_alarm / resolved
 
-Pure: used by the rules engine, the notifier and the ack web app alike.
+Pure: carewatch.alerts applies it to every change, whoever makes it.
 """
 
 from __future__ import annotations
@@ -44,8 +44,3 @@ def next_status(status: AlertStatus, action: Action) -> AlertStatus:
         return _TRANSITIONS[(status, action)]
     except KeyError:
         raise TransitionError(status, action) from None
-
-
-def stops_escalation(action: Action) -> bool:
-    """Any human acknowledgement, or the alert ending, stops the escalation."""
-    return action != "confirm"

@@ -1,40 +1,39 @@
 """Every worker in one process: ingest, rules, notifier, ack server and operator API.
 
 Small sites and the demo run this; larger ones run each worker as its own process
-(`carewatch ingest`, `carewatch rules`, ...) with the same code and settings.
+(`carewatch ingest`, `carewatch rules`, ...) with the same code and settings. The
+workers are found by name in the CLI's table (carewatch.cli.WORKERS) and imported
+when the command runs: the contracts package imports no worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
+from carewatch.cli import WORKERS
 from carewatch.metrics import serve_metrics
 from carewatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
+Runner = Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]]
+IN_ONE_PROCESS = ("ingest", "rules", "notifier", "ack-server", "operator-api")
+
+
+def _runner(name: str) -> Runner:
+    module, _, attr = WORKERS[name][0].partition(":")
+    return cast(Runner, getattr(importlib.import_module(module), attr))
+
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    from ingest.worker import run as run_ingest
-    from notifier.ack_app import run as run_ack
-    from notifier.worker import run as run_notifier
-    from operator_api.app import run as run_operator_api
-    from rules_engine.worker import run as run_rules
-
     # one /metrics listener for the whole process; the workers must not open their own
     serve_metrics(settings.metrics_port)
     inner = settings.model_copy(update={"metrics_port": 0})
-    tasks = [
-        asyncio.create_task(runner(inner, stop), name=name)
-        for name, runner in (
-            ("ingest", run_ingest),
-            ("rules", run_rules),
-            ("notifier", run_notifier),
-            ("ack-server", run_ack),
-            ("operator-api", run_operator_api),
-        )
-    ]
+    tasks = [asyncio.create_task(_runner(name)(inner, stop), name=name) for name in IN_ONE_PROCESS]
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     for task in done:
         if task.exception() is not None:

@@ -5,9 +5,11 @@ it on: 我来处理 (acknowledge), 已到达 (arrive), 误报 (false_alarm), 已
 A link is honoured only with a valid, unexpired signature, and each link performs each
 action once. `/a/{code}` (the short link in an SMS) is the same page and the same actions:
 the code is looked up in `ack_short_links` and its token then goes through exactly the
-checks of `/ack/{token}`; an unknown code is refused like a forged link. The status change, the timeline row, stopping the escalation and the
-'handled' notifications (to the people already told, and "help is coming" to the
-wristband) are one transaction; the AlertChange goes on the alerts stream after it.
+checks of `/ack/{token}`; an unknown code is refused like a forged link. The status
+change (carewatch.alerts.transition: row, timeline, outbox) and the notifier's reaction
+to it (notifier.escalation.on_acknowledged_or_closed: the escalation stops, the people
+already told and the wristband get the 'handled' messages) are one transaction; the
+AlertChange goes on the alerts stream after it.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from carewatch import alert_outbox
-from carewatch.alert_lifecycle import Action, TransitionError, next_status
+from carewatch import alerts
+from carewatch.alert_lifecycle import Action, TransitionError
 from carewatch.alert_outbox import AlertPublisher
+from carewatch.alerts import Alert
 from carewatch.bus import make_broker
 from carewatch.clock import Clock, SystemClock
 from carewatch.http_guard import SecurityHeaders
@@ -45,8 +48,7 @@ from carewatch.settings import Settings
 from notifier import ack_links, short_links, targets, timeline
 from notifier.ack_links import AckClaim, AckLinkError
 from notifier.channels.templates import kind_label
-from notifier.content import AlertInfo
-from notifier.escalation import enqueue_follow_ups, handler_display, load_alert, stop_escalation
+from notifier.escalation import handler_display, load_alert, mark_handled, on_acknowledged_or_closed
 from notifier.metrics import ACK_REJECTS, ACKS
 from notifier.outbox import Claimed
 from notifier.sql import Conn
@@ -60,13 +62,6 @@ BUTTONS: dict[Action, str] = {
     "arrive": "已到达",
     "false_alarm": "误报",
     "resolve": "已解决",
-}
-# Timeline wording of each action.
-EVENT_NAMES: dict[Action, str] = {
-    "acknowledge": "acknowledged",
-    "arrive": "arrived",
-    "false_alarm": "false_alarm",
-    "resolve": "resolved",
 }
 DONE_TEXT: dict[Action, str] = {
     "acknowledge": "已确认由您处理，其他联系人将收到通知。",
@@ -156,7 +151,7 @@ class Replay(Exception):
 
 @dataclass(frozen=True, slots=True)
 class AckResult:
-    alert: AlertInfo  # after the action
+    alert: Alert  # after the action
     change: AlertChange | None  # when the status changed: in the outbox, to be published
     notifications: list[Claimed]  # leased to this process's sender: it sends them
 
@@ -183,55 +178,17 @@ async def apply_action(
     alert = await load_alert(conn, claim.alert_id, for_update=True)
     if alert is None:
         raise LookupError(claim.alert_id)
-    new_status = next_status(alert.status, action)  # type: ignore[arg-type]
-    changed = new_status != alert.status
-    first_ack = new_status == "acknowledged" and alert.acknowledged_by is None
-    now = timeline.from_ms(now_ms)
-    cur = await conn.execute(
-        "UPDATE alerts SET status = %(status)s, version = version + %(bump)s,"
-        " acknowledged_at = CASE WHEN %(first)s THEN %(now)s ELSE acknowledged_at END,"
-        " acknowledged_by = CASE WHEN %(first)s THEN %(actor)s ELSE acknowledged_by END,"
-        " closed_at = CASE WHEN %(closed)s THEN %(now)s ELSE closed_at END"
-        " WHERE id = %(id)s RETURNING version",
-        {
-            "status": new_status,
-            "bump": int(changed),
-            "first": first_ack,
-            "now": now,
-            "actor": claim.actor,
-            "closed": new_status in CLOSED_STATUSES,
-            "id": alert.id,
-        },
-    )
-    version_row = await cur.fetchone()
-    assert version_row is not None  # the row is locked above
-    await timeline.append(
-        conn,
-        alert.id,
-        EVENT_NAMES[action],
-        {"from": alert.status, "to": new_status},
-        at_ms=now_ms,
-        actor=claim.actor,
-    )
-    await stop_escalation(conn, alert.id, f"{action} by {claim.actor}", now_ms)
-    queued: list[Claimed] = []
-    if first_ack:
-        handler = await handler_display(conn, claim.actor)
-        queued = await enqueue_follow_ups(
-            conn,
-            settings,
-            alert,
-            "handled",
-            now_ms,
-            handler=handler,
-            exclude=(claim.recipient_kind, claim.recipient_id),
-            lease_until_ms=lease_until_ms,
-        )
+    source = f"ack:{claim.token_id}:{action}"
+    change = await alerts.transition(conn, alert, action, claim.actor, now_ms, source=source)
     after = await load_alert(conn, alert.id)
     assert after is not None
-    change = _alert_change(after, claim.actor, now_ms) if changed else None
-    if change is not None:
-        await alert_outbox.write(conn, f"ack:{claim.token_id}:{action}", [change])
+    queued: list[Claimed] = []
+    # the notifier's reaction to the change, done here so the 'handled' messages leave
+    # with the commit; marked handled, so the notifier skips the change when it arrives
+    if change is not None and await mark_handled(conn, change):
+        queued = await on_acknowledged_or_closed(
+            conn, settings, after, change, now_ms, lease_until_ms
+        )
     return AckResult(after, change, queued)
 
 
@@ -244,7 +201,7 @@ def _message_page(title: str, text: str, status_code: int) -> HTMLResponse:
 
 
 async def _alert_page(
-    conn: Conn, settings: Settings, alert: AlertInfo, notice: str | None, error: bool
+    conn: Conn, settings: Settings, alert: Alert, notice: str | None, error: bool
 ) -> str:
     elder = await targets.load_elder(conn, alert.elder_id)
     handler = (
@@ -418,20 +375,6 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         return HTMLResponse(page)
 
     return app
-
-
-def _alert_change(alert: AlertInfo, actor: str, now_ms: int) -> AlertChange:
-    return AlertChange(
-        id=f"{alert.id}:{alert.status}:{alert.version}",
-        alert_id=alert.id,
-        elder_id=alert.elder_id,
-        kind=alert.kind,  # type: ignore[arg-type]
-        severity=alert.severity,  # type: ignore[arg-type]
-        status=alert.status,  # type: ignore[arg-type]
-        device_time_ms=alert.device_time_ms,
-        changed_ms=now_ms,
-        actor=actor,
-    )
 
 
 class _Server(uvicorn.Server):

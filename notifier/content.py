@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from carewatch.alerts import Alert, device_clock_off, event_time_ms
 from carewatch.settings import Settings
 from notifier import ack_links
 from notifier.channels.base import Purpose
@@ -14,54 +13,15 @@ HELP_COMING_TEXT = "已有人前来帮助，请保持冷静"
 ALERT_CLOSED_TEXT = "求助已处理完毕"
 
 
-@dataclass(frozen=True, slots=True)
-class AlertInfo:
-    """The alert fields notifications and the ack page need."""
+# The alert row of carewatch.alerts, under the name the notifier's modules import.
+AlertInfo = Alert
 
-    id: str
-    elder_id: str
-    device_id: str | None
-    kind: str
-    severity: str
-    status: str
-    device_time_ms: int
-    version: int
-    acknowledged_by: str | None = None
-    # when the server opened the alert (the rules engine's clock, moments after it
-    # received the event); None when not known
-    opened_ms: int | None = None
-
-    def event_time_ms(self, max_skew_s: float) -> int:
-        """When it happened, to tell people: see `event_time_ms`."""
-        return event_time_ms(self.device_time_ms, self.opened_ms, max_skew_s)
-
-
-# A device clock this far ahead of the server's is wrong, not early.
-DEVICE_AHEAD_TOLERANCE_MS = 5_000
-
-
-def device_clock_off(device_time_ms: int, server_ms: int | None, max_skew_s: float) -> bool:
-    """Whether a device's timestamp cannot be right: ahead of the server's receive time, or
-    behind it by more than max_skew_s (pure). Unknown server time: trust the device."""
-    if server_ms is None:
-        return False
-    behind_ms = server_ms - device_time_ms
-    return behind_ms < -DEVICE_AHEAD_TOLERANCE_MS or behind_ms > max_skew_s * 1000
-
-
-def event_time_ms(device_time_ms: int, server_ms: int | None, max_skew_s: float) -> int:
-    """The time a message says it happened: the device's own, unless the device clock is
-    off (a reset or drifting wristband said "16:02" of a press at 19:02); then the time
-    the server received it (pure)."""
-    if device_clock_off(device_time_ms, server_ms, max_skew_s):
-        assert server_ms is not None
-        return server_ms
-    return device_time_ms
+__all__ = ["AlertInfo", "device_clock_off", "event_time_ms"]
 
 
 def message_params(
     settings: Settings,
-    alert: AlertInfo,
+    alert: Alert,
     elder: Elder,
     recipient: Recipient,
     purpose: Purpose,

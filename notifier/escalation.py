@@ -17,13 +17,15 @@ from dataclasses import dataclass
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
+from carewatch import alerts
+from carewatch.alerts import Alert
 from carewatch.clock import Clock, SystemClock
 from carewatch.messages import CLOSED_STATUSES, AlertChange, decode_alert_change, encode
 from carewatch.metrics import ESCALATION_STEPS
 from carewatch.settings import Settings
 from notifier import outbox, short_links, sql, targets, timeline
 from notifier.channels.base import Purpose
-from notifier.content import AlertInfo, message_params
+from notifier.content import message_params
 from notifier.metrics import ALERT_CHANGE_REJECTS
 from notifier.outbox import Claimed, NewNotification, OutboxSender
 from notifier.policies import Policy, plan_step, policy_for
@@ -32,27 +34,13 @@ from notifier.targets import Recipient
 
 log = logging.getLogger(__name__)
 
-ChangeAction = Callable[[Conn, AlertInfo, AlertChange], Awaitable[list[Claimed]]]
+ChangeAction = Callable[[Conn, Alert, AlertChange], Awaitable[list[Claimed]]]
 
 # --- shared by the worker and the ack app ----------------------------------------------------
 
 
-_ALERT = (
-    "SELECT id::text AS id, elder_id, device_id, kind, severity, status, device_time,"
-    " version, acknowledged_by, opened_at FROM alerts WHERE id = %s"
-)
-# NO KEY UPDATE: serialises status changes without blocking the foreign-key checks of
-# concurrent inserts into alert_events and notifications (a sender recording a delivery)
-_ALERT_FOR_UPDATE = _ALERT + " FOR NO KEY UPDATE"
-
-
-async def load_alert(conn: Conn, alert_id: str, *, for_update: bool = False) -> AlertInfo | None:
-    row = await sql.one(conn, _ALERT_FOR_UPDATE if for_update else _ALERT, (alert_id,))
-    if row is None:
-        return None
-    device_time_ms = timeline.to_ms(row.pop("device_time"))
-    opened_ms = timeline.to_ms(row.pop("opened_at"))
-    return AlertInfo(**row, device_time_ms=device_time_ms, opened_ms=opened_ms)
+async def load_alert(conn: Conn, alert_id: str, *, for_update: bool = False) -> Alert | None:
+    return await alerts.load(conn, alert_id, for_update=for_update)
 
 
 async def stop_escalation(conn: Conn, alert_id: str, reason: str, now_ms: int) -> bool:
@@ -128,7 +116,7 @@ async def already_notified(
 async def enqueue_follow_ups(
     conn: Conn,
     settings: Settings,
-    alert: AlertInfo,
+    alert: Alert,
     purpose: Purpose,
     now_ms: int,
     *,
@@ -191,6 +179,88 @@ async def handler_display(conn: Conn, actor: str | None) -> str:
     return found.display if found else "值班人员"
 
 
+async def mark_handled(conn: Conn, change: AlertChange) -> bool:
+    """Record that the notifier has acted on `change`; False when it already had."""
+    cur = await conn.execute(
+        "INSERT INTO notifier_inbox (change_id, alert_id) VALUES (%s, %s)"
+        " ON CONFLICT DO NOTHING RETURNING change_id",
+        (change.id, change.alert_id),
+    )
+    return await cur.fetchone() is not None
+
+
+async def watch_handler(conn: Conn, settings: Settings, alert: Alert, now_ms: int) -> None:
+    """Arm the watch on the person who acknowledged (notifier.handler_watch): presses
+    from now on are passed on to them, and their arrival is checked after
+    handler_remind_after_s. Once: a redelivered or later acknowledgement keeps it."""
+    policy = policy_for(alert.severity)
+    await conn.execute(
+        "INSERT INTO escalations (alert_id, policy, step, next_step_at, stopped_at,"
+        " stopped_reason, presses_seen, handler_check_at)"
+        " SELECT a.id, %(policy)s, -1, NULL, %(now)s, 'acknowledged', a.updates,"
+        " COALESCE(a.acknowledged_at, %(now)s) + make_interval(secs => %(remind)s)"
+        " FROM alerts a WHERE a.id = %(id)s"
+        " ON CONFLICT (alert_id) DO UPDATE SET"
+        " presses_seen = COALESCE(escalations.presses_seen, EXCLUDED.presses_seen),"
+        " handler_check_at = CASE WHEN escalations.presses_seen IS NULL"
+        " THEN EXCLUDED.handler_check_at ELSE escalations.handler_check_at END",
+        {
+            "policy": policy.name,
+            "now": timeline.from_ms(now_ms),
+            "remind": settings.handler_remind_after_s,
+            "id": alert.id,
+        },
+    )
+
+
+async def on_acknowledged_or_closed(
+    conn: Conn,
+    settings: Settings,
+    alert: Alert,
+    change: AlertChange,
+    now_ms: int,
+    lease_until_ms: int,
+) -> list[Claimed]:
+    """What an acknowledged or closed alert means for the notifier, in the caller's
+    transaction: the escalation stops; on acknowledgement everyone already reached (and
+    the wristband) is told who is handling it, the acknowledger excepted; on closing,
+    pending notifications are cancelled and those reached are told it is over.
+
+    One path for every acknowledgement: the Escalator runs it when the change arrives on
+    the alerts stream (the operator API, the rules engine), the ack app inside the
+    action's own transaction (it then marks the change handled, so the Escalator skips
+    it when it arrives)."""
+    if change.status == "acknowledged":
+        await stop_escalation(conn, alert.id, f"acknowledged by {change.actor}", now_ms)
+        if alert.status == "acknowledged":
+            await watch_handler(conn, settings, alert, now_ms)
+        handler = await handler_display(conn, change.actor)
+        kind, _, rid = (change.actor or "").partition(":")
+        return await enqueue_follow_ups(
+            conn,
+            settings,
+            alert,
+            "handled",
+            now_ms,
+            handler=handler,
+            exclude=(kind, rid),
+            lease_until_ms=lease_until_ms,
+        )
+    await stop_escalation(conn, alert.id, change.status, now_ms)
+    await conn.execute(  # nobody is waited for any more (notifier.handler_watch)
+        "UPDATE escalations SET presses_seen = NULL, handler_check_at = NULL WHERE alert_id = %s",
+        (alert.id,),
+    )
+    cancelled = await outbox.cancel_pending(conn, alert.id)
+    if cancelled:
+        await timeline.append(
+            conn, alert.id, "notifications_cancelled", {"count": cancelled}, at_ms=now_ms
+        )
+    return await enqueue_follow_ups(
+        conn, settings, alert, "closed", now_ms, lease_until_ms=lease_until_ms
+    )
+
+
 # --- the escalation loop -----------------------------------------------------------------
 
 
@@ -223,10 +293,8 @@ class Escalator:
             queued = await self._process(change, self._renotify)
         elif change.status == "open":
             queued = await self._process(change, self._open)
-        elif change.status in CLOSED_STATUSES:
-            queued = await self._process(change, self._close)
-        elif change.status == "acknowledged":
-            queued = await self._process(change, self._acknowledged)
+        elif change.status in CLOSED_STATUSES or change.status == "acknowledged":
+            queued = await self._process(change, self._acknowledged_or_closed)
         else:  # pending: the confirmation window is still running
             return
         self.sender.send_leased(queued)
@@ -242,12 +310,7 @@ class Escalator:
 
     async def _process(self, change: AlertChange, action: ChangeAction) -> list[Claimed]:
         async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "INSERT INTO notifier_inbox (change_id, alert_id) VALUES (%s, %s)"
-                " ON CONFLICT DO NOTHING RETURNING change_id",
-                (change.id, change.alert_id),
-            )
-            if await cur.fetchone() is None:
+            if not await mark_handled(conn, change):
                 log.info("duplicate alert change skipped", extra={"change_id": change.id})
                 return []
             alert = await load_alert(conn, change.alert_id, for_update=True)
@@ -262,10 +325,10 @@ class Escalator:
                 return []
             return await action(conn, alert, change)
 
-    async def _open(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[Claimed]:
+    async def _open(self, conn: Conn, alert: Alert, change: AlertChange) -> list[Claimed]:
         if alert.status != "open":  # it moved on before we got here
             return []
-        policy = policy_for(alert.severity)  # type: ignore[arg-type]
+        policy = policy_for(alert.severity)
         now = self.clock.now_ms()
         cur = await conn.execute(
             "INSERT INTO escalations (alert_id, policy, step, next_step_at)"
@@ -276,11 +339,11 @@ class Escalator:
             return []
         return await self._carry_out(conn, alert, policy, 0)
 
-    async def _renotify(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[Claimed]:
+    async def _renotify(self, conn: Conn, alert: Alert, change: AlertChange) -> list[Claimed]:
         """A reminder, or a severity the rules engine raised: run the (new) policy again."""
         if alert.status != "open":  # acknowledged: a person is on it; closed: nothing to do
             return []
-        policy = policy_for(alert.severity)  # type: ignore[arg-type]
+        policy = policy_for(alert.severity)
         row = await sql.one(
             conn,
             "INSERT INTO escalations (alert_id, policy, step, next_step_at, round)"
@@ -299,71 +362,17 @@ class Escalator:
         )
         return await self._carry_out(conn, alert, policy, 0, round_)
 
-    async def _close(self, conn: Conn, alert: AlertInfo, change: AlertChange) -> list[Claimed]:
-        now = self.clock.now_ms()
-        await stop_escalation(conn, alert.id, change.status, now)
-        await conn.execute(  # nobody is waited for any more (notifier.handler_watch)
-            "UPDATE escalations SET presses_seen = NULL, handler_check_at = NULL"
-            " WHERE alert_id = %s",
-            (alert.id,),
-        )
-        cancelled = await outbox.cancel_pending(conn, alert.id)
-        if cancelled:
-            await timeline.append(
-                conn, alert.id, "notifications_cancelled", {"count": cancelled}, at_ms=now
-            )
-        return await enqueue_follow_ups(
-            conn, self.settings, alert, "closed", now, lease_until_ms=self.sender.lease_until_ms()
-        )
-
-    async def _acknowledged(
-        self, conn: Conn, alert: AlertInfo, change: AlertChange
+    async def _acknowledged_or_closed(
+        self, conn: Conn, alert: Alert, change: AlertChange
     ) -> list[Claimed]:
-        # The ack app stops the escalation and queues the 'handled' messages itself; the
-        # operator API only stops it. Both are idempotent (the messages by their keys), so
-        # whoever acknowledged, everyone already notified is told who is handling it once.
+        lease_until_ms = self.sender.lease_until_ms()
         now = self.clock.now_ms()
-        await stop_escalation(conn, alert.id, f"acknowledged by {change.actor}", now)
-        if alert.status == "acknowledged":
-            await self._watch_handler(conn, alert, now)
-        handler = await handler_display(conn, change.actor)
-        kind, _, rid = (change.actor or "").partition(":")
-        return await enqueue_follow_ups(
-            conn,
-            self.settings,
-            alert,
-            "handled",
-            now,
-            handler=handler,
-            exclude=(kind, rid),
-            lease_until_ms=self.sender.lease_until_ms(),
-        )
-
-    async def _watch_handler(self, conn: Conn, alert: AlertInfo, now_ms: int) -> None:
-        """Arm the watch on the person who acknowledged (notifier.handler_watch): presses
-        from now on are passed on to them, and their arrival is checked after
-        handler_remind_after_s. Once: a redelivered or later acknowledgement keeps it."""
-        policy = policy_for(alert.severity)  # type: ignore[arg-type]
-        await conn.execute(
-            "INSERT INTO escalations (alert_id, policy, step, next_step_at, stopped_at,"
-            " stopped_reason, presses_seen, handler_check_at)"
-            " SELECT a.id, %(policy)s, -1, NULL, %(now)s, 'acknowledged', a.updates,"
-            " COALESCE(a.acknowledged_at, %(now)s) + make_interval(secs => %(remind)s)"
-            " FROM alerts a WHERE a.id = %(id)s"
-            " ON CONFLICT (alert_id) DO UPDATE SET"
-            " presses_seen = COALESCE(escalations.presses_seen, EXCLUDED.presses_seen),"
-            " handler_check_at = CASE WHEN escalations.presses_seen IS NULL"
-            " THEN EXCLUDED.handler_check_at ELSE escalations.handler_check_at END",
-            {
-                "policy": policy.name,
-                "now": timeline.from_ms(now_ms),
-                "remind": self.settings.handler_remind_after_s,
-                "id": alert.id,
-            },
+        return await on_acknowledged_or_closed(
+            conn, self.settings, alert, change, now, lease_until_ms
         )
 
     async def _carry_out(
-        self, conn: Conn, alert: AlertInfo, policy: Policy, step: int, round_: int = 0
+        self, conn: Conn, alert: Alert, policy: Policy, step: int, round_: int = 0
     ) -> list[Claimed]:
         """Enqueue step `step` and schedule the next; in the caller's transaction."""
         now = self.clock.now_ms()

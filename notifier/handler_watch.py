@@ -2,7 +2,7 @@
 
 Once somebody has pressed 我来处理 the escalation stops, but the elder may press again and
 the person may never arrive (issue 14, item 5). For every acknowledged alert whose watch
-the notifier armed (`Escalator._watch_handler`, reached by every acknowledgement path):
+the notifier armed (`escalation.watch_handler`, reached by every acknowledgement path):
 
 - a new press (the rules engine folds it into the alert: `alerts.updates`, timeline
   'repeated') is passed on to the person handling it, at most once per

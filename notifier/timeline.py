@@ -1,4 +1,5 @@
-"""Alert timeline rows (alert_events) and timestamps from injected-clock milliseconds."""
+"""The notifier's alert timeline rows (written by carewatch.alerts) and timestamps from
+injected-clock milliseconds."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
+
+from carewatch import alerts
 
 NOTIFIER_ACTOR = "notifier"
 
@@ -28,8 +30,4 @@ async def append(
     at_ms: int,
     actor: str = NOTIFIER_ACTOR,
 ) -> None:
-    await conn.execute(
-        "INSERT INTO alert_events (alert_id, at, actor, action, details)"
-        " VALUES (%s, %s, %s, %s, %s)",
-        (alert_id, from_ms(at_ms), actor, action, Jsonb(details)),
-    )
+    await alerts.record(conn, alert_id, action, details, at_ms=at_ms, actor=actor)

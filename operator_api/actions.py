@@ -1,24 +1,23 @@
 """Human actions on an alert (acknowledge, resolve), in one transaction each.
 
-Acknowledging stops the escalation; resolving also cancels the alert's pending outbox
-rows, so nobody is paged about an alert that is over. 'handled'/'closed' messages the
-notifier queues for other recipients are left alone.
+The change is the alert state owner's (carewatch.alerts); the escalation, the pending
+notifications and the 'handled'/'closed' messages are the notifier's, which acts on the
+published AlertChange exactly as on an acknowledgement through a signed link.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 from uuid import UUID
 
 from psycopg_pool import AsyncConnectionPool
 
-from carewatch import alert_outbox
-from carewatch.alert_lifecycle import next_status, stops_escalation
+from carewatch import alerts
+from carewatch.clock import Clock, SystemClock
 from carewatch.messages import AlertChange
 from carewatch.metrics import ALERTS
 from operator_api.db import fetch_one
@@ -28,7 +27,6 @@ from operator_api.scope import OutOfScope, Principal
 log = logging.getLogger(__name__)
 
 HumanAction = Literal["acknowledge", "resolve"]
-_EVENT_NAME: dict[HumanAction, str] = {"acknowledge": "acknowledged", "resolve": "resolved"}
 
 
 # Publishes an AlertChange already in the outbox (the app binds it to its broker).
@@ -43,10 +41,6 @@ class AlertNotFound(LookupError):
 class Outcome:
     result: ActionResult
     change: AlertChange | None  # None when the status did not change
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 async def act_and_announce(
@@ -73,14 +67,24 @@ async def act_and_announce(
 
 
 async def apply_action(
-    pool: AsyncConnectionPool, principal: Principal, alert_id: UUID, action: HumanAction, note: str
+    pool: AsyncConnectionPool,
+    principal: Principal,
+    alert_id: UUID,
+    action: HumanAction,
+    note: str,
+    clock: Clock | None = None,
 ) -> Outcome:
-    """Apply `action`; raises AlertNotFound, OutOfScope or TransitionError (nothing written)."""
+    """Apply `action`; raises AlertNotFound, OutOfScope or TransitionError (nothing written).
+
+    The alert state owner (carewatch.alerts) writes the row, the timeline and the outbox
+    row; the notifier stops the escalation, cancels what is pending and tells the others
+    when the change reaches it, as it does for an acknowledgement through a signed link."""
+    at_ms = (clock or SystemClock()).now_ms()
     async with pool.connection() as conn, conn.transaction():
         row = await fetch_one(
             conn,
-            "SELECT a.status, a.kind, a.severity, a.elder_id, a.device_time,"
-            " e.district, e.grid_id FROM alerts a"
+            "SELECT a.id::text AS id, a.elder_id, a.device_id, a.kind, a.severity, a.status,"
+            " a.device_time, a.version, a.acknowledged_by, e.district, e.grid_id FROM alerts a"
             " JOIN elders e ON e.id = a.elder_id WHERE a.id = %s FOR NO KEY UPDATE OF a",
             (alert_id,),
         )
@@ -88,67 +92,22 @@ async def apply_action(
             raise AlertNotFound(str(alert_id))
         if not principal.allows(row["district"], row["grid_id"]):
             raise OutOfScope("alert outside this token's scope")
-        new_status = next_status(row["status"], action)
+        alert = alerts.from_row(row)
         actor = principal.actor
-        if action == "acknowledge":
-            updated = await fetch_one(
-                conn,
-                "UPDATE alerts SET status = %s, version = version + 1,"
-                " acknowledged_at = COALESCE(acknowledged_at, now()),"
-                " acknowledged_by = COALESCE(acknowledged_by, %s)"
-                " WHERE id = %s RETURNING now() AS at, version",
-                (new_status, actor, alert_id),
-            )
-        else:
-            updated = await fetch_one(
-                conn,
-                "UPDATE alerts SET status = %s, version = version + 1, closed_at = now()"
-                " WHERE id = %s RETURNING now() AS at, version",
-                (new_status, alert_id),
-            )
-        assert updated is not None  # the row is locked: it cannot have vanished
-        at: datetime = updated["at"]
-        details = {"note": note, "from": row["status"], "to": new_status, "via": "operator_api"}
-        await conn.execute(
-            "INSERT INTO alert_events (alert_id, at, actor, action, details)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (alert_id, at, actor, _EVENT_NAME[action], json.dumps(details, ensure_ascii=False)),
+        details = {"note": note, "via": "operator_api"}
+        change = await alerts.transition(
+            conn, alert, action, actor, at_ms, source=f"operator:{alert.id}", details=details
         )
-        if stops_escalation(action):
-            await conn.execute(
-                "UPDATE escalations SET next_step_at = NULL, stopped_at = %s, stopped_reason = %s"
-                " WHERE alert_id = %s AND stopped_at IS NULL",
-                (at, f"{_EVENT_NAME[action]} by {actor}", alert_id),
-            )
-        if action == "resolve":
-            await conn.execute(
-                "UPDATE notifications SET status = 'cancelled', last_error = 'alert resolved'"
-                " WHERE alert_id = %s AND status = 'pending' AND purpose = 'alert'",
-                (alert_id,),
-            )
-        change = None
-        if new_status != row["status"]:
-            change = AlertChange(
-                id=f"{alert_id}:{new_status}:{updated['version']}",
-                alert_id=str(alert_id),
-                elder_id=row["elder_id"],
-                kind=row["kind"],
-                severity=row["severity"],
-                status=new_status,
-                device_time_ms=_ms(row["device_time"]),
-                changed_ms=_ms(at),
-                actor=actor,
-            )
-            # committed with the action: published after commit, or by the sweep
-            await alert_outbox.write(conn, f"operator:{change.id}", [change])
+    new_status = alert.status if change is None else change.status
     log.info(
         "alert %s via operator API",
-        _EVENT_NAME[action],
+        alerts.TIMELINE_ACTION[action],
         extra={"alert_id": str(alert_id), "actor": actor, "status": new_status},
     )
     if change is not None:
-        ALERTS.labels(row["kind"], new_status).inc()
+        ALERTS.labels(alert.kind, new_status).inc()
+    at = datetime.fromtimestamp(at_ms / 1000, UTC)
     result = ActionResult(
-        alert_id=alert_id, previous_status=row["status"], status=new_status, actor=actor, at=at
+        alert_id=alert_id, previous_status=alert.status, status=new_status, actor=actor, at=at
     )
     return Outcome(result, change)

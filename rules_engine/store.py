@@ -12,33 +12,31 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, assert_never
 
-from psycopg import AsyncCursor, sql
+from psycopg import AsyncCursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from carewatch import alert_outbox as outbox
-from carewatch import bus
-from carewatch.alert_lifecycle import Action, next_status
+from carewatch import alerts, bus
+from carewatch.alerts import Alert
 from carewatch.clock import Clock
-from carewatch.messages import OPEN_STATUSES, AlertChange, AlertStatus, Event
+from carewatch.messages import OPEN_STATUSES, AlertChange, Event
 from carewatch.settings import Settings
-from rules_engine.decisions import (
-    Annotate,
-    CancelAlert,
-    CancelTimer,
-    ConfirmAlert,
-    Decision,
-    OpenAlert,
-    RenotifyAlert,
-    RepeatAlert,
-    ResolveAlert,
-    ScheduleTimer,
-    UpdateAlert,
+from rules_engine.apply import (
+    AlertState,
+    Annotated,
+    Opened,
+    Renotified,
+    Repeated,
+    Transitioned,
+    Updated,
+    apply,
 )
+from rules_engine.decisions import CancelTimer, Decision, ScheduleTimer
 from rules_engine.detectors.base import ActiveAlert, DueTimer, ElderView
 from rules_engine.geo import LatLon, Zone
 from rules_engine.thresholds import resolve_thresholds
@@ -86,11 +84,11 @@ async def apply_event(
             )
             if cur.rowcount == 0:
                 return Outcome("duplicate", await outbox.for_source(cur, event.id))
-            view = await _load_view(cur, event.elder_id, defaults)
-            if view is None:
+            loaded = await _load_view(cur, event.elder_id, defaults)
+            if loaded is None:
                 raise _UnknownElder
-            changes = await _apply(cur, view, decide(view), defaults, clock)
-            await outbox.write(cur, event.id, changes)
+            view, rows = loaded
+            changes = await _apply(cur, view, rows, decide(view), defaults, clock, event.id)
             return Outcome("applied", changes)
     except _UnknownElder:
         return Outcome("unknown_elder")
@@ -167,12 +165,13 @@ async def fire_timer(
             "UPDATE rule_timers SET fired_at = %s WHERE id = %s",
             (ms_to_dt(clock.now_ms()), timer_id),
         )
-        view = await _load_view(cur, elder_id, defaults)
-        changes: list[AlertChange] = []
-        if view is not None:
-            changes = await _apply(cur, view, decide(timer, view), defaults, clock)
-            await outbox.write(cur, timer_id, changes)
-        return Outcome("applied" if view is not None else "unknown_elder", changes)
+        loaded = await _load_view(cur, elder_id, defaults)
+        if loaded is None:
+            return Outcome("unknown_elder")
+        view, rows = loaded
+        decisions = decide(timer, view)
+        changes = await _apply(cur, view, rows, decisions, defaults, clock, timer_id)
+        return Outcome("applied", changes)
 
 
 async def abandon_timer(pool: AsyncConnectionPool, timer: DueTimer, detail: str) -> None:
@@ -239,11 +238,32 @@ async def _lock_elder(cur: Cursor, elder_id: str) -> None:
     )
 
 
-async def _load_view(cur: Cursor, elder_id: str, defaults: Settings) -> ElderView | None:
+async def _load_view(
+    cur: Cursor, elder_id: str, defaults: Settings
+) -> tuple[ElderView, dict[str, Alert]] | None:
     """The elder's thresholds (read fresh: profile edits apply at once), zones and active
-    alerts, the alerts locked against concurrent changes until the transaction ends."""
+    alerts, the alerts locked against concurrent changes until the transaction ends;
+    with the active alerts' rows by id, for the writes."""
     await cur.execute(_VIEW_LOCKED, (elder_id, list(OPEN_STATUSES), elder_id))
-    return _view_of(await cur.fetchone(), elder_id, defaults)
+    row = await cur.fetchone()
+    view = _view_of(row, elder_id, defaults)
+    if row is None or view is None:
+        return None
+    rows = {
+        r["id"]: Alert(
+            r["id"],
+            elder_id,
+            r["device_id"],
+            r["kind"],
+            r["severity"],
+            r["status"],
+            int(r["device_time_ms"]),
+            int(r["version"]),
+            r["acknowledged_by"],
+        )
+        for r in row["active"]
+    }
+    return view, rows
 
 
 def _view_of(row: DictRow | None, elder_id: str, defaults: Settings) -> ElderView | None:
@@ -261,7 +281,7 @@ SELECT cp.id AS profile_id, cp.thresholds, e.lat, e.lon,
   (SELECT coalesce(jsonb_agg(jsonb_build_object(
       'id', a.id::text, 'kind', a.kind, 'severity', a.severity, 'status', a.status,
       'device_id', a.device_id, 'rule', a.rule, 'confidence', a.confidence,
-      'details', a.details,
+      'details', a.details, 'version', a.version, 'acknowledged_by', a.acknowledged_by,
       'device_time_ms', floor(extract(epoch FROM a.device_time) * 1000)::bigint)), '[]')
    FROM active a) AS active,
   (SELECT coalesce(jsonb_agg(jsonb_build_object(
@@ -272,11 +292,12 @@ FROM elders e LEFT JOIN care_profiles cp ON cp.id = e.care_profile_id WHERE e.id
 """
 _ACTIVE = (
     "WITH active AS (SELECT id, kind, severity, status, device_id, rule, confidence, details,"
-    " device_time FROM alerts WHERE elder_id = %s AND status = ANY(%s))"
+    " device_time, version, acknowledged_by FROM alerts WHERE elder_id = %s AND status = ANY(%s))"
 )
 _ACTIVE_LOCKED = (
     "WITH active AS (SELECT id, kind, severity, status, device_id, rule, confidence, details,"
-    " device_time FROM alerts WHERE elder_id = %s AND status = ANY(%s) FOR NO KEY UPDATE)"
+    " device_time, version, acknowledged_by FROM alerts WHERE elder_id = %s AND status = ANY(%s)"
+    " FOR NO KEY UPDATE)"
 )
 _VIEW_AT_ONCE = _ACTIVE + _VIEW_COLUMNS
 _VIEW_LOCKED = _ACTIVE_LOCKED + _VIEW_COLUMNS
@@ -336,136 +357,105 @@ def _timer(row: DictRow) -> DueTimer:
 async def _apply(
     cur: Cursor,
     view: ElderView,
+    rows: dict[str, Alert],
     decisions: Sequence[Decision],
     defaults: Settings,
     clock: Clock,
+    source: str,
 ) -> list[AlertChange]:
-    by_id = {a.alert_id: a for a in view.active.values()}
-    changes: list[AlertChange] = []
+    """Carry out `decisions` (rules_engine.apply decides what they do) as SQL: alert state
+    through its owner (carewatch.alerts), which writes each change's outbox row under
+    `source`, and the timers here. `rows` are the elder's active alerts, kept current."""
     now_ms = clock.now_ms()
-    for d in decisions:
-        match d:
-            case OpenAlert():
-                change = await _open(cur, view.elder_id, d, now_ms)
-                if change is not None:
-                    changes.append(change)
-                    by_id[d.alert_id] = ActiveAlert.opened_by(d)
-            case RepeatAlert():
-                await cur.execute(
-                    "UPDATE alerts SET updates = updates + 1 WHERE id = %s", (d.alert_id,)
+    elder_id = view.elder_id
+    _, effects = apply(AlertState.of(view.active), decisions, now_ms)
+    changes: list[AlertChange] = []
+
+    def changed(change: AlertChange) -> None:
+        changes.append(change)
+        rows[change.alert_id] = alerts.after(rows[change.alert_id], change)
+
+    for e in effects:
+        match e:
+            case Opened(alert=a, decision=d):
+                row = Alert(
+                    a.alert_id, elder_id, a.device_id, a.kind, a.severity, a.status,
+                    a.device_time_ms, 1,
+                )  # fmt: skip
+                change = await alerts.open_alert(
+                    cur,
+                    row,
+                    source_event_id=d.source_event_id,
+                    rule=d.rule,
+                    threshold=d.threshold,
+                    confidence=d.confidence,
+                    details=d.details,
+                    actor=ACTOR,
+                    at_ms=now_ms,
+                    source=source,
                 )
-                repeat: dict[str, object] = {
-                    "event_id": d.source_event_id,
-                    "device_id": d.device_id,
-                }
-                await _timeline(cur, d.alert_id, "repeated", repeat, now_ms)
-            case CancelAlert():
-                details = {"rule": d.rule, **d.details}
-                change = await _transition(
-                    cur, by_id[d.alert_id], "cancel", "cancelled", details, now_ms
-                )
-                changes.append(change)
-                by_id[d.alert_id] = replace(by_id[d.alert_id], status=change.status)
-            case ConfirmAlert():
-                details = {"rule": d.rule, "timer_id": d.cause, **d.details}
-                change = await _transition(
-                    cur, by_id[d.alert_id], "confirm", "confirmed", details, now_ms, d.confidence
-                )
-                changes.append(change)
-                by_id[d.alert_id] = replace(by_id[d.alert_id], status=change.status)
-            case UpdateAlert():
-                await cur.execute(
-                    "UPDATE alerts SET confidence = COALESCE(%s, confidence),"
-                    " details = details || %s WHERE id = %s",
-                    (d.confidence, Jsonb(dict(d.details)), d.alert_id),
-                )
-                update = {"confidence": d.confidence, **d.details}
-                await _timeline(cur, d.alert_id, d.action, update, now_ms)
-                if d.alert_id in by_id:
-                    merged = {**by_id[d.alert_id].details, **d.details}
-                    confidence = d.confidence or by_id[d.alert_id].confidence
-                    by_id[d.alert_id] = replace(
-                        by_id[d.alert_id], confidence=confidence, details=merged
+                if change is None:
+                    log.warning(
+                        "alert already exists, open skipped", extra={"alert_id": a.alert_id}
                     )
-            case ResolveAlert():
-                details = {"rule": d.rule, "cause": d.cause, **d.details}
-                change = await _transition(
-                    cur, by_id[d.alert_id], "resolve", "resolved", details, now_ms
+                else:
+                    rows[a.alert_id] = row
+                    changes.append(change)
+            case Transitioned():
+                made = await alerts.transition(
+                    cur,
+                    rows[e.before.alert_id],
+                    e.action,
+                    ACTOR,
+                    now_ms,
+                    source=source,
+                    details=e.details,
+                    confidence=e.confidence,
                 )
-                changes.append(change)
-                by_id[d.alert_id] = replace(by_id[d.alert_id], status=change.status)
-            case RenotifyAlert():
-                change = await _renotify(cur, by_id[d.alert_id], d, now_ms)
-                changes.append(change)
-                by_id[d.alert_id] = replace(by_id[d.alert_id], severity=change.severity)
-            case Annotate():
-                await _timeline(cur, d.alert_id, d.action, dict(d.details), now_ms)
+                # the rules engine's actions (confirm, cancel, resolve) always change it
+                assert made is not None, f"{e.action} left alert {e.before.alert_id} as it was"
+                changed(made)
+            case Renotified():
+                changed(
+                    await alerts.renotify(
+                        cur,
+                        rows[e.before.alert_id],
+                        e.reason,
+                        ACTOR,
+                        now_ms,
+                        source=source,
+                        severity=e.severity,
+                        details=e.details,
+                    )
+                )
+            case Repeated(decision=d):
+                repeat = {"event_id": d.source_event_id, "device_id": d.device_id}
+                await alerts.count_repeat(cur, d.alert_id, repeat, actor=ACTOR, at_ms=now_ms)
+            case Updated(decision=d):
+                await alerts.update_details(
+                    cur, d.alert_id, d.action, d.confidence, d.details, actor=ACTOR, at_ms=now_ms
+                )
+            case Annotated(decision=d):
+                await alerts.record(cur, d.alert_id, d.action, d.details, at_ms=now_ms, actor=ACTOR)
             case ScheduleTimer():
                 await cur.execute(
-                    _SCHEDULE_REARM if d.replace else _SCHEDULE,
+                    _SCHEDULE_REARM if e.replace else _SCHEDULE,
                     (
-                        d.timer_id,
-                        bus.shard_of(view.elder_id, defaults.bus_shards),
-                        view.elder_id,
-                        d.kind,
-                        ms_to_dt(d.due_ms),
-                        Jsonb(dict(d.payload)),
+                        e.timer_id,
+                        bus.shard_of(elder_id, defaults.bus_shards),
+                        elder_id,
+                        e.kind,
+                        ms_to_dt(e.due_ms),
+                        Jsonb(dict(e.payload)),
                     ),
                 )
             case CancelTimer():
                 await cur.execute(
-                    "DELETE FROM rule_timers WHERE id = %s AND fired_at IS NULL", (d.timer_id,)
+                    "DELETE FROM rule_timers WHERE id = %s AND fired_at IS NULL", (e.timer_id,)
                 )
+            case _:
+                assert_never(e)
     return changes
-
-
-async def _open(cur: Cursor, elder_id: str, d: OpenAlert, now_ms: int) -> AlertChange | None:
-    now = ms_to_dt(now_ms)
-    await cur.execute(
-        "INSERT INTO alerts (id, elder_id, device_id, kind, severity, status, source_event_id,"
-        " device_time, opened_at, rule, threshold, confidence, details)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT DO NOTHING",
-        (
-            d.alert_id,
-            elder_id,
-            d.device_id,
-            d.kind,
-            d.severity,
-            d.status,
-            d.source_event_id,
-            ms_to_dt(d.device_time_ms),
-            now,
-            d.rule,
-            Jsonb(dict(d.threshold)),
-            d.confidence,
-            Jsonb(dict(d.details)),
-        ),
-    )
-    if cur.rowcount == 0:
-        # the alert already exists (e.g. an event redelivered after its seen-marker was
-        # pruned): its effects are in place, do not record them twice
-        log.warning("alert already exists, open skipped", extra={"alert_id": d.alert_id})
-        return None
-    details: dict[str, object] = {
-        "status": d.status,
-        "rule": d.rule,
-        "event_id": d.source_event_id,
-        "device_id": d.device_id,
-        "threshold": dict(d.threshold),
-    }
-    await _timeline(cur, d.alert_id, "opened", details, now_ms)
-    return AlertChange(
-        id=f"{d.alert_id}:{d.status}:1",
-        alert_id=d.alert_id,
-        elder_id=elder_id,
-        kind=d.kind,
-        severity=d.severity,
-        status=d.status,
-        device_time_ms=d.device_time_ms,
-        changed_ms=now_ms,
-        actor=ACTOR,
-    )
 
 
 _SCHEDULE = (
@@ -478,77 +468,3 @@ _SCHEDULE_REARM = (
     " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
     " due_at = EXCLUDED.due_at, payload = EXCLUDED.payload, fired_at = NULL"
 )
-
-_STAMP_COLUMN: dict[Action, str] = {
-    "cancel": "closed_at",
-    "confirm": "confirmed_at",
-    "resolve": "closed_at",
-}
-
-
-async def _transition(
-    cur: Cursor,
-    alert: ActiveAlert,
-    action: Action,
-    timeline_action: str,
-    details: dict[str, object],
-    now_ms: int,
-    confidence: float | None = None,
-) -> AlertChange:
-    status: AlertStatus = next_status(alert.status, action)
-    query = sql.SQL(
-        "UPDATE alerts SET status = %s, {stamp} = %s, version = version + 1,"
-        " confidence = COALESCE(%s, confidence) WHERE id = %s RETURNING elder_id, version"
-    ).format(stamp=sql.Identifier(_STAMP_COLUMN[action]))
-    await cur.execute(query, (status, ms_to_dt(now_ms), confidence, alert.alert_id))
-    row = await cur.fetchone()
-    assert row is not None, "the alert row is locked by this transaction"
-    await _timeline(cur, alert.alert_id, timeline_action, details, now_ms)
-    return AlertChange(
-        id=f"{alert.alert_id}:{status}:{row['version']}",
-        alert_id=alert.alert_id,
-        elder_id=row["elder_id"],
-        kind=alert.kind,
-        severity=alert.severity,
-        status=status,
-        device_time_ms=alert.device_time_ms,
-        changed_ms=now_ms,
-        actor=ACTOR,
-    )
-
-
-async def _renotify(cur: Cursor, alert: ActiveAlert, d: RenotifyAlert, now_ms: int) -> AlertChange:
-    """Same status, new version: the change the notifier acts on (escalated / reminder)."""
-    await cur.execute(
-        "UPDATE alerts SET severity = COALESCE(%s, severity), version = version + 1"
-        " WHERE id = %s RETURNING elder_id, version, severity",
-        (d.severity, alert.alert_id),
-    )
-    row = await cur.fetchone()
-    assert row is not None, "the alert row is locked by this transaction"
-    details: dict[str, object] = {"rule": d.rule, "timer_id": d.cause, **d.details}
-    if d.severity is not None:
-        details["severity"] = {"from": alert.severity, "to": d.severity}
-    await _timeline(cur, alert.alert_id, d.reason, details, now_ms)
-    return AlertChange(
-        id=f"{alert.alert_id}:{alert.status}:{row['version']}",
-        alert_id=alert.alert_id,
-        elder_id=row["elder_id"],
-        kind=alert.kind,
-        severity=row["severity"],
-        status=alert.status,
-        device_time_ms=alert.device_time_ms,
-        changed_ms=now_ms,
-        actor=ACTOR,
-        reason=d.reason,
-    )
-
-
-async def _timeline(
-    cur: Cursor, alert_id: str, action: str, details: dict[str, object], now_ms: int
-) -> None:
-    await cur.execute(
-        "INSERT INTO alert_events (alert_id, at, actor, action, details)"
-        " VALUES (%s, %s, %s, %s, %s)",
-        (alert_id, ms_to_dt(now_ms), ACTOR, action, Jsonb(details)),
-    )

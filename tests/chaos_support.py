@@ -22,8 +22,8 @@ import psycopg
 from carewatch.messages import DeviceEvent, Telemetry
 from carewatch.settings import Settings
 from carewatch.topics import topic
+from harness.services import Proc, free_port, start_redis
 from tests.ledger import ELDERS, OFFICERS, STATIONS
-from tests.services import Proc, free_port, start_redis
 
 GRID_WORKER_PHONE = "13700000001"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

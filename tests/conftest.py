@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,7 +10,7 @@ import pytest
 import redis
 
 from carewatch.settings import Settings
-from tests.services import Databases, Proc, start_mosquitto, start_redis
+from harness.services import Databases, Proc, free_port, start_mosquitto, start_redis, wait_port
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +30,22 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     proc = start_redis(tmp_path_factory.mktemp("redis"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    workdir = tmp_path_factory.mktemp("nats")
+    port = free_port()
+    popen = subprocess.Popen(
+        [exe, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "log", "wb"),
+    )
+    wait_port(port)
+    proc = Proc("nats", port, popen, workdir)
     yield proc
     proc.stop()
 
@@ -56,3 +74,50 @@ def settings(db_dsn: str, redis_server: Proc, mosquitto: Proc, tmp_path: Path) -
         log_json=False,
         _env_file=None,  # type: ignore[call-arg]
     )
+
+
+# Fixtures that start or reach a server (Mosquitto, Redis, NATS, PostgreSQL): a test
+# using any of them, directly or through another fixture, is marked `server`.
+SERVER_FIXTURES = frozenset(
+    {"databases", "db_dsn", "settings", "redis_server", "mosquitto", "nats_server"}
+)
+# Modules whose tests start servers, worker processes or a browser themselves.
+SERVER_MODULES = frozenset(
+    {
+        "test_bench_load",
+        "test_chaos",
+        "test_code_quality",  # runs mypy, ruff and the CLI over the whole tree
+        "test_docs",  # runs the CLI in a subprocess
+        "test_hostile_fuzz_targets",
+        "test_infra_deploy",
+        "test_infra_grafana",
+        "test_infra_prometheus",
+        "test_infra_smoke",
+        "test_operator_phone_page",
+    }
+)
+
+
+# Calls that start a server in a test's body: their module's tests are all `server`.
+STARTS_SERVER = ("start_mosquitto(", "start_redis(", "Pipeline(")
+
+
+def _starts_servers(module: object) -> bool:
+    path = getattr(module, "__file__", None)
+    return path is not None and any(call in Path(path).read_text("utf-8") for call in STARTS_SERVER)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test `unit` (no server: `./run test -m unit`) or `server`."""
+    starting: dict[str, bool] = {}
+    for item in items:
+        module = getattr(item, "module", None)
+        name = module.__name__ if module is not None else ""
+        if name not in starting:
+            starting[name] = _starts_servers(module)
+        needs_server = (
+            bool(set(getattr(item, "fixturenames", ())) & SERVER_FIXTURES)
+            or name.rsplit(".", 1)[-1] in SERVER_MODULES
+            or starting[name]
+        )
+        item.add_marker(pytest.mark.server if needs_server else pytest.mark.unit)

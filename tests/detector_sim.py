@@ -1,32 +1,32 @@
 """A detector driven through time without servers: events in, timers fired in order.
 
-Applies Decisions the way rules_engine.store does (one active alert per kind, timer
-upsert/keep, cancel only unfired, a fired timer marked after its effects), so table
+Decisions go through rules_engine.apply, the applier the store and the evaluation use
+(one active alert per kind, the lifecycle, open once); timers as the store keeps them
+(upsert/keep, cancel only unfired, a fired timer marked before its effects), so table
 tests can play a day of an elder's life with a ManualClock in milliseconds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import assert_never
 from zoneinfo import ZoneInfo
 
 from carewatch.clock import ManualClock
 from carewatch.messages import Event, EventType, NormalisedType
-from rules_engine.decisions import (
-    Annotate,
-    CancelAlert,
-    CancelTimer,
-    ConfirmAlert,
-    Decision,
-    OpenAlert,
-    RenotifyAlert,
-    RepeatAlert,
-    ResolveAlert,
-    ScheduleTimer,
-    UpdateAlert,
+from rules_engine.apply import (
+    AlertState,
+    Annotated,
+    Opened,
+    Renotified,
+    Repeated,
+    Transitioned,
+    Updated,
+    apply,
 )
+from rules_engine.decisions import CancelTimer, Decision, OpenAlert, ScheduleTimer
 from rules_engine.detectors.base import ActiveAlert, Detector, DueTimer, ElderView
 from rules_engine.thresholds import Thresholds
 
@@ -134,40 +134,42 @@ class Sim:
         return ElderView(ELDER, self.th, dict(self.active))
 
     def apply(self, decisions: Sequence[Decision]) -> None:
+        """rules_engine.apply decides (the store's and the evaluation's applier); the
+        effects go to this harness's alerts, changes and timers."""
         now = self.clock.now_ms()
-        for d in decisions:
-            match d:
-                case OpenAlert():
-                    assert d.kind not in self.active, f"second active {d.kind} alert"
-                    self.active[d.kind] = ActiveAlert.opened_by(d)
+        after, effects = apply(AlertState.of(self.active), decisions, now)
+        # an id opened before (and closed since) keeps its row: ON CONFLICT DO NOTHING
+        again = {e.alert.alert_id for e in effects if isinstance(e, Opened)} & set(self.opened)
+        active = after.active_by_kind()
+        self.active = {k: a for k, a in active.items() if a.alert_id not in again}
+        for e in effects:
+            match e:
+                case Opened(alert=a) if a.alert_id in again:
+                    pass
+                case Opened(decision=d):
                     self.opened[d.alert_id] = d
                     self.changes.append(
                         Change(now, d.alert_id, d.kind, "opened", d.severity, d.rule)
                     )
-                case ResolveAlert() | CancelAlert():
-                    a = self.active.pop(d.kind)
-                    assert a.alert_id == d.alert_id
-                    what = "resolved" if isinstance(d, ResolveAlert) else "cancelled"
-                    self.changes.append(Change(now, d.alert_id, d.kind, what, a.severity, d.rule))
-                case RenotifyAlert():
-                    a = self.active[d.kind]
-                    assert a.alert_id == d.alert_id
-                    self.active[d.kind] = replace(a, severity=d.severity or a.severity)
-                    severity = d.severity or a.severity
-                    self.changes.append(Change(now, d.alert_id, d.kind, d.reason, severity, d.rule))
-                case ConfirmAlert():
-                    self.active[d.kind] = replace(self.active[d.kind], status="open")
+                case Transitioned(before=a, after=b) if b.status in ("resolved", "cancelled"):
+                    self.changes.append(
+                        Change(now, a.alert_id, a.kind, e.timeline, a.severity, e.rule)
+                    )
+                case Renotified(after=b):
+                    self.changes.append(
+                        Change(now, b.alert_id, b.kind, e.reason, b.severity, e.rule)
+                    )
                 case ScheduleTimer():
-                    if d.replace or d.timer_id not in self.timers:
-                        self.timers[d.timer_id] = Timer(d.kind, d.due_ms, dict(d.payload))
+                    if e.replace or e.timer_id not in self.timers:
+                        self.timers[e.timer_id] = Timer(e.kind, e.due_ms, dict(e.payload))
                 case CancelTimer():
-                    t = self.timers.get(d.timer_id)
+                    t = self.timers.get(e.timer_id)
                     if t is not None and not t.fired:
-                        del self.timers[d.timer_id]
-                case RepeatAlert() | Annotate() | UpdateAlert():
+                        del self.timers[e.timer_id]
+                case Transitioned() | Repeated() | Updated() | Annotated():
                     pass
                 case _:
-                    raise AssertionError(f"unexpected decision {d!r}")
+                    assert_never(e)
 
     # --- reading -------------------------------------------------------------------------
 

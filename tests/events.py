@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from carewatch.clock import ManualClock
 from carewatch.messages import Event, EventType
-from rules_engine.decisions import Decision, OpenAlert
+from rules_engine.apply import AlertState, apply
+from rules_engine.decisions import Decision
 from rules_engine.detectors.base import ActiveAlert, ElderView
 from rules_engine.engine import Engine
 
@@ -53,8 +54,9 @@ def telemetry_event(
 
 @dataclass
 class EngineRun:
-    """Runs events through an engine and keeps the active alerts as the store would;
-    counts the events that would have reached the database (the engine wanted them)."""
+    """Runs events through an engine and keeps the active alerts as the store would
+    (rules_engine.apply, the store's applier); counts the events that would have reached
+    the database (the engine wanted them)."""
 
     engine: Engine
     active: dict[str, ActiveAlert] = field(default_factory=dict)
@@ -70,8 +72,7 @@ class EngineRun:
                 continue
             self.to_db += 1
             decisions = self.engine.on_event(e, self.view(), ManualClock(e.received_ms))
-            for d in decisions:
-                if isinstance(d, OpenAlert):
-                    self.active[d.kind] = ActiveAlert.opened_by(d)
+            after, _ = apply(AlertState.of(self.active), decisions, e.received_ms)
+            self.active = after.active_by_kind()
             out.extend(decisions)
         return out

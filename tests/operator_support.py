@@ -21,9 +21,9 @@ from faststream.redis.parser.binary import BinaryMessageFormatV1
 from carewatch.bus import ALERTS_STREAM
 from carewatch.messages import AlertChange, decode_alert_change
 from carewatch.settings import Settings
+from harness.services import await_until, free_port
 from operator_api.app import run
 from operator_api.tokens import create_token
-from tests.services import await_until, free_port
 
 A1 = "00000000-0000-4000-8000-0000000000a1"  # E1 sos, open, G1: escalating
 A2 = "00000000-0000-4000-8000-0000000000a2"  # E3 fall, acknowledged, G2

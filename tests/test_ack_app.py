@@ -5,27 +5,21 @@ SMS / WeCom providers all running."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
-from typing import cast
 from urllib.parse import urlsplit
 
 import aiomqtt
-import httpx
 import msgspec
-import redis.asyncio as aioredis
-from prometheus_client import REGISTRY
 
-from carewatch.bus import ALERTS_STREAM
 from carewatch.messages import DeviceCommand
 from carewatch.settings import Settings
 from carewatch.topics import topic
-from notifier import ack_app, timeline
+from harness.services import await_until, free_port
+from notifier import timeline
 from notifier.ack_links import link_url, new_short_code, sign, unverified_expiry
 from tests.fake_provider_server import link_in_sms, running_fake_providers
-from tests.services import await_until, free_port
-from tests.test_notifier_support import (
+from tests.support.ack import alert_changes_on_stream, path_of, rejects, running_ack_app
+from tests.support.notifier import (
     DEVICE_ID,
     ELDER_NAME,
     FAMILY_1_PHONE,
@@ -39,45 +33,6 @@ from tests.test_notifier_support import (
     running_notifier,
     seed_registry,
 )
-
-
-@contextlib.asynccontextmanager
-async def running_ack_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(ack_app.run(settings, stop))
-    async with httpx.AsyncClient(base_url=settings.ack_base_url, timeout=10) as http:
-
-        async def up() -> bool:
-            if task.done():
-                task.result()
-            try:
-                return (await http.get("/healthz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        try:
-            await await_until(up, 15, "ack app listening")
-            yield http
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
-
-
-def rejects(reason: str) -> float:
-    return REGISTRY.get_sample_value("carewatch_ack_rejects_total", {"reason": reason}) or 0.0
-
-
-def path_of(link: str) -> str:
-    return urlsplit(link).path
-
-
-async def alert_changes_on_stream(settings: Settings) -> list[bytes]:
-    client = aioredis.Redis.from_url(settings.redis_url)
-    try:
-        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await client.xrange(ALERTS_STREAM))
-    finally:
-        await client.aclose()
-    return [b"".join(fields.values()) for _, fields in entries]
 
 
 async def test_ack_stops_escalation_tells_the_others_and_the_wristband(settings: Settings) -> None:
@@ -123,7 +78,7 @@ async def test_ack_stops_escalation_tells_the_others_and_the_wristband(settings:
         row = query(dsn, "SELECT status, acknowledged_by FROM alerts")
         assert row == [("acknowledged", f"grid_worker:{GRID_WORKER_ID}")]
         esc = query(dsn, "SELECT next_step_at, stopped_reason FROM escalations")
-        assert esc == [(None, f"acknowledge by grid_worker:{GRID_WORKER_ID}")]
+        assert esc == [(None, f"acknowledged by grid_worker:{GRID_WORKER_ID}")]
         assert query(
             dsn,
             "SELECT count(*) FROM alert_events WHERE actor = %s AND action = 'acknowledged'",

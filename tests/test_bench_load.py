@@ -12,7 +12,7 @@ import msgspec
 from bench.load import Load
 from carewatch.messages import Telemetry
 from carewatch.topics import parse, uplink_filter
-from tests.services import start_mosquitto
+from harness.services import start_mosquitto
 
 
 async def test_load_publishes_valid_telemetry_in_order(tmp_path: Path) -> None:

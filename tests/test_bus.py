@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-from collections.abc import Iterator
 
 import pytest
 
 from carewatch.bus import make_broker, publish, shard_of, start, stop, subscribe
 from carewatch.settings import Settings
-from tests.services import Proc, await_until, free_port, wait_port
-
-
-@pytest.fixture(scope="session")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
-    workdir = tmp_path_factory.mktemp("nats")
-    port = free_port()
-    popen = subprocess.Popen(
-        [exe, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=open(workdir / "log", "wb"),
-    )
-    wait_port(port)
-    proc = Proc("nats", port, popen, workdir)
-    yield proc
-    proc.stop()
+from harness.services import Proc, await_until
 
 
 @pytest.fixture(params=["redis", "nats"])

@@ -27,6 +27,8 @@ import pytest
 
 from carewatch.db.migrate import migrate
 from carewatch.settings import Settings
+from harness.pipeline import Pipeline, with_fake_providers
+from harness.services import Proc, start_mosquitto, wait_until
 from notifier.channels.aliyun_sms import out_id_for
 from registry.importer import import_files
 from tests.chaos_support import (
@@ -41,8 +43,6 @@ from tests.chaos_support import (
     write_many_elders,
 )
 from tests.fake_provider_server import link_in_sms
-from tests.pipeline import Pipeline, with_fake_providers
-from tests.services import Proc, start_mosquitto, wait_until
 
 pytestmark = pytest.mark.slow
 

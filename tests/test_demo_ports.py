@@ -6,8 +6,8 @@ import socket
 import subprocess
 
 from carewatch.settings import Settings
-from tests.pipeline import CAREWATCH, settings_env
-from tests.services import free_port
+from harness.pipeline import CAREWATCH, settings_env
+from harness.services import free_port
 
 
 def test_demo_fails_fast_naming_the_taken_port(settings: Settings) -> None:

@@ -17,12 +17,12 @@ from psycopg.types.json import Jsonb
 from carewatch.messages import Event
 from carewatch.settings import Settings
 from simulators.accel_trials import HZ, generate_trial
-from tests import test_rules_worker
-from tests.test_rules_worker import ELDER, Bus, event, one_alert, rows, timeline, worker
+from tests.support import rules as support
+from tests.support.rules import ELDER, Bus, event, one_alert, rows, timeline, worker
 
 # the rules worker tests' fixtures: an elder with devices, and the bus with its alert feed
-rules_settings = test_rules_worker.rules_settings
-bus_io = test_rules_worker.bus_io
+rules_settings = support.rules_settings
+bus_io = support.bus_io
 
 _seq = itertools.count(500_000)
 

@@ -8,7 +8,7 @@ import psycopg
 
 from ingest.device_state import apply_updates, merge
 from ingest.validate import DeviceUpdate
-from tests.test_ingest_worker import insert_registry
+from tests.support.ingest import insert_registry
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MS = 1_764_000_000_123

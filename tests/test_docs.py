@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,23 @@ def test_production_refuses_default_secrets() -> None:
     }
     ok = Settings(_env_file=None, environment="production", **secrets)  # type: ignore[call-arg,arg-type]
     assert ok.environment == "production"
+
+
+def _flow(name: str) -> list[str]:
+    """The paths of the numbered steps under `## {name}` in docs/flows.md."""
+    text = (ROOT / "docs/flows.md").read_text("utf-8")
+    section = text.split(f"\n## {name}", 1)[1].split("\n## ", 1)[0]
+    steps = re.findall(r"^\d+\. `([^`]+)`", section, flags=re.MULTILINE)
+    assert steps, f"no steps under {name!r}"
+    return steps
+
+
+def test_flows_name_files_that_exist_and_an_sos_takes_at_most_15() -> None:
+    sos = _flow("SOS press")
+    fall = _flow("Fall")
+    text = (ROOT / "docs/flows.md").read_text("utf-8")
+    mentioned = re.findall(r"`([a-z_]+/[a-z_/]+\.py)`", text)
+    missing = [p for p in {*sos, *fall, *mentioned} if not (ROOT / p).is_file()]
+    assert missing == []
+    assert len(sos) == len(set(sos)) <= 15
+    assert sos[0].startswith("ingest/") and sos[-1].startswith("notifier/channels/")

@@ -15,24 +15,25 @@ import redis
 
 from carewatch.bus import ALERTS_STREAM, NATS_STREAM, events_stream, shard_of
 from carewatch.settings import Settings
+from harness.pipeline import Pipeline
+from harness.services import Proc
 from rules_engine.shards import KEY_PREFIX
-from tests.pipeline import Pipeline
-from tests.services import Proc
-from tests.test_bus import nats_server  # noqa: F401  (fixture)
-from tests.test_e2e_sos import (  # noqa: F401  (fixture and the tests run here again)
+from tests.support import e2e
+from tests.support.e2e import (
     GRID_WORKER,
     Device,
-    pipeline,
+    fall_then_im_ok_inside_window_notifies_nobody,
     sms_to,
-    test_fall_then_im_ok_inside_window_notifies_nobody,
-    test_sos_escalates_until_acknowledged_then_stops,
+    sos_escalates_until_acknowledged_then_stops,
 )
 
 pytestmark = pytest.mark.slow
 
+pipeline = e2e.pipeline  # the fixture, used here by name
+
 
 @pytest.fixture
-def settings(settings: Settings, nats_server: Proc) -> Settings:  # noqa: F811
+def settings(settings: Settings, nats_server: Proc) -> Settings:
     return settings.model_copy(
         update={
             "bus_backend": "nats",
@@ -45,7 +46,15 @@ def settings(settings: Settings, nats_server: Proc) -> Settings:  # noqa: F811
     )
 
 
-def test_the_events_and_alerts_travel_over_jetstream(pipeline: Pipeline) -> None:  # noqa: F811
+def test_sos_escalates_until_acknowledged_then_stops(pipeline: Pipeline) -> None:
+    sos_escalates_until_acknowledged_then_stops(pipeline)
+
+
+def test_fall_then_im_ok_inside_window_notifies_nobody(pipeline: Pipeline) -> None:
+    fall_then_im_ok_inside_window_notifies_nobody(pipeline)
+
+
+def test_the_events_and_alerts_travel_over_jetstream(pipeline: Pipeline) -> None:
     s = pipeline.settings
     band = Device("WB0001", s.mqtt_port)
     band.publish("event", band.event("sos")[0])

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from carewatch.settings import Settings
+from harness.services import await_until, free_port
 from notifier.channels.aliyun_rpc import sign
 from notifier.channels.aliyun_sms import AliyunSmsChannel
 from notifier.channels.base import Message
@@ -22,7 +23,6 @@ from tests.fake_provider_server import (
     offline_settings,
     running_fake_providers,
 )
-from tests.services import await_until, free_port
 
 PARAMS = {
     "elder_name": "王秀英",

@@ -16,12 +16,12 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from carewatch.settings import Settings
+from harness.services import free_port
 from notifier.ack_app import BUTTONS
 from notifier.ack_links import sign
-from tests.services import free_port
-from tests.test_ack_app import rejects, running_ack_app
-from tests.test_hostile_ingest import RAW_VALUES, json_values
-from tests.test_notifier_support import GRID_WORKER_ID, insert_alert, query, seed_registry
+from tests.support.ack import rejects, running_ack_app
+from tests.support.hostile import RAW_VALUES, json_values
+from tests.support.notifier import GRID_WORKER_ID, insert_alert, query, seed_registry
 
 CONTENT_TYPES = (
     None,

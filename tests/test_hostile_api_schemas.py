@@ -20,11 +20,11 @@ import httpx
 import pytest
 
 from carewatch.settings import Settings
+from harness.pipeline import Pipeline, with_fake_providers
+from harness.services import free_port, wait_port
 from notifier import ack_app
 from operator_api.app import MAX_BODY_BYTES
 from tests.operator_support import A1, Tokens, seed
-from tests.pipeline import Pipeline, with_fake_providers
-from tests.services import free_port, wait_port
 
 # Generated requests per operation and phase: ~1,270 for the operator API's 9 operations
 # (in a trial with 20, the offset above bigint went unnoticed); the ack app's 5 need fewer.

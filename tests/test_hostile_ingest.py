@@ -42,7 +42,8 @@ from ingest.pipeline import Pipeline
 from ingest.publisher import BusPublisher
 from ingest.registry_cache import DeviceRegistry
 from ingest.validate import Accepted, Rejection, RejectReason, validate
-from tests.test_ingest_worker import DOOR, TS, WRISTBAND, insert_registry
+from tests.support.hostile import RAW_VALUES, json_values
+from tests.support.ingest import DOOR, TS, WRISTBAND, insert_registry
 
 # "store_refused" comes from the flusher (PostgreSQL refused a valid row), never validate.
 VALIDATE_REASONS = frozenset(get_args(RejectReason)) - {"store_refused"}
@@ -58,45 +59,6 @@ PURE = hsettings(max_examples=200, deadline=None, derandomize=True)
 
 # --- strategies ------------------------------------------------------------------------
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=20,
-)
-
-# JSON text json.dumps would not write: non-standard constants, overflowing numbers,
-# nesting past any recursion limit, escapes of lone surrogates and control characters.
-RAW_VALUES = (
-    "NaN",
-    "Infinity",
-    "-Infinity",
-    "1e400",
-    "-1e400",
-    "1e-400",
-    str(2**64),
-    str(2**53 + 1),
-    str(-(10**30)),
-    "9" * 5000,
-    "[" * 3000 + "]" * 3000,
-    '{"a":' * 3000 + "1" + "}" * 3000,
-    '"\\ud800"',
-    '"\\u0000"',
-    '"\u202e\u0301\U0001f600"',
-    "0x10",
-    "01",
-    "+1",
-    ".5",
-    "true",
-    '"1"',
-    "[]",
-    "{}",
-)
 raw_values = st.sampled_from(RAW_VALUES) | json_values.map(json.dumps)
 
 KINDS = topics.UPLINK_KINDS

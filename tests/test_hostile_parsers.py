@@ -47,7 +47,7 @@ from notifier.channels.base import Message, SendResult
 from notifier.channels.wecom import WeComChannel, interpret_reply
 from registry.ledger import parse_ledger
 from registry.ledger_format import COLUMNS
-from tests.test_hostile_ingest import RAW_VALUES, json_values
+from tests.support.hostile import RAW_VALUES, json_values
 
 PROPERTY = hsettings(max_examples=200, deadline=None, derandomize=True)
 # An unmasked mainland mobile number (the masked form is 138****5678).

@@ -28,14 +28,14 @@ from pydantic import SecretStr
 
 from carewatch.logs import JsonFormatter
 from carewatch.settings import Settings
+from harness.services import free_port
 from notifier.ack_links import sign
 from notifier.channels.aliyun_sms import AliyunSmsChannel
 from notifier.channels.base import Message
 from notifier.channels.wecom import WeComChannel
 from tests.fake_provider_server import offline_settings, running_fake_providers
-from tests.services import free_port
-from tests.test_ack_app import running_ack_app
-from tests.test_notifier_support import (
+from tests.support.ack import running_ack_app
+from tests.support.notifier import (
     GRID_WORKER_ID,
     insert_alert,
     notifier_settings,

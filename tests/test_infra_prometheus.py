@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from carewatch.settings import Settings
-from tests.services import free_port, wait_until
+from harness.services import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PROM_DIR = ROOT / "infra/prometheus"
@@ -246,9 +246,9 @@ def live(settings: Settings, tmp_path: Path) -> Iterator[tuple[Prometheus, Any, 
     missing = missing_worker_modules()
     if missing:
         pytest.skip(f"workers not runnable yet, missing modules: {', '.join(missing)}")
+    from harness.pipeline import Pipeline, with_fake_providers
     from registry.importer import import_files
     from tests.ledger import write_ledger
-    from tests.pipeline import Pipeline, with_fake_providers
 
     s = with_fake_providers(settings).model_copy(update={"escalation_wait_s": 600.0})
     report = import_files(s.database_url, write_ledger(tmp_path / "ledger"))

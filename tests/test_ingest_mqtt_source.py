@@ -24,8 +24,8 @@ from pydantic import SecretStr
 
 from carewatch.settings import Settings
 from carewatch.topics import topic, uplink_filters
+from harness.services import Proc, await_until, free_port, start_mosquitto
 from ingest.mqtt_source import Incoming, MqttSource
-from tests.services import Proc, await_until, free_port, start_mosquitto
 
 
 class Relay:

@@ -16,12 +16,12 @@ import pytest
 import redis
 
 from carewatch.settings import Settings
+from harness.pipeline import Pipeline
+from harness.services import start_mosquitto, wait_until
 from ingest.lease import lease_key
 from ingest.worker import default_client_id, lane_client_ids
 from registry.importer import import_files
 from tests.chaos_support import Wristbands, band_id, query, write_many_elders
-from tests.pipeline import Pipeline
-from tests.services import start_mosquitto, wait_until
 
 pytestmark = pytest.mark.slow
 

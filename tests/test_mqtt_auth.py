@@ -22,12 +22,12 @@ from carewatch.messages import DeviceEvent
 from carewatch.mqtt_auth import device_password, write_broker_files
 from carewatch.settings import Settings
 from carewatch.topics import topic, uplink_filter
+from harness.pipeline import Pipeline
+from harness.services import await_until, start_shipped_mosquitto, wait_until
 from ingest.mqtt_client import ConnectOptions, MqttConnection
 from ingest.worker import default_client_id, lane_client_ids
 from registry.importer import import_files
 from tests.chaos_support import band_id, query, write_many_elders
-from tests.pipeline import Pipeline
-from tests.services import await_until, start_shipped_mosquitto, wait_until
 
 SECRET = "provisioning-secret-for-tests"
 

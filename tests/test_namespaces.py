@@ -16,10 +16,8 @@ from pydantic import SecretStr
 
 from carewatch.mqtt_auth import device_password, write_broker_files
 from carewatch.settings import Settings
-from registry.importer import import_files
-from tests.chaos_support import query, write_many_elders
-from tests.pipeline import CAREWATCH, Pipeline, settings_env
-from tests.services import (
+from harness.pipeline import CAREWATCH, Pipeline, settings_env
+from harness.services import (
     SHIPPED_MOSQUITTO_CONF,
     Databases,
     free_port,
@@ -27,6 +25,8 @@ from tests.services import (
     wait_port,
     wait_until,
 )
+from registry.importer import import_files
+from tests.chaos_support import query, write_many_elders
 
 pytestmark = pytest.mark.slow
 

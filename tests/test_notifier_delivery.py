@@ -13,14 +13,12 @@ from prometheus_client import REGISTRY
 
 from carewatch.clock import ManualClock, SystemClock
 from carewatch.settings import Settings
+from harness.services import await_until, free_port
 from notifier.ack_links import link_url, sign
 from notifier.content import device_clock_off, event_time_ms
 from notifier.outbox import OutboxSender
 from tests.fake_provider_server import running_fake_providers
-from tests.services import await_until, free_port
-from tests.test_ack_app import running_ack_app
-from tests.test_notifier_outbox import enqueue, sender_for, sms_to, status_of
-from tests.test_notifier_support import (
+from tests.support.notifier import (
     GRID_WORKER_ID,
     GRID_WORKER_PHONE,
     STATION_PHONE,
@@ -32,6 +30,8 @@ from tests.test_notifier_support import (
     running_notifier,
     seed_registry,
 )
+from tests.test_ack_app import running_ack_app
+from tests.test_notifier_outbox import enqueue, sender_for, sms_to, status_of
 
 
 def alert_sms(records: list[dict[str, object]]) -> list[dict[str, object]]:

@@ -7,9 +7,9 @@ from typing import Any
 
 from carewatch.bus import ALERTS_STREAM, make_broker, publish
 from carewatch.settings import Settings
+from harness.services import await_until
 from tests.fake_provider_server import link_in_sms, running_fake_providers
-from tests.services import await_until
-from tests.test_notifier_support import (
+from tests.support.notifier import (
     DUTY_OFFICER_ID,
     ELDER_NAME,
     FAMILY_1_PHONE,

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 from carewatch.clock import ManualClock, SystemClock
 from carewatch.db.pool import open_pool
 from carewatch.settings import Settings
+from harness.services import await_until
 from notifier import outbox
 from notifier.ack_links import link_url, new_short_code, sign
 from notifier.channels.base import Message
@@ -23,8 +24,7 @@ from notifier.escalation import load_alert
 from notifier.outbox import NewNotification, OutboxSender
 from notifier.targets import Recipient
 from tests.fake_provider_server import RunningFakeProviders, running_fake_providers
-from tests.services import await_until
-from tests.test_notifier_support import (
+from tests.support.notifier import (
     ELDER_NAME,
     GRID_WORKER_ID,
     GRID_WORKER_PHONE,

@@ -6,9 +6,9 @@ import msgspec
 import psycopg
 
 from carewatch.settings import Settings
+from harness.services import await_until
 from tests.fake_provider_server import running_fake_providers
-from tests.services import await_until
-from tests.test_notifier_support import (
+from tests.support.notifier import (
     GRID_WORKER_ID,
     change,
     insert_alert,

@@ -10,6 +10,7 @@ import httpx
 import psycopg
 import pytest
 
+from harness.services import Proc
 from operator_api.tokens import create_token, revoke_token
 from tests.operator_support import (
     A1,
@@ -25,7 +26,6 @@ from tests.operator_support import (
     seed,
     serving,
 )
-from tests.services import Proc
 
 
 @dataclass
@@ -185,7 +185,9 @@ async def test_elder_profile_devices_and_last_sign_of_life(api: Api) -> None:
     assert (await api.get("/api/elders/NOPE", api.tokens.admin)).status_code == 404
 
 
-async def test_acknowledge_stops_escalation_and_resolve_cancels_outbox(api: Api) -> None:
+async def test_acknowledge_and_resolve_change_the_alert_and_leave_the_notifier_its_tables(
+    api: Api,
+) -> None:
     ack = await api.post(f"/api/alerts/{A1}/acknowledge", api.tokens.gw1, {"note": "马上到"})
     assert ack.status_code == 200, ack.text
     assert ack.json()["status"] == "acknowledged"
@@ -194,11 +196,9 @@ async def test_acknowledge_stops_escalation_and_resolve_cancels_outbox(api: Api)
         "SELECT status, acknowledged_by, acknowledged_at IS NOT NULL FROM alerts WHERE id = %s",
         A1,
     ) == ("acknowledged", "grid_worker:GW1", True)
-    next_step, stopped, reason = api.one(
-        "SELECT next_step_at, stopped_at, stopped_reason FROM escalations WHERE alert_id = %s", A1
-    )
-    assert next_step is None and stopped is not None
-    assert reason == "acknowledged by grid_worker:GW1"
+    # the escalation and the outbox are the notifier's: it stops and cancels them when the
+    # published change reaches it, as for an ack link (tests/test_alert_owner.py runs both)
+    assert api.one("SELECT stopped_at FROM escalations WHERE alert_id = %s", A1) == (None,)
     timeline = (await api.get(f"/api/alerts/{A1}", api.tokens.gw1)).json()["events"]
     assert timeline[-1]["action"] == "acknowledged"
     assert timeline[-1]["actor"] == "grid_worker:GW1"
@@ -216,7 +216,7 @@ async def test_acknowledge_stops_escalation_and_resolve_cancels_outbox(api: Api)
         "SELECT array_agg(status ORDER BY idempotency_key) FROM notifications WHERE alert_id = %s",
         A1,
     )
-    assert statuses == (["sent", "failed", "cancelled"],)
+    assert statuses == (["sent", "failed", "pending"],)
     changes = [(c.status, c.actor, c.alert_id) for c in alert_changes(api.redis_url)]
     assert changes == [
         ("acknowledged", "grid_worker:GW1", A1),

@@ -20,9 +20,9 @@ import pytest
 from pydantic import BaseModel
 
 from carewatch.phones import mask_phones
+from harness.services import Proc
 from operator_api import models
 from tests.operator_support import A1, REPORT_DAY, Tokens, seed, serving
-from tests.services import Proc
 
 # Phone numbers hidden in free-text fields of the registry and the alert records.
 IN_NAME = "13811112222"

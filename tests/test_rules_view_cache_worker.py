@@ -29,12 +29,12 @@ from carewatch.messages import Event
 from carewatch.settings import Settings
 from rules_engine import store
 from rules_engine.geo import LatLon, Zone
-from tests import test_rules_worker
-from tests.test_rules_worker import ELDER, Bus, alerts, event, metric, rows, timeline, until, worker
+from tests.support import rules as support
+from tests.support.rules import ELDER, Bus, alerts, event, metric, rows, timeline, until, worker
 
 # the rules worker tests' fixtures: an elder with devices, and the bus with its alert feed
-rules_settings = test_rules_worker.rules_settings
-bus_io = test_rules_worker.bus_io
+rules_settings = support.rules_settings
+bus_io = support.bus_io
 
 TTL_S = 60.0  # far longer than a test runs: only the clock moved by hand expires a view
 MARKER_ELDER = "M1"
@@ -297,13 +297,19 @@ async def test_the_view_read_by_the_cache_is_the_view_the_store_locks(
     try:
         fast = await store.load_view(pool, ELDER, cache_on)
         async with pool.connection() as conn, conn.transaction():
-            locked = await store._load_view(conn.cursor(row_factory=dict_row), ELDER, cache_on)
+            loaded = await store._load_view(conn.cursor(row_factory=dict_row), ELDER, cache_on)
+        assert loaded is not None
+        locked, rows = loaded
         assert await store.load_view(pool, "nobody", cache_on) is None
     finally:
         await pool.close()
 
     assert fast == locked
     assert fast is not None
+    # the rows the writes go through are the view's active alerts, with their versions
+    assert {(r.kind, r.status, r.version) for r in rows.values()} == {
+        (a.kind, a.status, 1) for a in fast.active.values()
+    }
     [vitals] = fast.active.values()
     assert (vitals.kind, vitals.severity, vitals.status, vitals.device_id, vitals.rule) == (
         "vitals",

@@ -19,11 +19,11 @@ import redis
 
 from carewatch.bus import shard_of
 from carewatch.settings import Settings
+from harness.pipeline import Pipeline
+from harness.services import start_mosquitto, wait_until
 from registry.importer import import_files
 from rules_engine.shards import KEY_PREFIX
 from tests.chaos_support import Wristbands, band_id, elder_id, query, write_many_elders
-from tests.pipeline import Pipeline
-from tests.services import start_mosquitto, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from harness.services import Proc, await_until
 from rules_engine.shards import LeaseStore, Plan, ShardOwner, fair_share, plan, preference
-from tests.services import Proc, await_until
 
 
 def test_fair_share_covers_every_shard() -> None:

@@ -18,7 +18,7 @@ from psycopg import sql
 from pydantic import SecretStr, ValidationError
 
 from carewatch.settings import ROOT_SECRET_MIN_CHARS, Settings
-from tests.services import Databases
+from harness.services import Databases
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "infra/deploy/carewatch.env.example"

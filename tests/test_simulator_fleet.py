@@ -17,11 +17,11 @@ import pytest
 
 from carewatch.messages import DeviceStatus, Telemetry
 from carewatch.settings import Settings
+from harness.services import Proc, await_until
 from registry.importer import import_files
 from simulators.device import SimDevice
 from simulators.fleet import run_fleet
 from simulators.street import generate_street, write_ledger
-from tests.services import Proc, await_until
 
 
 class Watcher:

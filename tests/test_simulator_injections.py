@@ -14,13 +14,13 @@ import pytest
 
 from carewatch.messages import AccelWindow, DeviceEvent, DeviceStatus, Telemetry
 from carewatch.settings import Settings
+from harness.services import Proc, await_until
 from rules_engine.detectors.accel_fall import AccelFallDetector
 from simulators import geo
 from simulators.cli import injections_for, start_ms
 from simulators.days import SITE_TZ, SimElder, SimMessage, day_plan, simulate
 from simulators.injections import Injection, InjectionError, parse
 from simulators.replay import replay
-from tests.services import Proc, await_until
 from tests.sim_days_support import Decoded, decode_all, elder, local_h, midnight_ms
 
 DAY = date(2026, 11, 25)

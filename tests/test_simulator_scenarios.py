@@ -15,11 +15,11 @@ import pytest
 
 from carewatch.messages import DeviceEvent
 from carewatch.settings import Settings
+from harness.services import Proc, await_until
 from registry.importer import import_files
 from simulators.device import SimDevice, mqtt_client
 from simulators.scenarios import fall, fall_cancel, sos, sos_cancel
 from simulators.street import generate_street, write_ledger
-from tests.services import Proc, await_until
 
 
 class Received:

@@ -27,7 +27,7 @@ from rules_engine.decisions import Decision
 from rules_engine.detectors.base import DueTimer, ElderView
 from rules_engine.engine import default_engine
 from rules_engine.timeconv import ms_to_dt
-from tests.test_rules_worker import Feed, OffsetClock, rows, sync, until, worker
+from tests.support.rules import Feed, OffsetClock, rows, sync, until, worker
 
 ELDERS = ("A1", "A2", "A3")
 THRESHOLD_S = 60  # the care profile's inactivity floor and ceiling, day and night

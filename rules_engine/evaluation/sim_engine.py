@@ -9,7 +9,8 @@ durable timers. Time is the device time of the stream: the injected clock reads 
 message being decided (or the due time of the timer being fired), and timers due before
 a message fire before it, in due order, as the timer loop would have fired them.
 
-Store semantics kept (rules_engine/store.py `_apply`):
+Store semantics kept (rules_engine/apply.py decides for both; the store carries its
+effects out as SQL, this module in memory):
 - one transaction per event / timer: the decisions apply to a staged copy that is
   committed only if all of them apply; a decision that fails (an illegal transition,
   an alert id that is not active) rolls the event back and counts it as failed, as the
@@ -43,26 +44,25 @@ import heapq
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import assert_never
 
 from carewatch import topics
 from carewatch.alert_lifecycle import Action, next_status
 from carewatch.db.registry import DeviceInfo
-from carewatch.messages import OPEN_STATUSES, AlertKind, AlertStatus, Severity
+from carewatch.messages import OPEN_STATUSES, AlertKind, Severity
 from carewatch.settings import Settings
 from ingest.validate import Rejection, validate
-from rules_engine.decisions import (
-    Annotate,
-    CancelAlert,
-    CancelTimer,
-    ConfirmAlert,
-    Decision,
-    OpenAlert,
-    RenotifyAlert,
-    RepeatAlert,
-    ResolveAlert,
-    ScheduleTimer,
-    UpdateAlert,
+from rules_engine.apply import (
+    AlertState,
+    Annotated,
+    Opened,
+    Renotified,
+    Repeated,
+    Transitioned,
+    Updated,
+    apply,
 )
+from rules_engine.decisions import CancelTimer, Decision, ScheduleTimer
 from rules_engine.detectors.base import ActiveAlert, DueTimer, ElderView
 from rules_engine.detectors.device_health import SWEEP_EVERY_MS
 from rules_engine.device_sweep import BACK, OFFLINE
@@ -305,6 +305,14 @@ class SimRulesEngine:
             lambda view: self.engine.on_timer(due, view, self._clock),
         )
 
+    def apply_decisions(
+        self, elder_id: str, source: str, decisions: Sequence[Decision], at_ms: int
+    ) -> None:
+        """Apply `decisions` as one transaction at `at_ms`, as if a detector had made them
+        (tests/test_decision_contract.py drives every runner with the same batches)."""
+        self._clock.now = at_ms
+        self._decide(elder_id, source, lambda _view: decisions)
+
     def _decide(
         self, elder_id: str, source: str, decide: Callable[[ElderView], Sequence[Decision]]
     ) -> None:
@@ -334,70 +342,45 @@ class SimRulesEngine:
     def _apply(
         self, view: ElderView, decisions: Sequence[Decision]
     ) -> tuple[dict[str, SimAlert], list[AlertRecord], list[ScheduleTimer | CancelTimer]]:
+        """rules_engine.apply decides; its effects go to staged rows, records and timers."""
         now = self._clock.now
+        _, effects = apply(AlertState.of(view.active), decisions, now)
         staged: dict[str, SimAlert] = {}
         records: list[AlertRecord] = []
         timer_ops: list[ScheduleTimer | CancelTimer] = []
-        active_ids = {a.alert_id for a in view.active.values()}
 
         def row(alert_id: str) -> SimAlert:
-            return staged.get(alert_id) or self.alerts[alert_id]
+            return staged.get(alert_id) or self.alerts[alert_id]  # no row: the FK fails
 
-        def active(alert_id: str) -> SimAlert:
-            # the store's by_id: the view's active alerts and those opened in this batch
-            if alert_id not in active_ids:
-                raise KeyError(alert_id)
-            return row(alert_id)
-
-        def transition(
-            alert_id: str, action: Action, name: str, rule: str, confidence: float | None = None
-        ) -> None:
-            current = active(alert_id)
-            status: AlertStatus = next_status(current.alert.status, action)
-            alert = replace(
-                current.alert, status=status, confidence=confidence or current.alert.confidence
-            )
-            since = now if status == "open" else current.open_since_ms
-            staged[alert_id] = replace(current, alert=alert, open_since_ms=since)
-            records.append(self._record(now, view.elder_id, alert, name, rule))
-
-        for d in decisions:
-            match d:
-                case OpenAlert():
-                    if d.alert_id in self.alerts or d.alert_id in staged:
-                        continue
-                    alert = ActiveAlert.opened_by(d)
+        for e in effects:
+            match e:
+                case Opened(alert=alert, decision=d):
+                    if d.alert_id in self.alerts:
+                        continue  # a closed alert of that id: ON CONFLICT DO NOTHING
                     since = now if d.status == "open" else None
                     staged[d.alert_id] = SimAlert(alert, view.elder_id, now, since)
-                    active_ids.add(d.alert_id)
                     action = "opened" if d.status == "open" else "pending"
                     records.append(self._record(now, view.elder_id, alert, action, d.rule))
-                case RepeatAlert():
-                    current = row(d.alert_id)  # no row: the timeline insert fails (FK)
-                    staged[d.alert_id] = replace(current, updates=current.updates + 1)
-                case CancelAlert():
-                    transition(d.alert_id, "cancel", "cancelled", d.rule)
-                case ConfirmAlert():
-                    transition(d.alert_id, "confirm", "confirmed", d.rule, d.confidence)
-                case ResolveAlert():
-                    transition(d.alert_id, "resolve", "resolved", d.rule)
-                case UpdateAlert():
-                    if d.alert_id not in staged and d.alert_id not in self.alerts:
-                        continue  # UPDATE ... WHERE id: no row, nothing changes
+                case Transitioned(after=alert):
+                    current = row(alert.alert_id)
+                    since = now if alert.status == "open" else current.open_since_ms
+                    staged[alert.alert_id] = replace(current, alert=alert, open_since_ms=since)
+                    records.append(self._record(now, view.elder_id, alert, e.timeline, e.rule))
+                case Renotified(after=alert):
+                    staged[alert.alert_id] = replace(row(alert.alert_id), alert=alert)
+                    records.append(self._record(now, view.elder_id, alert, e.reason, e.rule))
+                case Repeated(decision=d):
                     current = row(d.alert_id)
-                    merged = {**current.alert.details, **d.details}
-                    confidence = d.confidence or current.alert.confidence
-                    alert = replace(current.alert, confidence=confidence, details=merged)
-                    staged[d.alert_id] = replace(current, alert=alert)
-                case RenotifyAlert():
-                    current = active(d.alert_id)
-                    alert = replace(current.alert, severity=d.severity or current.alert.severity)
-                    staged[d.alert_id] = replace(current, alert=alert)
-                    records.append(self._record(now, view.elder_id, alert, d.reason, d.rule))
-                case Annotate():
+                    staged[d.alert_id] = replace(current, updates=current.updates + 1)
+                case Updated(after=alert):
+                    if alert is not None:
+                        staged[alert.alert_id] = replace(row(alert.alert_id), alert=alert)
+                case Annotated():
                     pass  # a timeline entry only
                 case ScheduleTimer() | CancelTimer():
-                    timer_ops.append(d)
+                    timer_ops.append(e)
+                case _:
+                    assert_never(e)
         return staged, records, timer_ops
 
     @staticmethod

@@ -1,7 +1,5 @@
 """Shared set-up of the notifier tests: a seeded registry, alerts, a running worker.
 
-(No tests here; the module is named so it belongs with the notifier tests.)
-
 The registry: one grid with its grid worker, an elder with home coordinates and a
 wristband, two family contacts, two stations (the nearer one unstaffed, the farther
 one staffed round the clock) and the district duty officer.
@@ -19,12 +17,13 @@ from typing import Any
 import psycopg
 import redis.asyncio as aioredis
 
+from carewatch.alerts import change_id
 from carewatch.bus import ALERTS_STREAM, make_broker, publish
 from carewatch.messages import AlertChange, encode
 from carewatch.settings import Settings
+from harness.services import await_until
 from notifier import worker
 from notifier.worker import CONSUMER_GROUP
-from tests.services import await_until
 
 DISTRICT = "渝中区"
 ELDER_ID = "E1"
@@ -104,7 +103,7 @@ def insert_alert(
 def change(alert_id: str, status: str = "open", version: int = 1, **kw: Any) -> AlertChange:
     now = time.time_ns() // 1_000_000
     return AlertChange(
-        id=f"{alert_id}:{status}:{version}",
+        id=change_id(alert_id, status, version),  # type: ignore[arg-type]
         alert_id=alert_id,
         elder_id=ELDER_ID,
         kind=kw.get("kind", "sos"),
