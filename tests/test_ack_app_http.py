@@ -15,8 +15,8 @@ from carewatch.settings import Settings
 from harness.services import free_port
 from notifier.ack_app import is_cross_origin
 from notifier.ack_links import sign
+from tests.support.ack import rejects, running_ack_app
 from tests.support.notifier import GRID_WORKER_ID, insert_alert, query, seed_registry
-from tests.test_ack_app import rejects, running_ack_app
 
 
 def ack_settings(settings: Settings) -> Settings:

@@ -88,6 +88,7 @@ def _is_attribute(name: str) -> bool:
 RULES_ENGINE_KNOWN = {
     "rules_engine/evaluation/days.py": ["simulators", "simulators.days", "simulators.geo",
                                         "simulators.injections"],
+    "rules_engine/evaluation/homes.py": ["simulators.days", "simulators.home_log"],
     "rules_engine/evaluation/sim_engine.py": ["ingest.validate", "simulators.days"],
 }  # fmt: skip
 

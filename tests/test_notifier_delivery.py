@@ -18,6 +18,7 @@ from notifier.ack_links import link_url, sign
 from notifier.content import device_clock_off, event_time_ms
 from notifier.outbox import OutboxSender
 from tests.fake_provider_server import running_fake_providers
+from tests.support.ack import running_ack_app
 from tests.support.notifier import (
     GRID_WORKER_ID,
     GRID_WORKER_PHONE,
@@ -30,8 +31,7 @@ from tests.support.notifier import (
     running_notifier,
     seed_registry,
 )
-from tests.test_ack_app import running_ack_app
-from tests.test_notifier_outbox import enqueue, sender_for, sms_to, status_of
+from tests.support.outbox import enqueue, sender_for, sms_to, status_of
 
 
 def alert_sms(records: list[dict[str, object]]) -> list[dict[str, object]]:
