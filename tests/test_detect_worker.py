@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 
 from carewatch.messages import Event
 from carewatch.settings import Settings
+from rules_engine.detectors.accel_fall import FallThresholds
 from simulators.accel_trials import HZ, generate_trial
 from tests import test_rules_worker
 from tests.test_rules_worker import ELDER, Bus, event, one_alert, rows, timeline, worker
@@ -76,7 +77,7 @@ async def test_accel_fall_opens_pending_then_confirms_with_raised_confidence(
         await bus_io.feed.wait_statuses(alert["id"], ["pending", "open"])
 
     assert (alert["kind"], alert["severity"], alert["device_id"]) == ("fall", "critical", "W1")
-    assert alert["threshold"]["impact_g"] == 2.5
+    assert alert["threshold"]["alarm_probability"] == FallThresholds().alarm_probability
     assert alert["threshold"]["fall_confirm_window_s"] == 1.5
     accel = alert["details"]["sources"]["accel"]
     assert accel["features"]["peak_g"] >= 2.5
