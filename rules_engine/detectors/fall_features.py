@@ -35,6 +35,10 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 
+# Movement below this (g, standard deviation of |a|) is "still" whatever the sensor's noise:
+# a still arm before and after says nothing about a fall, however quiet each sensor is.
+ACTIVITY_FLOOR_G = 0.05
+
 FEATURE_NAMES: tuple[str, ...] = (
     "peak_g",
     "impact_ratio",
@@ -58,6 +62,23 @@ FEATURE_NAMES: tuple[str, ...] = (
     "after_peak_ratio",
     "impact_turn_deg",
 )
+
+# The physical direction of a cue: +1 when more of it can only make a fall more likely, -1
+# when less of it can only. Training keeps the model monotone in these; the other cues
+# (rhythm, posture before, ...) may act either way.
+FALL_DIRECTION: dict[str, int] = {
+    "peak_g": 1,
+    "impact_ratio": 1,
+    "freefall_ms": 1,
+    "freefall_deficit_gs": 1,
+    "freefall_min_g": -1,
+    "post_activity": -1,
+    "stillness_ratio": -1,
+    "stillest_var": -1,
+    "final_var": -1,
+    "orientation_change_deg": 1,
+    "final_forearm_vertical": -1,
+}
 
 
 @dataclass(frozen=True)
@@ -162,9 +183,11 @@ def impact_features(
         "freefall_ms": freefall_ms,
         "freefall_min_g": float(ff.min()) if len(ff) else 1.0,
         "freefall_deficit_gs": deficit,
-        "pre_activity": math.log(pre_activity + 0.01),
-        "post_activity": math.log(post_activity + 0.01),
-        "stillness_ratio": math.log((post_activity + 0.01) / (pre_activity + 0.01)),
+        "pre_activity": math.log(pre_activity + ACTIVITY_FLOOR_G),
+        "post_activity": math.log(post_activity + ACTIVITY_FLOOR_G),
+        "stillness_ratio": math.log(
+            (post_activity + ACTIVITY_FLOOR_G) / (pre_activity + ACTIVITY_FLOOR_G)
+        ),
         "stillest_var": math.log(stillest + 1e-4),
         "final_var": math.log(final_var + 1e-4),
         "orientation_change_deg": _angle_deg(pre_g, final_g),

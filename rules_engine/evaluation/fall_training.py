@@ -38,7 +38,12 @@ import numpy as np
 import numpy.typing as npt
 
 from rules_engine.detectors.accel_fall import FallThresholds
-from rules_engine.detectors.fall_features import FEATURE_NAMES, FeatureWindows, FloatArray
+from rules_engine.detectors.fall_features import (
+    FALL_DIRECTION,
+    FEATURE_NAMES,
+    FeatureWindows,
+    FloatArray,
+)
 from rules_engine.detectors.fall_model import FallModel, Node, Tree, shipped_model
 from rules_engine.evaluation.falls import (
     FALL_AFTER_MS,
@@ -103,66 +108,90 @@ def fit_trees(
     l2: float = L2,
 ) -> FallModel:
     """Gradient-boosted regression trees on the logistic loss (Newton steps, as XGBoost),
-    with balanced class weights: exact splits over sorted features, deterministic."""
+    with balanced class weights: exact splits over sorted features, deterministic.
+
+    Each feature with a physical direction (fall_features.FALL_DIRECTION) is constrained
+    monotone, as XGBoost's monotone_constraints: more free fall or a harder impact never
+    lowers the probability, whatever corner of the feature space the dev data left empty.
+    """
     n = len(x)
     pos = float(y.sum())
     weight = np.where(y > 0.5, n / (2 * max(pos, 1.0)), n / (2 * max(n - pos, 1.0)))
     order = np.argsort(x, axis=0, kind="stable")
+    direction = np.asarray([FALL_DIRECTION.get(name, 0) for name in FEATURE_NAMES])
+    grower = _Grower(x, order, direction, depth, rate, l2)
     logit = np.zeros(n)
     trees: list[Tree] = []
     for _ in range(n_trees):
         p = 1.0 / (1.0 + np.exp(-logit))
-        g = weight * (p - y)
-        h = weight * p * (1.0 - p)
-        nodes: list[Node] = []
-        _grow(x, g, h, order, np.arange(n), 0, depth, rate, l2, nodes)
-        tree = tuple(nodes)
+        tree = grower.tree(weight * (p - y), weight * p * (1.0 - p))
         trees.append(tree)
         logit += FallModel(FEATURE_NAMES, (tree,)).logits(x)
     return FallModel(FEATURE_NAMES, tuple(trees), windows=shipped_model().windows)
 
 
-def _grow(
-    x: FloatArray,
-    g: FloatArray,
-    h: FloatArray,
-    order: npt.NDArray[np.int64],
-    rows: npt.NDArray[np.int64],
-    level: int,
-    depth: int,
-    rate: float,
-    l2: float,
-    nodes: list[Node],
-) -> int:
-    """Append the subtree over `rows` to nodes; return its root's index."""
-    g_sum, h_sum = float(g[rows].sum()), float(h[rows].sum())
-    me = len(nodes)
-    nodes.append((-1, 0.0, 0, 0, -g_sum / (h_sum + l2) * rate))
-    if level >= depth or len(rows) < 2:
+class _Grower:
+    def __init__(
+        self,
+        x: FloatArray,
+        order: npt.NDArray[np.int64],
+        direction: npt.NDArray[np.int64],
+        depth: int,
+        rate: float,
+        l2: float,
+    ) -> None:
+        self.x, self.order, self.direction = x, order, direction
+        self.depth, self.rate, self.l2 = depth, rate, l2
+        self.g = self.h = np.zeros(0)
+        self.nodes: list[Node] = []
+
+    def tree(self, g: FloatArray, h: FloatArray) -> Tree:
+        self.g, self.h, self.nodes = g, h, []
+        self._grow(np.arange(len(self.x)), 0, -math.inf, math.inf)
+        return tuple(self.nodes)
+
+    def _grow(self, rows: npt.NDArray[np.int64], level: int, low: float, high: float) -> int:
+        """Append the subtree over `rows` (leaf values within [low, high]); return its root."""
+        x, g, h, l2 = self.x, self.g, self.h, self.l2
+        g_sum, h_sum = float(g[rows].sum()), float(h[rows].sum())
+        me = len(self.nodes)
+        value = min(max(-g_sum / (h_sum + l2), low), high)
+        self.nodes.append((-1, 0.0, 0, 0, value * self.rate))
+        if level >= self.depth or len(rows) < 2:
+            return me
+        member = np.zeros(len(x), dtype=bool)
+        member[rows] = True
+        best: tuple[float, int, float, float, float] | None = None
+        for f in range(x.shape[1]):
+            o = self.order[:, f][member[self.order[:, f]]]
+            xs = x[o, f]
+            gl = np.cumsum(g[o])[:-1]
+            hl = np.cumsum(h[o])[:-1]
+            gr, hr = g_sum - gl, h_sum - hl
+            valid = (xs[1:] > xs[:-1]) & (hl >= MIN_HESSIAN) & (hr >= MIN_HESSIAN)
+            wl = np.clip(-gl / (hl + l2), low, high)
+            wr = np.clip(-gr / (hr + l2), low, high)
+            if self.direction[f]:
+                valid &= self.direction[f] * (wr - wl) >= 0
+            if not valid.any():
+                continue
+            gain = gl**2 / (hl + l2) + gr**2 / (hr + l2) - g_sum**2 / (h_sum + l2)
+            j = int(np.argmax(np.where(valid, gain, -np.inf)))
+            if best is None or gain[j] > best[0]:
+                best = (float(gain[j]), f, float((xs[j] + xs[j + 1]) / 2), wl[j], wr[j])
+        if best is None or best[0] <= 1e-9:
+            return me
+        _, f, threshold, wl_best, wr_best = best
+        mid = (wl_best + wr_best) / 2
+        left_bounds, right_bounds = (low, high), (low, high)
+        if self.direction[f] > 0:
+            left_bounds, right_bounds = (low, min(high, mid)), (max(low, mid), high)
+        elif self.direction[f] < 0:
+            left_bounds, right_bounds = (max(low, mid), high), (low, min(high, mid))
+        left = self._grow(rows[x[rows, f] <= threshold], level + 1, *left_bounds)
+        right = self._grow(rows[x[rows, f] > threshold], level + 1, *right_bounds)
+        self.nodes[me] = (f, threshold, left, right, 0.0)
         return me
-    member = np.zeros(len(x), dtype=bool)
-    member[rows] = True
-    best: tuple[float, int, float] | None = None
-    for f in range(x.shape[1]):
-        o = order[:, f][member[order[:, f]]]
-        xs = x[o, f]
-        gl = np.cumsum(g[o])[:-1]
-        hl = np.cumsum(h[o])[:-1]
-        gr, hr = g_sum - gl, h_sum - hl
-        valid = (xs[1:] > xs[:-1]) & (hl >= MIN_HESSIAN) & (hr >= MIN_HESSIAN)
-        if not valid.any():
-            continue
-        gain = gl**2 / (hl + l2) + gr**2 / (hr + l2) - g_sum**2 / (h_sum + l2)
-        j = int(np.argmax(np.where(valid, gain, -np.inf)))
-        if best is None or gain[j] > best[0]:
-            best = (float(gain[j]), f, float((xs[j] + xs[j + 1]) / 2))
-    if best is None or best[0] <= 1e-9:
-        return me
-    _, f, threshold = best
-    left = _grow(x, g, h, order, rows[x[rows, f] <= threshold], level + 1, depth, rate, l2, nodes)
-    right = _grow(x, g, h, order, rows[x[rows, f] > threshold], level + 1, depth, rate, l2, nodes)
-    nodes[me] = (f, threshold, left, right, 0.0)
-    return me
 
 
 def _rows(tcs: Sequence[TrialCandidates]) -> tuple[FloatArray, FloatArray]:
