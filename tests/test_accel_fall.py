@@ -260,6 +260,42 @@ def test_a_fall_while_jogging_is_not_vetoed_by_the_rhythm() -> None:
     assert len(found) == 1 and found[0].impact_ms == fall.impact_ms
 
 
+def hard_sit_down() -> Signal:
+    # Lowering onto a chair: a dip, then the landing seen at the wrist (about 2 g), hands
+    # on the lap, still.
+    return (
+        Signal()
+        .hold(2.5, UPRIGHT)
+        .turn(0.5, UPRIGHT, ON_LAP, scale=0.75)
+        .hit(1.0, ON_LAP, width_s=0.1)
+        .hold(6.0, ON_LAP)
+    )
+
+
+def clapping() -> Signal:
+    # Eight hard claps (6 g) with the forearms level, then arms down and still.
+    level = np.array([0.0, -0.2, -0.98])
+    s = Signal().hold(1.0, UPRIGHT).turn(0.4, UPRIGHT, level, scale=1.0)
+    s.repeat(8, lambda x: x.hit(6.0, level, width_s=0.04).hold(0.35, level, noise=0.1))
+    return s.turn(0.6, level, UPRIGHT, scale=1.0).hold(6.0, UPRIGHT)
+
+
+def jogging() -> Signal:
+    # Heel strikes of 3.5 g at 2.8 steps per second, then standing still.
+    s = Signal().hold(1.0, UPRIGHT)
+    s.repeat(14, lambda x: x.hit(3.5, UPRIGHT, width_s=0.08).hold(0.28, UPRIGHT, noise=0.3))
+    return s.hold(6.0, UPRIGHT)
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [("hard sit-down", hard_sit_down), ("clapping", clapping), ("jogging", jogging)],
+)
+def test_daily_activity_is_not_a_fall(name: str, make: Callable[[], Signal]) -> None:
+    sig = make()
+    assert feed(AccelFallDetector(), sig.array(), sig.hz) == [], name
+
+
 def test_clean_fall_is_detected_at_its_impact() -> None:
     sig, impact_ms = clean_fall()
     found = feed(AccelFallDetector(), sig.array(), sig.hz)
