@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("out", type=Path, help="CSV(.gz) file to write")
     export.add_argument("--since", default=None, help="only alarms from this ISO date on")
+    export.add_argument(
+        "--no-cancelled", action="store_true", help="leave out alarms cancelled with I'm OK"
+    )
     days = ev_sub.add_parser(
         "days", help="rules engine on simulated days: false alarms and injected events caught"
     )
