@@ -27,6 +27,7 @@ from rules_engine.detectors.accel_fall import FallThresholds
 from rules_engine.detectors.base import ActiveAlert, DueTimer, ElderView
 from rules_engine.detectors.correlation import confirm
 from rules_engine.detectors.device_fall import DeviceFallDetector
+from rules_engine.detectors.fall_model import shipped_model
 from rules_engine.detectors.signals import signal_detectors
 from rules_engine.engine import Engine
 from rules_engine.thresholds import Thresholds
@@ -139,6 +140,16 @@ def test_care_profile_thresholds_apply_and_are_recorded() -> None:
     alone = view(profile={"fall": {"impact_g": 2.2}, "sos_cancel_window_s": 5})
     opened, _ = run(fall_engine(), accel_events("F01"), alone)[0]
     assert isinstance(opened, OpenAlert) and opened.threshold["impact_g"] == 2.2
+
+
+def test_the_care_profile_id_picks_its_operating_point_stored_thresholds_win() -> None:
+    points = shipped_model().operating_points
+    alone = ElderView("E1", THRESHOLDS, {}, "alone", {})
+    opened, _ = run(fall_engine(), accel_events("F01"), alone)[0]
+    assert isinstance(opened, OpenAlert)
+    assert opened.threshold["alarm_probability"] == points["sensitive"]
+    strict = ElderView("E1", THRESHOLDS, {}, "alone", {"fall": {"alarm_probability": 1.0}})
+    assert run(fall_engine(), accel_events("F01"), strict)[0] == []
 
 
 def test_a_broken_profile_falls_back_to_defaults_instead_of_silencing() -> None:

@@ -73,8 +73,10 @@ class FallThresholds:
             raise ValueError("fall threshold alarm_probability must be <= 1")
 
     @classmethod
-    def from_profile(cls, profile: Mapping[str, Any]) -> FallThresholds:
-        """Defaults overridden by a care profile's thresholds.
+    def from_profile(
+        cls, profile: Mapping[str, Any], base: FallThresholds | None = None
+    ) -> FallThresholds:
+        """`base` (the defaults if None) overridden by a care profile's thresholds.
 
         Accepts either the whole profile thresholds object with a nested `"fall"` section
         (`{"fall": {"alarm_probability": 0.3}, "inactivity": {...}}`), in which every key
@@ -95,7 +97,15 @@ class FallThresholds:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"fall threshold {key} must be a number, got {value!r}")
             values[key] = float(value)
-        return replace(cls(), **values)
+        return replace(base or cls(), **values)
+
+    @classmethod
+    def for_elder(cls, profile_id: str | None, profile: Mapping[str, Any]) -> FallThresholds:
+        """What the engine uses: the preset of the elder's care profile id (the defaults
+        for an id without one), overridden by the profile's stored thresholds."""
+        presets = fall_profile_presets()
+        base = cls.from_profile(presets[profile_id]) if profile_id in presets else cls()
+        return cls.from_profile(profile, base)
 
     @classmethod
     def preset(cls, name: str) -> FallThresholds:
