@@ -110,7 +110,7 @@ class FallThresholds:
     @classmethod
     def preset(cls, name: str) -> FallThresholds:
         """The built-in thresholds of a care profile id: an operating point of the model
-        (see FALL_PROFILE_PRESETS)."""
+        (see PROFILE_OPERATING_POINTS)."""
         presets = fall_profile_presets()
         if name not in presets:
             known = ", ".join(sorted(presets))
