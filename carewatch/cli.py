@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     falls.add_argument(
         "--loso", action="store_true", help="leave-one-subject-out: retrain without each subject"
     )
-    falls.add_argument("--model", type=Path, default=None, help="model file (default: shipped)")
+    falls.add_argument(
+        "--model", type=Path, default=None, help="model file (default: shipped; --loso retrains)"
+    )
     falls.add_argument(
         "--train", type=Path, default=None, metavar="OUT", help="train a model file on PATH..."
     )
