@@ -59,21 +59,32 @@ def band_windows(
 
 
 def fall_alert(
-    conn: psycopg.Connection[object], elder: str, device: str, impact_ms: int, status: str
+    conn: psycopg.Connection[object],
+    elder: str,
+    device: str,
+    at_ms: int,
+    status: str,
+    source: str = "accel",
 ) -> str:
+    """A fall alert as the engine writes it: the accelerometer detector's (its impact in
+    the accel source) or a device flag's (the alert's device time only)."""
     alert_id = str(uuid.uuid4())
-    details = {"sources": {"accel": {"device_id": device, "impact_ms": impact_ms}}}
+    entry: dict[str, object] = {"device_id": device}
+    if source == "accel":
+        entry["impact_ms"] = at_ms
+    details = {"sources": {source: entry}}
     conn.execute(
         "INSERT INTO alerts (id, elder_id, device_id, kind, severity, status, source_event_id,"
         " device_time, rule, details) VALUES (%s, %s, %s, 'fall', 'critical', %s, %s, %s,"
-        " 'fall.accel', %s)",
+        " %s, %s)",
         (
             alert_id,
             elder,
             device,
             status,
-            f"{device}:{impact_ms}",
-            at(impact_ms),
+            f"{device}:{at_ms}",
+            at(at_ms + 3_000 if source == "accel" else at_ms),
+            "fall.accel" if source == "accel" else "fall.device_flag",
             json.dumps(details),
         ),
     )
@@ -90,14 +101,18 @@ def test_export_keeps_the_windows_and_writes_them_with_their_outcome(
         confirmed = fall_alert(conn, "E1", "W1", T0 + 20_000, "resolved")
         wrong = fall_alert(conn, "E2", "W2", T0 + 15_000, "false_alarm")
         fall_alert(conn, "E1", "W1", T0 + 35_000, "pending")  # no outcome yet
+        # A fall only the band flagged, the detector silent: its miss, kept the same way.
+        missed = fall_alert(conn, "E2", "W2", T0 + 30_000, "resolved", "wristband_flag")
+        # A radar's flag: no accelerometer there, nothing to keep.
+        fall_alert(conn, "E1", "R1", T0 + 5_000, "false_alarm", "radar_flag")
 
         first = io.StringIO()
         summary = export(conn, first, since=None, cancelled=True)
-        assert summary.kept == 3  # the pending one is kept too, for a later export
-        assert summary.exported == {
+        assert summary.kept == 4  # the pending one is kept too, for a later export
+        assert {k: n for k, n in summary.exported.items() if n} == {
             "alarm_confirmed": 1,
             "alarm_false_alarm": 1,
-            "alarm_cancelled": 0,
+            "flag_confirmed": 1,
         }
         # Telemetry retention removes the raw rows: the kept windows remain.
         conn.execute("DELETE FROM telemetry")
@@ -108,11 +123,14 @@ def test_export_keeps_the_windows_and_writes_them_with_their_outcome(
     path = tmp_path / "alarms.csv"
     path.write_text(first.getvalue())
     trials = {t.trial_id: t for t in load_trials(path) if isinstance(t, Trial)}
-    assert set(trials) == {confirmed, wrong}
-    fall, adl = trials[confirmed], trials[wrong]
+    assert set(trials) == {confirmed, wrong, missed}
+    fall, adl, miss = trials[confirmed], trials[wrong], trials[missed]
     assert (fall.is_fall, fall.subject, fall.activity) == (True, "E1", "alarm_confirmed")
     assert fall.fall_ms == T0 + 20_000
     assert (adl.is_fall, adl.subject, adl.fall_ms) == (False, "E2", None)
+    # the miss: a fall without the detector's impact; the harness takes its hardest hit
+    assert (miss.is_fall, miss.activity, miss.fall_ms) == (True, "flag_confirmed", None)
+    assert miss.start_ms == T0 + 20_000
     # 10 s before to 10 s after the impact, every second's window, at the band's rate
     assert fall.hz == HZ
     assert fall.start_ms == T0 + 10_000
@@ -132,7 +150,7 @@ def test_cli_writes_gzip_and_can_leave_out_cancelled_alarms(
     out = tmp_path / "alarms.csv.gz"
     args = argparse.Namespace(out=out, since=None, no_cancelled=True)
     assert cli_main(settings, args) == 0
-    assert "0 alarm_confirmed, 0 alarm_false_alarm" in capsys.readouterr().out
+    assert "0 alarm_confirmed, 0 alarm_false_alarm, 0 flag_confirmed" in capsys.readouterr().out
     with gzip.open(out, "rt") as fh:
         assert fh.read().splitlines() == [
             "trial,subject,label,activity,t_ms,ax_g,ay_g,az_g,fall_ms"
