@@ -167,9 +167,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate detectors on recorded trials")
     ev_sub = ev.add_subparsers(dest="eval_cmd", required=True)
     falls = ev_sub.add_parser("falls", help="fall detector on SisFall/UMAFall recordings")
-    falls.add_argument("path", type=Path, help="SisFall or UMAFall folder, or the dev CSV(.gz)")
+    falls.add_argument(
+        "path", type=Path, nargs="+", help="SisFall or UMAFall folder(s), or dev CSV(.gz) files"
+    )
     falls.add_argument("--profile", default="standard", help="care profile thresholds to use")
     falls.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    falls.add_argument(
+        "--loso", action="store_true", help="leave-one-subject-out: retrain without each subject"
+    )
+    falls.add_argument(
+        "--model", type=Path, default=None, help="model file (default: shipped; --loso retrains)"
+    )
+    falls.add_argument(
+        "--train", type=Path, default=None, metavar="OUT", help="train a model file on PATH..."
+    )
+    export = ev_sub.add_parser(
+        "export", help="alarms' accelerometer windows with their outcome, as a dev CSV"
+    )
+    export.add_argument("out", type=Path, help="CSV(.gz) file to write")
+    export.add_argument("--since", default=None, help="only alarms from this ISO date on")
+    export.add_argument(
+        "--no-cancelled", action="store_true", help="leave out alarms cancelled with I'm OK"
+    )
     days = ev_sub.add_parser(
         "days", help="rules engine on simulated days: false alarms and injected events caught"
     )
@@ -299,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(_load("rules_engine.evaluation.homes:cli_main")(args))
     if cmd == "eval" and args.eval_cmd == "days":
         return int(_load("rules_engine.evaluation.days:cli_main")(args))
+    if cmd == "eval" and args.eval_cmd == "export":
+        return int(_load("rules_engine.evaluation.fall_export:cli_main")(settings, args))
     if cmd == "eval":
         return int(_load("rules_engine.evaluation.falls:cli_main")(args))
     return 2

@@ -11,9 +11,11 @@ import pytest
 from carewatch.messages import AccelWindow
 from rules_engine.detectors.accel_fall import (
     AccelFallDetector,
+    Candidate,
     FallDetection,
     FallThresholds,
 )
+from rules_engine.detectors.fall_model import shipped_model
 
 T0 = 1_764_000_000_000  # device epoch ms of the first sample
 UPRIGHT = np.array([-1.0, 0.0, 0.0])  # arm hanging: gravity along the forearm
@@ -86,6 +88,178 @@ def feed(
     return found
 
 
+def candidates(sig: Signal) -> list[Candidate]:
+    """Every impact the first stage decided on, with its cues."""
+    seen: list[Candidate] = []
+    feed(AccelFallDetector(on_candidate=seen.append), sig.array(), sig.hz)
+    return seen
+
+
+def walking(s: Signal, seconds: float) -> Signal:
+    """Arm swinging by +-25 degrees at 1.8 steps/s with a 0.3 g bounce each step."""
+    n = round(seconds * s.hz)
+    t = np.arange(n) / s.hz
+    swing = np.radians(25.0) * np.sin(np.pi * 1.8 * t)
+    grav = np.column_stack([-np.cos(swing), np.zeros(n), np.sin(swing)])
+    bounce = 0.3 * np.sin(2 * np.pi * 1.8 * t) ** 2
+    s.parts.append(grav * (1 + bounce)[:, None] + s.rng.normal(0.0, 0.02, size=(n, 3)))
+    return s
+
+
+def crawling(s: Signal, seconds: float) -> Signal:
+    """On hands and knees, moving: the hand lifts and lands every 0.8 s (1.6 g)."""
+    down = np.array([-0.9, 0.0, -0.44])
+    for _ in range(round(seconds / 0.8)):
+        s.turn(0.3, down, np.array([-0.6, 0.3, -0.74]), scale=0.9)
+        s.hit(0.6, down, width_s=0.08).hold(0.42, down, noise=0.08)
+    return s
+
+
+# Each cue on its own, on the movements that confuse a wrist detector. The cue values are
+# physics (what the signal holds), not the model's opinion.
+
+RAISED = np.array([1.0, 0.0, 0.0])  # forearm pointing up (hands up): gravity along +x
+HANDS_KNEES = np.array([-0.97, 0.0, -0.24])  # forearm vertical, hand on the floor
+
+
+def fall_from_walking() -> Signal:
+    s = walking(Signal(), 6.0).turn(0.45, UPRIGHT, LYING, scale=0.3)
+    return s.hit(5.0, LYING).hold(0.3, LYING, noise=0.15).hold(6.0, LYING)
+
+
+def slow_sit_on_bed() -> Signal:
+    s = walking(Signal(), 6.0).turn(1.5, UPRIGHT, LYING, scale=0.92)
+    return s.hit(0.4, LYING, width_s=0.2).hold(6.0, LYING)
+
+
+def hands_up() -> Signal:
+    # Arms raised and held, then dropped: the hand hits the thigh (3 g) and rests hanging.
+    s = walking(Signal(), 3.0).turn(0.6, UPRIGHT, RAISED, scale=1.0).hold(2.0, RAISED)
+    s.turn(0.4, RAISED, UPRIGHT, scale=1.0)
+    return s.hit(2.0, UPRIGHT, width_s=0.05).hold(6.0, UPRIGHT)
+
+
+def fall_onto_hands_and_knees() -> Signal:
+    # The forearm ends vertical as when it hangs: posture cannot tell this fall apart.
+    s = walking(Signal(), 6.0).turn(0.4, UPRIGHT, HANDS_KNEES, scale=0.3)
+    return s.hit(5.0, HANDS_KNEES).hold(0.4, HANDS_KNEES, noise=0.15).hold(6.0, HANDS_KNEES)
+
+
+def fall_then_crawling() -> Signal:
+    s = walking(Signal(), 6.0).turn(0.4, UPRIGHT, HANDS_KNEES, scale=0.3)
+    s.hit(5.0, HANDS_KNEES).hold(0.5, HANDS_KNEES, noise=0.15)
+    return crawling(s, 6.0)
+
+
+CUE_TABLE = [
+    # name, make, {cue: (low, high)}
+    (
+        "fall from walking",
+        fall_from_walking,
+        {
+            "peak_g": (4.0, 7.0),
+            "freefall_ms": (300.0, 500.0),
+            "impact_ratio": (2.0, 5.0),
+            "stillness_ratio": (-5.0, -0.7),
+            "final_forearm_vertical": (0.0, 0.2),
+            "orientation_change_deg": (60.0, 120.0),
+            "hits_before": (0.0, 0.0),
+        },
+    ),
+    (
+        "fall onto hands and knees",
+        fall_onto_hands_and_knees,
+        {
+            "freefall_ms": (300.0, 500.0),
+            "impact_ratio": (2.0, 5.0),
+            "stillness_ratio": (-5.0, -0.7),
+            "final_forearm_vertical": (0.9, 1.0),  # like a hanging arm
+            "orientation_change_deg": (0.0, 30.0),
+        },
+    ),
+    (
+        "fall then crawling",
+        fall_then_crawling,
+        {
+            "freefall_ms": (300.0, 500.0),
+            "impact_ratio": (2.0, 5.0),
+            "stillness_ratio": (-0.5, 2.0),  # no stillness: the arm keeps moving
+            "hits_after": (0.0, 0.0),  # crawling's landings stay under 2 g
+        },
+    ),
+    (
+        "hands up",
+        hands_up,
+        {
+            "freefall_ms": (0.0, 60.0),
+            "final_forearm_vertical": (0.9, 1.0),  # hanging, not lying
+            "turn_short_deg": (150.0, 180.0),  # from raised to hanging: a big turn
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "expected"), CUE_TABLE, ids=[c[0] for c in CUE_TABLE])
+def test_each_cue_on_crafted_movements(
+    name: str, make: Callable[[], Signal], expected: dict[str, tuple[float, float]]
+) -> None:
+    found = candidates(make())
+    hardest = max(found, key=lambda c: c.features["peak_g"])
+    for cue, (low, high) in expected.items():
+        assert low <= hardest.features[cue] <= high, (name, cue, hardest.features[cue])
+
+
+def test_a_slow_sit_on_a_bed_is_no_impact_at_all() -> None:
+    sig = slow_sit_on_bed()
+    assert float(np.linalg.norm(sig.array(), axis=1).max()) < FallThresholds().impact_g
+    assert candidates(sig) == []
+
+
+HANDS_AND_KNEES_GAP = pytest.mark.xfail(
+    strict=True,
+    reason="known gap: the dev falls end with the forearm turned, so the learned stage leans "
+    "on posture; a fall onto hands and knees (forearm vertical, as when it hangs) scores low "
+    "despite free fall, impact and stillness. docs/fall-detection.md, Known gaps",
+)
+
+
+@pytest.mark.parametrize(
+    ("make", "alarm"),
+    [
+        (fall_from_walking, True),
+        pytest.param(fall_onto_hands_and_knees, True, marks=HANDS_AND_KNEES_GAP),
+        (slow_sit_on_bed, False),
+        (hands_up, False),
+    ],
+)
+def test_the_shipped_model_on_crafted_movements(make: Callable[[], Signal], alarm: bool) -> None:
+    sig = make()
+    assert bool(feed(AccelFallDetector(), sig.array(), sig.hz)) is alarm
+
+
+def test_stillness_may_come_later_and_is_relative_to_the_arm() -> None:
+    # The same fall, the arm moving for 2 s after the landing before it rests: the stillest
+    # second is still found, and the stillness is judged against the walking before.
+    late = walking(Signal(), 6.0).turn(0.45, UPRIGHT, LYING, scale=0.3).hit(5.0, LYING)
+    late.hold(2.0, LYING, noise=0.2).hold(6.0, LYING)
+    [c] = candidates(late)
+    assert c.features["stillest_var"] < math.log(0.005)
+    assert c.features["stillness_ratio"] < 0.0
+
+
+def test_a_fall_while_jogging_is_not_vetoed_by_the_rhythm() -> None:
+    s = Signal()
+    s.repeat(14, lambda x: x.hit(2.0, UPRIGHT, width_s=0.08).hold(0.28, UPRIGHT, noise=0.3))
+    s.turn(0.4, UPRIGHT, LYING, scale=0.3).hit(6.0, LYING).hold(0.3, LYING).hold(6.0, LYING)
+    # The rhythm is a cue, not a veto: it lowers the probability (at the standard point
+    # this fall is a near miss) but free fall, impact, turn and stillness outweigh it.
+    fall = max(candidates(s), key=lambda c: c.features["freefall_ms"])
+    assert fall.features["hits_before"] >= 5 and fall.probability > 0.8
+    balanced = FallThresholds.preset("elderly_80plus")
+    found = feed(AccelFallDetector(balanced), s.array(), s.hz)
+    assert len(found) == 1 and found[0].impact_ms == fall.impact_ms
+
+
 def hard_sit_down() -> Signal:
     # Lowering onto a chair: a dip, then the landing seen at the wrist (about 2 g), hands
     # on the lap, still.
@@ -128,25 +302,14 @@ def test_clean_fall_is_detected_at_its_impact() -> None:
     assert len(found) == 1
     fall = found[0]
     assert abs(fall.impact_ms - (T0 + impact_ms)) <= 40
-    # Reported once the stillness window has elapsed, not before.
-    th = FallThresholds()
-    assert fall.decided_ms - fall.impact_ms >= th.settle_min_ms + th.stillness_window_ms - 40
-    assert fall.features["peak_g"] > th.impact_g
-    assert fall.features["freefall_ms"] >= th.freefall_min_ms
+    # Decided once the seconds after the impact have been seen, not before.
+    after = AccelFallDetector().model.windows.after_ms
+    assert fall.decided_ms - fall.impact_ms >= after - 40
+    assert fall.features["peak_g"] > FallThresholds().impact_g
+    assert fall.features["freefall_ms"] >= 60
     assert 80 <= fall.features["orientation_change_deg"] <= 100
-    assert 0.0 <= fall.features["stillness"] <= 1.0
-    assert 0.6 <= fall.confidence <= 1.0
-
-
-def test_fall_without_free_fall_scores_lower_confidence() -> None:
-    with_drop, _ = clean_fall()
-    no_drop = Signal().hold(2.5, UPRIGHT).turn(0.4, UPRIGHT, LYING, scale=1.0)
-    no_drop.hit(6.0, LYING).hold(0.3, LYING, noise=0.15).hold(5.0, LYING)
-    a = feed(AccelFallDetector(), with_drop.array(), 50.0)
-    b = feed(AccelFallDetector(), no_drop.array(), 50.0)
-    assert len(a) == len(b) == 1
-    assert b[0].features["freefall_ms"] == 0.0
-    assert b[0].confidence < a[0].confidence
+    assert fall.confidence == pytest.approx(fall.features["probability"], abs=1e-3)
+    assert fall.confidence >= FallThresholds().alarm_probability
 
 
 @pytest.mark.parametrize("chunk_s", [0.37, 1.0, 2.5])
@@ -201,14 +364,14 @@ def test_no_stillness_no_alarm() -> None:
 @pytest.mark.parametrize(
     ("profile", "detected"),
     [
-        ({}, False),
-        ({"fall": {"impact_g": 2.0}}, True),
-        ({"impact_g": 2.0, "inactivity_hours": 12}, True),  # flat: other keys ignored
-        ({"fall": {"impact_g": 2.0, "orientation_change_deg": 120.0}}, False),
+        ({}, True),
+        ({"fall": {"impact_g": 8.0}}, False),  # the impact is no candidate any more
+        ({"impact_g": 8.0, "inactivity_hours": 12}, False),  # flat: other keys ignored
+        ({"fall": {"alarm_probability": 1.0}}, False),
     ],
 )
 def test_profile_thresholds_change_the_outcome(profile: dict[str, object], detected: bool) -> None:
-    sig, _ = clean_fall(peak_g=1.3)  # a soft fall: 2.3 g with gravity
+    sig, _ = clean_fall()
     th = FallThresholds.from_profile(profile)
     assert bool(feed(AccelFallDetector(th), sig.array(), sig.hz)) is detected
 
@@ -220,9 +383,18 @@ def test_profile_rejects_typos_and_non_numbers() -> None:
         FallThresholds.from_profile({"fall": {"impact_g": "high"}})
     with pytest.raises(ValueError, match="finite"):
         FallThresholds.from_profile({"fall": {"impact_g": math.nan}})
+    with pytest.raises(ValueError, match="<= 1"):
+        FallThresholds.from_profile({"fall": {"alarm_probability": 1.5}})
     with pytest.raises(ValueError, match="unknown care profile"):
         FallThresholds.preset("nobody")
-    assert FallThresholds.preset("elderly_80plus").impact_g < FallThresholds().impact_g
+
+
+def test_care_profile_presets_are_operating_points_of_the_model() -> None:
+    points = shipped_model().operating_points
+    assert FallThresholds().alarm_probability == points["standard"]
+    assert FallThresholds.preset("standard").alarm_probability == points["standard"]
+    assert FallThresholds.preset("alone").alarm_probability == points["sensitive"]
+    assert points["sensitive"] < points["standard"]  # more falls caught, more false alarms
 
 
 def test_bad_windows_are_rejected_clearly() -> None:

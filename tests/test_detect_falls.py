@@ -6,7 +6,7 @@ Pure: typed events, an ElderView and a ManualClock in, decisions out (no servers
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pytest
 from prometheus_client import REGISTRY
@@ -23,9 +23,11 @@ from rules_engine.decisions import (
     ScheduleTimer,
     UpdateAlert,
 )
+from rules_engine.detectors.accel_fall import FallThresholds
 from rules_engine.detectors.base import ActiveAlert, DueTimer, ElderView
 from rules_engine.detectors.correlation import confirm
 from rules_engine.detectors.device_fall import DeviceFallDetector
+from rules_engine.detectors.fall_model import shipped_model
 from rules_engine.detectors.signals import signal_detectors
 from rules_engine.engine import Engine
 from rules_engine.thresholds import Thresholds
@@ -48,7 +50,7 @@ def accel_events(
     start_ms: int = T0,
     chunk_s: float = 1.0,
     subject: int = 1,
-    rep: int = 1,
+    rep: int = 2,
 ) -> list[Event]:
     """A synthetic trial cut into windows as the wristband publishes them."""
     acc = generate_trial(code, subject=subject, rep=rep, seed=7)
@@ -114,7 +116,9 @@ def test_a_fall_in_accel_windows_opens_one_pending_alert_with_timer(code: str) -
         "fall.accel",
     )
     assert opened.confidence is not None and 0.5 < opened.confidence <= 1.0
-    assert opened.threshold["impact_g"] == 2.5  # the thresholds used, all of them
+    # the thresholds used, all of them: the standard operating point of the shipped model
+    assert opened.threshold["alarm_probability"] == FallThresholds().alarm_probability
+    assert opened.threshold["impact_g"] == FallThresholds().impact_g
     assert opened.threshold["fall_confirm_window_s"] == 30.0
     source = opened.details["sources"]["accel"]  # type: ignore[index]
     assert source["features"]["peak_g"] >= 2.5
@@ -131,17 +135,30 @@ def test_daily_activity_in_accel_windows_opens_nothing(code: str) -> None:
 
 
 def test_care_profile_thresholds_apply_and_are_recorded() -> None:
-    deaf = view(profile={"fall": {"impact_g": 12.0}})
+    deaf = view(profile={"fall": {"impact_g": 12.0}})  # no impact is a candidate
     assert run(fall_engine(), accel_events("F01"), deaf)[0] == []
     alone = view(profile={"fall": {"impact_g": 2.2}, "sos_cancel_window_s": 5})
     opened, _ = run(fall_engine(), accel_events("F01"), alone)[0]
     assert isinstance(opened, OpenAlert) and opened.threshold["impact_g"] == 2.2
 
 
+def test_the_care_profile_id_picks_its_operating_point_stored_thresholds_win() -> None:
+    points = shipped_model().operating_points
+    alone = ElderView("E1", THRESHOLDS, {}, "alone", {})
+    opened, _ = run(fall_engine(), accel_events("F01"), alone)[0]
+    assert isinstance(opened, OpenAlert)
+    assert opened.threshold["alarm_probability"] == points["sensitive"]
+    strict = ElderView("E1", THRESHOLDS, {}, "alone", {"fall": {"alarm_probability": 1.0}})
+    assert run(fall_engine(), accel_events("F01"), strict)[0] == []
+
+
 def test_a_broken_profile_falls_back_to_defaults_instead_of_silencing() -> None:
     typo = view(profile={"fall": {"impactg": 2.2}})
     opened, _ = run(fall_engine(), accel_events("F01"), typo)[0]
-    assert isinstance(opened, OpenAlert) and opened.threshold["impact_g"] == 2.5
+    assert isinstance(opened, OpenAlert) and opened.threshold == {
+        **asdict(FallThresholds()),
+        "fall_confirm_window_s": 30.0,
+    }
 
 
 def test_redelivered_windows_and_retried_transactions_decide_the_same() -> None:
@@ -309,6 +326,12 @@ def test_steps_counted_before_the_fall_are_not_movement_after_it() -> None:
 # fall, one other hit) became a confirmed critical fall, as nobody pressed "I'm OK".
 
 
+# At the standard operating point clapping raises nothing; a care profile set to a very
+# sensitive point (below the model's own points) lets this clapping trial through, which is
+# what the engine's safety net for hit series without free fall is for.
+CLAP_SENSITIVE = {"fall": {"alarm_probability": 0.05}}
+
+
 def clapping() -> list[Event]:
     """A clapping trial the detector takes for a fall (no free fall, one other hit)."""
     return accel_events("D20", subject=2, rep=3)
@@ -324,7 +347,7 @@ def test_a_real_fall_keeps_the_usual_confirmation_window() -> None:
 
 def test_clapping_then_walking_on_is_cancelled_as_moved_normally() -> None:
     engine = fall_engine()
-    (opened, timer), _ = run(engine, clapping(), view())
+    (opened, timer), _ = run(engine, clapping(), view(profile=CLAP_SENSITIVE))
     assert isinstance(opened, OpenAlert) and isinstance(timer, ScheduleTimer)
     accel = opened.details["sources"]["accel"]  # type: ignore[index]
     assert accel["hit_series_without_freefall"] is True
@@ -348,7 +371,7 @@ def test_clapping_then_walking_on_is_cancelled_as_moved_normally() -> None:
 
 def test_clapping_then_sitting_still_is_still_confirmed_only_later() -> None:
     engine = fall_engine()
-    (opened, timer), _ = run(engine, clapping(), view())
+    (opened, timer), _ = run(engine, clapping(), view(profile=CLAP_SENSITIVE))
     assert isinstance(timer, ScheduleTimer)
     d = confirm_of(engine, opened, timer, view(activate(opened)))
     assert isinstance(d, ConfirmAlert) and d.details == {"moved": False}
@@ -356,7 +379,7 @@ def test_clapping_then_sitting_still_is_still_confirmed_only_later() -> None:
 
 def test_a_profile_without_confirmation_window_opens_clapping_at_once() -> None:
     no_window = replace(THRESHOLDS, fall_confirm_window_s=0.0)
-    elder = ElderView("E1", no_window, {}, "standard", {})
+    elder = ElderView("E1", no_window, {}, "standard", CLAP_SENSITIVE)
     [opened] = run(fall_engine(), clapping(), elder)[0]
     assert isinstance(opened, OpenAlert) and opened.status == "open"
 

@@ -1,58 +1,53 @@
 """Server-side fall detection on wristband accelerometer windows.
 
-A fall seen from the wrist is a short sequence of physical events:
+A fall seen from the wrist is a short sequence of physical events: the body drops (the
+wrist is partly in free fall), an impact (a sharp peak of |a|), the wrist ends in another
+posture (lying, the forearm usually flat), and the arm moves much less than before, at
+once or after a few seconds of struggling. Daily activity produces each of these on its
+own (clapping and jogging make big peaks, lying down on a bed turns the wrist and ends
+still), rarely all of them together.
 
-1. the body drops: the wrist is partly in free fall (|a| well below 1 g) just before
-2. the impact: a sharp peak of |a| when the body (or the hand breaking the fall) hits the floor;
-3. the wrist ends up in another orientation than it had while the person was upright
-   (the gravity vector seen by the sensor has turned);
-4. the person lies still for a while after the impact.
+The detector works in two stages:
 
-Daily activity produces each of these on its own (clapping and jogging make big peaks,
-lying down on a bed turns the wrist and ends still), but rarely the whole sequence. The
-detector therefore requires an impact that is the hardest hit before the stillness, an
-orientation change across it, and stillness after it; and it rejects an impact that is one
-of a series of hits (clapping, jogging, hopping), because a fall is a single event. Free
-fall only raises the confidence: the wrist often does not show it (the arm is flung out to
-break the fall), so requiring it would miss real falls.
+1. **candidates** (physics, no learning): every impact, a peak of |a| of at least
+   `impact_g` that is the highest within `impact_cluster_ms`, is described once
+   `decide_after_ms` of signal has followed it, by the cues of
+   `rules_engine.detectors.fall_features` (impact against the arm's own activity, free
+   fall, stillness relative to the activity before, final posture, other hits around it);
+2. **decision** (learned): a logistic regression trained on the dev recordings
+   (`fall_model.json`, trained reproducibly by `carewatch eval falls --train`) turns the
+   cues into a probability; an alarm is raised when it reaches `alarm_probability`, an
+   operating point measured on the leave-one-subject-out ROC (care profile presets are
+   such points). After an alarm, impacts within `refractory_ms` are not reported again.
 
-Because stillness can only be observed once it has lasted, a fall is reported when the
-stillness window has elapsed, a few seconds after the impact.
+No cue is a veto: a fall while jogging, or one after which the arm keeps moving for a few
+seconds, can still score high enough on the others.
 
 The detector is pure and streaming: one instance per device, fed consecutive
 `AccelWindow` chunks with their device start time. It keeps a short buffer of raw samples so
-a fall that spans two chunks is seen whole, and resamples whatever the device sends to one
-fixed rate so every threshold means the same thing for every device.
+that an impact and the seconds around it are seen whole, and resamples whatever the device
+sends to one fixed rate so every number means the same thing for every device.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from carewatch.messages import AccelWindow
+from rules_engine.detectors.fall_features import feature_vector, impact_features
+from rules_engine.detectors.fall_model import FallModel, shipped_model
 
 FloatArray = npt.NDArray[np.float64]
 
-# Care profile presets (care_profiles.id -> overrides of the fall thresholds). The
-# database copy of a profile (care_profiles.thresholds) takes precedence; these presets are
-# what `carewatch eval falls --profile NAME` uses without a database.
-FALL_PROFILE_PRESETS: dict[str, dict[str, float]] = {
-    "standard": {},
-    # Very old people fall slower and softer (less muscle to break the fall into a hard
-    # landing, but also less free fall): accept a softer impact.
-    "elderly_80plus": {"impact_g": 2.2},
-    # Nobody would notice a missed fall: accept a softer impact (more false alarms).
-    "alone": {"impact_g": 2.2},
-    # Elders with reduced mobility move little after a fall and fall from a lower height.
-    "disabled": {"impact_g": 2.0, "orientation_change_deg": 35.0},
-    "cognitive": {},
-}
+
+def _operating_point(name: str) -> float:
+    return shipped_model().operating_points[name]
 
 
 @dataclass(frozen=True)
@@ -60,21 +55,11 @@ class FallThresholds:
     """Every number the detector uses; a care profile may override any of them."""
 
     rate_hz: float = 50.0  # detector sampling rate; input is resampled to it
-    impact_g: float = 2.5  # minimum peak |a| of the impact
+    impact_g: float = 1.8  # a peak of |a| at least this high is a candidate impact
     impact_cluster_ms: float = 1000.0  # peaks closer than this are one impact (the highest)
-    series_window_ms: float = 4000.0  # impacts this long before the fall's impact, or ...
-    series_max_impacts: float = 1.0  # ... after it before stillness: more is not a fall
-    series_hit_g: float = 2.5  # what counts as a hit in such a series
-    freefall_g: float = 0.6  # |a| below this counts as (partial) free fall
-    freefall_min_ms: float = 60.0  # free fall this long gives half the free-fall confidence
-    freefall_lookback_ms: float = 1000.0  # free fall is searched this long before the impact
-    orientation_change_deg: float = 45.0  # minimum turn of gravity, upright vs lying
-    upright_gap_ms: float = 700.0  # "before" posture ends this long before the impact
-    upright_window_ms: float = 1000.0  # and is averaged over this long
-    settle_min_ms: float = 500.0  # stillness may start this soon after the impact
-    settle_max_ms: float = 3500.0  # and must start no later than this
-    stillness_window_ms: float = 2000.0  # how long the person must stay still
-    stillness_max_var: float = 0.005  # g^2: summed per-axis variance allowed while still
+    # the model's probability at which an alarm is raised; default: its standard point
+    alarm_probability: float = field(default_factory=lambda: _operating_point("standard"))
+    refractory_ms: float = 5000.0  # after an alarm, impacts this soon are the same fall
     gap_reset_ms: float = 1000.0  # a hole in the data longer than this restarts the buffer
 
     def __post_init__(self) -> None:
@@ -82,19 +67,21 @@ class FallThresholds:
             value = getattr(self, f.name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"fall threshold {f.name} must be a finite number >= 0")
-        if self.rate_hz <= 0 or self.stillness_window_ms <= 0:
-            raise ValueError("fall thresholds rate_hz and stillness_window_ms must be > 0")
-        if self.settle_max_ms < self.settle_min_ms:
-            raise ValueError("fall threshold settle_max_ms must be >= settle_min_ms")
+        if self.rate_hz <= 0:
+            raise ValueError("fall threshold rate_hz must be > 0")
+        if self.alarm_probability > 1:
+            raise ValueError("fall threshold alarm_probability must be <= 1")
 
     @classmethod
-    def from_profile(cls, profile: Mapping[str, Any]) -> FallThresholds:
-        """Defaults overridden by a care profile's thresholds.
+    def from_profile(
+        cls, profile: Mapping[str, Any], base: FallThresholds | None = None
+    ) -> FallThresholds:
+        """`base` (the defaults if None) overridden by a care profile's thresholds.
 
         Accepts either the whole profile thresholds object with a nested `"fall"` section
-        (`{"fall": {"impact_g": 2.2}, "inactivity": {...}}`), in which every key must be a
-        fall threshold (a typo is an error, not a silently ignored setting), or a flat
-        mapping, from which only the fall threshold names are taken.
+        (`{"fall": {"alarm_probability": 0.3}, "inactivity": {...}}`), in which every key
+        must be a fall threshold (a typo is an error, not a silently ignored setting), or
+        a flat mapping, from which only the fall threshold names are taken.
         """
         names = {f.name for f in fields(cls)}
         section = profile.get("fall")
@@ -110,57 +97,75 @@ class FallThresholds:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"fall threshold {key} must be a number, got {value!r}")
             values[key] = float(value)
-        return replace(cls(), **values)
+        return replace(base or cls(), **values)
+
+    @classmethod
+    def for_elder(cls, profile_id: str | None, profile: Mapping[str, Any]) -> FallThresholds:
+        """What the engine uses: the preset of the elder's care profile id (the defaults
+        for an id without one), overridden by the profile's stored thresholds."""
+        presets = fall_profile_presets()
+        base = cls.from_profile(presets[profile_id]) if profile_id in presets else cls()
+        return cls.from_profile(profile, base)
 
     @classmethod
     def preset(cls, name: str) -> FallThresholds:
-        """The built-in thresholds of a care profile id (see FALL_PROFILE_PRESETS)."""
-        if name not in FALL_PROFILE_PRESETS:
-            known = ", ".join(sorted(FALL_PROFILE_PRESETS))
+        """The built-in thresholds of a care profile id: an operating point of the model
+        (see PROFILE_OPERATING_POINTS)."""
+        presets = fall_profile_presets()
+        if name not in presets:
+            known = ", ".join(sorted(presets))
             raise ValueError(f"unknown care profile {name!r} (known: {known})")
-        return cls.from_profile(FALL_PROFILE_PRESETS[name])
+        return cls.from_profile(presets[name])
 
-    @property
-    def history_ms(self) -> float:
+    def history_ms(self, model: FallModel) -> float:
         """How much raw signal must be kept to decide on the oldest undecided impact."""
-        before = max(
-            self.upright_gap_ms + self.upright_window_ms,
-            self.freefall_lookback_ms,
-            self.series_window_ms,
-        )
-        after = max(self.settle_max_ms + self.stillness_window_ms, self.impact_cluster_ms)
+        w = model.windows
+        before = max(w.pre_ms, w.freefall_ms, 4000.0, self.impact_cluster_ms)
+        after = max(w.after_ms, self.impact_cluster_ms)
         return before + after + 1000.0
+
+
+# Care profile id -> the operating point of the model it uses. Each is a point on the
+# leave-one-subject-out ROC recorded in the model file (fall_model.json, operating_points;
+# how each is chosen: rules_engine/evaluation/fall_training.py). "standard" keeps false
+# alarms within budget; "balanced" accepts more of them for elders who fall softly or stay
+# down unnoticed longer; "sensitive" trades many more for fewer misses, for elders nobody
+# would see fall.
+PROFILE_OPERATING_POINTS: dict[str, str] = {
+    "standard": "standard",
+    "cognitive": "standard",
+    "elderly_80plus": "balanced",
+    "disabled": "balanced",
+    "alone": "sensitive",
+}
+
+
+def fall_profile_presets() -> dict[str, dict[str, float]]:
+    """Care profile id -> fall threshold overrides, from the model's operating points."""
+    return {
+        name: {"alarm_probability": _operating_point(point)}
+        for name, point in PROFILE_OPERATING_POINTS.items()
+    }
 
 
 @dataclass(frozen=True)
 class FallDetection:
     impact_ms: int  # device time of the impact peak
-    decided_ms: int  # device time at which the stillness window had elapsed
-    confidence: float  # 0..1
-    features: dict[str, float]  # peak_g, freefall_ms, orientation_change_deg, stillness, ...
+    decided_ms: int  # device time of the last sample the decision looked at
+    confidence: float  # 0..1: the model's probability
+    features: dict[str, float]  # the cues (fall_features.FEATURE_NAMES) and a few summaries
 
 
-def _ramp(value: float, low: float, high: float) -> float:
-    """0 at `low`, 1 at `high`, linear in between."""
-    if high <= low:
-        return 1.0 if value >= high else 0.0
-    return float(min(1.0, max(0.0, (value - low) / (high - low))))
+@dataclass(frozen=True)
+class Candidate:
+    """One impact the detector decided on, alarm or not (for evaluation and training)."""
 
-
-def _angle_deg(a: FloatArray, b: FloatArray) -> float:
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na < 1e-6 or nb < 1e-6:
-        return 0.0
-    cos = float(np.dot(a, b)) / (na * nb)
-    return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
-
-
-def _longest_run(mask: npt.NDArray[np.bool_]) -> int:
-    best = run = 0
-    for flag in mask:
-        run = run + 1 if flag else 0
-        best = max(best, run)
-    return best
+    impact_ms: int
+    decided_ms: int  # device time of the last grid sample the features used
+    seen_ms: float  # device time of the newest raw sample when it was decided
+    features: dict[str, float]
+    vector: FloatArray
+    probability: float
 
 
 def resample(t_ms: FloatArray, xyz: FloatArray, grid_ms: FloatArray) -> FloatArray:
@@ -184,22 +189,47 @@ def resample(t_ms: FloatArray, xyz: FloatArray, grid_ms: FloatArray) -> FloatArr
     return out
 
 
+def _summary(features: dict[str, float], probability: float) -> dict[str, float]:
+    """The cues, rounded, plus the names the engine and older alerts use."""
+    out = {k: round(v, 4) for k, v in features.items()}
+    out["other_impacts"] = features["hits_before"] + features["hits_after"]
+    out["probability"] = round(probability, 4)
+    return out
+
+
 class AccelFallDetector:
     """Streaming fall detector for one device: feed chunks in device-time order."""
 
-    def __init__(self, thresholds: FallThresholds | None = None) -> None:
+    def __init__(
+        self,
+        thresholds: FallThresholds | None = None,
+        model: FallModel | None = None,
+        on_candidate: Callable[[Candidate], None] | None = None,
+    ) -> None:
         self.thresholds = thresholds or FallThresholds()
+        self.model = model or shipped_model()
+        self._on_candidate = on_candidate
         self._t = np.empty(0, dtype=np.float64)  # raw sample times, device ms
         self._xyz = np.empty((0, 3), dtype=np.float64)
         self._decided_until = -math.inf  # impacts at or before this time are settled
+        self._quiet_until = -math.inf  # no new alarm for impacts before this (refractory)
+        self._pending: float | None = None
 
     def reset(self) -> None:
         self._t = np.empty(0, dtype=np.float64)
         self._xyz = np.empty((0, 3), dtype=np.float64)
         self._decided_until = -math.inf
+        self._quiet_until = -math.inf
+        self._pending = None
+
+    @property
+    def pending_impact_ms(self) -> float | None:
+        """The earliest candidate impact still waiting for the signal after it, if any: a
+        recording that stops here ends with an undecided impact."""
+        return self._pending
 
     def feed(self, window: AccelWindow, start_ms: int) -> FallDetection | None:
-        """Add one chunk; return a fall whose stillness window completed in it, if any.
+        """Add one chunk; return a fall decided in it, if any.
 
         Raises ValueError for a chunk that is not a usable signal (unequal axes,
         non-finite values); the caller counts and keeps it. Samples that overlap what was
@@ -215,6 +245,7 @@ class AccelFallDetector:
             if t[0] - last > self.thresholds.gap_reset_ms + 1000.0 / window.hz:
                 self._t = np.empty(0, dtype=np.float64)
                 self._xyz = np.empty((0, 3), dtype=np.float64)
+                self._pending = None
             else:
                 fresh = t > last
                 t, xyz = t[fresh], xyz[fresh]
@@ -222,7 +253,7 @@ class AccelFallDetector:
             return None
         self._t = np.concatenate([self._t, t])
         self._xyz = np.vstack([self._xyz, xyz])
-        keep = self._t >= self._t[-1] - self.thresholds.history_ms
+        keep = self._t >= self._t[-1] - self.thresholds.history_ms(self.model)
         self._t, self._xyz = self._t[keep], self._xyz[keep]
         return self._decide()
 
@@ -239,121 +270,47 @@ class AccelFallDetector:
         th = self.thresholds
         step = 1000.0 / th.rate_hz
         first = math.ceil(self._t[0] / step) * step
+        self._pending = None
         if self._t[-1] < first + step:
             return None
         grid = np.arange(first, self._t[-1] + step / 2, step)
         sig = resample(self._t, self._xyz, grid)
         mag = np.linalg.norm(sig, axis=1)
-        end = grid[-1]
         cluster = round(th.impact_cluster_ms / step)
+        horizon = max(cluster, round(self.model.windows.after_ms / step))
+        found: FallDetection | None = None
         for i in np.flatnonzero(mag >= th.impact_g).tolist():
             ti = float(grid[i])
             if ti <= self._decided_until:
                 continue
-            if i + cluster >= len(mag):
-                return None  # the impact's neighbourhood has not arrived yet
             lo = max(0, i - cluster)
-            if mag[i] < mag[lo : i + cluster + 1].max() or (mag[lo:i] == mag[i]).any():
-                continue  # not the highest peak of its impact
-            still = self._stillness_start(sig, i, step)
-            if still is None:
-                if end < ti + th.settle_max_ms + th.stillness_window_ms:
-                    return None  # stillness may still come: decide on a later chunk
-                self._decided_until = ti
-                continue
-            j0, j1 = still
-            detection = self._evaluate(sig, mag, grid, i, j0, j1, step)
-            if detection is None:
-                self._decided_until = ti
-                continue
-            self._decided_until = float(grid[j1 - 1])
-            return detection
-        return None
-
-    def _stillness_start(self, sig: FloatArray, i: int, step: float) -> tuple[int, int] | None:
-        """First window [j0, j1) of the stillness length, starting within the settle
-        range after the impact, whose summed per-axis variance is low enough."""
-        th = self.thresholds
-        n = round(th.stillness_window_ms / step)
-        j_first = i + max(1, round(th.settle_min_ms / step))
-        j_last = min(i + round(th.settle_max_ms / step), len(sig) - n)
-        if j_last < j_first:
-            return None
-        # Variance of every window at once from running sums: E[x^2] - E[x]^2.
-        c1 = np.vstack([np.zeros((1, 3)), np.cumsum(sig, axis=0)])
-        c2 = np.vstack([np.zeros((1, 3)), np.cumsum(sig * sig, axis=0)])
-        starts = np.arange(j_first, j_last + 1)
-        mean = (c1[starts + n] - c1[starts]) / n
-        var = ((c2[starts + n] - c2[starts]) / n - mean * mean).sum(axis=1)
-        ok = np.flatnonzero(var <= th.stillness_max_var)
-        if len(ok) == 0:
-            return None
-        j0 = int(starts[ok[0]])
-        return j0, j0 + n
-
-    def _evaluate(
-        self,
-        sig: FloatArray,
-        mag: FloatArray,
-        grid: FloatArray,
-        i: int,
-        j0: int,
-        j1: int,
-        step: float,
-    ) -> FallDetection | None:
-        th = self.thresholds
-        ff_lo = max(0, i - round(th.freefall_lookback_ms / step))
-        freefall_ms = _longest_run(mag[ff_lo:i] < th.freefall_g) * step
-        up_hi = i - round(th.upright_gap_ms / step)
-        up_lo = max(0, up_hi - round(th.upright_window_ms / step))
-        if up_hi - up_lo >= 2:
-            orientation = _angle_deg(sig[up_lo:up_hi].mean(axis=0), sig[j0:j1].mean(axis=0))
-        else:
-            orientation = 0.0  # no upright posture in the buffer (data just resumed)
-        if float(mag[i + 1 : j0].max(initial=0.0)) > float(mag[i]):
-            return None  # a harder impact follows before the stillness: judge that one
-        if orientation < th.orientation_change_deg:
-            return None  # the wrist ends where it was: the person did not go down
-        others = self._other_impacts(mag, i, j0, step)
-        if others > th.series_max_impacts:
-            return None  # one hit in a series: clapping, jogging, hopping
-        still_var = float(sig[j0:j1].var(axis=0).sum())
-        peak = float(mag[i])
-        stillness = 1.0 - still_var / th.stillness_max_var if th.stillness_max_var else 1.0
-        scores = (
-            (0.3, _ramp(peak, th.impact_g * 0.8, th.impact_g * 2.0)),
-            (0.2, _ramp(freefall_ms, 0.0, max(2.0 * th.freefall_min_ms, step))),
-            (0.25, _ramp(orientation, 0.0, max(2.0 * th.orientation_change_deg, 1.0))),
-            (0.25, stillness),
-        )
-        confidence = round(sum(w * s for w, s in scores), 3)
-        return FallDetection(
-            impact_ms=round(grid[i]),
-            decided_ms=round(grid[j1 - 1]),
-            confidence=confidence,
-            features={
-                "peak_g": round(peak, 3),
-                "freefall_ms": round(freefall_ms, 1),
-                "orientation_change_deg": round(orientation, 1),
-                "stillness": round(stillness, 3),
-                "stillness_var_g2": round(still_var, 5),
-                "other_impacts": float(others),
-            },
-        )
-
-    def _other_impacts(self, mag: FloatArray, i: int, j0: int, step: float) -> int:
-        """Separate hits (local maxima over series_hit_g) outside the impact's own cluster:
-        in the series window before it, and between it and the stillness. Hits inside the
-        cluster are not counted: a real fall's arm bounces there too."""
-        th = self.thresholds
-        cluster = round(th.impact_cluster_ms / step)
-        before = (max(1, i - round(th.series_window_ms / step)), i - cluster)
-        after = (i + cluster + 1, j0)
-        count = 0
-        for lo, hi in (before, after):
-            if hi <= lo:
-                continue
-            m = mag[lo - 1 : hi + 1]
-            peaks = (m[1:-1] >= th.series_hit_g) & (m[1:-1] >= m[:-2]) & (m[1:-1] > m[2:])
-            count += int(peaks.sum())
-        return count
+            hi = min(len(mag), i + cluster + 1)
+            if mag[i] < mag[lo:hi].max() or (mag[lo:i] == mag[i]).any():
+                continue  # not the highest peak of its impact (so far)
+            if i + horizon >= len(mag):
+                self._pending = ti  # the seconds after the impact have not arrived yet
+                break
+            features = impact_features(sig, mag, i, step, self.model.windows)
+            vector = feature_vector(features)
+            probability = self.model.probability(vector)
+            alarm = probability >= th.alarm_probability and ti > self._quiet_until
+            if alarm and found is not None:
+                self._pending = ti  # a second fall in one chunk: decided on the next one
+                break
+            self._decided_until = ti
+            decided_ms = round(grid[i + horizon])
+            if self._on_candidate is not None:
+                self._on_candidate(
+                    Candidate(
+                        round(ti), decided_ms, float(self._t[-1]), features, vector, probability
+                    )
+                )
+            if alarm:
+                self._quiet_until = ti + th.refractory_ms
+                found = FallDetection(
+                    impact_ms=round(ti),
+                    decided_ms=decided_ms,
+                    confidence=round(probability, 3),
+                    features=_summary(features, probability),
+                )
+        return found

@@ -8,16 +8,17 @@ fall flag (correlation.open_or_fuse): 'pending' with the confirmation timer, rul
 "fall.accel", the detector's confidence and features in the details, and every fall
 threshold used as the alert's threshold.
 
-Clapping, not falling: an impact without any free fall that is one of a pair of hits
-(`other_impacts` >= 1) is the signature clapping leaves once the detector's 1 s impact
-cluster merges a 2-3 Hz series. In the UMAFall dev set it is 1 of 67 caught falls and
-the one clapping false alarm; in `carewatch eval days` all 5 false falls (evening TV).
-Such a detection still opens the pending fall ("hit_series_without_freefall" in its
-details) but waits `fall_accel_series_confirm_window_s` (120 s) instead of the usual
-window, so that two wristband reports can show steps after it: an accelerometer-only
-fall followed by walking is cancelled at the timer (correlation.confirm); one followed
-by stillness is confirmed, only later. A device or radar flag fusing in keeps its
-normal behaviour (confirmed at the timer whatever moved).
+Clapping, not falling: a detection without any free fall and with other hits around it
+(`other_impacts` >= 1) has clapping's signature. The first, hand-tuned detector let such
+clapping through; the two-stage detector scores clapping low at every care profile's
+operating point on the dev recordings, but a profile set to a very sensitive point can
+still let it through. Such a detection still opens the pending fall
+("hit_series_without_freefall" in its details) but waits
+`fall_accel_series_confirm_window_s` (120 s) instead of the usual window, so that two
+wristband reports can show steps after it: an accelerometer-only fall followed by walking
+is cancelled at the timer (correlation.confirm); one followed by stillness is confirmed,
+only later. A device or radar flag fusing in keeps its normal behaviour (confirmed at the
+timer whatever moved).
 
 Per-device state lives in this worker's memory (one owner per events shard). A restart
 loses the few seconds of buffered signal, so a fall whose impact arrived before the
@@ -57,10 +58,12 @@ def hit_series_without_freefall(detection: FallDetection) -> bool:
 
 
 def fall_thresholds(elder: ElderView) -> FallThresholds:
-    """The elder's care profile thresholds; a broken profile falls back to the defaults
-    (and says so) rather than silencing fall detection for the elder."""
+    """The elder's care profile thresholds: the operating point of the care profile id
+    (accel_fall.PROFILE_OPERATING_POINTS) with the profile's stored fall thresholds on top;
+    a broken profile falls back to the defaults (and says so) rather than silencing fall
+    detection for the elder."""
     try:
-        return FallThresholds.from_profile(elder.profile)
+        return FallThresholds.for_elder(elder.profile_id, elder.profile)
     except ValueError as exc:
         log.warning(
             "invalid fall thresholds in care profile, defaults used",

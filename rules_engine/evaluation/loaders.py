@@ -34,6 +34,9 @@ UMAFALL_ACCELEROMETER = 0
 UMAFALL_WRIST = "WRIST"
 
 DEV_COLUMNS = ("trial", "subject", "label", "activity", "t_ms", "ax_g", "ay_g", "az_g")
+# Optional last column: the annotated time of the fall's impact (same clock as t_ms), on
+# the trial's rows; empty when unknown. `carewatch eval export` writes it.
+DEV_FALL_COLUMN = "fall_ms"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Trial:
     hz: float  # uniform sampling rate of xyz
     start_ms: int  # time of the first sample
     xyz: FloatArray = field(repr=False)  # (n, 3), g
+    fall_ms: int | None = None  # annotated impact of a fall, when the dataset has one
 
     @property
     def duration_s(self) -> float:
@@ -141,8 +145,10 @@ def read_umafall_file(path: Path) -> Trial:
         if not line.strip() or line.startswith("%"):
             continue
         parts = [p.strip() for p in line.split(";")]
-        if len(parts) < 7:
-            continue  # a truncated row; the trial keeps its other samples
+        if len(parts) < 7 or not all(parts[:7]):
+            # a truncated row, or padding (subject 13's files end in lines of bare ';'):
+            # the trial keeps its other samples
+            continue
         if int(parts[5]) != UMAFALL_ACCELEROMETER or int(parts[6]) != wrist[0]:
             continue
         t.append(float(parts[0]))
@@ -169,8 +175,8 @@ def read_dev_csv(path: Path) -> Iterator[Trial | SkippedFile]:
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != DEV_COLUMNS:
-            raise LayoutError(f"{path}: columns are not {','.join(DEV_COLUMNS)}")
+        if tuple(reader.fieldnames or ()) not in (DEV_COLUMNS, (*DEV_COLUMNS, DEV_FALL_COLUMN)):
+            raise LayoutError(f"{path}: columns are not {','.join(DEV_COLUMNS)}[,fall_ms]")
         current: list[dict[str, str]] = []
         for row in reader:
             if current and row["trial"] != current[0]["trial"]:
@@ -187,6 +193,8 @@ def _dev_trial(rows: list[dict[str, str]]) -> Trial | SkippedFile:
         t = np.asarray([float(r["t_ms"]) for r in rows])
         xyz = np.asarray([[float(r["ax_g"]), float(r["ay_g"]), float(r["az_g"])] for r in rows])
         hz, start_ms, uniform = regularise(t, xyz)
+        fall = (first.get(DEV_FALL_COLUMN) or "").strip()
+        fall_ms = round(float(fall)) if fall else None
     except (ValueError, TypeError) as exc:
         return SkippedFile(first["trial"], str(exc))
     return Trial(
@@ -197,6 +205,7 @@ def _dev_trial(rows: list[dict[str, str]]) -> Trial | SkippedFile:
         hz=hz,
         start_ms=start_ms,
         xyz=uniform,
+        fall_ms=fall_ms,
     )
 
 
@@ -210,7 +219,8 @@ def _looks_like_dev_csv(path: Path) -> bool:
             header = next(csv.reader(io.StringIO(fh.readline())), [])
     except (OSError, UnicodeDecodeError):
         return False
-    return tuple(h.strip() for h in header) == DEV_COLUMNS
+    columns = tuple(h.strip() for h in header)
+    return columns in (DEV_COLUMNS, (*DEV_COLUMNS, DEV_FALL_COLUMN))
 
 
 def detect_layout(path: Path) -> str:
