@@ -142,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument(
         "protocols",
         nargs="*",
-        choices=["watch-tcp", "iw-tcp", "ctwing", "onenet"],
-        help="what to serve (default: CAREWATCH_GATEWAY_SERVE)",
+        metavar="PROTOCOL",
+        help="watch-tcp, iw-tcp, ctwing and/or onenet (default: CAREWATCH_GATEWAY_SERVE)",
     )
 
     sim = sub.add_parser("simulate", help="device simulators")
@@ -287,7 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "gateway":
         from functools import partial
 
-        runner = partial(_load("gateways.run:run"), protocols=args.protocols)
+        try:
+            protocols = _load("gateways.run:chosen")(settings, args.protocols)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        runner = partial(_load("gateways.run:run"), protocols=protocols)
         run_until_signal(runner, settings)
         return 0
     if cmd == "simulate" and args.sim_cmd in ("watch3g", "iw", "ctwing", "onenet"):

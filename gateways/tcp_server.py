@@ -115,6 +115,8 @@ class TcpGateway:
             await self._serve(reader, writer, session)
         except CloseConnection:
             pass
+        except asyncio.CancelledError:
+            pass  # the gateway is stopping: this connection ends with it
         except (ConnectionError, TimeoutError) as exc:
             log.debug("watch connection ended", extra={"error": str(exc)})
         except Exception:
