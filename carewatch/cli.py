@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=PASSWORD",
-        help="service account (ingest, notifier, simulator); repeatable",
+        help="service account (ingest, notifier, simulator, gateway); repeatable",
     )
 
     workers = {
