@@ -127,9 +127,9 @@ def _device_row(
         )
     if device_id in out.device_lines:
         errors.append(RowError(name, row.line, "device_id", f"'{device_id}' listed twice"))
+    seen.setdefault((protocol, imei), row.line)
+    out.device_lines.setdefault(device_id, (name, row.line))
     if len(errors) == before:
-        seen[(protocol, imei)] = row.line
-        out.device_lines[device_id] = (name, row.line)
         out.devices.append((device_id, protocol, imei, product or None))
 
 
@@ -153,8 +153,9 @@ def _field_row(
         errors.append(
             RowError(name, row.line, "field", f"'{field_name}' mapped twice (line {seen[key]})")
         )
-    if len(errors) == before:
+    else:
         seen[key] = row.line
+    if len(errors) == before:
         out.fields.append((platform, product, field_name, meaning, values))
 
 
