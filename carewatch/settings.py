@@ -32,6 +32,15 @@ class Settings(BaseSettings):
     mqtt_port: int = 1883
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
+    mqtt_tls: bool = Field(
+        False,
+        description="connect to the broker over TLS (ingest, gateways); point mqtt_port at the"
+        " broker's TLS listener, usually 8883",
+    )
+    mqtt_ca_file: str | None = Field(
+        None,
+        description="CA bundle (PEM) the broker's certificate must chain to; unset: the system's",
+    )
     mqtt_share_group: str = "ingest"
     mqtt_device_secret: SecretStr = Field(
         SecretStr("dev-only-device-secret"),

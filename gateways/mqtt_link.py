@@ -24,6 +24,7 @@ import aiomqtt
 import msgspec
 
 from carewatch.messages import DeviceCommand, encode
+from carewatch.mqtt_tls import client_context
 from carewatch.settings import Settings
 from carewatch.topics import PREFIX, parse, topic
 from gateways.metrics import PUBLISHED
@@ -68,6 +69,7 @@ class MqttLink:
                     password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
                     keepalive=30,
                     timeout=5,
+                    tls_context=client_context(s),
                 ) as client:
                     await client.subscribe(f"{PREFIX}/+/cmd", qos=1)
                     self._client = client

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 
 from carewatch import topics
+from carewatch.mqtt_tls import client_context
 from carewatch.settings import Settings
 from ingest.mqtt_client import ConnectOptions, ConnectRefused, MqttConnection, MqttError
 from ingest.mqtt_wire import Publish, reason_name
@@ -104,6 +105,7 @@ class MqttSource:
             password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
             session_expiry_s=SESSION_EXPIRY_S,
             receive_maximum=receive_maximum(s.ingest_batch_size),
+            ssl=client_context(s),
         )
 
     def ack(self, message: Incoming) -> None:
