@@ -62,7 +62,7 @@ _any = msgspec.json.Decoder(dict[str, Any])
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
         return _any.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise PushError("malformed_json", str(exc)[:200]) from None
 
 
@@ -92,7 +92,7 @@ def _ctwing_fields(payload: object) -> dict[str, object]:
             raise PushError("schema_invalid", "APPdata is not base64") from None
         try:
             decoded = msgspec.json.decode(inner)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             raise PushError(
                 "schema_invalid", f"APPdata of {len(inner)} bytes is not JSON"
             ) from None
@@ -158,7 +158,7 @@ def onenet_body(raw: bytes) -> tuple[bytes, str, str]:
         body = _body.decode(raw)
     except msgspec.ValidationError as exc:
         raise PushError("schema_invalid", str(exc)[:200]) from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise PushError("malformed_json", str(exc)[:200]) from None
     return bytes(body.msg), body.msg_signature, body.nonce
 
@@ -167,7 +167,7 @@ def decode_onenet(msg: bytes) -> list[PlatformMessage]:
     """The messages of one (verified) `msg`: an object or a list of them."""
     try:
         value = msgspec.json.decode(msg)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise PushError("malformed_json", str(exc)[:200]) from None
     items = value if isinstance(value, list) else [value]
     out = []

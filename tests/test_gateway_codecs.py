@@ -306,6 +306,7 @@ def test_ctwing_appdata_base64_json() -> None:
     ("body", "reason"),
     [
         (b"{not json", "malformed_json"),
+        (b'{"a":' * 5000 + b"1" + b"}" * 5000, "malformed_json"),  # nesting (found by fuzz/)
         (_ctwing(messageType="commandResponse"), "schema_invalid"),
         (_ctwing(timestamp="yesterday"), "schema_invalid"),
         (_ctwing(upPacketSN=None), "schema_invalid"),
@@ -328,4 +329,6 @@ def test_onenet_signature_and_body() -> None:
     raw, sig, nonce = onenet_body(body)
     assert raw == msg.encode() and sig == signature and nonce == "abcd"
     (point,) = decode_onenet(raw)
+    with pytest.raises(PushError):
+        onenet_body(b'{"msg":' + b"[" * 5000 + b"]" * 5000 + b"}")
     assert point.ids == ("2016617",) and point.fields == {"smoke": 1}
