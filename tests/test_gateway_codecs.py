@@ -332,3 +332,62 @@ def test_onenet_signature_and_body() -> None:
     with pytest.raises(PushError):
         onenet_body(b'{"msg":' + b"[" * 5000 + b"]" * 5000 + b"}")
     assert point.ids == ("2016617",) and point.fields == {"smoke": 1}
+
+
+@pytest.mark.parametrize(("stream", "splitter"), [(STREAM, "3g"), (IW_STREAM, "iw")])
+def test_every_single_split_point_gives_the_same_frames(stream: bytes, splitter: str) -> None:
+    def split(at: int) -> list[bytes]:
+        s: watch3g.FrameSplitter | iw.IwSplitter = (
+            watch3g.FrameSplitter() if splitter == "3g" else iw.IwSplitter()
+        )
+        first, rejects_1 = s.feed(stream[:at])
+        second, rejects_2 = s.feed(stream[at:])
+        assert rejects_1 == rejects_2 == []
+        return first + second
+
+    whole = split(len(stream))
+    assert len(whole) == (len(PUBLIC_3G) if splitter == "3g" else len(PUBLIC_IW))
+    for at in range(len(stream)):
+        assert split(at) == whole, at
+
+
+def test_ctwing_event_and_online_reports() -> None:
+    event = decode_ctwing(
+        _ctwing(
+            messageType="eventReport",
+            eventType=1,
+            eventContent={"smoke_state": 1},
+            upPacketSN=None,
+            payload=None,
+        )
+    )
+    assert event.fields == {"smoke_state": 1} and event.online is None
+    assert (
+        decode_ctwing(
+            _ctwing(
+                messageType="eventReport",
+                eventType=1,
+                eventContent={"smoke_state": 1},
+                payload=None,
+            )
+        ).discriminator
+        == event.discriminator
+    )  # a retried event push: the same seq
+    online = decode_ctwing(_ctwing(messageType="deviceOnlineOfflineReport", eventType=0))
+    assert online.online is False and online.fields == {}
+    with pytest.raises(PushError):
+        decode_ctwing(_ctwing(messageType="deviceOnlineOfflineReport", eventType=7))
+
+
+def test_onenet_online_and_command_result_messages() -> None:
+    msg = json.dumps(
+        [
+            {"type": 2, "dev_id": 2016617, "status": 1, "login_type": 7, "at": 1_717_000_000_000},
+            {"type": 7, "dev_id": 2016617, "cmd_id": "c1", "at": 1_717_000_000_000},
+        ]
+    ).encode()
+    online, result = decode_onenet(msg)
+    assert online.online is True and online.kind == "online"
+    assert result.kind == "command_result" and result.fields == {}
+    with pytest.raises(PushError):
+        decode_onenet(b'{"type": 9, "dev_id": 1, "at": 1717000000000}')
