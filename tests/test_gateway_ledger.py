@@ -103,3 +103,17 @@ def test_a_valid_import_writes_and_a_reimport_replaces(db_dsn: str, tmp_path: Pa
         ("WB0002", "watch3g", "8800000001"),
     ]
     assert fields == [("door", "leak", ["1", "true"])]
+
+
+def test_reimporting_the_elder_ledger_keeps_the_gateway_columns(
+    db_dsn: str, tmp_path: Path
+) -> None:
+    _setup(db_dsn, tmp_path)
+    devices = _write(
+        tmp_path, "devices.csv", "device_id,protocol,imei,product\nWB0001,watch3g,8800000001,\n"
+    )
+    assert import_files(db_dsn, [devices]).ok
+    assert import_ledger(db_dsn, ledger.write_ledger(tmp_path / "again")).ok
+    with psycopg.connect(db_dsn) as conn:
+        row = conn.execute("SELECT protocol, imei FROM devices WHERE id = 'WB0001'").fetchone()
+    assert row == ("watch3g", "8800000001")
