@@ -92,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     imp.add_argument("files", nargs="+", type=Path)
+    gw_imp = reg_sub.add_parser(
+        "gateways",
+        help=(
+            "import the gateways' ledger files: device protocols/IMEIs and the platform"
+            " products' field mapping (docs/gateways.md); all or nothing"
+        ),
+    )
+    gw_imp.add_argument("files", nargs="+", type=Path)
     gen = reg_sub.add_parser(
         "generate", help="write a synthetic but plausible street ledger from the facility plan"
     )
@@ -126,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=PASSWORD",
-        help="service account (ingest, notifier, simulator); repeatable",
+        help="service account (ingest, notifier, simulator, gateway); repeatable",
     )
 
     workers = {
@@ -136,6 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     # template texts to register at Aliyun, which depend on the ack base URL in settings.
     workers["notifier"].add_subparsers(dest="notifier_cmd", required=False).add_parser(
         "templates", help="print the SMS template texts to register at Aliyun for these settings"
+    )
+
+    gateway = sub.add_parser(
+        "gateway",
+        help="device gateways: 3G/4G and IW watches over TCP, CTWing and OneNET pushes"
+        " (docs/gateways.md); one process may serve several",
+    )
+    gateway.add_argument(
+        "protocols",
+        nargs="*",
+        metavar="PROTOCOL",
+        help="watch-tcp, iw-tcp, ctwing and/or onenet (default: CAREWATCH_GATEWAY_SERVE)",
     )
 
     sim = sub.add_parser("simulate", help="device simulators")
@@ -155,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_day_options(
         day, 60.0, inject_help="KIND@HH:MM[+DURATION], e.g. fall@14:05, wander@02:30+2h"
     )
+    _add_gateway_simulators(sim_sub)
     scen = sim_sub.add_parser("scenario", help="publish one scripted scenario for an elder")
     scen.add_argument("name", choices=["sos", "sos-cancel", "fall", "fall-cancel"])
     scen.add_argument("--elder", required=True, help="elder id (uses that elder's wristband)")
@@ -229,6 +250,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_gateway_simulators(sim_sub: Any) -> None:
+    """`carewatch simulate watch3g|iw|ctwing|onenet`: a device or platform (simulators.gateways)."""
+    for name, help_text in (
+        ("watch3g", "a 3G/4G watch over TCP: logs in (LK), then sends the chosen frame"),
+        ("iw", "an IW watch over TCP: logs in (IWAP00), then sends the chosen frame"),
+    ):
+        p = sim_sub.add_parser(name, help=help_text)
+        p.add_argument("--imei", required=True, help="the watch's id as in the gateway ledger")
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=None, help="default: the gateway's port")
+        p.add_argument("--send", choices=["heartbeat", "sos", "fall", "position"], default="sos")
+        p.add_argument("--listen", type=float, default=5.0, help="seconds to print downlinks")
+    for name, help_text in (
+        ("ctwing", "a CTWing subscription push (dataReport), retried like the platform"),
+        ("onenet", "a OneNET datapoint push, signed with CAREWATCH_ONENET_TOKEN"),
+    ):
+        p = sim_sub.add_parser(name, help=help_text)
+        p.add_argument("--imei", required=True, help="device IMEI (CTWing) or dev_id (OneNET)")
+        p.add_argument("--url", default=None, help="default: the gateway's endpoint")
+        p.add_argument(
+            "--field",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="a payload field / datastream, e.g. smoke_state=1; repeatable",
+        )
+
+
 def _add_day_options(parser: argparse.ArgumentParser, speed: float, inject_help: str) -> None:
     """Options of the realistic-day simulator (simulators.days, simulators.replay)."""
     parser.add_argument("--speed", type=float, default=speed, help="simulated x real time; 0 = max")
@@ -296,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
         return 0
     if cmd == "registry":
+        if args.registry_cmd == "gateways":
+            return int(_load("gateways.ledger:cli_import")(settings, args.files))
         if args.registry_cmd == "import":
             result: int = _load("registry.importer:cli_import")(settings, args.files)
             return result
@@ -310,6 +361,19 @@ def main(argv: list[str] | None = None) -> int:
     if cmd in WORKERS:
         run_until_signal(_load(WORKERS[cmd][0]), settings)
         return 0
+    if cmd == "gateway":
+        from functools import partial
+
+        try:
+            protocols = _load("gateways.run:chosen")(settings, args.protocols)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        runner = partial(_load("gateways.run:run"), protocols=protocols)
+        run_until_signal(runner, settings)
+        return 0
+    if cmd == "simulate" and args.sim_cmd in ("watch3g", "iw", "ctwing", "onenet"):
+        return int(_load("simulators.gateways:cli_main")(settings, args))
     if cmd == "simulate":
         return int(_load("simulators.cli:main")(settings, args))
     if cmd == "demo":

@@ -68,6 +68,15 @@ class Settings(BaseSettings):
         description="how long the broker keeps an ingest session (subscription and queued"
         " uplinks) while no ingest instance is connected to it",
     )
+    mqtt_tls: bool = Field(
+        False,
+        description="connect to the broker over TLS (ingest, gateways); point mqtt_port at the"
+        " broker's TLS listener, usually 8883",
+    )
+    mqtt_ca_file: str | None = Field(
+        None,
+        description="CA bundle (PEM) the broker's certificate must chain to; unset: the system's",
+    )
     mqtt_device_secret: SecretStr = Field(
         SecretStr("dev-only-device-secret"),
         description="provisioning secret from which each device's MQTT password is derived",
@@ -206,6 +215,38 @@ class Settings(BaseSettings):
     wecom_corp_secret: SecretStr = SecretStr("demo-corp-secret")
     wecom_agent_id: int = 1000002
     provider_timeout_s: float = Field(5.0, gt=0)
+
+    # --- device gateways (gateways/, docs/gateways.md) ------------------------------
+    gateway_serve: str = Field(
+        "watch-tcp,iw-tcp,ctwing,onenet",
+        description="what `carewatch gateway` serves when no protocol is named: a comma list"
+        " of watch-tcp, iw-tcp, ctwing, onenet",
+    )
+    gateway_host: str = Field(
+        "127.0.0.1", description="address the gateways listen on (0.0.0.0 for devices outside)"
+    )
+    gateway_watch_port: int = Field(8001, description="TCP port of the 3G/4G watch protocol")
+    gateway_iw_port: int = Field(8002, description="TCP port of the IW watch protocol")
+    gateway_http_port: int = Field(
+        8093, description="HTTP port of the CTWing and OneNET push endpoints"
+    )
+    gateway_max_connections: int = Field(
+        20000, ge=1, description="watch TCP connections per gateway process, over all ports"
+    )
+    gateway_idle_timeout_s: float = Field(
+        600.0, gt=0, description="a watch connection silent this long is closed"
+    )
+    gateway_login_timeout_s: float = Field(
+        30.0, gt=0, description="a TCP connection must identify itself within this"
+    )
+    gateway_max_frame_bytes: int = Field(
+        8192, ge=256, description="longest watch frame accepted; longer ones are dropped"
+    )
+    onenet_token: SecretStr | None = Field(
+        None,
+        description="token of the OneNET push (URL verification and msg_signature); unset:"
+        " the OneNET endpoint refuses every request",
+    )
 
     # --- locale ---------------------------------------------------------------------
     timezone: str = Field(

@@ -21,6 +21,8 @@ from starlette.requests import Request
 from carewatch import topics
 from carewatch.db.registry import DeviceInfo
 from carewatch.messages import decode_event, encode
+from gateways import iw, watch3g
+from gateways.platforms import PushError, decode_ctwing, decode_onenet, onenet_body
 from ingest.validate import Accepted, Rejection, RejectReason, validate
 from notifier import ack_app
 from notifier.ack_links import AckLinkError, AckLinkReason, sign, verify
@@ -181,7 +183,64 @@ def fuzz_wecom_reply(data: bytes) -> None:
         _check_result(interpret_reply(reply, "u1"))
 
 
+# --- gateways: watch frames and platform pushes -----------------------------------------
+
+_GATEWAY_REASONS = frozenset(
+    {"bad_escape", "bad_header", "bad_keyword", "bad_position", "not_ascii", "bad_login",
+     "bad_heartbeat"}
+)  # fmt: skip
+
+
+def fuzz_watch_frames(data: bytes) -> None:
+    """A TCP stream of the 3G watch protocol, cut where the first byte says."""
+    cut = data[0] if data else 0
+    splitter = watch3g.FrameSplitter(max_frame=1024)
+    frames: list[bytes] = []
+    for chunk in (data[1 : 1 + cut], data[1 + cut :]):
+        got, rejects = splitter.feed(chunk)
+        assert set(rejects) <= {"garbage", "truncated", "oversized"}, rejects
+        frames += got
+    assert splitter.buffered <= 1024
+    for raw in frames:
+        try:
+            frame = watch3g.parse_frame(raw)
+            watch3g.decode(frame)
+        except watch3g.FrameError as exc:
+            assert exc.reason in _GATEWAY_REASONS, exc
+            continue
+        reply = watch3g.reply(frame, "LK")
+        assert watch3g.parse_frame(reply[1:-1]).keyword == "LK"
+
+
+def fuzz_iw_frames(data: bytes) -> None:
+    splitter = iw.IwSplitter(max_frame=1024)
+    frames, rejects = splitter.feed(data)
+    assert set(rejects) <= {"garbage", "truncated", "oversized"}, rejects
+    for raw in frames:
+        try:
+            iw.decode(iw.parse_frame(raw))
+        except watch3g.FrameError as exc:
+            assert exc.reason in _GATEWAY_REASONS, exc
+
+
+def fuzz_platform_push(data: bytes) -> None:
+    """First byte even: a CTWing push body; odd: a OneNET push body."""
+    if not data:
+        return
+    try:
+        if data[0] % 2 == 0:
+            decode_ctwing(data[1:])
+        else:
+            msg, _, _ = onenet_body(data[1:])
+            decode_onenet(msg)
+    except PushError as exc:
+        assert exc.reason in {"malformed_json", "schema_invalid"} and exc.detail, exc
+
+
 TARGETS: dict[str, Target] = {
+    "watch_frames": fuzz_watch_frames,
+    "iw_frames": fuzz_iw_frames,
+    "platform_push": fuzz_platform_push,
     "validate": fuzz_validate,
     "ledger": fuzz_ledger,
     "ack_link": fuzz_ack_link,
@@ -192,6 +251,27 @@ TARGETS: dict[str, Target] = {
 
 # Valid inputs to start mutating from (libFuzzer and the plain runner both use them).
 SEEDS: dict[str, list[bytes]] = {
+    "watch_frames": [
+        b"\x10[3G*8800000001*000A*LK,50,0,95][3G*8800000001*0002*LK]",
+        b"\x20[3G*8809008845*00C0*AL,271219,094744,V,00.000000,N,0.0000000,E,0.00,0.0,0.0,0,"
+        b"100,81,0,0,00010000,7,0,460,0,9336,3981,141]",
+        b"\x05[ZJ*014111001332708*0075*0007*BLOOD,109,68][3G*1*0006*TK,}\x01}\x05]",
+    ],
+    "iw_frames": [
+        b"IWAP00353456789012345#IWAP03,06000908000102,5555,30#IWAPHT,60,130,85#",
+        b"IWAP10080524A2232.9806N11404.9355E000.1061830323.8706000908000502,460,0,9520,3671,"
+        b"01,zh-cn,00#",
+    ],
+    "platform_push": [
+        b"\x00" + b'{"messageType":"dataReport","IMEI":"860000000000001","timestamp":1717000000000,'
+        b'"upPacketSN":17,"payload":{"smoke_state":1}}',
+        b"\x00"
+        + b'{"messageType":"deviceOnlineOfflineReport","deviceId":"d1","timestamp":1717000000000,'
+        b'"eventType":1}',
+        b"\x01"
+        + b'{"msg":{"type":1,"dev_id":2016617,"ds_id":"smoke","at":1717000000000,"value":1},'
+        b'"msg_signature":"x","nonce":"abcd"}',
+    ],
     "validate": [
         bytes([0]) + b'{"v":1,"seq":1,"ts":1764000000000,"hr":72,"battery":80}',
         bytes([0])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ class ConnectOptions:
     password: str | None = None
     session_expiry_s: int | None = None
     receive_maximum: int | None = None
+    ssl: ssl.SSLContext | None = None  # TLS to the broker (carewatch.mqtt_tls)
 
 
 class MqttConnection(asyncio.Protocol):
@@ -113,7 +115,10 @@ class MqttConnection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         _, conn = await asyncio.wait_for(
             loop.create_connection(
-                lambda: cls(deliver, options.keepalive_s), options.host, options.port
+                lambda: cls(deliver, options.keepalive_s),
+                options.host,
+                options.port,
+                ssl=options.ssl,
             ),
             timeout,
         )

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from carewatch import topics
+from carewatch.mqtt_tls import client_context
 from carewatch.settings import Settings
 from ingest.lease import SessionLease
 from ingest.mqtt_client import ConnectOptions, ConnectRefused, MqttConnection, MqttError
@@ -118,6 +119,7 @@ class MqttSource:
             password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
             session_expiry_s=s.mqtt_session_expiry_s,
             receive_maximum=receive_maximum(s.ingest_batch_size),
+            ssl=client_context(s),
         )
 
     def ack(self, message: Incoming) -> None:
