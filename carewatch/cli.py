@@ -379,13 +379,13 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "demo":
         return int(_load("simulators.demo:main")(settings, args))
     if cmd == "eval" and args.eval_cmd == "homes":
-        return int(_load("rules_engine.evaluation.homes:cli_main")(args))
+        return int(_load("evaluation.homes:cli_main")(args))
     if cmd == "eval" and args.eval_cmd == "days":
-        return int(_load("rules_engine.evaluation.days:cli_main")(args))
+        return int(_load("evaluation.days:cli_main")(args))
     if cmd == "eval" and args.eval_cmd == "export":
-        return int(_load("rules_engine.evaluation.fall_export:cli_main")(settings, args))
+        return int(_load("evaluation.fall_export:cli_main")(settings, args))
     if cmd == "eval":
-        return int(_load("rules_engine.evaluation.falls:cli_main")(args))
+        return int(_load("evaluation.falls:cli_main")(args))
     return 2
 
 

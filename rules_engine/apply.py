@@ -8,7 +8,7 @@ the effects its own way:
 
 - rules_engine/store.py: effects -> SQL through carewatch.alerts, in the event's
   transaction (a failure rolls the whole event back);
-- rules_engine/evaluation/sim_engine.py: effects -> in-memory alert rows and timers;
+- evaluation/sim_engine.py: effects -> in-memory alert rows and timers;
 - tests/support/detector_sim.py (Sim) and tests/support/events.py (EngineRun): the
   detector table tests.
 

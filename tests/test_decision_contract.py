@@ -1,6 +1,6 @@
 """One contract for applying decisions, run by every runner of rules_engine.apply: the
 applier alone in memory, the store on PostgreSQL (its effects as SQL), the evaluation
-engine (rules_engine/evaluation/sim_engine.py) and the detector test harness
+engine (evaluation/sim_engine.py) and the detector test harness
 (tests/detector_sim.py). Each scenario is a list of batches, one event each; every
 runner must report the same failed batches and leave the same alerts, and those that
 report changes the same changes."""
@@ -18,6 +18,7 @@ from carewatch.clock import ManualClock
 from carewatch.db.pool import open_pool
 from carewatch.messages import OPEN_STATUSES, AlertKind, Event
 from carewatch.settings import Settings
+from evaluation.sim_engine import SimRulesEngine
 from rules_engine import store
 from rules_engine.apply import AlertState, Opened, Renotified, Transitioned, apply
 from rules_engine.decisions import (
@@ -35,7 +36,6 @@ from rules_engine.decisions import (
 from rules_engine.detectors.base import ElderView
 from rules_engine.detectors.sos import SosDetector
 from rules_engine.engine import Engine
-from rules_engine.evaluation.sim_engine import SimRulesEngine
 from simulators.days import SimElder
 from tests.detector_sim import Sim
 

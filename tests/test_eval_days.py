@@ -1,4 +1,4 @@
-"""The in-memory rules engine on simulated days (rules_engine.evaluation.days/sim_engine).
+"""The in-memory rules engine on simulated days (evaluation.days/sim_engine).
 
 Pure: the worker's detectors, ingest's validation and simulated device time; no server
 is involved because none takes part in what is measured (the store's SQL semantics are
@@ -19,6 +19,15 @@ from carewatch.cli import main
 from carewatch.clock import Clock
 from carewatch.messages import Event
 from carewatch.settings import Settings, get_settings
+from evaluation.days import (
+    DaysEvaluation,
+    default_scenarios,
+    default_start_ms,
+    evaluate,
+    make_elders,
+    parse_injections,
+)
+from evaluation.sim_engine import SimRulesEngine
 from rules_engine.decisions import (
     CancelTimer,
     ConfirmAlert,
@@ -29,15 +38,6 @@ from rules_engine.decisions import (
 )
 from rules_engine.detectors.base import Detector, DueTimer, ElderView
 from rules_engine.engine import Engine
-from rules_engine.evaluation.days import (
-    DaysEvaluation,
-    default_scenarios,
-    default_start_ms,
-    evaluate,
-    make_elders,
-    parse_injections,
-)
-from rules_engine.evaluation.sim_engine import SimRulesEngine
 from rules_engine.thresholds import resolve_thresholds
 from simulators.days import SimElder, SimMessage
 

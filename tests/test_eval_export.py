@@ -18,8 +18,8 @@ import psycopg
 import pytest
 
 from carewatch.settings import Settings
-from rules_engine.evaluation.fall_export import cli_main, export
-from rules_engine.evaluation.loaders import Trial, load_trials
+from evaluation.fall_export import cli_main, export
+from evaluation.loaders import Trial, load_trials
 
 T0 = 1_764_000_000_000
 HZ = 50

@@ -10,10 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rules_engine.detectors.accel_fall import AccelFallDetector, FallThresholds
-from rules_engine.detectors.fall_model import shipped_model
-from rules_engine.evaluation import fall_training
-from rules_engine.evaluation.falls import (
+from evaluation import fall_training
+from evaluation.falls import (
     Alarm,
     Evaluation,
     Figures,
@@ -23,13 +21,15 @@ from rules_engine.evaluation.falls import (
     judge,
     replay,
 )
-from rules_engine.evaluation.loaders import (
+from evaluation.loaders import (
     LayoutError,
     SkippedFile,
     Trial,
     detect_layout,
     load_trials,
 )
+from rules_engine.detectors.accel_fall import AccelFallDetector, FallThresholds
+from rules_engine.detectors.fall_model import shipped_model
 from simulators.accel_trials import write_trials
 
 SYNTHETIC = Path(__file__).parent / "data" / "synthetic_falls"

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from carewatch.cli import main
 from carewatch.settings import get_settings
-from rules_engine.evaluation.homes import evaluate
+from evaluation.homes import evaluate
 from simulators.home_log import read_log
 
 TZ = ZoneInfo("Asia/Shanghai")

@@ -7,11 +7,11 @@ from collections import Counter
 
 from carewatch import topics
 from carewatch.settings import get_settings
+from evaluation.days import default_start_ms, make_elders
+from evaluation.sim_engine import SimRulesEngine
 from ingest.validate import Accepted, validate
 from rules_engine.detectors.inactivity import SignsOfLife
 from rules_engine.engine import Engine
-from rules_engine.evaluation.days import default_start_ms, make_elders
-from rules_engine.evaluation.sim_engine import SimRulesEngine
 from simulators.days import SimElder, simulate
 from tests.detector_sim import TZ
 

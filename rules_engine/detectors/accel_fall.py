@@ -127,7 +127,7 @@ class FallThresholds:
 
 # Care profile id -> the operating point of the model it uses. Each is a point on the
 # leave-one-subject-out ROC recorded in the model file (fall_model.json, operating_points;
-# how each is chosen: rules_engine/evaluation/fall_training.py). "standard" keeps false
+# how each is chosen: evaluation/fall_training.py). "standard" keeps false
 # alarms within budget; "balanced" accepts more of them for elders who fall softly or stay
 # down unnoticed longer; "sensitive" trades many more for fewer misses, for elders nobody
 # would see fall.

@@ -4,7 +4,7 @@ The model file (`fall_model.json`, next to this module, versioned in the reposit
 the feature order, the trees, the feature windows the features were computed with, the
 operating points chosen on the leave-one-subject-out ROC and the LOSO figures those points
 gave. `carewatch eval falls --train OUT` writes it from the dev files, deterministically
-(rules_engine/evaluation/fall_training.py); a test checks that the shipped file still
+(evaluation/fall_training.py); a test checks that the shipped file still
 reproduces its recorded figures.
 
 A tree node is `(feature, threshold, left, right, value)`: an inner node sends a vector

@@ -7,7 +7,7 @@ its cues (`Candidate`). The cues do not depend on the model, so they are compute
 the second stage and its operating point are then replayed exactly as the detector applies
 them (`TrialCandidates.alarms`).
 
-Labels for training, by the harness's own rule (rules_engine/evaluation/falls.py): in a
+Labels for training, by the harness's own rule (evaluation/falls.py): in a
 fall trial the hardest candidate inside the fall's window is the fall (positive), the other
 candidates inside the window are left out (they belong to the fall, but they are not its
 impact), every other candidate is not a fall (negative), in fall and daily-activity trials
@@ -37,15 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rules_engine.detectors.accel_fall import FallThresholds
-from rules_engine.detectors.fall_features import (
-    FALL_DIRECTION,
-    FEATURE_NAMES,
-    FeatureWindows,
-    FloatArray,
-)
-from rules_engine.detectors.fall_model import FallModel, Node, Tree, shipped_model
-from rules_engine.evaluation.falls import (
+from evaluation.falls import (
     FALL_AFTER_MS,
     FALL_BEFORE_MS,
     Evaluation,
@@ -57,6 +49,14 @@ from rules_engine.evaluation.falls import (
     judge,
     read_all,
 )
+from rules_engine.detectors.accel_fall import FallThresholds
+from rules_engine.detectors.fall_features import (
+    FALL_DIRECTION,
+    FEATURE_NAMES,
+    FeatureWindows,
+    FloatArray,
+)
+from rules_engine.detectors.fall_model import FallModel, Node, Tree, shipped_model
 
 N_TREES = 100
 DEPTH = 3

@@ -38,8 +38,8 @@ from zoneinfo import ZoneInfo
 
 from carewatch.db.registry import DeviceInfo
 from carewatch.settings import Settings, get_settings
+from evaluation.sim_engine import AlertRecord, SimRulesEngine
 from rules_engine.engine import Engine, default_engine
-from rules_engine.evaluation.sim_engine import AlertRecord, SimRulesEngine
 from rules_engine.routine import percentile
 from simulators.days import SimElder
 from simulators.home_log import (

@@ -4,7 +4,7 @@ catch what is injected?
 N simulated elders (mixed care profiles: some living alone with home sensors, some
 cognitive, some with only a wristband) live D days (simulators.days), with injected
 events (given, or a default set spread over the elders). Every message goes through
-the worker's detectors in memory (`rules_engine.evaluation.sim_engine`). Figures:
+the worker's detectors in memory (`evaluation.sim_engine`). Figures:
 
 - per alert kind, new alerts per elder-day on normal elder-days (no injection that day
   or in the 12 h before it, no decline under way): nothing happened, so each is a
@@ -29,8 +29,8 @@ from zoneinfo import ZoneInfo
 
 from carewatch.messages import AlertKind
 from carewatch.settings import Settings, get_settings
+from evaluation.sim_engine import AlertRecord, Counters, SimRulesEngine
 from rules_engine.engine import default_engine
-from rules_engine.evaluation.sim_engine import AlertRecord, Counters, SimRulesEngine
 from simulators import geo
 from simulators.days import SimElder, simulate
 from simulators.injections import Injection, InjectionError, InjectionKind, parse

@@ -45,7 +45,7 @@ from typing import IO, Any
 import psycopg
 
 from carewatch.settings import Settings
-from rules_engine.evaluation.loaders import DEV_COLUMNS, DEV_FALL_COLUMN
+from evaluation.loaders import DEV_COLUMNS, DEV_FALL_COLUMN
 
 KEEP_BEFORE_MS = 10_000
 KEEP_AFTER_MS = 10_000

@@ -42,13 +42,13 @@ from typing import Any
 import numpy as np
 
 from carewatch.messages import AccelWindow
+from evaluation.loaders import LayoutError, SkippedFile, Trial, load_trials
 from rules_engine.detectors.accel_fall import (
     AccelFallDetector,
     Candidate,
     FallThresholds,
 )
 from rules_engine.detectors.fall_model import FallModel, shipped_model
-from rules_engine.evaluation.loaders import LayoutError, SkippedFile, Trial, load_trials
 
 CHUNK_S = 1.0
 FALL_BEFORE_MS = 1500
@@ -458,7 +458,7 @@ def thresholds_for(profile: str) -> FallThresholds:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    from rules_engine.evaluation import fall_training
+    from evaluation import fall_training
 
     paths: list[Path] = list(args.path) if isinstance(args.path, list) else [args.path]
     model_path: Path | None = getattr(args, "model", None)
