@@ -40,7 +40,7 @@ from carewatch.alert_outbox import AlertPublisher
 from carewatch.alerts import Alert
 from carewatch.bus import make_broker
 from carewatch.clock import Clock, SystemClock
-from carewatch.http_guard import SecurityHeaders
+from carewatch.http_guard import BodyLimit, SecurityHeaders
 from carewatch.labels import STATUS_LABELS
 from carewatch.messages import CLOSED_STATUSES, AlertChange
 from carewatch.metrics import ALERTS, serve_metrics
@@ -101,6 +101,9 @@ _STYLE_HASHES = " ".join(
     for template in (PAGE, MESSAGE)
     for style in re.findall(r"<style>(.*?)</style>", template.template, re.S)
 )
+# An ack form is an action, a reason and a note: a few hundred bytes.
+MAX_FORM_BYTES = 16 * 1024
+
 RESPONSE_HEADERS = {
     "Content-Security-Policy": (
         f"default-src 'none'; style-src {_STYLE_HASHES}; form-action 'self';"
@@ -271,8 +274,18 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             finally:
                 await broker.stop()
 
-    app = FastAPI(title="carewatch ack", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No schema or docs are served: the pages are for people holding a link, and the
+    # schema would only tell a stranger what to try (tests build it with app.openapi()).
+    app = FastAPI(
+        title="carewatch ack",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    # the middleware added last runs first: a large body is refused before anything reads it
     app.add_middleware(SecurityHeaders, headers=RESPONSE_HEADERS)
+    app.add_middleware(BodyLimit, max_bytes=MAX_FORM_BYTES)
 
     def parts() -> NotifierParts:
         found: NotifierParts = state["parts"]

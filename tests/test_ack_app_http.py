@@ -150,3 +150,27 @@ class _Req:
 )
 def test_cross_origin_rule(headers: dict[str, str], cross: bool) -> None:
     assert is_cross_origin(_Req(**headers), "https://ack.example.gov.cn") is cross  # type: ignore[arg-type]
+
+
+async def test_no_schema_is_served_and_a_large_body_is_refused_unread(settings: Settings) -> None:
+    """The ack server publishes no OpenAPI schema or docs page, and a form post far larger
+    than any real one is answered 413 before the app reads it (nothing acts, nothing is
+    echoed)."""
+    dsn = settings.database_url
+    seed_registry(dsn)
+    s = ack_settings(settings)
+    alert_id = insert_alert(dsn)
+    link = link_for(s, alert_id)
+    async with running_ack_app(s) as http:
+        for path in ("/openapi.json", "/docs", "/redoc"):
+            assert (await http.get(path)).status_code == 404, path
+        big = "x" * 1_000_000
+        answer = await http.post(
+            link,
+            data={"action": "acknowledge", "note": big},
+            headers={"origin": s.ack_base_url},
+        )
+        assert answer.status_code == 413
+        assert big[:1000] not in answer.text
+    status = query(dsn, "SELECT status FROM alerts WHERE id = %s", alert_id)
+    assert status == [("open",)]

@@ -125,12 +125,17 @@ async def test_hostile_bodies_over_real_http_change_nothing(settings: Settings) 
     future = int(time.time() * 1000) + 3_600_000
     token = sign(alert_id, "grid_worker", GRID_WORKER_ID, future, s.ack_secret.get_secret_value())
     before = rejects("unknown_action")
-    hostile = (
+    # bodies larger than any ack form are refused 413 before they are read
+    oversized = (
         ("application/json", b"[" * 100_000),
+        ("application/x-www-form-urlencoded", b"action=" + b"A" * 2_000_000),
+    )
+    hostile = (
+        ("application/json", b"[" * 1_000),
         ("application/json", b"\xff\xfe{"),
         ("application/json", b'{"action": ["acknowledge"]}'),
         ("application/x-www-form-urlencoded", b"action=%ff%fe"),
-        ("application/x-www-form-urlencoded", b"action=" + b"A" * 2_000_000),
+        ("application/x-www-form-urlencoded", b"action=" + b"A" * 10_000),
         ("multipart/form-data; boundary=xyz", b"--xyz\r\n\r\n--xyz--"),
     )
     async with running_ack_app(s) as http:
@@ -139,6 +144,11 @@ async def test_hostile_bodies_over_real_http_change_nothing(settings: Settings) 
                 f"/ack/{token}", content=body, headers={"content-type": content_type}
             )
             assert response.status_code == 400, (content_type, response.status_code)
+        for content_type, body in oversized:
+            response = await http.post(
+                f"/ack/{token}", content=body, headers={"content-type": content_type}
+            )
+            assert response.status_code == 413, (content_type, response.status_code)
         assert rejects("unknown_action") == before + len(hostile)
     assert query(dsn, "SELECT status FROM alerts WHERE id = %s", alert_id) == [("open",)]
     assert query(dsn, "SELECT count(*) FROM ack_uses") == [(0,)]
