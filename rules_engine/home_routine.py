@@ -286,14 +286,22 @@ ORDER BY ts
 
 
 async def load_signs(
-    pool: AsyncConnectionPool, elder_id: str, rooms: RoomBook, now_ms: int, days: int
+    pool: AsyncConnectionPool,
+    elder_id: str,
+    rooms: RoomBook,
+    now_ms: int,
+    days: float,
+    *,
+    since_ms: int | None = None,
 ) -> list[LifeSign]:
+    """The elder's signs of life before `now_ms`, from `days` before it (or `since_ms`)."""
+    since = since_ms if since_ms is not None else now_ms - round(days * DAY_MS)
     async with pool.connection() as conn:
         cur = await conn.execute(
             _SIGNS,
             {
                 "elder": elder_id,
-                "since": ms_to_dt(now_ms - days * DAY_MS),
+                "since": ms_to_dt(since),
                 "until": ms_to_dt(now_ms),
                 "water": WATER_USE_MIN_LPM,
             },
@@ -304,6 +312,26 @@ async def load_signs(
         at_ms, device_id, event = _sign_row(row)
         out.append(LifeSign(at_ms, rooms.room(device_id), event in ("door_open", "door_close")))
     return out
+
+
+# What the whereabouts need to be right after a restart: a night in bed (bedroom only
+# since the evening), a bathroom stay, a night exit: the inactivity ceiling's 12 h.
+RECALL_MS = 12 * 3_600_000
+
+
+def replay_whereabouts(
+    signs: Sequence[tuple[int, str]],
+    tz: ZoneInfo,
+    start: Whereabouts | None = None,
+    *,
+    quiet_start_h: float = 22.0,
+    quiet_end_h: float = 7.0,
+) -> Whereabouts | None:
+    """The whereabouts after (time, room) signs in time order, from `start`."""
+    where = start
+    for at_ms, room in signs:
+        where = moved(where, room, at_ms, in_window(at_ms, quiet_start_h, quiet_end_h, tz))
+    return where
 
 
 def _sign_row(row: object) -> tuple[int, str, str | None]:

@@ -35,6 +35,8 @@ no return to the bedroom within the usual time. Where the elder was last seen
 
 from __future__ import annotations
 
+import itertools
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,6 +63,7 @@ from rules_engine.detectors.home_sensors import down_text, sensors_down
 from rules_engine.detectors.memo import DeadlineMemo, LatestTimes, ValueMemo
 from rules_engine.fields import is_integer, is_number
 from rules_engine.home_routine import (
+    RECALL_MS,
     HomeRoutine,
     HomeRoutineBook,
     LifeSign,
@@ -68,7 +71,9 @@ from rules_engine.home_routine import (
     Whereabouts,
     after_noon_h,
     learn,
+    load_signs,
     moved,
+    replay_whereabouts,
 )
 from rules_engine.localtime import SITE_TZ, hour_of_day, hour_of_week, in_window, next_at_hour
 from rules_engine.routine import WATER_USE_MIN_LPM, Routine, RoutineBook
@@ -310,6 +315,8 @@ def sign_time(event: Event) -> int:
 
 DEADLINE_SLACK_MS = 10 * 60_000
 MAX_ELDERS = 500_000
+RECALL_PER_REFRESH = 20  # elders whose whereabouts are rebuilt per refresh
+RECALL_BUFFER = 1000  # signs kept per elder until then (far more than a refresh sees)
 
 
 class InactivityDetector(Detector):
@@ -336,6 +343,11 @@ class InactivityDetector(Detector):
         self._inside = LatestTimes()  # per elder: last sign that can only come from inside
         self._any = LatestTimes()  # per elder: last sign of any kind
         self._where: dict[str, Whereabouts] = {}  # per elder: signs by room (bounded below)
+        # Elders whose whereabouts began in this process (a restart, a new elder): the
+        # signs by room seen here until `refresh` rebuilds the whereabouts from the stored
+        # signs before them (RECALL_MS) followed by these.
+        self._recall: OrderedDict[str, list[tuple[int, str]]] = OrderedDict()
+        self._replan: set[str] = set()  # rebuilt: the next sign rewrites the deadline
 
     def _note(self, elder_id: str, sign: Sign, at_ms: int, device_id: str) -> bool:
         """Remember the sign; True if it changed the elder's room or bed-exit state."""
@@ -353,7 +365,19 @@ class InactivityDetector(Detector):
         after = moved(before, room, at_ms, quiet)
         if len(self._where) >= MAX_ELDERS and elder_id not in self._where:
             self._where.clear()  # a worker's elders are far fewer; never unbounded
+            self._recall.clear()
+            self._replan.clear()
         self._where[elder_id] = after
+        if before is None:
+            self._recall.setdefault(elder_id, [])
+        buffer = self._recall.get(elder_id)
+        if buffer is not None and (not buffer or buffer[-1] != (at_ms, room)):
+            if len(buffer) >= RECALL_BUFFER:
+                del self._recall[elder_id]  # never rebuilt: this worker's memory only
+            else:
+                buffer.append((at_ms, room))
+        if elder_id in self._replan:
+            return True  # until on_event writes the deadline (wants is asked twice)
         return before is None or (before.room, before.exit_ms, before.stray_room) != (
             after.room,
             after.exit_ms,
@@ -369,6 +393,26 @@ class InactivityDetector(Detector):
         await self.routines.refresh(pool, clock)
         await self.rooms.refresh(pool, clock.now_ms())
         await self.homes.refresh(pool, self.rooms, clock)
+        await self.recall(pool, clock)
+
+    async def recall(self, pool: AsyncConnectionPool, clock: Clock) -> None:
+        """Rebuild the whereabouts of elders first seen by this process from the stored
+        signs of the RECALL_MS before their first sign here, then the signs seen here
+        (which may have come in while the store was read)."""
+        for elder_id in list(itertools.islice(self._recall, RECALL_PER_REFRESH)):
+            buffer = self._recall.get(elder_id)
+            if buffer is None:
+                continue
+            until = buffer[0][0] if buffer else clock.now_ms()
+            stored = await load_signs(
+                pool, elder_id, self.rooms, until, 0, since_ms=until - RECALL_MS
+            )
+            buffer = self._recall.pop(elder_id, buffer)
+            signs = [(s.at_ms, s.room) for s in stored if s.room is not None]
+            where = replay_whereabouts([*signs, *buffer], self.tz)
+            if where is not None and elder_id in self._where:
+                self._where[elder_id] = where
+                self._replan.add(elder_id)
 
     def learn_from_signs(
         self, elder_id: str, signs: Sequence[tuple[int, str]], now_ms: int, days: int = 14
@@ -457,6 +501,7 @@ class InactivityDetector(Detector):
             return ()  # lying still by day is what this rule is for
         deadline, where = self._plan(elder.elder_id, at, sign, th, clock.now_ms())
         self._written.wrote(elder.elder_id, event.id, at, deadline.due_ms)
+        self._replan.discard(elder.elder_id)
         payload = self._payload(deadline, where, sign, at, event.id, th)
         out_since = self._out_since(elder.elder_id)
         if sign in ("door", "steps") and out_since is not None:
