@@ -11,11 +11,13 @@ a `HomeRoutine`:
   95th percentile of those longest gaps over every day *and the neighbouring hours*
   (h-1, h, h+1), pooled, once there are `MIN_SAMPLES`: three days are enough, not the
   three weeks an hour-of-the-week bin needs;
-- bathroom stays: from the first sign in the bathroom to the first sign elsewhere;
+- bathroom stays: from entering the bathroom to the move out of it;
 - night bed exits: in quiet hours, after `BED_MIN_MS` with signs from the bedroom only,
-  the first sign in another room; it ends with the next sign from the bedroom. An exit
-  with no return before quiet hours end is the elder getting up (the rise time);
+  a move to another room; it ends with the move back to the bedroom. An exit with no
+  return before quiet hours end is the elder getting up (the rise time);
 - rise time: the local hour of those last exits.
+Moves are the rules' own (`moved`, `Whereabouts`): a move that would start the bathroom
+or night-exit rule must be seen (a walk within `WALK_MS`, or a second sign there).
 
 The inactivity detector (detectors/inactivity.py) turns these into thresholds with a
 margin, a floor and a ceiling. Learning is I/O (the signs come from the telemetry store):

@@ -28,8 +28,11 @@ Rooms (docs/inactivity.md): with sensors placed in rooms (`RoomBook`, devices.ro
 home routine learned from them (`HomeRoutineBook`), the deadline is the earliest of the
 room's usual still period at that hour (`room_deadline`; the bedroom at night keeps the
 night rules above), time in the bathroom beyond the usual stay, and a night bed exit with
-no return to the bedroom within the usual time. Where the elder was last seen
-(`Whereabouts`) is this worker's memory of the signs; the alert names the last room
+no return to the bedroom within the usual time; a lone sign starts neither of the last
+two (home_routine.moved). While the home routine rests on less than a week, a still
+period is at least the learning floor. Where the elder was last seen (`Whereabouts`) is
+this worker's memory of the signs, rebuilt from the stored signs the first time the
+process hears from the elder (`recall`); the alert names the last room
 (最后一次活动：卫生间 02:14) and any home sensor known broken (detectors/home_sensors.py).
 """
 
