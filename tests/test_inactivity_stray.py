@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from rules_engine.detectors.inactivity import BATHROOM_RULE, NIGHT_EXIT_RULE, NO_SIGN
-from rules_engine.home_routine import WALK_MS, LifeSign, learn, moved
-from tests.detector_sim import TZ, local_ms
+from rules_engine.detectors.inactivity import (
+    BATHROOM_RULE,
+    NIGHT_EXIT_RULE,
+    NO_SIGN,
+    InactivityDetector,
+)
+from rules_engine.home_routine import WALK_MS, LifeSign, learn, moved, replay_whereabouts
+from tests.detector_sim import ELDER, TZ, local_ms
 from tests.test_inactivity_rooms import HOME, night_in_bed, opened, seen, sim
 
 H = 3_600_000
@@ -179,3 +184,26 @@ def test_the_learning_floor_never_shortens_the_night() -> None:
     night_in_bed(s, 24)
     s.run_until(local_ms(25, 6, 30))  # asleep: the night rules, not 3 h after 00:40
     assert opened(s) == []
+
+
+# --- what is kept for the rebuild after a restart -----------------------------------------
+
+
+def test_the_signs_kept_for_the_rebuild_are_the_room_changes() -> None:
+    s = sim()
+    detector = s.detector
+    assert isinstance(detector, InactivityDetector)
+    for minute in range(0, 60, 2):
+        seen(s, "P-LR", 24, 10, minute)  # an hour in the armchair: 30 signs
+    seen(s, "P-KIT", 24, 11, 0)
+    seen(s, "P-KIT", 24, 11, 1)
+    seen(s, "P-KIT", 24, 11, 2)
+    assert detector._recall[ELDER] == [
+        (local_ms(24, 10, 0), "客厅"),
+        (local_ms(24, 10, 58), "客厅"),
+        (local_ms(24, 11, 0), "厨房"),
+        (local_ms(24, 11, 2), "厨房"),
+    ]
+    full = [(local_ms(24, 10, m), "客厅") for m in range(0, 60, 2)]
+    full += [(local_ms(24, 11, m), "厨房") for m in range(3)]
+    assert replay_whereabouts(detector._recall[ELDER], TZ) == replay_whereabouts(full, TZ)

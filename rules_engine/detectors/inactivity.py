@@ -319,7 +319,7 @@ def sign_time(event: Event) -> int:
 DEADLINE_SLACK_MS = 10 * 60_000
 MAX_ELDERS = 500_000
 RECALL_PER_REFRESH = 20  # elders whose whereabouts are rebuilt per refresh
-RECALL_BUFFER = 1000  # signs kept per elder until then (far more than a refresh sees)
+RECALL_BUFFER = 1000  # room changes kept per elder until then (a run in one room: 2)
 
 
 class InactivityDetector(Detector):
@@ -375,7 +375,9 @@ class InactivityDetector(Detector):
             self._recall.setdefault(elder_id, [])
         buffer = self._recall.get(elder_id)
         if buffer is not None and (not buffer or buffer[-1] != (at_ms, room)):
-            if len(buffer) >= RECALL_BUFFER:
+            if len(buffer) >= 2 and buffer[-1][1] == buffer[-2][1] == room:
+                buffer[-1] = (at_ms, room)  # a run in one room: its first and last sign do
+            elif len(buffer) >= RECALL_BUFFER:
                 del self._recall[elder_id]  # never rebuilt: this worker's memory only
             else:
                 buffer.append((at_ms, room))
