@@ -16,7 +16,8 @@ Figures:
   `day` (09-17) and `evening` (17-22): a motion sign in a room; `bathroom`: a sign in the
   bathroom (07-22); `night`: asleep, the last sign in the bedroom (23-04); `night_exit`:
   a night bed exit (the first sign outside the bedroom after 30 min of bedroom only,
-  23-05) after which the resident does not come back. Each incident is its own replay
+  23-05, with a bedroom sign within `WALK_MS` before it: seen getting up and going) after
+  which the resident does not come back. Each incident is its own replay
   of the log up to the end of its window; caught = an inactivity alert opened within the
   window; the delay counts from the last sign (the chosen moment).
 """
@@ -40,6 +41,7 @@ from carewatch.db.registry import DeviceInfo
 from carewatch.settings import Settings, get_settings
 from evaluation.sim_engine import AlertRecord, SimRulesEngine
 from rules_engine.engine import Engine, default_engine
+from rules_engine.home_routine import WALK_MS
 from rules_engine.routine import percentile
 from simulators.days import SimElder
 from simulators.home_log import (
@@ -211,6 +213,7 @@ def candidates(
     """Every moment of each category in the log (signs of motion in a room)."""
     out: dict[str, list[Incident]] = defaultdict(list)
     bedroom_since: int | None = None
+    bedroom_last = -WALK_MS - 1
     for e in events:
         if e.state not in SIGN_STATES:
             continue
@@ -221,6 +224,7 @@ def candidates(
             if room == BEDROOM:
                 if bedroom_since is None:
                     bedroom_since = e.at_ms
+                bedroom_last = e.at_ms
                 if (h >= 23 or h < 4) and e.at_ms - bedroom_since >= BED_MIN_MS:
                     out["night"].append(Incident("night", e.at_ms, room))
             else:
@@ -229,6 +233,7 @@ def candidates(
                     and room == BATHROOM
                     and bedroom_since is not None
                     and e.at_ms - bedroom_since >= BED_MIN_MS
+                    and e.at_ms - bedroom_last <= WALK_MS  # seen getting up and going
                 ):
                     out["night_exit"].append(Incident("night_exit", e.at_ms, room))
                 bedroom_since = None

@@ -11,11 +11,13 @@ a `HomeRoutine`:
   95th percentile of those longest gaps over every day *and the neighbouring hours*
   (h-1, h, h+1), pooled, once there are `MIN_SAMPLES`: three days are enough, not the
   three weeks an hour-of-the-week bin needs;
-- bathroom stays: from the first sign in the bathroom to the first sign elsewhere;
+- bathroom stays: from entering the bathroom to the move out of it;
 - night bed exits: in quiet hours, after `BED_MIN_MS` with signs from the bedroom only,
-  the first sign in another room; it ends with the next sign from the bedroom. An exit
-  with no return before quiet hours end is the elder getting up (the rise time);
+  a move to another room; it ends with the move back to the bedroom. An exit with no
+  return before quiet hours end is the elder getting up (the rise time);
 - rise time: the local hour of those last exits.
+Moves are the rules' own (`moved`, `Whereabouts`): a move that would start the bathroom
+or night-exit rule must be seen (a walk within `WALK_MS`, or a second sign there).
 
 The inactivity detector (detectors/inactivity.py) turns these into thresholds with a
 margin, a floor and a ceiling. Learning is I/O (the signs come from the telemetry store):
@@ -28,7 +30,7 @@ import itertools
 import logging
 from collections import OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -50,6 +52,12 @@ MIN_SAMPLES = 6  # (day, hour) slots behind a usual still period: 2 days x 3 hou
 MIN_EVENTS = 3  # bathroom stays / night exits behind their usual
 BED_MIN_MS = 30 * 60_000
 LEARN_DAYS = 14
+# A move from one room to another is seen as a walk: the sensor of the room left sees the
+# elder get up and go. Frail elders take 20-30 s for the Timed Up and Go test (stand up,
+# walk 3 m, turn, sit down); 2 min leaves room for a slow rise. A sign from another room
+# that no sign led to within this time, and that no second sign from that room confirms,
+# is not taken as the elder having moved there (a PIR triggered by sun, heat, a draught).
+WALK_MS = 2 * 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +126,72 @@ class HomeRoutine:
         return self.still_s.get((room, hour))
 
 
+@dataclass(frozen=True, slots=True)
+class Whereabouts:
+    """Where the elder was last seen, from signs of sensors with a room.
+
+    `room` is where the elder is taken to be. A move that would start one of the fast
+    rules (entering the bathroom; leaving the bed at night) must be seen: a walk (a sign
+    within `WALK_MS` of the last sign elsewhere) or a second sign from the new room. A
+    lone sign that nothing led to is kept apart as `stray_room` until a second sign from
+    that room confirms it (the elder did go there, at `stray_ms`), a sign within
+    `WALK_MS` after it shows a walk from it, or a sign from `room` drops it. Any other
+    move is taken at once: a lone sign can end a fast rule, never start one.
+    """
+
+    room: str
+    since_ms: int  # the arrival in this room (first sign in it since another room)
+    last_ms: int  # the last sign from this room
+    bedroom_since_ms: int | None = None  # signs from the bedroom only since then
+    exit_ms: int | None = None  # a night bed exit with no sign from the bedroom since
+    stray_room: str | None = None  # a lone sign from another room, not (yet) a move
+    stray_ms: int | None = None
+
+    @property
+    def seen_ms(self) -> int:
+        """The last sign from any room (a stray included)."""
+        return max(self.last_ms, self.stray_ms or 0)
+
+    @property
+    def sign_room(self) -> str:
+        """The room of the last sign (a stray included)."""
+        return self.stray_room or self.room
+
+
+def moved(prev: Whereabouts | None, room: str, at_ms: int, quiet: bool) -> Whereabouts:
+    """The whereabouts after a sign from `room` at `at_ms` (`quiet`: in quiet hours)."""
+    if prev is None:
+        return Whereabouts(room, at_ms, at_ms, at_ms if room == BEDROOM else None)
+    if at_ms < prev.seen_ms:
+        return prev  # older than what is known: changes nothing
+    in_bed = (
+        quiet and prev.bedroom_since_ms is not None and at_ms - prev.bedroom_since_ms >= BED_MIN_MS
+    )
+    starts_fast_rule = room == BATHROOM or (in_bed and prev.exit_ms is None)
+    if room == prev.room:
+        since = prev.since_ms
+    elif room == prev.stray_room and at_ms == prev.stray_ms:
+        return prev  # the same sign again (the detector notes a sign in wants and on_event)
+    elif room == prev.stray_room and prev.stray_ms is not None:
+        since = prev.stray_ms  # a second sign: the elder did go there
+    elif at_ms - prev.seen_ms <= WALK_MS or not starts_fast_rule:
+        since = at_ms  # walked there from the last sign, or nothing hangs on it
+    else:
+        return replace(prev, stray_room=room, stray_ms=at_ms)
+    if room == BEDROOM:
+        bed = prev.bedroom_since_ms if prev.bedroom_since_ms is not None else since
+        return Whereabouts(room, since, at_ms, bed, None)
+    exit_ms = prev.exit_ms if quiet else None
+    if (
+        exit_ms is None
+        and quiet
+        and prev.bedroom_since_ms is not None
+        and since - prev.bedroom_since_ms >= BED_MIN_MS
+    ):
+        exit_ms = since  # out of bed after a while in it, at night
+    return Whereabouts(room, since, at_ms, None, exit_ms)
+
+
 def _local(ms: int, tz: ZoneInfo) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz)
 
@@ -134,12 +208,6 @@ def learn(
         return HomeRoutine()
     longest: dict[tuple[str, int, int], float] = {}  # (room, day, hour) -> longest gap
     room: str | None = None
-    stays: list[float] = []
-    exits: list[float] = []
-    rises: list[float] = []
-    bath_in: int | None = None
-    bedroom_since: int | None = None
-    exit_at: int | None = None
     first_day = signs[0].at_ms // DAY_MS
     for a, b in itertools.pairwise(signs):
         if a.room is not None:
@@ -150,34 +218,26 @@ def learn(
             gap = (b.at_ms - a.at_ms) / 1000
             if gap > longest.get(key, -1.0):
                 longest[key] = gap
-        if a.room is None:
+    stays: list[float] = []
+    exits: list[float] = []
+    rises: list[float] = []
+    where: Whereabouts | None = None
+    for sign in signs:
+        if sign.room is None:
             continue
-        # bathroom stays
-        if a.room == BATHROOM and bath_in is None:
-            bath_in = a.at_ms
-        elif a.room != BATHROOM and bath_in is not None:
-            stays.append((a.at_ms - bath_in) / 1000)
-            bath_in = None
-        # night bed exits
-        quiet = in_window(a.at_ms, quiet_start_h, quiet_end_h, tz)
-        if a.room == BEDROOM:
-            if exit_at is not None:
-                exits.append((a.at_ms - exit_at) / 1000)
-                exit_at = None
-            if bedroom_since is None:
-                bedroom_since = a.at_ms
-        else:
-            if (
-                quiet
-                and exit_at is None
-                and bedroom_since is not None
-                and a.at_ms - bedroom_since >= BED_MIN_MS
-            ):
-                exit_at = a.at_ms
-            elif exit_at is not None and not quiet:
-                rises.append(_after_noon_h(exit_at, tz))  # never went back: got up
-                exit_at = None
-            bedroom_since = None
+        before = where
+        where = moved(
+            before, sign.room, sign.at_ms, in_window(sign.at_ms, quiet_start_h, quiet_end_h, tz)
+        )
+        if before is None:
+            continue
+        if before.room == BATHROOM and where.room != BATHROOM:  # the stay ended
+            stays.append((where.since_ms - before.since_ms) / 1000)
+        if before.exit_ms is not None and where.exit_ms is None:  # the night exit ended
+            if where.room == BEDROOM:
+                exits.append((where.since_ms - before.exit_ms) / 1000)
+            else:
+                rises.append(_after_noon_h(before.exit_ms, tz))  # never went back: got up
     pooled: dict[tuple[str, int], list[float]] = defaultdict(list)
     for (r, _day, hour), gap in longest.items():
         for h in range(hour - POOL_H, hour + POOL_H + 1):
@@ -228,14 +288,22 @@ ORDER BY ts
 
 
 async def load_signs(
-    pool: AsyncConnectionPool, elder_id: str, rooms: RoomBook, now_ms: int, days: int
+    pool: AsyncConnectionPool,
+    elder_id: str,
+    rooms: RoomBook,
+    now_ms: int,
+    days: float,
+    *,
+    since_ms: int | None = None,
 ) -> list[LifeSign]:
+    """The elder's signs of life before `now_ms`, from `days` before it (or `since_ms`)."""
+    since = since_ms if since_ms is not None else now_ms - round(days * DAY_MS)
     async with pool.connection() as conn:
         cur = await conn.execute(
             _SIGNS,
             {
                 "elder": elder_id,
-                "since": ms_to_dt(now_ms - days * DAY_MS),
+                "since": ms_to_dt(since),
                 "until": ms_to_dt(now_ms),
                 "water": WATER_USE_MIN_LPM,
             },
@@ -246,6 +314,26 @@ async def load_signs(
         at_ms, device_id, event = _sign_row(row)
         out.append(LifeSign(at_ms, rooms.room(device_id), event in ("door_open", "door_close")))
     return out
+
+
+# What the whereabouts need to be right after a restart: a night in bed (bedroom only
+# since the evening), a bathroom stay, a night exit: the inactivity ceiling's 12 h.
+RECALL_MS = 12 * 3_600_000
+
+
+def replay_whereabouts(
+    signs: Sequence[tuple[int, str]],
+    tz: ZoneInfo,
+    start: Whereabouts | None = None,
+    *,
+    quiet_start_h: float = 22.0,
+    quiet_end_h: float = 7.0,
+) -> Whereabouts | None:
+    """The whereabouts after (time, room) signs in time order, from `start`."""
+    where = start
+    for at_ms, room in signs:
+        where = moved(where, room, at_ms, in_window(at_ms, quiet_start_h, quiet_end_h, tz))
+    return where
 
 
 def _sign_row(row: object) -> tuple[int, str, str | None]:

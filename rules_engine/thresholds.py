@@ -74,6 +74,11 @@ class Thresholds:
     inactivity_bathroom_ceiling_s: float = 2 * 3600.0
     inactivity_night_exit_floor_s: float = 1800.0
     inactivity_night_exit_ceiling_s: float = 3000.0
+    # While the home routine rests on fewer days than this (a new elder, new sensors),
+    # a room's still period is at least the learning floor: the first week's few days
+    # rarely show the elder's longest sittings.
+    inactivity_learning_days: float = 7.0
+    inactivity_learning_floor_s: float = 3 * 3600.0
     # Water meter: no use for this long; continuous flow over the rate for this long.
     water_none_s: float = 12 * 3600.0
     water_flow_s: float = 3600.0

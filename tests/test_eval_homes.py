@@ -16,11 +16,11 @@ TZ = ZoneInfo("Asia/Shanghai")
 
 
 def _day(d: datetime) -> list[tuple[datetime, str, str, str]]:
-    """One ordinary day: bed, a toilet trip at 02:00, breakfast, an armchair afternoon,
+    """One ordinary day: bed, a toilet trip at 02:00 (seen getting up at 01:59), breakfast, an armchair afternoon,
     a walk through the front door, dinner, bed."""
     at = lambda h, m: d + timedelta(hours=h, minutes=m)  # noqa: E731
     rows = [(at(0, m), "Bedroom", "Bedroom", "ON") for m in (10, 50)]
-    rows += [(at(1, 30), "Bedroom", "Bedroom", "ON"), (at(2, 0), "Bathroom", "Bathroom", "ON")]
+    rows += [(at(1, 59), "Bedroom", "Bedroom", "ON"), (at(2, 0), "Bathroom", "Bathroom", "ON")]
     rows += [(at(2, 4), "Bathroom", "Bathroom", "ON"), (at(2, 8), "Bedroom", "Bedroom", "ON")]
     rows += [(at(4, 0), "Bedroom", "Bedroom", "ON"), (at(7, 0), "Bedroom", "Bedroom", "ON")]
     rows += [(at(7, m), "Bathroom", "Bathroom", "ON") for m in (5, 10, 15)]

@@ -110,6 +110,7 @@ def test_armchair_afternoon_within_the_usual_is_quiet_and_beyond_it_alerts() -> 
 def test_toilet_at_night_and_back_to_bed_is_quiet_until_morning() -> None:
     s = sim()
     night_in_bed(s, 24)
+    seen(s, "P-BED", 25, 2, 13)  # gets up
     seen(s, "P-BATH", 25, 2, 14)  # a bed exit: 1 h 34 min of bedroom only before it
     seen(s, "P-BATH", 25, 2, 18)
     seen(s, "P-BED", 25, 2, 25)  # back in bed
@@ -120,6 +121,7 @@ def test_toilet_at_night_and_back_to_bed_is_quiet_until_morning() -> None:
 def test_toilet_at_night_and_no_return_alerts_within_the_hour() -> None:
     s = sim()
     night_in_bed(s, 24)
+    seen(s, "P-BED", 25, 2, 13)  # gets up
     seen(s, "P-BATH", 25, 2, 14)  # and nothing after: fell in the bathroom
     s.run_until(local_ms(25, 3, 14))
     [alert] = opened(s)
@@ -132,6 +134,7 @@ def test_toilet_at_night_and_no_return_alerts_within_the_hour() -> None:
 def test_night_exit_to_another_room_with_no_return_is_the_night_exit_rule() -> None:
     s = sim()
     night_in_bed(s, 24)
+    seen(s, "P-BED", 25, 1, 59)  # gets up
     seen(s, "P-KIT", 25, 2, 0)  # a drink in the kitchen, then nothing
     s.run_until(local_ms(25, 3, 0))
     [alert] = opened(s)
@@ -195,8 +198,8 @@ def test_without_a_learned_home_routine_rooms_change_nothing() -> None:
 
 def test_whereabouts_tracks_room_entry_and_night_bed_exits() -> None:
     bed = moved(None, "卧室", local_ms(25, 0, 0), quiet=True)
-    bed = moved(bed, "卧室", local_ms(25, 1, 0), quiet=True)
-    out = moved(bed, "卫生间", local_ms(25, 2, 0), quiet=True)
+    bed = moved(bed, "卧室", local_ms(25, 1, 59), quiet=True)
+    out = moved(bed, "卫生间", local_ms(25, 2, 0), quiet=True)  # walked from the bed
     assert out == Whereabouts("卫生间", local_ms(25, 2, 0), local_ms(25, 2, 0), None, out.exit_ms)
     assert out.exit_ms == local_ms(25, 2, 0)
     still_out = moved(out, "卫生间", local_ms(25, 2, 5), quiet=True)
@@ -213,8 +216,8 @@ def test_learn_pools_days_and_neighbouring_hours() -> None:
     for day in (23, 24, 25):
         signs += [
             LifeSign(local_ms(day, 8, 0), "厨房"),
-            LifeSign(local_ms(day, 8, 10), "卫生间"),
-            LifeSign(local_ms(day, 8, 20), "客厅"),
+            LifeSign(local_ms(day, 8, 1), "卫生间"),
+            LifeSign(local_ms(day, 8, 11), "客厅"),
             LifeSign(local_ms(day, 13, 0), "客厅"),  # 13:00 -> 15:30 in the armchair
             LifeSign(local_ms(day, 15, 30), "厨房"),
             LifeSign(local_ms(day, 16, 0), "门口", door=True),  # out until 19:00: no still

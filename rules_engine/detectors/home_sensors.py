@@ -20,23 +20,30 @@ in the details, and the context text), and a gap that starts at the entrance whi
 door contact is down is treated as a possible outing (the out-of-home ceiling), not
 fired blind at the still threshold (detectors/inactivity.py).
 
-State is this worker's memory (the last report per sensor since it started): after a
-restart a sensor is judged from its first report seen again, so a sensor that never
-reports again after a restart is not found by this rule (Roadmap in docs/inactivity.md).
+State is this worker's memory of the last report per sensor, rebuilt from the store: the
+first time this process hears from an elder, `refresh` loads the last stored report of
+each of the elder's home sensors (telemetry of the last `RECALL_DAYS`, else the device's
+`last_seen`), so a sensor that never reports again after a restart is still found.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from psycopg_pool import AsyncConnectionPool
+
 from carewatch.clock import Clock
 from carewatch.messages import Event
+from carewatch.settings import Settings
 from rules_engine.decisions import Decision, OpenAlert, alert_id_for
 from rules_engine.detectors.base import Detector, ElderView
 from rules_engine.detectors.clearing import resolve_if_active
 from rules_engine.detectors.device_health import _reminder
 from rules_engine.home_routine import RoomBook
+from rules_engine.timeconv import ms_to_dt
 
 H = 3600.0
 SILENT_RULE = "device.home_sensor_silent"
@@ -81,15 +88,74 @@ class Trouble:
 def _active_state(event: Event) -> bool | None:
     """The sensor's state in this report, None if it says nothing about it."""
     if event.type == "event":
-        if event.event in ("door_open", "contact_open", "switch_on"):
-            return True
-        if event.event in ("door_close", "contact_close", "switch_off"):
-            return False
-        return None
+        return _event_state(event.event)
     if event.type == "telemetry":
         motion = event.data.get("motion")
         return motion if isinstance(motion, bool) else False  # a heartbeat
     return None
+
+
+def _event_state(name: object) -> bool | None:
+    if name in ("door_open", "contact_open", "switch_on"):
+        return True
+    if name in ("door_close", "contact_close", "switch_off"):
+        return False
+    return None
+
+
+def stored_state(data: Mapping[str, object]) -> bool:
+    """The state of a stored report (telemetry.data; events are stored as data.event)."""
+    if "event" in data:
+        return _event_state(data["event"]) is True
+    return data.get("motion") is True
+
+
+RECALL_DAYS = 7  # longer than any kind's allowance (72 h)
+RECALL_PER_REFRESH = 20
+# The last report of each of an elder's home sensors (one index probe per sensor on
+# telemetry_device_ts); a sensor without one in RECALL_DAYS falls back to last_seen.
+_LAST_REPORTS = """
+SELECT d.id, d.kind,
+       (extract(epoch FROM coalesce(t.ts, d.last_seen)) * 1000)::bigint AS at_ms, t.data
+FROM devices d
+LEFT JOIN LATERAL (
+    SELECT ts, data FROM telemetry
+    WHERE device_id = d.id AND ts >= %(since)s AND ts <= %(until)s
+    ORDER BY ts DESC LIMIT 1
+) t ON true
+WHERE d.elder_id = %(elder)s AND d.kind = ANY(%(kinds)s)
+  AND coalesce(t.ts, d.last_seen) IS NOT NULL
+"""
+
+
+async def load_last_reports(
+    pool: AsyncConnectionPool, elder_id: str, now_ms: int
+) -> list[tuple[str, str, Report]]:
+    """(device id, kind, last report) of the elder's home sensors, from the store."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            _LAST_REPORTS,
+            {
+                "elder": elder_id,
+                "kinds": sorted(EXPECTED),
+                "since": ms_to_dt(now_ms - RECALL_DAYS * 86_400_000),
+                "until": ms_to_dt(now_ms),
+            },
+        )
+        rows = await cur.fetchall()
+    out = []
+    for row in rows:
+        device_id, kind, at_ms, data = _report_row(row)
+        out.append((device_id, kind, Report(at_ms, stored_state(data), "stored")))
+    return out
+
+
+def _report_row(row: object) -> tuple[str, str, int, Mapping[str, object]]:
+    if isinstance(row, Mapping):
+        row = (row["id"], row["kind"], row["at_ms"], row["data"])
+    assert isinstance(row, tuple)
+    data = row[3] if isinstance(row[3], Mapping) else {}
+    return str(row[0]), str(row[1]), int(row[2]), data
 
 
 def troubles(
@@ -118,7 +184,22 @@ class HomeSensorHealthDetector(Detector):
         self._reports: dict[str, dict[str, tuple[str, Report]]] = {}  # elder -> device
         self._flagged: dict[str, set[str]] = {}  # elder -> sensors found broken here
         self._wanted: dict[str, str] = {}  # elder -> the event that flagged or cleared one
+        self._recall: OrderedDict[str, None] = OrderedDict()  # elders to load from the store
         self._max = max_elders
+
+    async def refresh(self, pool: AsyncConnectionPool, settings: Settings, clock: Clock) -> None:
+        """Load the stored last reports of elders first heard by this process; a report
+        seen here since is newer and kept."""
+        for elder_id in list(itertools.islice(self._recall, RECALL_PER_REFRESH)):
+            stored = await load_last_reports(pool, elder_id, clock.now_ms())
+            self._recall.pop(elder_id, None)
+            reports = self._reports.get(elder_id)
+            if reports is None:
+                continue  # forgotten meanwhile (the bound): loaded again when heard
+            for device_id, kind, report in stored:
+                known = reports.get(device_id)
+                if known is None or known[1].at_ms < report.at_ms:
+                    reports[device_id] = (kind, report)
 
     def _observe(self, event: Event) -> list[Trouble]:
         state = _active_state(event)
@@ -130,7 +211,9 @@ class HomeSensorHealthDetector(Detector):
             if len(self._reports) >= self._max:
                 self._reports.clear()  # bounded; a worker's elders are far fewer
                 self._flagged.clear()
+                self._recall.clear()
             reports = self._reports[event.elder_id] = {}
+            self._recall[event.elder_id] = None
         previous = reports.get(event.device_id)
         if previous is None or previous[1].at_ms <= at:
             reports[event.device_id] = (event.device_kind, Report(at, state, event.id))

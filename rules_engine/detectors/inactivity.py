@@ -28,13 +28,18 @@ Rooms (docs/inactivity.md): with sensors placed in rooms (`RoomBook`, devices.ro
 home routine learned from them (`HomeRoutineBook`), the deadline is the earliest of the
 room's usual still period at that hour (`room_deadline`; the bedroom at night keeps the
 night rules above), time in the bathroom beyond the usual stay, and a night bed exit with
-no return to the bedroom within the usual time. Where the elder was last seen
-(`Whereabouts`) is this worker's memory of the signs; the alert names the last room
+no return to the bedroom within the usual time; a lone sign starts neither of the last
+two (home_routine.moved). While the home routine rests on less than a week, a still
+period is at least the learning floor. Where the elder was last seen (`Whereabouts`) is
+this worker's memory of the signs, rebuilt from the stored signs the first time the
+process hears from the elder (`recall`); the alert names the last room
 (最后一次活动：卫生间 02:14) and any home sensor known broken (detectors/home_sensors.py).
 """
 
 from __future__ import annotations
 
+import itertools
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,13 +66,17 @@ from rules_engine.detectors.home_sensors import down_text, sensors_down
 from rules_engine.detectors.memo import DeadlineMemo, LatestTimes, ValueMemo
 from rules_engine.fields import is_integer, is_number
 from rules_engine.home_routine import (
-    BED_MIN_MS,
+    RECALL_MS,
     HomeRoutine,
     HomeRoutineBook,
     LifeSign,
     RoomBook,
+    Whereabouts,
     after_noon_h,
     learn,
+    load_signs,
+    moved,
+    replay_whereabouts,
 )
 from rules_engine.localtime import SITE_TZ, hour_of_day, hour_of_week, in_window, next_at_hour
 from rules_engine.routine import WATER_USE_MIN_LPM, Routine, RoutineBook
@@ -76,7 +85,9 @@ from rules_engine.thresholds import Thresholds
 Sign = Literal[
     "motion", "door", "bed_exit", "water", "steps", "in_bed", "contact", "switch", "appliance"
 ]
-Source = Literal["routine", "floor", "ceiling", "wake", "room", "bathroom", "night_exit"]
+Source = Literal[
+    "routine", "floor", "ceiling", "wake", "room", "bathroom", "night_exit", "learning"
+]
 
 _DEFAULTS = Thresholds(sos_cancel_window_s=0.0, fall_confirm_window_s=0.0)
 _DEFAULT_QUIET = (_DEFAULTS.quiet_start_h, _DEFAULTS.quiet_end_h)
@@ -155,38 +166,6 @@ def inactivity_deadline(
     return Deadline(due, threshold)
 
 
-@dataclass(frozen=True, slots=True)
-class Whereabouts:
-    """Where the elder was last seen, from signs of sensors with a room (worker memory)."""
-
-    room: str
-    since_ms: int  # the first sign in this room since a sign from another room
-    last_ms: int
-    bedroom_since_ms: int | None = None  # signs from the bedroom only since then
-    exit_ms: int | None = None  # a night bed exit with no sign from the bedroom since
-
-
-def moved(prev: Whereabouts | None, room: str, at_ms: int, quiet: bool) -> Whereabouts:
-    """The whereabouts after a sign from `room` at `at_ms` (`quiet`: in quiet hours)."""
-    if prev is None:
-        return Whereabouts(room, at_ms, at_ms, at_ms if room == BEDROOM else None)
-    if at_ms < prev.last_ms:
-        return prev  # older than what is known: changes nothing
-    since = prev.since_ms if room == prev.room else at_ms
-    if room == BEDROOM:
-        bed = prev.bedroom_since_ms if prev.bedroom_since_ms is not None else at_ms
-        return Whereabouts(room, since, at_ms, bed, None)
-    exit_ms = prev.exit_ms if quiet else None
-    if (
-        exit_ms is None
-        and quiet
-        and prev.bedroom_since_ms is not None
-        and at_ms - prev.bedroom_since_ms >= BED_MIN_MS
-    ):
-        exit_ms = at_ms  # out of bed after a while in it, at night
-    return Whereabouts(room, since, at_ms, None, exit_ms)
-
-
 def _clamp(value: float, low: float, high: float) -> float:
     return min(max(value, low), max(high, low))
 
@@ -200,24 +179,35 @@ def room_deadline(
     tz: ZoneInfo = SITE_TZ,
 ) -> Deadline:
     """The earliest of the rules by room for a gap that starts at `at_ms` with the elder
-    last seen in `where`: the room's usual still period at that hour (else `fallback`,
-    the deadline without rooms), time in the bathroom, a night bed exit with no return.
-    The bedroom at night keeps the night rules (`fallback`): asleep is not still."""
+    last seen in `where`: the usual still period at that hour of the room the last sign
+    came from (else `fallback`, the deadline without rooms), time in the bathroom, a night
+    bed exit with no return. The bedroom at night keeps the night rules (`fallback`):
+    asleep is not still. The bathroom and night-exit rules need the elder to have moved
+    there (`Whereabouts.room`); a lone stray sign is judged by its room's still period.
+
+    While the home routine rests on less than `inactivity_learning_days` of signs, a still
+    period is never shorter than `inactivity_learning_floor_s`: a few days rarely show an
+    elder's longest sittings (a call centre's first week: conservative, not blind)."""
     margin = th.inactivity_room_margin
     quiet = in_window(at_ms, th.quiet_start_h, th.quiet_end_h, tz)
-    usual = home.usual_still_s(where.room, hour_of_day_int(at_ms, tz))
+    room = where.sign_room
+    usual = home.usual_still_s(room, hour_of_day_int(at_ms, tz))
+    learning = home.days < th.inactivity_learning_days
     candidates: list[Deadline] = []
     if usual is None:
-        candidates.append(fallback)
+        still = fallback
     else:
         floor = th.inactivity_room_floor_s
         seconds = _clamp(usual * margin, floor, th.inactivity_ceiling_s)
         due = at_ms + round(seconds * 1000)
         night_from = at_ms if quiet else next_at_hour(at_ms, th.quiet_start_h, tz)
-        if where.room == BEDROOM and due > night_from:
-            candidates.append(fallback)  # in bed for the night
+        if room == BEDROOM and due > night_from:
+            still = fallback  # in bed for the night
         else:
-            candidates.append(Deadline(due, Threshold(seconds, "room", floor)))
+            still = Deadline(due, Threshold(seconds, "room", floor))
+    if learning:
+        still = learning_floor(at_ms, still, th)
+    candidates.append(still)
     if where.room == BATHROOM and home.bathroom_stay_s is not None:
         floor = th.inactivity_bathroom_floor_s
         seconds = _clamp(home.bathroom_stay_s * margin, floor, th.inactivity_bathroom_ceiling_s)
@@ -245,14 +235,29 @@ def room_deadline(
     return min(candidates, key=lambda d: d.due_ms)
 
 
+def learning_floor(at_ms: int, deadline: Deadline, th: Thresholds) -> Deadline:
+    """`deadline`, or `inactivity_learning_floor_s` after the sign if that is later."""
+    floor = th.inactivity_learning_floor_s
+    if deadline.due_ms >= at_ms + round(floor * 1000):
+        return deadline
+    return Deadline(at_ms + round(floor * 1000), Threshold(floor, "learning", floor), deadline.rule)
+
+
 def hour_of_day_int(ms: int, tz: ZoneInfo) -> int:
     return int(hour_of_day(ms, tz))
 
 
-def last_seen_text(room: str, at_ms: int, tz: ZoneInfo) -> str:
-    """The alert's context for the people paged: 最后一次活动：卫生间 02:14."""
+def last_seen_text(
+    room: str, at_ms: int, tz: ZoneInfo, stray: tuple[str, int] | None = None
+) -> str:
+    """The alert's context for the people paged: 最后一次活动：卫生间 02:14, and a lone
+    sign from another room after it: 最后一次活动：卧室 02:24（之后门口 03:51 有一次感应）."""
     local = datetime.fromtimestamp(at_ms / 1000, tz)
-    return f"最后一次活动：{room} {local:%H:%M}"
+    text = f"最后一次活动：{room} {local:%H:%M}"
+    if stray is not None:
+        later = datetime.fromtimestamp(stray[1] / 1000, tz)
+        text += f"（之后{stray[0]} {later:%H:%M} 有一次感应）"
+    return text
 
 
 class SignsOfLife:
@@ -313,6 +318,8 @@ def sign_time(event: Event) -> int:
 
 DEADLINE_SLACK_MS = 10 * 60_000
 MAX_ELDERS = 500_000
+RECALL_PER_REFRESH = 20  # elders whose whereabouts are rebuilt per refresh
+RECALL_BUFFER = 1000  # room changes kept per elder until then (a run in one room: 2)
 
 
 class InactivityDetector(Detector):
@@ -339,6 +346,11 @@ class InactivityDetector(Detector):
         self._inside = LatestTimes()  # per elder: last sign that can only come from inside
         self._any = LatestTimes()  # per elder: last sign of any kind
         self._where: dict[str, Whereabouts] = {}  # per elder: signs by room (bounded below)
+        # Elders whose whereabouts began in this process (a restart, a new elder): the
+        # signs by room seen here until `refresh` rebuilds the whereabouts from the stored
+        # signs before them (RECALL_MS) followed by these.
+        self._recall: OrderedDict[str, list[tuple[int, str]]] = OrderedDict()
+        self._replan: set[str] = set()  # rebuilt: the next sign rewrites the deadline
 
     def _note(self, elder_id: str, sign: Sign, at_ms: int, device_id: str) -> bool:
         """Remember the sign; True if it changed the elder's room or bed-exit state."""
@@ -356,8 +368,26 @@ class InactivityDetector(Detector):
         after = moved(before, room, at_ms, quiet)
         if len(self._where) >= MAX_ELDERS and elder_id not in self._where:
             self._where.clear()  # a worker's elders are far fewer; never unbounded
+            self._recall.clear()
+            self._replan.clear()
         self._where[elder_id] = after
-        return before is None or (before.room, before.exit_ms) != (after.room, after.exit_ms)
+        if before is None:
+            self._recall.setdefault(elder_id, [])
+        buffer = self._recall.get(elder_id)
+        if buffer is not None and (not buffer or buffer[-1] != (at_ms, room)):
+            if len(buffer) >= 2 and buffer[-1][1] == buffer[-2][1] == room:
+                buffer[-1] = (at_ms, room)  # a run in one room: its first and last sign do
+            elif len(buffer) >= RECALL_BUFFER:
+                del self._recall[elder_id]  # never rebuilt: this worker's memory only
+            else:
+                buffer.append((at_ms, room))
+        if elder_id in self._replan:
+            return True  # until on_event writes the deadline (wants is asked twice)
+        return before is None or (before.room, before.exit_ms, before.stray_room) != (
+            after.room,
+            after.exit_ms,
+            after.stray_room,
+        )
 
     def _out_since(self, elder_id: str) -> int | None:
         """The door time if nothing inside was seen after it (this worker's knowledge)."""
@@ -368,6 +398,26 @@ class InactivityDetector(Detector):
         await self.routines.refresh(pool, clock)
         await self.rooms.refresh(pool, clock.now_ms())
         await self.homes.refresh(pool, self.rooms, clock)
+        await self.recall(pool, clock)
+
+    async def recall(self, pool: AsyncConnectionPool, clock: Clock) -> None:
+        """Rebuild the whereabouts of elders first seen by this process from the stored
+        signs of the RECALL_MS before their first sign here, then the signs seen here
+        (which may have come in while the store was read)."""
+        for elder_id in list(itertools.islice(self._recall, RECALL_PER_REFRESH)):
+            buffer = self._recall.get(elder_id)
+            if buffer is None:
+                continue
+            until = buffer[0][0] if buffer else clock.now_ms()
+            stored = await load_signs(
+                pool, elder_id, self.rooms, until, 0, since_ms=until - RECALL_MS
+            )
+            buffer = self._recall.pop(elder_id, buffer)
+            signs = [(s.at_ms, s.room) for s in stored if s.room is not None]
+            where = replay_whereabouts([*signs, *buffer], self.tz)
+            if where is not None and elder_id in self._where:
+                self._where[elder_id] = where
+                self._replan.add(elder_id)
 
     def learn_from_signs(
         self, elder_id: str, signs: Sequence[tuple[int, str]], now_ms: int, days: int = 14
@@ -426,6 +476,9 @@ class InactivityDetector(Detector):
             payload["room_last_ms"] = where.last_ms
             if where.exit_ms is not None:
                 payload["bed_exit_ms"] = where.exit_ms
+            if where.stray_room is not None:
+                payload["stray_room"] = where.stray_room
+                payload["stray_ms"] = where.stray_ms
         return payload
 
     def wants(self, event: Event) -> bool:
@@ -453,6 +506,7 @@ class InactivityDetector(Detector):
             return ()  # lying still by day is what this rule is for
         deadline, where = self._plan(elder.elder_id, at, sign, th, clock.now_ms())
         self._written.wrote(elder.elder_id, event.id, at, deadline.due_ms)
+        self._replan.discard(elder.elder_id)
         payload = self._payload(deadline, where, sign, at, event.id, th)
         out_since = self._out_since(elder.elder_id)
         if sign in ("door", "steps") and out_since is not None:
@@ -493,13 +547,13 @@ class InactivityDetector(Detector):
             # the latest one instead of alerting (a restarted worker has no such memory and
             # fires at most one slack early, against thresholds of hours)
             renewed, where = self._plan(elder.elder_id, latest, "motion", th, clock.now_ms())
-            again = {
-                **payload,
-                **self._payload(renewed, where, "motion", latest, None, th),
-                "event_id": payload.get("event_id"),
-            }
+            fresh = self._payload(renewed, where, "motion", latest, None, th)
+            again = {**payload, **fresh, "event_id": payload.get("event_id")}
             if renewed.rule == NO_SIGN:
                 again.pop("rule", None)
+            for key in ("bed_exit_ms", "stray_room", "stray_ms"):  # not the old whereabouts'
+                if key not in fresh:
+                    again.pop(key, None)
             inside = self._inside.get(elder.elder_id)
             if inside is not None and inside >= latest:  # back inside since the door
                 again.pop("out_since_ms", None)
@@ -525,9 +579,16 @@ class InactivityDetector(Detector):
             room_last = _int(payload.get("room_last_ms"), sign_ms)
             details["last_room"] = room
             details["last_room_ms"] = room_last
-            details["context"] = last_seen_text(room, room_last, self.tz)
+            stray = payload.get("stray_room")
+            stray_ms = payload.get("stray_ms")
+            lone = (
+                (stray, int(stray_ms)) if isinstance(stray, str) and is_integer(stray_ms) else None
+            )
+            details["context"] = last_seen_text(room, room_last, self.tz, lone)
             if "bed_exit_ms" in payload:
                 details["bed_exit_ms"] = payload["bed_exit_ms"]
+            if lone is not None:
+                details["stray_room"], details["stray_ms"] = lone
         down = sensors_down(elder)
         door_down = any(d.get("sensor_kind") == "door" for d in down)
         if down:
