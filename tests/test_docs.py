@@ -167,3 +167,14 @@ def test_paths_named_in_docs_exist() -> None:
             if not _exists(path, doc):
                 wrong.append(f"{name}: {path}")
     assert wrong == [], "\n".join(wrong)
+
+
+def test_each_adr_has_its_own_number_and_a_line_in_the_index() -> None:
+    records = sorted(p.name for p in (ROOT / "docs/adr").glob("[0-9]*.md"))
+    numbers = [name.split("-", 1)[0] for name in records]
+    assert len(numbers) == len(set(numbers)), records
+    index = (ROOT / "docs/adr/README.md").read_text("utf-8")
+    assert [name for name in records if f"({name})" not in index] == []
+    for name in records:
+        title = (ROOT / "docs/adr" / name).read_text("utf-8").splitlines()[0]
+        assert title.startswith(f"# ADR {name.split('-', 1)[0]}:"), (name, title)
