@@ -3,7 +3,7 @@
 Every gateway ends here: what a watch or a platform said becomes the DeviceEvent,
 Telemetry and DeviceStatus payloads a native device would publish on
 cw/v1/dev/{id}/event|telemetry|status, so ingest validates, deduplicates and routes
-them exactly as it does for native devices (docs/adr/0001-device-gateways.md).
+them exactly as it does for native devices (docs/adr/0004-device-gateways.md).
 
 Sequence numbers. Ingest deduplicates by (device, seq), so a gateway must give the same
 seq to the same message delivered twice, and different seqs to different messages:

@@ -16,7 +16,7 @@ monkey-patches of paho internals), drained ~12.7k msg/s on its own and capped th
 worker at ~9.5k msg/s. paho spends ~80 us of Python per packet (a Properties object, a
 message object, callbacks, one packet per read). Here one `data_received` decodes every
 packet of a socket read in one loop and PUBACKs of one loop iteration go out in one
-write; docs/benchmarks.md has the figures after the change.
+write; docs/adr/0001-ingest-mqtt-codec.md has the figures before and after the change.
 
 Why manual acks: a QoS 1 PUBLISH is acknowledged only once the message is durable (see
 ingest.acks), so ingest is at-least-once: a crash between receiving and the COPY leaves

@@ -80,3 +80,101 @@ def test_flows_name_files_that_exist_and_an_sos_takes_at_most_15() -> None:
     assert missing == []
     assert len(sos) == len(set(sos)) <= 15
     assert sos[0].startswith("ingest/") and sos[-1].startswith("notifier/channels/")
+
+
+# Paths the docs may name that are not in the repository: what the code writes when it
+# runs (benchmark results, local state), files an operator makes from a shipped example,
+# and the data sets kept next to the repository.
+NOT_IN_REPO = (
+    "bench/results/",
+    "var/",
+    "ledger/",  # the operator's own ledger files in the import examples
+    "infra/deploy/carewatch.env",  # the untracked copy of carewatch.env.example
+    "../shared/",
+)
+# An absolute path under one of these is a development machine's, not an installed
+# location (/etc/..., /opt/..., /usr/...) or a URL route (/api/...), which are not checked.
+MACHINE_ROOTS = ("/home/", "/Users/", "/root/", "/work/", "/mnt/")
+PATH_ENDINGS = (".py", ".md", ".sql", ".yml", ".yaml", ".json", ".conf", ".toml", ".csv")
+
+
+def _docs() -> list[Path]:
+    return [
+        *sorted((ROOT / "docs").rglob("*.md")),
+        ROOT / "README.md",
+        ROOT / "rules_engine/README.md",
+    ]
+
+
+def _repo_folders() -> set[str]:
+    return {
+        p.name
+        for p in ROOT.iterdir()
+        if p.is_dir()
+        and (p.name == ".ci" or not p.name.startswith("."))
+        and p.name not in {"var", "build", "__pycache__"}
+        and not p.name.endswith(".egg-info")
+    }
+
+
+def _backticked_tokens(text: str) -> list[str]:
+    """Every whitespace-separated word inside `inline code` and ``` fenced blocks ```."""
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+    rest = re.sub(r"^```[^\n]*\n.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    spans = [*blocks, *re.findall(r"`([^`\n]+)`", rest)]
+    return [word for span in spans for word in re.split(r"[\s=]+", span)]
+
+
+def _as_path(word: str) -> str:
+    """`tests/test_x.py::test_y`, `ingest/pipeline.py:120`, `(harness/),` -> the path."""
+    path = word.lstrip("(['\"|").split("::")[0]
+    return re.sub(r":\d+$", "", path.rstrip(")],;:.'\"|")).rstrip(":")
+
+
+def _exists(path: str, doc: Path) -> bool:
+    import glob
+    import importlib.util
+
+    pattern = re.sub(r"<[^>]*>|\{[^}]*\}", "*", path)
+    for base in (ROOT, doc.parent):
+        if glob.glob(str(base / pattern)):
+            return True
+    # a library's source file (e.g. faststream/redis/...): in the installed package
+    spec = importlib.util.find_spec(path.split("/")[0])
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return any(glob.glob(str(Path(loc).parent / pattern)) for loc in locations)
+
+
+def test_paths_named_in_docs_exist() -> None:
+    """A repository path in backticks in docs/ or a README (it has a `/` and ends in .py,
+    .md, .sql, .yml, .json, .conf... or starts with a folder of the repository) exists;
+    no doc names an absolute path of a development machine."""
+    folders = _repo_folders()
+    wrong: list[str] = []
+    for doc in _docs():
+        for word in _backticked_tokens(doc.read_text("utf-8")):
+            path = _as_path(word)
+            if "/" not in path or "://" in path or path.startswith(("...", "$")):
+                continue
+            name = doc.relative_to(ROOT)
+            if path.startswith(MACHINE_ROOTS):
+                wrong.append(f"{name}: {path} (a development machine's path)")
+                continue
+            if path.startswith("/") or path.startswith(NOT_IN_REPO):
+                continue
+            if not (path.endswith(PATH_ENDINGS) or path.split("/")[0] in folders):
+                continue
+            if not _exists(path, doc):
+                wrong.append(f"{name}: {path}")
+    assert wrong == [], "\n".join(wrong)
+
+
+def test_each_adr_has_its_own_number_and_a_line_in_the_index() -> None:
+    records = sorted(p.name for p in (ROOT / "docs/adr").glob("[0-9]*.md"))
+    numbers = [name.split("-", 1)[0] for name in records]
+    assert len(numbers) == len(set(numbers)), records
+    index = (ROOT / "docs/adr/README.md").read_text("utf-8")
+    assert [name for name in records if f"({name})" not in index] == []
+    for name in records:
+        title = (ROOT / "docs/adr" / name).read_text("utf-8").splitlines()[0]
+        assert title.startswith(f"# ADR {name.split('-', 1)[0]}:"), (name, title)

@@ -20,7 +20,7 @@ from rules_engine.detectors.inactivity import (
 )
 from rules_engine.home_routine import WALK_MS, LifeSign, learn, moved, replay_whereabouts
 from tests.detector_sim import ELDER, TZ, local_ms
-from tests.test_inactivity_rooms import HOME, night_in_bed, opened, seen, sim
+from tests.support.home_rooms import HOME, night_in_bed, opened, seen, sim
 
 H = 3_600_000
 MIN = 60_000
