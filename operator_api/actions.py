@@ -1,15 +1,15 @@
-"""Human actions on an alert (acknowledge, resolve), in one transaction each.
+"""Human actions on an alert (acknowledge, resolve, false alarm, note), in one transaction each.
 
 Acknowledging stops the escalation; resolving also cancels the alert's pending outbox
 rows, so nobody is paged about an alert that is over. 'handled'/'closed' messages the
-notifier queues for other recipients are left alone.
+notifier queues for other recipients are left alone. A note only adds a timeline entry.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -27,8 +27,13 @@ from operator_api.scope import OutOfScope, Principal
 
 log = logging.getLogger(__name__)
 
-HumanAction = Literal["acknowledge", "resolve"]
-_EVENT_NAME: dict[HumanAction, str] = {"acknowledge": "acknowledged", "resolve": "resolved"}
+HumanAction = Literal["acknowledge", "resolve", "false_alarm", "note"]
+_EVENT_NAME: dict[HumanAction, str] = {
+    "acknowledge": "acknowledged",
+    "resolve": "resolved",
+    "false_alarm": "false_alarm",
+    "note": "note",
+}
 
 
 # Publishes an AlertChange already in the outbox (the app binds it to its broker).
@@ -56,10 +61,11 @@ async def act_and_announce(
     alert_id: UUID,
     action: HumanAction,
     note: str,
+    details: Mapping[str, object] | None = None,
 ) -> ActionResult:
     """apply_action, then announce the change. The change is in the outbox with the
     action, so a failed announcement is only late: the rules workers' sweep publishes it."""
-    outcome = await apply_action(pool, principal, alert_id, action, note)
+    outcome = await apply_action(pool, principal, alert_id, action, note, details)
     if outcome.change is not None:
         try:
             await announce(outcome.change)
@@ -73,9 +79,15 @@ async def act_and_announce(
 
 
 async def apply_action(
-    pool: AsyncConnectionPool, principal: Principal, alert_id: UUID, action: HumanAction, note: str
+    pool: AsyncConnectionPool,
+    principal: Principal,
+    alert_id: UUID,
+    action: HumanAction,
+    note: str,
+    details: Mapping[str, object] | None = None,
 ) -> Outcome:
-    """Apply `action`; raises AlertNotFound, OutOfScope or TransitionError (nothing written)."""
+    """Apply `action`; raises AlertNotFound, OutOfScope or TransitionError (nothing written).
+    `details` (e.g. the console's outcome category) join the note in the timeline entry."""
     async with pool.connection() as conn, conn.transaction():
         row = await fetch_one(
             conn,
@@ -88,9 +100,14 @@ async def apply_action(
             raise AlertNotFound(str(alert_id))
         if not principal.allows(row["district"], row["grid_id"]):
             raise OutOfScope("alert outside this token's scope")
-        new_status = next_status(row["status"], action)
         actor = principal.actor
-        if action == "acknowledge":
+        if action == "note":  # the timeline only: status and escalation stay as they are
+            new_status = row["status"]
+            updated = await fetch_one(
+                conn, "SELECT now() AS at, version FROM alerts WHERE id = %s", (alert_id,)
+            )
+        elif action == "acknowledge":
+            new_status = next_status(row["status"], action)
             updated = await fetch_one(
                 conn,
                 "UPDATE alerts SET status = %s, version = version + 1,"
@@ -100,6 +117,7 @@ async def apply_action(
                 (new_status, actor, alert_id),
             )
         else:
+            new_status = next_status(row["status"], action)
             updated = await fetch_one(
                 conn,
                 "UPDATE alerts SET status = %s, version = version + 1, closed_at = now()"
@@ -108,19 +126,20 @@ async def apply_action(
             )
         assert updated is not None  # the row is locked: it cannot have vanished
         at: datetime = updated["at"]
-        details = {"note": note, "from": row["status"], "to": new_status, "via": "operator_api"}
+        entry = {"note": note, "from": row["status"], "to": new_status, "via": "operator_api"}
+        entry.update(details or {})
         await conn.execute(
             "INSERT INTO alert_events (alert_id, at, actor, action, details)"
             " VALUES (%s, %s, %s, %s, %s)",
-            (alert_id, at, actor, _EVENT_NAME[action], json.dumps(details, ensure_ascii=False)),
+            (alert_id, at, actor, _EVENT_NAME[action], json.dumps(entry, ensure_ascii=False)),
         )
-        if stops_escalation(action):
+        if action != "note" and stops_escalation(action):
             await conn.execute(
                 "UPDATE escalations SET next_step_at = NULL, stopped_at = %s, stopped_reason = %s"
                 " WHERE alert_id = %s AND stopped_at IS NULL",
                 (at, f"{_EVENT_NAME[action]} by {actor}", alert_id),
             )
-        if action == "resolve":
+        if action in ("resolve", "false_alarm"):
             await conn.execute(
                 "UPDATE notifications SET status = 'cancelled', last_error = 'alert resolved'"
                 " WHERE alert_id = %s AND status = 'pending' AND purpose = 'alert'",

@@ -20,7 +20,7 @@ from carewatch.bus import make_broker
 from carewatch.db.pool import open_pool
 from carewatch.messages import AlertChange
 from carewatch.settings import Settings
-from operator_api import alerts, elders, mobile, reports, stations
+from operator_api import alerts, apidocs, console, elders, mobile, reports, stations
 from operator_api.scope import OutOfScope
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ def create_app(settings: Settings) -> FastAPI:
             "on its role and scope."
         ),
         lifespan=lifespan,
+        docs_url=None,  # operator_api.apidocs serves /docs without a CDN
+        redoc_url=None,
     )
 
     @app.exception_handler(OutOfScope)
@@ -64,7 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def not_allowed_now(_request: Request, exc: TransitionError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "status": exc.status}, status_code=409)
 
-    for module in (alerts, elders, stations, reports, mobile):
+    for module in (alerts, elders, stations, reports, mobile, console, apidocs):
         app.include_router(module.router)
     return app
 
@@ -79,8 +81,10 @@ class _Server(uvicorn.Server):
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Serve on settings.operator_host:operator_port until `stop` is set."""
+    app = create_app(settings)
+    app.state.stopping = stop  # the console's live streams end when the server stops
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.operator_host,
         port=settings.operator_port,
         log_config=None,  # keep the process's (masking) log setup
