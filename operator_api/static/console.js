@@ -36,6 +36,7 @@
     sound: true,
     sounds: 0,
     firstLoad: true,
+    firstSeen: {}, // alert id -> when this page first showed it (ms since epoch)
   };
   window.cwConsole = state; // for the browser tests and for curious dispatchers
 
@@ -92,6 +93,17 @@
     const [role, who] = actor.split(":", 2);
     return ROLE_LABELS[role] ? ROLE_LABELS[role] + " " + (who || "") : actor;
   }
+  function profileText(name, livesAlone) {
+    const parts = [name || "未设置照护类型"];
+    if (livesAlone && !(name || "").includes("独居")) parts.push("独居");
+    return parts.join("，");
+  }
+  function stoppedText(reason) {
+    const m = /^(\w+) by (.+)$/.exec(reason || "");
+    if (!m) return reason ? "升级已停止（" + reason + "）" : "升级已结束";
+    return "升级已停止：" + actorLabel(m[2]) + " " + (EVENT_LABELS[m[1]] || m[1]);
+  }
+
   function telLink(phone, label) {
     if (!phone) return el("span", { class: "muted" }, "无电话");
     if (phone.includes("*")) return el("span", { class: "masked", title: "无权查看完整号码" }, phone);
@@ -149,10 +161,10 @@
   // --- layout ----------------------------------------------------------------------
 
   const liveBadge = el("span", { id: "live", class: "live off" }, "连接中…");
-  const soundButton = el("button", { type: "button", id: "sound", class: "ghost" }, "🔔 提示音：开");
+  const soundButton = el("button", { type: "button", id: "sound", class: "ghost" }, "提示音：开");
   soundButton.addEventListener("click", () => {
     state.sound = !state.sound;
-    soundButton.textContent = state.sound ? "🔔 提示音：开" : "🔕 提示音：关";
+    soundButton.textContent = state.sound ? "提示音：开" : "提示音：关";
     if (state.sound) beep();
   });
   const queueCount = el("span", { class: "count", id: "queue-count" }, "0");
@@ -180,7 +192,11 @@
     paneSearch.classList.toggle("hidden", which !== "search");
   }
   tabQueue.addEventListener("click", () => showTab("queue"));
-  tabSearch.addEventListener("click", () => { showTab("search"); searchInput.focus(); });
+  tabSearch.addEventListener("click", () => {
+    showTab("search");
+    searchInput.focus();
+    if (!searchResults.children.length) search().catch(console.error);
+  });
   paneSearch.querySelector("form").addEventListener("submit", (e) => { e.preventDefault(); search(); });
   gridSelect.addEventListener("change", search);
 
@@ -232,8 +248,7 @@
         el("span", { class: "age", "data-since": a.opened_at }, ago(a.opened_at))),
       el("div", { class: "row2" },
         el("span", { class: "elder-name" }, a.elder_name),
-        a.care_profile_name ? el("span", { class: "profile" }, a.care_profile_name) : null,
-        a.lives_alone ? el("span", { class: "profile" }, "独居") : null),
+        el("span", { class: "profile" }, profileText(a.care_profile_name, a.lives_alone))),
       el("div", { class: "row3 muted" }, (a.address || "地址未登记") + " · " + (a.grid_name || a.grid_id)),
       a.next_step_at && a.status !== "acknowledged" ?
         el("div", { class: "countdown", "data-deadline": a.next_step_at }, countdown(a.next_step_at)) :
@@ -254,6 +269,7 @@
   function upsert(item) {
     const isNew = !state.seen.has(item.id);
     state.seen.add(item.id);
+    if (isNew) state.firstSeen[item.id] = Date.now();
     if (OPEN.has(item.status)) state.queue.set(item.id, item);
     else state.queue.delete(item.id);
     return isNew && OPEN.has(item.status);
@@ -354,7 +370,10 @@
       onsubmit: (e) => {
         e.preventDefault();
         if (!noteInput.value.trim()) return;
-        run("note", { note: noteInput.value }, "备注已添加");
+        run("note", { note: noteInput.value }, "备注已添加").then(() => {
+          const input = document.getElementById("note-text");
+          if (input) input.value = "";
+        });
       },
     }, noteInput, el("button", { type: "submit", id: "btn-note" }, "添加备注")));
     box.append(message);
@@ -373,14 +392,14 @@
       el("span", { class: "muted" }, "发生于 " + clock(a.opened_at) + "（" + ago(a.opened_at) + "）"));
     const escalation = esc ? el("div", { class: "escalation" },
       esc.next_step_at ? el("strong", { class: "countdown", "data-deadline": esc.next_step_at }, countdown(esc.next_step_at)) :
-        el("span", {}, esc.stopped_reason ? "升级已停止：" + esc.stopped_reason : "升级已结束"),
+        el("span", {}, stoppedText(esc.stopped_reason)),
       el("span", { class: "muted" }, " 已执行至第" + (esc.step + 1) + "级（策略 " + esc.policy + "）")) : null;
     const elderInfo = section("老人信息", kv([
       ["姓名", e.name],
       ["电话", telLink(dial.elder)],
       ["住址", e.address || "未登记"],
       ["辖区", e.district + " " + e.street + " · " + (card.grid ? card.grid.name : e.grid_id)],
-      ["照护类型", [e.care_profile_name || "未设置", e.lives_alone ? "，独居" : ""].join("")],
+      ["照护类型", profileText(e.care_profile_name, e.lives_alone)],
       ["最后活动", ago(e.last_sign_of_life)],
       ["位置", e.lat.toFixed(5) + ", " + e.lon.toFixed(5)],
     ]));
@@ -420,8 +439,28 @@
           el("span", { class: "what" }, EVENT_LABELS[ev.action] || ev.action),
           el("span", { class: "by muted" }, actorLabel(ev.actor)),
           el("span", { class: "text" }, eventText(ev))))));
+    // a live update must not lose what the dispatcher is typing or has chosen
+    const kept = {};
+    if (detail.dataset.alertId === a.id) {
+      for (const id of ["note-text", "resolve-note"]) {
+        const input = document.getElementById(id);
+        if (input) kept[id] = input.value;
+      }
+      const chosen = detail.querySelector("input[name=outcome]:checked");
+      if (chosen) kept.outcome = chosen.value;
+      if (document.activeElement && document.activeElement.id) kept.focus = document.activeElement.id;
+    }
     detail.replaceChildren(head, escalation, actions(a),
       el("div", { class: "grid2" }, elderInfo, family), devices, notifications, timeline);
+    for (const id of ["note-text", "resolve-note"]) {
+      const input = document.getElementById(id);
+      if (input && kept[id]) input.value = kept[id];
+    }
+    if (kept.outcome) {
+      const radio = detail.querySelector("input[name=outcome][value=" + kept.outcome + "]");
+      if (radio) radio.checked = true;
+    }
+    if (kept.focus && document.getElementById(kept.focus)) document.getElementById(kept.focus).focus();
     detail.dataset.alertId = a.id;
     detail.dataset.status = a.status;
   }
@@ -451,8 +490,7 @@
     searchResults.replaceChildren(...data.items.map((e) => {
       const li = el("li", { class: "elder", "data-elder-id": e.id, tabindex: "0" },
         el("div", { class: "row1" }, el("span", { class: "elder-name" }, e.name),
-          e.care_profile_name ? el("span", { class: "profile" }, e.care_profile_name) : null,
-          e.lives_alone ? el("span", { class: "profile" }, "独居") : null,
+          el("span", { class: "profile" }, profileText(e.care_profile_name, e.lives_alone)),
           e.open_alerts ? el("span", { class: "badge sev-critical" }, e.open_alerts + " 条告警") : null),
         el("div", { class: "row3 muted" }, (e.address || "地址未登记") + " · " + (e.grid_name || e.grid_id)),
         el("div", { class: "muted" }, "最后活动：" + ago(e.last_sign_of_life)));
@@ -472,7 +510,7 @@
         el("span", { class: "muted" }, e.district + " " + e.street + " · " + e.grid_id)),
       section("老人信息", kv([
         ["电话", telLink(e.phone)], ["住址", e.address || "未登记"],
-        ["照护类型", (e.care_profile_name || "未设置") + (e.lives_alone ? "，独居" : "")],
+        ["照护类型", profileText(e.care_profile_name, e.lives_alone)],
         ["最后活动", ago(e.last_sign_of_life)],
       ])),
       section("联系人", el("ul", { class: "contacts" }, e.contacts.map((c) =>
