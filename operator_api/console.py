@@ -313,8 +313,10 @@ async def elders(
 async def elder(elder_id: str, principal: ConsolePrincipal, pool: Pool) -> JSONResponse:
     detail = await get_elder(elder_id, principal, pool)  # 404 / OutOfScope like the API
     recent = await console_data.elder_alerts(pool, principal, elder_id)
+    async with pool.connection() as conn:
+        person = await console_data.person_of(conn, elder_id)
     return JSONResponse(
-        {"elder": detail.model_dump(mode="json"), "alerts": recent},
+        {"elder": detail.model_dump(mode="json"), "alerts": recent, "person": person},
         headers={"Cache-Control": "no-store"},
     )
 

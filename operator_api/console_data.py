@@ -152,6 +152,7 @@ async def alert_card(
             conn, "SELECT id, name, district, street FROM grids WHERE id = %s", (elder.grid_id,)
         )
         dial = await _dialable(conn, principal, elder.id, elder.grid_id)
+        person = await person_of(conn, elder.id)
     return {
         "now": now.isoformat(),
         "alert": alert.model_dump(mode="json"),
@@ -159,7 +160,15 @@ async def alert_card(
         "elder": elder.model_dump(mode="json"),
         "grid": grid,
         "dial": dial,
+        "person": person,
     }
+
+
+async def person_of(conn: AsyncConnection[Any], elder_id: str) -> Row:
+    """The office ledger's gender and community of an elder (checked in scope by the
+    caller); never the ID card number, not even masked: a dispatcher does not need it."""
+    row = await fetch_one(conn, "SELECT gender, community FROM elders WHERE id = %s", (elder_id,))
+    return row or {"gender": None, "community": None}
 
 
 def _like(text: str) -> str:

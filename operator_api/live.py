@@ -44,7 +44,11 @@ class AlertFeed:
         self._queues.add(queue)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._listen(), name="console-alert-feed")
-        await self._listening.wait()
+        try:
+            await self._listening.wait()
+        except asyncio.CancelledError:  # the caller gave up waiting (database down)
+            self._queues.discard(queue)
+            raise
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[str]) -> None:

@@ -94,7 +94,12 @@ async def test_queue_is_sorted_and_scoped(site: Site) -> None:
     assert "到达无事" in me["outcomes"].values()
 
 
-async def test_alert_card_has_what_a_dispatcher_calls_with(site: Site) -> None:
+async def test_alert_card_has_what_a_dispatcher_calls_with(site: Site, db_dsn: str) -> None:
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE elders SET gender = '女', community = '民族路社区',"
+            " id_card_masked = '500103********0021' WHERE id = 'E1'"
+        )
     yz = await logged_in(site.base, site.tokens.operator_yuzhong)
     gw = await logged_in(site.base, site.tokens.gw1)
     async with yz, gw:
@@ -115,6 +120,9 @@ async def test_alert_card_has_what_a_dispatcher_calls_with(site: Site) -> None:
     states = {(n["channel"], n["status"]) for n in card["alert"]["notifications"]}
     assert states == {("sms", "sent"), ("wecom", "failed"), ("sms", "pending")}
     assert card["alert"]["escalation"]["next_step_at"] is not None
+    # the office ledger's gender and community; never the ID card number, even masked
+    assert card["person"] == {"gender": "女", "community": "民族路社区"}
+    assert "********" not in json.dumps(card) and "id_card" not in json.dumps(card)
 
 
 async def test_actions_acknowledge_note_resolve_with_category(site: Site, db_dsn: str) -> None:

@@ -394,11 +394,12 @@
       esc.next_step_at ? el("strong", { class: "countdown", "data-deadline": esc.next_step_at }, countdown(esc.next_step_at)) :
         el("span", {}, stoppedText(esc.stopped_reason)),
       el("span", { class: "muted" }, " 已执行至第" + (esc.step + 1) + "级（策略 " + esc.policy + "）")) : null;
+    const person = card.person || {};
     const elderInfo = section("老人信息", kv([
-      ["姓名", e.name],
+      ["姓名", e.name + (person.gender ? "（" + person.gender + "）" : "")],
       ["电话", telLink(dial.elder)],
       ["住址", e.address || "未登记"],
-      ["辖区", e.district + " " + e.street + " · " + (card.grid ? card.grid.name : e.grid_id)],
+      ["辖区", [e.district, e.street, person.community].filter(Boolean).join(" ") + " · " + (card.grid ? card.grid.name : e.grid_id)],
       ["照护类型", profileText(e.care_profile_name, e.lives_alone)],
       ["最后活动", ago(e.last_sign_of_life)],
       ["位置", e.lat.toFixed(5) + ", " + e.lon.toFixed(5)],
@@ -509,6 +510,8 @@
       el("div", { class: "detail-head" }, el("h2", {}, e.name),
         el("span", { class: "muted" }, e.district + " " + e.street + " · " + e.grid_id)),
       section("老人信息", kv([
+        ["性别", (data.person && data.person.gender) || "未登记"],
+        ["社区", (data.person && data.person.community) || "未登记"],
         ["电话", telLink(e.phone)], ["住址", e.address || "未登记"],
         ["照护类型", profileText(e.care_profile_name, e.lives_alone)],
         ["最后活动", ago(e.last_sign_of_life)],
