@@ -229,6 +229,11 @@ def test_sos_reaches_the_console_live_and_is_resolved_with_a_category(
         "the console's live stream",
     )
     assert "/console?token" not in drv.current_url  # type: ignore[attr-defined]
+    loaded_from_elsewhere = drv.execute_script(  # type: ignore[attr-defined]
+        "return performance.getEntriesByType('resource').map(r => r.name)"
+        ".filter(u => !u.startsWith(location.origin))"
+    )
+    assert loaded_from_elsewhere == []  # no CDN, fonts or tiles: it works offline
     wait_until(lambda: "暂无待处理告警" in text_of(drv, "#queue"), 10, "the empty queue")
     drv.execute_script("window.__sameDocument = 42")  # type: ignore[attr-defined]
 
@@ -355,5 +360,21 @@ def test_a_district_dispatcher_sees_nothing_of_another(
         )
         assert statuses == [403, 403]
         shoot(drv, screenshot_dir(tmp_path), "console-scope-jiangbei-1366x768.png", DESKTOP)
+
+        # the API documentation renders in the browser with nothing from outside
+        drv.get(f"{base}/console/docs")  # type: ignore[attr-defined]
+        wait_until(
+            lambda: drv.execute_script("return document.body.dataset.ready") == "1",  # type: ignore[attr-defined]
+            10,
+            "the docs page",
+        )
+        docs = text_of(drv, "#docs")
+        assert "carewatch operator API" in docs and "/api/alerts/{alert_id}" in docs
+        external = drv.execute_script(  # type: ignore[attr-defined]
+            "return performance.getEntriesByType('resource').map(r => r.name)"
+            ".filter(u => !u.startsWith(location.origin))"
+        )
+        assert external == []
+        shoot(drv, screenshot_dir(tmp_path), "api-docs-1366x768.png", DESKTOP)
     finally:
         p.stop_all()
