@@ -9,6 +9,7 @@ the search, the alert pages and the live stream, and the other way round.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import uuid
@@ -20,6 +21,7 @@ import httpx
 import psycopg
 import pytest
 
+from operator_api.live import RESYNC, AlertFeed
 from operator_api.tokens import create_token
 from tests.operator_support import A1, A2, A3, CONTACT_PHONE, GW1_PHONE, Tokens, seed, serving
 from tests.services import Proc, await_until
@@ -308,3 +310,34 @@ async def test_docs_page_works_offline(site: Site) -> None:
     assert script.status_code == 200 and script.headers["content-type"].startswith(
         "text/javascript"
     )
+
+
+async def test_open_streams_end_when_the_server_stops(db_dsn: str, redis_server: Proc) -> None:
+    tokens = seed(db_dsn)
+    events: list[tuple[str, dict[str, object]]] = []
+    async with contextlib.AsyncExitStack() as client_side:
+        server = contextlib.AsyncExitStack()
+        base = await server.enter_async_context(serving(db_dsn, redis_server.port))
+        client = await client_side.enter_async_context(
+            await logged_in(base, tokens.operator_yuzhong)
+        )
+        stream = await client_side.enter_async_context(client.stream("GET", "/console/api/stream"))
+        reader = asyncio.create_task(_events(stream, events))
+        await _wait_for(events, "ready")
+        # serving() fails here if the server has not stopped 10 s after it was told to,
+        # which is what an open stream did before streams watched for the stop
+        await server.aclose()
+        with contextlib.suppress(httpx.HTTPError):  # closed mid-chunk or cleanly: ended
+            await asyncio.wait_for(reader, 10)
+        assert reader.done()
+
+
+def test_a_stream_that_falls_behind_is_told_to_reload() -> None:
+    feed = AlertFeed("postgresql:///unused", asyncio.Event())
+    slow: asyncio.Queue[str] = asyncio.Queue(3)
+    feed._queues.add(slow)
+    for n in range(5):
+        feed._deliver(f"alert-{n}")
+    drained = [slow.get_nowait() for _ in range(slow.qsize())]
+    # the backlog was dropped for one RESYNC; what came after it is still delivered
+    assert drained == [RESYNC, "alert-4"]
