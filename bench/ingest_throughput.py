@@ -39,7 +39,7 @@ from bench.profile import start_profiler, stop_profiler, summarise
 from bench.traffic import Message, fleet, messages_for, publish_all, register_fleet
 from carewatch import topics
 from carewatch.bus import shard_streams
-from ingest.mqtt_source import SESSION_EXPIRY_S, receive_maximum
+from ingest.mqtt_source import receive_maximum
 from ingest.worker import default_client_id, lane_client_ids
 from tests.pipeline import Pipeline
 
@@ -67,7 +67,7 @@ def _sub(env: BenchEnv, client_id: str, group: str) -> list[str]:
 
 def _create_session(env: BenchEnv, client_id: str, group: str) -> None:
     """Subscribe once with a persistent session, then go offline."""
-    cmd = [*_sub(env, client_id, group), "-c", "-x", str(SESSION_EXPIRY_S), "-E"]
+    cmd = [*_sub(env, client_id, group), "-c", "-x", str(env.settings.mqtt_session_expiry_s), "-E"]
     subprocess.run(cmd, check=True, timeout=10)
 
 
@@ -95,7 +95,7 @@ def raw_drain(env: BenchEnv, messages: list[Message]) -> dict[str, float]:
         *_sub(env, client_id, RAW_GROUP),
         "-c",
         "-x",
-        str(SESSION_EXPIRY_S),
+        str(env.settings.mqtt_session_expiry_s),
         "-C",
         str(len(messages)),
         "-W",
@@ -235,7 +235,7 @@ def ingest_drain(
         pipeline.stop_all()
         progress.close()
         # so that the next raw drain's messages are not also queued for this session
-        for client_id in lane_client_ids(default_client_id()).values():
+        for client_id in lane_client_ids(default_client_id(env.settings)).values():
             _end_session(env, client_id, env.settings.mqtt_share_group)
 
 

@@ -116,9 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cred = mqtt.add_parser(
         "credentials",
-        help="write Mosquitto passwd + ACL files for every registered device and the services",
+        help="write Mosquitto passwd (devices), services.passwd and acl files, mode 0640",
     )
     cred.add_argument("--out", type=Path, required=True)
+    cred.add_argument(
+        "--group",
+        default="mosquitto",
+        help="group (name or gid) given the files, the one the broker runs as (default:"
+        " mosquitto; the eclipse-mosquitto image: 1883); '' leaves the group alone",
+    )
+    cred.add_argument(
+        "--mount-point",
+        default="",
+        help="the `mount_point` of this deployment's listeners, when several deployments"
+        " share one broker (e.g. siteb/; docs/deployment.md)",
+    )
     cred.add_argument(
         "--service-password",
         action="append",
@@ -188,6 +200,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds after which a simulated carer closes an open alert (0: never)",
     )
     days.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    homes = ev_sub.add_parser(
+        "homes", help="inactivity rules on a real home's sensor log, with injected incidents"
+    )
+    homes.add_argument("log", type=Path, help="sensor log in the layout of data/homes/ (.gz ok)")
+    homes.add_argument("--incidents", type=int, default=10, help="incidents per category")
+    homes.add_argument("--seed", type=int, default=0)
+    homes.add_argument("--window", type=float, default=6.0, help="hours of removed signs")
+    homes.add_argument("--skip-days", type=int, default=3, help="days before any incident")
+    homes.add_argument("--sensor-map", type=Path, default=None, help="CSV area,sensor,kind,room")
+    homes.add_argument("--tz", default=None, help="the home's time zone (default: the site's)")
+    homes.add_argument(
+        "--dead",
+        action="append",
+        default=[],
+        help="SENSOR[@DAY]: sensors whose id contains SENSOR fall silent from day DAY",
+    )
+    homes.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return parser
 
 
@@ -202,7 +231,9 @@ def _add_day_options(parser: argparse.ArgumentParser, speed: float, inject_help:
     )
 
 
-def _mqtt_credentials(settings: Settings, out: Path, services: list[str]) -> int:
+def _mqtt_credentials(
+    settings: Settings, out: Path, services: list[str], group: str, mount_point: str
+) -> int:
     import psycopg
 
     from carewatch.mqtt_auth import write_broker_files
@@ -210,16 +241,41 @@ def _mqtt_credentials(settings: Settings, out: Path, services: list[str]) -> int
     accounts = dict(item.split("=", 1) for item in services)
     with psycopg.connect(settings.database_url) as conn:
         devices = [r[0] for r in conn.execute("SELECT id FROM devices ORDER BY id")]
-    passwd, acl = write_broker_files(
-        out, settings.mqtt_device_secret.get_secret_value(), devices, accounts
+    passwd, services_passwd, acl = write_broker_files(
+        out,
+        settings.mqtt_device_secret.get_secret_value(),
+        devices,
+        accounts,
+        group or None,
+        mount_point,
     )
-    print(f"wrote {passwd} ({len(devices)} devices, {len(accounts)} services) and {acl}")
+    print(
+        f"wrote {passwd} ({len(devices)} devices), {services_passwd} ({len(accounts)}"
+        f" services) and {acl}"
+    )
     return 0
+
+
+def load_settings() -> Settings | None:
+    """The settings, or None after saying on stderr which ones are refused and why."""
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            reason = error["msg"].removeprefix("Value error, ")
+            print(f"carewatch: {where + ': ' if where else ''}{reason}", file=sys.stderr)
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = get_settings()
+    loaded = load_settings()
+    if loaded is None:
+        return 2
+    settings = loaded
     setup_logging(settings.log_level, settings.log_json)
     cmd = args.command
 
@@ -238,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
             return int(_load("registry.template:cli_template")(args))
         return int(_load("simulators.street:cli_generate")(args))
     if cmd == "mqtt":
-        return _mqtt_credentials(settings, args.out, args.service_password)
+        return _mqtt_credentials(
+            settings, args.out, args.service_password, args.group, args.mount_point
+        )
     if cmd == "notifier" and args.notifier_cmd == "templates":
         print(_load("notifier.channels.templates:registration_text")(settings), end="")
         return 0
@@ -249,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(_load("simulators.cli:main")(settings, args))
     if cmd == "demo":
         return int(_load("simulators.demo:main")(settings, args))
+    if cmd == "eval" and args.eval_cmd == "homes":
+        return int(_load("rules_engine.evaluation.homes:cli_main")(args))
     if cmd == "eval" and args.eval_cmd == "days":
         return int(_load("rules_engine.evaluation.days:cli_main")(args))
     if cmd == "eval":

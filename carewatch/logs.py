@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 from typing import Any
 
-# Mainland mobile numbers (1[3-9]x xxxx xxxx), optionally with +86, and landlines.
-_PHONE_RE = re.compile(r"(?<!\d)(\+?86[- ]?)?(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
+from carewatch.phones import mask_phones
+
 _STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
 def mask_phone(text: str) -> str:
-    """'13812345678' -> '138****5678'."""
-    return _PHONE_RE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(4)}", text)
+    """'13812345678' -> '138****5678', '023-63851234' -> '023-****1234' (the one owner of
+    the rule is carewatch.phones.mask_phones)."""
+    return mask_phones(text)
 
 
 def _mask(value: Any) -> Any:

@@ -23,7 +23,22 @@ EpochMs = Annotated[int, msgspec.Meta(ge=1_000_000_000_000, le=10_000_000_000_00
 Lat = Annotated[float, msgspec.Meta(ge=-90, le=90)]
 Lon = Annotated[float, msgspec.Meta(ge=-180, le=180)]
 
-DeviceKind = Literal["wristband", "pir", "door", "water_meter", "radar", "smoke", "gas", "leak"]
+DeviceKind = Literal[
+    "wristband",
+    "pir",
+    "door",
+    "water_meter",
+    "radar",
+    "smoke",
+    "gas",
+    "leak",
+    # signs of life (docs/inactivity.md): a contact on a fridge/cupboard/inner door, a
+    # light switch, a smart plug (TV, kettle...) and the home's electricity meter
+    "contact",
+    "switch",
+    "plug",
+    "power_meter",
+]
 EventType = Literal[
     "sos",  # SOS key pressed
     "sos_cancel",  # elder cancelled the SOS on the device
@@ -35,6 +50,10 @@ EventType = Literal[
     "bed_exit",
     "door_open",
     "door_close",
+    "contact_open",  # a generic contact (fridge, cupboard, inner door): not the front door
+    "contact_close",
+    "switch_on",  # a light switch pressed
+    "switch_off",
 ]
 
 
@@ -62,6 +81,9 @@ class Telemetry(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, 
     motion: bool | None = None
     presence: bool | None = None
     water_flow: Annotated[float, msgspec.Meta(ge=0)] | None = None  # litres per minute
+    # smart plug or electricity meter: instantaneous power; the meter's cumulative energy
+    power_w: Annotated[float, msgspec.Meta(ge=0, le=100_000)] | None = None
+    energy_kwh: Annotated[float, msgspec.Meta(ge=0, le=1e9)] | None = None
     accel: AccelWindow | None = None
 
 
@@ -102,7 +124,9 @@ NormalisedType = Literal["telemetry", "event", "status"]
 class Event(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     """A validated device message, published on events.{shard} (shard by elder)."""
 
-    id: str  # "{device_id}:{seq}" (status without seq: "{device_id}:status:{received_ms}")
+    # "{device_id}:{seq}:{device ts}" (status without seq: "{device_id}:status:{received_ms}");
+    # the device time tells a reused seq (counter reset) from a copy (ingest.validate)
+    id: str
     elder_id: str
     device_id: str
     device_kind: str

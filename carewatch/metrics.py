@@ -16,6 +16,12 @@ MESSAGES_IN = Counter(
 REJECTS = Counter(
     "carewatch_ingest_rejects_total", "Device messages rejected by ingest", ["reason"]
 )
+DEAD_LETTERS_NOT_KEPT = Counter(
+    "carewatch_ingest_dead_letters_not_kept_total",
+    "Rejected device messages counted but not kept: their device (or all devices) reached"
+    " the hourly dead-letter limit",
+    ["reason"],
+)
 DUPLICATES = Counter("carewatch_ingest_duplicates_total", "Redelivered device messages dropped")
 TELEMETRY_ROWS = Counter("carewatch_telemetry_rows_total", "Telemetry rows written with COPY")
 BUS_PUBLISHED = Counter("carewatch_bus_published_total", "Messages published", ["stream"])

@@ -6,11 +6,20 @@ factory can flash it, the broker's password file can be rebuilt at any time from
 registry, and no list of plain passwords is ever stored. The ACL uses Mosquitto's `%u`
 pattern: a device may write only cw/v1/dev/<its id>/{telemetry,event,status} and read
 only its own .../cmd. Service accounts (ingest, notifier) get the wider rights they need.
+
+Devices and services log in on separate listeners (infra/mosquitto/mosquitto.conf,
+`per_listener_settings true`): the device listener knows only device accounts (file
+`passwd`) and replaces every client id by the username (`use_username_as_clientid`), so a
+device can neither take over ingest's session (its client ids contain a '.', which no
+device id can) nor another device's; the service listener, not exposed to devices,
+knows only the service accounts (file `services.passwd`).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import grp
 import hashlib
 import hmac
 import os
@@ -27,7 +36,7 @@ pattern write cw/v1/dev/%u/event
 pattern write cw/v1/dev/%u/status
 pattern read cw/v1/dev/%u/cmd
 
-# Ingest workers read every uplink (shared subscription $share/ingest/...).
+# Ingest reads every uplink (one plain subscription per lane, ingest.lease).
 user ingest
 topic read cw/v1/dev/+/telemetry
 topic read cw/v1/dev/+/event
@@ -51,28 +60,63 @@ def mosquitto_hash(password: str, *, iterations: int = 101, salt: bytes | None =
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(dk).decode()}"
 
 
+BROKER_GROUP = "mosquitto"  # the group Mosquitto runs as (Debian package, the image: 1883)
+
+
+def acl_text(mount_point: str = "") -> str:
+    """The ACL; with a listener `mount_point` (a second deployment on the same broker,
+    docs/deployment.md) Mosquitto checks topics with the mount point in front."""
+    if not mount_point:
+        return ACL
+    lines = []
+    for line in ACL.splitlines():
+        for verb in ("pattern read ", "pattern write ", "topic read ", "topic write "):
+            if line.startswith(verb):
+                line = verb + mount_point + line.removeprefix(verb)
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def write_broker_files(
     out_dir: Path,
     secret: str,
     device_ids: Iterable[str],
     service_passwords: dict[str, str],
-) -> tuple[Path, Path]:
-    """Write `passwd` and `acl` for Mosquitto; returns their paths. Files are 0600."""
+    group: str | None = BROKER_GROUP,
+    mount_point: str = "",
+) -> tuple[Path, Path, Path]:
+    """Write `passwd` (devices), `services.passwd` and `acl` for Mosquitto; returns their
+    paths. Files are 0640, owned by `group` (a name or a numeric gid) when it exists and
+    we may give it to them, so the broker, which drops to its own user, can read them;
+    nobody else can."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = [f"{name}:{mosquitto_hash(pw)}" for name, pw in service_passwords.items()]
-    lines += [f"{d}:{mosquitto_hash(device_password(secret, d))}" for d in device_ids]
-    passwd = out_dir / "passwd"
-    acl = out_dir / "acl"
-    for path, text in ((passwd, "\n".join(lines) + "\n"), (acl, ACL)):
-        path.write_text(text)
-        path.chmod(0o600)
-    return passwd, acl
-
-
-def broker_conf(port: int, passwd: Path, acl: Path) -> str:
-    return (
-        f"listener {port} 127.0.0.1\n"
-        "allow_anonymous false\n"
-        f"password_file {passwd}\n"
-        f"acl_file {acl}\n"
+    services = [f"{name}:{mosquitto_hash(pw)}" for name, pw in service_passwords.items()]
+    devices = [f"{d}:{mosquitto_hash(device_password(secret, d))}" for d in device_ids]
+    passwd, services_passwd, acl = (
+        out_dir / "passwd",
+        out_dir / "services.passwd",
+        out_dir / "acl",
     )
+    gid = _gid(group)
+    for path, lines in (
+        (passwd, devices),
+        (services_passwd, services),
+        (acl, [acl_text(mount_point).rstrip()]),
+    ):
+        path.write_text("".join(f"{line}\n" for line in lines))
+        path.chmod(0o640)
+        if gid is not None:
+            with contextlib.suppress(PermissionError):
+                os.chown(path, -1, gid)
+    return passwd, services_passwd, acl
+
+
+def _gid(group: str | None) -> int | None:
+    if not group:
+        return None
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        return None  # no such group here (e.g. a host without Mosquitto): leave the owner

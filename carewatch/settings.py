@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -11,12 +13,27 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CAREWATCH_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="CAREWATCH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        hide_input_in_errors=True,  # a refused setting's message must not print the secrets
     )
 
     environment: Literal["development", "production"] = Field(
         "development",
-        description="production refuses to start with any of the dev-only default secrets",
+        description="production refuses to start while a secret is empty, a dev-only default"
+        " or too short (ack and device secrets), or while a provider that is not a local fake"
+        " has empty or demo credentials",
+    )
+
+    namespace: str = Field(
+        "cw",
+        pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+        description="name of this deployment: prefixes ingest's MQTT client ids and its Redis"
+        " keys, so two deployments on one Mosquitto and one Redis never take each other's"
+        " sessions or keys (docs/deployment.md: give each its own MQTT listeners and Redis"
+        " database too)",
     )
 
     # --- infrastructure -------------------------------------------------------------
@@ -32,7 +49,25 @@ class Settings(BaseSettings):
     mqtt_port: int = 1883
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
-    mqtt_share_group: str = "ingest"
+    mqtt_share_group: str = Field(
+        "",
+        description="empty (the default, and the only safe choice with Mosquitto): each ingest"
+        " lane reads one persistent session with a plain subscription, held by one instance at"
+        " a time through a lease; set a group only for a broker that restores shared"
+        " subscriptions and never routes to offline members (docs/reliability.md)",
+    )
+    mqtt_mount_point: str = Field(
+        "",
+        description="the `mount_point` of this deployment's broker listeners when several"
+        " deployments share one Mosquitto (e.g. siteb/); ingest removes it from received"
+        " topics where the broker leaves it in (Mosquitto 2.0.11, fixed in 2.0.12)",
+    )
+    mqtt_session_expiry_s: int = Field(
+        7 * 86400,
+        ge=60,
+        description="how long the broker keeps an ingest session (subscription and queued"
+        " uplinks) while no ingest instance is connected to it",
+    )
     mqtt_device_secret: SecretStr = Field(
         SecretStr("dev-only-device-secret"),
         description="provisioning secret from which each device's MQTT password is derived",
@@ -55,9 +90,29 @@ class Settings(BaseSettings):
         " waits this long before taking the next, so that its per-batch Redis round trips are"
         " shared by more messages; the events lane (SOS) never waits",
     )
+    ingest_lease_ms: int = Field(
+        3000,
+        ge=300,
+        description="an ingest instance holds a lane's MQTT session for this long unless it"
+        " renews the lease; a standby instance takes over a dead holder's session after it",
+    )
     max_payload_bytes: int = Field(65536, ge=256)
+    ingest_dead_letters_per_device_hour: int = Field(
+        100,
+        ge=1,
+        description="rejected messages of one device kept in dead_letters per hour; more are"
+        " counted (carewatch_ingest_rejects_total) but not kept, so one device cannot fill it",
+    )
+    ingest_dead_letters_per_hour: int = Field(
+        10_000, ge=1, description="rejected messages of all devices kept per hour, per lane"
+    )
+    dead_letter_retention_days: int = Field(
+        30, ge=1, description="ingest deletes dead letters older than this"
+    )
     dedup_ttl_s: int = Field(
-        86400, ge=60, description="how long (device, seq) pairs are remembered"
+        86400,
+        ge=60,
+        description="how long message ids (device, seq, device time) are remembered",
     )
 
     # --- rules ----------------------------------------------------------------------
@@ -165,18 +220,77 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_unset(cls, data: Any) -> Any:
+        """An empty secret or non-text value (`CAREWATCH_WECOM_AGENT_ID=` in an env file
+        made from the example) means "not set": the default applies, and production then
+        refuses a default secret. Plain text settings keep "" (an empty
+        CAREWATCH_MQTT_SHARE_GROUP means plain subscriptions)."""
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {
+            k: v
+            for k, v in data.items()
+            if not (v == "" and k in fields and fields[k].annotation is not str)
+        }
+
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:
         if self.environment == "production":
-            defaults = [
-                name
-                for name, field in type(self).model_fields.items()
-                if isinstance(field.default, SecretStr) and getattr(self, name) == field.default
-            ]
-            if defaults:
-                names = ", ".join(f"CAREWATCH_{n.upper()}" for n in defaults)
-                raise ValueError(f"production needs real secrets; still at the default: {names}")
+            problems = production_secret_problems(self)
+            if problems:
+                raise ValueError(
+                    "production refuses to start: " + "; ".join(problems) + " (docs/security.md)"
+                )
         return self
+
+
+# The roots of trust: every ack link and every device password is an HMAC under these.
+ROOT_SECRETS = ("ack_secret", "mqtt_device_secret")
+ROOT_SECRET_MIN_CHARS = 16
+# provider endpoint setting -> the credentials it needs when it is a real provider
+PROVIDER_CREDENTIALS = {
+    "aliyun_sms_endpoint": ("aliyun_access_key_id", "aliyun_access_key_secret"),
+    "wecom_base_url": ("wecom_corp_id", "wecom_corp_secret"),
+}
+
+
+def is_local_url(url: str) -> bool:
+    """A URL on this host (the fake providers of tests and the demo), not a real provider."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def production_secret_problems(settings: Settings) -> list[str]:
+    """What keeps these settings from production, one clause per setting (empty: none)."""
+    fields = type(settings).model_fields
+
+    def problem(name: str) -> str | None:
+        value = getattr(settings, name)
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        default = fields[name].default
+        default_text = default.get_secret_value() if isinstance(default, SecretStr) else default
+        env = f"CAREWATCH_{name.upper()}"
+        if not text.strip():
+            return f"{env} is empty"
+        if text == default_text:
+            return f"{env} is unset, empty or still the dev-only default"
+        if name in ROOT_SECRETS and len(text) < ROOT_SECRET_MIN_CHARS:
+            return f"{env} is shorter than {ROOT_SECRET_MIN_CHARS} characters"
+        return None
+
+    names = list(ROOT_SECRETS)
+    for endpoint, credentials in PROVIDER_CREDENTIALS.items():
+        if not is_local_url(getattr(settings, endpoint)):
+            names.extend(credentials)
+    return [p for p in map(problem, names) if p is not None]
 
 
 @lru_cache(maxsize=1)

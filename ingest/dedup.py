@@ -1,15 +1,20 @@
-"""Redelivery dedup by (device_id, seq) in Redis, one pipelined round trip per batch.
+"""Redelivery dedup by message id (device, seq, device time; ingest.validate.message_id)
+in Redis, one pipelined round trip per batch. Keys are prefixed with the deployment's
+namespace.
 
 A plain `SET NX` taken when a message arrives would lose it if this worker crashed
 before the row was durable: the broker redelivers the unacknowledged message, but the
 key already says "seen". So a key first holds a *claim* naming its owner
-("{client_id}|{boot_id}") and only becomes "done" once the message is durable:
+("{client_id}|{boot_id}"; the client id is the lane's MQTT session, which one ingest
+instance at a time holds, ingest.lease) and only becomes "done" once the message is
+durable:
 
 - no previous value: new, ours now;
 - "done", or a claim by another client: duplicate (the other worker delivers it);
 - our own claim from this boot: a duplicate of a message still in our batch;
-- our client id but an older boot: a crashed run of this worker never finished it, so
-  take it over (the broker redelivered it to the same persistent session).
+- our client id but an older boot: a crashed earlier holder of this session (this
+  process before a restart, or another instance) never finished it, so take it over
+  (the broker redelivered it to the same persistent session).
 """
 
 from __future__ import annotations
@@ -65,7 +70,10 @@ return #keys
 
 
 class Deduplicator:
-    def __init__(self, redis: Redis, *, ttl_s: int, client_id: str, boot_id: str) -> None:
+    def __init__(
+        self, redis: Redis, *, ttl_s: int, client_id: str, boot_id: str, namespace: str = "cw"
+    ) -> None:
+        self._prefix = f"{namespace}:"  # one deployment's keys never meet another's
         self._ttl_s = ttl_s
         self._client_id = client_id
         self._token = f"{client_id}|{boot_id}".encode()
@@ -77,7 +85,7 @@ class Deduplicator:
         if not keys:
             return []
         previous: list[bytes | None] = await self._claim(
-            args=[self._token, self._ttl_s, large_arg(msgspec.msgpack.encode(keys))]
+            args=[self._token, self._ttl_s, large_arg(self._encode(keys))]
         )
         claims = [classify(p or None, self._client_id, self._token) for p in previous]
         takeovers = [k for k, c in zip(keys, claims, strict=True) if c is Claim.TAKEOVER]
@@ -91,6 +99,8 @@ class Deduplicator:
 
     async def _set_all(self, keys: Sequence[str], value: bytes) -> None:
         if keys:
-            await self._set_all_script(
-                args=[value, self._ttl_s, large_arg(msgspec.msgpack.encode(keys))]
-            )
+            await self._set_all_script(args=[value, self._ttl_s, large_arg(self._encode(keys))])
+
+    def _encode(self, keys: Sequence[str]) -> bytes:
+        prefix = self._prefix
+        return msgspec.msgpack.encode([prefix + key for key in keys])

@@ -1,4 +1,11 @@
-"""MQTT v5 source: shared subscription, persistent session, manual QoS 1 acknowledgement.
+"""MQTT v5 source: persistent session, plain subscription, manual QoS 1 acknowledgement.
+
+The session belongs to an ingest lane, not to a process: its client id is the lane's
+and a lease in Redis (ingest.lease) says which instance may connect with it. The
+subscription is a plain one, which Mosquitto restores with the session after a restart
+(it does not restore `$share/...` ones). With CAREWATCH_MQTT_SHARE_GROUP set (for a
+broker that keeps shared subscriptions, e.g. an EMQX cluster) every instance has its
+own session in that share group instead and there is no lease.
 
 Ingest has its own small MQTT client (ingest.mqtt_wire: codec, ingest.mqtt_client: one
 connection on asyncio.Protocol) instead of aiomqtt/paho, which the devices' side and the
@@ -31,15 +38,16 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from carewatch import topics
 from carewatch.settings import Settings
+from ingest.lease import SessionLease
 from ingest.mqtt_client import ConnectOptions, ConnectRefused, MqttConnection, MqttError
 from ingest.mqtt_wire import Publish, reason_name
 
 log = logging.getLogger(__name__)
 
-SESSION_EXPIRY_S = 3600  # the broker keeps our subscription and unacked messages this long
 RECEIVE_MAXIMUM_CAP = 65535  # protocol maximum
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 15.0
@@ -55,6 +63,10 @@ def receive_maximum(batch_size: int) -> int:
 
 class SubscriptionRefused(MqttError):
     pass
+
+
+class LeaseLost(MqttError):
+    """Another instance took the lane's session lease: let it have the session."""
 
 
 @dataclass(slots=True)
@@ -78,7 +90,9 @@ class MqttSource:
         *,
         kinds: tuple[topics.TopicKind, ...] = topics.UPLINK_KINDS,
         keepalive_s: int = KEEPALIVE_S,
+        lease: SessionLease | None = None,
     ) -> None:
+        self._lease = lease  # None: this session is ours alone (shared-subscription mode)
         self._settings = settings
         self.kinds = kinds  # the uplink topics this session reads
         self._ready = ready  # set once the first subscription is in place
@@ -102,7 +116,7 @@ class MqttSource:
             clean_start=False,  # resume the session: get what arrived while we were away
             username=s.mqtt_username,
             password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
-            session_expiry_s=SESSION_EXPIRY_S,
+            session_expiry_s=s.mqtt_session_expiry_s,
             receive_maximum=receive_maximum(s.ingest_batch_size),
         )
 
@@ -133,18 +147,20 @@ class MqttSource:
         received_ms = time.time_ns() // 1_000_000
         received_at = time.monotonic()
         put = self._out.put_nowait  # the broker's Receive Maximum bounds this queue
+        mount = self._settings.mqtt_mount_point
         for p in publishes:
-            put(
-                Incoming(
-                    p.topic, p.payload, received_ms, received_at, p.packet_id, p.qos, connection
-                )
-            )
+            name = p.topic
+            if mount and name.startswith(mount):
+                name = name[len(mount) :]
+            put(Incoming(name, p.payload, received_ms, received_at, p.packet_id, p.qos, connection))
 
     async def run(self, stop_reading: asyncio.Event, disconnect: asyncio.Event) -> None:
         """Connect (and reconnect with backoff) and feed the queue until `stop_reading`;
         then stay connected, so that the last PUBACKs go out, until `disconnect`."""
         backoff = BACKOFF_MIN_S
         while not stop_reading.is_set():
+            if not await self._hold_lease(stop_reading):
+                break
             conn: MqttConnection | None = None
             try:
                 self._connection += 1
@@ -173,7 +189,7 @@ class MqttSource:
                 if self._ready is not None:
                     self._ready.set()
                 backoff = BACKOFF_MIN_S
-                await self._wait(conn, stop_reading)
+                await self._wait(conn, stop_reading, self._lease)
                 # Stop taking messages; stay connected for the PUBACKs of those taken.
                 self._stop_reading(conn)
                 await self._wait(conn, disconnect)
@@ -187,6 +203,8 @@ class MqttSource:
                         " mqtt_password and the broker's ACL), retrying",
                         extra=extra,
                     )
+                elif isinstance(exc, LeaseLost):
+                    log.warning("mqtt session handed over to another instance", extra=extra)
                 elif isinstance(exc, SubscriptionRefused):
                     log.error("mqtt broker refused every subscription, retrying", extra=extra)
                 else:
@@ -202,6 +220,27 @@ class MqttSource:
                     await asyncio.wait_for(stop_reading.wait(), timeout=backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
 
+    async def _hold_lease(self, stop_reading: asyncio.Event) -> bool:
+        """Wait until this process holds the lane's session lease (confirmed with Redis
+        right before connecting, so a stale holder does not take the session back from
+        its successor); False if `stop_reading` comes first."""
+        lease = self._lease
+        if lease is None:
+            return True
+        while not stop_reading.is_set():
+            if await lease.check():
+                return True
+            if not lease.held.is_set():
+                log.info("standing by for the mqtt session", extra={"lease": lease.key})
+            held = asyncio.ensure_future(lease.held.wait())
+            stopped = asyncio.ensure_future(stop_reading.wait())
+            try:
+                await asyncio.wait({held, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                held.cancel()
+                stopped.cancel()
+        return False
+
     def _stop_reading(self, conn: MqttConnection | None) -> None:
         self._reading = False
         if conn is not None:
@@ -210,7 +249,7 @@ class MqttSource:
 
     async def _subscribe(self, conn: MqttConnection) -> None:
         # uplinks only: the notifier's .../cmd downlinks are not ours to ingest
-        filters = topics.uplink_filters(self._settings.mqtt_share_group, self.kinds)
+        filters = topics.uplink_filters(self._settings.mqtt_share_group or None, self.kinds)
         codes = await conn.subscribe([(f, 1) for f in filters], SUBSCRIBE_TIMEOUT_S)
         refused = [(f, c) for f, c in zip(filters, codes, strict=True) if c >= 0x80]
         for topic_filter, code in refused:
@@ -235,7 +274,7 @@ class MqttSource:
         them, or this session would go on receiving the other session's messages too."""
         others = tuple(k for k in topics.UPLINK_KINDS if k not in self.kinds)
         if others:
-            filters = topics.uplink_filters(self._settings.mqtt_share_group, others)
+            filters = topics.uplink_filters(self._settings.mqtt_share_group or None, others)
             codes = await conn.unsubscribe(filters, SUBSCRIBE_TIMEOUT_S)
             for topic_filter, code in zip(filters, codes, strict=True):
                 if code >= 0x80:
@@ -244,12 +283,26 @@ class MqttSource:
                         extra={"filter": topic_filter, "reason": reason_name(code)},
                     )
 
-    async def _wait(self, conn: MqttConnection, event: asyncio.Event) -> None:
-        """Until `event` is set; raises ConnectionLost if the connection goes first."""
+    async def _wait(
+        self, conn: MqttConnection, event: asyncio.Event, lease: SessionLease | None = None
+    ) -> None:
+        """Until `event` is set; raises ConnectionLost if the connection goes first, and
+        LeaseLost if `lease` is lost first."""
         waiter: asyncio.Future[bool] = asyncio.ensure_future(event.wait())
+        waiters: set[asyncio.Future[Any]] = {waiter, conn.closed}
+        lost: asyncio.Future[Literal[True]] | None = None
+        if lease is not None:
+            lost = asyncio.ensure_future(lease.not_held.wait())
+            waiters.add(lost)
         try:
-            await asyncio.wait({waiter, conn.closed}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
-        if not event.is_set() and conn.closed.done():
+            if lost is not None:
+                lost.cancel()
+        if event.is_set():
+            return
+        if lease is not None and lease.not_held.is_set():
+            raise LeaseLost(f"lease {lease.key} is held by another instance")
+        if conn.closed.done():
             raise conn.error or MqttError("connection closed")

@@ -17,11 +17,11 @@ from collections.abc import Callable
 
 from carewatch.alarm_priority import AlarmPriority
 from carewatch.messages import Event
-from carewatch.metrics import DUPLICATES, MESSAGES_IN, REJECTS
+from carewatch.metrics import DEAD_LETTERS_NOT_KEPT, DUPLICATES, MESSAGES_IN, REJECTS
 from carewatch.settings import Settings
 from ingest.acks import DONE_TICKET, AckTracker, Ticket
 from ingest.batch import Batch
-from ingest.dead_letters import DeadLetter
+from ingest.dead_letters import DeadLetter, DeadLetterLimit
 from ingest.dedup import Claim, Deduplicator
 from ingest.flusher import Flusher
 from ingest.mqtt_source import Incoming
@@ -64,6 +64,9 @@ class Pipeline:
         # the events lane's work goes first; the telemetry lane stands aside for it
         self._priority = priority or AlarmPriority()
         self._alarm_lane = alarm_lane
+        self._dead_letter_limit = DeadLetterLimit(
+            settings.ingest_dead_letters_per_device_hour, settings.ingest_dead_letters_per_hour
+        )
 
     async def run(self, source: asyncio.Queue[Incoming | None]) -> None:
         """Process until the None sentinel, then hand the last batch and a sentinel on."""
@@ -225,5 +228,8 @@ class Pipeline:
                 "detail": rejection.detail[:200],
             },
         )
+        if not self._dead_letter_limit.keep(rejection.device_id or message.topic):
+            DEAD_LETTERS_NOT_KEPT.labels(rejection.reason).inc()
+            return
         letter = DeadLetter(message.received_ms, message.topic, rejection, message.payload)
         self._batch.add_dead_letter(letter)

@@ -72,8 +72,17 @@ class Accepted(msgspec.Struct, frozen=True, gc=False):
     dedup_key: str | None  # None: not deduplicated (status without seq)
 
 
-def dedup_key(device_id: str, seq: int) -> str:
-    return f"dedup:{device_id}:{seq}"
+def message_id(device_id: str, seq: int, ts_ms: int) -> str:
+    """The identity of one uplink: device, seq AND device time. A retransmission repeats
+    the message byte for byte (same seq, same ts), so it has the same id and is dropped as
+    a copy; a device whose counter was reset (reboot, battery swap, firmware update) reuses
+    old seq values with later times, and those are new messages, with new event and alert
+    ids (an alert id is derived from its event's id), never taken for an old one."""
+    return f"{device_id}:{seq}:{ts_ms}"
+
+
+def dedup_key(device_id: str, seq: int, ts_ms: int) -> str:
+    return f"dedup:{message_id(device_id, seq, ts_ms)}"
 
 
 def validate(
@@ -135,7 +144,7 @@ def _telemetry(topic_name: str, msg: Telemetry, device: DeviceInfo, received_ms:
     del data["v"], data["seq"], data["ts"]
     device_id, seq, ts = device.device_id, msg.seq, msg.ts
     event = Event(
-        id=f"{device_id}:{seq}",
+        id=message_id(device_id, seq, ts),
         elder_id=device.elder_id,
         device_id=device_id,
         device_kind=device.kind,
@@ -149,7 +158,7 @@ def _telemetry(topic_name: str, msg: Telemetry, device: DeviceInfo, received_ms:
         event,
         _row(topic_name, device, seq, ts, received_ms, data),
         DeviceUpdate(device_id, received_ms, True, seq, msg.battery),
-        dedup_key(device_id, seq),
+        dedup_key(device_id, seq, ts),
     )
 
 
@@ -160,7 +169,7 @@ def _device_event(
     if msg.ref_seq is not None:
         data["ref_seq"] = msg.ref_seq
     event = Event(
-        id=f"{device.device_id}:{msg.seq}",
+        id=message_id(device.device_id, msg.seq, msg.ts),
         elder_id=device.elder_id,
         device_id=device.device_id,
         device_kind=device.kind,
@@ -175,7 +184,7 @@ def _device_event(
         event=event,
         row=_row(topic_name, device, msg.seq, msg.ts, received_ms, data),
         device_update=DeviceUpdate(device.device_id, received_ms, online=True, seq=msg.seq),
-        dedup_key=dedup_key(device.device_id, msg.seq),
+        dedup_key=dedup_key(device.device_id, msg.seq, msg.ts),
     )
 
 
@@ -186,8 +195,9 @@ def _status(msg: DeviceStatus, device: DeviceInfo, received_ms: int) -> Accepted
     if msg.fw is not None:
         data["fw"] = msg.fw
     # The broker publishes the last-will "offline" without seq/ts: identify it by receipt.
+    status_ts = msg.ts if msg.ts is not None else 0  # the same for every copy
     event_id = (
-        f"{device.device_id}:{msg.seq}"
+        message_id(device.device_id, msg.seq, status_ts)
         if msg.seq is not None
         else f"{device.device_id}:status:{received_ms}"
     )
@@ -213,7 +223,9 @@ def _status(msg: DeviceStatus, device: DeviceInfo, received_ms: int) -> Accepted
             seq=msg.seq,
             battery=msg.battery,
         ),
-        dedup_key=dedup_key(device.device_id, msg.seq) if msg.seq is not None else None,
+        dedup_key=(
+            dedup_key(device.device_id, msg.seq, status_ts) if msg.seq is not None else None
+        ),
     )
 
 

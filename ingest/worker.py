@@ -9,6 +9,13 @@ Two lanes, each its own MQTT session (client id) and everything behind it:
 - "events" reads `.../event` and `.../status` (SOS, falls, last wills): few messages;
 - "telemetry" reads `.../telemetry`: nearly all of the volume.
 
+Each lane's session belongs to the deployment, not to this process: its client id is
+`{namespace}.ingest.{lane}` and a lease in Redis (ingest.lease) lets one instance at a
+time connect with it; other instances stand by and take the session over, with every
+uplink the broker queued for it, when the holder stops or dies. A retired, renamed or
+replaced instance so leaves no session of its own behind to swallow presses, and the
+plain subscription survives a broker restart. Two instances on one host are fine.
+
 The broker delivers each session's messages in order, so with one session an SOS press
 queued behind every telemetry message the broker held for this worker: when ingest fell
 behind a load, a press waited for the backlog. With two sessions a press waits only
@@ -41,8 +48,10 @@ from carewatch.metrics import serve_metrics
 from carewatch.settings import Settings
 from carewatch.topics import TopicKind
 from ingest.acks import AckTracker, Ticket
+from ingest.dead_letters import keep_trimmed
 from ingest.dedup import Deduplicator
 from ingest.flusher import Flusher
+from ingest.lease import SessionLease, claim_redis_for, holder_id, lease_key
 from ingest.mqtt_source import Incoming, MqttSource
 from ingest.pipeline import Pipeline
 from ingest.publisher import BusPublisher
@@ -55,16 +64,23 @@ CLIENT_ID_ENV = "CAREWATCH_INGEST_CLIENT_ID"
 INSTANCE_ENV = "CAREWATCH_INGEST_INSTANCE"
 
 
-def default_client_id() -> str:
-    """Stable across restarts (the broker keeps our session under it): one per process.
+def default_client_id(settings: Settings) -> str:
+    """The base of the lanes' client ids. By default one per deployment (the lanes'
+    sessions are shared by every instance through a lease). In shared-subscription mode
+    (CAREWATCH_MQTT_SHARE_GROUP set) one per instance, stable across restarts: two workers
+    on one host then need different CAREWATCH_INGEST_INSTANCE values (or explicit
+    CAREWATCH_INGEST_CLIENT_ID values), or the broker keeps kicking one of them off.
 
-    Two workers on one host need different CAREWATCH_INGEST_INSTANCE numbers (or explicit
-    CAREWATCH_INGEST_CLIENT_ID values), otherwise the broker keeps kicking one of them off.
+    The '.' cannot occur in a device id, and devices connect with their username as
+    client id (infra/mosquitto/mosquitto.conf), so no device can take these sessions.
     """
     explicit = os.environ.get(CLIENT_ID_ENV)
     if explicit:
         return explicit
-    return f"ingest-{socket.gethostname()}-{os.environ.get(INSTANCE_ENV, '0')}"
+    if not settings.mqtt_share_group:
+        return f"{settings.namespace}.ingest"
+    instance = os.environ.get(INSTANCE_ENV, "0")
+    return f"{settings.namespace}.ingest.{socket.gethostname()}-{instance}"
 
 
 async def _load_registry(registry: DeviceRegistry, stop: asyncio.Event) -> bool:
@@ -101,9 +117,8 @@ ALARM_LANE = "events"  # its work goes first in the worker's loop (carewatch.ala
 
 
 def lane_client_ids(client_id: str) -> dict[str, str]:
-    """The telemetry lane keeps the worker's client id (and so the session an earlier,
-    single-session version left with the broker); the events lane adds a suffix."""
-    return {lane: client_id if lane == "telemetry" else f"{client_id}-{lane}" for lane in LANES}
+    """One session per lane: `{client_id}.{lane}`."""
+    return {lane: f"{client_id}.{lane}" for lane in LANES}
 
 
 class _Shared(NamedTuple):
@@ -131,13 +146,29 @@ class _Lane:
         self.name = name
         self.ready = asyncio.Event()
         self.queue: asyncio.Queue[Incoming | None] = asyncio.Queue()
-        self.source = MqttSource(settings, client_id, self.queue, self.ready, kinds=LANES[name])
+        self.lease = (
+            None
+            if settings.mqtt_share_group
+            else SessionLease(
+                redis,
+                lease_key(settings.namespace, client_id),
+                holder_id(),
+                settings.ingest_lease_ms,
+            )
+        )
+        self.source = MqttSource(
+            settings, client_id, self.queue, self.ready, kinds=LANES[name], lease=self.lease
+        )
         self.tracker: AckTracker[Incoming] = AckTracker(self.source.ack_all)
         # A copy of a message always comes back on the same topic, so on the same lane:
         # in-flight claims and the dedup owner are the lane's own.
         pending: dict[str, Ticket] = {}
         dedup = Deduplicator(
-            redis, ttl_s=settings.dedup_ttl_s, client_id=client_id, boot_id=uuid.uuid4().hex[:12]
+            redis,
+            ttl_s=settings.dedup_ttl_s,
+            client_id=client_id,
+            boot_id=uuid.uuid4().hex[:12],
+            namespace=settings.namespace,
         )
         self.flusher = Flusher(pool, dedup, pending, self.tracker, deadline)
         self.pipeline = Pipeline(
@@ -153,6 +184,7 @@ class _Lane:
             alarm_lane=name == ALARM_LANE,
         )
         self._stop_reading, self._disconnect = asyncio.Event(), asyncio.Event()
+        self._stop_lease = asyncio.Event()
         self.tasks = [
             asyncio.create_task(
                 self.source.run(self._stop_reading, self._disconnect), name=f"mqtt-{name}"
@@ -160,10 +192,14 @@ class _Lane:
             asyncio.create_task(self.pipeline.run(self.queue), name=f"pipeline-{name}"),
             asyncio.create_task(self.flusher.run(), name=f"flusher-{name}"),
         ]
+        if self.lease is not None:
+            self.tasks.append(
+                asyncio.create_task(self.lease.run(self._stop_lease), name=f"lease-{name}")
+            )
 
     async def drain(self) -> None:
         """Stop reading, make what was received durable, acknowledge it, disconnect."""
-        source_task, pipeline_task, flusher_task = self.tasks
+        source_task, pipeline_task, flusher_task = self.tasks[:3]
         self._stop_reading.set()
         await self.source.not_reading.wait()
         self.queue.put_nowait(None)  # after everything already received
@@ -171,6 +207,10 @@ class _Lane:
         await flusher_task
         self._disconnect.set()
         await source_task
+        self._stop_lease.set()
+        if self.lease is not None:
+            await self.tasks[3]
+            await self.lease.release()  # the session is drained: a standby may take it now
         log.info(
             "ingest lane stopped", extra={"lane": self.name, "unacknowledged": len(self.tracker)}
         )
@@ -192,7 +232,7 @@ async def run(
     """Run until `stop` is set, then flush and exit. `ready` is set once every lane is
     subscribed (for callers that start publishing right away: tests, the demo)."""
     serve_metrics(settings.metrics_port)
-    client_id = client_id or default_client_id()
+    client_id = client_id or default_client_id(settings)
     deadline = _ShutdownDeadline()
     pool = await open_pool(settings.database_url, min_size=1, max_size=4)
     redis = Redis.from_url(settings.redis_url)
@@ -200,6 +240,7 @@ async def run(
     tasks: list[asyncio.Task[None]] = []  # each runs until shutdown: one ending early is a failure
     readiness: asyncio.Task[None] | None = None
     try:
+        await claim_redis_for(redis, settings.namespace)
         await broker.connect()
         registry = DeviceRegistry(pool)
         if not await _load_registry(registry, stop):
@@ -212,6 +253,11 @@ async def run(
         ]
         tasks = [task for lane in lanes for task in lane.tasks]
         tasks.append(asyncio.create_task(registry.keep_fresh(stop), name="registry"))
+        tasks.append(
+            asyncio.create_task(
+                keep_trimmed(pool, settings.dead_letter_retention_days, stop), name="dead-letters"
+            )
+        )
         if ready is not None:
             readiness = asyncio.create_task(_all_ready(lanes, ready), name="ready")
         log.info("ingest worker started", extra={"client_id": client_id})

@@ -13,17 +13,20 @@ wristband) are one transaction; the AlertChange goes on the alerts stream after 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import html
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from string import Template
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -34,6 +37,7 @@ from carewatch.alert_lifecycle import Action, TransitionError, next_status
 from carewatch.alert_outbox import AlertPublisher
 from carewatch.bus import make_broker
 from carewatch.clock import Clock, SystemClock
+from carewatch.http_guard import SecurityHeaders
 from carewatch.labels import STATUS_LABELS
 from carewatch.messages import CLOSED_STATUSES, AlertChange
 from carewatch.metrics import ALERTS, serve_metrics
@@ -91,6 +95,59 @@ def _template(name: str) -> Template:
 
 PAGE = _template("ack_page.html")
 MESSAGE = _template("ack_message.html")
+
+# --- HTTP hardening of the pages --------------------------------------------------------
+# The pages' only resources are their own <style> blocks, allowed by hash; they may not
+# be framed (clickjacking a 误报 button), and a form posts only back to this server.
+_STYLE_HASHES = " ".join(
+    "'sha256-"
+    + base64.b64encode(hashlib.sha256(style.encode("utf-8")).digest()).decode("ascii")
+    + "'"
+    for template in (PAGE, MESSAGE)
+    for style in re.findall(r"<style>(.*?)</style>", template.template, re.S)
+)
+RESPONSE_HEADERS = {
+    "Content-Security-Policy": (
+        f"default-src 'none'; style-src {_STYLE_HASHES}; form-action 'self';"
+        " frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    # The link in the address bar is the credential: never sent to another site. Not
+    # no-referrer: browsers then send `Origin: null` with the page's own form posts.
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+CROSS_ORIGIN_TEXT = "请直接在短信或企业微信中的链接页面上操作。"
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port] of a URL, lower case, without the scheme's default port."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:  # a bracket or port that does not parse: matches nothing
+        return "invalid"
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" if port in (None, default) else f"{scheme}://{host}:{port}"
+
+
+def is_cross_origin(request: Request, base_url: str) -> bool:
+    """A browser says this POST comes from a page of another site (Origin, or Referer
+    when there is no Origin). Requests that carry neither are not browser form posts."""
+    claimed = request.headers.get("origin") or request.headers.get("referer")
+    if claimed is None:
+        return False
+    if claimed.strip() == "null":  # sandboxed frames, data: URLs, privacy modes
+        return True
+    own = {_origin(base_url)}
+    host = request.headers.get("host")
+    if host:  # the server as this request reached it (e.g. its internal address)
+        own |= {_origin(f"http://{host}"), _origin(f"https://{host}")}
+    return _origin(claimed) not in own
 
 
 class Replay(Exception):
@@ -258,6 +315,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
                 await broker.stop()
 
     app = FastAPI(title="carewatch ack", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(SecurityHeaders, headers=RESPONSE_HEADERS)
 
     def parts() -> NotifierParts:
         found: NotifierParts = state["parts"]
@@ -312,6 +370,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
 
     @app.post("/ack/{token}")
     async def act(token: str, request: Request) -> Response:
+        if is_cross_origin(request, settings.ack_base_url):
+            return reject(request, "cross_origin", CROSS_ORIGIN_TEXT, 403)
         claim = verify(token)
         if isinstance(claim, AckLinkError):
             return reject(request, claim.reason, LINK_REJECT_TEXT[claim.reason], 403)

@@ -14,7 +14,7 @@ from operator_api.actions import AlertNotFound, HumanAction, act_and_announce
 from operator_api.auth import CurrentPrincipal, Pool
 from operator_api.db import Row, Where, fetch_all, fetch_one, scope_conditions
 from operator_api.labels import kind_label, status_label
-from operator_api.masking import mask_json, mask_text
+from operator_api.masking import mask_model
 from operator_api.models import (
     ActionIn,
     ActionResult,
@@ -26,6 +26,7 @@ from operator_api.models import (
     NotificationOut,
 )
 from operator_api.scope import OutOfScope, Principal
+from operator_api.validation import DistrictFilter, GridFilter, Offset
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 
@@ -65,12 +66,12 @@ async def list_alerts(
     status: Annotated[list[AlertStatus] | None, Query()] = None,
     kind: Annotated[list[AlertKind] | None, Query()] = None,
     severity: Annotated[list[Severity] | None, Query()] = None,
-    district: str | None = None,
-    grid: str | None = None,
+    district: DistrictFilter = None,
+    grid: GridFilter = None,
     since: Annotated[datetime | None, Query(description="opened at or after")] = None,
     until: Annotated[datetime | None, Query(description="opened before")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> AlertPage:
     """Alerts the caller may see, newest first. Repeat a filter to match any of its values."""
     principal.check_filters(district, grid)
@@ -101,12 +102,13 @@ async def list_alerts(
             + sql.SQL(" ORDER BY a.opened_at DESC, a.id LIMIT %s OFFSET %s"),
             [*where.params, limit, offset],
         )
-    return AlertPage(
+    page = AlertPage(
         total=counted["n"] if counted else 0,
         limit=limit,
         offset=offset,
         items=[AlertSummary(**summary_fields(r)) for r in rows],
     )
+    return mask_model(principal, page)
 
 
 @router.get("/{alert_id}", response_model=AlertDetail)
@@ -144,23 +146,13 @@ async def get_alert(alert_id: UUID, principal: CurrentPrincipal, pool: Pool) -> 
             " FROM escalations WHERE alert_id = %s",
             (alert_id,),
         )
-    return AlertDetail(
-        **{**summary_fields(row), "details": mask_json(principal, row["details"])},
+    detail = AlertDetail(
+        **summary_fields(row),
         escalation=EscalationOut(**escalation) if escalation else None,
-        events=[
-            AlertEventOut(**{**e, "details": mask_json(principal, e["details"])}) for e in events
-        ],
-        notifications=[
-            NotificationOut(
-                **{
-                    **n,
-                    "address": mask_text(principal, n["address"]),
-                    "last_error": mask_text(principal, n["last_error"]),
-                }
-            )
-            for n in notifications
-        ],
+        events=[AlertEventOut(**e) for e in events],
+        notifications=[NotificationOut(**n) for n in notifications],
     )
+    return mask_model(principal, detail)
 
 
 async def _act(

@@ -1,6 +1,7 @@
-"""/docs: the operator API's documentation, rendered from its OpenAPI document by a
-small script served from this package (operator_api/static/apidocs.*). No CDN: the page
-works on a network with no internet, which FastAPI's default Swagger UI page does not.
+"""The operator API's documentation page (/docs behind the bearer token, /console/docs
+behind the console login), rendered from the OpenAPI document by a small script served
+from this package (operator_api/static/apidocs.*). No CDN: the page works on a network
+with no internet, which Swagger UI loaded from a CDN does not.
 
 The OpenAPI document is inlined into the page (a JSON data block, never executed), so the
 page needs no second request; requests tried from the page carry the bearer token typed
@@ -11,11 +12,6 @@ from __future__ import annotations
 
 import json
 from typing import Any
-
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
-
-router = APIRouter(include_in_schema=False)
 
 DOCS_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
@@ -35,12 +31,4 @@ def docs_page(spec: dict[str, Any]) -> str:
         '<script src="/console/static/apidocs.js" defer></script></head><body>'
         f'<script type="application/json" id="openapi">{inline}</script>'
         '<main id="docs">Loading…</main></body></html>'
-    )
-
-
-@router.get("/docs", response_class=HTMLResponse)
-async def docs(request: Request) -> HTMLResponse:
-    return HTMLResponse(
-        docs_page(request.app.openapi()),
-        headers={"Content-Security-Policy": DOCS_CSP, "Cache-Control": "no-store"},
     )

@@ -1,6 +1,9 @@
 """The operator API (FastAPI) and the grid worker's phone page, served by uvicorn.
 
-OpenAPI document: /openapi.json, interactive docs: /docs.
+OpenAPI document: /openapi.json, docs page: /docs (operator_api.apidocs, no CDN); like
+the API itself, both need a bearer token (operator_api.auth.AuthFirst). The dispatcher
+console (/console, operator_api.console) has its own cookie login. Request bodies over MAX_BODY_BYTES get 413
+before they are read.
 """
 
 from __future__ import annotations
@@ -12,18 +15,31 @@ from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from carewatch.alert_lifecycle import TransitionError
 from carewatch.alert_outbox import AlertPublisher
 from carewatch.bus import make_broker
 from carewatch.db.pool import open_pool
+from carewatch.http_guard import BodyLimit, SecurityHeaders
 from carewatch.messages import AlertChange
+from carewatch.metrics import serve_metrics
 from carewatch.settings import Settings
-from operator_api import alerts, apidocs, console, elders, mobile, reports, stations
+from operator_api import alerts, console, elders, mobile, reports, stations
+from operator_api.apidocs import DOCS_CSP, docs_page
+from operator_api.auth import AuthFirst, CurrentPrincipal
 from operator_api.scope import OutOfScope
 
 log = logging.getLogger(__name__)
+
+# The largest body the API takes: an action's note is at most 500 characters.
+MAX_BODY_BYTES = 64 * 1024
+# Every answer: personal data is not cached on the way, nor framed by another site.
+RESPONSE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -54,9 +70,19 @@ def create_app(settings: Settings) -> FastAPI:
             "on its role and scope."
         ),
         lifespan=lifespan,
-        docs_url=None,  # operator_api.apidocs serves /docs without a CDN
+        # served below, behind the token like the API (the docs page without a CDN)
+        openapi_url=None,
+        docs_url=None,
         redoc_url=None,
     )
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_document(_principal: CurrentPrincipal) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(_principal: CurrentPrincipal) -> HTMLResponse:
+        return HTMLResponse(docs_page(app.openapi()), headers={"Content-Security-Policy": DOCS_CSP})
 
     @app.exception_handler(OutOfScope)
     async def out_of_scope(_request: Request, exc: OutOfScope) -> JSONResponse:
@@ -66,8 +92,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def not_allowed_now(_request: Request, exc: TransitionError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "status": exc.status}, status_code=409)
 
-    for module in (alerts, elders, stations, reports, mobile, console, apidocs):
+    for module in (alerts, elders, stations, reports, mobile, console):
         app.include_router(module.router)
+    # the last added runs first: headers on every answer, the body cap, then the token
+    app.add_middleware(AuthFirst)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(SecurityHeaders, headers=RESPONSE_HEADERS)
     return app
 
 
@@ -81,6 +111,7 @@ class _Server(uvicorn.Server):
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Serve on settings.operator_host:operator_port until `stop` is set."""
+    serve_metrics(settings.metrics_port)
     app = create_app(settings)
     app.state.stopping = stop  # the console's live streams end when the server stops
     config = uvicorn.Config(

@@ -10,9 +10,10 @@ from psycopg import AsyncConnection, sql
 
 from operator_api.auth import CurrentPrincipal, Pool
 from operator_api.db import Row, Where, fetch_all, fetch_one, scope_conditions
-from operator_api.masking import mask_text
+from operator_api.masking import mask_model
 from operator_api.models import ContactOut, DeviceOut, ElderDetail, ElderPage, ElderSummary
 from operator_api.scope import OutOfScope, Principal
+from operator_api.validation import DistrictFilter, ElderId, GridFilter, Offset
 
 router = APIRouter(prefix="/api/elders", tags=["registry"])
 
@@ -90,10 +91,10 @@ async def _db_now(conn: AsyncConnection[Any]) -> datetime:
 async def list_elders(
     principal: CurrentPrincipal,
     pool: Pool,
-    grid: str | None = None,
-    district: str | None = None,
+    grid: GridFilter = None,
+    district: DistrictFilter = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> ElderPage:
     async with pool.connection() as conn:
         total, rows = await elders_in_scope(
@@ -105,13 +106,14 @@ async def list_elders(
             limit=limit,
             offset=offset,
         )
-    return ElderPage(
+    page = ElderPage(
         total=total, limit=limit, offset=offset, items=[ElderSummary(**r) for r in rows]
     )
+    return mask_model(principal, page)
 
 
 @router.get("/{elder_id}", response_model=ElderDetail)
-async def get_elder(elder_id: str, principal: CurrentPrincipal, pool: Pool) -> ElderDetail:
+async def get_elder(elder_id: ElderId, principal: CurrentPrincipal, pool: Pool) -> ElderDetail:
     """Profile, devices (last seen, battery, online) and contacts of one elder."""
     async with pool.connection() as conn:
         horizon = life_horizon(await _db_now(conn))
@@ -143,8 +145,9 @@ async def get_elder(elder_id: str, principal: CurrentPrincipal, pool: Pool) -> E
             " WHERE elder_id = %s ORDER BY priority",
             (elder_id,),
         )
-    return ElderDetail(
-        **{**row, "phone": mask_text(principal, row["phone"])},
+    detail = ElderDetail(
+        **row,
         devices=[DeviceOut(**d) for d in devices],
-        contacts=[ContactOut(**{**c, "phone": mask_text(principal, c["phone"])}) for c in contacts],
+        contacts=[ContactOut(**c) for c in contacts],
     )
+    return mask_model(principal, detail)

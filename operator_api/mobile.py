@@ -21,6 +21,7 @@ from operator_api.alerts import open_alerts_in_scope
 from operator_api.auth import Pool
 from operator_api.db import fetch_one
 from operator_api.elders import elders_in_scope
+from operator_api.masking import mask_text
 from operator_api.mobile_page import render_message, render_page
 from operator_api.scope import OutOfScope, Principal
 from operator_api.tokens import resolve_token
@@ -87,6 +88,9 @@ async def phone_page(
         alerts = await open_alerts_in_scope(conn, principal)
         _total, elders = await elders_in_scope(conn, principal, now, limit=1000)
         title = await _title(conn, principal)
+    # the page shows these rows' names: free text, as in the API's models
+    alerts = [{**a, "elder_name": mask_text(principal, a["elder_name"])} for a in alerts]
+    elders = [{**e, "name": mask_text(principal, e["name"])} for e in elders]
     return HTMLResponse(render_page(title, alerts, elders, now), headers=_NO_STORE)
 
 

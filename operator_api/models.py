@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, Field
 
 from carewatch.messages import AlertStatus, Severity
 
+# Fields that may hold a phone number: masked for callers who must not see them
+# (operator_api.masking.mask_model). Every other string field of a response is an id or a
+# fixed label; tests/test_operator_masking.py keeps each field in one of the two kinds.
+FREE_TEXT = "free text: may hold a phone number"
+FreeText = Annotated[str, FREE_TEXT]
+OptionalFreeText = Annotated[str | None, FREE_TEXT]
+FreeJson = Annotated[dict[str, Any], FREE_TEXT]
+
 
 class AlertSummary(BaseModel):
     id: UUID
     elder_id: str
-    elder_name: str
+    elder_name: FreeText
     district: str
     grid_id: str
     kind: str
@@ -25,7 +33,7 @@ class AlertSummary(BaseModel):
     device_id: str | None
     opened_at: datetime
     acknowledged_at: datetime | None
-    acknowledged_by: str | None
+    acknowledged_by: OptionalFreeText
     closed_at: datetime | None
     updates: int = Field(description="repeats folded into this alert")
 
@@ -40,9 +48,9 @@ class AlertPage(BaseModel):
 class AlertEventOut(BaseModel):
     id: int
     at: datetime
-    actor: str
+    actor: FreeText
     action: str
-    details: dict[str, Any]
+    details: FreeJson
 
 
 class NotificationOut(BaseModel):
@@ -51,12 +59,12 @@ class NotificationOut(BaseModel):
     purpose: str
     channel: str
     recipient_kind: str
-    recipient_id: str
-    recipient_name: str
-    address: str = Field(description="phone number (masked unless admin) or WeCom user id")
+    recipient_id: FreeText
+    recipient_name: FreeText
+    address: FreeText = Field(description="phone number (masked unless admin) or WeCom user id")
     status: str
     attempts: int
-    last_error: str | None
+    last_error: OptionalFreeText
     created_at: datetime
     sent_at: datetime | None
     delivered_at: datetime | None
@@ -67,7 +75,7 @@ class EscalationOut(BaseModel):
     step: int
     next_step_at: datetime | None
     stopped_at: datetime | None
-    stopped_reason: str | None
+    stopped_reason: OptionalFreeText
 
 
 class AlertDetail(AlertSummary):
@@ -76,8 +84,8 @@ class AlertDetail(AlertSummary):
     device_time: datetime
     confirmed_at: datetime | None
     confidence: float | None
-    threshold: dict[str, Any]
-    details: dict[str, Any]
+    threshold: FreeJson
+    details: FreeJson
     escalation: EscalationOut | None
     events: list[AlertEventOut] = Field(description="audit timeline, oldest first")
     notifications: list[NotificationOut] = Field(description="outbox rows, oldest first")
@@ -91,7 +99,7 @@ class ActionResult(BaseModel):
     alert_id: UUID
     previous_status: AlertStatus
     status: AlertStatus
-    actor: str
+    actor: FreeText
     at: datetime
 
 
@@ -105,17 +113,17 @@ class DeviceOut(BaseModel):
 
 class ContactOut(BaseModel):
     priority: int
-    name: str
-    relation: str
-    phone: str
-    wecom_userid: str | None
+    name: FreeText
+    relation: FreeText
+    phone: FreeText
+    wecom_userid: OptionalFreeText
 
 
 class ElderSummary(BaseModel):
     id: str
-    name: str
+    name: FreeText
     district: str
-    street: str
+    street: FreeText
     grid_id: str
     care_profile_id: str | None
     lives_alone: bool
@@ -133,24 +141,24 @@ class ElderPage(BaseModel):
 
 
 class ElderDetail(ElderSummary):
-    phone: str | None
-    address: str | None
+    phone: OptionalFreeText
+    address: OptionalFreeText
     lat: float
     lon: float
-    care_profile_name: str | None
+    care_profile_name: OptionalFreeText
     devices: list[DeviceOut]
     contacts: list[ContactOut]
 
 
 class StationOut(BaseModel):
     id: str
-    name: str
+    name: FreeText
     kind: str
     district: str
-    street: str | None
+    street: OptionalFreeText
     lat: float
     lon: float
-    phone: str | None
+    phone: OptionalFreeText
     staffed: bool
     duty_start: time
     duty_end: time
@@ -164,7 +172,7 @@ class DurationStats(BaseModel):
 
 class SilentElder(BaseModel):
     elder_id: str
-    name: str
+    name: FreeText
     grid_id: str
     last_sign_of_life: datetime | None
 

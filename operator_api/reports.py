@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import date, datetime, time, timedelta
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from psycopg import AsyncConnection, sql
 
 from operator_api.auth import CurrentPrincipal, Pool
 from operator_api.db import Where, fetch_all, fetch_one, scope_conditions
 from operator_api.elders import LAST_SIGN_OF_LIFE, LIFE_JOINS
 from operator_api.labels import CHINA_TZ
+from operator_api.masking import mask_model
 from operator_api.models import DailyReport, DurationStats, SilentElder
 from operator_api.scope import Principal
 from operator_api.stats import percentile
+from operator_api.validation import DistrictFilter, GridFilter, ReportDay
 
 router = APIRouter(prefix="/api/reports", tags=["reports"])
 
@@ -68,9 +70,9 @@ async def _silent_elders(
 async def daily_report(
     principal: CurrentPrincipal,
     pool: Pool,
-    day: Annotated[date, Query(alias="date", description="YYYY-MM-DD, China time")],
-    grid: str | None = None,
-    district: str | None = None,
+    day: ReportDay,
+    grid: GridFilter = None,
+    district: DistrictFilter = None,
 ) -> DailyReport:
     """Alerts opened that day by kind, time to acknowledge and to resolve (median, p90),
     and elders not heard from in the 24 h before the end of the day (or now, for today)."""
@@ -93,7 +95,7 @@ async def daily_report(
         assert now_row is not None
         elders = _elder_filter(principal, grid, district)
         silent = await _silent_elders(conn, elders, min(end, now_row["now"]))
-    return DailyReport(
+    report = DailyReport(
         date=day,
         district=district,
         grid=grid,
@@ -105,3 +107,4 @@ async def daily_report(
         ),
         silent_elders=silent,
     )
+    return mask_model(principal, report)

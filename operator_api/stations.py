@@ -7,15 +7,16 @@ from psycopg import sql
 
 from operator_api.auth import CurrentPrincipal, Pool
 from operator_api.db import Where, fetch_all
-from operator_api.masking import mask_text
+from operator_api.masking import mask_models
 from operator_api.models import StationOut
+from operator_api.validation import DistrictFilter
 
 router = APIRouter(prefix="/api/stations", tags=["registry"])
 
 
 @router.get("", response_model=list[StationOut])
 async def list_stations(
-    principal: CurrentPrincipal, pool: Pool, district: str | None = None
+    principal: CurrentPrincipal, pool: Pool, district: DistrictFilter = None
 ) -> list[StationOut]:
     """Stations of `district` (default: every district the caller may see)."""
     principal.check_filters(district, None)
@@ -34,4 +35,4 @@ async def list_stations(
             + sql.SQL(" ORDER BY s.district, s.name, s.id"),
             where.params,
         )
-    return [StationOut(**{**r, "phone": mask_text(principal, r["phone"])}) for r in rows]
+    return mask_models(principal, [StationOut(**r) for r in rows])

@@ -239,7 +239,12 @@ def translate(file: str, table: Table) -> tuple[Table, Localizer]:
                 values["care_profile"] = profile
                 if not has_lives_alone:
                     values["lives_alone"] = "是" if alone else ("否" if care else "")
-            yield replace(raw, values=values, overflow=False)
+            uncomputed = tuple(  # formula cells without a result, by internal column
+                internal
+                for name, internal in zip(table.header, header, strict=True)
+                if internal and name in raw.uncomputed
+            )
+            yield replace(raw, values=values, overflow=False, uncomputed=uncomputed)
 
     return Table(out_header, rows(), table.header_line), local
 

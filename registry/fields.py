@@ -19,8 +19,9 @@ class FieldError(ValueError):
 
 _LANDLINE_RE = re.compile(r"^0\d{2,3}-\d{7,8}$")
 _TIME_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
-# WeCom userids: letters, digits and _ - . @, at most 64 characters.
-_WECOM_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+# WeCom userids: letters, digits and _ - . @, at most 64 characters, starting with a
+# letter or digit (WeCom's rule). So never "@all", which sends to the whole enterprise.
+_WECOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}\Z")
 _TRUE = frozenset({"true", "1", "是"})
 _FALSE = frozenset({"false", "0", "否"})
 
@@ -46,8 +47,16 @@ def parse_phone(value: str) -> str:
 
 
 def parse_wecom(value: str) -> str:
+    if value.strip().lower() == "@all":
+        raise FieldError(
+            "'@all' is not a person: WeCom would send the alert, and its ack link, to the"
+            " whole enterprise"
+        )
     if not _WECOM_RE.match(value):
-        raise FieldError(f"'{value}' is not a valid WeCom userid")
+        raise FieldError(
+            f"'{value}' is not a valid WeCom userid (letters, digits and _ - . @, at most"
+            " 64, starting with a letter or digit)"
+        )
     return value
 
 

@@ -143,7 +143,9 @@ _CONTACTS = _Table(
     ),
     ("elder_id", "priority"),
 )
-_DEVICES = _Table("devices", (("id", "text"), ("elder_id", "text"), ("kind", "text")), ("id",))
+_DEVICES = _Table(
+    "devices", (("id", "text"), ("elder_id", "text"), ("kind", "text"), ("room", "text")), ("id",)
+)
 _ZONES = _Table(
     "geofence_zones",
     (
@@ -380,7 +382,9 @@ def _write(conn: psycopg.Connection[TupleRow], ledger: ParsedLedger) -> dict[str
         "   WHERE keep.elder_id = c.elder_id AND keep.priority = c.priority)",
         [elder_ids, [c[0] for c in contacts], [c[1] for c in contacts]],
     ).rowcount
-    devices = [(d.device_id, e.elder_id, d.kind) for e in ledger.elders for d in e.devices()]
+    devices = [
+        (d.device_id, e.elder_id, d.kind, d.room) for e in ledger.elders for d in e.devices()
+    ]
     # Only devices gone from the whole import are removed; a device moving to another
     # imported elder is updated in place and keeps its state (last_seen, last_seq).
     removed_devices = conn.execute(

@@ -15,6 +15,7 @@ from datetime import time
 from pathlib import Path
 from typing import TypeVar, cast
 
+from carewatch.rooms import normalise_room
 from registry import chinese
 from registry.chinese import Localizer
 from registry.fields import (
@@ -141,6 +142,12 @@ class _Cells:
         self.ok = True
         if raw.overflow:
             self.error(None, "cells beyond the last header column (a stray comma?)")
+        for column in raw.uncomputed:
+            self.error(
+                column,
+                "a formula with no saved result, so its value is unknown: open the file in"
+                " Excel or WPS and save it, or paste the values in place of the formulas",
+            )
 
     def error(self, column: str | None, reason: str) -> None:
         self.ok = False
@@ -368,12 +375,16 @@ class _LedgerParser:
             None, (s.strip() for s in _SENSOR_SPLIT_RE.split(cells.text("sensors")))
         ):
             kind, sep, device_id = item.replace("：", ":").partition(":")
+            device_id, at, room = device_id.replace("＠", "@").partition("@")
             kind, device_id = kind.strip().lower(), device_id.strip()
             try:
                 if not sep or not device_id:
                     raise FieldError(f"'{item}' is not kind:device_id")
+                if at and not room.strip():
+                    raise FieldError(f"'{item}': no room after @ (e.g. pir:P1@卫生间)")
                 parse_choice(kind, SENSOR_KINDS, "sensor kind")
-                sensors.append(DeviceRecord(parse_id(device_id), kind))
+                placed = normalise_room(room) if at else None
+                sensors.append(DeviceRecord(parse_id(device_id), kind, placed))
             except FieldError as exc:
                 cells.error("sensors", str(exc))
         return tuple(sensors)

@@ -19,7 +19,19 @@ LedgerKind = Literal["stations", "duty_officers", "elders", "zones"]
 StationKind = Literal["street_centre", "community_station", "village_point"]
 STATION_KINDS: tuple[StationKind, ...] = ("street_centre", "community_station", "village_point")
 # Home sensors listed in the elders' `sensors` column (the wristband has its own column).
-SENSOR_KINDS: tuple[str, ...] = ("pir", "door", "water_meter", "radar", "smoke", "gas", "leak")
+SENSOR_KINDS: tuple[str, ...] = (
+    "pir",
+    "door",
+    "water_meter",
+    "radar",
+    "smoke",
+    "gas",
+    "leak",
+    "contact",
+    "switch",
+    "plug",
+    "power_meter",
+)
 MAX_CONTACTS = 3
 
 STATION_COLUMNS: tuple[str, ...] = (
@@ -154,6 +166,7 @@ class ContactRecord:
 class DeviceRecord:
     device_id: str
     kind: str
+    room: str | None = None  # 卧室, 卫生间, 客厅...: `kind:device_id@room` in `sensors`
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +245,7 @@ def format_coord(value: float) -> str:
 
 
 def format_sensors(sensors: Iterable[DeviceRecord]) -> str:
-    return ";".join(f"{s.kind}:{s.device_id}" for s in sensors)
+    return ";".join(f"{s.kind}:{s.device_id}" + (f"@{s.room}" if s.room else "") for s in sensors)
 
 
 def format_polygon(points: Iterable[tuple[float, float]]) -> str:

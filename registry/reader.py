@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import itertools
+import re
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -30,6 +32,16 @@ class RawRow:
     line: int
     values: dict[str, str]  # column -> stripped text ("" when empty or missing)
     overflow: bool  # non-empty cells beyond the last header column
+    # columns whose cell is a formula the file holds no result for: its text reads as ""
+    # but is not known to be empty (see _xlsx_lines)
+    uncomputed: tuple[str, ...] = ()
+
+
+class FormulaWithoutValue(str):
+    """An XLSX cell with a formula and no saved result (the file was written by a
+    program that does not calculate, not saved by Excel/WPS); its text is the formula."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +57,17 @@ def _normalise_header(cells: list[str]) -> list[str]:
 
 def _rows(header: list[str], raw: Iterator[list[str]], start: int = 2) -> Iterator[RawRow]:
     for line, cells in enumerate(raw, start=start):
-        values = [c.strip() for c in cells]
-        if not any(values):
+        uncomputed = tuple(
+            column
+            for column, cell in zip(header, cells, strict=False)
+            if isinstance(cell, FormulaWithoutValue) and column
+        )
+        values = ["" if isinstance(c, FormulaWithoutValue) else c.strip() for c in cells]
+        if not any(values) and not uncomputed:
             continue
         row = dict.fromkeys(header, "")
         row.update(zip(header, values, strict=False))
-        yield RawRow(line, row, any(values[len(header) :]))
+        yield RawRow(line, row, any(values[len(header) :]), uncomputed)
 
 
 def _csv_lines(path: Path) -> Iterator[list[str]]:
@@ -82,19 +99,59 @@ def _cell_text(value: object) -> str:
     return str(value)
 
 
-def _xlsx_lines(path: Path) -> Iterator[list[str]]:
+_FORMULA_TAG = re.compile(rb"<(?:\w+:)?f[ >/]")
+
+
+def _has_formulas(path: Path) -> bool:
+    """Whether any sheet of the workbook holds a formula (a cheap scan of its XML)."""
     try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if name.startswith("xl/worksheets/") and name.endswith(".xml"):
+                    with archive.open(name) as sheet:
+                        tail = b""
+                        while chunk := sheet.read(1 << 20):
+                            if _FORMULA_TAG.search(tail + chunk):
+                                return True
+                            tail = chunk[-16:]
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError):
+        return False  # openpyxl reports the damage
+    return False
+
+
+def _xlsx_lines(path: Path) -> Iterator[list[str]]:
+    """The first sheet's rows as text. A formula cell reads as its saved result; one
+    without (files written by programs that do not calculate) becomes a
+    FormulaWithoutValue, never "": an empty cell would overwrite a good address."""
+    books = []
+    try:
+        books.append(openpyxl.load_workbook(path, read_only=True, data_only=True))
+        if _has_formulas(path):
+            books.append(openpyxl.load_workbook(path, read_only=True, data_only=False))
     except Exception as exc:  # openpyxl raises many types for a damaged file
+        for book in books:
+            book.close()
         raise TableError(f"cannot open as an XLSX workbook: {exc}") from None
     try:
-        sheet = book.worksheets[0]
-        for cells in sheet.iter_rows(values_only=True):
-            yield [_cell_text(c) for c in cells]
+        values = books[0].worksheets[0].iter_rows(values_only=True)
+        if len(books) == 1:
+            for cells in values:
+                yield [_cell_text(c) for c in cells]
+            return
+        formulas = books[1].worksheets[0].iter_rows(values_only=True)
+        for cells, written in zip(values, formulas, strict=False):
+            row = [_cell_text(c) for c in cells]
+            for i, source in enumerate(written):
+                unsaved = isinstance(source, str) and source.startswith("=")
+                if unsaved and (i >= len(cells) or cells[i] is None):
+                    row += [""] * (i + 1 - len(row))
+                    row[i] = FormulaWithoutValue(source)
+            yield row
     except Exception as exc:  # read-only sheets are parsed lazily: damage shows up here
         raise TableError(f"damaged XLSX sheet: {type(exc).__name__}: {exc}"[:300]) from None
     finally:
-        book.close()
+        for book in books:
+            book.close()
 
 
 def open_table(path: Path, is_header: Callable[[list[str]], bool] | None = None) -> Table:

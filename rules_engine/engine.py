@@ -16,10 +16,12 @@ from rules_engine.detectors.base import Detector, DueTimer, ElderView
 from rules_engine.detectors.device_fall import DeviceFallDetector
 from rules_engine.detectors.device_health import DeviceHealthDetector
 from rules_engine.detectors.environment import EnvironmentDetector
+from rules_engine.detectors.home_sensors import HomeSensorHealthDetector
 from rules_engine.detectors.inactivity import InactivityDetector
 from rules_engine.detectors.signals import signal_detectors
 from rules_engine.detectors.sos import SosDetector
 from rules_engine.detectors.water import WaterDetector
+from rules_engine.home_routine import RoomBook
 from rules_engine.routine import Refreshing, RoutineBook
 
 log = logging.getLogger(__name__)
@@ -91,4 +93,10 @@ def default_engine() -> Engine:
 
 def _presence_detectors(tz: ZoneInfo) -> list[Detector]:
     """Rules on the absence of events: inactivity, water meter, device health."""
-    return [InactivityDetector(RoutineBook(tz), tz), WaterDetector(), DeviceHealthDetector(tz)]
+    rooms = RoomBook()  # one per worker: inactivity refreshes it, home-sensor health reads it
+    return [
+        InactivityDetector(RoutineBook(tz), tz, rooms),
+        WaterDetector(),
+        DeviceHealthDetector(tz),
+        HomeSensorHealthDetector(rooms),
+    ]

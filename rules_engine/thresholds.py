@@ -63,6 +63,17 @@ class Thresholds:
     # sign before bed alarmed at dawn on elders who went to bed early (asleep at 21:15,
     # 8 h -> 05:15). Still capped by the ceiling.
     inactivity_morning_grace_s: float = 2 * 3600.0
+    # Inactivity by room (sensors with a room in the ledger and a learned home routine,
+    # rules_engine/home_routine.py): the usual still period of the room at that hour,
+    # times the margin, between the room floor and the ceiling; time in the bathroom
+    # beyond the usual stay (times the margin, within its floor..ceiling); a night bed
+    # exit with no return to the bedroom within the usual time (same clamp of its own).
+    inactivity_room_margin: float = 1.25
+    inactivity_room_floor_s: float = 2 * 3600.0
+    inactivity_bathroom_floor_s: float = 1800.0
+    inactivity_bathroom_ceiling_s: float = 2 * 3600.0
+    inactivity_night_exit_floor_s: float = 1800.0
+    inactivity_night_exit_ceiling_s: float = 3000.0
     # Water meter: no use for this long; continuous flow over the rate for this long.
     water_none_s: float = 12 * 3600.0
     water_flow_s: float = 3600.0

@@ -18,6 +18,8 @@ What fires, from the activity of the moment (simulators.routine):
 - water meter: flow (L/min) while cooking, washing in the morning, flushing the toilet;
   a 0 when the flow stops, and every 30 min.
 - radar (if fitted): presence and motion every 5 min, bed_exit when getting up.
+- contact on the fridge, bathroom light switch, TV plug, electricity meter (if fitted):
+  at meals, night toilet trips, television; the meter every 15 min as well.
 """
 
 from __future__ import annotations
@@ -86,8 +88,15 @@ RADAR_MOTION_P: dict[ActivityKind, float] = {
     "nap": 0.1, "out": 0.0, "wander": 0.0, "floor": 0.0,
 }  # fmt: skip
 PAINTED: dict[InjectionKind, ActivityKind] = {"fall": "floor", "wander": "wander"}
-DeviceKindName = Literal["wristband", "pir", "door", "water_meter", "radar"]
+DeviceKindName = Literal[
+    "wristband", "pir", "door", "water_meter", "radar", "contact", "switch", "plug", "power_meter"
+]
 ROUTINE_KINDS: tuple[DeviceKindName, ...] = ("wristband", "pir", "door", "water_meter", "radar")
+# More signs of life a home may have (docs/inactivity.md), from changes of activity only:
+# the fridge door at meals, the bathroom light on a night toilet trip, the TV's plug, the
+# electricity meter stepping up while cooking (and its quarter-hourly reading).
+HOME_KINDS: tuple[DeviceKindName, ...] = ("contact", "switch", "plug", "power_meter")
+TV_W, STANDBY_W, COOKING_W, BASE_W = 85.0, 0.8, 1800.0, 150.0
 
 
 class SimMessage(NamedTuple):
@@ -242,7 +251,11 @@ class _ElderDays:
         self.band = _Band(battery=setup.uniform(40, 100))
         self.subject = int.from_bytes(hashlib.sha256(elder.elder_id.encode()).digest()[:2]) + 1
         self.prev_kind: ActivityKind = "sleep"
-        self.kinds = [k for k in ROUTINE_KINDS if k in elder.devices]
+        self.kinds = [k for k in (*ROUTINE_KINDS, *HOME_KINDS) if k in elder.devices]
+        # the home kinds' phases come from a stream of their own: adding them to a home
+        # leaves every other sensor's readings as they were
+        home = random.Random(f"setup-home:{seed}:{elder.elder_id}")
+        self.phase_s |= {kind: home.uniform(0, 59) for kind in HOME_KINDS}
 
     # -- stream ------------------------------------------------------------------------
 
@@ -342,6 +355,25 @@ class _ElderDays:
             d.add(t - 5, "door", "event", "door_close")
         if seg.kind in ("meal", "tv") or (seg.kind == "toilet" and rng.random() < 0.5):
             self._accel(d, t + 5, "D08")  # sitting down
+        self._home_signs(d, prev, seg)
+
+    def _home_signs(self, d: _Day, prev: ActivityKind, seg: Activity) -> None:
+        """Contacts, switches, plugs and the meter at a change of activity (no randomness
+        drawn: the other sensors' streams stay the same)."""
+        t = seg.start_s
+        if prev == "tv":
+            d.add(t, "plug", "telemetry", {"power_w": STANDBY_W})
+        if seg.kind == "tv":
+            d.add(t + 20, "plug", "telemetry", {"power_w": TV_W})
+        if seg.kind == "meal":
+            d.add(t + 30, "contact", "event", "contact_open")
+            d.add(t + 45, "contact", "event", "contact_close")
+            d.add(t + 90, "power_meter", "telemetry", {"power_w": COOKING_W})
+            d.add(t + 90 + min(900.0, seg.duration_s / 2), "power_meter", "telemetry",
+                  {"power_w": BASE_W})  # fmt: skip
+        if seg.kind == "toilet" and prev in IN_BED:
+            d.add(t + 4, "switch", "event", "switch_on")
+            d.add(seg.end_s - 4, "switch", "event", "switch_off")
 
     def _on_charger(self, t_ms: int) -> bool:
         return active(self.injections, "charger", t_ms) is not None
@@ -402,6 +434,10 @@ class _ElderDays:
             self._radar(d, minute, activity_at(d.plan, t + self.phase_s["radar"]))
         if minute % 60 == 0:
             d.add(t + self.phase_s["door"], "door", "telemetry", self._heartbeat("door"))
+        if minute % 15 == 0 and "power_meter" in self.elder.devices:
+            cooking = activity_at(d.plan, t).kind == "meal"
+            d.add(t + self.phase_s["power_meter"], "power_meter", "telemetry",
+                  {"power_w": COOKING_W if cooking else BASE_W})  # fmt: skip
         return flowing
 
     def _charge(self, d: _Day) -> None:

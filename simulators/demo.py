@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -349,8 +350,40 @@ async def fall_scenario(demo: Demo, s: Settings, elder: dict[str, Any], band: Ba
     return float(sms_ms - t0)
 
 
+def ports_taken(s: Settings) -> list[str]:
+    """The ports the demo must listen on that something else already holds, described
+    for the user: with one taken, a server of the demo would fail in the background
+    (its error only in workers.log) and the demo wait for it until a timeout."""
+    fake_port = int(s.aliyun_sms_endpoint.split(":")[2].split("/")[0])
+    wanted = [
+        ("fake SMS/WeCom providers", "CAREWATCH_ALIYUN_SMS_ENDPOINT", "127.0.0.1", fake_port),
+        ("ack server", "CAREWATCH_ACK_PORT", s.ack_host, s.ack_port),
+        ("operator API", "CAREWATCH_OPERATOR_PORT", s.operator_host, s.operator_port),
+        ("metrics", "CAREWATCH_METRICS_PORT", s.metrics_host, s.metrics_port),
+    ]
+    taken = []
+    for what, setting, host, port in wanted:
+        if not port:
+            continue
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                taken.append(
+                    f"port {port} on {host} ({what}) is not free: {exc.strerror}. Stop what"
+                    f" listens there (ss -ltnp 'sport = :{port}') or set {setting}."
+                )
+    return taken
+
+
 def main(settings: Settings, args: argparse.Namespace) -> int:
     s = demo_settings(settings, args.escalation_wait)
+    taken = ports_taken(s)
+    for problem in taken:
+        say(f"[setup] {problem}")
+    if taken:
+        return 1
     if not prepare(s):
         return 1
     return asyncio.run(run_demo(s))

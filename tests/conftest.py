@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +47,10 @@ def settings(db_dsn: str, redis_server: Proc, mosquitto: Proc, tmp_path: Path) -
         redis_url=f"redis://127.0.0.1:{redis_server.port}/0",
         mqtt_host="127.0.0.1",
         mqtt_port=mosquitto.port,
+        # ingest's sessions (one per lane and namespace) outlive a test on the shared
+        # broker: a namespace per test keeps them apart, a short expiry lets them go
+        namespace=f"t{uuid.uuid4().hex[:12]}",
+        mqtt_session_expiry_s=120,
         ack_secret="test-secret",  # type: ignore[arg-type]
         metrics_port=0,
         log_json=False,

@@ -105,6 +105,29 @@ def start_mosquitto(workdir: Path, extra_conf: str = "", port: int | None = None
     return Proc("mosquitto", port, popen, workdir)
 
 
+SHIPPED_MOSQUITTO_CONF = Path(__file__).resolve().parents[1] / "infra/mosquitto/mosquitto.conf"
+
+
+def start_shipped_mosquitto(workdir: Path, auth_dir: Path) -> tuple[Proc, int]:
+    """Mosquitto with the shipped config (infra/mosquitto/mosquitto.conf), its two
+    listeners moved to free loopback ports and its credentials read from `auth_dir`
+    (carewatch.mqtt_auth.write_broker_files). Returns the broker (`port`: the device
+    listener) and the service listener's port."""
+    device_port, service_port = free_port(), free_port()
+    lines = []
+    for line in SHIPPED_MOSQUITTO_CONF.read_text().splitlines():
+        if line.startswith("persistence_location"):
+            continue  # start_mosquitto puts it in workdir
+        if line == "listener 1883":
+            line = f"listener {device_port} 127.0.0.1"
+        elif line == "listener 1884":
+            line = f"listener {service_port} 127.0.0.1"
+        lines.append(line.replace("/etc/mosquitto/carewatch", str(auth_dir)))
+    proc = start_mosquitto(workdir, "\n".join(lines) + "\n", port=device_port)
+    wait_port(service_port)
+    return proc, service_port
+
+
 def start_redis(workdir: Path, port: int | None = None, *, durable: bool = False) -> Proc:
     """A private Redis. durable: as the bus should run in production, every write in the
     append-only file before it is acknowledged, so a restart loses no stream entry."""

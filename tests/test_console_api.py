@@ -301,9 +301,18 @@ async def test_live_stream_pushes_new_alerts_only_within_scope(site: Site, db_ds
 
 async def test_docs_page_works_offline(site: Site) -> None:
     async with httpx.AsyncClient(base_url=site.base, timeout=10) as http:
-        page = await http.get("/docs")
+        anonymous = await http.get("/docs")
+        page = await http.get(
+            "/docs", headers={"Authorization": f"Bearer {site.tokens.operator_yuzhong}"}
+        )
         script = await http.get("/console/static/apidocs.js")
+    console = await logged_in(site.base, site.tokens.operator_yuzhong)
+    async with console:
+        from_console = await console.get("/console/docs")
+    assert anonymous.status_code == 401  # like the API
+    assert from_console.status_code == 200 and "/console/static/apidocs.js" in from_console.text
     assert page.status_code == 200
+    assert "script-src 'self'" in page.headers["content-security-policy"]
     assert not re.search(r"https?://", page.text.split('id="openapi">')[0])
     assert '<script src="/console/static/apidocs.js"' in page.text
     assert '"/api/alerts/{alert_id}"' in page.text  # the OpenAPI document, inlined

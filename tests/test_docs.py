@@ -49,7 +49,7 @@ def test_production_refuses_default_secrets() -> None:
     with pytest.raises(ValidationError, match="CAREWATCH_ACK_SECRET"):
         Settings(_env_file=None, environment="production")  # type: ignore[call-arg]
     secrets = {
-        name: f"real-{name}"
+        name: f"real-{name}-from-the-operator"
         for name in (
             "ack_secret",
             "mqtt_device_secret",

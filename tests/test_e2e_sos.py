@@ -352,3 +352,31 @@ def test_ack_server_killed_mid_send_sends_no_handled_sms_twice(pipeline: Pipelin
     )
     assert fake_stats(pipeline)["sms"]["delivered_again"] == 0, pipeline.records()
     assert len({r["out_id"] for r in handled_sms()}) == len(handled_sms())
+
+
+def test_sos_with_a_reused_seq_after_a_counter_reset_opens_a_new_alert_and_notifies(
+    pipeline: Pipeline,
+) -> None:
+    """A band's seq counter is reset (battery swap, firmware update) after an SOS that was
+    handled and closed: its next press reuses the old seq with a later device time. It
+    is a new message, not a copy of the old one: a new alert, notified again."""
+    s = pipeline.settings
+    band = Device("WB0001", s.mqtt_port)
+    payload, _ = band.event("sos")
+    band.publish("event", payload)
+    pipeline.wait_records(sms_to(GRID_WORKER), 1)
+    query_commit(s, "UPDATE alerts SET status = 'resolved' WHERE device_id = 'WB0001'")
+
+    band.seq -= 1  # the reset: the next press carries the seq of the one above
+    again, _ = band.event("sos")
+    assert msgspec.json.decode(again)["seq"] == msgspec.json.decode(payload)["seq"]
+    band.publish("event", again)
+    pipeline.wait_records(sms_to(GRID_WORKER), 2)
+    rows = query(s, "SELECT id, status FROM alerts WHERE kind = 'sos' ORDER BY opened_at")
+    assert len(rows) == 2 and rows[0][0] != rows[1][0], rows
+    assert [r[1] for r in rows] == ["resolved", "open"]
+
+
+def query_commit(settings: Settings, sql: str) -> None:
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(sql)

@@ -26,6 +26,7 @@ WORKER_JOBS = {  # Prometheus job -> carewatch command
     "carewatch-rules": "rules",
     "carewatch-notifier": "notifier",
     "carewatch-ack-server": "ack-server",
+    "carewatch-operator-api": "operator-api",
 }
 
 

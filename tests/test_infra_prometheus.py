@@ -37,6 +37,7 @@ WORKER_JOBS = {  # scrape job -> `carewatch` command
     "carewatch-rules": "rules",
     "carewatch-notifier": "notifier",
     "carewatch-ack-server": "ack-server",
+    "carewatch-operator-api": "operator-api",
 }
 APT_HINT = (
     "install the Debian package 'prometheus' (ships prometheus and promtool; ./run test does)"
@@ -258,7 +259,9 @@ def live(settings: Settings, tmp_path: Path) -> Iterator[tuple[Prometheus, Any, 
     try:
         pipeline.start("fake-providers")
         for job, command in WORKER_JOBS.items():
-            pipeline.start(command, metrics_port=ports[job])
+            # the web servers also need a free port of their own
+            own = {"operator-api": {"operator_port": free_port()}}.get(command, {})
+            pipeline.start(command, metrics_port=ports[job], **own)
         prometheus = Prometheus(tmp_path, ports)
         yield prometheus, pipeline, s
     finally:

@@ -85,3 +85,16 @@ def test_receive_maximum_covers_several_batches_within_protocol_limit() -> None:
     assert receive_maximum(500) == 4000
     assert receive_maximum(1) == 1000
     assert receive_maximum(100_000) == 65535
+
+
+def test_dead_letters_kept_per_device_and_in_all_per_window() -> None:
+    from ingest.dead_letters import DeadLetterLimit
+
+    now = [0.0]
+    limit = DeadLetterLimit(per_device=3, total=5, window_s=60, clock=lambda: now[0])
+    assert [limit.keep("A") for _ in range(5)] == [True, True, True, False, False]
+    assert [limit.keep("B") for _ in range(3)] == [True, True, False]  # 5 in all
+    assert limit.keep("C") is False
+    now[0] = 60.0  # a new window
+    assert [limit.keep("A") for _ in range(4)] == [True, True, True, False]
+    assert limit.keep("C") is True

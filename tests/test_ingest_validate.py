@@ -74,7 +74,7 @@ def test_telemetry_accepted_with_non_null_fields_only() -> None:
     assert isinstance(result, Accepted)
     event = result.event
     assert (event.id, event.type, event.elder_id, event.device_kind) == (
-        "w1:7",
+        f"w1:7:{TS}",
         "telemetry",
         "E1",
         "wristband",
@@ -84,7 +84,7 @@ def test_telemetry_accepted_with_non_null_fields_only() -> None:
     assert result.row is not None
     assert (result.row.ts_ms, result.row.seq, result.row.elder_id) == (TS, 7, "E1")
     assert msgspec.json.decode(result.row.data) == {"hr": 72, "battery": 55, "accel": accel}
-    assert result.dedup_key == dedup_key("w1", 7)
+    assert result.dedup_key == dedup_key("w1", 7, TS)
     assert result.device_update.battery == 55
     assert result.device_update.online is True
 
@@ -92,9 +92,27 @@ def test_telemetry_accepted_with_non_null_fields_only() -> None:
 def test_device_event_is_event_with_row() -> None:
     result = check("cw/v1/dev/w1/event", {"v": 1, "seq": 9, "ts": TS, "type": "sos"})
     assert isinstance(result, Accepted)
-    assert (result.event.type, result.event.event, result.event.id) == ("event", "sos", "w1:9")
+    assert (result.event.type, result.event.event, result.event.id) == (
+        "event",
+        "sos",
+        f"w1:9:{TS}",
+    )
     assert result.row is not None
     assert msgspec.json.decode(result.row.data) == {"event": "sos"}
+
+
+def test_a_reused_seq_after_a_counter_reset_is_a_new_message() -> None:
+    """A band whose counter was reset sends seq 9 again, hours later: not the same
+    message as the old seq 9 (so not a duplicate, and not the old alert's event), while
+    a retransmission of a message (same seq, same device time) keeps its identity."""
+    before = check("cw/v1/dev/w1/event", {"v": 1, "seq": 9, "ts": TS, "type": "sos"})
+    copy = check("cw/v1/dev/w1/event", {"v": 1, "seq": 9, "ts": TS, "type": "sos"})
+    after = check("cw/v1/dev/w1/event", {"v": 1, "seq": 9, "ts": TS + 3_600_000, "type": "sos"})
+    assert isinstance(before, Accepted) and isinstance(copy, Accepted)
+    assert isinstance(after, Accepted)
+    assert (copy.event.id, copy.dedup_key) == (before.event.id, before.dedup_key)
+    assert after.event.id != before.event.id
+    assert after.dedup_key != before.dedup_key
 
 
 def test_cancel_keeps_ref_seq() -> None:
@@ -124,9 +142,9 @@ def test_status_with_seq_is_deduplicated() -> None:
         "cw/v1/dev/w1/status", {"v": 1, "state": "online", "seq": 3, "ts": TS, "battery": 80}
     )
     assert isinstance(result, Accepted)
-    assert result.event.id == "w1:3"
+    assert result.event.id == f"w1:3:{TS}"
     assert result.event.data == {"battery": 80}
-    assert result.dedup_key == dedup_key("w1", 3)
+    assert result.dedup_key == dedup_key("w1", 3, TS)
     assert (result.device_update.online, result.device_update.battery) == (True, 80)
 
 

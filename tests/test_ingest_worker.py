@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,11 @@ from psycopg import sql
 
 from carewatch import topics
 from carewatch.bus import shard_of, shard_streams
+from carewatch.db.pool import open_pool
 from carewatch.messages import Event, decode_event
 from carewatch.settings import Settings
 from ingest.mqtt_client import ConnectOptions, MqttConnection
-from ingest.worker import run
+from ingest.worker import lane_client_ids, run
 from tests.services import ADMIN_DSN, await_until, start_mosquitto
 
 TS = 1_764_000_000_000
@@ -91,6 +93,11 @@ class Harness:
                 await client.publish(topic, payload, qos=1)
 
 
+def event_id(seq: int) -> str:
+    """The event id ingest gives the wristband's message `seq` (device, seq, device time)."""
+    return f"{WRISTBAND}:{seq}:{TS + seq * 1000}"
+
+
 def sos(seq: int) -> tuple[str, bytes]:
     body = {"v": 1, "seq": seq, "ts": TS + seq * 1000, "type": "sos"}
     return topics.topic(WRISTBAND, "event"), json.dumps(body).encode()
@@ -125,14 +132,8 @@ async def start_worker(
 @pytest.fixture
 async def harness(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     overrides = getattr(request, "param", {})
-    # A share group of its own, so sessions left by other tests never take our messages.
-    settings = settings.model_copy(
-        update={
-            "mqtt_share_group": f"ingest-{uuid.uuid4().hex[:8]}",
-            "max_payload_bytes": 1024,
-            **overrides,
-        }
-    )
+    # (the settings fixture gives each test a namespace, so sessions of its own)
+    settings = settings.model_copy(update={"max_payload_bytes": 1024, **overrides})
     insert_registry(settings.database_url)
     stop, task = await start_worker(settings)
     yield Harness(settings)
@@ -161,7 +162,7 @@ async def test_good_telemetry_is_stored_and_published(harness: Harness) -> None:
 
     await eventually(lambda: len(harness.bus_events()) == 2, what="bus events")
     by_type = {e.type: e for e in harness.bus_events()}
-    assert by_type["telemetry"].id == f"{WRISTBAND}:1"
+    assert by_type["telemetry"].id == event_id(1)
     assert by_type["telemetry"].data["hr"] == 72
     assert by_type["status"].device_id == DOOR
     assert by_type["status"].state == "online"
@@ -241,7 +242,7 @@ async def test_redelivered_message_is_stored_and_published_once(harness: Harness
     # A later, different message goes through, so the worker has moved past the copy.
     await harness.publish(telemetry(43))
     await eventually(lambda: harness.telemetry_seqs() == [42, 43], what="next row")
-    assert [e.id for e in harness.bus_events()] == [f"{WRISTBAND}:42", f"{WRISTBAND}:43"]
+    assert [e.id for e in harness.bus_events()] == [event_id(42), event_id(43)]
 
 
 @pytest.mark.parametrize(
@@ -255,15 +256,13 @@ async def test_sos_reaches_the_bus_before_the_batch_is_written(harness: Harness)
         what="SOS on the events stream",
     )
     sos_event = next(e for e in harness.bus_events() if e.event == "sos")
-    assert (sos_event.type, sos_event.id, sos_event.elder_id) == ("event", f"{WRISTBAND}:7", ELDER)
+    assert (sos_event.type, sos_event.id, sos_event.elder_id) == ("event", event_id(7), ELDER)
     # The batch (ten minutes, 500 rows) is still open: nothing was written yet.
     assert harness.telemetry_seqs() == []
 
 
 async def test_shutdown_flushes_the_open_batch(settings: Settings) -> None:
-    settings = settings.model_copy(
-        update={"mqtt_share_group": f"ingest-{uuid.uuid4().hex[:8]}", "ingest_batch_ms": 600_000}
-    )
+    settings = settings.model_copy(update={"ingest_batch_ms": 600_000})
     insert_registry(settings.database_url)
     stop, task = await start_worker(settings)
     h = Harness(settings)
@@ -280,7 +279,6 @@ async def test_shutdown_flushes_the_open_batch(settings: Settings) -> None:
 async def test_sos_does_not_wait_behind_a_telemetry_backlog(settings: Settings) -> None:
     """Presses and telemetry are read on two MQTT sessions: a press queued by the broker
     after thousands of telemetry messages is not delivered after all of them."""
-    settings = settings.model_copy(update={"mqtt_share_group": f"ingest-{uuid.uuid4().hex[:8]}"})
     insert_registry(settings.database_url)
     h = Harness(settings)
     client_id = f"ingest-test-{uuid.uuid4().hex[:8]}"
@@ -304,17 +302,24 @@ async def test_sos_does_not_wait_behind_a_telemetry_backlog(settings: Settings) 
 async def test_a_resumed_single_session_leaves_events_to_the_events_lane(
     settings: Settings,
 ) -> None:
-    """An earlier version read every uplink on the worker's client id; the resumed
-    session must drop the event and status subscriptions, or it would go on taking
-    presses (in order behind telemetry) as well as the events lane."""
-    settings = settings.model_copy(update={"mqtt_share_group": f"ingest-{uuid.uuid4().hex[:8]}"})
+    """A session that read every uplink (an earlier version, or a hand-made one) under the
+    telemetry lane's client id: the resumed session must drop the event and status
+    subscriptions, or it would go on taking presses (in order behind telemetry) as well
+    as the events lane."""
     insert_registry(settings.database_url)
     client_id = f"ingest-test-{uuid.uuid4().hex[:8]}"
     received: list[str] = []
 
     async def connect(clean_start: bool) -> MqttConnection:
         options = ConnectOptions(
-            settings.mqtt_host, settings.mqtt_port, client_id, 30, clean_start, None, None, 600
+            settings.mqtt_host,
+            settings.mqtt_port,
+            lane_client_ids(client_id)["telemetry"],
+            30,
+            clean_start,
+            None,
+            None,
+            600,
         )
         conn, _ = await MqttConnection.open(
             options, lambda publishes: received.extend(p.topic for p in publishes), 5
@@ -322,7 +327,7 @@ async def test_a_resumed_single_session_leaves_events_to_the_events_lane(
         return conn
 
     legacy = await connect(clean_start=True)
-    await legacy.subscribe([(f, 1) for f in topics.uplink_filters(settings.mqtt_share_group)], 5)
+    await legacy.subscribe([(f, 1) for f in topics.uplink_filters()], 5)
     await legacy.close()
 
     stop, task = await start_worker(settings, client_id)
@@ -386,7 +391,6 @@ async def test_unstored_messages_are_redelivered_after_a_crash(
 ) -> None:
     """PUBACK waits for the COPY: a worker killed before it keeps nothing acknowledged,
     and the next run under the same client id gets the messages again from the broker."""
-    settings = settings.model_copy(update={"mqtt_share_group": f"ingest-{uuid.uuid4().hex[:8]}"})
     insert_registry(settings.database_url)
     h = Harness(settings)
     client_id = f"ingest-test-{uuid.uuid4().hex[:8]}"
@@ -435,9 +439,7 @@ async def test_worker_reconnects_and_resumes_its_session_after_a_broker_restart(
     settings: Settings, tmp_path: Path
 ) -> None:
     broker = start_mosquitto(tmp_path / "mosquitto")
-    settings = settings.model_copy(
-        update={"mqtt_port": broker.port, "mqtt_share_group": f"ingest-{uuid.uuid4().hex[:8]}"}
-    )
+    settings = settings.model_copy(update={"mqtt_port": broker.port})
     insert_registry(settings.database_url)
     h = Harness(settings)
     stop, task = await start_worker(settings)
@@ -471,3 +473,49 @@ async def _passes(check: Callable[[], Awaitable[bool]]) -> bool:
         return await check()
     except (AssertionError, aiomqtt.MqttError):
         return False
+
+
+@pytest.mark.parametrize("harness", [{"ingest_dead_letters_per_device_hour": 5}], indirect=True)
+async def test_one_device_cannot_fill_the_dead_letters(harness: Harness) -> None:
+    """A band sending garbage has its first 5 rejections of the hour kept; the rest
+    are counted but not kept, and other devices' rejections and good messages go on."""
+    rejects_before = counter("carewatch_ingest_rejects_total", {"reason": "malformed_json"})
+    not_kept_before = counter(
+        "carewatch_ingest_dead_letters_not_kept_total", {"reason": "malformed_json"}
+    )
+    garbage = (topics.topic(WRISTBAND, "telemetry"), b'{"v": 1, "seq": ')
+    await harness.publish(
+        *([garbage] * 200),
+        (topics.topic(DOOR, "status"), b"not json"),
+        telemetry(1),
+    )
+    await eventually(lambda: harness.telemetry_seqs() == [1], what="the good message")
+    await eventually(
+        lambda: (
+            harness.query("SELECT device_id, count(*) FROM dead_letters GROUP BY 1 ORDER BY 1")
+            == [(DOOR, 1), (WRISTBAND, 5)]
+        ),
+        what="5 + 1 dead letters",
+    )
+    rejects = counter("carewatch_ingest_rejects_total", {"reason": "malformed_json"})
+    not_kept = counter("carewatch_ingest_dead_letters_not_kept_total", {"reason": "malformed_json"})
+    assert rejects - rejects_before == 201  # every rejection is counted...
+    assert not_kept - not_kept_before == 195  # ...and those not kept, again
+
+
+async def test_old_dead_letters_are_deleted(settings: Settings) -> None:
+    from ingest.dead_letters import purge_dead_letters
+
+    harness = Harness(settings)
+    harness.query_commit(
+        "INSERT INTO dead_letters (received_at, topic, reason, detail, payload)"
+        " SELECT now() - make_interval(days => d), 't', 'bad_topic', '', ''"
+        " FROM generate_series(0, 40) AS d"
+    )
+    pool = await open_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        older_than = datetime.now(tz=UTC) - timedelta(days=30, minutes=1)
+        assert await purge_dead_letters(pool, older_than, chunk=3) == 10  # days 31..40
+    finally:
+        await pool.close()
+    assert harness.query("SELECT count(*) FROM dead_letters") == [(31,)]

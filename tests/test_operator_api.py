@@ -66,7 +66,7 @@ def ids(resp: httpx.Response) -> set[str]:
 
 
 async def test_openapi_document_is_typed(api: Api) -> None:
-    doc = (await api.http.get(api.base + "/openapi.json")).json()
+    doc = (await api.get("/openapi.json", api.tokens.gw1)).json()
     assert {"/api/alerts", "/api/alerts/{alert_id}", "/api/reports/daily"} <= set(doc["paths"])
     detail = doc["components"]["schemas"]["AlertDetail"]["properties"]
     assert {"events", "notifications", "escalation"} <= set(detail)

@@ -23,12 +23,21 @@ plus the morning grace (source "wake"; never past the ceiling): sleep ends in th
 morning, not 8 h after the last sign before bed (asleep at 21:15 is not an alarm at
 05:15). Bed presence (radar) counts as a sign of life in quiet hours only, and then no
 later than the day floor after quiet hours end: asleep, not gone.
+
+Rooms (docs/inactivity.md): with sensors placed in rooms (`RoomBook`, devices.room) and a
+home routine learned from them (`HomeRoutineBook`), the deadline is the earliest of the
+room's usual still period at that hour (`room_deadline`; the bedroom at night keeps the
+night rules above), time in the bathroom beyond the usual stay, and a night bed exit with
+no return to the bedroom within the usual time. Where the elder was last seen
+(`Whereabouts`) is this worker's memory of the signs; the alert names the last room
+(最后一次活动：卫生间 02:14) and any home sensor known broken (detectors/home_sensors.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -36,6 +45,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from carewatch.clock import Clock
 from carewatch.messages import Event
+from carewatch.rooms import BATHROOM, BEDROOM, ENTRANCE
 from carewatch.settings import Settings
 from rules_engine.decisions import (
     CancelTimer,
@@ -47,14 +57,26 @@ from rules_engine.decisions import (
 )
 from rules_engine.detectors.base import Detector, DueTimer, ElderView
 from rules_engine.detectors.clearing import resolve_if_active
+from rules_engine.detectors.home_sensors import down_text, sensors_down
 from rules_engine.detectors.memo import DeadlineMemo, LatestTimes, ValueMemo
 from rules_engine.fields import is_integer, is_number
-from rules_engine.localtime import SITE_TZ, hour_of_week, in_window, next_at_hour
+from rules_engine.home_routine import (
+    BED_MIN_MS,
+    HomeRoutine,
+    HomeRoutineBook,
+    LifeSign,
+    RoomBook,
+    after_noon_h,
+    learn,
+)
+from rules_engine.localtime import SITE_TZ, hour_of_day, hour_of_week, in_window, next_at_hour
 from rules_engine.routine import WATER_USE_MIN_LPM, Routine, RoutineBook
 from rules_engine.thresholds import Thresholds
 
-Sign = Literal["motion", "door", "bed_exit", "water", "steps", "in_bed"]
-Source = Literal["routine", "floor", "ceiling", "wake"]
+Sign = Literal[
+    "motion", "door", "bed_exit", "water", "steps", "in_bed", "contact", "switch", "appliance"
+]
+Source = Literal["routine", "floor", "ceiling", "wake", "room", "bathroom", "night_exit"]
 
 _DEFAULTS = Thresholds(sos_cancel_window_s=0.0, fall_confirm_window_s=0.0)
 _DEFAULT_QUIET = (_DEFAULTS.quiet_start_h, _DEFAULTS.quiet_end_h)
@@ -62,6 +84,14 @@ _DEFAULT_QUIET = (_DEFAULTS.quiet_start_h, _DEFAULTS.quiet_end_h)
 DEADLINE = "inactivity"
 AWAY = "inactivity-away"
 ESCALATE = "inactivity-escalate"
+
+NO_SIGN = "inactivity.no_sign_of_life"
+BATHROOM_RULE = "inactivity.bathroom_too_long"
+NIGHT_EXIT_RULE = "inactivity.night_no_return"
+
+RISE_MARGIN_H = 1.0  # a bed exit this close to the usual getting-up time may be getting up
+PLUG_ON_W = 10.0  # a plug drawing more is an appliance in use (a TV on standby draws less)
+METER_STEP_W = 300.0  # a meter reading up this much on the last: a kettle, a cooker...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +105,7 @@ class Threshold:
 class Deadline:
     due_ms: int
     threshold: Threshold
+    rule: str = NO_SIGN
 
 
 def threshold_at(
@@ -124,22 +155,143 @@ def inactivity_deadline(
     return Deadline(due, threshold)
 
 
+@dataclass(frozen=True, slots=True)
+class Whereabouts:
+    """Where the elder was last seen, from signs of sensors with a room (worker memory)."""
+
+    room: str
+    since_ms: int  # the first sign in this room since a sign from another room
+    last_ms: int
+    bedroom_since_ms: int | None = None  # signs from the bedroom only since then
+    exit_ms: int | None = None  # a night bed exit with no sign from the bedroom since
+
+
+def moved(prev: Whereabouts | None, room: str, at_ms: int, quiet: bool) -> Whereabouts:
+    """The whereabouts after a sign from `room` at `at_ms` (`quiet`: in quiet hours)."""
+    if prev is None:
+        return Whereabouts(room, at_ms, at_ms, at_ms if room == BEDROOM else None)
+    if at_ms < prev.last_ms:
+        return prev  # older than what is known: changes nothing
+    since = prev.since_ms if room == prev.room else at_ms
+    if room == BEDROOM:
+        bed = prev.bedroom_since_ms if prev.bedroom_since_ms is not None else at_ms
+        return Whereabouts(room, since, at_ms, bed, None)
+    exit_ms = prev.exit_ms if quiet else None
+    if (
+        exit_ms is None
+        and quiet
+        and prev.bedroom_since_ms is not None
+        and at_ms - prev.bedroom_since_ms >= BED_MIN_MS
+    ):
+        exit_ms = at_ms  # out of bed after a while in it, at night
+    return Whereabouts(room, since, at_ms, None, exit_ms)
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return min(max(value, low), max(high, low))
+
+
+def room_deadline(
+    at_ms: int,
+    where: Whereabouts,
+    th: Thresholds,
+    home: HomeRoutine,
+    fallback: Deadline,
+    tz: ZoneInfo = SITE_TZ,
+) -> Deadline:
+    """The earliest of the rules by room for a gap that starts at `at_ms` with the elder
+    last seen in `where`: the room's usual still period at that hour (else `fallback`,
+    the deadline without rooms), time in the bathroom, a night bed exit with no return.
+    The bedroom at night keeps the night rules (`fallback`): asleep is not still."""
+    margin = th.inactivity_room_margin
+    quiet = in_window(at_ms, th.quiet_start_h, th.quiet_end_h, tz)
+    usual = home.usual_still_s(where.room, hour_of_day_int(at_ms, tz))
+    candidates: list[Deadline] = []
+    if usual is None:
+        candidates.append(fallback)
+    else:
+        floor = th.inactivity_room_floor_s
+        seconds = _clamp(usual * margin, floor, th.inactivity_ceiling_s)
+        due = at_ms + round(seconds * 1000)
+        night_from = at_ms if quiet else next_at_hour(at_ms, th.quiet_start_h, tz)
+        if where.room == BEDROOM and due > night_from:
+            candidates.append(fallback)  # in bed for the night
+        else:
+            candidates.append(Deadline(due, Threshold(seconds, "room", floor)))
+    if where.room == BATHROOM and home.bathroom_stay_s is not None:
+        floor = th.inactivity_bathroom_floor_s
+        seconds = _clamp(home.bathroom_stay_s * margin, floor, th.inactivity_bathroom_ceiling_s)
+        candidates.append(
+            Deadline(
+                where.since_ms + round(seconds * 1000),
+                Threshold(seconds, "bathroom", floor),
+                BATHROOM_RULE,
+            )
+        )
+    if (
+        where.exit_ms is not None
+        and home.night_exit_s is not None
+        and (home.rise_h is None or after_noon_h(where.exit_ms, tz) < home.rise_h - RISE_MARGIN_H)
+    ):
+        floor = th.inactivity_night_exit_floor_s
+        seconds = _clamp(home.night_exit_s * margin, floor, th.inactivity_night_exit_ceiling_s)
+        candidates.append(
+            Deadline(
+                where.exit_ms + round(seconds * 1000),
+                Threshold(seconds, "night_exit", floor),
+                NIGHT_EXIT_RULE,
+            )
+        )
+    return min(candidates, key=lambda d: d.due_ms)
+
+
+def hour_of_day_int(ms: int, tz: ZoneInfo) -> int:
+    return int(hour_of_day(ms, tz))
+
+
+def last_seen_text(room: str, at_ms: int, tz: ZoneInfo) -> str:
+    """The alert's context for the people paged: 最后一次活动：卫生间 02:14."""
+    local = datetime.fromtimestamp(at_ms / 1000, tz)
+    return f"最后一次活动：{room} {local:%H:%M}"
+
+
 class SignsOfLife:
     """Which events are signs of life; steps count when they went up (per device)."""
 
     def __init__(self) -> None:
         self._steps: ValueMemo[int] = ValueMemo()
+        self._power_w: ValueMemo[float] = ValueMemo()
+
+    def _power(self, event: Event, watts: float) -> Sign | None:
+        """A plug switched on or off (across PLUG_ON_W), or the home's meter stepping up
+        by METER_STEP_W: somebody used an appliance. A fridge's cycles stay below both."""
+        seen = self._power_w.observe(event.device_id, watts, event.id)
+        if seen.previous is None:
+            return None
+        if event.device_kind == "power_meter":
+            return "appliance" if watts - seen.previous >= METER_STEP_W else None
+        return "appliance" if (watts > PLUG_ON_W) != (seen.previous > PLUG_ON_W) else None
 
     def classify(self, event: Event) -> Sign | None:
         if event.type == "event":
-            if event.event in ("door_open", "door_close"):
-                return "door"
-            return "bed_exit" if event.event == "bed_exit" else None
+            match event.event:
+                case "door_open" | "door_close":
+                    return "door"
+                case "bed_exit":
+                    return "bed_exit"
+                case "contact_open" | "contact_close":
+                    return "contact"
+                case "switch_on" | "switch_off":
+                    return "switch"
+            return None
         if event.type != "telemetry":
             return None
         data = event.data
         if data.get("motion") is True:
             return "motion"
+        power = data.get("power_w")
+        if is_number(power):
+            return self._power(event, float(power))
         flow = data.get("water_flow")
         if is_number(flow) and flow > WATER_USE_MIN_LPM:
             return "water"
@@ -160,14 +312,23 @@ def sign_time(event: Event) -> int:
 
 
 DEADLINE_SLACK_MS = 10 * 60_000
+MAX_ELDERS = 500_000
 
 
 class InactivityDetector(Detector):
     timer_kinds = frozenset({DEADLINE, AWAY, ESCALATE})
 
-    def __init__(self, routines: RoutineBook | None = None, tz: ZoneInfo = SITE_TZ) -> None:
+    def __init__(
+        self,
+        routines: RoutineBook | None = None,
+        tz: ZoneInfo = SITE_TZ,
+        rooms: RoomBook | None = None,
+        homes: HomeRoutineBook | None = None,
+    ) -> None:
         self.routines = routines or RoutineBook(tz)
         self.tz = tz
+        self.rooms = rooms or RoomBook()
+        self.homes = homes or HomeRoutineBook(tz)
         self._signs = SignsOfLife()
         # A deadline is rewritten only when a sign moves it by DEADLINE_SLACK_MS (or a tenth
         # of the threshold, if shorter) or more, so an active elder costs one database
@@ -177,14 +338,26 @@ class InactivityDetector(Detector):
         self._door = LatestTimes()  # per elder: last door event
         self._inside = LatestTimes()  # per elder: last sign that can only come from inside
         self._any = LatestTimes()  # per elder: last sign of any kind
+        self._where: dict[str, Whereabouts] = {}  # per elder: signs by room (bounded below)
 
-    def _note(self, elder_id: str, sign: Sign, at_ms: int) -> None:
+    def _note(self, elder_id: str, sign: Sign, at_ms: int, device_id: str) -> bool:
+        """Remember the sign; True if it changed the elder's room or bed-exit state."""
         if sign != "in_bed":
             self._any.saw(elder_id, at_ms)
         if sign == "door":
             self._door.saw(elder_id, at_ms)
         elif sign != "steps":  # a band's steps come along when the elder goes out
             self._inside.saw(elder_id, at_ms)
+        room = self.rooms.room(device_id) if sign != "in_bed" else None
+        if room is None:
+            return False
+        before = self._where.get(elder_id)
+        quiet = in_window(at_ms, *_DEFAULT_QUIET, self.tz)
+        after = moved(before, room, at_ms, quiet)
+        if len(self._where) >= MAX_ELDERS and elder_id not in self._where:
+            self._where.clear()  # a worker's elders are far fewer; never unbounded
+        self._where[elder_id] = after
+        return before is None or (before.room, before.exit_ms) != (after.room, after.exit_ms)
 
     def _out_since(self, elder_id: str) -> int | None:
         """The door time if nothing inside was seen after it (this worker's knowledge)."""
@@ -193,15 +366,76 @@ class InactivityDetector(Detector):
 
     async def refresh(self, pool: AsyncConnectionPool, settings: Settings, clock: Clock) -> None:
         await self.routines.refresh(pool, clock)
+        await self.rooms.refresh(pool, clock.now_ms())
+        await self.homes.refresh(pool, self.rooms, clock)
+
+    def learn_from_signs(
+        self, elder_id: str, signs: Sequence[tuple[int, str]], now_ms: int, days: int = 14
+    ) -> None:
+        """Learn the home routine from (time, device id) signs before now (the evaluation
+        replays a log through this; the worker's refresh loads the signs from telemetry)."""
+        since = now_ms - days * 86_400_000
+        learned: list[LifeSign] = []
+        for at_ms, device_id in signs:
+            if since <= at_ms < now_ms:
+                placed = self.rooms.get(device_id)
+                room = placed.room if placed is not None else None
+                door = placed is not None and placed.kind == "door"
+                learned.append(LifeSign(at_ms, room, door))
+        self.homes.put(elder_id, learn(learned, self.tz), now_ms)
+
+    def _plan(
+        self, elder_id: str, at: int, sign: Sign, th: Thresholds, now_ms: int
+    ) -> tuple[Deadline, Whereabouts | None]:
+        """The deadline of a gap starting with `sign` at `at`, by room where known."""
+        routine = self.routines.get(elder_id, now_ms)
+        deadline = inactivity_deadline(at, sign, th, routine, self.tz)
+        where = self._where.get(elder_id)
+        if where is None or sign in ("door", "in_bed"):
+            return deadline, where
+        home = self.homes.get(elder_id, now_ms)
+        if home is None:
+            return deadline, where
+        return room_deadline(at, where, th, home, deadline, self.tz), where
+
+    def _payload(
+        self,
+        deadline: Deadline,
+        where: Whereabouts | None,
+        sign: Sign,
+        at: int,
+        event_id: str | None,
+        th: Thresholds,
+    ) -> dict[str, object]:
+        payload: dict[str, object] = {
+            "sign": sign,
+            "sign_ms": at,
+            "event_id": event_id,
+            "threshold_s": deadline.threshold.seconds,
+            "source": deadline.threshold.source,
+            "floor_s": deadline.threshold.floor_s,
+        }
+        if deadline.rule != NO_SIGN:
+            payload["rule"] = deadline.rule
+        if deadline.threshold.source == "wake":
+            payload["morning_grace_s"] = th.inactivity_morning_grace_s
+            payload["quiet_end_h"] = th.quiet_end_h
+        if where is not None:
+            payload["room"] = where.room
+            payload["room_since_ms"] = where.since_ms
+            payload["room_last_ms"] = where.last_ms
+            if where.exit_ms is not None:
+                payload["bed_exit_ms"] = where.exit_ms
+        return payload
 
     def wants(self, event: Event) -> bool:
         sign = self._signs.classify(event)
         if sign is None:
             return False
-        self._note(event.elder_id, sign, sign_time(event))
-        if sign in ("door", "bed_exit"):
-            return True  # rare, and the door decides whether the elder is out
         at = sign_time(event)
+        changed = self._note(event.elder_id, sign, at, event.device_id)
+        if sign in ("door", "bed_exit") or changed:
+            return True  # rare, and the door decides whether the elder is out
         if sign == "in_bed" and not in_window(at, *_DEFAULT_QUIET, self.tz):
             # a radar reports presence all day: only the night's can move the deadline
             # (profiles with other quiet hours get bed presence within the default ones)
@@ -214,23 +448,12 @@ class InactivityDetector(Detector):
             return ()
         th = elder.thresholds
         at = sign_time(event)
-        self._note(elder.elder_id, sign, at)
+        self._note(elder.elder_id, sign, at, event.device_id)
         if sign == "in_bed" and not in_window(at, th.quiet_start_h, th.quiet_end_h, self.tz):
             return ()  # lying still by day is what this rule is for
-        routine = self.routines.get(elder.elder_id, clock.now_ms())
-        deadline = inactivity_deadline(at, sign, th, routine, self.tz)
+        deadline, where = self._plan(elder.elder_id, at, sign, th, clock.now_ms())
         self._written.wrote(elder.elder_id, event.id, at, deadline.due_ms)
-        payload: dict[str, object] = {
-            "sign": sign,
-            "sign_ms": at,
-            "event_id": event.id,
-            "threshold_s": deadline.threshold.seconds,
-            "source": deadline.threshold.source,
-            "floor_s": deadline.threshold.floor_s,
-        }
-        if deadline.threshold.source == "wake":
-            payload["morning_grace_s"] = th.inactivity_morning_grace_s
-            payload["quiet_end_h"] = th.quiet_end_h
+        payload = self._payload(deadline, where, sign, at, event.id, th)
         out_since = self._out_since(elder.elder_id)
         if sign in ("door", "steps") and out_since is not None:
             payload["out_since_ms"] = out_since  # walking outside: still out of home
@@ -269,24 +492,27 @@ class InactivityDetector(Detector):
             # signs within the write slack did not move the stored deadline: re-arm it from
             # the latest one instead of alerting (a restarted worker has no such memory and
             # fires at most one slack early, against thresholds of hours)
-            routine = self.routines.get(elder.elder_id, clock.now_ms())
-            renewed = inactivity_deadline(latest, "motion", th, routine, self.tz)
+            renewed, where = self._plan(elder.elder_id, latest, "motion", th, clock.now_ms())
+            again = {
+                **payload,
+                **self._payload(renewed, where, "motion", latest, None, th),
+                "event_id": payload.get("event_id"),
+            }
+            if renewed.rule == NO_SIGN:
+                again.pop("rule", None)
+            inside = self._inside.get(elder.elder_id)
+            if inside is not None and inside >= latest:  # back inside since the door
+                again.pop("out_since_ms", None)
+                again["sign"] = "motion"
+            elif payload.get("sign") != "door":
+                again["sign"] = "steps"
+            else:
+                again["sign"] = "door"
             if renewed.due_ms > clock.now_ms():
-                again = {
-                    **payload,
-                    "sign_ms": latest,
-                    "threshold_s": renewed.threshold.seconds,
-                    "source": renewed.threshold.source,
-                }
-                inside = self._inside.get(elder.elder_id)
-                if inside is not None and inside >= latest:  # back inside since the door
-                    again.pop("out_since_ms", None)
-                    again["sign"] = "motion"
-                elif again.get("sign") != "door":
-                    again["sign"] = "steps"
                 return [
                     ScheduleTimer(timer.timer_id, DEADLINE, renewed.due_ms, again, replace=True)
                 ]
+            payload, sign_ms = again, latest  # already due: alert on the latest sign's terms
         threshold_s = _float(payload.get("threshold_s"), th.inactivity_floor_day_s)
         details: dict[str, object] = {
             "last_sign": payload.get("sign"),
@@ -294,8 +520,26 @@ class InactivityDetector(Detector):
             "last_sign_event_id": payload.get("event_id"),
             "threshold_source": payload.get("source"),
         }
-        # out of home: the door was the last sign, or only the band's steps came after it
-        if timer.kind == DEADLINE and (payload.get("sign") == "door" or "out_since_ms" in payload):
+        room = payload.get("room")
+        if isinstance(room, str):
+            room_last = _int(payload.get("room_last_ms"), sign_ms)
+            details["last_room"] = room
+            details["last_room_ms"] = room_last
+            details["context"] = last_seen_text(room, room_last, self.tz)
+            if "bed_exit_ms" in payload:
+                details["bed_exit_ms"] = payload["bed_exit_ms"]
+        down = sensors_down(elder)
+        door_down = any(d.get("sensor_kind") == "door" for d in down)
+        if down:
+            details["sensors_down"] = down
+            details["context"] = str(details.get("context", "")) + down_text(down)
+        # out of home: the door was the last sign, or only the band's steps came after it;
+        # with the door contact down, a gap that starts at the entrance may be an outing
+        if timer.kind == DEADLINE and (
+            payload.get("sign") == "door"
+            or "out_since_ms" in payload
+            or (door_down and room == ENTRANCE)
+        ):
             out_since = _int(payload.get("out_since_ms"), sign_ms)
             away_due = out_since + round(th.inactivity_out_ceiling_s * 1000)
             away = {**payload, "out_ceiling_s": th.inactivity_out_ceiling_s}
@@ -305,7 +549,8 @@ class InactivityDetector(Detector):
             threshold = {"inactivity_out_ceiling_s": th.inactivity_out_ceiling_s}
             details["threshold_source"] = "out_ceiling"
         else:
-            rule = "inactivity.no_sign_of_life"
+            named = payload.get("rule")
+            rule = named if named in (BATHROOM_RULE, NIGHT_EXIT_RULE) else NO_SIGN
             threshold = {
                 "inactivity_s": threshold_s,
                 "floor_s": _float(payload.get("floor_s"), th.inactivity_floor_day_s),
