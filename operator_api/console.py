@@ -16,7 +16,6 @@ calls must come from this origin with the console's header (X-Carewatch-Console)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -348,18 +347,20 @@ def _event(name: str, data: Any) -> str:
 
 
 async def _next(queue: asyncio.Queue[str], stopping: asyncio.Event) -> str | None:
-    """The next alert id; None on a heartbeat timeout or when the server stops."""
+    """The next alert id; None on a heartbeat timeout or when the server stops. Nothing
+    is left pending: a stream closed meanwhile (cancelled) leaves no task behind."""
     getting = asyncio.ensure_future(queue.get())
     stopped = asyncio.ensure_future(stopping.wait())
-    done, _ = await asyncio.wait(
-        {getting, stopped}, timeout=HEARTBEAT_S, return_when=asyncio.FIRST_COMPLETED
-    )
-    stopped.cancel()
-    if getting in done:
-        return getting.result()
-    getting.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await getting
+    try:
+        await asyncio.wait(
+            {getting, stopped}, timeout=HEARTBEAT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        stopped.cancel()
+        if not getting.done():
+            getting.cancel()
+    if getting.done() and not getting.cancelled():
+        return getting.result()  # also when it completed just as the wait ended
     return None
 
 

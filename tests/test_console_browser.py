@@ -139,15 +139,25 @@ def text_of(driver: object, css: str) -> str:
     return text
 
 
+# what a live re-render can briefly cause between finding an element and using it
+def _transient() -> tuple[type[Exception], ...]:
+    from selenium.common.exceptions import (
+        ElementNotInteractableException,
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
+
+    return StaleElementReferenceException, ElementNotInteractableException, NoSuchElementException
+
+
 def click(driver: object, css: str) -> None:
     """Click like a person; a live re-render between finding and clicking is retried."""
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     def clicked() -> bool:
         try:
             driver.find_element(By.CSS_SELECTOR, css).click()  # type: ignore[attr-defined]
-        except StaleElementReferenceException:
+        except _transient():
             return False
         return True
 
@@ -155,13 +165,15 @@ def click(driver: object, css: str) -> None:
 
 
 def type_into(driver: object, css: str, text: str) -> None:
-    from selenium.common.exceptions import StaleElementReferenceException
+    """Type into a field; retried (after clearing it) when a live re-render interferes."""
     from selenium.webdriver.common.by import By
 
     def typed() -> bool:
         try:
-            driver.find_element(By.CSS_SELECTOR, css).send_keys(text)  # type: ignore[attr-defined]
-        except StaleElementReferenceException:
+            field = driver.find_element(By.CSS_SELECTOR, css)  # type: ignore[attr-defined]
+            field.clear()
+            field.send_keys(text)
+        except _transient():
             return False
         return True
 
