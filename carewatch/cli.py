@@ -100,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     gw_imp.add_argument("files", nargs="+", type=Path)
+
+    tpl = reg_sub.add_parser(
+        "template",
+        help="write the office ledger template (老年人信息台账模板) with Chinese headers",
+    )
+    tpl.add_argument(
+        "--out",
+        type=Path,
+        default=Path("老年人信息台账模板.xlsx"),
+        help="XLSX (default) or, ending in .csv, CSV",
+    )
     gen = reg_sub.add_parser(
         "generate", help="write a synthetic but plausible street ledger from the facility plan"
     )
@@ -350,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.registry_cmd == "import":
             result: int = _load("registry.importer:cli_import")(settings, args.files)
             return result
+        if args.registry_cmd == "template":
+            return int(_load("registry.template:cli_template")(args))
         return int(_load("simulators.street:cli_generate")(args))
     if cmd == "mqtt":
         return _mqtt_credentials(

@@ -1,14 +1,16 @@
-"""Human actions on an alert (acknowledge, resolve), in one transaction each.
+"""Human actions on an alert (acknowledge, resolve, false alarm, note), in one transaction each.
 
 The change is the alert state owner's (carewatch.alerts); the escalation, the pending
 notifications and the 'handled'/'closed' messages are the notifier's, which acts on the
 published AlertChange exactly as on an acknowledgement through a signed link.
+A false alarm closes the alert as `false_alarm` like the ack page's 误报 button; a note only
+adds a timeline entry (status and escalation stay).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -26,7 +28,7 @@ from operator_api.scope import OutOfScope, Principal
 
 log = logging.getLogger(__name__)
 
-HumanAction = Literal["acknowledge", "resolve"]
+HumanAction = Literal["acknowledge", "resolve", "false_alarm", "note"]
 
 
 # Publishes an AlertChange already in the outbox (the app binds it to its broker).
@@ -50,10 +52,11 @@ async def act_and_announce(
     alert_id: UUID,
     action: HumanAction,
     note: str,
+    details: Mapping[str, object] | None = None,
 ) -> ActionResult:
     """apply_action, then announce the change. The change is in the outbox with the
     action, so a failed announcement is only late: the rules workers' sweep publishes it."""
-    outcome = await apply_action(pool, principal, alert_id, action, note)
+    outcome = await apply_action(pool, principal, alert_id, action, note, details)
     if outcome.change is not None:
         try:
             await announce(outcome.change)
@@ -72,13 +75,15 @@ async def apply_action(
     alert_id: UUID,
     action: HumanAction,
     note: str,
+    details: Mapping[str, object] | None = None,
     clock: Clock | None = None,
 ) -> Outcome:
     """Apply `action`; raises AlertNotFound, OutOfScope or TransitionError (nothing written).
 
     The alert state owner (carewatch.alerts) writes the row, the timeline and the outbox
     row; the notifier stops the escalation, cancels what is pending and tells the others
-    when the change reaches it, as it does for an acknowledgement through a signed link."""
+    when the change reaches it, as it does for an acknowledgement through a signed link.
+    `details` (e.g. the console's outcome category) join the note in the timeline entry."""
     at_ms = (clock or SystemClock()).now_ms()
     async with pool.connection() as conn, conn.transaction():
         row = await fetch_one(
@@ -94,14 +99,18 @@ async def apply_action(
             raise OutOfScope("alert outside this token's scope")
         alert = alerts.from_row(row)
         actor = principal.actor
-        details = {"note": note, "via": "operator_api"}
-        change = await alerts.transition(
-            conn, alert, action, actor, at_ms, source=f"operator:{alert.id}", details=details
-        )
+        entry: dict[str, object] = {"note": note, "via": "operator_api", **(details or {})}
+        if action == "note":  # the timeline only: status and escalation stay as they are
+            await alerts.record(conn, str(alert.id), "note", entry, at_ms=at_ms, actor=actor)
+            change = None
+        else:
+            change = await alerts.transition(
+                conn, alert, action, actor, at_ms, source=f"operator:{alert.id}", details=entry
+            )
     new_status = alert.status if change is None else change.status
     log.info(
         "alert %s via operator API",
-        alerts.TIMELINE_ACTION[action],
+        "note" if action == "note" else alerts.TIMELINE_ACTION[action],
         extra={"alert_id": str(alert_id), "actor": actor, "status": new_status},
     )
     if change is not None:

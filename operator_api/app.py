@@ -1,7 +1,8 @@
 """The operator API (FastAPI) and the grid worker's phone page, served by uvicorn.
 
-OpenAPI document: /openapi.json, interactive docs: /docs; like the API itself, both need
-a bearer token (operator_api.auth.AuthFirst). Request bodies over MAX_BODY_BYTES get 413
+OpenAPI document: /openapi.json, docs page: /docs (operator_api.apidocs, no CDN); like
+the API itself, both need a bearer token (operator_api.auth.AuthFirst). The dispatcher
+console (/console, operator_api.console) has its own cookie login. Request bodies over MAX_BODY_BYTES get 413
 before they are read.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 
@@ -25,7 +25,8 @@ from carewatch.http_guard import BodyLimit, SecurityHeaders
 from carewatch.messages import AlertChange
 from carewatch.metrics import serve_metrics
 from carewatch.settings import Settings
-from operator_api import alerts, elders, mobile, reports, stations
+from operator_api import alerts, console, elders, mobile, reports, stations
+from operator_api.apidocs import DOCS_CSP, docs_page
 from operator_api.auth import AuthFirst, CurrentPrincipal
 from operator_api.scope import OutOfScope
 
@@ -39,22 +40,6 @@ RESPONSE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }
-SWAGGER_JS = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"
-SWAGGER_CSS = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"
-
-
-def docs_page(spec: dict[str, object]) -> str:
-    """Swagger UI with the OpenAPI document inline: the page cannot fetch /openapi.json
-    itself, which needs the token it was opened with. Paste the token under Authorize."""
-    # '<' escaped so no string of the document can close the script element
-    inline = json.dumps(spec, ensure_ascii=False).replace("<", "\\u003c")
-    return (
-        '<!doctype html><html><head><meta charset="utf-8"><title>carewatch operator API</title>'
-        f'<link rel="stylesheet" href="{SWAGGER_CSS}"></head><body><div id="swagger-ui"></div>'
-        f'<script src="{SWAGGER_JS}"></script>'
-        f"<script>SwaggerUIBundle({{spec: {inline}, dom_id: '#swagger-ui'}});</script>"
-        "</body></html>"
-    )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -85,7 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
             "on its role and scope."
         ),
         lifespan=lifespan,
-        # served below, behind the token like the API
+        # served below, behind the token like the API (the docs page without a CDN)
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
@@ -97,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/docs", include_in_schema=False)
     async def docs(_principal: CurrentPrincipal) -> HTMLResponse:
-        return HTMLResponse(docs_page(app.openapi()))
+        return HTMLResponse(docs_page(app.openapi()), headers={"Content-Security-Policy": DOCS_CSP})
 
     @app.exception_handler(OutOfScope)
     async def out_of_scope(_request: Request, exc: OutOfScope) -> JSONResponse:
@@ -107,7 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def not_allowed_now(_request: Request, exc: TransitionError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "status": exc.status}, status_code=409)
 
-    for module in (alerts, elders, stations, reports, mobile):
+    for module in (alerts, elders, stations, reports, mobile, console):
         app.include_router(module.router)
     # the last added runs first: headers on every answer, the body cap, then the token
     app.add_middleware(AuthFirst)
@@ -127,8 +112,10 @@ class _Server(uvicorn.Server):
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Serve on settings.operator_host:operator_port until `stop` is set."""
     serve_metrics(settings.metrics_port)
+    app = create_app(settings)
+    app.state.stopping = stop  # the console's live streams end when the server stops
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.operator_host,
         port=settings.operator_port,
         log_config=None,  # keep the process's (masking) log setup

@@ -34,6 +34,13 @@ class Principal:
     def sees_phone_numbers(self) -> bool:
         return self.role == "admin"
 
+    @property
+    def dials_contacts(self) -> bool:
+        """May this caller see, in the console's alert card, the full numbers of the
+        elder, their contacts and their grid workers, to call them? Dispatchers
+        (operators) and admins: calling is their job. Everything else stays masked."""
+        return self.role in ("operator", "admin")
+
     def allows(self, district: str, grid_id: str) -> bool:
         """May this caller see an elder living in (district, grid)?"""
         if self.district is not None and district != self.district:

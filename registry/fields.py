@@ -231,3 +231,38 @@ def _cross(
     d1, d2 = _orientation(b1, b2, a1), _orientation(b1, b2, a2)
     d3, d4 = _orientation(a1, a2, b1), _orientation(a1, a2, b2)
     return d1 * d2 < 0 and d3 * d4 < 0
+
+
+# -- people (the office ledger's 性别 and 身份证号) -------------------------------------
+
+_GENDERS = {"男": "男", "女": "女", "m": "男", "f": "女", "male": "男", "female": "女"}
+_ID_CARD_RE = re.compile(r"^(\d{6})(\d{8})(\d{3})([0-9X])$")
+_ID_CARD_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CARD_CHECK = "10X98765432"
+
+
+def parse_gender(value: str) -> str:
+    gender = _GENDERS.get(value.strip().lower())
+    if gender is None:
+        raise FieldError(f"'{value}' is not a gender (男/女)")
+    return gender
+
+
+def id_card_gender(masked: str) -> str:
+    """The gender an ID card number states (17th character: odd for men)."""
+    return "男" if int(masked[16]) % 2 else "女"
+
+
+def parse_id_card(value: str) -> str:
+    """A mainland resident ID card number (18 characters, GB 11643 check character),
+    returned MASKED: region code and the last four characters ('500103********123X').
+    The full number never leaves this function: carewatch needs it only so that staff
+    can tell which person of their own ledger a row is, and a masked form does that."""
+    compact = value.replace(" ", "").upper()
+    match = _ID_CARD_RE.match(compact)
+    if not match:
+        raise FieldError("not an 18-character ID card number")
+    total = sum(int(d) * w for d, w in zip(compact[:17], _ID_CARD_WEIGHTS, strict=True))
+    if _ID_CARD_CHECK[total % 11] != compact[17]:
+        raise FieldError("the ID card number's check character does not match (a typo?)")
+    return f"{match.group(1)}{'*' * 8}{match.group(3)}{match.group(4)}"

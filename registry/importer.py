@@ -52,6 +52,7 @@ class ImportReport:
     rows_read: int = 0
     errors: list[RowError] = field(default_factory=list)
     counts: dict[str, TableCount] = field(default_factory=dict)  # table -> what changed
+    notes: list[str] = field(default_factory=list)  # e.g. extra columns that were ignored
 
     @property
     def ok(self) -> bool:
@@ -125,6 +126,8 @@ _ELDERS = _Table(
         ("grid_id", "text"),
         ("care_profile_id", "text"),
         ("lives_alone", "bool"),
+        ("gender", "text"),
+        ("community", "text"),
     ),
     ("id",),
 )
@@ -350,11 +353,22 @@ def _write(conn: psycopg.Connection[TupleRow], ledger: ParsedLedger) -> dict[str
                     e.grid_id,
                     e.care_profile,
                     e.lives_alone,
+                    e.gender,
+                    e.community,
                 )
                 for e in ledger.elders
             ],
         ),
     }
+    # ID card numbers only ever arrive masked; a file without one keeps what is stored
+    masked = [(e.elder_id, e.id_card_masked) for e in ledger.elders if e.id_card_masked]
+    if masked:
+        conn.execute(
+            "UPDATE elders e SET id_card_masked = m.masked"
+            " FROM unnest(%s::text[], %s::text[]) AS m(id, masked)"
+            " WHERE e.id = m.id AND e.id_card_masked IS DISTINCT FROM m.masked",
+            [[m[0] for m in masked], [m[1] for m in masked]],
+        )
     elder_ids = [e.elder_id for e in ledger.elders]
     contacts = [
         (e.elder_id, priority, c.name, c.relation, c.phone, c.wecom_userid)
@@ -396,10 +410,11 @@ def import_files(dsn: str, files: list[Path]) -> ImportReport:
         profiles = [str(r[0]) for r in conn.execute("SELECT id FROM care_profiles")]
         ledger = parse_ledger(files, profiles)
         report.rows_read = ledger.rows_read
+        report.notes = list(ledger.notes)
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [_IMPORT_LOCK_KEY])
-            report.errors = (
-                ledger.errors + _device_conflicts(conn, ledger) + _zone_conflicts(conn, ledger)
+            report.errors = ledger.errors + ledger.localize(
+                _device_conflicts(conn, ledger) + _zone_conflicts(conn, ledger)
             )
             if report.errors:
                 log.warning(
@@ -417,13 +432,17 @@ def import_files(dsn: str, files: list[Path]) -> ImportReport:
 
 
 def format_report(report: ImportReport, max_errors: int = MAX_PRINTED_ERRORS) -> str:
+    notes = [f"note: {n}" for n in report.notes]
     if not report.ok:
         lines = [f"ledger rejected, nothing was written: {len(report.errors)} error(s)"]
+        if any(e.chinese for e in report.errors):
+            lines.append(f"台账未导入，没有写入任何数据：共 {len(report.errors)} 处错误")
+        lines += notes
         lines += [f"  {e}" for e in report.errors[:max_errors]]
         if len(report.errors) > max_errors:
             lines.append(f"  ... and {len(report.errors) - max_errors} more")
         return "\n".join(lines)
-    lines = [f"imported {report.rows_read} row(s) from {len(report.files)} file(s)"]
+    lines = [f"imported {report.rows_read} row(s) from {len(report.files)} file(s)", *notes]
     lines += [f"  {table}: {count}" for table, count in report.counts.items()]
     return "\n".join(lines)
 

@@ -16,11 +16,16 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 from carewatch.rooms import normalise_room
+from registry import chinese
+from registry.chinese import Localizer
 from registry.fields import (
     FieldError,
+    id_card_gender,
     parse_bool,
     parse_choice,
+    parse_gender,
     parse_id,
+    parse_id_card,
     parse_lat,
     parse_lon,
     parse_phone,
@@ -71,8 +76,13 @@ class RowError:
     line: int  # spreadsheet line (header = 1); 0 = the file as a whole
     field: str | None
     reason: str
+    chinese: bool = False  # from a Chinese-header file: field and reason are in Chinese
 
     def __str__(self) -> str:
+        if self.chinese:
+            where = f"第 {self.line} 行" if self.line else "整个文件"
+            column = f"，{self.field}" if self.field else ""
+            return f"{self.file}：{where}{column}：{self.reason}"
         where = f"line {self.line}" if self.line else "file"
         column = f", field {self.field}" if self.field else ""
         return f"{self.file}: {where}{column}: {self.reason}"
@@ -100,6 +110,21 @@ class ParsedLedger:
     device_fields: dict[str, str] = field(default_factory=dict)  # device id -> column
     zone_origins: dict[str, Origin] = field(default_factory=dict)
     rows_read: int = 0
+    notes: list[str] = field(default_factory=list)  # e.g. columns a Chinese file had extra
+    # Chinese-header files: file -> (how to say its errors in Chinese, its header line)
+    localizers: dict[str, tuple[Localizer, int]] = field(default_factory=dict)
+
+    def localize(self, errors: list[RowError]) -> list[RowError]:
+        """`errors` with those of Chinese-header files in Chinese."""
+        out = []
+        for e in errors:
+            found = self.localizers.get(e.file)
+            if found is None or e.chinese:
+                out.append(e)
+                continue
+            line, column, reason = found[0].error(e.line, e.field, e.reason, found[1])
+            out.append(RowError(e.file, line, column, reason, chinese=True))
+        return out
 
 
 class _Cells:
@@ -171,10 +196,15 @@ class _LedgerParser:
     def parse_file(self, path: Path) -> None:
         name = str(path)
         try:
-            table = open_table(path)
+            table = open_table(path, is_header=chinese.looks_like_header)
         except TableError as exc:
             self.out.errors.append(RowError(name, 0, None, str(exc)))
             return
+        if chinese.is_chinese(table.header):
+            header_line = table.header_line
+            table, localizer = chinese.translate(name, table)
+            self.out.localizers[name] = (localizer, header_line)
+            self.out.notes.extend(localizer.notes())
         kind = detect_kind(table.header)
         if kind is None:
             self.out.errors.append(
@@ -290,7 +320,14 @@ class _LedgerParser:
             wristband_id=cells.optional("wristband_id", parse_id),
             sensors=self._sensors(cells),
             contacts=self._contacts(cells),
+            gender=cells.optional("gender", parse_gender),
+            id_card_masked=cells.optional("id_card", parse_id_card),
+            community=cells.optional("community", parse_text),
         )
+        if record.gender and record.id_card_masked:
+            stated = id_card_gender(record.id_card_masked)
+            if stated != record.gender:
+                cells.error("gender", f"'{record.gender}' but the ID card number says '{stated}'")
         self._devices_unique(cells, record)
         if cells.ok:
             self._grid_consistent(cells, record)
@@ -413,4 +450,5 @@ def parse_ledger(files: Iterable[Path], known_profiles: Collection[str]) -> Pars
     parser = _LedgerParser(known_profiles)
     for path in files:
         parser.parse_file(path)
+    parser.out.errors = parser.out.localize(parser.out.errors)
     return parser.out

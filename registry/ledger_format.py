@@ -76,11 +76,13 @@ ELDER_COLUMNS: tuple[str, ...] = (
     "wristband_id",
     "sensors",
     *(c for n in range(1, MAX_CONTACTS + 1) for c in contact_columns(n)),
+    *("gender", "id_card", "community"),
 )
-# Columns a file may leave out entirely (contacts 2 and 3).
+# Columns a file may leave out entirely (contacts 2 and 3; the office ledger's person
+# columns: gender, ID card number, community).
 OPTIONAL_ELDER_COLUMNS = frozenset(
     c for n in range(2, MAX_CONTACTS + 1) for c in contact_columns(n)
-)
+) | {"gender", "id_card", "community"}
 
 ZoneShape = Literal["circle", "polygon"]
 ZONE_SHAPES: tuple[ZoneShape, ...] = ("circle", "polygon")
@@ -188,6 +190,9 @@ class ElderRecord:
     wristband_id: str | None
     sensors: tuple[DeviceRecord, ...]
     contacts: tuple[ContactRecord, ...]
+    gender: str | None = None  # 男 / 女
+    id_card_masked: str | None = None  # '500103********123X', never the full number
+    community: str | None = None  # 所属社区 / 村
 
     def devices(self) -> tuple[DeviceRecord, ...]:
         wristband = (DeviceRecord(self.wristband_id, "wristband"),) if self.wristband_id else ()
@@ -300,6 +305,9 @@ def elder_row(e: ElderRecord) -> dict[str, str]:
         c = e.contacts[n - 1] if n <= len(e.contacts) else None
         values = (c.name, c.relation, c.phone, _opt(c.wecom_userid)) if c else ("",) * 4
         row.update(zip(contact_columns(n), values, strict=True))
+    # the full ID card number is never held, so an export cannot give it back: an import
+    # with the cell empty keeps the stored masked number (registry.importer)
+    row.update(gender=_opt(e.gender), id_card="", community=_opt(e.community))
     return row
 
 

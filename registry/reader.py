@@ -1,20 +1,26 @@
 """Read a ledger table (CSV or XLSX first sheet) as a header and text rows.
 
 Rows are numbered as a spreadsheet user counts them: the header is line 1, so the
-first data row is line 2 (blank rows still count, and are skipped).
+first data row is line 2 (blank rows still count, and are skipped). A caller that knows
+what its headers look like may let title rows stand above the header (offices put the
+ledger's name there): then the header is the first of the first MAX_TITLE_ROWS + 1 lines
+it recognises, and line numbers still count every line of the file.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
 
 import openpyxl
+
+MAX_TITLE_ROWS = 5
 
 
 class TableError(Exception):
@@ -42,14 +48,15 @@ class FormulaWithoutValue(str):
 class Table:
     header: list[str]
     rows: Iterator[RawRow]  # may raise TableError while iterating (e.g. bad encoding)
+    header_line: int = 1  # > 1 when title rows stand above the header
 
 
 def _normalise_header(cells: list[str]) -> list[str]:
     return [c.strip().lstrip("\ufeff").strip().lower() for c in cells]
 
 
-def _rows(header: list[str], raw: Iterator[list[str]]) -> Iterator[RawRow]:
-    for line, cells in enumerate(raw, start=2):
+def _rows(header: list[str], raw: Iterator[list[str]], start: int = 2) -> Iterator[RawRow]:
+    for line, cells in enumerate(raw, start=start):
         uncomputed = tuple(
             column
             for column, cell in zip(header, cells, strict=False)
@@ -147,15 +154,31 @@ def _xlsx_lines(path: Path) -> Iterator[list[str]]:
             book.close()
 
 
-def open_table(path: Path) -> Table:
-    """Open a ledger file; raises TableError when it is unreadable or has no header."""
+def open_table(path: Path, is_header: Callable[[list[str]], bool] | None = None) -> Table:
+    """Open a ledger file; raises TableError when it is unreadable or has no header.
+
+    With `is_header`, up to MAX_TITLE_ROWS lines before the first line it accepts are
+    title rows and skipped; when none of those lines is accepted, line 1 is the header
+    (and the caller reports what is wrong with it)."""
     if not path.is_file():
         raise TableError("no such file")
     lines = _xlsx_lines(path) if path.suffix.lower() in (".xlsx", ".xlsm") else _csv_lines(path)
     first = next(lines, None)
     if first is None or not any(c.strip() for c in first):
         raise TableError("empty file: the first line must be the header")
-    header = _normalise_header(first)
+    header_cells, header_line = first, 1
+    if is_header is not None and not is_header(_normalise_header(first)):
+        looked_at = [first]
+        for candidate in lines:
+            looked_at.append(candidate)
+            if is_header(_normalise_header(candidate)):
+                header_cells, header_line = candidate, len(looked_at)
+                break
+            if len(looked_at) > MAX_TITLE_ROWS:
+                break
+        if header_line == 1:  # nothing recognisable: line 1 is the header after all
+            lines = itertools.chain(looked_at[1:], lines)
+    header = _normalise_header(header_cells)
     while header and not header[-1]:  # spreadsheets often carry trailing empty columns
         header.pop()
-    return Table(header, _rows(header, lines))
+    return Table(header, _rows(header, lines, header_line + 1), header_line)
