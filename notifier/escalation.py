@@ -26,7 +26,7 @@ from notifier.channels.base import Purpose
 from notifier.content import AlertInfo, message_params
 from notifier.metrics import ALERT_CHANGE_REJECTS
 from notifier.outbox import Claimed, NewNotification, OutboxSender
-from notifier.policies import Policy, plan_step, policy_for
+from notifier.policies import Policy, plan_step, policy_for, step_channels
 from notifier.sql import Conn
 from notifier.targets import Recipient
 
@@ -367,7 +367,11 @@ class Escalator:
     ) -> list[Claimed]:
         """Enqueue step `step` and schedule the next; in the caller's transaction."""
         now = self.clock.now_ms()
-        plan = plan_step(policy, step, self.clock, self.settings.escalation_wait_s)
+        s = self.settings
+        repeats = s.escalation_repeat_count if policy.name == "critical" else 0
+        plan = plan_step(
+            policy, step, self.clock, s.escalation_wait_s, repeats, s.escalation_repeat_interval_s
+        )
         elder = await targets.load_elder(conn, alert.elder_id)
         if plan is None or elder is None:
             reason = "no steps left" if plan is None else "elder not in registry"
@@ -380,6 +384,14 @@ class Escalator:
             return []
         local = targets.local_time(now, self.settings.timezone).time()
         recipients = await targets.resolve(conn, elder, plan.targets, local)
+        channels = step_channels(
+            plan,
+            alert.severity,
+            local,
+            voice=s.voice_enabled,
+            quiet_start=s.voice_quiet_start,
+            quiet_end=s.voice_quiet_end,
+        )
         items = [
             NewNotification(
                 alert.id, step, "alert", channel, r, address,
@@ -387,7 +399,7 @@ class Escalator:
                 round_,
             )
             for r in recipients
-            for channel in plan.channels
+            for channel in channels
             if (address := r.address(channel))
         ]  # fmt: skip
         queued = await outbox.enqueue_leased(
@@ -405,6 +417,8 @@ class Escalator:
             {
                 "policy": policy.name,
                 "step": step,
+                "repeat": plan.repeat,
+                "channels": list(channels),
                 "targets": list(plan.targets),
                 "recipients": [f"{r.kind}:{r.id}" for r in recipients],
                 "notifications": len(queued),
