@@ -57,7 +57,7 @@ WORKERS: dict[str, tuple[str, str]] = {
     "ack-server": ("notifier.ack_app:run", "serve the signed ack links (phone page + API)"),
     "provider-callbacks": (
         "notifier.provider_callbacks:run",
-        "receive the providers' pushes: SMS delivery reports, voice call reports",
+        "receive the providers' pushes: SMS delivery and call reports, SMS replies",
     ),
     "operator-api": (
         "operator_api.app:run",

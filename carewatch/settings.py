@@ -191,6 +191,9 @@ class Settings(BaseSettings):
     aliyun_sms_sign_name: str = "智慧养老"
     aliyun_sms_template_alert: str = "SMS_CW_ALERT"
     aliyun_sms_template_handled: str = "SMS_CW_HANDLED"
+    aliyun_sms_template_reply: str = Field(
+        "SMS_CW_REPLY", description="template of the answer to an SMS reply (回复1 / 回复2)"
+    )
     aliyun_voice_endpoint: str = "http://127.0.0.1:8090/aliyun-voice/"
     aliyun_voice_show_number: str = Field(
         "", description="CalledShowNumber of voice calls; empty: the provider's public numbers"

@@ -5,6 +5,7 @@ Aliyun (HTTP batch push mode) the URLs
 
     {public base}/callbacks/{provider_callback_secret}/aliyun/sms-report   (SmsReport)
     {public base}/callbacks/{provider_callback_secret}/aliyun/voice-report (VoiceReport)
+    {public base}/callbacks/{provider_callback_secret}/aliyun/sms-up       (SmsUp)
 
 Aliyun's HTTP batch push carries no signature of its own; the secret path segment is what
 tells a push from Aliyun from anyone else's (compared in constant time; a wrong one is
@@ -14,15 +15,17 @@ the answer is Aliyun's `{"code": 0, "msg": "接收成功"}`. A body that is not 
 format gets HTTP 400 and is kept in dead_letters; a database failure gets HTTP 500, and
 the provider pushes again later (its retries, and our `provider_receipts`, make that safe).
 
-A key 1 (我来处理) pressed in an alert call acknowledges the alert through the ack link's
-own transaction (`notifier.ack_app.apply_action`), as if the person had tapped the link:
-the others are told who is handling it, the wristband that help is coming.
+A key 1 (我来处理) pressed in an alert call, or a reply "1" to the alert SMS, acknowledges
+the alert through the ack link's own transaction (`notifier.ack_app.apply_action`), as if
+the person had tapped the link: the others are told who is handling it, the wristband
+that help is coming. A reply "2" is the link's 误报. A reply gets a short answer by SMS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -44,6 +47,7 @@ from carewatch.settings import Settings
 from notifier import receipts
 from notifier.ack_app import Replay, apply_action
 from notifier.ack_links import AckClaim
+from notifier.channels.base import Message
 from notifier.metrics import PROVIDER_CALLBACKS
 from notifier.outbox import Claimed
 from notifier.receipts import BadPush, ReceiptKind, Recorded
@@ -122,11 +126,16 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         async with parts().pool.connection() as conn, conn.transaction():
             result = await record(conn, settings, item, now, sender.lease_until_ms())
             queued += result.queued
-            if result.acknowledge is not None:
-                change, acked = await _acknowledge(conn, result.acknowledge, item.key, now)
-                queued += acked
+            answer = result.answer
+            if result.act is not None:
+                done, change, acted = await _act(conn, result.act, now)
+                queued += acted
+                if not done and answer is not None:  # it moved on meanwhile
+                    answer = (answer[0], receipts.REPLY_TEXTS["closed"])
         PROVIDER_CALLBACKS.labels(kind, result.outcome).inc()
         sender.send_leased(queued)
+        if answer is not None:
+            await _answer(answer[0], answer[1], f"reply:{item.key}")
         if change is not None:
             try:  # committed with its outbox row: the rules workers' sweep retries it
                 await AlertPublisher(_broker(), parts().pool).publish([change])
@@ -138,20 +147,42 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         found: Broker = state["broker"]
         return found
 
-    async def _acknowledge(
-        conn: Conn, who: tuple[str, str, str], call_key: str, now_ms: int
-    ) -> tuple[AlertChange | None, list[Claimed]]:
-        alert_id, kind, recipient_id = who
+    async def _act(
+        conn: Conn, act: receipts.Act, now_ms: int
+    ) -> tuple[bool, AlertChange | None, list[Claimed]]:
+        """Carry out a phone's action through the ack link's own transaction; False when
+        the alert had moved on (closed, or this call / reply already acted)."""
         claim = AckClaim(
-            alert_id, kind, recipient_id, now_ms + settings.ack_ttl_s * 1000, f"voice:{call_key}"
+            act.alert_id,
+            act.recipient_kind,
+            act.recipient_id,
+            now_ms + settings.ack_ttl_s * 1000,
+            act.token_id,
         )
         try:
-            acked = await apply_action(
-                conn, settings, claim, "acknowledge", now_ms, parts().sender.lease_until_ms()
+            result = await apply_action(
+                conn, settings, claim, act.action, now_ms, parts().sender.lease_until_ms()
             )
-        except (Replay, TransitionError, LookupError):  # already handled, or closed
-            return None, []
-        return acked.change, acked.notifications
+        except (Replay, TransitionError, LookupError):
+            return False, None, []
+        return True, result.change, result.notifications
+
+    async def _answer(phone: str, text: str, key: str) -> None:
+        """The short answer to an SMS reply: sent now, once (the reply is recorded once),
+        outside the outbox (an unknown sender has no alert to hang it on)."""
+        sms = parts().channels.get("sms")
+        if sms is None:
+            return
+        # the key names the reply, not the phone (keys are logged; numbers are not)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        message = Message(f"reply:{digest}", phone, "reply", {"result": text})
+        try:
+            result = await sms.send(message)
+        except Exception:
+            log.exception("answer to an sms reply failed")
+            return
+        if not result.ok:
+            log.warning("answer to an sms reply not sent", extra={"error": result.error})
 
     @app.post(PREFIX + "/sms-report")
     async def sms_report(secret: str, request: Request) -> JSONResponse:
@@ -167,6 +198,12 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             request,
             receipts.parse_voice_reports,
             receipts.record_voice_report,
+        )
+
+    @app.post(PREFIX + "/sms-up")
+    async def sms_up(secret: str, request: Request) -> JSONResponse:
+        return await handle(
+            "sms_up", secret, request, receipts.parse_sms_up, receipts.record_sms_up
         )
 
     return app

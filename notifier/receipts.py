@@ -33,13 +33,14 @@ import msgspec
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from carewatch.alert_lifecycle import Action
 from carewatch.clock import Clock, SystemClock
 from carewatch.settings import Settings
 from notifier import outbox, sql, targets, timeline
 from notifier.channels.aliyun_sms import PROVIDER_TZ
 from notifier.channels.aliyun_voice import DTMF_ACKNOWLEDGE, DTMF_NEXT
 from notifier.content import message_params
-from notifier.escalation import load_alert
+from notifier.escalation import handler_display, load_alert
 from notifier.outbox import Claimed, NewNotification, OutboxSender
 from notifier.sql import Conn
 
@@ -165,13 +166,26 @@ def provider_time_ms(value: str) -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Act:
+    """An action on an alert a person took by phone (key 1, an SMS reply), to be carried
+    out by the ack link's own transaction (notifier.ack_app.apply_action)."""
+
+    alert_id: str
+    recipient_kind: str
+    recipient_id: str
+    action: Action
+    token_id: str  # in ack_uses: this call / this reply acts once
+
+
+@dataclass(frozen=True, slots=True)
 class Recorded:
-    """What one report did, for the caller: rows to send now, and an acknowledgement to
-    carry out (key 1) by the ack path."""
+    """What one push did, for the caller: rows to send now, an action to carry out, and
+    an SMS answer to send (to a reply)."""
 
     outcome: str  # duplicate | unmatched | recorded | redial | moved_on | acknowledge ...
     queued: list[Claimed]
-    acknowledge: tuple[str, str, str] | None = None  # (alert_id, recipient_kind, id)
+    act: Act | None = None
+    answer: tuple[str, str] | None = None  # (phone, text) of the answer to a reply
 
 
 async def claim(conn: Conn, kind: ReceiptKind, key: str, payload: object) -> bool:
@@ -276,9 +290,14 @@ async def record_voice_report(
     result = Recorded("recorded", [])
     if alert is not None and alert.status == "open" and row["purpose"] == "alert":
         if outcome == "key1":
-            result = Recorded(
-                "acknowledge", [], (alert.id, row["recipient_kind"], row["recipient_id"])
+            act = Act(
+                alert.id,
+                row["recipient_kind"],
+                row["recipient_id"],
+                "acknowledge",
+                f"voice:{report.call_id}",
             )
+            result = Recorded("acknowledge", [], act)
         elif outcome == "key2":
             queued = await move_on(conn, settings, row, "passed_on_by_key2", now_ms, lease_until_ms)
             result = Recorded("moved_on", queued)
@@ -453,6 +472,84 @@ async def hasten(
         at_ms=now_ms,
     )
     return True
+
+
+# --- SMS replies (SmsUp): 回复1由我处理，回复2误报 ----------------------------------------
+
+REPLY_ACTIONS: dict[str, Action] = {"1": "acknowledge", "2": "false_alarm"}
+# The answers to a reply (the "reply" SMS template's `result`, at most 35 characters).
+REPLY_TEXTS = {
+    "acknowledge": "已确认由您处理，请尽快前往",
+    "false_alarm": "已按误报结束该警报",
+    "closed": "该警报已结束，无需处理，谢谢",
+    "unknown": "未找到需要您处理的警报，谢谢",
+    "unrecognised": "请回复1由我处理，或回复2误报",
+}
+_FULL_WIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
+
+
+def reply_action(content: str) -> Action | None:
+    """The action an SMS reply asks for (pure): "1" or "2", full-width digits and
+    trailing punctuation allowed; None for anything else."""
+    text = content.translate(_FULL_WIDTH_DIGITS).strip().rstrip("。.！!，, ")
+    return REPLY_ACTIONS.get(text)
+
+
+def taken_text(handler: str) -> str:
+    return f"该警报已由{handler}处理，谢谢"
+
+
+# The sender's alert SMS: the most recent one of an open alert, else the most recent.
+_REPLIED_TO = """
+SELECT n.alert_id::text AS alert_id, n.recipient_kind, n.recipient_id, a.status,
+       a.acknowledged_by
+FROM notifications n JOIN alerts a ON a.id = n.alert_id
+WHERE n.channel = 'sms' AND n.purpose = 'alert' AND right(n.address, 11) = right(%s, 11)
+  AND n.status IN ('sent', 'delivered', 'cancelled') AND n.sent_at IS NOT NULL
+ORDER BY a.status = 'open' DESC, n.id DESC
+LIMIT 1
+"""
+
+
+async def record_sms_up(
+    conn: Conn, settings: Settings, up: SmsUp, now_ms: int, lease_until_ms: int
+) -> Recorded:
+    """A reply to an alert SMS: "1" acknowledges the sender's most recent open alert, "2"
+    closes it as a false alarm; anything else, or a reply about an alert that is over or
+    unknown, gets a short polite answer and changes nothing."""
+    if not await claim(conn, "sms_up", up.key, up):
+        return Recorded("duplicate", [])
+    action = reply_action(up.content)
+    row = await sql.one(conn, _REPLIED_TO, (up.phone_number,))
+    if row is None:
+        outcome, text = "unknown", REPLY_TEXTS["unknown"]
+    elif action is None:
+        outcome, text = "unrecognised", REPLY_TEXTS["unrecognised"]
+    elif row["status"] == "open":
+        act = Act(
+            row["alert_id"], row["recipient_kind"], row["recipient_id"], action, f"sms:{up.key}"
+        )
+        await settle(conn, "sms_up", up.key, action)
+        return Recorded(action, [], act, (up.phone_number, REPLY_TEXTS[action]))
+    elif row["status"] == "acknowledged":
+        outcome = "taken"
+        text = taken_text(await handler_display(conn, row["acknowledged_by"]))
+    else:
+        outcome, text = "closed", REPLY_TEXTS["closed"]
+    if row is not None:
+        await timeline.append(
+            conn,
+            row["alert_id"],
+            "sms_reply",
+            {
+                "recipient": f"{row['recipient_kind']}:{row['recipient_id']}",
+                "content": up.content[:20],
+                "outcome": outcome,
+            },
+            at_ms=now_ms,
+        )
+    await settle(conn, "sms_up", up.key, outcome)
+    return Recorded(outcome, [], answer=(up.phone_number, text))
 
 
 # --- SMS not confirmed in time: call -----------------------------------------------------

@@ -77,6 +77,11 @@ class RunningFakeProviders:
         body = {"phone": phone, "outcomes": list(outcomes)}
         (await self.http.post("/_control/calls", json=body)).raise_for_status()
 
+    async def sms_reply(self, phone: str, content: str) -> None:
+        """`phone` replies `content` to our number: an SmsUp push (needs push_reports)."""
+        body = {"phone": phone, "content": content}
+        (await self.http.post("/_control/sms_reply", json=body)).raise_for_status()
+
     async def push_twice(self, on: bool = True) -> None:
         (await self.http.post("/_control/push_twice", params={"on": on})).raise_for_status()
 

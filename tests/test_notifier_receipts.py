@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import psycopg
 
 from carewatch.settings import Settings
 from notifier import provider_callbacks
@@ -311,3 +312,82 @@ async def test_pushes_are_verified_and_idempotent(settings: Settings) -> None:
                 dsn, "SELECT count(*) FROM provider_receipts WHERE outcome = 'unmatched'"
             )
             assert unmatched == [(1,)]
+
+
+async def test_sms_reply_acknowledges_once_and_a_late_reply_gets_a_polite_answer(
+    settings: Settings,
+) -> None:
+    """The alert SMS says 回复1由我处理; "1" acknowledges (pushed twice: one
+    acknowledgement, one answer); "1" about an alert that is over, or from a number we
+    never alerted, gets a short polite answer and changes nothing."""
+    dsn = settings.database_url
+    seed_registry(dsn)
+    alert_id = insert_alert(dsn)
+    async with running_fake_providers(receipt_settings(settings), push_reports=True) as fake:
+        s = fake.settings
+        await fake.push_twice()
+        async with running_callbacks(s), running_notifier(s):
+            await publish_changes(s, change(alert_id))
+
+            async def alert_sms_sent() -> bool:
+                rows = query(dsn, "SELECT count(*) FROM notifications WHERE receipt = 'delivered'")
+                return bool(rows[0][0] == 2)
+
+            await await_until(alert_sms_sent, 15, "the alert SMS delivered")
+            [to_gw] = [r for r in await fake.records("sms") if r["address"] == GRID_WORKER_PHONE]
+            assert "（回复1由我处理，回复2误报）：http" in to_gw["text"]
+
+            await fake.sms_reply(GRID_WORKER_PHONE, "1")
+
+            async def acknowledged() -> bool:
+                rows = query(dsn, "SELECT status, acknowledged_by FROM alerts")
+                return rows == [("acknowledged", f"grid_worker:{GRID_WORKER_ID}")]
+
+            await await_until(acknowledged, 15, "the reply to acknowledge")
+
+            def answers(phone: str) -> list[str]:
+                return [
+                    str(r.text)
+                    for r in fake.state.book.select(provider="sms")
+                    if r.address == phone and r.template_code == s.aliyun_sms_template_reply
+                ]
+
+            async def answered_once() -> bool:
+                ups = [p for p in await fake.pushes() if p["path"] == "sms-up"]
+                return len(ups) == 2 and len(answers(GRID_WORKER_PHONE)) == 1
+
+            await await_until(answered_once, 10, "both pushes taken, one answer")
+            assert answers(GRID_WORKER_PHONE) == [
+                "【智慧养老】您的回复已收到：已确认由您处理，请尽快前往"
+            ]
+            assert len(timeline(dsn, alert_id, "acknowledged")) == 1
+            assert query(dsn, "SELECT count(*) FROM ack_uses WHERE token_id LIKE 'sms:%%'") == [
+                (1,)
+            ]
+            assert query(
+                dsn,
+                "SELECT outcome, count(*) FROM provider_receipts WHERE kind = 'sms_up'"
+                " GROUP BY outcome",
+            ) == [("acknowledge", 1)]
+
+            # the alert is over; the family's late "1" changes nothing and is answered
+            with psycopg.connect(dsn) as conn:
+                conn.execute("UPDATE alerts SET status = 'resolved' WHERE id = %s", (alert_id,))
+            before = query(dsn, "SELECT status, version, acknowledged_by FROM alerts")
+            await fake.push_twice(False)
+            await fake.sms_reply(FAMILY_1_PHONE, "１。")  # full-width, with a full stop
+            await fake.sms_reply("13900000099", "1")  # never alerted
+
+            async def polite() -> bool:
+                return bool(answers(FAMILY_1_PHONE)) and bool(answers("13900000099"))
+
+            await await_until(polite, 10, "polite answers")
+            assert answers(FAMILY_1_PHONE) == [
+                "【智慧养老】您的回复已收到：该警报已结束，无需处理，谢谢"
+            ]
+            assert answers("13900000099") == [
+                "【智慧养老】您的回复已收到：未找到需要您处理的警报，谢谢"
+            ]
+            assert query(dsn, "SELECT status, version, acknowledged_by FROM alerts") == before
+            replies = timeline(dsn, alert_id, "sms_reply")
+            assert [r["outcome"] for r in replies] == ["closed"]

@@ -208,6 +208,7 @@ class AliyunSmsChannel:
         self._template_codes: dict[TemplateKey, str] = {
             "alert": settings.aliyun_sms_template_alert,
             "update": settings.aliyun_sms_template_handled,
+            "reply": settings.aliyun_sms_template_reply,
         }
 
     def request_params(self, message: Message) -> dict[str, str]:

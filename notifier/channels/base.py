@@ -6,7 +6,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-Purpose = Literal["alert", "handled", "closed"]
+# reply: the answer to an SMS reply (notifier.replies), sent outside the outbox
+Purpose = Literal["alert", "handled", "closed", "reply"]
 
 # Aliyun does not publish a hard OutId limit that we rely on; longer idempotency keys are
 # replaced by their SHA-256 (64 hex chars), which is stable across retries.

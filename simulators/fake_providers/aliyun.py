@@ -173,6 +173,7 @@ class AliyunSmsFake:
             for code, body in (
                 (settings.aliyun_sms_template_alert, bodies["alert"]),
                 (settings.aliyun_sms_template_handled, bodies["update"]),
+                (settings.aliyun_sms_template_reply, bodies["reply"]),
             )
             if approvable(body, self._sign_name)
         }
