@@ -210,6 +210,28 @@ class Settings(BaseSettings):
     aliyun_voice_tts_update: str = Field(
         "TTS_CW_UPDATE", description="TTS template of a status call (SingleCallByTts)"
     )
+    tencent_sms_endpoint: str = Field(
+        "http://127.0.0.1:8090/tencent-sms/",
+        description="Tencent Cloud SMS API (https://sms.tencentcloudapi.com/ in production)",
+    )
+    tencent_secret_id: str = Field("demo-tencent-id", description="Tencent Cloud SecretId")
+    tencent_secret_key: SecretStr | None = Field(
+        None,
+        description="Tencent Cloud API key; set: SMS the primary (Aliyun) refuses or times out"
+        " on goes by Tencent Cloud instead; unset: no failover",
+    )
+    tencent_sms_region: str = "ap-guangzhou"
+    tencent_sms_app_id: str = Field("1400000000", description="SmsSdkAppId")
+    tencent_sms_sign_name: str = "智慧养老"
+    tencent_sms_template_alert: str = "1000001"
+    tencent_sms_template_update: str = "1000002"
+    tencent_sms_template_reply: str = "1000003"
+    sms_failover_unsure_s: float = Field(
+        60.0,
+        ge=0,
+        description="an SMS whose primary attempt may have been accepted, and that cannot be"
+        " looked up at the primary, goes by the secondary after this long (maybe twice)",
+    )
     wecom_base_url: str = "http://127.0.0.1:8090/wecom"
     wecom_corp_id: str = "demo-corp"
     wecom_corp_secret: SecretStr = SecretStr("demo-corp-secret")

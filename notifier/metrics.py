@@ -48,3 +48,10 @@ PROVIDER_CALLBACKS = Counter(
     " outcome forbidden (wrong secret) or bad_push (not the provider's format)",
     ["kind", "outcome"],
 )
+SMS_FAILOVERS = Counter(
+    "carewatch_sms_failovers_total",
+    "SMS the primary provider (Aliyun) refused or timed out on, sent by the secondary"
+    " (Tencent Cloud): sent, failed; found: the primary had sent it after all (not sent"
+    " again); waiting: it may have been sent and cannot be looked up yet",
+    ["result"],
+)

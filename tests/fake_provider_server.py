@@ -25,6 +25,7 @@ from simulators.fake_providers.server import (
     fake_state,
     serving,
     sms_path,
+    tencent_path,
     voice_path,
     wecom_prefix,
 )
@@ -136,6 +137,7 @@ async def running_fake_providers(
                 "aliyun_sms_endpoint": base_url + sms_path(settings),
                 "wecom_base_url": base_url + wecom_prefix(settings),
                 "aliyun_voice_endpoint": base_url + voice_path(settings),
+                "tencent_sms_endpoint": base_url + tencent_path(settings),
             }
         )
         async with serving(app, sock), httpx.AsyncClient(base_url=base_url) as http:

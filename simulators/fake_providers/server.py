@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from carewatch.clock import Clock, SystemClock
 from carewatch.settings import Settings
-from simulators.fake_providers import aliyun, aliyun_voice, wecom
+from simulators.fake_providers import aliyun, aliyun_voice, tencent, wecom
 from simulators.fake_providers.pushes import CallOutcome, Pusher
 from simulators.fake_providers.records import FailureMode, FailurePlan, Provider, RecordBook
 
@@ -40,6 +40,7 @@ class FakeProviders:
     sms: aliyun.AliyunSmsFake
     wecom: wecom.WeComFake
     voice: aliyun_voice.AliyunVoiceFake
+    tencent: tencent.TencentSmsFake
     pusher: Pusher | None  # None: reports are not pushed (no receipt URL configured)
 
     def reset(self) -> None:
@@ -86,6 +87,10 @@ def voice_path(settings: Settings) -> str:
     return urlsplit(settings.aliyun_voice_endpoint).path or "/"
 
 
+def tencent_path(settings: Settings) -> str:
+    return urlsplit(settings.tencent_sms_endpoint).path or "/"
+
+
 def create_app(
     settings: Settings,
     record_file: Path | None = None,
@@ -114,6 +119,7 @@ def create_app(
         sms,
         wecom.WeComFake(settings, book, failures, clock, hang_s, wecom_users, wecom_unlicensed),
         aliyun_voice.AliyunVoiceFake(settings, book, failures, clock, hang_s, pusher),
+        tencent.TencentSmsFake(settings, book, failures, clock, hang_s),
         pusher,
     )
     app = FastAPI(title="carewatch fake providers", docs_url=None, redoc_url=None)
@@ -122,6 +128,9 @@ def create_app(
     wecom.add_routes(app, state.wecom, wecom_prefix(settings))
     app.add_api_route(
         voice_path(settings), state.voice.handle, methods=["GET", "POST"], include_in_schema=False
+    )
+    app.add_api_route(
+        tencent_path(settings), state.tencent.handle, methods=["POST"], include_in_schema=False
     )
 
     def pushing() -> Pusher:
@@ -246,7 +255,7 @@ def bind(host: str, port: int) -> socket.socket:
 async def run(settings: Settings, stop: asyncio.Event, record_file: Path | None = None) -> None:
     """`carewatch fake-providers`: serve on 127.0.0.1 at the port of the SMS endpoint."""
     port = urlsplit(settings.aliyun_sms_endpoint).port or DEFAULT_PORT
-    for name in ("wecom_base_url", "aliyun_voice_endpoint"):
+    for name in ("wecom_base_url", "aliyun_voice_endpoint", "tencent_sms_endpoint"):
         if (urlsplit(getattr(settings, name)).port or DEFAULT_PORT) != port:
             log.warning(
                 "%s is on another port than aliyun_sms_endpoint; only %d is served", name, port
