@@ -151,6 +151,14 @@ async def enqueue_follow_ups(
         reached = await already_notified(
             conn, alert.id, ("alert", "handled"), ("sent", "delivered"), maybe_sent=True
         )
+    # a call is for the alert itself: who was also reached in writing is told in writing;
+    # only who was reached by phone alone (a station's landline) gets a call about it
+    written = {(n.recipient.kind, n.recipient.id) for n in reached if n.channel != "voice"}
+    reached = [
+        n
+        for n in reached
+        if n.channel != "voice" or (n.recipient.kind, n.recipient.id) not in written
+    ]
     items = [
         NewNotification(
             alert.id,

@@ -184,6 +184,7 @@ async def test_call_not_answered_three_times_moves_to_the_next_step(settings: Se
     async with running_fake_providers(night, push_reports=True) as fake:
         s = fake.settings
         await fake.script_calls(GRID_WORKER_PHONE, "no_answer", "busy", "no_answer")
+        await fake.script_calls(FAMILY_1_PHONE, "answered", "key1")  # steps 0 and 1
         async with running_callbacks(s), running_notifier(s):
             await publish_changes(s, change(alert_id))
 
@@ -210,6 +211,26 @@ async def test_call_not_answered_three_times_moves_to_the_next_step(settings: Se
                 dsn,
                 "SELECT count(*) FROM notifications WHERE step = 1 AND channel = 'voice'",
             ) == [(3,)]
+
+            # the daughter presses 1 in her step-1 call: the others are told in writing,
+            # nobody is woken by a second call to say it is handled
+            async def handled() -> bool:
+                rows = query(dsn, "SELECT count(*) FROM notifications WHERE purpose = 'handled'")
+                return bool(rows[0][0])
+
+            await await_until(handled, 15, "key 1 in the step-1 call")
+            assert query(dsn, "SELECT acknowledged_by LIKE 'family:%%' FROM alerts") == [(True,)]
+            to_gw = query(
+                dsn,
+                "SELECT channel FROM notifications WHERE purpose = 'handled'"
+                " AND recipient_id = %s ORDER BY channel",
+                GRID_WORKER_ID,
+            )
+            assert to_gw == [("sms",), ("wecom",)]
+            assert query(
+                dsn,
+                "SELECT count(*) FROM notifications WHERE purpose = 'handled' AND channel = 'voice'",
+            ) == [(0,)]
 
 
 async def test_repeat_until_ack_loops_the_last_step_and_stops_on_ack(settings: Settings) -> None:
