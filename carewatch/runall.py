@@ -1,4 +1,5 @@
-"""Every worker in one process: ingest, rules, notifier, ack server and operator API.
+"""Every worker in one process: ingest, rules, notifier, ack server, provider callbacks
+and operator API.
 
 Small sites and the demo run this; larger ones run each worker as its own process
 (`carewatch ingest`, `carewatch rules`, ...) with the same code and settings.
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     from ingest.worker import run as run_ingest
     from notifier.ack_app import run as run_ack
+    from notifier.provider_callbacks import run as run_callbacks
     from notifier.worker import run as run_notifier
     from operator_api.app import run as run_operator_api
     from rules_engine.worker import run as run_rules
@@ -32,6 +34,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             ("rules", run_rules),
             ("notifier", run_notifier),
             ("ack-server", run_ack),
+            ("provider-callbacks", run_callbacks),
             ("operator-api", run_operator_api),
         )
     ]
