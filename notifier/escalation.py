@@ -466,14 +466,21 @@ class Escalator:
         return len(due)
 
     async def prune_inbox(self) -> int:
-        """Forget handled alert-change ids older than the redelivery horizon, and short ack
-        codes long expired."""
+        """Forget handled alert-change ids older than the redelivery horizon, short ack
+        codes long expired, and provider pushes older than that horizon."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "DELETE FROM notifier_inbox WHERE processed_at < now() - make_interval(secs => %s)",
                 (self.settings.dedup_ttl_s,),
             )
             await short_links.prune(conn, self.clock.now_ms())
+            # provider pushes are retried for hours at most: a day later a repeat is not
+            # coming, and what each push did is in the alert timeline
+            await conn.execute(
+                "DELETE FROM provider_receipts"
+                " WHERE received_at < now() - make_interval(secs => %s)",
+                (self.settings.dedup_ttl_s,),
+            )
             return max(cur.rowcount, 0)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -57,6 +57,8 @@ from notifier.worker import NotifierParts, notifier_parts
 log = logging.getLogger(__name__)
 
 OK_BODY = {"code": 0, "msg": "接收成功"}
+# A push holds at most a few hundred reports of a few hundred bytes each.
+MAX_BODY_BYTES = 1 << 20
 PREFIX = "/callbacks/{secret}/aliyun"
 
 Recorder = Callable[[Conn, Settings, Any, int, int], Awaitable[Recorded]]
@@ -102,6 +104,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             log.warning("provider push refused: wrong secret", extra={"kind": kind})
             return JSONResponse({"code": 403, "msg": "forbidden"}, status_code=403)
         body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            PROVIDER_CALLBACKS.labels(kind, "too_large").inc()
+            return JSONResponse({"code": 413, "msg": "too large"}, status_code=413)
         try:
             items = parse(body)
         except BadPush as exc:

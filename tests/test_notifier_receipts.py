@@ -392,8 +392,12 @@ async def test_sms_reply_acknowledges_once_and_a_late_reply_gets_a_polite_answer
             ) == [("acknowledge", 1)]
 
             # the alert is over; the family's late "1" changes nothing and is answered
-            with psycopg.connect(dsn) as conn:
-                conn.execute("UPDATE alerts SET status = 'resolved' WHERE id = %s", (alert_id,))
+            # (off the event loop: the notifier in this loop may hold the row's lock)
+            def resolve() -> None:
+                with psycopg.connect(dsn) as conn:
+                    conn.execute("UPDATE alerts SET status = 'resolved' WHERE id = %s", (alert_id,))
+
+            await asyncio.to_thread(resolve)
             before = query(dsn, "SELECT status, version, acknowledged_by FROM alerts")
             await fake.push_twice(False)
             await fake.sms_reply(FAMILY_1_PHONE, "１。")  # full-width, with a full stop
