@@ -237,7 +237,7 @@ async def serving(app: FastAPI, sock: socket.socket) -> AsyncIterator[uvicorn.Se
         await task
         pusher: Pusher | None = getattr(app.state, "fake", None) and app.state.fake.pusher
         if pusher is not None:
-            pusher.close()
+            await pusher.aclose()
 
 
 def bind(host: str, port: int) -> socket.socket:
