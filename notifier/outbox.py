@@ -370,9 +370,11 @@ class OutboxSender:
         async with self.pool.connection() as conn, conn.transaction():
             if outcome == "sent":
                 # A row cancelled while in flight was still sent: keep 'cancelled' but record it.
+                # A call whose report came before this (notifier.receipts: nobody answered,
+                # dial again) was re-armed, its attempt no longer in flight: keep it pending.
                 await conn.execute(
                     "UPDATE notifications SET status = CASE WHEN status = 'pending'"
-                    " THEN 'sent' ELSE status END, sent_at = %s, provider_message_id = %s,"
+                    " AND attempt_started_at IS NOT NULL THEN 'sent' ELSE status END, sent_at = %s, provider_message_id = %s,"
                     " last_error = NULL, attempt_started_at = NULL WHERE id = %s",
                     (timeline.from_ms(now), result.provider_message_id, row.id),
                 )

@@ -345,11 +345,15 @@ async def _timeline_receipt(
 async def _redial(
     conn: Conn, settings: Settings, row: dict[str, Any], unanswered: int, now_ms: int
 ) -> None:
-    """The same voice notification is sent again (a new call) after voice_redial_s."""
+    """The same voice notification is sent again (a new call) after voice_redial_s.
+
+    The report may overtake the sender's own record of the call (still 'pending', in
+    flight): the call certainly happened, so the attempt is no longer in flight, and the
+    sender then leaves the row pending for the redial (notifier.outbox)."""
     due_ms = now_ms + int(settings.voice_redial_s * 1000)
     await conn.execute(
-        "UPDATE notifications SET status = 'pending', next_attempt_at = %s, last_error = NULL"
-        " WHERE id = %s AND status IN ('sent', 'delivered')",
+        "UPDATE notifications SET status = 'pending', next_attempt_at = %s, last_error = NULL,"
+        " attempt_started_at = NULL WHERE id = %s AND status IN ('sent', 'delivered', 'pending')",
         (timeline.from_ms(due_ms), row["id"]),
     )
     await timeline.append(
