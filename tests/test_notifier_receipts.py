@@ -11,14 +11,19 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiomqtt
 import httpx
+import msgspec
 import psycopg
 
+from carewatch.messages import DeviceCommand
 from carewatch.settings import Settings
+from carewatch.topics import topic
 from notifier import provider_callbacks
 from tests.fake_provider_server import running_fake_providers
 from tests.services import await_until, free_port
 from tests.test_notifier_support import (
+    DEVICE_ID,
     DUTY_OFFICER_ID,
     FAMILY_1_PHONE,
     GRID_WORKER_ID,
@@ -95,9 +100,10 @@ def notification(dsn: str, alert_id: str, channel: str, recipient_id: str) -> di
 
 
 async def test_undelivered_sms_rings_at_once_and_key1_acknowledges(settings: Settings) -> None:
-    """Night SOS: the grid worker's SMS is reported undelivered -> their phone rings at once
-    (no waiting out the 120 s step) -> they press 1 -> escalation stops, the others are
-    told who is handling it, the wristband that help is coming."""
+    """Night SOS, its SMS path: the grid worker's SMS is reported undelivered -> their phone
+    rings at once (no waiting out the 120 s step; the night window is off here, so only
+    the receipt can make it ring) -> they press 1 -> escalation stops, the others are told
+    who is handling it, the wristband that help is coming."""
     dsn = settings.database_url
     seed_registry(dsn)
     alert_id = insert_alert(dsn)
@@ -105,7 +111,12 @@ async def test_undelivered_sms_rings_at_once_and_key1_acknowledges(settings: Set
         s = fake.settings
         await fake.fail_sms_delivery(GRID_WORKER_PHONE, code="MK:0005")
         await fake.script_calls(GRID_WORKER_PHONE, "key1")
-        async with running_callbacks(s), running_notifier(s):
+        async with (
+            running_callbacks(s),
+            running_notifier(s),
+            aiomqtt.Client("127.0.0.1", settings.mqtt_port, identifier="band-W1") as band,
+        ):
+            await band.subscribe(topic(DEVICE_ID, "cmd"), qos=1)
             await publish_changes(s, change(alert_id))
 
             async def acknowledged() -> bool:
@@ -164,6 +175,10 @@ async def test_undelivered_sms_rings_at_once_and_key1_acknowledges(settings: Set
                 return len(texts) == 1 and "张三（网格员）" in texts[0] and band == [("sent",)]
 
             await await_until(others_told, 10, "handled messages to the family and the band")
+            # the wristband says help is coming
+            message = await asyncio.wait_for(anext(band.messages), 10)
+            command = msgspec.json.decode(message.payload, type=DeviceCommand)
+            assert (command.type, command.alert_id) == ("help_coming", alert_id)
             # the grid worker who pressed 1 is not told it is handled by themselves
             handled_to_gw = query(
                 dsn,
