@@ -68,6 +68,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     clock = clock or SystemClock()
     secret = settings.provider_callback_secret.get_secret_value()
     state: dict[str, Any] = {}
+    answering: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -78,6 +79,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             try:
                 yield
             finally:
+                if answering:  # answers to replies still being sent
+                    await asyncio.gather(*answering, return_exceptions=True)
                 await broker.stop()
 
     app = FastAPI(
@@ -139,13 +142,15 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
                     answer = (answer[0], receipts.REPLY_TEXTS["closed"])
         PROVIDER_CALLBACKS.labels(kind, result.outcome).inc()
         sender.send_leased(queued)
-        if answer is not None:
-            await _answer(answer[0], answer[1], f"reply:{item.key}")
         if change is not None:
             try:  # committed with its outbox row: the rules workers' sweep retries it
                 await AlertPublisher(_broker(), parts().pool).publish([change])
             except Exception:
                 log.warning("alert change left in the outbox for the sweep", exc_info=True)
+        if answer is not None:  # not awaited: the provider wants its 200 within seconds
+            task = asyncio.create_task(_answer(answer[0], answer[1], f"reply:{item.key}"))
+            answering.add(task)
+            task.add_done_callback(answering.discard)
         log.info("provider push", extra={"kind": kind, "outcome": result.outcome})
 
     def _broker() -> Broker:
