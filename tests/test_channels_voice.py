@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from notifier.channels.aliyun_rpc import verify
@@ -17,6 +20,7 @@ from notifier.receipts import (
     BadPush,
     VoiceReport,
     parse_sms_reports,
+    parse_sms_up,
     parse_voice_reports,
     reply_action,
     voice_outcome,
@@ -128,3 +132,28 @@ def test_replies_and_bad_pushes() -> None:
         b'"extra":"ignored"}]'
     )
     assert (report.success, report.err_code, report.key) == (False, "MK:0001", "9^0:")
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=2000),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda inner: (
+                st.lists(inner, max_size=5)
+                | st.dictionaries(st.text(max_size=12), inner, max_size=5)
+            ),
+            max_leaves=20,
+        ).map(lambda value: json.dumps(value).encode()),
+    )
+)
+def test_push_parsers_take_anything_and_refuse_it_cleanly(body: bytes) -> None:
+    """Whatever is posted to a callback URL is either the provider's format or a BadPush
+    (a 400 kept in dead_letters), never another exception (a 500 the provider retries)."""
+    for parse in (parse_sms_reports, parse_voice_reports, parse_sms_up):
+        try:
+            items = parse(body)
+        except BadPush:
+            continue
+        assert isinstance(items, list)
