@@ -55,6 +55,10 @@ WORKERS: dict[str, tuple[str, str]] = {
     "rules": ("rules_engine.worker:run", "events bus -> detectors -> alerts (DB + alerts stream)"),
     "notifier": ("notifier.worker:run", "alerts -> escalation -> outbox -> SMS/WeCom/downlink"),
     "ack-server": ("notifier.ack_app:run", "serve the signed ack links (phone page + API)"),
+    "provider-callbacks": (
+        "notifier.provider_callbacks:run",
+        "receive the providers' pushes: SMS delivery and call reports, SMS replies",
+    ),
     "operator-api": (
         "operator_api.app:run",
         "operator API (FastAPI) and the grid worker's phone page",

@@ -1,4 +1,5 @@
-"""Every worker in one process: ingest, rules, notifier, ack server and operator API.
+"""Every worker in one process: ingest, rules, notifier, ack server, provider callbacks
+and operator API.
 
 Small sites and the demo run this; larger ones run each worker as its own process
 (`carewatch ingest`, `carewatch rules`, ...) with the same code and settings. The
@@ -21,7 +22,14 @@ from carewatch.settings import Settings
 log = logging.getLogger(__name__)
 
 Runner = Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]]
-IN_ONE_PROCESS = ("ingest", "rules", "notifier", "ack-server", "operator-api")
+IN_ONE_PROCESS = (
+    "ingest",
+    "rules",
+    "notifier",
+    "ack-server",
+    "provider-callbacks",
+    "operator-api",
+)
 
 
 def _runner(name: str) -> Runner:

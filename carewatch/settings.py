@@ -199,6 +199,51 @@ class Settings(BaseSettings):
     ack_host: str = "127.0.0.1"
     ack_port: int = 8081
 
+    # --- receipts, voice, repeats (issue 18; docs/channels.md) -------------------------
+    callbacks_host: str = Field(
+        "127.0.0.1", description="address the provider callbacks app (receipts, replies) listens on"
+    )
+    callbacks_port: int = Field(
+        8083, description="port of the provider callbacks app (`carewatch provider-callbacks`)"
+    )
+    provider_callback_secret: SecretStr = Field(
+        SecretStr("dev-only-callback-secret"),
+        description="secret path segment of the receipt URLs registered at the provider"
+        " (/callbacks/{secret}/aliyun/...); a push to any other path is refused",
+    )
+    voice_enabled: bool = Field(
+        True, description="critical alerts may ring phones (Aliyun voice service)"
+    )
+    voice_quiet_start: str = Field(
+        "22:00",
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description="start of the night window (local HH:MM) in which critical alerts also call",
+    )
+    voice_quiet_end: str = Field(
+        "07:00",
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description="end of the night window; equal to the start: no night window",
+    )
+    voice_sms_confirm_s: float = Field(
+        120.0,
+        gt=0,
+        description="a critical alert SMS not reported delivered within this long is followed by"
+        " a call to the same person",
+    )
+    voice_max_calls: int = Field(
+        3, ge=1, description="calls nobody answers before a voice notification moves on"
+    )
+    voice_redial_s: float = Field(60.0, ge=0, description="wait before calling again")
+    escalation_repeat_count: int = Field(
+        3,
+        ge=0,
+        description="critical alerts repeat their last step (voice included) this many times"
+        " until someone acknowledges; 0: no repeats",
+    )
+    escalation_repeat_interval_s: float = Field(
+        300.0, gt=0, description="wait before each repeat of the last step"
+    )
+
     # --- operator API (operator_api) ---------------------------------------------------
     operator_host: str = "127.0.0.1"
     operator_port: int = Field(8082, description="operator API and the grid worker page (/m)")
@@ -210,6 +255,47 @@ class Settings(BaseSettings):
     aliyun_sms_sign_name: str = "智慧养老"
     aliyun_sms_template_alert: str = "SMS_CW_ALERT"
     aliyun_sms_template_handled: str = "SMS_CW_HANDLED"
+    aliyun_sms_template_reply: str = Field(
+        "SMS_CW_REPLY", description="template of the answer to an SMS reply (回复1 / 回复2)"
+    )
+    aliyun_voice_endpoint: str = "http://127.0.0.1:8090/aliyun-voice/"
+    aliyun_voice_show_number: str = Field(
+        "", description="CalledShowNumber of voice calls; empty: the provider's public numbers"
+    )
+    aliyun_voice_tts_alert: str = Field(
+        "TTS_CW_ALERT", description="TTS template of the alert call (IvrCall StartCode)"
+    )
+    aliyun_voice_tts_key1: str = Field(
+        "TTS_CW_KEY1", description="TTS template played after key 1 (我来处理)"
+    )
+    aliyun_voice_tts_key2: str = Field(
+        "TTS_CW_KEY2", description="TTS template played after key 2 (转给下一位)"
+    )
+    aliyun_voice_tts_update: str = Field(
+        "TTS_CW_UPDATE", description="TTS template of a status call (SingleCallByTts)"
+    )
+    tencent_sms_endpoint: str = Field(
+        "http://127.0.0.1:8090/tencent-sms/",
+        description="Tencent Cloud SMS API (https://sms.tencentcloudapi.com/ in production)",
+    )
+    tencent_secret_id: str = Field("demo-tencent-id", description="Tencent Cloud SecretId")
+    tencent_secret_key: SecretStr | None = Field(
+        None,
+        description="Tencent Cloud API key; set: SMS the primary (Aliyun) refuses or times out"
+        " on goes by Tencent Cloud instead; unset: no failover",
+    )
+    tencent_sms_region: str = "ap-guangzhou"
+    tencent_sms_app_id: str = Field("1400000000", description="SmsSdkAppId")
+    tencent_sms_sign_name: str = "智慧养老"
+    tencent_sms_template_alert: str = "1000001"
+    tencent_sms_template_update: str = "1000002"
+    tencent_sms_template_reply: str = "1000003"
+    sms_failover_unsure_s: float = Field(
+        60.0,
+        ge=0,
+        description="an SMS whose primary attempt may have been accepted, and that cannot be"
+        " looked up at the primary, goes by the secondary after this long (maybe twice)",
+    )
     wecom_base_url: str = "http://127.0.0.1:8090/wecom"
     wecom_corp_id: str = "demo-corp"
     wecom_corp_secret: SecretStr = SecretStr("demo-corp-secret")
@@ -288,8 +374,10 @@ class Settings(BaseSettings):
         return self
 
 
-# The roots of trust: every ack link and every device password is an HMAC under these.
-ROOT_SECRETS = ("ack_secret", "mqtt_device_secret")
+# The roots of trust: every ack link and every device password is an HMAC under these,
+# and the provider callbacks' URLs (receipts, replies, keypresses that acknowledge) are
+# guarded by the third alone.
+ROOT_SECRETS = ("ack_secret", "mqtt_device_secret", "provider_callback_secret")
 ROOT_SECRET_MIN_CHARS = 16
 # provider endpoint setting -> the credentials it needs when it is a real provider
 PROVIDER_CREDENTIALS = {

@@ -28,7 +28,7 @@ from notifier.channels.base import Purpose
 from notifier.content import message_params
 from notifier.metrics import ALERT_CHANGE_REJECTS
 from notifier.outbox import Claimed, NewNotification, OutboxSender
-from notifier.policies import Policy, plan_step, policy_for
+from notifier.policies import Policy, plan_step, policy_for, step_channels
 from notifier.sql import Conn
 from notifier.targets import Recipient
 
@@ -139,6 +139,14 @@ async def enqueue_follow_ups(
         reached = await already_notified(
             conn, alert.id, ("alert", "handled"), ("sent", "delivered"), maybe_sent=True
         )
+    # a call is for the alert itself: who was also reached in writing is told in writing;
+    # only who was reached by phone alone (a station's landline) gets a call about it
+    written = {(n.recipient.kind, n.recipient.id) for n in reached if n.channel != "voice"}
+    reached = [
+        n
+        for n in reached
+        if n.channel != "voice" or (n.recipient.kind, n.recipient.id) not in written
+    ]
     items = [
         NewNotification(
             alert.id,
@@ -376,7 +384,11 @@ class Escalator:
     ) -> list[Claimed]:
         """Enqueue step `step` and schedule the next; in the caller's transaction."""
         now = self.clock.now_ms()
-        plan = plan_step(policy, step, self.clock, self.settings.escalation_wait_s)
+        s = self.settings
+        repeats = s.escalation_repeat_count if policy.name == "critical" else 0
+        plan = plan_step(
+            policy, step, self.clock, s.escalation_wait_s, repeats, s.escalation_repeat_interval_s
+        )
         elder = await targets.load_elder(conn, alert.elder_id)
         if plan is None or elder is None:
             reason = "no steps left" if plan is None else "elder not in registry"
@@ -389,6 +401,14 @@ class Escalator:
             return []
         local = targets.local_time(now, self.settings.timezone).time()
         recipients = await targets.resolve(conn, elder, plan.targets, local)
+        channels = step_channels(
+            plan,
+            alert.severity,
+            local,
+            voice=s.voice_enabled,
+            quiet_start=s.voice_quiet_start,
+            quiet_end=s.voice_quiet_end,
+        )
         items = [
             NewNotification(
                 alert.id, step, "alert", channel, r, address,
@@ -396,7 +416,7 @@ class Escalator:
                 round_,
             )
             for r in recipients
-            for channel in plan.channels
+            for channel in channels
             if (address := r.address(channel))
         ]  # fmt: skip
         queued = await outbox.enqueue_leased(
@@ -414,6 +434,8 @@ class Escalator:
             {
                 "policy": policy.name,
                 "step": step,
+                "repeat": plan.repeat,
+                "channels": list(channels),
                 "targets": list(plan.targets),
                 "recipients": [f"{r.kind}:{r.id}" for r in recipients],
                 "notifications": len(queued),
@@ -453,14 +475,21 @@ class Escalator:
         return len(due)
 
     async def prune_inbox(self) -> int:
-        """Forget handled alert-change ids older than the redelivery horizon, and short ack
-        codes long expired."""
+        """Forget handled alert-change ids older than the redelivery horizon, short ack
+        codes long expired, and provider pushes older than that horizon."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "DELETE FROM notifier_inbox WHERE processed_at < now() - make_interval(secs => %s)",
                 (self.settings.dedup_ttl_s,),
             )
             await short_links.prune(conn, self.clock.now_ms())
+            # provider pushes are retried for hours at most: a day later a repeat is not
+            # coming, and what each push did is in the alert timeline
+            await conn.execute(
+                "DELETE FROM provider_receipts"
+                " WHERE received_at < now() - make_interval(secs => %s)",
+                (self.settings.dedup_ttl_s,),
+            )
             return max(cur.rowcount, 0)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -41,3 +41,17 @@ LATENCY_SKIPPED = Counter(
     " clock was off (ahead of the server, or behind by more than device_clock_max_skew_s)",
     ["kind", "reason"],
 )
+PROVIDER_CALLBACKS = Counter(
+    "carewatch_provider_callbacks_total",
+    "Items pushed by a provider (sms_report, voice_report, sms_up) and what became of them:"
+    " recorded, moved_on, redial, acknowledge, duplicate, unmatched...; refused pushes as"
+    " outcome forbidden (wrong secret) or bad_push (not the provider's format)",
+    ["kind", "outcome"],
+)
+SMS_FAILOVERS = Counter(
+    "carewatch_sms_failovers_total",
+    "SMS the primary provider (Aliyun) refused or timed out on, sent by the secondary"
+    " (Tencent Cloud): sent, failed; found: the primary had sent it after all (not sent"
+    " again); waiting: it may have been sent and cannot be looked up yet",
+    ["result"],
+)

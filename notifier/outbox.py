@@ -39,7 +39,7 @@ from carewatch.clock import Clock, SystemClock
 from carewatch.metrics import E2E_LATENCY
 from carewatch.settings import Settings
 from notifier import short_links, sql, timeline
-from notifier.channels.base import Channel, Message, Purpose, SendResult
+from notifier.channels.base import Channel, Message, Purpose, SendResult, out_id_for
 from notifier.content import AlertInfo, device_clock_off
 from notifier.metrics import LATENCY_SKIPPED, OUTBOX_OUTCOMES, OUTBOX_OVERDUE
 from notifier.targets import Recipient
@@ -135,13 +135,14 @@ def outcome_of(
 _INSERT = """
 INSERT INTO notifications (idempotency_key, alert_id, step, purpose, channel,
     recipient_kind, recipient_id, recipient_name, address, params, next_attempt_at, attempts,
-    attempt_started_at)
+    attempt_started_at, out_id)
 SELECT n.idempotency_key, n.alert_id::uuid, n.step, n.purpose, n.channel,
        n.recipient_kind, n.recipient_id, n.recipient_name, n.address, n.params, %s, %s,
-       %s
+       %s, n.out_id
 FROM jsonb_to_recordset(%s::jsonb) AS n(
     ord int, idempotency_key text, alert_id text, step int, purpose text, channel text,
-    recipient_kind text, recipient_id text, recipient_name text, address text, params jsonb)
+    recipient_kind text, recipient_id text, recipient_name text, address text, params jsonb,
+    out_id text)
 ORDER BY n.ord
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING id, idempotency_key
@@ -219,6 +220,7 @@ async def _insert(
             "recipient_name": n.recipient.name,
             "address": n.address,
             "params": n.params,
+            "out_id": out_id_for(n.idempotency_key),  # echoed in the provider's reports
         }
         for i, n in enumerate(items)
     ]
@@ -368,9 +370,11 @@ class OutboxSender:
         async with self.pool.connection() as conn, conn.transaction():
             if outcome == "sent":
                 # A row cancelled while in flight was still sent: keep 'cancelled' but record it.
+                # A call whose report came before this (notifier.receipts: nobody answered,
+                # dial again) was re-armed, its attempt no longer in flight: keep it pending.
                 await conn.execute(
                     "UPDATE notifications SET status = CASE WHEN status = 'pending'"
-                    " THEN 'sent' ELSE status END, sent_at = %s, provider_message_id = %s,"
+                    " AND attempt_started_at IS NOT NULL THEN 'sent' ELSE status END, sent_at = %s, provider_message_id = %s,"
                     " last_error = NULL, attempt_started_at = NULL WHERE id = %s",
                     (timeline.from_ms(now), result.provider_message_id, row.id),
                 )

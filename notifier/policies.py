@@ -9,13 +9,14 @@ an injected clock.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import time
 from typing import Literal
 
 from carewatch.clock import Clock
 from carewatch.messages import Severity
 
 TargetKind = Literal["grid_worker", "family_first", "family_all", "nearest_station", "duty_officer"]
-ChannelName = Literal["sms", "wecom"]
+ChannelName = Literal["sms", "wecom", "voice"]
 
 BOTH_CHANNELS: tuple[ChannelName, ...] = ("sms", "wecom")
 
@@ -66,17 +67,64 @@ class StepPlan:
     targets: tuple[TargetKind, ...]
     channels: tuple[ChannelName, ...]
     next_due_ms: int | None  # when the following step is due; None after the last step
+    repeat: int = 0  # 1, 2, ...: a repeat of the policy's last step (repeat-until-ack)
 
 
-def plan_step(policy: Policy, step: int, clock: Clock, default_wait_s: float) -> StepPlan | None:
-    """What step `step` of `policy` does if carried out now; None when there is no such step."""
-    if step < 0 or step >= len(policy.steps):
+def plan_step(
+    policy: Policy,
+    step: int,
+    clock: Clock,
+    default_wait_s: float,
+    repeats: int = 0,
+    repeat_interval_s: float = 0.0,
+) -> StepPlan | None:
+    """What step `step` of `policy` does if carried out now; None when there is no such step.
+
+    With `repeats`, the last step is carried out again that many times (steps numbered on
+    past the policy's end), repeat_interval_s apart, until someone acknowledges."""
+    last = len(policy.steps) - 1
+    if step < 0 or step > last + max(repeats, 0):
         return None
-    spec = policy.steps[step]
-    last = step == len(policy.steps) - 1
-    wait_s = default_wait_s if spec.wait_s is None else spec.wait_s
-    next_due = None if last else clock.now_ms() + int(wait_s * 1000)
-    return StepPlan(step, spec.targets, spec.channels, next_due)
+    spec = policy.steps[min(step, last)]
+    if step == last + max(repeats, 0):
+        next_due = None
+    elif step >= last:
+        next_due = clock.now_ms() + int(repeat_interval_s * 1000)
+    else:
+        wait_s = default_wait_s if spec.wait_s is None else spec.wait_s
+        next_due = clock.now_ms() + int(wait_s * 1000)
+    return StepPlan(step, spec.targets, spec.channels, next_due, max(0, step - last))
+
+
+def parse_hhmm(value: str) -> time:
+    hours, _, minutes = value.partition(":")
+    return time(int(hours), int(minutes))
+
+
+def in_quiet_hours(at: time, start: str, end: str) -> bool:
+    """Whether local time `at` is in the night window [start, end) (HH:MM; a window past
+    midnight wraps; start == end: no night window) (pure)."""
+    begin, finish = parse_hhmm(start), parse_hhmm(end)
+    if begin == finish:
+        return False
+    if begin < finish:
+        return begin <= at < finish
+    return at >= begin or at < finish
+
+
+def step_channels(
+    plan: StepPlan, severity: str, at: time, *, voice: bool, quiet_start: str, quiet_end: str
+) -> tuple[ChannelName, ...]:
+    """The step's channels, plus a call for a critical alert at night and in every repeat
+    of the last step (pure)."""
+    calls = (
+        voice
+        and severity == "critical"
+        and (plan.repeat > 0 or in_quiet_hours(at, quiet_start, quiet_end))
+    )
+    if calls and "voice" not in plan.channels:
+        return (*plan.channels, "voice")
+    return plan.channels
 
 
 # --- after an acknowledgement: watching the person handling it --------------------------

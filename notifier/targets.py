@@ -19,7 +19,7 @@ from notifier.policies import TargetKind
 from notifier.sql import Conn
 
 RecipientKind = Literal["grid_worker", "family", "station", "duty_officer", "device"]
-ChannelKey = Literal["sms", "wecom", "downlink"]
+ChannelKey = Literal["sms", "wecom", "downlink", "voice"]
 
 EARTH_RADIUS_KM = 6371.0088
 STATION_KIND_LABELS = {
@@ -56,6 +56,8 @@ class Recipient:
             return self.phone if self.phone and is_mobile(self.phone) else None
         if channel == "wecom":
             return self.wecom_userid or None
+        if channel == "voice":  # a call reaches a landline too
+            return self.phone or None
         return self.id if self.kind == "device" else None
 
 

@@ -1,7 +1,8 @@
 """The notifier worker: alerts stream -> escalation -> outbox -> SMS / WeCom / downlink.
 
-Four loops share one pool: the bus consumer (alert changes), the escalation timer loop,
-the watch on people handling acknowledged alerts (notifier.handler_watch) and the outbox
+Five loops share one pool: the bus consumer (alert changes), the escalation timer loop,
+the watch on people handling acknowledged alerts (notifier.handler_watch), the watch on
+critical alert SMS not reported delivered in time (notifier.receipts) and the outbox
 sender. Any number of workers can run side by side: bus messages are
 shared by the consumer group, escalations and outbox rows by SKIP LOCKED claims.
 """
@@ -31,6 +32,7 @@ from notifier.channels.registry import build_channels
 from notifier.escalation import Escalator
 from notifier.handler_watch import HandlerWatcher
 from notifier.outbox import OutboxSender
+from notifier.receipts import ReceiptWatcher
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,9 @@ async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = Non
                     HandlerWatcher(parts.pool, settings, parts.sender, clock).run(stop)
                 )
                 tasks.create_task(parts.sender.run(stop))
+                tasks.create_task(
+                    ReceiptWatcher(parts.pool, settings, parts.sender, clock).run(stop)
+                )
         finally:
             await bus.stop(broker)  # the change in hand finishes and is acknowledged
             log.info("notifier stopped")

@@ -70,6 +70,11 @@ def settings(db_dsn: str, redis_server: Proc, mosquitto: Proc, tmp_path: Path) -
         namespace=f"t{uuid.uuid4().hex[:12]}",
         mqtt_session_expiry_s=120,
         ack_secret="test-secret",  # type: ignore[arg-type]
+        # issue 18's night calls and repeat-until-ack are off unless a test turns them on:
+        # what a test sees must not depend on the time of day it runs at
+        voice_quiet_start="00:00",
+        voice_quiet_end="00:00",
+        escalation_repeat_count=0,
         metrics_port=0,
         log_json=False,
         _env_file=None,  # type: ignore[call-arg]

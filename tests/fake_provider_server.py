@@ -25,6 +25,8 @@ from simulators.fake_providers.server import (
     fake_state,
     serving,
     sms_path,
+    tencent_path,
+    voice_path,
     wecom_prefix,
 )
 
@@ -66,6 +68,30 @@ class RunningFakeProviders:
     async def expire_tokens(self) -> None:
         (await self.http.post("/_control/expire_tokens")).raise_for_status()
 
+    async def fail_sms_delivery(self, phone: str, count: int = 1, code: str = "MK:0001") -> None:
+        """The next `count` SMS to `phone` are reported undelivered (needs push_reports)."""
+        body = {"phone": phone, "count": count, "code": code}
+        (await self.http.post("/_control/sms_report", json=body)).raise_for_status()
+
+    async def script_calls(self, phone: str, *outcomes: str) -> None:
+        """How the next calls to `phone` end: answered, busy, no_answer, key1, key2."""
+        body = {"phone": phone, "outcomes": list(outcomes)}
+        (await self.http.post("/_control/calls", json=body)).raise_for_status()
+
+    async def sms_reply(self, phone: str, content: str) -> None:
+        """`phone` replies `content` to our number: an SmsUp push (needs push_reports)."""
+        body = {"phone": phone, "content": content}
+        (await self.http.post("/_control/sms_reply", json=body)).raise_for_status()
+
+    async def push_twice(self, on: bool = True) -> None:
+        (await self.http.post("/_control/push_twice", params={"on": on})).raise_for_status()
+
+    async def pushes(self) -> list[dict[str, Any]]:
+        response = await self.http.get("/_pushes")
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()
+        return result
+
     async def reset(self) -> None:
         (await self.http.post("/_control/reset")).raise_for_status()
 
@@ -90,14 +116,19 @@ async def running_fake_providers(
     wecom_users: Iterable[str] | None = None,
     wecom_unlicensed: Iterable[str] = (),
     hang_s: float = 10.0,
+    push_reports: bool = False,
+    ring_s: float = 0.2,
 ) -> AsyncIterator[RunningFakeProviders]:
-    """Start the fake providers on a free port for the duration of the block."""
+    """Start the fake providers on a free port for the duration of the block; with
+    `push_reports`, they push delivery and call reports to settings.callbacks_port."""
     app = create_app(
         settings,
         record_file,
         wecom_users=wecom_users,
         wecom_unlicensed=wecom_unlicensed,
         hang_s=hang_s,
+        push_reports=push_reports,
+        ring_s=ring_s,
     )
     with bind("127.0.0.1", 0) as sock:
         base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -105,6 +136,8 @@ async def running_fake_providers(
             update={
                 "aliyun_sms_endpoint": base_url + sms_path(settings),
                 "wecom_base_url": base_url + wecom_prefix(settings),
+                "aliyun_voice_endpoint": base_url + voice_path(settings),
+                "tencent_sms_endpoint": base_url + tencent_path(settings),
             }
         )
         async with serving(app, sock), httpx.AsyncClient(base_url=base_url) as http:

@@ -69,7 +69,8 @@ async def test_signed_request_is_accepted_and_recorded(
     assert record["out_id"] == "alert-1:sms:0"
     assert record["message_id"] == result.provider_message_id
     assert record["text"] == (
-        "【智慧养老】紧急：王秀英（民族路12号）于08:15触发紧急呼叫，请立即查看并处理："
+        "【智慧养老】紧急：王秀英（民族路12号）于08:15触发紧急呼叫，请立即查看并处理"
+        "（回复1由我处理，回复2误报）："
         f"{fake.settings.ack_base_url}/a/Ab3_x-Yz09Qw"
     )
     after = REGISTRY.get_sample_value(

@@ -52,13 +52,15 @@ def test_every_alert_kind_has_a_chinese_label() -> None:
 def test_alert_sms_reads_as_specified() -> None:
     assert render_sms("alert", PARAMS, "智慧养老", ACK_BASE + "/") == (
         "【智慧养老】紧急：王秀英（渝中区解放碑街道民族路12号3-2）于08:15触发紧急呼叫，"
-        "请立即查看并处理：https://ack.example.cn/a/Ab3_x-Yz09Qw"
+        "请立即查看并处理（回复1由我处理，回复2误报）：https://ack.example.cn/a/Ab3_x-Yz09Qw"
     )
 
 
 def test_the_registered_alert_body_fixes_the_link_domain() -> None:
     bodies = sms_template_bodies(ACK_BASE)
-    assert bodies["alert"].endswith("请立即查看并处理：https://ack.example.cn/a/${code}")
+    assert bodies["alert"].endswith(
+        "请立即查看并处理（回复1由我处理，回复2误报）：https://ack.example.cn/a/${code}"
+    )
     assert variables_of(bodies["alert"]) == ["elder_name", "address", "time", "kind_label", "code"]
     for body in bodies.values():
         assert longest_sms_chars(body, "智慧养老") <= MESSAGE_MAX_CHARS
@@ -67,6 +69,16 @@ def test_the_registered_alert_body_fixes_the_link_domain() -> None:
     )
     assert "CAREWATCH_ALIYUN_SMS_TEMPLATE_ALERT (now SMS_1):" in text
     assert f"  {bodies['alert']}\n" in text and f"  {bodies['update']}\n" in text
+    assert "CAREWATCH_ALIYUN_SMS_TEMPLATE_REPLY (now SMS_CW_REPLY):" in text
+    assert f"  {bodies['reply']}\n" in text
+
+
+def test_the_answer_to_a_reply_has_its_own_template() -> None:
+    key, variables = template_for("reply", {"result": "已确认由您处理，请尽快前往", "x": "y"})
+    assert (key, variables) == ("reply", {"result": "已确认由您处理，请尽快前往"})
+    assert render_sms("reply", variables, "智慧养老", ACK_BASE) == (
+        "【智慧养老】您的回复已收到：已确认由您处理，请尽快前往"
+    )
 
 
 def test_handled_and_closed_share_the_update_template() -> None:

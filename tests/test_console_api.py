@@ -21,10 +21,10 @@ import httpx
 import psycopg
 import pytest
 
+from harness.services import Proc, await_until
 from operator_api.live import RESYNC, AlertFeed
 from operator_api.tokens import create_token
 from tests.operator_support import A1, A2, A3, CONTACT_PHONE, GW1_PHONE, Tokens, seed, serving
-from tests.services import Proc, await_until
 
 HEADERS = {"X-Carewatch-Console": "1"}
 OLD_FALL = "00000000-0000-4000-8000-000000000103"  # acknowledged on the seed's report day

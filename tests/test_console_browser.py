@@ -34,12 +34,12 @@ import pytest
 from carewatch.messages import DeviceEvent, Telemetry
 from carewatch.settings import Settings
 from carewatch.topics import topic
+from harness.pipeline import Pipeline, with_fake_providers
+from harness.services import free_port, wait_port, wait_until
 from operator_api.tokens import create_token
 from registry.importer import import_files
 from tests.ledger import write_ledger
 from tests.operator_support import A1, seed
-from tests.pipeline import Pipeline, with_fake_providers
-from tests.services import free_port, wait_port, wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

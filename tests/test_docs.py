@@ -56,6 +56,7 @@ def test_production_refuses_default_secrets() -> None:
             "mqtt_device_secret",
             "aliyun_access_key_secret",
             "wecom_corp_secret",
+            "provider_callback_secret",
         )
     }
     ok = Settings(_env_file=None, environment="production", **secrets)  # type: ignore[call-arg,arg-type]

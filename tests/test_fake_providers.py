@@ -245,13 +245,28 @@ async def test_records_stats_reset_and_record_file(
     assert json.loads(lines[0])["text"].startswith("【智慧养老】紧急：王秀英")
 
     await fake.fail("sms", count=2, mode="throttle")
-    assert (await fake.stats())["pending_failures"] == {"sms": 2, "wecom": 0}
+    assert (await fake.stats())["pending_failures"] == {
+        "sms": 2,
+        "wecom": 0,
+        "voice": 0,
+        "sms_tencent": 0,
+    }
     await fake.recover("sms")  # an outage ends
-    assert (await fake.stats())["pending_failures"] == {"sms": 0, "wecom": 0}
+    assert (await fake.stats())["pending_failures"] == {
+        "sms": 0,
+        "wecom": 0,
+        "voice": 0,
+        "sms_tencent": 0,
+    }
     await fake.fail("sms", count=2, mode="throttle")
     await fake.reset()
     assert await fake.records() == []
-    assert (await fake.stats())["pending_failures"] == {"sms": 0, "wecom": 0}
+    assert (await fake.stats())["pending_failures"] == {
+        "sms": 0,
+        "wecom": 0,
+        "voice": 0,
+        "sms_tencent": 0,
+    }
     # After a reset the OutId of earlier messages is new again.
     assert (await channel.send(Message("a", "13800138000", "alert", PARAMS))).ok
     assert [r["duplicate_of"] for r in await fake.records()] == [None]
@@ -264,7 +279,12 @@ async def test_bad_control_requests_are_rejected(fake: RunningFakeProviders) -> 
         {"provider": "sms", "count": 1, "mode": "explode"},
     ):
         assert (await fake.http.post("/_control/fail", json=body)).status_code == 422
-    assert (await fake.stats())["pending_failures"] == {"sms": 0, "wecom": 0}
+    assert (await fake.stats())["pending_failures"] == {
+        "sms": 0,
+        "wecom": 0,
+        "voice": 0,
+        "sms_tencent": 0,
+    }
 
 
 async def test_run_serves_on_the_configured_port_until_stopped(

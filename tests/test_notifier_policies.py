@@ -14,9 +14,11 @@ from notifier.policies import (
     POLICIES,
     HandlerCheck,
     handler_check,
+    in_quiet_hours,
     pass_on_press,
     plan_step,
     policy_for,
+    step_channels,
 )
 from notifier.targets import Station, haversine_km, nearest_staffed_station, on_duty
 
@@ -171,3 +173,58 @@ def test_presses_are_passed_on_at_most_once_per_interval() -> None:
     assert not pass_on_press(last, clock, 60)
     clock.advance(0.1)
     assert pass_on_press(last, clock, 60)
+
+
+# --- issue 18: repeats, the night window, voice -----------------------------------------
+
+
+def test_repeats_loop_the_last_step_then_stop() -> None:
+    clock = ManualClock()
+    policy = policy_for("critical")
+    last = len(policy.steps) - 1
+    final = plan_step(policy, last, clock, WAIT_S, repeats=2, repeat_interval_s=300)
+    assert final is not None and final.repeat == 0
+    assert final.next_due_ms == clock.now_ms() + 300_000  # a repeat follows
+    first = plan_step(policy, last + 1, clock, WAIT_S, repeats=2, repeat_interval_s=300)
+    assert first is not None and first.repeat == 1
+    assert first.targets == policy.steps[-1].targets
+    assert first.next_due_ms == clock.now_ms() + 300_000
+    second = plan_step(policy, last + 2, clock, WAIT_S, repeats=2, repeat_interval_s=300)
+    assert second is not None and second.repeat == 2 and second.next_due_ms is None
+    assert plan_step(policy, last + 3, clock, WAIT_S, repeats=2, repeat_interval_s=300) is None
+    # without repeats the last step is the end, as before
+    assert plan_step(policy, last, clock, WAIT_S).next_due_ms is None  # type: ignore[union-attr]
+    assert plan_step(policy, last + 1, clock, WAIT_S) is None
+
+
+@pytest.mark.parametrize(
+    ("at", "start", "end", "quiet"),
+    [
+        (time(23, 0), "22:00", "07:00", True),
+        (time(3, 0), "22:00", "07:00", True),
+        (time(7, 0), "22:00", "07:00", False),
+        (time(21, 59), "22:00", "07:00", False),
+        (time(13, 0), "12:00", "14:00", True),
+        (time(3, 0), "00:00", "00:00", False),  # equal: no night window
+    ],
+)
+def test_night_window(at: time, start: str, end: str, quiet: bool) -> None:
+    assert in_quiet_hours(at, start, end) is quiet
+
+
+def test_critical_steps_call_at_night_and_in_repeats_only() -> None:
+    clock = ManualClock()
+    policy = policy_for("critical")
+    step0 = plan_step(policy, 0, clock, WAIT_S, repeats=1, repeat_interval_s=60)
+    repeat = plan_step(policy, len(policy.steps), clock, WAIT_S, repeats=1, repeat_interval_s=60)
+    assert step0 is not None and repeat is not None
+    night = {"quiet_start": "22:00", "quiet_end": "07:00"}
+    assert step_channels(step0, "critical", time(3), voice=True, **night) == (
+        "sms",
+        "wecom",
+        "voice",
+    )
+    assert step_channels(step0, "critical", time(12), voice=True, **night) == ("sms", "wecom")
+    assert step_channels(step0, "warning", time(3), voice=True, **night) == ("sms", "wecom")
+    assert step_channels(step0, "critical", time(3), voice=False, **night) == ("sms", "wecom")
+    assert "voice" in step_channels(repeat, "critical", time(12), voice=True, **night)

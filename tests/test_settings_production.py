@@ -17,7 +17,7 @@ import yaml
 from psycopg import sql
 from pydantic import SecretStr, ValidationError
 
-from carewatch.settings import ROOT_SECRET_MIN_CHARS, Settings
+from carewatch.settings import ROOT_SECRET_MIN_CHARS, ROOT_SECRETS, Settings
 from harness.services import Databases
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +35,7 @@ GOOD_SECRETS = {
     "aliyun_access_key_secret": "aliyun-secret-from-the-operator",
     "wecom_corp_id": "ww0123456789abcdef",
     "wecom_corp_secret": "wecom-secret-from-the-operator",
+    "provider_callback_secret": "callback-secret-from-the-operator",
 }
 
 
@@ -96,7 +97,7 @@ def test_local_fake_providers_need_no_real_keys() -> None:
     # tests and the demo run the fake providers on loopback with demo keys
     local = {"aliyun_sms_endpoint": "http://127.0.0.1:8090/aliyun-sms/"}
     local["wecom_base_url"] = "http://localhost:8090/wecom"
-    roots = {n: GOOD_SECRETS[n] for n in ("ack_secret", "mqtt_device_secret")}
+    roots = {n: GOOD_SECRETS[n] for n in ROOT_SECRETS}
     ok = Settings(_env_file=None, environment="production", **local, **roots)  # type: ignore[call-arg]
     assert ok.aliyun_access_key_id == "demo-key-id"
     with pytest.raises(ValidationError, match="CAREWATCH_ALIYUN_ACCESS_KEY_SECRET"):

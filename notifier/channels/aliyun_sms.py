@@ -13,7 +13,6 @@ again when it is not there.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from carewatch.metrics import NOTIFICATIONS
 from carewatch.settings import Settings
 from notifier.channels.aliyun_rpc import new_nonce, signed_params
 from notifier.channels.base import Message, SendResult
+from notifier.channels.base import out_id_for as out_id_for  # its historical home
 from notifier.channels.templates import MissingTemplateParams, TemplateKey, template_for
 from notifier.metrics import SMS_LOOKUPS as LOOKUPS
 
@@ -36,9 +36,6 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "2017-05-25"
 REGION_ID = "cn-hangzhou"
-# Aliyun does not publish a hard OutId limit that we rely on; longer idempotency keys are
-# replaced by their SHA-256 (64 hex chars), which is stable across retries.
-OUT_ID_MAX_LEN = 64
 ERROR_MAX_LEN = 200
 # Aliyun's SendDate and receipt times are Beijing time.
 PROVIDER_TZ = ZoneInfo("Asia/Shanghai")
@@ -68,12 +65,6 @@ PERMANENT_CODES = frozenset(
         "isv.EXTEND_CODE_ERROR",
     }
 )
-
-
-def out_id_for(idempotency_key: str) -> str:
-    if len(idempotency_key) <= OUT_ID_MAX_LEN:
-        return idempotency_key
-    return hashlib.sha256(idempotency_key.encode()).hexdigest()
 
 
 def _json_body(body: bytes) -> object:
@@ -217,6 +208,7 @@ class AliyunSmsChannel:
         self._template_codes: dict[TemplateKey, str] = {
             "alert": settings.aliyun_sms_template_alert,
             "update": settings.aliyun_sms_template_handled,
+            "reply": settings.aliyun_sms_template_reply,
         }
 
     def request_params(self, message: Message) -> dict[str, str]:

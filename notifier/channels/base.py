@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-Purpose = Literal["alert", "handled", "closed"]
+# reply: the answer to an SMS reply (notifier.replies), sent outside the outbox
+Purpose = Literal["alert", "handled", "closed", "reply"]
+
+# Aliyun does not publish a hard OutId limit that we rely on; longer idempotency keys are
+# replaced by their SHA-256 (64 hex chars), which is stable across retries.
+OUT_ID_MAX_LEN = 64
+
+
+def out_id_for(idempotency_key: str) -> str:
+    """The OutId sent with a message (SMS, voice) and echoed in the provider's reports;
+    stored with the notification (notifications.out_id) to match those reports."""
+    if len(idempotency_key) <= OUT_ID_MAX_LEN:
+        return idempotency_key
+    return hashlib.sha256(idempotency_key.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +53,7 @@ class SendResult:
 
 
 class Channel(Protocol):
-    name: str  # "sms" | "wecom"
+    name: str  # "sms" | "wecom" | "voice" | "downlink"
 
     async def send(self, message: Message) -> SendResult: ...
 

@@ -8,7 +8,7 @@ every channel.
 
 Two provider templates cover the three purposes: one for a new alert, and one status
 update used for both "someone is handling it" and "it is over" (the status phrase is a
-variable), so the deployment needs only the two template codes in Settings.
+variable). A third answers an SMS reply (回复1由我处理，回复2误报, notifier.replies).
 
 Aliyun's limits shape the alert template: a variable value may hold at most 35
 characters, and a link may not be a variable (its domain must be fixed text in the
@@ -30,7 +30,7 @@ from carewatch.settings import Settings
 from notifier.ack_links import SHORT_PATH
 from notifier.channels.base import Purpose
 
-TemplateKey = Literal["alert", "update"]
+TemplateKey = Literal["alert", "update", "reply"]
 
 # Aliyun's default limit of one variable value in a notification template, in characters
 # (not bytes), and of the whole message including the 【signature】.
@@ -44,12 +44,12 @@ _ACK_BASE = "{ack_base}"
 
 _TEMPLATE_BODIES: dict[TemplateKey, str] = {
     "alert": (
-        "紧急：${elder_name}（${address}）于${time}触发${kind_label}，请立即查看并处理："
-        + _ACK_BASE
-        + SHORT_PATH
-        + "${code}"
+        "紧急：${elder_name}（${address}）于${time}触发${kind_label}，请立即查看并处理"
+        "（回复1由我处理，回复2误报）：" + _ACK_BASE + SHORT_PATH + "${code}"
     ),
     "update": "${elder_name}的${kind_label}警报${status}。",
+    # the answer to an SMS reply (notifier.replies): what became of it, in one sentence
+    "reply": "您的回复已收到：${result}",
 }
 
 # The status phrase of the "update" template, per purpose (itself filled from params).
@@ -159,6 +159,9 @@ def template_for(purpose: Purpose, params: dict[str, str]) -> tuple[TemplateKey,
     if purpose == "alert":
         key: TemplateKey = "alert"
         source = params
+    elif purpose == "reply":
+        key = "reply"
+        source = params
     else:
         key = "update"
         filled = {**_UPDATE_DEFAULTS, **params}
@@ -207,8 +210,8 @@ def render_card_text(purpose: Purpose, params: dict[str, str]) -> str:
     button): a new alert says to open it, an update reads as its SMS."""
     if purpose == "alert":
         return fill(_CARD_ALERT_TEXT, params)
-    _, variables = template_for(purpose, params)
-    return fill(_TEMPLATE_BODIES["update"], variables)
+    key, variables = template_for(purpose, params)
+    return fill(_TEMPLATE_BODIES[key], variables)
 
 
 def registration_text(settings: Settings) -> str:
@@ -218,6 +221,7 @@ def registration_text(settings: Settings) -> str:
     codes: dict[TemplateKey, tuple[str, str]] = {
         "alert": ("CAREWATCH_ALIYUN_SMS_TEMPLATE_ALERT", settings.aliyun_sms_template_alert),
         "update": ("CAREWATCH_ALIYUN_SMS_TEMPLATE_HANDLED", settings.aliyun_sms_template_handled),
+        "reply": ("CAREWATCH_ALIYUN_SMS_TEMPLATE_REPLY", settings.aliyun_sms_template_reply),
     }
     lines = [
         f"Aliyun SMS notification templates (短信通知) for ack base URL {settings.ack_base_url}",

@@ -24,6 +24,7 @@ import logging
 import re
 import secrets
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -100,6 +101,60 @@ def _error_reply(error: AliyunError) -> JSONResponse:
     return _reply(error.status, body)
 
 
+class RpcAuth:
+    """The gateway's authentication of RPC requests (any Aliyun product): common
+    parameters, key id, timestamp skew, HMAC-SHA1 signature, nonce replay."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._secrets = {
+            settings.aliyun_access_key_id: settings.aliyun_access_key_secret.get_secret_value()
+        }
+        self._nonces: dict[str, int] = {}
+
+    def reset(self) -> None:
+        self._nonces.clear()
+
+    def check(self, method: str, params: dict[str, str], now_ms: int) -> None:
+        """Aliyun's gateway checks of an RPC request; raises AliyunError."""
+        for name in COMMON_PARAMS:
+            if not params.get(name):
+                raise AliyunError(400, f"Missing{name}", f"{name} is mandatory for this action.")
+        secret = self._secrets.get(params["AccessKeyId"])
+        if secret is None:
+            raise AliyunError(
+                404, "InvalidAccessKeyId.NotFound", "Specified access key is not found."
+            )
+        if params["SignatureMethod"] != "HMAC-SHA1" or params["SignatureVersion"] != "1.0":
+            raise AliyunError(
+                400, "InvalidSignatureMethod", "Specified signature method is not supported."
+            )
+        try:
+            sent_ms = parse_timestamp(params["Timestamp"])
+        except ValueError:
+            raise AliyunError(
+                400,
+                "InvalidTimeStamp.Format",
+                "Specified time stamp or date value is not well formatted.",
+            ) from None
+        if abs(now_ms - sent_ms) > MAX_SKEW_MS:
+            raise AliyunError(
+                400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired."
+            )
+        if not verify(method, params, secret):
+            raise AliyunError(
+                400,
+                "SignatureDoesNotMatch",
+                "Specified signature does not match our calculation. server string to sign is:"
+                + string_to_sign(method, params),
+            )
+        self._nonces = {n: t for n, t in self._nonces.items() if now_ms - t <= MAX_SKEW_MS}
+        if params["SignatureNonce"] in self._nonces:
+            raise AliyunError(
+                400, "SignatureNonceUsed", "Specified signature nonce was used already."
+            )
+        self._nonces[params["SignatureNonce"]] = now_ms
+
+
 class AliyunSmsFake:
     def __init__(
         self,
@@ -109,9 +164,7 @@ class AliyunSmsFake:
         clock: Clock,
         hang_s: float,
     ) -> None:
-        self._secrets = {
-            settings.aliyun_access_key_id: settings.aliyun_access_key_secret.get_secret_value()
-        }
+        self._auth = RpcAuth(settings)
         self._sign_name = settings.aliyun_sms_sign_name
         # The "approved templates" of this account, by template code.
         bodies = sms_template_bodies(settings.ack_base_url)
@@ -120,6 +173,7 @@ class AliyunSmsFake:
             for code, body in (
                 (settings.aliyun_sms_template_alert, bodies["alert"]),
                 (settings.aliyun_sms_template_handled, bodies["update"]),
+                (settings.aliyun_sms_template_reply, bodies["reply"]),
             )
             if approvable(body, self._sign_name)
         }
@@ -127,11 +181,12 @@ class AliyunSmsFake:
         self._failures = failures
         self._clock = clock
         self._hang_s = hang_s
-        self._nonces: dict[str, int] = {}
         self._by_out_id: dict[str, Record] = {}  # first delivery of each OutId
+        # called with each delivered message: the delivery report push (pushes.Pusher)
+        self.on_delivered: Callable[[Record], None] | None = None
 
     def reset(self) -> None:
-        self._nonces.clear()
+        self._auth.reset()
         self._by_out_id.clear()
 
     async def handle(self, request: Request) -> Response:
@@ -175,43 +230,7 @@ class AliyunSmsFake:
         return response
 
     def _authenticate(self, method: str, params: dict[str, str], now_ms: int) -> None:
-        for name in COMMON_PARAMS:
-            if not params.get(name):
-                raise AliyunError(400, f"Missing{name}", f"{name} is mandatory for this action.")
-        secret = self._secrets.get(params["AccessKeyId"])
-        if secret is None:
-            raise AliyunError(
-                404, "InvalidAccessKeyId.NotFound", "Specified access key is not found."
-            )
-        if params["SignatureMethod"] != "HMAC-SHA1" or params["SignatureVersion"] != "1.0":
-            raise AliyunError(
-                400, "InvalidSignatureMethod", "Specified signature method is not supported."
-            )
-        try:
-            sent_ms = parse_timestamp(params["Timestamp"])
-        except ValueError:
-            raise AliyunError(
-                400,
-                "InvalidTimeStamp.Format",
-                "Specified time stamp or date value is not well formatted.",
-            ) from None
-        if abs(now_ms - sent_ms) > MAX_SKEW_MS:
-            raise AliyunError(
-                400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired."
-            )
-        if not verify(method, params, secret):
-            raise AliyunError(
-                400,
-                "SignatureDoesNotMatch",
-                "Specified signature does not match our calculation. server string to sign is:"
-                + string_to_sign(method, params),
-            )
-        self._nonces = {n: t for n, t in self._nonces.items() if now_ms - t <= MAX_SKEW_MS}
-        if params["SignatureNonce"] in self._nonces:
-            raise AliyunError(
-                400, "SignatureNonceUsed", "Specified signature nonce was used already."
-            )
-        self._nonces[params["SignatureNonce"]] = now_ms
+        self._auth.check(method, params, now_ms)
 
     def _check_action(self, params: dict[str, str]) -> str:
         action = params["Action"]
@@ -294,6 +313,8 @@ class AliyunSmsFake:
         )
         if out_id and first is None:
             self._by_out_id[out_id] = record
+        if self.on_delivered is not None:
+            self.on_delivered(record)
         return _reply(200, {"Code": "OK", "Message": "OK", "BizId": biz_id})
 
     def _render(self, params: dict[str, str]) -> str:

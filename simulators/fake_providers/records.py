@@ -9,14 +9,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Provider = Literal["sms", "wecom"]
+Provider = Literal["sms", "wecom", "voice", "sms_tencent"]
 # delivered: reached the recipient (with duplicate_of set: again, a duplicate the recipient
 # sees; Aliyun SMS does this); duplicate: accepted but not delivered again (WeCom's
 # duplicate check); rejected: the provider refused it (bad signature, number...); failed:
-# injected failure.
+# injected failure. A voice call that was placed is "delivered" (the phone rang); whether
+# anyone answered is in the call report the fake pushes (pushes.Pusher).
 Outcome = Literal["delivered", "duplicate", "rejected", "failed"]
 FailureMode = Literal["5xx", "throttle", "timeout", "timeout_after_send"]
-PROVIDERS: tuple[Provider, ...] = ("sms", "wecom")
+PROVIDERS: tuple[Provider, ...] = ("sms", "wecom", "voice", "sms_tencent")
 _TRAILING_LINK_RE = re.compile(r"https?://\S+$")
 
 

@@ -15,12 +15,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
 from carewatch.clock import Clock, SystemClock
 from carewatch.settings import Settings
-from simulators.fake_providers import aliyun, wecom
+from simulators.fake_providers import aliyun, aliyun_voice, tencent, wecom
+from simulators.fake_providers.pushes import CallOutcome, Pusher
 from simulators.fake_providers.records import FailureMode, FailurePlan, Provider, RecordBook
 
 log = logging.getLogger(__name__)
@@ -38,18 +39,40 @@ class FakeProviders:
     failures: FailurePlan
     sms: aliyun.AliyunSmsFake
     wecom: wecom.WeComFake
+    voice: aliyun_voice.AliyunVoiceFake
+    tencent: tencent.TencentSmsFake
+    pusher: Pusher | None  # None: reports are not pushed (no receipt URL configured)
 
     def reset(self) -> None:
         self.book.reset()
         self.failures.reset()
         self.sms.reset()
         self.wecom.reset()
+        self.voice.reset()
+        if self.pusher is not None:
+            self.pusher.reset()
 
 
 class FailRequest(BaseModel):
     provider: Provider
     count: int = Field(1, ge=1, le=10_000)
     mode: FailureMode = "5xx"
+
+
+class SmsReportScript(BaseModel):
+    phone: str = Field(min_length=5, max_length=20)
+    count: int = Field(1, ge=1, le=1000)
+    code: str = Field("MK:0001", min_length=1, max_length=20)
+
+
+class CallScript(BaseModel):
+    phone: str = Field(min_length=5, max_length=20)
+    outcomes: list[CallOutcome] = Field(min_length=1, max_length=100)
+
+
+class SmsReply(BaseModel):
+    phone: str = Field(min_length=5, max_length=20)
+    content: str = Field(min_length=1, max_length=500)
 
 
 def sms_path(settings: Settings) -> str:
@@ -60,6 +83,14 @@ def wecom_prefix(settings: Settings) -> str:
     return urlsplit(settings.wecom_base_url).path.rstrip("/")
 
 
+def voice_path(settings: Settings) -> str:
+    return urlsplit(settings.aliyun_voice_endpoint).path or "/"
+
+
+def tencent_path(settings: Settings) -> str:
+    return urlsplit(settings.tencent_sms_endpoint).path or "/"
+
+
 def create_app(
     settings: Settings,
     record_file: Path | None = None,
@@ -68,22 +99,72 @@ def create_app(
     wecom_unlicensed: Iterable[str] = (),
     clock: Clock | None = None,
     hang_s: float = DEFAULT_HANG_S,
+    push_reports: bool = False,
+    ring_s: float = 0.2,
 ) -> FastAPI:
-    """The fake Aliyun SMS + WeCom app; `wecom_users` limits the WeCom directory, and
-    `wecom_unlicensed` users are in it without an account license."""
+    """The fake Aliyun SMS + voice + WeCom app; `wecom_users` limits the WeCom directory,
+    and `wecom_unlicensed` users are in it without an account license. With
+    `push_reports`, delivery and call reports are pushed to the provider callbacks app
+    (settings.callbacks_host:callbacks_port), as Aliyun does once a receipt URL is set."""
     clock = clock or SystemClock()
     book = RecordBook(record_file)
     failures = FailurePlan()
+    pusher = Pusher(settings, ring_s) if push_reports else None
+    sms = aliyun.AliyunSmsFake(settings, book, failures, clock, hang_s)
+    if pusher is not None:
+        sms.on_delivered = pusher.sms_delivered
     state = FakeProviders(
         book,
         failures,
-        aliyun.AliyunSmsFake(settings, book, failures, clock, hang_s),
+        sms,
         wecom.WeComFake(settings, book, failures, clock, hang_s, wecom_users, wecom_unlicensed),
+        aliyun_voice.AliyunVoiceFake(settings, book, failures, clock, hang_s, pusher),
+        tencent.TencentSmsFake(settings, book, failures, clock, hang_s),
+        pusher,
     )
     app = FastAPI(title="carewatch fake providers", docs_url=None, redoc_url=None)
     app.state.fake = state
     aliyun.add_routes(app, state.sms, sms_path(settings))
     wecom.add_routes(app, state.wecom, wecom_prefix(settings))
+    app.add_api_route(
+        voice_path(settings), state.voice.handle, methods=["GET", "POST"], include_in_schema=False
+    )
+    app.add_api_route(
+        tencent_path(settings), state.tencent.handle, methods=["POST"], include_in_schema=False
+    )
+
+    def pushing() -> Pusher:
+        if pusher is None:
+            raise HTTPException(409, "reports are not pushed (push_reports is off)")
+        return pusher
+
+    @app.post("/_control/sms_report")
+    async def sms_report(script: SmsReportScript) -> dict[str, Any]:
+        """The next `count` SMS to `phone` are reported not delivered, with `code`."""
+        pushing().fail_sms(script.phone, script.count, script.code)
+        return {"ok": True}
+
+    @app.post("/_control/calls")
+    async def calls(script: CallScript) -> dict[str, Any]:
+        """The next calls to `phone` end as scripted: answered, busy, no_answer, key1, key2."""
+        pushing().script_calls(script.phone, list(script.outcomes))
+        return {"ok": True}
+
+    @app.post("/_control/push_twice")
+    async def push_twice(on: bool = True) -> dict[str, Any]:
+        """Every report is pushed twice (the provider does not promise exactly once)."""
+        pushing().push_twice = on
+        return {"ok": True}
+
+    @app.post("/_control/sms_reply")
+    async def sms_reply(reply: SmsReply) -> dict[str, Any]:
+        """`phone` replies `content` to our number (an SmsUp push)."""
+        pushing().push_sms_up(reply.phone, reply.content)
+        return {"ok": True}
+
+    @app.get("/_pushes")
+    async def pushes() -> list[dict[str, Any]]:
+        return list(pushing().pushes)
 
     @app.get("/_records")
     async def records(since: int = 0, provider: Provider | None = None) -> list[dict[str, Any]]:
@@ -154,6 +235,9 @@ async def serving(app: FastAPI, sock: socket.socket) -> AsyncIterator[uvicorn.Se
     finally:
         server.should_exit = True
         await task
+        pusher: Pusher | None = getattr(app.state, "fake", None) and app.state.fake.pusher
+        if pusher is not None:
+            await pusher.aclose()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -171,11 +255,12 @@ def bind(host: str, port: int) -> socket.socket:
 async def run(settings: Settings, stop: asyncio.Event, record_file: Path | None = None) -> None:
     """`carewatch fake-providers`: serve on 127.0.0.1 at the port of the SMS endpoint."""
     port = urlsplit(settings.aliyun_sms_endpoint).port or DEFAULT_PORT
-    if (urlsplit(settings.wecom_base_url).port or DEFAULT_PORT) != port:
-        log.warning(
-            "wecom_base_url is on another port than aliyun_sms_endpoint; only %d is served", port
-        )
-    app = create_app(settings, record_file)
+    for name in ("wecom_base_url", "aliyun_voice_endpoint", "tencent_sms_endpoint"):
+        if (urlsplit(getattr(settings, name)).port or DEFAULT_PORT) != port:
+            log.warning(
+                "%s is on another port than aliyun_sms_endpoint; only %d is served", name, port
+            )
+    app = create_app(settings, record_file, push_reports=True)
     with bind("127.0.0.1", port) as sock:
         async with serving(app, sock):
             log.info("fake providers listening", extra={"port": port})
