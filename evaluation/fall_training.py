@@ -21,8 +21,15 @@ Operating points are chosen on the pooled LOSO probabilities, never on anything 
 "standard" is the lowest probability at which per-trial specificity over decided trials is
 at least SPECIFICITY_TARGET and no file has more than FALSE_ALARMS_PER_HOUR_TARGET false
 alarms per hour of activity; "balanced" the lowest meeting the specificity alone;
-"sensitive" the lowest at which specificity is at least SENSITIVE_SPECIFICITY. The final model is fitted on every subject; the file records the
-LOSO figures at each point, which a test reproduces.
+"sensitive" the lowest at which specificity is at least SENSITIVE_SPECIFICITY. When the
+feature windows have a late decision (`FeatureWindows.late_after_ms`), every impact is
+recorded with both decisions (both rows carry the impact's label), and each point is chosen
+with and without the late decision, keeping the one with the higher sensitivity. The final
+model is fitted on every subject; the file records the LOSO figures at each point, which a
+test reproduces.
+
+Training never loads the model file it replaces: the first stage runs with `cue_model()`
+(the code's feature windows, a constant probability, never an alarm).
 """
 
 from __future__ import annotations

@@ -18,7 +18,11 @@ The detector works in two stages:
    (`fall_model.json`, trained reproducibly by `carewatch eval falls --train`) turns the
    cues into a probability; an alarm is raised when it reaches `alarm_probability`, an
    operating point measured on the leave-one-subject-out ROC (care profile presets are
-   such points). After an alarm, impacts within `refractory_ms` are not reported again.
+   such points). After an alarm, impacts within `refractory_ms` are not reported again;
+3. **late decision** (optional): when the model's windows have `late_after_ms` and the
+   thresholds' `late_decision` is 1, an impact without an alarm is described and scored
+   again that long after it (the cue `after_s` tells the model which decision it is), for
+   people who settle late. It can only add an alarm for an impact that has none.
 
 No cue is a veto: a fall while jogging, or one after which the arm keeps moving for a few
 seconds, can still score high enough on the others.
