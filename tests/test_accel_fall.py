@@ -386,6 +386,9 @@ def test_profile_rejects_typos_and_non_numbers() -> None:
         FallThresholds.from_profile({"fall": {"impact_g": math.nan}})
     with pytest.raises(ValueError, match="<= 1"):
         FallThresholds.from_profile({"fall": {"alarm_probability": 1.5}})
+    with pytest.raises(ValueError, match="late_decision must be 0 or 1"):
+        FallThresholds.from_profile({"fall": {"late_decision": 0.5}})
+    assert FallThresholds.from_profile({"fall": {"late_decision": 1}}).late_decision == 1.0
     with pytest.raises(ValueError, match="unknown care profile"):
         FallThresholds.preset("nobody")
 
