@@ -21,8 +21,15 @@ Operating points are chosen on the pooled LOSO probabilities, never on anything 
 "standard" is the lowest probability at which per-trial specificity over decided trials is
 at least SPECIFICITY_TARGET and no file has more than FALSE_ALARMS_PER_HOUR_TARGET false
 alarms per hour of activity; "balanced" the lowest meeting the specificity alone;
-"sensitive" the lowest at which specificity is at least SENSITIVE_SPECIFICITY. The final model is fitted on every subject; the file records the
-LOSO figures at each point, which a test reproduces.
+"sensitive" the lowest at which specificity is at least SENSITIVE_SPECIFICITY. When the
+feature windows have a late decision (`FeatureWindows.late_after_ms`), every impact is
+recorded with both decisions (both rows carry the impact's label), and each point is chosen
+with and without the late decision, keeping the one with the higher sensitivity. The final
+model is fitted on every subject; the file records the LOSO figures at each point, which a
+test reproduces.
+
+Training never loads the model file it replaces: the first stage runs with `cue_model()`
+(the code's feature windows, a constant probability, never an alarm).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import hashlib
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +64,7 @@ from rules_engine.detectors.fall_features import (
     FeatureWindows,
     FloatArray,
 )
-from rules_engine.detectors.fall_model import FallModel, Node, Tree, shipped_model
+from rules_engine.detectors.fall_model import FallModel, Node, Tree
 
 N_TREES = 100
 DEPTH = 3
@@ -74,11 +82,21 @@ def collect(
 ) -> list[TrialCandidates]:
     trials, _ = read_all(paths)
     out = []
+    cues_only = cue_model()
+    # record every impact and its late decision, never alarm
+    first_stage = replace(thresholds, alarm_probability=1.0, late_decision=1.0)
     for n, (dataset, trial) in enumerate(trials, start=1):
-        out.append(collect_candidates(dataset, trial, thresholds, shipped_model()))
+        out.append(collect_candidates(dataset, trial, first_stage, cues_only))
         if progress and n % 200 == 0:
             print(f"... {n} trials", file=sys.stderr, flush=True)
     return out
+
+
+def cue_model() -> FallModel:
+    """A model that only carries the feature windows of this code (its probability is
+    constant): the first stage's cues do not depend on a model, and training must not
+    depend on the model file it is about to replace."""
+    return FallModel(FEATURE_NAMES, (((-1, 0.0, 0, 0, 0.0),),), windows=FeatureWindows())
 
 
 def labels(tc: TrialCandidates) -> FloatArray:
@@ -95,7 +113,9 @@ def labels(tc: TrialCandidates) -> FloatArray:
     if inside:
         y[inside] = np.nan
         hardest = max(inside, key=lambda k: tc.candidates[k].features["peak_g"])
-        y[hardest] = 1.0
+        # both decisions on the hardest impact (the first and the late one) are the fall
+        hardest_ms = tc.candidates[hardest].impact_ms
+        y[[k for k in inside if tc.candidates[k].impact_ms == hardest_ms]] = 1.0
     return y
 
 
@@ -127,7 +147,7 @@ def fit_trees(
         tree = grower.tree(weight * (p - y), weight * p * (1.0 - p))
         trees.append(tree)
         logit += FallModel(FEATURE_NAMES, (tree,)).logits(x)
-    return FallModel(FEATURE_NAMES, tuple(trees), windows=shipped_model().windows)
+    return FallModel(FEATURE_NAMES, tuple(trees), windows=FeatureWindows())
 
 
 class _Grower:
@@ -222,9 +242,15 @@ def results_at(
     probabilities: Sequence[FloatArray],
     threshold: float,
     refractory_ms: float,
+    late: bool = False,
 ) -> list[TrialResult]:
     return [
-        judge(tc.trial, tc.dataset, tc.alarms(p.tolist(), threshold, refractory_ms), tc.pending_ms)
+        judge(
+            tc.trial,
+            tc.dataset,
+            tc.alarms(p.tolist(), threshold, refractory_ms, late),
+            tc.pending_ms,
+        )
         for tc, p in zip(tcs, probabilities, strict=True)
     ]
 
@@ -245,23 +271,34 @@ def _meets(results: list[TrialResult], specificity: float, fa_per_hour: float | 
 
 def choose_operating_points(
     tcs: Sequence[TrialCandidates], probabilities: Sequence[FloatArray], refractory_ms: float
-) -> dict[str, float]:
-    """The lowest grid probability meeting each point's targets (the highest if none)."""
+) -> tuple[dict[str, float], dict[str, bool]]:
+    """Each point: with and without the late decision, the lowest grid probability meeting
+    its targets (the highest if none); of the two, the one with the higher sensitivity
+    (on a tie, without the late decision: it never adds latency). Returns the
+    probabilities and whether each point takes the late decision."""
     wanted = {
         "standard": (SPECIFICITY_TARGET, FALSE_ALARMS_PER_HOUR_TARGET),
         "balanced": (SPECIFICITY_TARGET, None),
         "sensitive": (SENSITIVE_SPECIFICITY, None),
     }
     points: dict[str, float] = {}
+    late_points: dict[str, bool] = {}
     for name, (spec, fa) in wanted.items():
-        chosen = float(THRESHOLD_GRID[-1])
-        for threshold in THRESHOLD_GRID:
-            results = results_at(tcs, probabilities, float(threshold), refractory_ms)
-            if _meets(results, spec, fa):
-                chosen = float(threshold)
-                break
-        points[name] = chosen
-    return points
+        best: tuple[float, float, bool] | None = None  # sensitivity, probability, late
+        for late in (False, True):
+            chosen = float(THRESHOLD_GRID[-1])
+            results = results_at(tcs, probabilities, chosen, refractory_ms, late)
+            for threshold in THRESHOLD_GRID:
+                tried = results_at(tcs, probabilities, float(threshold), refractory_ms, late)
+                if _meets(tried, spec, fa):
+                    chosen, results = float(threshold), tried
+                    break
+            sensitivity = Evaluation(results, []).overall().sensitivity or 0.0
+            if best is None or sensitivity > best[0]:
+                best = (sensitivity, chosen, late)
+        assert best is not None
+        points[name], late_points[name] = best[1], best[2]
+    return points, late_points
 
 
 def roc(
@@ -269,17 +306,19 @@ def roc(
 ) -> list[dict[str, Any]]:
     """Sensitivity, specificity and false alarms per hour along the threshold grid."""
     out = []
-    for threshold in THRESHOLD_GRID[::4]:
-        fig = Evaluation(results_at(tcs, probabilities, float(threshold), refractory_ms), [])
-        d = fig.overall().as_dict()
-        out.append(
-            {
-                "threshold": float(threshold),
-                "sensitivity": d["sensitivity"],
-                "specificity": d["specificity"],
-                "false_alarms_per_hour": d["false_alarms_per_hour"],
-            }
-        )
+    for late in (False, True):
+        for threshold in THRESHOLD_GRID[::4]:
+            results = results_at(tcs, probabilities, float(threshold), refractory_ms, late)
+            d = Evaluation(results, []).overall().as_dict()
+            out.append(
+                {
+                    "threshold": float(threshold),
+                    "late_decision": late,
+                    "sensitivity": d["sensitivity"],
+                    "specificity": d["specificity"],
+                    "false_alarms_per_hour": d["false_alarms_per_hour"],
+                }
+            )
     return out
 
 
@@ -293,7 +332,13 @@ def loso(paths: Sequence[Path], thresholds: FallThresholds, progress: bool = Fal
     """Leave-one-subject-out figures at the thresholds' operating point."""
     tcs = collect(paths, thresholds, progress)
     probabilities = loso_probabilities(tcs)
-    results = results_at(tcs, probabilities, thresholds.alarm_probability, thresholds.refractory_ms)
+    results = results_at(
+        tcs,
+        probabilities,
+        thresholds.alarm_probability,
+        thresholds.refractory_ms,
+        thresholds.late_decision > 0,
+    )
     return Evaluation(results, [], mode="leave-one-subject-out")
 
 
@@ -302,12 +347,15 @@ def _sha256(path: Path) -> str:
 
 
 def train(paths: Sequence[Path], progress: bool = False) -> FallModel:
-    thresholds = FallThresholds()
+    # not the model file being replaced
+    thresholds = FallThresholds(alarm_probability=1.0, late_decision=1.0)
     tcs = collect(paths, thresholds, progress)
     probabilities = loso_probabilities(tcs)
-    points = choose_operating_points(tcs, probabilities, thresholds.refractory_ms)
+    points, late = choose_operating_points(tcs, probabilities, thresholds.refractory_ms)
     loso_figures = {
-        name: summary(Evaluation(results_at(tcs, probabilities, p, thresholds.refractory_ms), []))
+        name: summary(
+            Evaluation(results_at(tcs, probabilities, p, thresholds.refractory_ms, late[name]), [])
+        )
         for name, p in points.items()
     }
     final = fit_trees(*_rows(tcs))
@@ -328,7 +376,8 @@ def train(paths: Sequence[Path], progress: bool = False) -> FallModel:
         features=final.features,
         trees=final.trees,
         base=final.base,
-        windows=FeatureWindows(**vars(shipped_model().windows)),
+        windows=FeatureWindows(),
         operating_points=points,
+        late_decision=late,
         meta=meta,
     )

@@ -370,14 +370,21 @@ class TrialCandidates:
     pending_ms: float | None
 
     def alarms(
-        self, probabilities: Sequence[float], threshold: float, refractory_ms: float
+        self,
+        probabilities: Sequence[float],
+        threshold: float,
+        refractory_ms: float,
+        late: bool = False,
     ) -> list[Alarm]:
         """The alarms the streaming detector raises with these probabilities: exactly its
-        rule (threshold, then the refractory time after an alarm), in time order."""
+        rule (threshold, then the refractory time after an alarm), in the order it decides;
+        the late decisions only when `late` (they were recorded for every impact)."""
         alarms: list[Alarm] = []
         quiet_until = -math.inf
         step = 1000.0 / self.trial.hz
         for c, p in zip(self.candidates, probabilities, strict=True):
+            if c.late and not late:
+                continue
             if p >= threshold and c.impact_ms > quiet_until:
                 quiet_until = c.impact_ms + refractory_ms
                 alarms.append(Alarm(c.impact_ms, round(c.seen_ms + step), round(p, 3)))

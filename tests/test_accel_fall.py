@@ -15,7 +15,8 @@ from rules_engine.detectors.accel_fall import (
     FallDetection,
     FallThresholds,
 )
-from rules_engine.detectors.fall_model import shipped_model
+from rules_engine.detectors.fall_features import FEATURE_NAMES, FeatureWindows
+from rules_engine.detectors.fall_model import FallModel, shipped_model
 
 T0 = 1_764_000_000_000  # device epoch ms of the first sample
 UPRIGHT = np.array([-1.0, 0.0, 0.0])  # arm hanging: gravity along the forearm
@@ -385,16 +386,63 @@ def test_profile_rejects_typos_and_non_numbers() -> None:
         FallThresholds.from_profile({"fall": {"impact_g": math.nan}})
     with pytest.raises(ValueError, match="<= 1"):
         FallThresholds.from_profile({"fall": {"alarm_probability": 1.5}})
+    with pytest.raises(ValueError, match="late_decision must be 0 or 1"):
+        FallThresholds.from_profile({"fall": {"late_decision": 0.5}})
+    assert FallThresholds.from_profile({"fall": {"late_decision": 1}}).late_decision == 1.0
     with pytest.raises(ValueError, match="unknown care profile"):
         FallThresholds.preset("nobody")
 
 
 def test_care_profile_presets_are_operating_points_of_the_model() -> None:
-    points = shipped_model().operating_points
+    model = shipped_model()
+    points, late = model.operating_points, model.late_decision
     assert FallThresholds().alarm_probability == points["standard"]
     assert FallThresholds.preset("standard").alarm_probability == points["standard"]
     assert FallThresholds.preset("alone").alarm_probability == points["sensitive"]
     assert points["sensitive"] < points["standard"]  # more falls caught, more false alarms
+    # whether a point also takes the late decision is part of the point
+    assert FallThresholds().late_decision == float(late["standard"])
+    assert FallThresholds.preset("elderly_80plus").late_decision == float(late["balanced"])
+    assert FallThresholds.preset("alone").late_decision == float(late["sensitive"])
+
+
+def _model_by_decision_time(first: float, late: float) -> FallModel:
+    """A model that only looks at when it decides: logit `first` at the first decision,
+    `late` at the late one (for testing the detector's rule, not the physics)."""
+    k = FEATURE_NAMES.index("after_s")
+    tree = ((k, 5.0, 1, 2, 0.0), (-1, 0.0, 0, 0, first), (-1, 0.0, 0, 0, late))
+    return FallModel(FEATURE_NAMES, (tree,), windows=FeatureWindows(late_after_ms=7000.0))
+
+
+def _late_case(
+    model: FallModel, late_decision: float
+) -> tuple[list[FallDetection], list[Candidate], float]:
+    s, impact_ms = clean_fall()
+    s.hold(4.0, LYING)  # 9.3 s after the impact: room for the late decision
+    seen: list[Candidate] = []
+    th = FallThresholds(alarm_probability=0.5, late_decision=late_decision)
+    found = feed(AccelFallDetector(th, model, seen.append), s.array(), s.hz)
+    return found, seen, T0 + impact_ms
+
+
+def test_the_late_decision_adds_an_alarm_the_first_one_did_not_take() -> None:
+    found, seen, impact = _late_case(_model_by_decision_time(-5.0, 5.0), 1.0)
+    assert [c.late for c in seen] == [False, True]  # the same impact, decided twice
+    assert seen[0].impact_ms == seen[1].impact_ms
+    assert seen[1].features["after_s"] == 7.0
+    assert len(found) == 1
+    assert abs(found[0].impact_ms - impact) <= 40
+    assert found[0].decided_ms - found[0].impact_ms == 7000  # its latency counts
+    # without the late decision the same impact raises nothing
+    found, seen, _ = _late_case(_model_by_decision_time(-5.0, 5.0), 0.0)
+    assert found == [] and [c.late for c in seen] == [False]
+
+
+def test_the_late_decision_never_repeats_an_alarm() -> None:
+    # the first decision alarmed: no late decision is taken on that impact
+    found, seen, _ = _late_case(_model_by_decision_time(5.0, 5.0), 1.0)
+    assert len(found) == 1 and found[0].decided_ms - found[0].impact_ms == 3500
+    assert [c.late for c in seen] == [False]
 
 
 def test_bad_windows_are_rejected_clearly() -> None:

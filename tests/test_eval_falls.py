@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from evaluation.loaders import (
     load_trials,
 )
 from rules_engine.detectors.accel_fall import AccelFallDetector, FallThresholds
+from rules_engine.detectors.fall_features import FeatureWindows
 from rules_engine.detectors.fall_model import shipped_model
 from simulators.accel_trials import write_trials
 
@@ -264,15 +266,28 @@ def test_umafall_padding_lines_do_not_lose_the_file(tmp_path: Path) -> None:
 def test_candidate_replay_raises_the_alarms_the_streaming_detector_raises() -> None:
     # LOSO and training replay the second stage on recorded candidates; the figures are
     # only honest if that replay is the detector itself.
-    th = FallThresholds.preset("elderly_80plus")
+    # Candidates are recorded as training does (never alarming, every impact decided
+    # late too), then replayed at each preset, with and without the late decision (the
+    # shipped trees with a late decision 3.9 s after the impact: the trials are 6.5 s).
+    model = replace(shipped_model(), windows=FeatureWindows(late_after_ms=3900.0))
+    recording = replace(FallThresholds(), alarm_probability=1.0, late_decision=1.0)
+    replays = late_decisions = 0
     for item in load_trials(SYNTHETIC):
         assert isinstance(item, Trial)
-        streamed = replay(item, AccelFallDetector(th))
-        tc = collect_candidates("", item, th)
+        tc = collect_candidates("", item, recording, model)
+        late_decisions += sum(c.late for c in tc.candidates)
         probabilities = [c.probability for c in tc.candidates]
-        replayed = tc.alarms(probabilities, th.alarm_probability, th.refractory_ms)
-        assert list(streamed.alarms) == replayed, item.trial_id
-        assert streamed.pending_ms == tc.pending_ms
+        for preset in ("standard", "elderly_80plus", "alone"):
+            for late in (0.0, 1.0):
+                th = replace(FallThresholds.preset(preset), late_decision=late)
+                streamed = replay(item, AccelFallDetector(th, model))
+                replayed = tc.alarms(
+                    probabilities, th.alarm_probability, th.refractory_ms, late=late > 0
+                )
+                assert list(streamed.alarms) == replayed, (item.trial_id, preset, late)
+                assert streamed.pending_ms == tc.pending_ms
+                replays += 1
+    assert replays > 0 and late_decisions > 0
 
 
 # ------------------------------------------------------------------ CLI
@@ -330,7 +345,8 @@ def test_the_shipped_model_reproduces_its_recorded_loso_figures() -> None:
     tcs = fall_training.collect(DEV_FILES, FallThresholds())
     probabilities = fall_training.loso_probabilities(tcs)
     for point, threshold in model.operating_points.items():
-        results = fall_training.results_at(tcs, probabilities, threshold, 5000.0)
+        late = model.late_decision[point]
+        results = fall_training.results_at(tcs, probabilities, threshold, 5000.0, late)
         got = fall_training.summary(Evaluation(results, []))
         assert set(got) == set(recorded[point])
         for group, figures in recorded[point].items():

@@ -18,7 +18,11 @@ The detector works in two stages:
    (`fall_model.json`, trained reproducibly by `carewatch eval falls --train`) turns the
    cues into a probability; an alarm is raised when it reaches `alarm_probability`, an
    operating point measured on the leave-one-subject-out ROC (care profile presets are
-   such points). After an alarm, impacts within `refractory_ms` are not reported again.
+   such points). After an alarm, impacts within `refractory_ms` are not reported again;
+3. **late decision** (optional): when the model's windows have `late_after_ms` and the
+   thresholds' `late_decision` is 1, an impact without an alarm is described and scored
+   again that long after it (the cue `after_s` tells the model which decision it is), for
+   people who settle late. It can only add an alarm for an impact that has none.
 
 No cue is a veto: a fall while jogging, or one after which the arm keeps moving for a few
 seconds, can still score high enough on the others.
@@ -40,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from carewatch.messages import AccelWindow
-from rules_engine.detectors.fall_features import feature_vector, impact_features
+from rules_engine.detectors.fall_features import FeatureWindows, feature_vector, impact_features
 from rules_engine.detectors.fall_model import FallModel, shipped_model
 
 FloatArray = npt.NDArray[np.float64]
@@ -48,6 +52,10 @@ FloatArray = npt.NDArray[np.float64]
 
 def _operating_point(name: str) -> float:
     return shipped_model().operating_points[name]
+
+
+def _late_decision(name: str) -> float:
+    return 1.0 if shipped_model().late_decision.get(name, False) else 0.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,9 @@ class FallThresholds:
     # the model's probability at which an alarm is raised; default: its standard point
     alarm_probability: float = field(default_factory=lambda: _operating_point("standard"))
     refractory_ms: float = 5000.0  # after an alarm, impacts this soon are the same fall
+    # 1: an impact without an alarm is decided again late_after_ms after it (the model's
+    # windows), for people who settle late; 0: one decision only. Default: the standard point's
+    late_decision: float = field(default_factory=lambda: _late_decision("standard"))
     gap_reset_ms: float = 1000.0  # a hole in the data longer than this restarts the buffer
 
     def __post_init__(self) -> None:
@@ -71,6 +82,8 @@ class FallThresholds:
             raise ValueError("fall threshold rate_hz must be > 0")
         if self.alarm_probability > 1:
             raise ValueError("fall threshold alarm_probability must be <= 1")
+        if self.late_decision not in (0.0, 1.0):
+            raise ValueError("fall threshold late_decision must be 0 or 1")
 
     @classmethod
     def from_profile(
@@ -121,7 +134,7 @@ class FallThresholds:
         """How much raw signal must be kept to decide on the oldest undecided impact."""
         w = model.windows
         before = max(w.pre_ms, w.freefall_ms, 4000.0, self.impact_cluster_ms)
-        after = max(w.after_ms, self.impact_cluster_ms)
+        after = max(w.after_ms, w.late_after_ms, self.impact_cluster_ms)
         return before + after + 1000.0
 
 
@@ -143,7 +156,7 @@ PROFILE_OPERATING_POINTS: dict[str, str] = {
 def fall_profile_presets() -> dict[str, dict[str, float]]:
     """Care profile id -> fall threshold overrides, from the model's operating points."""
     return {
-        name: {"alarm_probability": _operating_point(point)}
+        name: {"alarm_probability": _operating_point(point), "late_decision": _late_decision(point)}
         for name, point in PROFILE_OPERATING_POINTS.items()
     }
 
@@ -166,6 +179,7 @@ class Candidate:
     features: dict[str, float]
     vector: FloatArray
     probability: float
+    late: bool = False  # the late decision on an impact the first one let pass
 
 
 def resample(t_ms: FloatArray, xyz: FloatArray, grid_ms: FloatArray) -> FloatArray:
@@ -214,6 +228,7 @@ class AccelFallDetector:
         self._decided_until = -math.inf  # impacts at or before this time are settled
         self._quiet_until = -math.inf  # no new alarm for impacts before this (refractory)
         self._pending: float | None = None
+        self._late: list[float] = []  # impacts without an alarm awaiting the late decision
 
     def reset(self) -> None:
         self._t = np.empty(0, dtype=np.float64)
@@ -221,6 +236,7 @@ class AccelFallDetector:
         self._decided_until = -math.inf
         self._quiet_until = -math.inf
         self._pending = None
+        self._late = []
 
     @property
     def pending_impact_ms(self) -> float | None:
@@ -246,6 +262,7 @@ class AccelFallDetector:
                 self._t = np.empty(0, dtype=np.float64)
                 self._xyz = np.empty((0, 3), dtype=np.float64)
                 self._pending = None
+                self._late = []
             else:
                 fresh = t > last
                 t, xyz = t[fresh], xyz[fresh]
@@ -266,6 +283,14 @@ class AccelFallDetector:
             raise ValueError("accelerometer window holds non-finite values")
         return xyz.reshape(-1, 3)
 
+    def _raw_peak(self, ti: float, step: float) -> float | None:
+        """The highest raw |a| within half a grid step of the impact at device time ti:
+        the samples the grid point at ti averaged (or the nearest one)."""
+        lo, hi = np.searchsorted(self._t, [ti - step / 2, ti + step / 2], side="left")
+        if hi <= lo:
+            return None
+        return float(np.linalg.norm(self._xyz[lo:hi], axis=1).max())
+
     def _decide(self) -> FallDetection | None:
         th = self.thresholds
         step = 1000.0 / th.rate_hz
@@ -278,7 +303,10 @@ class AccelFallDetector:
         mag = np.linalg.norm(sig, axis=1)
         cluster = round(th.impact_cluster_ms / step)
         horizon = max(cluster, round(self.model.windows.after_ms / step))
-        found: FallDetection | None = None
+        found = self._decide_late(grid, sig, mag, step)
+        late = (
+            th.late_decision > 0 and self.model.windows.late_after_ms > self.model.windows.after_ms
+        )
         for i in np.flatnonzero(mag >= th.impact_g).tolist():
             ti = float(grid[i])
             if ti <= self._decided_until:
@@ -290,27 +318,75 @@ class AccelFallDetector:
             if i + horizon >= len(mag):
                 self._pending = ti  # the seconds after the impact have not arrived yet
                 break
-            features = impact_features(sig, mag, i, step, self.model.windows)
-            vector = feature_vector(features)
-            probability = self.model.probability(vector)
-            alarm = probability >= th.alarm_probability and ti > self._quiet_until
-            if alarm and found is not None:
+            decision = self._score(grid, sig, mag, i, step, self.model.windows, found, False)
+            if decision is None:
                 self._pending = ti  # a second fall in one chunk: decided on the next one
                 break
             self._decided_until = ti
-            decided_ms = round(grid[i + horizon])
-            if self._on_candidate is not None:
-                self._on_candidate(
-                    Candidate(
-                        round(ti), decided_ms, float(self._t[-1]), features, vector, probability
-                    )
-                )
-            if alarm:
-                self._quiet_until = ti + th.refractory_ms
-                found = FallDetection(
-                    impact_ms=round(ti),
-                    decided_ms=decided_ms,
-                    confidence=round(probability, 3),
-                    features=_summary(features, probability),
-                )
+            alarm, detection = decision
+            found = detection or found
+            if late and not alarm:
+                self._late.append(ti)
         return found
+
+    def _decide_late(
+        self, grid: FloatArray, sig: FloatArray, mag: FloatArray, step: float
+    ) -> FallDetection | None:
+        """The late decision on impacts the first one let pass, once late_after_ms of
+        signal has followed them: only an alarm can come of it, never a retraction."""
+        w = self.model.windows
+        late_w = replace(w, after_ms=w.late_after_ms)
+        horizon = round(w.late_after_ms / step)
+        found: FallDetection | None = None
+        while self._late:
+            i = round((self._late[0] - float(grid[0])) / step)
+            if i < 0:  # fell out of the buffer (cannot happen with history_ms)
+                self._late.pop(0)
+                continue
+            if i + horizon >= len(mag):
+                break
+            decision = self._score(grid, sig, mag, i, step, late_w, found, True)
+            if decision is None:
+                break  # a second alarm in one chunk: decided on the next one
+            self._late.pop(0)
+            found = decision[1] or found
+        return found
+
+    def _score(
+        self,
+        grid: FloatArray,
+        sig: FloatArray,
+        mag: FloatArray,
+        i: int,
+        step: float,
+        windows: FeatureWindows,
+        found: FallDetection | None,
+        late: bool,
+    ) -> tuple[bool, FallDetection | None] | None:
+        """Describe and score the impact at grid index i with the signal up to
+        windows.after_ms after it: (alarm, its detection), or None when it would be a
+        second alarm in this chunk (then it waits for the next one, unrecorded)."""
+        th = self.thresholds
+        ti = float(grid[i])
+        features = impact_features(sig, mag, i, step, windows, self._raw_peak(ti, step))
+        vector = feature_vector(features)
+        probability = self.model.probability(vector)
+        alarm = probability >= th.alarm_probability and ti > self._quiet_until
+        if alarm and found is not None:
+            return None
+        decided_ms = round(grid[i + round(windows.after_ms / step)])
+        if self._on_candidate is not None:
+            self._on_candidate(
+                Candidate(
+                    round(ti), decided_ms, float(self._t[-1]), features, vector, probability, late
+                )
+            )
+        if not alarm:
+            return False, None
+        self._quiet_until = ti + th.refractory_ms
+        return True, FallDetection(
+            impact_ms=round(ti),
+            decided_ms=decided_ms,
+            confidence=round(probability, 3),
+            features=_summary(features, probability),
+        )

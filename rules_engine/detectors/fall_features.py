@@ -19,7 +19,9 @@ number means the same for a jogger and for someone sitting:
   wristbands we support) and the turn of gravity against the long-run posture before
   (`orientation_change_deg`) and against the second just before (`turn_short_deg`);
 - **rhythm**: other hits in the seconds before and after (`hits_before`, `hits_after`).
-  These are features, not a veto: a fall while jogging is still a fall.
+  These are features, not a veto: a fall while jogging is still a fall;
+- **when**: how long after the impact the decision is taken (`after_s`: `after_ms`, or
+  `late_after_ms` for the late decision), so one model scores both decisions.
 
 Everything here is pure numpy over a uniformly sampled signal; `FEATURE_NAMES` is the order
 the model was trained with.
@@ -61,6 +63,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "descent_activity",
     "after_peak_ratio",
     "impact_turn_deg",
+    "after_s",
 )
 
 # The physical direction of a cue: +1 when more of it can only make a fall more likely, -1
@@ -92,6 +95,9 @@ class FeatureWindows:
     short_lo_ms: float = 1700.0  # the old "just before" posture: [-1700, -700]
     short_hi_ms: float = 700.0
     after_ms: float = 3500.0  # decide this long after the impact
+    # a second, late decision this long after the impact (0: none), for people who keep
+    # moving the arm for a few seconds and settle later; it can only add an alarm
+    late_after_ms: float = 0.0
     still_ms: float = 1000.0  # the stillest window of this length after the impact
     final_ms: float = 1000.0  # the final posture: the last final_ms before deciding
     hit_g: float = 2.0  # what counts as another hit
@@ -130,12 +136,20 @@ def _forearm_vertical(g: FloatArray, axis: int) -> float:
 
 
 def impact_features(
-    sig: FloatArray, mag: FloatArray, i: int, step_ms: float, w: FeatureWindows
+    sig: FloatArray,
+    mag: FloatArray,
+    i: int,
+    step_ms: float,
+    w: FeatureWindows,
+    raw_peak_g: float | None = None,
 ) -> dict[str, float]:
     """The cues of the impact at sample i of `sig` (n x 3, g, one sample per step_ms).
 
     The signal must reach `w.after_ms` past the impact; before it, whatever is there is
     used (a recording or a buffer may start less than `w.pre_ms` before the impact).
+    `raw_peak_g`, the highest |a| among the device's own samples at the impact, is the
+    peak when given: a device faster than the grid has several samples per grid step,
+    whose mean (the resampled peak) depends on where the grid falls between them.
     """
 
     def at(ms: float) -> int:
@@ -148,7 +162,7 @@ def impact_features(
         pre_lo, pre_hi = max(0, i - 3), max(1, i)
     pre = sig[pre_lo:pre_hi]
     pre_mag = mag[pre_lo:pre_hi]
-    peak = float(mag[i])
+    peak = float(mag[i]) if raw_peak_g is None else max(float(mag[i]), raw_peak_g)
 
     ff = mag[max(0, at(-w.freefall_ms)) : i]
     freefall_ms = _longest_run(ff < w.freefall_g) * step_ms if len(ff) else 0.0
@@ -206,6 +220,7 @@ def impact_features(
             sig[max(0, at(-600.0)) : max(1, at(-200.0))].mean(axis=0),
             sig[min(end - 2, at(300.0)) : min(end - 1, at(800.0))].mean(axis=0),
         ),
+        "after_s": w.after_ms / 1000.0,
     }
 
 

@@ -39,6 +39,8 @@ class FallModel:
     base: float = 0.0
     windows: FeatureWindows = field(default_factory=FeatureWindows)
     operating_points: dict[str, float] = field(default_factory=dict)
+    # whether each operating point also takes the late decision (FeatureWindows.late_after_ms)
+    late_decision: dict[str, bool] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -102,6 +104,7 @@ class FallModel:
             "base": self.base,
             "windows": {k: float(v) for k, v in vars(self.windows).items()},
             "operating_points": self.operating_points,
+            "late_decision": self.late_decision,
             "trees": [
                 [[f, round(t, 8), left, right, round(v, 8)] for f, t, left, right, v in tree]
                 for tree in self.trees
@@ -128,6 +131,7 @@ class FallModel:
             base=float(data.get("base", 0.0)),
             windows=FeatureWindows(**windows),
             operating_points={k: float(v) for k, v in data.get("operating_points", {}).items()},
+            late_decision={k: bool(v) for k, v in data.get("late_decision", {}).items()},
             meta=dict(data.get("meta", {})),
         )
 
