@@ -18,17 +18,15 @@ Endpoints:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from psycopg_pool import AsyncConnectionPool
 
+from carewatch.http_serve import serve_until
 from carewatch.messages import DeviceStatus
 from carewatch.settings import Settings
 from gateways.directory import Directory
@@ -223,27 +221,5 @@ def create_app(settings: Settings, processor: PushProcessor) -> FastAPI:
     return app
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the caller owns them."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def serve(settings: Settings, app: FastAPI, stop: asyncio.Event) -> None:
-    config = uvicorn.Config(
-        app,
-        host=settings.gateway_host,
-        port=settings.gateway_http_port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-    server = _Server(config)
-    serving = asyncio.create_task(server.serve())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    stopping.cancel()
-    await serving
+    await serve_until(app, settings.gateway_host, settings.gateway_http_port, stop)

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import html
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -30,7 +29,6 @@ from string import Template
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
@@ -41,6 +39,7 @@ from carewatch.alerts import Alert
 from carewatch.bus import make_broker
 from carewatch.clock import Clock, SystemClock
 from carewatch.http_guard import BodyLimit, SecurityHeaders
+from carewatch.http_serve import serve_until
 from carewatch.labels import STATUS_LABELS
 from carewatch.messages import CLOSED_STATUSES, AlertChange
 from carewatch.metrics import ALERTS, serve_metrics
@@ -390,29 +389,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     return app
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the caller owns them and sets `stop`."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = None) -> None:
     """Serve the ack app on settings.ack_host:ack_port until `stop`."""
     serve_metrics(settings.metrics_port)
-    config = uvicorn.Config(
-        create_app(settings, clock),
-        host=settings.ack_host,
-        port=settings.ack_port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-    server = _Server(config)
-    serving = asyncio.create_task(server.serve())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    stopping.cancel()
-    await serving  # raises if the server failed (e.g. the port is taken)
+    await serve_until(create_app(settings, clock), settings.ack_host, settings.ack_port, stop)

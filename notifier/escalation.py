@@ -15,19 +15,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
-from psycopg_pool import AsyncConnectionPool
 
 from carewatch import alerts
 from carewatch.alerts import Alert
-from carewatch.clock import Clock, SystemClock
 from carewatch.messages import CLOSED_STATUSES, AlertChange, decode_alert_change, encode
 from carewatch.metrics import ESCALATION_STEPS
 from carewatch.settings import Settings
 from notifier import outbox, short_links, sql, targets, timeline
 from notifier.channels.base import Purpose
 from notifier.content import message_params
+from notifier.loop import NotifierLoop
 from notifier.metrics import ALERT_CHANGE_REJECTS
-from notifier.outbox import Claimed, NewNotification, OutboxSender
+from notifier.outbox import Claimed, NewNotification
 from notifier.policies import Policy, plan_step, policy_for, step_channels
 from notifier.sql import Conn
 from notifier.targets import Recipient
@@ -275,21 +274,7 @@ async def on_acknowledged_or_closed(
 INBOX_PRUNE_EVERY_S = 3600.0
 
 
-class Escalator:
-    def __init__(
-        self,
-        pool: AsyncConnectionPool,
-        settings: Settings,
-        sender: OutboxSender,
-        clock: Clock | None = None,
-        batch_size: int = 50,
-    ) -> None:
-        self.pool = pool
-        self.settings = settings
-        self.sender = sender
-        self.clock = clock or SystemClock()
-        self.batch_size = batch_size
-
+class Escalator(NotifierLoop):
     async def handle(self, raw: bytes) -> None:
         """Bus handler for the alerts stream."""
         try:

@@ -24,14 +24,11 @@ import dataclasses
 import logging
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
-
-from carewatch.clock import Clock, SystemClock
-from carewatch.settings import Settings
 from notifier import outbox, sql, targets, timeline
 from notifier.content import AlertInfo, message_params
 from notifier.escalation import load_alert
-from notifier.outbox import Claimed, NewNotification, OutboxSender
+from notifier.loop import NotifierLoop
+from notifier.outbox import Claimed, NewNotification
 from notifier.policies import (
     BOTH_CHANNELS,
     HANDLER_ESCALATION_TARGETS,
@@ -59,21 +56,7 @@ FOR UPDATE OF e SKIP LOCKED
 """
 
 
-class HandlerWatcher:
-    def __init__(
-        self,
-        pool: AsyncConnectionPool,
-        settings: Settings,
-        sender: OutboxSender,
-        clock: Clock | None = None,
-        batch_size: int = 50,
-    ) -> None:
-        self.pool = pool
-        self.settings = settings
-        self.sender = sender
-        self.clock = clock or SystemClock()
-        self.batch_size = batch_size
-
+class HandlerWatcher(NotifierLoop):
     async def run_due(self) -> int:
         """Act on every watched alert with a new press or a due arrival check; how many."""
         s = self.settings

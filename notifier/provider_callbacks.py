@@ -24,16 +24,14 @@ that help is coming. A reply "2" is the link's 误报. A reply gets a short answ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -41,6 +39,7 @@ from carewatch.alert_lifecycle import TransitionError
 from carewatch.alert_outbox import AlertPublisher
 from carewatch.bus import Broker, make_broker
 from carewatch.clock import Clock, SystemClock
+from carewatch.http_serve import serve_until
 from carewatch.messages import AlertChange
 from carewatch.metrics import serve_metrics
 from carewatch.settings import Settings
@@ -224,29 +223,8 @@ def encode_items(items: Sequence[msgspec.Struct]) -> bytes:
     return msgspec.json.encode(list(items))
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the caller owns them and sets `stop`."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = None) -> None:
     """Serve the provider callbacks on settings.callbacks_host:callbacks_port until `stop`."""
     serve_metrics(settings.metrics_port)
-    config = uvicorn.Config(
-        create_app(settings, clock),
-        host=settings.callbacks_host,
-        port=settings.callbacks_port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-    server = _Server(config)
-    serving = asyncio.create_task(server.serve())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    stopping.cancel()
-    await serving  # raises if the server failed (e.g. the port is taken)
+    app = create_app(settings, clock)
+    await serve_until(app, settings.callbacks_host, settings.callbacks_port, stop)

@@ -31,17 +31,16 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 
 from carewatch.alert_lifecycle import Action
-from carewatch.clock import Clock, SystemClock
 from carewatch.settings import Settings
 from notifier import outbox, sql, targets, timeline
 from notifier.channels.aliyun_sms import PROVIDER_TZ
 from notifier.channels.aliyun_voice import DTMF_ACKNOWLEDGE, DTMF_NEXT
 from notifier.content import message_params
 from notifier.escalation import handler_display, load_alert
-from notifier.outbox import Claimed, NewNotification, OutboxSender
+from notifier.loop import NotifierLoop
+from notifier.outbox import Claimed, NewNotification
 from notifier.sql import Conn
 
 log = logging.getLogger(__name__)
@@ -575,23 +574,9 @@ FOR UPDATE OF a SKIP LOCKED
 """
 
 
-class ReceiptWatcher:
+class ReceiptWatcher(NotifierLoop):
     """Calls the recipient of every critical alert SMS not reported delivered within
     voice_sms_confirm_s (the carrier's report may never come: a phone switched off)."""
-
-    def __init__(
-        self,
-        pool: AsyncConnectionPool,
-        settings: Settings,
-        sender: OutboxSender,
-        clock: Clock | None = None,
-        batch_size: int = 50,
-    ) -> None:
-        self.pool = pool
-        self.settings = settings
-        self.sender = sender
-        self.clock = clock or SystemClock()
-        self.batch_size = batch_size
 
     async def run_due(self) -> int:
         if not self.settings.voice_enabled:

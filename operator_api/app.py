@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
@@ -22,6 +21,7 @@ from carewatch.alert_outbox import AlertPublisher
 from carewatch.bus import make_broker
 from carewatch.db.pool import open_pool
 from carewatch.http_guard import BodyLimit, SecurityHeaders
+from carewatch.http_serve import serve_until
 from carewatch.messages import AlertChange
 from carewatch.metrics import serve_metrics
 from carewatch.settings import Settings
@@ -101,32 +101,10 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the caller owns signals (via `stop`)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Serve on settings.operator_host:operator_port until `stop` is set."""
     serve_metrics(settings.metrics_port)
     app = create_app(settings)
     app.state.stopping = stop  # the console's live streams end when the server stops
-    config = uvicorn.Config(
-        app,
-        host=settings.operator_host,
-        port=settings.operator_port,
-        log_config=None,  # keep the process's (masking) log setup
-        access_log=False,
-        lifespan="on",
-    )
-    server = _Server(config)
-    serving = asyncio.create_task(server.serve())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    stopping.cancel()
-    await serving
+    await serve_until(app, settings.operator_host, settings.operator_port, stop)
     log.info("operator API stopped")
