@@ -35,20 +35,9 @@ import uuid
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-log = logging.getLogger(__name__)
+from carewatch.redis_lease import KEEP, RELEASE
 
-# extend the lease if it is still ours, or take it back if it lapsed and nobody took it
-_KEEP = """
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
-return 0
-"""
-# delete the lease only if it is still ours
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+log = logging.getLogger(__name__)
 
 
 def lease_key(namespace: str, client_id: str) -> str:
@@ -68,8 +57,8 @@ class SessionLease:
         self.key = key
         self.holder = holder
         self._lease_ms = lease_ms
-        self._keep = redis.register_script(_KEEP)
-        self._release = redis.register_script(_RELEASE)
+        self._keep = redis.register_script(KEEP)
+        self._release = redis.register_script(RELEASE)
         self.held = asyncio.Event()
         self.not_held = asyncio.Event()
         self.not_held.set()

@@ -27,22 +27,11 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from carewatch.redis_lease import KEEP, RELEASE
+
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "cw:rules"
-
-# extend the lease if it is still ours, or take it back if it lapsed and nobody took it
-_KEEP = """
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
-return 0
-"""
-# delete the lease only if it is still ours
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def fair_share(shards: int, workers: int) -> int:
@@ -120,11 +109,11 @@ class LeaseStore:
         )
 
     async def keep(self, shard: int, worker: str) -> bool:
-        result = await self._redis.eval(_KEEP, 1, self.shard_key(shard), worker, self._lease_ms)
+        result = await self._redis.eval(KEEP, 1, self.shard_key(shard), worker, self._lease_ms)
         return bool(result)
 
     async def release(self, shard: int, worker: str) -> None:
-        await self._redis.eval(_RELEASE, 1, self.shard_key(shard), worker)
+        await self._redis.eval(RELEASE, 1, self.shard_key(shard), worker)
 
     async def leave(self, worker: str) -> None:
         await self._redis.delete(self.worker_key(worker))
