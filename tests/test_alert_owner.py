@@ -36,6 +36,7 @@ from tests.support.notifier import (
     seed_registry,
     wait_consumed,
 )
+from tests.support.source import parse_source
 
 ROOT = Path(__file__).resolve().parent.parent
 OWNER = ROOT / "carewatch" / "alerts.py"
@@ -49,7 +50,7 @@ WRITES = ("insert into alerts", "update alerts", "insert into alert_events", "up
 def _sql_strings(path: Path) -> list[str]:
     """Every string literal of a module (implicitly joined ones as one), lower-cased and
     with whitespace runs folded, so a statement split over lines is found too."""
-    tree = ast.parse(path.read_text("utf-8"))
+    tree = parse_source(path.read_text("utf-8"))
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):

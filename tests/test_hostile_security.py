@@ -42,6 +42,7 @@ from tests.support.notifier import (
     query,
     seed_registry,
 )
+from tests.support.source import parse_source
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,7 +128,7 @@ class _SqlBuildFinder(ast.NodeVisitor):
 
 
 def sql_builds(source: str, path: str) -> Iterator[Offender]:
-    tree = ast.parse(source)
+    tree = parse_source(source)
     lines = source.splitlines()
     constants = {
         t.id: n.value.value

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.source import parse_source
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = (
     "ingest",
@@ -41,7 +43,7 @@ def _module_name(path: Path) -> str:
 
 def imports_of(path: Path) -> set[str]:
     """The absolute names of the modules `path` imports (relative imports resolved)."""
-    tree = ast.parse(path.read_text("utf-8"))
+    tree = parse_source(path.read_text("utf-8"))
     package = _module_name(path).split(".")
     if path.name != "__init__.py":
         package.pop()
