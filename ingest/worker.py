@@ -22,6 +22,13 @@ behind a load, a press waited for the backlog. With two sessions a press waits o
 behind other events. The bus keeps the two apart too (events.{shard} and
 telemetry.{shard}), so an alarm never queues behind telemetry on its way.
 
+Each process runs both lanes by default, or one (`carewatch ingest --lane events|telemetry`,
+CAREWATCH_INGEST_LANES). Deployed as two processes, the alarm lane gets the CPU from the
+operating system first: the telemetry process lowers its own priority at start
+(CAREWATCH_BULK_LANE_NICE) and the systemd units give it a lower CPUWeight too
+(infra/deploy/systemd, docs/reliability.md "Alarms first under overload"). Within one
+process the events lane's work goes first in the loop (carewatch.alarm_priority).
+
 Shutdown (stop set): stop reading MQTT, process what was already received, flush every
 batch, send the last PUBACKs, then disconnect. Whatever could not be made durable in
 SHUTDOWN_GRACE_S stays unacknowledged and the broker redelivers it to this session.
@@ -41,7 +48,7 @@ from typing import Any, NamedTuple
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from carewatch.alarm_priority import AlarmPriority
+from carewatch.alarm_priority import AlarmPriority, run_as_bulk
 from carewatch.bus import make_broker
 from carewatch.db.pool import open_pool
 from carewatch.metrics import serve_metrics
@@ -119,6 +126,11 @@ ALARM_LANE = "events"  # its work goes first in the worker's loop (carewatch.ala
 def lane_client_ids(client_id: str) -> dict[str, str]:
     """One session per lane: `{client_id}.{lane}`."""
     return {lane: f"{client_id}.{lane}" for lane in LANES}
+
+
+def lanes_of(setting: str) -> tuple[str, ...]:
+    """The lanes `CAREWATCH_INGEST_LANES` (`carewatch ingest --lane`) selects."""
+    return tuple(LANES) if setting == "all" else (setting,)
 
 
 class _Shared(NamedTuple):
@@ -228,9 +240,18 @@ async def run(
     *,
     client_id: str | None = None,
     ready: asyncio.Event | None = None,
+    lanes: tuple[str, ...] | None = None,
 ) -> None:
     """Run until `stop` is set, then flush and exit. `ready` is set once every lane is
-    subscribed (for callers that start publishing right away: tests, the demo)."""
+    subscribed (for callers that start publishing right away: tests, the demo).
+
+    `lanes` (default: settings.ingest_lanes) are the lanes this process runs. A process
+    with the telemetry lane only is bulk work: it lowers its own CPU priority
+    (settings.bulk_lane_nice, carewatch.alarm_priority.run_as_bulk) before anything else,
+    so that the events lane's process, the rules worker and the notifier run first."""
+    lanes = lanes or lanes_of(settings.ingest_lanes)
+    if ALARM_LANE not in lanes:
+        run_as_bulk(settings.bulk_lane_nice)  # before serve_metrics starts a thread
     serve_metrics(settings.metrics_port)
     client_id = client_id or default_client_id(settings)
     deadline = _ShutdownDeadline()
@@ -247,11 +268,12 @@ async def run(
             return
         publisher = BusPublisher(broker, redis, settings.bus_shards)
         shared = _Shared(pool, redis, registry, publisher, AlarmPriority())
-        lanes = [
+        running = [
             _Lane(name, lane_client_id, settings, shared, deadline)
             for name, lane_client_id in lane_client_ids(client_id).items()
+            if name in lanes
         ]
-        tasks = [task for lane in lanes for task in lane.tasks]
+        tasks = [task for lane in running for task in lane.tasks]
         tasks.append(asyncio.create_task(registry.keep_fresh(stop), name="registry"))
         tasks.append(
             asyncio.create_task(
@@ -259,8 +281,8 @@ async def run(
             )
         )
         if ready is not None:
-            readiness = asyncio.create_task(_all_ready(lanes, ready), name="ready")
-        log.info("ingest worker started", extra={"client_id": client_id})
+            readiness = asyncio.create_task(_all_ready(running, ready), name="ready")
+        log.info("ingest worker started", extra={"client_id": client_id, "lanes": lanes})
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
@@ -271,7 +293,7 @@ async def run(
                 raise failure
 
         deadline.at = time.monotonic() + SHUTDOWN_GRACE_S
-        await asyncio.gather(*(lane.drain() for lane in lanes))
+        await asyncio.gather(*(lane.drain() for lane in running))
         log.info("ingest worker stopped")
     finally:
         if readiness is not None:
