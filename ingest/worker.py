@@ -57,9 +57,9 @@ from carewatch.topics import TopicKind
 from ingest.acks import AckTracker, Ticket
 from ingest.dead_letters import keep_trimmed
 from ingest.dedup import Deduplicator
-from ingest.flusher import Flusher
+from ingest.flusher import MAX_SEALED_BATCHES, Flusher
 from ingest.lease import SessionLease, claim_redis_for, holder_id, lease_key
-from ingest.mqtt_source import Incoming, MqttSource
+from ingest.mqtt_source import RECEIVE_MAXIMUM_CAP, Incoming, MqttSource
 from ingest.pipeline import Pipeline
 from ingest.publisher import BusPublisher
 from ingest.registry_cache import DeviceRegistry
@@ -168,8 +168,16 @@ class _Lane:
                 settings.ingest_lease_ms,
             )
         )
+        alarm_lane = name == ALARM_LANE
+        # push back on telemetry, never on alarms (ingest.flusher, ingest.mqtt_source)
         self.source = MqttSource(
-            settings, client_id, self.queue, self.ready, kinds=LANES[name], lease=self.lease
+            settings,
+            client_id,
+            self.queue,
+            self.ready,
+            kinds=LANES[name],
+            lease=self.lease,
+            receive_max=RECEIVE_MAXIMUM_CAP if alarm_lane else None,
         )
         self.tracker: AckTracker[Incoming] = AckTracker(self.source.ack_all)
         # A copy of a message always comes back on the same topic, so on the same lane:
@@ -182,7 +190,14 @@ class _Lane:
             boot_id=uuid.uuid4().hex[:12],
             namespace=settings.namespace,
         )
-        self.flusher = Flusher(pool, dedup, pending, self.tracker, deadline)
+        self.flusher = Flusher(
+            pool,
+            dedup,
+            pending,
+            self.tracker,
+            deadline,
+            max_batches=0 if alarm_lane else MAX_SEALED_BATCHES,
+        )
         self.pipeline = Pipeline(
             settings,
             registry,
@@ -193,7 +208,7 @@ class _Lane:
             self.flusher,
             deadline,
             priority,
-            alarm_lane=name == ALARM_LANE,
+            alarm_lane=alarm_lane,
         )
         self._stop_reading, self._disconnect = asyncio.Event(), asyncio.Event()
         self._stop_lease = asyncio.Event()

@@ -9,6 +9,7 @@ is measured by bench.sos_latency (docs/benchmarks.md), never timed here.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,12 +20,21 @@ import pytest
 import redis
 
 from carewatch.settings import Settings
+from ingest.flusher import MAX_SEALED_BATCHES
 from ingest.lease import lease_key
 from ingest.worker import default_client_id, lane_client_ids
 from registry.importer import import_files
 from tests.chaos_support import Wristbands, band_id, query, write_many_elders
 from tests.pipeline import Pipeline, with_fake_providers
 from tests.services import free_port, wait_until
+from tests.test_ingest_worker import (
+    Harness,
+    database_down,
+    eventually,
+    insert_registry,
+    sos,
+    start_worker,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -162,3 +172,33 @@ def test_run_all_runs_the_telemetry_lane_in_a_niced_child_it_stops_with_it(
         wait_until(lambda: not os.path.exists(f"/proc/{child}"), 30, "the child gone")
     finally:
         p.stop_all()
+
+
+async def test_presses_reach_the_bus_through_a_database_outage_longer_than_a_few_batches(
+    settings: Settings,
+) -> None:
+    """The events lane is never pushed back by a slow or absent database: every press
+    is published (and so becomes an alert) while no row can be stored. Each press here
+    is its own sealed batch (ingest_batch_ms=1), more than the telemetry lane's bound
+    of sealed batches: with that bound the lane stopped at the sixth, unpublished."""
+    s = settings.model_copy(update={"ingest_batch_ms": 1})
+    insert_registry(s.database_url)
+    stop, task = await start_worker(s)
+    h = Harness(s)
+    presses = MAX_SEALED_BATCHES + 6
+    try:
+        with database_down(s.database_url):
+            for seq in range(1, presses + 1):
+                await h.publish(sos(seq))
+                await eventually(
+                    lambda n=seq: sum(e.event == "sos" for e in h.bus_events()) == n,  # type: ignore[misc]
+                    what=f"press {seq} on the bus while the database is down",
+                )
+        await eventually(
+            lambda: h.telemetry_seqs() == list(range(1, presses + 1)),
+            timeout=30,
+            what="every press stored once the database is back",
+        )
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
