@@ -162,8 +162,8 @@ def load_rows_stored(settings: Settings) -> int:
 
 
 def drain(settings: Settings, published: int) -> tuple[int, float | None]:
-    """(backlog when the load stopped, seconds until every published row was stored, or
-    None if it had not drained within DRAIN_TIMEOUT_S)."""
+    """(backlog when the load stopped, seconds until every row the broker acknowledged
+    to the load was stored, or None if it had not drained within DRAIN_TIMEOUT_S)."""
     started = time.monotonic()
     backlog = max(0, published - load_rows_stored(settings))
     if backlog == 0:
@@ -264,7 +264,7 @@ def run_level(
             cores = cpu.cores()
             for spy, _ in spies.values():
                 stop_profiler(spy)
-        backlog, drain_s = drain(settings, int(load.sent.value))
+        backlog, drain_s = drain(settings, int(load.acked.value))
         return {
             "profile": {name: summarise(out, top=25) for name, (_, out) in spies.items()},
             "load_target_msg_s": rate,
@@ -279,6 +279,7 @@ def run_level(
             # telemetry published by the load but not yet stored when it stopped,
             # and how long storing it took (None: not drained in DRAIN_TIMEOUT_S)
             "telemetry_published": int(load.sent.value),
+            "telemetry_acknowledged": int(load.acked.value),
             "telemetry_backlog": backlog,
             "telemetry_drain_s": drain_s,
             # CPU cores each process kept busy while the presses were measured
