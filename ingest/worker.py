@@ -25,7 +25,7 @@ telemetry.{shard}), so an alarm never queues behind telemetry on its way.
 Each process runs both lanes by default, or one (`carewatch ingest --lane events|telemetry`,
 CAREWATCH_INGEST_LANES). Deployed as two processes, the alarm lane gets the CPU from the
 operating system first: the telemetry process lowers its own priority at start
-(CAREWATCH_BULK_LANE_NICE) and the systemd units give it a lower CPUWeight too
+(CAREWATCH_BULK_LANE_NICE) and the systemd units give the events lane a higher CPUWeight
 (infra/deploy/systemd, docs/reliability.md "Alarms first under overload"). Within one
 process the events lane's work goes first in the loop (carewatch.alarm_priority).
 
