@@ -265,7 +265,18 @@ def run_level(
             for spy, _ in spies.values():
                 stop_profiler(spy)
         backlog, drain_s = drain(settings, int(load.acked.value))
+        not_drained: dict[str, Any] = {}
+        if drain_s is None:  # say why: which worker stopped, what it logged last
+            not_drained = {
+                "rows_missing": int(load.acked.value) - load_rows_stored(settings),
+                "exited": {
+                    n: p.returncode for n, p in pipeline.procs.items() if p.poll() is not None
+                },
+                "ingest_log_tails": {n: pipeline.tail(n, 15) for n in ("ingest", "ingest-1")},
+            }
+            print(f"  not drained: {not_drained}", flush=True)
         return {
+            "not_drained": not_drained,
             "profile": {name: summarise(out, top=25) for name, (_, out) in spies.items()},
             "load_target_msg_s": rate,
             "load_achieved_msg_s": round(load.rate_achieved),
