@@ -38,6 +38,7 @@ from bench.common import RESULTS, bench_env, percentile, seed_street, table, wri
 from bench.load import Load
 from bench.noisy import NoisyNeighbour
 from bench.procstat import CpuUse, nice
+from bench.profile import _py_spy as py_spy
 from bench.profile import start_profiler, stop_profiler, summarise
 from carewatch import bus
 from carewatch.bus_batch_reader import entry_body
@@ -157,6 +158,32 @@ def measure(
     return latencies, stages
 
 
+def stacks(pid: int) -> str:
+    """Where a worker's threads are now (py-spy dump), or why that is not known."""
+    try:
+        dump = subprocess.run(
+            [py_spy(), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, SystemExit, subprocess.TimeoutExpired) as exc:
+        return f"no py-spy dump: {exc}"
+    return dump.stdout[-4000:]
+
+
+def dedup_states(settings: Settings) -> dict[str, int]:
+    """How many of ingest's dedup keys are claimed (in flight) and how many done."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        states: dict[str, int] = {}
+        keys = list(client.scan_iter(f"{settings.namespace}:dedup:*", count=10_000))
+        for i in range(0, len(keys), 1000):
+            for value in client.mget(keys[i : i + 1000]):
+                state = "done" if value == b"done" else "claimed"
+                states[state] = states.get(state, 0) + 1
+        return states
+    finally:
+        client.close()
+
+
 def load_rows_stored(settings: Settings) -> int:
     return int(rows(settings, "SELECT count(*) FROM telemetry WHERE seq > %s", LOAD_SEQ_MIN)[0][0])
 
@@ -273,6 +300,8 @@ def run_level(
                     n: p.returncode for n, p in pipeline.procs.items() if p.poll() is not None
                 },
                 "ingest_log_tails": {n: pipeline.tail(n, 15) for n in ("ingest", "ingest-1")},
+                "dedup_keys": dedup_states(settings),
+                "ingest_1_stacks": stacks(pipeline.procs["ingest-1"].pid),
             }
             print(f"  not drained: {not_drained}", flush=True)
         return {
