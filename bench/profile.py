@@ -40,7 +40,7 @@ def _name(frame: str) -> str:
     if match is None:
         return frame.strip()
     path = match["file"]
-    for marker in ("site-packages/", f"{_ROOT}/", "python3.11/"):
+    for marker in ("site-packages/", f"{_ROOT}/", "/work/main/", "python3.11/"):
         if marker in path:
             path = path.split(marker, 1)[1]
     return f"{match['func']} ({path})"
