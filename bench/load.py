@@ -81,7 +81,12 @@ class _Connection:
 
 
 def _publish_loop(
-    port: int, devices: list[str], rate: float, stop: MpEvent, sent: Synchronized[int]
+    port: int,
+    devices: list[str],
+    rate: float,
+    stop: MpEvent,
+    sent: Synchronized[int],
+    acked: Synchronized[int],
 ) -> None:
     conn = _Connection(port)
     topics = [topic(device, "telemetry") for device in devices]
@@ -130,6 +135,7 @@ def _publish_loop(
     while conn.acked < i and time.monotonic() < deadline:
         conn.read_acks(deadline - time.monotonic())
     sent.value = i
+    acked.value = conn.acked
     conn.close()
 
 
@@ -139,9 +145,15 @@ class Load:
     def __init__(self, port: int, devices: list[str], rate: float) -> None:
         self.stop = mp.Event()
         self.sent: Synchronized[int] = mp.Value("q", 0)
+        # what the broker acknowledged before the load stopped: a publish still
+        # unacknowledged when the load closes its socket may be lost with the connection
+        # (as a device's would be, which then sends it again), so only these are owed
+        self.acked: Synchronized[int] = mp.Value("q", 0)
         self.rate = rate
         self.proc = mp.Process(
-            target=_publish_loop, args=(port, devices, rate, self.stop, self.sent), daemon=True
+            target=_publish_loop,
+            args=(port, devices, rate, self.stop, self.sent, self.acked),
+            daemon=True,
         )
         self.started = 0.0
         self.elapsed = 0.0

@@ -63,3 +63,8 @@ class CpuUse:
             name: round((cpu_seconds(pid) - self._cpu[name]) / wall, 2)
             for name, pid in self._pids.items()
         }
+
+
+def nice(pid: int) -> int:
+    """The nice value of the process's main thread."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])

@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+_ROOT = str(Path(__file__).resolve().parents[1])  # this checkout, whatever its path
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]*)(?::\d+)?\)$")
 
 
@@ -39,7 +40,7 @@ def _name(frame: str) -> str:
     if match is None:
         return frame.strip()
     path = match["file"]
-    for marker in ("site-packages/", "/work/main/", "python3.11/"):
+    for marker in ("site-packages/", f"{_ROOT}/", "/work/main/", "python3.11/"):
         if marker in path:
             path = path.split(marker, 1)[1]
     return f"{match['func']} ({path})"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 
@@ -67,3 +68,19 @@ class AlarmPriority:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), self._max_wait_s)
         self._turn_at = time.monotonic()
+
+
+def run_as_bulk(niceness: int) -> int:
+    """Alarm work first between processes: a process that runs only bulk work (ingest's
+    telemetry lane) gives itself at least `niceness` (0: leaves it alone), so the kernel
+    runs the alarm path's processes (ingest's events lane, the rules worker, the notifier)
+    first whenever both want the CPU. Lowering one's own priority needs no privilege.
+
+    On Linux a nice value belongs to a thread, and new threads inherit it: call this
+    first thing, before the process starts any thread. Returns the nice value now.
+    """
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if niceness > current:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
+        return niceness
+    return current

@@ -157,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     }
     # `carewatch notifier` runs the worker; `carewatch notifier templates` prints the SMS
     # template texts to register at Aliyun, which depend on the ack base URL in settings.
+    workers["ingest"].add_argument(
+        "--lane",
+        choices=["all", "events", "telemetry"],
+        default=None,
+        help="run only this lane (default: CAREWATCH_INGEST_LANES, all); `events` and"
+        " `telemetry` in two processes let the OS run the alarm lane first (the telemetry"
+        " process lowers its own priority: CAREWATCH_BULK_LANE_NICE)",
+    )
     workers["notifier"].add_subparsers(dest="notifier_cmd", required=False).add_parser(
         "templates", help="print the SMS template texts to register at Aliyun for these settings"
     )
@@ -375,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "notifier" and args.notifier_cmd == "templates":
         print(_load("notifier.channels.templates:registration_text")(settings), end="")
         return 0
+    if cmd == "ingest" and args.lane is not None:
+        settings = settings.model_copy(update={"ingest_lanes": args.lane})
     if cmd in WORKERS:
         run_until_signal(_load(WORKERS[cmd][0]), settings)
         return 0

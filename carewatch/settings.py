@@ -99,6 +99,22 @@ class Settings(BaseSettings):
         " waits this long before taking the next, so that its per-batch Redis round trips are"
         " shared by more messages; the events lane (SOS) never waits",
     )
+    ingest_lanes: Literal["all", "events", "telemetry"] = Field(
+        "all",
+        description="which of ingest's lanes this process runs (`carewatch ingest --lane`):"
+        " `events` (SOS, falls, statuses: the alarm path) and `telemetry` (the bulk) in"
+        " separate processes let the operating system run the alarm lane first",
+    )
+    bulk_lane_nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="the niceness (at least) a process that runs only bulk work (`carewatch"
+        " ingest --lane telemetry`, also the one `run-all` starts) gives itself at start, so"
+        " that the alarm path gets the CPU first whenever both want it; 0 (the default, until the"
+        " backlog gap in docs/reliability.md is explained) leaves it alone and keeps run-all's"
+        " lanes in one process",
+    )
     ingest_lease_ms: int = Field(
         3000,
         ge=300,

@@ -2,8 +2,17 @@
 
 One transaction per batch: COPY telemetry, insert dead letters, update devices. If
 PostgreSQL is unavailable the batch is held and retried with backoff; meanwhile the
-pipeline keeps validating and publishing (SOS still reaches the bus) until the bounded
-queue of sealed batches is full, and the broker's Receive Maximum bounds the rest.
+pipeline keeps validating and publishing (SOS still reaches the bus).
+
+The telemetry lane's queue of sealed batches is bounded (MAX_SEALED_BATCHES): when
+flushing falls behind, its pipeline waits, its unacknowledged messages reach the
+broker's Receive Maximum and the broker holds the rest: telemetry is pushed back. The
+events lane's queue is not bounded in batches: an event lane's batch is sealed every
+ingest_batch_ms with a few events in it, so a bound of a few batches stopped the lane
+(and every SOS behind it) within about a second of a database outage, with the presses
+still unpublished. Its messages in flight are bounded by its Receive Maximum instead
+(ingest.mqtt_source), so memory stays bounded and an SOS reaches the bus for as long as
+the outage lasts, up to that many device events.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 # shutdown that cannot hang) instead of a wait without end.
 CONNECT_TIMEOUT_S = 5.0
 STORE_TIMEOUT_S = 60.0
+MAX_SEALED_BATCHES = 4  # the telemetry lane's; the events lane's is not bounded in batches
 
 
 async def store(pool: AsyncConnectionPool[Any], batch: Batch) -> None:
@@ -57,13 +67,15 @@ class Flusher:
         pending: dict[str, Ticket],
         tracker: AckTracker[Incoming],
         deadline: Callable[[], float | None],
+        max_batches: int = MAX_SEALED_BATCHES,
     ) -> None:
         self._pool = pool
         self._dedup = dedup
         self._pending = pending
         self._tracker = tracker
         self._deadline = deadline
-        self.queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=4)
+        # 0: unbounded (the events lane: see the module docstring)
+        self.queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=max_batches)
 
     async def run(self) -> None:
         """Flush batches until the None sentinel."""

@@ -27,7 +27,10 @@ reconnect the broker redelivers what was not acknowledged on the old one.
 Flow control: the broker may have at most RECEIVE_MAXIMUM unacknowledged messages in
 flight to us (MQTT v5 Receive Maximum, which Mosquitto honours over its own
 max_inflight_messages default of 20). That bounds the worker's memory when PostgreSQL
-is down: unacknowledged messages stay with the broker.
+is down: unacknowledged messages stay with the broker. The telemetry lane's maximum is a
+few batches (receive_maximum): beyond it the broker holds telemetry back. The events
+lane gets the protocol's maximum: its messages are few, and every one held back by the
+broker could be an SOS waiting behind a database outage (ingest.flusher).
 """
 
 from __future__ import annotations
@@ -92,7 +95,10 @@ class MqttSource:
         kinds: tuple[topics.TopicKind, ...] = topics.UPLINK_KINDS,
         keepalive_s: int = KEEPALIVE_S,
         lease: SessionLease | None = None,
+        receive_max: int | None = None,
     ) -> None:
+        # in flight to us at most (default: receive_maximum(ingest_batch_size))
+        self._receive_max = receive_max or receive_maximum(settings.ingest_batch_size)
         self._lease = lease  # None: this session is ours alone (shared-subscription mode)
         self._settings = settings
         self.kinds = kinds  # the uplink topics this session reads
@@ -118,7 +124,7 @@ class MqttSource:
             username=s.mqtt_username,
             password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
             session_expiry_s=s.mqtt_session_expiry_s,
-            receive_maximum=receive_maximum(s.ingest_batch_size),
+            receive_maximum=self._receive_max,
             ssl=client_context(s),
         )
 

@@ -22,6 +22,13 @@ behind a load, a press waited for the backlog. With two sessions a press waits o
 behind other events. The bus keeps the two apart too (events.{shard} and
 telemetry.{shard}), so an alarm never queues behind telemetry on its way.
 
+Each process runs both lanes by default, or one (`carewatch ingest --lane events|telemetry`,
+CAREWATCH_INGEST_LANES). Deployed as two processes, the alarm lane gets the CPU from the
+operating system first: the telemetry process lowers its own priority at start
+(CAREWATCH_BULK_LANE_NICE) and the systemd units give the events lane a higher CPUWeight
+(infra/deploy/systemd, docs/reliability.md "Alarms first under overload"). Within one
+process the events lane's work goes first in the loop (carewatch.alarm_priority).
+
 Shutdown (stop set): stop reading MQTT, process what was already received, flush every
 batch, send the last PUBACKs, then disconnect. Whatever could not be made durable in
 SHUTDOWN_GRACE_S stays unacknowledged and the broker redelivers it to this session.
@@ -41,7 +48,7 @@ from typing import Any, NamedTuple
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from carewatch.alarm_priority import AlarmPriority
+from carewatch.alarm_priority import AlarmPriority, run_as_bulk
 from carewatch.bus import make_broker
 from carewatch.db.pool import open_pool
 from carewatch.metrics import serve_metrics
@@ -50,9 +57,9 @@ from carewatch.topics import TopicKind
 from ingest.acks import AckTracker, Ticket
 from ingest.dead_letters import keep_trimmed
 from ingest.dedup import Deduplicator
-from ingest.flusher import Flusher
+from ingest.flusher import MAX_SEALED_BATCHES, Flusher
 from ingest.lease import SessionLease, claim_redis_for, holder_id, lease_key
-from ingest.mqtt_source import Incoming, MqttSource
+from ingest.mqtt_source import RECEIVE_MAXIMUM_CAP, Incoming, MqttSource
 from ingest.pipeline import Pipeline
 from ingest.publisher import BusPublisher
 from ingest.registry_cache import DeviceRegistry
@@ -121,6 +128,11 @@ def lane_client_ids(client_id: str) -> dict[str, str]:
     return {lane: f"{client_id}.{lane}" for lane in LANES}
 
 
+def lanes_of(setting: str) -> tuple[str, ...]:
+    """The lanes `CAREWATCH_INGEST_LANES` (`carewatch ingest --lane`) selects."""
+    return tuple(LANES) if setting == "all" else (setting,)
+
+
 class _Shared(NamedTuple):
     """What both lanes of a worker use."""
 
@@ -156,8 +168,16 @@ class _Lane:
                 settings.ingest_lease_ms,
             )
         )
+        alarm_lane = name == ALARM_LANE
+        # push back on telemetry, never on alarms (ingest.flusher, ingest.mqtt_source)
         self.source = MqttSource(
-            settings, client_id, self.queue, self.ready, kinds=LANES[name], lease=self.lease
+            settings,
+            client_id,
+            self.queue,
+            self.ready,
+            kinds=LANES[name],
+            lease=self.lease,
+            receive_max=RECEIVE_MAXIMUM_CAP if alarm_lane else None,
         )
         self.tracker: AckTracker[Incoming] = AckTracker(self.source.ack_all)
         # A copy of a message always comes back on the same topic, so on the same lane:
@@ -170,7 +190,14 @@ class _Lane:
             boot_id=uuid.uuid4().hex[:12],
             namespace=settings.namespace,
         )
-        self.flusher = Flusher(pool, dedup, pending, self.tracker, deadline)
+        self.flusher = Flusher(
+            pool,
+            dedup,
+            pending,
+            self.tracker,
+            deadline,
+            max_batches=0 if alarm_lane else MAX_SEALED_BATCHES,
+        )
         self.pipeline = Pipeline(
             settings,
             registry,
@@ -181,7 +208,7 @@ class _Lane:
             self.flusher,
             deadline,
             priority,
-            alarm_lane=name == ALARM_LANE,
+            alarm_lane=alarm_lane,
         )
         self._stop_reading, self._disconnect = asyncio.Event(), asyncio.Event()
         self._stop_lease = asyncio.Event()
@@ -228,9 +255,18 @@ async def run(
     *,
     client_id: str | None = None,
     ready: asyncio.Event | None = None,
+    lanes: tuple[str, ...] | None = None,
 ) -> None:
     """Run until `stop` is set, then flush and exit. `ready` is set once every lane is
-    subscribed (for callers that start publishing right away: tests, the demo)."""
+    subscribed (for callers that start publishing right away: tests, the demo).
+
+    `lanes` (default: settings.ingest_lanes) are the lanes this process runs. A process
+    with the telemetry lane only is bulk work: it lowers its own CPU priority
+    (settings.bulk_lane_nice, carewatch.alarm_priority.run_as_bulk) before anything else,
+    so that the events lane's process, the rules worker and the notifier run first."""
+    lanes = lanes or lanes_of(settings.ingest_lanes)
+    if ALARM_LANE not in lanes:
+        run_as_bulk(settings.bulk_lane_nice)  # before serve_metrics starts a thread
     serve_metrics(settings.metrics_port)
     client_id = client_id or default_client_id(settings)
     deadline = _ShutdownDeadline()
@@ -247,11 +283,12 @@ async def run(
             return
         publisher = BusPublisher(broker, redis, settings.bus_shards)
         shared = _Shared(pool, redis, registry, publisher, AlarmPriority())
-        lanes = [
+        running = [
             _Lane(name, lane_client_id, settings, shared, deadline)
             for name, lane_client_id in lane_client_ids(client_id).items()
+            if name in lanes
         ]
-        tasks = [task for lane in lanes for task in lane.tasks]
+        tasks = [task for lane in running for task in lane.tasks]
         tasks.append(asyncio.create_task(registry.keep_fresh(stop), name="registry"))
         tasks.append(
             asyncio.create_task(
@@ -259,8 +296,8 @@ async def run(
             )
         )
         if ready is not None:
-            readiness = asyncio.create_task(_all_ready(lanes, ready), name="ready")
-        log.info("ingest worker started", extra={"client_id": client_id})
+            readiness = asyncio.create_task(_all_ready(running, ready), name="ready")
+        log.info("ingest worker started", extra={"client_id": client_id, "lanes": lanes})
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
@@ -271,7 +308,7 @@ async def run(
                 raise failure
 
         deadline.at = time.monotonic() + SHUTDOWN_GRACE_S
-        await asyncio.gather(*(lane.drain() for lane in lanes))
+        await asyncio.gather(*(lane.drain() for lane in running))
         log.info("ingest worker stopped")
     finally:
         if readiness is not None:

@@ -6,104 +6,34 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
-import psycopg
 import pytest
-import redis
-from faststream.redis.parser.binary import BinaryMessageFormatV1
-from prometheus_client import REGISTRY
-from psycopg import sql
 
 from carewatch import topics
-from carewatch.bus import shard_of, shard_streams
 from carewatch.db.pool import open_pool
-from carewatch.messages import Event, decode_event
 from carewatch.settings import Settings
-from harness.services import ADMIN_DSN, await_until, start_mosquitto
+from harness.services import await_until, start_mosquitto
 from ingest.mqtt_client import ConnectOptions, MqttConnection
-from ingest.worker import lane_client_ids, run
-from tests.support.ingest import DOOR, ELDER, TS, WRISTBAND, insert_registry
-
-
-@dataclass
-class Harness:
-    settings: Settings
-
-    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.settings.database_url) as conn:
-            return conn.execute(sql, params).fetchall()
-
-    def query_commit(self, statement: str) -> None:
-        with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
-            conn.execute(statement)
-
-    def telemetry_seqs(self, device_id: str = WRISTBAND) -> list[int]:
-        rows = self.query(
-            "SELECT seq FROM telemetry WHERE device_id = %s ORDER BY seq", (device_id,)
-        )
-        return [int(r[0]) for r in rows]
-
-    def bus_events(self) -> list[Event]:
-        """Everything published for the elder's shard, both lanes, in publish order."""
-        client = redis.Redis.from_url(self.settings.redis_url)
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = []
-        for stream in shard_streams(shard_of(ELDER, self.settings.bus_shards)):
-            entries += client.xrange(stream)  # type: ignore[arg-type]
-        entries.sort(key=lambda e: tuple(int(p) for p in e[0].split(b"-")))
-        # Entries are FastStream-framed: the Event JSON is the frame's body.
-        return [decode_event(BinaryMessageFormatV1.parse(f[b"__data__"])[0]) for _, f in entries]
-
-    async def publish(self, *messages: tuple[str, bytes]) -> None:
-        async with aiomqtt.Client(
-            self.settings.mqtt_host,
-            self.settings.mqtt_port,
-            protocol=aiomqtt.ProtocolVersion.V5,
-        ) as client:
-            for topic, payload in messages:
-                await client.publish(topic, payload, qos=1)
-
-
-def event_id(seq: int) -> str:
-    """The event id ingest gives the wristband's message `seq` (device, seq, device time)."""
-    return f"{WRISTBAND}:{seq}:{TS + seq * 1000}"
-
-
-def sos(seq: int) -> tuple[str, bytes]:
-    body = {"v": 1, "seq": seq, "ts": TS + seq * 1000, "type": "sos"}
-    return topics.topic(WRISTBAND, "event"), json.dumps(body).encode()
-
-
-def telemetry(seq: int, **fields: object) -> tuple[str, bytes]:
-    body = {"v": 1, "seq": seq, "ts": TS + seq * 1000, **fields}
-    return topics.topic(WRISTBAND, "telemetry"), json.dumps(body).encode()
-
-
-def counter(name: str, labels: dict[str, str] | None = None) -> float:
-    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
-
-
-async def eventually(cond: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    async def check() -> object:
-        return cond()
-
-    await await_until(check, timeout=timeout, what=what)
-
-
-async def start_worker(
-    settings: Settings, client_id: str | None = None
-) -> tuple[asyncio.Event, asyncio.Task[None]]:
-    stop, ready = asyncio.Event(), asyncio.Event()
-    client_id = client_id or f"ingest-test-{uuid.uuid4().hex[:8]}"
-    task = asyncio.create_task(run(settings, stop, client_id=client_id, ready=ready))
-    await asyncio.wait_for(ready.wait(), timeout=15)
-    return stop, task
+from ingest.worker import lane_client_ids
+from tests.support.ingest import (
+    DOOR,
+    ELDER,
+    TS,
+    WRISTBAND,
+    Harness,
+    counter,
+    database_down,
+    event_id,
+    eventually,
+    insert_registry,
+    sos,
+    start_worker,
+    telemetry,
+)
 
 
 @pytest.fixture
@@ -319,27 +249,6 @@ async def test_a_resumed_single_session_leaves_events_to_the_events_lane(
         assert received[0] == topics.topic(WRISTBAND, "telemetry"), received
     finally:
         await resumed.close()
-
-
-@contextmanager
-def database_down(dsn: str) -> Iterator[None]:
-    """Refuse new connections to this test's database and drop the open ones."""
-    dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
-    assert isinstance(dbname, str)
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(dbname))
-        )
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-            (dbname,),
-        )
-        try:
-            yield
-        finally:
-            admin.execute(
-                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(dbname))
-            )
 
 
 def store_failures(caplog: pytest.LogCaptureFixture) -> int:
