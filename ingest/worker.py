@@ -121,6 +121,9 @@ LANES: dict[str, tuple[TopicKind, ...]] = {
 
 
 ALARM_LANE = "events"  # its work goes first in the worker's loop (carewatch.alarm_priority)
+# how long a bulk lane in the same process waits for the alarm lane to subscribe before it
+# connects anyway (the alarm lane may be a standby while another instance holds its lease)
+ALARM_LANE_HEAD_START_S = 5.0
 
 
 def lane_client_ids(client_id: str) -> dict[str, str]:
@@ -153,7 +156,9 @@ class _Lane:
         settings: Settings,
         shared: _Shared,
         deadline: _ShutdownDeadline,
+        after: asyncio.Event | None = None,
     ) -> None:
+        """`after`: the lane connects once it is set (or ALARM_LANE_HEAD_START_S passed)."""
         pool, redis, registry, publisher, priority = shared
         self.name = name
         self.ready = asyncio.Event()
@@ -213,9 +218,7 @@ class _Lane:
         self._stop_reading, self._disconnect = asyncio.Event(), asyncio.Event()
         self._stop_lease = asyncio.Event()
         self.tasks = [
-            asyncio.create_task(
-                self.source.run(self._stop_reading, self._disconnect), name=f"mqtt-{name}"
-            ),
+            asyncio.create_task(self._read(after), name=f"mqtt-{name}"),
             asyncio.create_task(self.pipeline.run(self.queue), name=f"pipeline-{name}"),
             asyncio.create_task(self.flusher.run(), name=f"flusher-{name}"),
         ]
@@ -223,6 +226,25 @@ class _Lane:
             self.tasks.append(
                 asyncio.create_task(self.lease.run(self._stop_lease), name=f"lease-{name}")
             )
+
+    async def _read(self, after: asyncio.Event | None) -> None:
+        if after is not None:
+            # the alarm lane subscribes first: after a restart, presses the broker queued
+            # go out before the telemetry backlog queued beside them starts to flow
+            waits = [
+                asyncio.ensure_future(after.wait()),
+                asyncio.ensure_future(self._stop_reading.wait()),
+            ]
+            try:
+                await asyncio.wait(
+                    waits, timeout=ALARM_LANE_HEAD_START_S, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+            if self._stop_reading.is_set():
+                return
+        await self.source.run(self._stop_reading, self._disconnect)
 
     async def drain(self) -> None:
         """Stop reading, make what was received durable, acknowledge it, disconnect."""
@@ -283,11 +305,14 @@ async def run(
             return
         publisher = BusPublisher(broker, redis, settings.bus_shards)
         shared = _Shared(pool, redis, registry, publisher, AlarmPriority())
-        running = [
-            _Lane(name, lane_client_id, settings, shared, deadline)
-            for name, lane_client_id in lane_client_ids(client_id).items()
-            if name in lanes
-        ]
+        running: list[_Lane] = []
+        alarm_first = sorted(lane_client_ids(client_id).items(), key=lambda i: i[0] != ALARM_LANE)
+        for name, lane_client_id in alarm_first:
+            if name in lanes:
+                # a bulk lane beside the alarm lane waits for it to subscribe first
+                alarm = next((lane for lane in running if lane.name == ALARM_LANE), None)
+                after = alarm.ready if alarm is not None and name != ALARM_LANE else None
+                running.append(_Lane(name, lane_client_id, settings, shared, deadline, after))
         tasks = [task for lane in running for task in lane.tasks]
         tasks.append(asyncio.create_task(registry.keep_fresh(stop), name="registry"))
         tasks.append(
