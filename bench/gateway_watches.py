@@ -3,7 +3,7 @@ and SOS latency through the gateway next to a native MQTT press, in the same run
 
     .venv/bin/python -m bench.gateway_watches --watches 10000 --seconds 60 --presses 10
 
-Every worker is its own `carewatch` process (tests/pipeline.py), on private services.
+Every worker is its own `carewatch` process (harness/pipeline.py), on private services.
 The bench opens `--watches` TCP connections to `carewatch gateway watch-tcp`, each
 logging in with LK; the gateway's RSS before and after gives memory per connection.
 Then every watch sends one LK a minute (spread evenly) for `--seconds`, while SOS

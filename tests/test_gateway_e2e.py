@@ -1,7 +1,7 @@
 """Gateways end to end on real services: watches over TCP and platform pushes over HTTP
 -> `carewatch gateway` -> MQTT as the device -> ingest -> rules -> notifier -> fake SMS.
 
-Every worker is its own `carewatch` process (tests/pipeline.py); the watches and the
+Every worker is its own `carewatch` process (harness/pipeline.py); the watches and the
 platforms are the simulators in simulators/gateways.py, over real sockets.
 """
 
