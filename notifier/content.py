@@ -13,10 +13,7 @@ HELP_COMING_TEXT = "已有人前来帮助，请保持冷静"
 ALERT_CLOSED_TEXT = "求助已处理完毕"
 
 
-# The alert row of carewatch.alerts, under the name the notifier's modules import.
-AlertInfo = Alert
-
-__all__ = ["AlertInfo", "device_clock_off", "event_time_ms"]
+__all__ = ["device_clock_off", "event_time_ms"]
 
 
 def message_params(

@@ -24,8 +24,9 @@ import dataclasses
 import logging
 from typing import Any
 
+from carewatch.alerts import Alert
 from notifier import outbox, sql, targets, timeline
-from notifier.content import AlertInfo, message_params
+from notifier.content import message_params
 from notifier.escalation import load_alert
 from notifier.loop import NotifierLoop
 from notifier.outbox import Claimed, NewNotification
@@ -122,7 +123,7 @@ class HandlerWatcher(NotifierLoop):
         return queued
 
     async def _to_handler(
-        self, conn: Conn, alert: AlertInfo, row: dict[str, Any], reason: str, now: int
+        self, conn: Conn, alert: Alert, row: dict[str, Any], reason: str, now: int
     ) -> list[Claimed]:
         kind, _, rid = (row["acknowledged_by"] or "").partition(":")
         handler = await targets.load_recipient(conn, kind, rid)
@@ -159,7 +160,7 @@ class HandlerWatcher(NotifierLoop):
         return queued
 
     async def _escalate(
-        self, conn: Conn, alert: AlertInfo, row: dict[str, Any], now: int
+        self, conn: Conn, alert: Alert, row: dict[str, Any], now: int
     ) -> list[Claimed]:
         elder = await targets.load_elder(conn, alert.elder_id)
         if elder is None:
@@ -187,7 +188,7 @@ class HandlerWatcher(NotifierLoop):
         return queued
 
     async def _enqueue(
-        self, conn: Conn, alert: AlertInfo, recipients: list[Recipient], now: int
+        self, conn: Conn, alert: Alert, recipients: list[Recipient], now: int
     ) -> list[Claimed]:
         """Alert messages to these recipients, as a new round of the escalation."""
         elder = await targets.load_elder(conn, alert.elder_id)

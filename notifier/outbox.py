@@ -35,12 +35,12 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from carewatch.alerts import Alert, device_clock_off
 from carewatch.clock import Clock, SystemClock
 from carewatch.metrics import E2E_LATENCY
 from carewatch.settings import Settings
 from notifier import short_links, sql, timeline
 from notifier.channels.base import Channel, Message, Purpose, SendResult, out_id_for
-from notifier.content import AlertInfo, device_clock_off
 from notifier.metrics import LATENCY_SKIPPED, OUTBOX_OUTCOMES, OUTBOX_OVERDUE
 from notifier.targets import Recipient
 
@@ -159,7 +159,7 @@ async def enqueue(
 
 async def enqueue_leased(
     conn: AsyncConnection[Any],
-    alert: AlertInfo,
+    alert: Alert,
     items: Sequence[NewNotification],
     lease_until_ms: int,
     *,

@@ -6,6 +6,7 @@ from typing import get_args
 
 import pytest
 
+from carewatch.alerts import Alert
 from carewatch.labels import KIND_LABELS
 from carewatch.messages import AlertKind
 from notifier.channels.base import Purpose
@@ -26,7 +27,7 @@ from notifier.channels.templates import (
     template_for,
     variables_of,
 )
-from notifier.content import AlertInfo, message_params
+from notifier.content import message_params
 from notifier.targets import Elder, Recipient
 from tests.fake_provider_server import offline_settings
 
@@ -157,7 +158,7 @@ def test_every_sms_variable_the_notifier_produces_fits(
 ) -> None:
     settings = offline_settings(ack_base_url="https://ack.cqcare.example.cn")
     elder = Elder("E1", name, address, "渝中区", "G1", 29.56, 106.57)
-    alert = AlertInfo(
+    alert = Alert(
         "8a6e0804-2bd0-4672-b79d-d97027f9c1c4", "E1", "WB1", "fall", "critical", "open",
         1_764_000_000_000, 1,
     )  # fmt: skip
