@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from carewatch.settings import Settings
-from harness.services import Databases, Proc, start_mosquitto, start_redis
+from harness.services import TIME_OF_DAY_INDEPENDENT, Databases, Proc, start_mosquitto, start_redis
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -47,7 +47,7 @@ def bench_env(**overrides: Any) -> Iterator[BenchEnv]:
                 redis_url=f"redis://127.0.0.1:{redis.port}/0",
                 mqtt_port=mosquitto.port,
                 metrics_port=0,
-                **overrides,
+                **{**TIME_OF_DAY_INDEPENDENT, **overrides},
             )
             yield BenchEnv(settings, mosquitto, redis, work)
         finally:

@@ -10,7 +10,15 @@ import pytest
 import redis
 
 from carewatch.settings import Settings
-from harness.services import Databases, Proc, free_port, start_mosquitto, start_redis, wait_port
+from harness.services import (
+    TIME_OF_DAY_INDEPENDENT,
+    Databases,
+    Proc,
+    free_port,
+    start_mosquitto,
+    start_redis,
+    wait_port,
+)
 
 
 @pytest.fixture(scope="session")
@@ -70,11 +78,7 @@ def settings(db_dsn: str, redis_server: Proc, mosquitto: Proc, tmp_path: Path) -
         namespace=f"t{uuid.uuid4().hex[:12]}",
         mqtt_session_expiry_s=120,
         ack_secret="test-secret",  # type: ignore[arg-type]
-        # issue 18's night calls and repeat-until-ack are off unless a test turns them on:
-        # what a test sees must not depend on the time of day it runs at
-        voice_quiet_start="00:00",
-        voice_quiet_end="00:00",
-        escalation_repeat_count=0,
+        **TIME_OF_DAY_INDEPENDENT,  # type: ignore[arg-type]
         metrics_port=0,
         log_json=False,
         _env_file=None,  # type: ignore[call-arg]

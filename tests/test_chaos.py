@@ -28,7 +28,7 @@ import pytest
 from carewatch.db.migrate import migrate
 from carewatch.settings import Settings
 from harness.pipeline import Pipeline, with_fake_providers
-from harness.services import Proc, start_mosquitto, wait_until
+from harness.services import TIME_OF_DAY_INDEPENDENT, Proc, start_mosquitto, wait_until
 from notifier.channels.aliyun_sms import out_id_for
 from registry.importer import import_files
 from tests.chaos_support import (
@@ -86,6 +86,7 @@ def pipeline(services: Services, tmp_path: Path) -> Iterator[Pipeline]:
         rules_shard_lease_ms=1500,
         outbox_lease_s=3.0,
         log_json=True,  # structured: each line keeps its fields, for reading after a failure
+        **TIME_OF_DAY_INDEPENDENT,  # type: ignore[arg-type]
         _env_file=None,
     )
     s = with_fake_providers(settings)
