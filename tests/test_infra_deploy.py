@@ -27,6 +27,7 @@ WORKER_JOBS = {  # Prometheus job -> carewatch command
     "carewatch-notifier": "notifier",
     "carewatch-ack-server": "ack-server",
     "carewatch-operator-api": "operator-api",
+    "carewatch-provider-callbacks": "provider-callbacks",
 }
 
 

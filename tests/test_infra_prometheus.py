@@ -38,6 +38,7 @@ WORKER_JOBS = {  # scrape job -> `carewatch` command
     "carewatch-notifier": "notifier",
     "carewatch-ack-server": "ack-server",
     "carewatch-operator-api": "operator-api",
+    "carewatch-provider-callbacks": "provider-callbacks",
 }
 APT_HINT = (
     "install the Debian package 'prometheus' (ships prometheus and promtool; ./run test does)"
@@ -260,7 +261,10 @@ def live(settings: Settings, tmp_path: Path) -> Iterator[tuple[Prometheus, Any, 
         pipeline.start("fake-providers")
         for job, command in WORKER_JOBS.items():
             # the web servers also need a free port of their own
-            own = {"operator-api": {"operator_port": free_port()}}.get(command, {})
+            own = {
+                "operator-api": {"operator_port": free_port()},
+                "provider-callbacks": {"callbacks_port": free_port()},
+            }.get(command, {})
             pipeline.start(command, metrics_port=ports[job], **own)
         prometheus = Prometheus(tmp_path, ports)
         yield prometheus, pipeline, s
