@@ -2,7 +2,7 @@
 
 Logical streams: `events.{shard}` and `telemetry.{shard}` (shard = crc32(elder_id) mod
 N; device events and telemetry travel apart so an SOS never queues behind telemetry),
-`alerts`, `notifications`. Bodies are msgspec-encoded JSON bytes. A consumer group (Redis) or a
+`alerts`. Bodies are msgspec-encoded JSON bytes. A consumer group (Redis) or a
 durable pull consumer (JetStream) shares a stream between the workers of one kind;
 consumers acknowledge after their side effects are durable, and what a crashed consumer
 left unacknowledged is delivered again (Redis: reclaimed with XAUTOCLAIM after
@@ -34,7 +34,6 @@ from carewatch.metrics import BUS_LAG
 from carewatch.settings import Settings
 
 ALERTS_STREAM = "alerts"
-NOTIFICATIONS_STREAM = "notifications"
 STREAM_MAXLEN = 1_000_000
 MAX_BATCH = 100  # entries per read of a batch subscriber
 NATS_STREAM = JStream("CAREWATCH", subjects=["cw.>"], max_msgs=STREAM_MAXLEN * 10)

@@ -52,7 +52,8 @@ POLICIES: dict[Severity, Policy] = {
             Step(("nearest_station",)),
         ),
     ),
-    # Information is not pushed; it goes to the daily digest.
+    # Information is not pushed: it is on the alert timeline and the operators' pages
+    # (a daily digest is on the roadmap, docs/architecture.md).
     "info": Policy("info", ()),
 }
 
