@@ -81,8 +81,10 @@ def message_id(device_id: str, seq: int, ts_ms: int) -> str:
     return f"{device_id}:{seq}:{ts_ms}"
 
 
-def dedup_key(device_id: str, seq: int, ts_ms: int) -> str:
-    return f"dedup:{message_id(device_id, seq, ts_ms)}"
+def dedup_key(message_id: str) -> str:
+    """The dedup key of the message with this id (`message_id`): the id the Event already
+    carries, so it is built once per message."""
+    return "dedup:" + message_id
 
 
 def validate(
@@ -158,7 +160,7 @@ def _telemetry(topic_name: str, msg: Telemetry, device: DeviceInfo, received_ms:
         event,
         _row(topic_name, device, seq, ts, received_ms, data),
         DeviceUpdate(device_id, received_ms, True, seq, msg.battery),
-        dedup_key(device_id, seq, ts),
+        dedup_key(event.id),
     )
 
 
@@ -184,7 +186,7 @@ def _device_event(
         event=event,
         row=_row(topic_name, device, msg.seq, msg.ts, received_ms, data),
         device_update=DeviceUpdate(device.device_id, received_ms, online=True, seq=msg.seq),
-        dedup_key=dedup_key(device.device_id, msg.seq, msg.ts),
+        dedup_key=dedup_key(event.id),
     )
 
 
@@ -223,9 +225,7 @@ def _status(msg: DeviceStatus, device: DeviceInfo, received_ms: int) -> Accepted
             seq=msg.seq,
             battery=msg.battery,
         ),
-        dedup_key=(
-            dedup_key(device.device_id, msg.seq, status_ts) if msg.seq is not None else None
-        ),
+        dedup_key=(dedup_key(event_id) if msg.seq is not None else None),
     )
 
 

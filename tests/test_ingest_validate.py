@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from carewatch.db.registry import DeviceInfo
-from ingest.validate import Accepted, Rejection, dedup_key, validate
+from ingest.validate import Accepted, Rejection, validate
 
 REGISTRY = {
     "w1": DeviceInfo("w1", "E1", "wristband"),
@@ -84,7 +84,7 @@ def test_telemetry_accepted_with_non_null_fields_only() -> None:
     assert result.row is not None
     assert (result.row.ts_ms, result.row.seq, result.row.elder_id) == (TS, 7, "E1")
     assert msgspec.json.decode(result.row.data) == {"hr": 72, "battery": 55, "accel": accel}
-    assert result.dedup_key == dedup_key("w1", 7, TS)
+    assert result.dedup_key == f"dedup:w1:7:{TS}"
     assert result.device_update.battery == 55
     assert result.device_update.online is True
 
@@ -144,7 +144,7 @@ def test_status_with_seq_is_deduplicated() -> None:
     assert isinstance(result, Accepted)
     assert result.event.id == f"w1:3:{TS}"
     assert result.event.data == {"battery": 80}
-    assert result.dedup_key == dedup_key("w1", 3, TS)
+    assert result.dedup_key == f"dedup:w1:3:{TS}"
     assert (result.device_update.online, result.device_update.battery) == (True, 80)
 
 
