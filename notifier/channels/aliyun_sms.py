@@ -27,7 +27,7 @@ from carewatch.logs import mask_phone
 from carewatch.metrics import NOTIFICATIONS
 from carewatch.settings import Settings
 from notifier.channels.aliyun_rpc import new_nonce, signed_params
-from notifier.channels.base import Message, SendResult
+from notifier.channels.base import Message, SendResult, post_to_provider
 from notifier.channels.base import out_id_for as out_id_for  # its historical home
 from notifier.channels.templates import MissingTemplateParams, TemplateKey, template_for
 from notifier.metrics import SMS_LOOKUPS as LOOKUPS
@@ -245,23 +245,13 @@ class AliyunSmsChannel:
             found = await self._sent_before(message, params["OutId"])
             if found is not None:
                 return self._finish(message, found)
-        try:
-            response = await self._client.post(
-                self._settings.aliyun_sms_endpoint,
-                data=params,
-                timeout=self._settings.provider_timeout_s,
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            # never left this process: certainly not accepted
-            result = SendResult(ok=False, retryable=True, error=f"network: {type(exc).__name__}")
-        except httpx.TimeoutException:
-            result = SendResult(ok=False, retryable=True, error="timeout", ambiguous=True)
-        except httpx.HTTPError as exc:
-            result = SendResult(
-                ok=False, retryable=True, error=f"network: {type(exc).__name__}", ambiguous=True
-            )
-        else:
-            result = interpret_response(response.status_code, response.content)
+        result = await post_to_provider(
+            self._client,
+            self._settings.aliyun_sms_endpoint,
+            self._settings.provider_timeout_s,
+            interpret_response,
+            data=params,
+        )
         return self._finish(message, result)
 
     async def _sent_before(self, message: Message, out_id: str) -> SendResult | None:

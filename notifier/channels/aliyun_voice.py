@@ -24,7 +24,7 @@ from carewatch.metrics import NOTIFICATIONS
 from carewatch.settings import Settings
 from notifier.channels.aliyun_rpc import new_nonce, signed_params
 from notifier.channels.aliyun_sms import interpret_response
-from notifier.channels.base import Message, SendResult, out_id_for
+from notifier.channels.base import Message, SendResult, out_id_for, post_to_provider
 from notifier.channels.templates import VARIABLE_MAX_CHARS, fit_variable
 
 log = logging.getLogger(__name__)
@@ -101,22 +101,13 @@ class AliyunVoiceChannel:
 
     async def send(self, message: Message) -> SendResult:
         params = self.request_params(message)
-        try:
-            response = await self._client.post(
-                self._settings.aliyun_voice_endpoint,
-                data=params,
-                timeout=self._settings.provider_timeout_s,
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            result = SendResult(ok=False, retryable=True, error=f"network: {type(exc).__name__}")
-        except httpx.TimeoutException:
-            result = SendResult(ok=False, retryable=True, error="timeout", ambiguous=True)
-        except httpx.HTTPError as exc:
-            result = SendResult(
-                ok=False, retryable=True, error=f"network: {type(exc).__name__}", ambiguous=True
-            )
-        else:
-            result = interpret_call(response.status_code, response.content)
+        result = await post_to_provider(
+            self._client,
+            self._settings.aliyun_voice_endpoint,
+            self._settings.provider_timeout_s,
+            interpret_call,
+            data=params,
+        )
         outcome = "ok" if result.ok else ("retryable" if result.retryable else "permanent")
         NOTIFICATIONS.labels(channel=self.name, outcome=outcome).inc()
         log.log(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
+
+import httpx
 
 # reply: the answer to an SMS reply (notifier.replies), sent outside the outbox
 Purpose = Literal["alert", "handled", "closed", "reply"]
@@ -50,6 +53,30 @@ class SendResult:
     ambiguous: bool = False
     # ok because an earlier attempt was found accepted (not sent again)
     already_sent: bool = False
+
+
+async def post_to_provider(
+    client: httpx.AsyncClient,
+    url: str,
+    timeout_s: float,
+    interpret: Callable[[int, bytes], SendResult],
+    **request: Any,
+) -> SendResult:
+    """POST one send request to a provider; the provider's answer is `interpret`ed. The
+    one rule for a request without an answer: one that never left this process (no
+    connection) was certainly not accepted; after a timeout or a connection lost later it
+    may have been, so the result is `ambiguous` and a resend looks it up first."""
+    try:
+        response = await client.post(url, timeout=timeout_s, **request)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        return SendResult(ok=False, retryable=True, error=f"network: {type(exc).__name__}")
+    except httpx.TimeoutException:
+        return SendResult(ok=False, retryable=True, error="timeout", ambiguous=True)
+    except httpx.HTTPError as exc:
+        return SendResult(
+            ok=False, retryable=True, error=f"network: {type(exc).__name__}", ambiguous=True
+        )
+    return interpret(response.status_code, response.content)
 
 
 class Channel(Protocol):

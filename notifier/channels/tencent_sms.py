@@ -22,7 +22,7 @@ from carewatch.clock import Clock, SystemClock
 from carewatch.logs import mask_phone
 from carewatch.metrics import NOTIFICATIONS
 from carewatch.settings import Settings
-from notifier.channels.base import Message, SendResult, out_id_for
+from notifier.channels.base import Message, SendResult, out_id_for, post_to_provider
 from notifier.channels.templates import (
     MissingTemplateParams,
     TemplateKey,
@@ -183,23 +183,14 @@ class TencentSmsChannel:
             body, headers = self.request(message)
         except MissingTemplateParams as exc:
             return self._finish(message, SendResult(ok=False, retryable=False, error=str(exc)))
-        try:
-            response = await self._client.post(
-                self._settings.tencent_sms_endpoint,
-                content=body,
-                headers=headers,
-                timeout=self._settings.provider_timeout_s,
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            result = SendResult(ok=False, retryable=True, error=f"network: {type(exc).__name__}")
-        except httpx.TimeoutException:
-            result = SendResult(ok=False, retryable=True, error="timeout", ambiguous=True)
-        except httpx.HTTPError as exc:
-            result = SendResult(
-                ok=False, retryable=True, error=f"network: {type(exc).__name__}", ambiguous=True
-            )
-        else:
-            result = interpret_response(response.status_code, response.content)
+        result = await post_to_provider(
+            self._client,
+            self._settings.tencent_sms_endpoint,
+            self._settings.provider_timeout_s,
+            interpret_response,
+            content=body,
+            headers=headers,
+        )
         return self._finish(message, result)
 
     def _finish(self, message: Message, result: SendResult) -> SendResult:
