@@ -231,15 +231,25 @@ def test_every_press_becomes_an_alert_while_a_device_hammers_ingests_client_ids(
     attacker = band_id(elders)
     targets = list(lane_client_ids(default_client_id(s)).values())
 
+    rounds = 0  # attack rounds completed (each tries every one of ingest's client ids)
+
     async def attack(stop: asyncio.Event) -> int:
+        nonlocal rounds
         attempts = 0
         while not stop.is_set():
             for client_id in targets:
                 with contextlib.suppress(aiomqtt.MqttError):
                     async with _device(broker.device_port, attacker, identifier=client_id):
                         attempts += 1
-            await asyncio.sleep(0.1)
+            rounds += 1
+            await asyncio.sleep(0.1)  # the attack's pace: a reconnection every 0.1 s
         return attempts
+
+    async def rounds_done(n: int) -> None:
+        async def done() -> bool:
+            return rounds >= n
+
+        await await_until(done, 30, f"{n} attack rounds")
 
     async def press(n: int) -> None:
         body = DeviceEvent(v=1, seq=1, ts=time.time_ns() // 1_000_000, type="sos")
@@ -249,11 +259,11 @@ def test_every_press_becomes_an_alert_while_a_device_hammers_ingests_client_ids(
     async def presses_under_attack() -> int:
         stop = asyncio.Event()
         attacking = asyncio.create_task(attack(stop))
-        await asyncio.sleep(0.5)
+        await rounds_done(1)  # the attack is under way before the first press
         for n in range(1, elders):
             await press(n)
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(1.0)
+            await asyncio.sleep(0.2)  # the presses' pace, spread over the attack
+        await rounds_done(rounds + 2)  # and goes on after the last press
         stop.set()
         return await attacking
 
