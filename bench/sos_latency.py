@@ -46,7 +46,7 @@ from carewatch.messages import DeviceEvent, decode_event
 from carewatch.settings import Settings
 from carewatch.topics import topic
 from harness.pipeline import Pipeline, with_fake_providers
-from harness.services import wait_until
+from harness.services import free_port, wait_until
 from notifier.channels.aliyun_sms import out_id_for
 
 SMS_TIMEOUT_S = 60.0
@@ -226,10 +226,18 @@ def renice(pid: int, nice: int) -> None:
 
 
 @contextlib.contextmanager
-def running_pipeline(elders: int) -> Iterator[tuple[Pipeline, list[str], dict[str, int]]]:
-    """A seeded street with every worker running and ready: (pipeline, bands, watched pids)."""
+def running_pipeline(
+    elders: int, lanes_apart: bool = False
+) -> Iterator[tuple[Pipeline, list[str], dict[str, int]]]:
+    """A seeded street with every worker running and ready: (pipeline, bands, watched pids).
+
+    As deployed by default (infra/deploy/systemd): one ingest process with both lanes, the
+    provider callbacks app taking the fake's delivery reports; `lanes_apart`: ingest's
+    lanes in processes of their own (the opt-in alarms-first layout)."""
     with bench_env(escalation_wait_s=3600.0, log_level="WARNING") as env:
-        settings = with_fake_providers(env.settings)
+        settings = with_fake_providers(env.settings).model_copy(
+            update={"callbacks_port": free_port()}
+        )
         seed_street(settings, max(elders, 100), env.workdir)
         bands = [
             r[0]
@@ -237,25 +245,29 @@ def running_pipeline(elders: int) -> Iterator[tuple[Pipeline, list[str], dict[st
         ]
         pipeline = Pipeline(settings, env.workdir)
         try:
-            for name in ("fake-providers", "ack-server", "notifier", "rules"):
+            for name in ("fake-providers", "provider-callbacks", "ack-server", "notifier", "rules"):
                 pipeline.start(name)
-            # as deployed (infra/deploy/systemd): the alarm lane and the bulk lane in
-            # processes of their own, the bulk one at a lower CPU priority
-            pipeline.start("ingest", ingest_lanes="events")
-            pipeline.start("ingest", instance=1, ingest_lanes="telemetry", bulk_lane_nice=0)
+            if lanes_apart:
+                # the alarm lane and the bulk lane in processes of their own, the bulk one
+                # at the lower CPU priority its unit gives it
+                pipeline.start("ingest", ingest_lanes="events")
+                pipeline.start("ingest", instance=1, ingest_lanes="telemetry", bulk_lane_nice=0)
+            else:
+                pipeline.start("ingest")
             wait_ready(pipeline, bands)
             watched = {name: proc.pid for name, proc in pipeline.procs.items()}
             for name, nice in ALARM_PATH_NICE.items():
-                renice(watched[name], nice)
+                if name != "ingest" or lanes_apart:  # one ingest process: its unit's weight
+                    renice(watched[name], nice)
             watched |= {"mosquitto": env.mosquitto.popen.pid, "redis": env.redis.popen.pid}
             yield pipeline, bands, watched
         finally:
             pipeline.stop_all()
 
 
-def find_saturation(seconds: float, noisy: int) -> float:
+def find_saturation(seconds: float, noisy: int, lanes_apart: bool = False) -> float:
     """The telemetry rate (msg/s) the running pipeline stores when offered far more."""
-    with running_pipeline(100) as (pipeline, bands, _), NoisyNeighbour(noisy):
+    with running_pipeline(100, lanes_apart) as (pipeline, bands, _), NoisyNeighbour(noisy):
         s = pipeline.settings
         with Load(s.mqtt_port, bands, SATURATION_OFFER):
             # the first seconds fill buffers and start-up caches: measure after them
@@ -274,9 +286,17 @@ PROFILED = ("ingest", "ingest-1", "rules", "notifier")  # ingest-1: the telemetr
 
 
 def run_level(
-    presses: int, rate: float, interval: float, noisy: int = 0, profile: bool = False
+    presses: int,
+    rate: float,
+    interval: float,
+    noisy: int = 0,
+    profile: bool = False,
+    lanes_apart: bool = False,
 ) -> dict[str, Any]:
-    with running_pipeline(presses) as (pipeline, bands, watched), NoisyNeighbour(noisy) as hog:
+    with (
+        running_pipeline(presses, lanes_apart) as (pipeline, bands, watched),
+        NoisyNeighbour(noisy) as hog,
+    ):
         settings = pipeline.settings
         spies: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
         with Load(settings.mqtt_port, bands, rate) as load:
@@ -299,9 +319,13 @@ def run_level(
                 "exited": {
                     n: p.returncode for n, p in pipeline.procs.items() if p.poll() is not None
                 },
-                "ingest_log_tails": {n: pipeline.tail(n, 15) for n in ("ingest", "ingest-1")},
+                "ingest_log_tails": {
+                    n: pipeline.tail(n, 15) for n in ("ingest", "ingest-1") if n in pipeline.procs
+                },
                 "dedup_keys": dedup_states(settings),
-                "ingest_1_stacks": stacks(pipeline.procs["ingest-1"].pid),
+                "telemetry_lane_stacks": stacks(
+                    pipeline.procs["ingest-1" if lanes_apart else "ingest"].pid
+                ),
             }
             print(f"  not drained: {not_drained}", flush=True)
         return {
@@ -388,18 +412,20 @@ def run(
     noisy: int = 0,
     saturate_s: float = 0.0,
     profile: bool = False,
+    lanes_apart: bool = False,
 ) -> dict[str, Any]:
     saturation = None
     if saturate_s > 0:
         print(f"finding the saturation rate ({saturate_s:.0f} s of overload) ...", flush=True)
-        saturation = round(find_saturation(saturate_s, noisy))
+        saturation = round(find_saturation(saturate_s, noisy, lanes_apart))
         print(f"  the pipeline stores {saturation} msg/s at most", flush=True)
         levels = sorted({*levels, float(saturation), float(round(saturation * 1.5))})
     results = []
     for rate in levels:
         print(f"load {rate:.0f} msg/s, {noisy} noisy: {presses} SOS presses ...", flush=True)
         # profiled: the highest level only (py-spy takes some CPU of its own)
-        results.append(run_level(presses, rate, interval, noisy, profile and rate == max(levels)))
+        profiled = profile and rate == max(levels)
+        results.append(run_level(presses, rate, interval, noisy, profiled, lanes_apart))
         print(f"  {results[-1]}", flush=True)
     ok = [r["load_achieved_msg_s"] for r in results if r["sustained"] and r["p99_ms"] < 100]
     summary = {
@@ -520,6 +546,12 @@ def main() -> None:
         help="record the workers with py-spy at the highest level and print where their"
         " time goes (bench/results/sos_profile_*.txt)",
     )
+    parser.add_argument(
+        "--lanes-apart",
+        action="store_true",
+        help="run ingest's lanes in processes of their own (the opt-in alarms-first layout)"
+        " instead of one ingest process",
+    )
     args = parser.parse_args()
     summary = run(
         args.presses,
@@ -528,6 +560,7 @@ def main() -> None:
         args.noisy,
         args.saturate,
         args.profile,
+        args.lanes_apart,
     )
     print(level_table(summary))
     print(stage_table(summary))
