@@ -100,7 +100,7 @@ SELECT n.idempotency_key, a.source_event_id,
          WHERE i.alert_id = a.id)
   FROM notifications n JOIN alerts a ON a.id = n.alert_id
  WHERE n.step = 0 AND n.channel = 'sms' AND n.recipient_kind = 'grid_worker'
-   AND n.status = 'sent'
+   AND n.status IN ('sent', 'delivered')
 """
 
 
@@ -131,7 +131,7 @@ def measure(
         n = rows(
             s,
             "SELECT count(*) FROM notifications WHERE step = 0 AND channel = 'sms'"
-            " AND recipient_kind = 'grid_worker' AND status = 'sent'",
+            " AND recipient_kind = 'grid_worker' AND status IN ('sent', 'delivered')",
         )[0][0]
         return bool(n >= expected)
 
