@@ -224,7 +224,7 @@ def _title(principal: Principal) -> str:
     if principal.role == "admin":
         return "管理员（全部辖区）"
     if principal.role == "operator":
-        return f"值班调度员 {principal.subject_id}（{principal.district or '全部辖区'}）"
+        return f"值班调度员 {principal.subject_id}（{principal.scope_label}）"
     return f"网格员 {principal.subject_id}（{principal.grid_id}）"
 
 

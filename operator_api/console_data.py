@@ -242,10 +242,7 @@ async def search_elders(
 async def grids_in_scope(pool: AsyncConnectionPool, principal: Principal) -> list[Row]:
     """The grids the caller may filter by."""
     where = Where()
-    if principal.district is not None:
-        where.add("g.district = %s", principal.district)
-    if principal.grid_id is not None:
-        where.add("g.id = %s", principal.grid_id)
+    scope_conditions(where, principal, "g.id")
     async with pool.connection() as conn:
         return await fetch_all(
             conn,

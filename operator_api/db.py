@@ -9,7 +9,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from operator_api.scope import Principal
+from operator_api.scope import Principal, scope_predicate
 
 Query = LiteralString | sql.SQL | sql.Composed
 Row = dict[str, Any]
@@ -50,9 +50,12 @@ class Where:
         return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(self._parts)
 
 
-def scope_conditions(where: Where, principal: Principal) -> None:
-    """Restrict a query over elders aliased `e` to what the principal may see."""
-    if principal.district is not None:
-        where.add("e.district = %s", principal.district)
-    if principal.grid_id is not None:
-        where.add("e.grid_id = %s", principal.grid_id)
+def scope_conditions(
+    where: Where, principal: Principal, grid_column: LiteralString = "e.grid_id"
+) -> None:
+    """Restrict a query to what the principal may see: by default a query over elders
+    aliased `e`; `grid_column` names another grid id column (e.g. "g.id" over grids)."""
+    predicate = scope_predicate(principal, grid_column)
+    if predicate is not None:
+        fragment, params = predicate
+        where.add(fragment, *params)

@@ -52,7 +52,7 @@ async def _title(conn: AsyncConnection[Any], principal: Principal) -> str:
         if row is not None:
             return f"{row['worker']}（{row['grid']}）"
     if principal.role == "operator":
-        return f"值班员 {principal.subject_id}（{principal.district or '全部辖区'}）"
+        return f"值班员 {principal.subject_id}（{principal.scope_label}）"
     return "管理员"
 
 

@@ -1,17 +1,40 @@
-"""Who is calling and what they may see. Pure: no I/O, tested without servers.
+"""Who is calling and what they may see.
 
-A grid worker sees the elders (and their alerts) of their own grid, an operator those
-of their district (or all districts with scope '*'), an admin everything.
+Every caller but an admin is scoped to a node of the region tree (migration 070:
+市 -> 区县 -> 街道/乡镇 -> 社区/村 -> 网格) and sees the elders, and their alerts, whose
+grid lies in that node's subtree: a city operator everything, a district operator
+their district, a street operator their street, a grid worker their grid.
+
+This module owns that rule. `SUBTREE_GRIDS` is the one SQL test of it (an indexed
+prefix match on the materialised path); `scope_predicate` applies it to a query, and
+the set of visible grids a principal carries for single-row checks (`allows`) is read
+with the same SQL when its token is resolved (operator_api.tokens). Nothing else
+decides scope: callers add `scope_predicate` (through operator_api.db.scope_conditions)
+or ask `allows`. Building SQL here is no I/O: this module stays pure.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, LiteralString
 
 Role = Literal["operator", "grid_worker", "admin"]
 ROLES: tuple[Role, ...] = ("operator", "grid_worker", "admin")
 ALL_DISTRICTS = "*"
+Level = Literal["city", "district", "street", "community", "grid"]
+LEVELS: tuple[Level, ...] = ("city", "district", "street", "community", "grid")
+LEVEL_NAMES: dict[str, str] = {
+    "city": "市",
+    "district": "区县",
+    "street": "街道/乡镇",
+    "community": "社区/村",
+    "grid": "网格",
+}
+
+# The grids in the subtree of a node, given `<node path>%` as the one parameter.
+SUBTREE_GRIDS: LiteralString = (
+    "SELECT sg.id FROM grids sg JOIN regions sr ON sr.id = sg.region_id WHERE sr.path LIKE %s"
+)
 
 
 class OutOfScope(Exception):
@@ -19,11 +42,34 @@ class OutOfScope(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Region:
+    """A node of the region tree."""
+
+    id: int
+    level: Level
+    name: str
+    path: str  # '/1/4/9/': ids from the root
+
+    @property
+    def subtree_pattern(self) -> str:
+        """LIKE pattern of this node and everything below it (paths are digits and '/',
+        nothing to escape)."""
+        return self.path + "%"
+
+    @property
+    def is_root(self) -> bool:
+        return self.level == "city"
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
     role: Role
     subject_id: str
-    district: str | None = None  # only this district (None: no district restriction)
-    grid_id: str | None = None  # only this grid (None: no grid restriction)
+    district: str | None = None  # the district the scope lies in (None: all districts)
+    grid_id: str | None = None  # the grid worker's grid (None: not a grid worker)
+    region: Region | None = None  # the scope's node (None: no restriction)
+    # grids of the region's subtree, read with SUBTREE_GRIDS when the token was resolved
+    visible_grids: frozenset[str] | None = None
 
     @property
     def actor(self) -> str:
@@ -41,35 +87,91 @@ class Principal:
         (operators) and admins: calling is their job. Everything else stays masked."""
         return self.role in ("operator", "admin")
 
+    @property
+    def restricted(self) -> bool:
+        """Does the scope leave anything out? (A city node or no node: no.)"""
+        return self.region is not None and not self.region.is_root
+
+    @property
+    def scope_label(self) -> str:
+        """The scope in words, for page titles: '全部辖区' or the node's name."""
+        if not self.restricted or self.region is None:
+            return "全部辖区"
+        return self.region.name
+
+    def sees_grid(self, grid_id: str) -> bool:
+        """Does grid `grid_id` lie in the caller's subtree?"""
+        if not self.restricted:
+            return True
+        return self.visible_grids is not None and grid_id in self.visible_grids
+
     def allows(self, district: str, grid_id: str) -> bool:
-        """May this caller see an elder living in (district, grid)?"""
-        if self.district is not None and district != self.district:
-            return False
-        return self.grid_id is None or grid_id == self.grid_id
+        """May this caller see an elder living in (district, grid)? The grid's place in
+        the tree decides; `district` stays for the callers that pass it."""
+        return self.sees_grid(grid_id)
 
     def check_filters(self, district: str | None, grid_id: str | None) -> None:
-        """Refuse explicit filters that contradict the caller's scope."""
+        """Refuse explicit filters that contradict the caller's scope: another district
+        than the one the scope lies in, another grid than a grid worker's own. (Any
+        other filter outside the scope simply finds nothing.)"""
         if district is not None and self.district is not None and district != self.district:
             raise OutOfScope(f"district {district!r} is outside this token's scope")
         if grid_id is not None and self.grid_id is not None and grid_id != self.grid_id:
             raise OutOfScope(f"grid {grid_id!r} is outside this token's scope")
 
 
+def scope_predicate(
+    principal: Principal, grid_column: LiteralString = "e.grid_id"
+) -> tuple[LiteralString, list[Any]] | None:
+    """The SQL condition (and its parameters) that keeps a query to the rows whose
+    grid (`grid_column`) the principal may see; None when nothing is left out."""
+    if not principal.restricted or principal.region is None:
+        return None
+    return grid_column + " IN (" + SUBTREE_GRIDS + ")", [principal.region.subtree_pattern]
+
+
+def station_predicate(principal: Principal) -> tuple[LiteralString, list[Any]] | None:
+    """The SQL condition keeping a query over stations aliased `s` to those a principal
+    may see: the stations inside their subtree and those on the way up to the city (the
+    street centre that serves a grid worker's grid); None when nothing is left out."""
+    if not principal.restricted or principal.region is None:
+        return None
+    return (
+        "s.region_id IN (SELECT sr.id FROM regions sr"
+        " WHERE sr.path LIKE %s OR %s LIKE sr.path || '%%')",
+        [principal.region.subtree_pattern, principal.region.path],
+    )
+
+
 def principal_for(
-    role: Role, subject_id: str, scope: str | None, worker_grid: tuple[str, str] | None
+    role: Role,
+    subject_id: str,
+    region: Region | None,
+    district: str | None,
+    worker_grid: str | None,
+    visible_grids: frozenset[str] | None,
 ) -> Principal | None:
     """Build the principal of a token row; None if the token cannot be honoured.
 
-    `worker_grid` is (grid_id, district) of the grid worker named by subject_id, looked
-    up at request time so a reassigned worker follows their new grid at once.
+    `region` is the token's node (operators) or the grid worker's grid node, looked up
+    at request time so a reassigned worker follows their new grid at once; `district`
+    the name of the district that node lies in (None for the city).
     """
     if role == "admin":
         return Principal(role, subject_id)
-    if role == "operator":
-        if not scope:
-            return None
-        return Principal(role, subject_id, district=None if scope == ALL_DISTRICTS else scope)
-    if worker_grid is None:  # grid worker deleted from the ledger: the token is dead
+    if region is None:  # operator without a node, grid worker gone from the ledger
         return None
-    grid_id, district = worker_grid
-    return Principal(role, subject_id, district=district, grid_id=grid_id)
+    if role == "operator":
+        return Principal(
+            role, subject_id, district=district, region=region, visible_grids=visible_grids
+        )
+    if worker_grid is None:
+        return None
+    return Principal(
+        role,
+        subject_id,
+        district=district,
+        grid_id=worker_grid,
+        region=region,
+        visible_grids=visible_grids,
+    )

@@ -1,4 +1,4 @@
-"""/api/stations: care centres, stations and mutual-aid points of a district."""
+"""/api/stations: care centres, stations and mutual-aid points in the caller's region."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from operator_api.auth import CurrentPrincipal, Pool
 from operator_api.db import Where, fetch_all
 from operator_api.masking import mask_models
 from operator_api.models import StationOut
+from operator_api.scope import station_predicate
 from operator_api.validation import DistrictFilter
 
 router = APIRouter(prefix="/api/stations", tags=["registry"])
@@ -18,12 +19,16 @@ router = APIRouter(prefix="/api/stations", tags=["registry"])
 async def list_stations(
     principal: CurrentPrincipal, pool: Pool, district: DistrictFilter = None
 ) -> list[StationOut]:
-    """Stations of `district` (default: every district the caller may see)."""
+    """Stations the caller may see (those in their region and those serving it),
+    optionally of one `district`."""
     principal.check_filters(district, None)
     where = Where()
-    wanted = district if district is not None else principal.district
-    if wanted is not None:
-        where.add("s.district = %s", wanted)
+    scoped = station_predicate(principal)
+    if scoped is not None:
+        fragment, params = scoped
+        where.add(fragment, *params)
+    if district is not None:
+        where.add("s.district = %s", district)
     async with pool.connection() as conn:
         rows = await fetch_all(
             conn,

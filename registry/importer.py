@@ -98,8 +98,18 @@ _OFFICERS = _Table(
     ),
     ("id",),
 )
+# grids.region_id is filled by the database (migration 071): the district, street and
+# community columns create or match the grid's nodes in the region tree
 _GRIDS = _Table(
-    "grids", (("id", "text"), ("name", "text"), ("district", "text"), ("street", "text")), ("id",)
+    "grids",
+    (
+        ("id", "text"),
+        ("name", "text"),
+        ("district", "text"),
+        ("street", "text"),
+        ("community", "text"),
+    ),
+    ("id",),
 )
 _GRID_WORKERS = _Table(
     "grid_workers",
@@ -297,7 +307,11 @@ def _write_zones(conn: psycopg.Connection[TupleRow], ledger: ParsedLedger) -> Ta
 
 
 def _write(conn: psycopg.Connection[TupleRow], ledger: ParsedLedger) -> dict[str, TableCount]:
-    grids = {e.grid_id: (e.grid_id, e.grid_name, e.district, e.street) for e in ledger.elders}
+    grids = {
+        e.grid_id: (e.grid_id, e.grid_name, e.district, e.street, e.community)
+        for e in ledger.elders
+    }
+    regions_before = _count_regions(conn)
     workers = {
         e.grid_worker_id: (
             e.grid_worker_id,
@@ -396,7 +410,13 @@ def _write(conn: psycopg.Connection[TupleRow], ledger: ParsedLedger) -> dict[str
     counts["contacts"] = _with_removed(_upsert(conn, _CONTACTS, contacts), removed_contacts)
     counts["devices"] = _with_removed(_upsert(conn, _DEVICES, devices), removed_devices)
     counts["geofence_zones"] = _write_zones(conn, ledger)
+    counts["regions"] = TableCount(inserted=_count_regions(conn) - regions_before)
     return counts
+
+
+def _count_regions(conn: psycopg.Connection[TupleRow]) -> int:
+    row = conn.execute("SELECT count(*) FROM regions").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _with_removed(count: TableCount, removed: int) -> TableCount:

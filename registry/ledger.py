@@ -188,7 +188,7 @@ class _LedgerParser:
             "zone": {},
         }
         self.device_origin: dict[str, Origin] = {}
-        self.grids: dict[str, tuple[str, str, str, Origin]] = {}
+        self.grids: dict[str, tuple[str, str, str, str | None, Origin]] = {}
         self.workers: dict[str, tuple[tuple[str, str, str | None, str], Origin]] = {}
 
     # -- files ---------------------------------------------------------------------
@@ -423,15 +423,17 @@ class _LedgerParser:
 
     def _grid_consistent(self, cells: _Cells, e: ElderRecord) -> None:
         """Grid and grid worker columns repeat on every elder row: they must agree."""
-        grid = (e.grid_name, e.district, e.street)
+        # a grid lies in one community (or none): its place in the region tree
+        grid = (e.grid_name, e.district, e.street, e.community)
         known_grid = self.grids.setdefault(e.grid_id, (*grid, cells.origin))
         for column, value, known in zip(
-            ("grid_name", "district", "street"), grid, known_grid[:3], strict=True
+            ("grid_name", "district", "street", "community"), grid, known_grid[:4], strict=True
         ):
             if value != known:
                 cells.error(
                     column,
-                    f"grid '{e.grid_id}' has {column} '{known}' at {known_grid[3]}, here '{value}'",
+                    f"grid '{e.grid_id}' has {column} '{known or ''}' at {known_grid[4]}, "
+                    f"here '{value or ''}'",
                 )
         worker = (e.grid_worker_name, e.grid_worker_phone, e.grid_worker_wecom, e.grid_id)
         known_worker, origin = self.workers.setdefault(e.grid_worker_id, (worker, cells.origin))
