@@ -105,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gw_imp.add_argument("files", nargs="+", type=Path)
 
+    regions = reg_sub.add_parser(
+        "regions", help="the region tree 市/区县/街道/社区/网格 (docs/registry.md)"
+    ).add_subparsers(dest="regions_cmd", required=True)
+    regions.add_parser("list", help="print the tree with each node's token scope name")
+    regions_imp = regions.add_parser(
+        "import", help="create 区县/街道/社区 nodes (and name the city) from a CSV/XLSX table"
+    )
+    regions_imp.add_argument("file", type=Path)
+
     tpl = reg_sub.add_parser(
         "template",
         help="write the office ledger template (老年人信息台账模板) with Chinese headers",
@@ -373,6 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.registry_cmd == "import":
             result: int = _load("registry.importer:cli_import")(settings, args.files)
             return result
+        if args.registry_cmd == "regions":
+            return int(
+                _load("registry.regions:cli_regions")(
+                    settings, args.regions_cmd, getattr(args, "file", None)
+                )
+            )
         if args.registry_cmd == "template":
             return int(_load("registry.template:cli_template")(args))
         return int(_load("simulators.street:cli_generate")(args))

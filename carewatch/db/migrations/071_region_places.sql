@@ -19,6 +19,11 @@ LANGUAGE plpgsql AS $$
 DECLARE
     parent bigint := carewatch_place_region(NEW.district, NEW.street, NEW.community);
 BEGIN
+    IF NEW.region_id IS NULL AND TG_OP = 'INSERT' THEN
+        -- an upsert of a known grid (INSERT ... ON CONFLICT DO UPDATE) proposes a row
+        -- first: keep the grid's node, or its move would leave a twin behind
+        SELECT region_id INTO NEW.region_id FROM grids WHERE id = NEW.id;
+    END IF;
     IF NEW.region_id IS NULL THEN
         NEW.region_id := carewatch_region_child(parent, 'grid', NEW.id);
     ELSE
