@@ -17,7 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     create = sub.add_parser("create-token", help="print a new token (shown only this once)")
     create.add_argument("--role", required=True, choices=get_args(Role))
     create.add_argument("--subject", required=True, help="grid worker id or operator login")
-    create.add_argument("--scope", help="operators: a district name or '*'")
+    create.add_argument(
+        "--scope",
+        help="operators: '*' (the city), a district, or a region path such as"
+        " 渝中区/解放碑街道 (carewatch registry regions list)",
+    )
     revoke = sub.add_parser("revoke-token", help="revoke a token (read from stdin)")
     revoke.add_argument("--stdin", action="store_true", required=True)
     args = parser.parse_args(argv)

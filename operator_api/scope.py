@@ -89,14 +89,20 @@ class Principal:
 
     @property
     def restricted(self) -> bool:
-        """Does the scope leave anything out? (A city node or no node: no.)"""
-        return self.region is not None and not self.region.is_root
+        """Does the scope leave anything out? The city's node: no. Without a node (an
+        admin): no, unless built with a district or grid but no node, which fails
+        closed (sees nothing) rather than open."""
+        if self.region is not None:
+            return not self.region.is_root
+        return self.district is not None or self.grid_id is not None
 
     @property
     def scope_label(self) -> str:
         """The scope in words, for page titles: '全部辖区' or the node's name."""
-        if not self.restricted or self.region is None:
+        if not self.restricted:
             return "全部辖区"
+        if self.region is None:
+            return self.grid_id or self.district or ""
         return self.region.name
 
     def sees_grid(self, grid_id: str) -> bool:
@@ -125,8 +131,10 @@ def scope_predicate(
 ) -> tuple[LiteralString, list[Any]] | None:
     """The SQL condition (and its parameters) that keeps a query to the rows whose
     grid (`grid_column`) the principal may see; None when nothing is left out."""
-    if not principal.restricted or principal.region is None:
+    if not principal.restricted:
         return None
+    if principal.region is None:
+        return "false", []
     return grid_column + " IN (" + SUBTREE_GRIDS + ")", [principal.region.subtree_pattern]
 
 
@@ -134,8 +142,10 @@ def station_predicate(principal: Principal) -> tuple[LiteralString, list[Any]] |
     """The SQL condition keeping a query over stations aliased `s` to those a principal
     may see: the stations inside their subtree and those on the way up to the city (the
     street centre that serves a grid worker's grid); None when nothing is left out."""
-    if not principal.restricted or principal.region is None:
+    if not principal.restricted:
         return None
+    if principal.region is None:
+        return "false", []
     return (
         "s.region_id IN (SELECT sr.id FROM regions sr"
         " WHERE sr.path LIKE %s OR %s LIKE sr.path || '%%')",

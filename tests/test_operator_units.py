@@ -12,38 +12,79 @@ from operator_api.labels import ago, local_time
 from operator_api.masking import mask_json, mask_text
 from operator_api.mobile_page import render_page
 from operator_api.reports import day_bounds
-from operator_api.scope import OutOfScope, Principal, principal_for
+from operator_api.scope import (
+    SUBTREE_GRIDS,
+    OutOfScope,
+    Principal,
+    Region,
+    principal_for,
+    scope_predicate,
+    station_predicate,
+)
 from operator_api.stats import percentile
 from operator_api.tokens import hash_token
 
 NOW = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)  # 14:00 in Chongqing
 
 
+CITY = Region(1, "city", "全市", "/1/")
+YUZHONG = Region(2, "district", "渝中区", "/1/2/")
+JFB = Region(3, "street", "解放碑街道", "/1/2/3/")
+G1 = Region(4, "grid", "G1", "/1/2/3/4/")
+
+
 def test_principal_for_each_role() -> None:
-    assert principal_for("admin", "root", "ignored", None) == Principal("admin", "root")
-    assert principal_for("operator", "op", "*", None) == Principal("operator", "op")
-    assert principal_for("operator", "op", "渝中区", None) == Principal(
-        "operator", "op", district="渝中区"
+    assert principal_for("admin", "root", CITY, None, None, None) == Principal("admin", "root")
+    city = principal_for("operator", "op", CITY, None, None, None)
+    assert city == Principal("operator", "op", region=CITY)
+    street = principal_for("operator", "op", JFB, "渝中区", None, frozenset({"G1", "G2"}))
+    assert street == Principal(
+        "operator", "op", district="渝中区", region=JFB, visible_grids=frozenset({"G1", "G2"})
     )
-    assert principal_for("operator", "op", None, None) is None
-    worker = principal_for("grid_worker", "GW1", None, ("G1", "渝中区"))
-    assert worker == Principal("grid_worker", "GW1", district="渝中区", grid_id="G1")
-    assert principal_for("grid_worker", "GONE", None, None) is None
+    assert principal_for("operator", "op", None, None, None, None) is None
+    worker = principal_for("grid_worker", "GW1", G1, "渝中区", "G1", frozenset({"G1"}))
+    assert worker is not None and worker.grid_id == "G1" and worker.region == G1
+    assert principal_for("grid_worker", "GONE", None, None, None, None) is None
 
 
 def test_scope_checks() -> None:
-    worker = Principal("grid_worker", "GW1", district="渝中区", grid_id="G1")
+    worker = Principal(
+        "grid_worker", "GW1", district="渝中区", grid_id="G1", region=G1,
+        visible_grids=frozenset({"G1"}),
+    )  # fmt: skip
     assert worker.allows("渝中区", "G1")
     assert not worker.allows("渝中区", "G2")
     worker.check_filters("渝中区", "G1")
     with pytest.raises(OutOfScope):
         worker.check_filters(None, "G2")
-    operator = Principal("operator", "op", district="渝中区")
-    assert operator.allows("渝中区", "G2") and not operator.allows("江北区", "G3")
+    street = Principal(
+        "operator", "op", district="渝中区", region=JFB, visible_grids=frozenset({"G1", "G2"})
+    )
+    assert street.allows("渝中区", "G2") and not street.allows("渝中区", "G5")
     with pytest.raises(OutOfScope):
-        operator.check_filters("江北区", None)
+        street.check_filters("江北区", None)
+    street.check_filters("渝中区", "G5")  # finds nothing, refused by nobody
+    assert street.scope_label == "解放碑街道"
     assert Principal("admin", "root").allows("江北区", "G3")
+    city = Principal("operator", "op", region=CITY)
+    assert city.allows("江北区", "G3") and city.scope_label == "全部辖区"
     assert worker.actor == "grid_worker:GW1"
+
+
+def test_scope_predicate_is_one_subtree_match() -> None:
+    assert scope_predicate(Principal("admin", "root")) is None
+    assert scope_predicate(Principal("operator", "op", region=CITY)) is None
+    street = Principal("operator", "op", district="渝中区", region=JFB)
+    assert scope_predicate(street) == ("e.grid_id IN (" + SUBTREE_GRIDS + ")", ["/1/2/3/%"])
+    fragment, params = scope_predicate(street, "g.id") or ("", [])
+    assert fragment.startswith("g.id IN (") and params == ["/1/2/3/%"]
+    assert (
+        station_predicate(street) is not None and station_predicate(Principal("admin", "a")) is None
+    )
+    # a principal built with a district or grid but no node sees nothing
+    stray = Principal("operator", "op", district="渝中区")
+    assert stray.restricted and not stray.allows("渝中区", "G1")
+    assert scope_predicate(stray) == ("false", [])
 
 
 def test_masking_depends_on_role() -> None:
