@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import httpx
 import psycopg
 import redis
 from faststream.redis.parser.binary import BinaryMessageFormatV1
@@ -200,6 +201,16 @@ def alert_changes(redis_url: str) -> list[AlertChange]:
     client = redis.Redis.from_url(redis_url)
     entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(ALERTS_STREAM)  # type: ignore[assignment]
     return [decode_alert_change(BinaryMessageFormatV1.parse(f[b"__data__"])[0]) for _, f in entries]
+
+
+async def sse_events(response: httpx.Response, into: list[tuple[str, dict[str, object]]]) -> None:
+    """Append each server-sent event of a streaming response as (event name, JSON data)."""
+    name = ""
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            into.append((name, json.loads(line[len("data: ") :])))
 
 
 @contextlib.asynccontextmanager

@@ -24,7 +24,17 @@ import pytest
 from harness.services import Proc, await_until
 from operator_api.live import RESYNC, AlertFeed
 from operator_api.tokens import create_token
-from tests.operator_support import A1, A2, A3, CONTACT_PHONE, GW1_PHONE, Tokens, seed, serving
+from tests.operator_support import (
+    A1,
+    A2,
+    A3,
+    CONTACT_PHONE,
+    GW1_PHONE,
+    Tokens,
+    seed,
+    serving,
+    sse_events,
+)
 
 HEADERS = {"X-Carewatch-Console": "1"}
 OLD_FALL = "00000000-0000-4000-8000-000000000103"  # acknowledged on the seed's report day
@@ -234,15 +244,6 @@ async def test_search_by_name_address_grid_within_scope(site: Site) -> None:
     assert OLD_FALL in {a["id"] for a in elder["alerts"]}
 
 
-async def _events(response: httpx.Response, into: list[tuple[str, dict[str, object]]]) -> None:
-    name = ""
-    async for line in response.aiter_lines():
-        if line.startswith("event: "):
-            name = line[len("event: ") :]
-        elif line.startswith("data: "):
-            into.append((name, json.loads(line[len("data: ") :])))
-
-
 async def _wait_for(
     events: list[tuple[str, dict[str, object]]], name: str, alert_id: str | None = None
 ) -> None:
@@ -276,8 +277,8 @@ async def test_live_stream_pushes_new_alerts_only_within_scope(site: Site, db_ds
     ):
         assert yz_stream.headers["content-type"].startswith("text/event-stream")
         readers = [
-            asyncio.create_task(_events(yz_stream, yz_events)),
-            asyncio.create_task(_events(jb_stream, jb_events)),
+            asyncio.create_task(sse_events(yz_stream, yz_events)),
+            asyncio.create_task(sse_events(jb_stream, jb_events)),
         ]
         try:
             await _wait_for(yz_events, "ready")
@@ -340,7 +341,7 @@ async def test_open_streams_end_when_the_server_stops(db_dsn: str, redis_server:
             await logged_in(base, tokens.operator_yuzhong)
         )
         stream = await client_side.enter_async_context(client.stream("GET", "/console/api/stream"))
-        reader = asyncio.create_task(_events(stream, events))
+        reader = asyncio.create_task(sse_events(stream, events))
         await _wait_for(events, "ready")
         # serving() fails here if the server has not stopped 10 s after it was told to,
         # which is what an open stream did before streams watched for the stop

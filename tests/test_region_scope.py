@@ -23,7 +23,7 @@ import pytest
 from carewatch.db.migrate import migrate
 from harness.services import Proc, await_until
 from operator_api.tokens import create_token
-from tests.operator_support import A1, A2, A3, REPORT_DAY, Tokens, seed, serving
+from tests.operator_support import A1, A2, A3, REPORT_DAY, Tokens, seed, serving, sse_events
 
 A5 = "00000000-0000-4000-8000-0000000000a5"  # E5 sos, open, G5 (朝天门街道)
 CONSOLE = {"X-Carewatch-Console": "1"}
@@ -353,15 +353,6 @@ async def test_grid_worker_sees_only_their_grid_on_the_phone_and_in_the_console(
         assert {e["id"] for e in found} == SEES["gw1"]
 
 
-async def _events(response: httpx.Response, into: list[tuple[str, dict[str, object]]]) -> None:
-    name = ""
-    async for line in response.aiter_lines():
-        if line.startswith("event: "):
-            name = line[len("event: ") :]
-        elif line.startswith("data: "):
-            into.append((name, json.loads(line[len("data: ") :])))
-
-
 def _open_alert(dsn: str, elder: str) -> str:
     alert_id = str(uuid.uuid4())
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -396,8 +387,8 @@ async def test_live_stream_of_street_a_carries_nothing_of_street_b(site: Site) -
         b.stream("GET", "/console/api/stream") as stream_b,
     ):
         readers = [
-            asyncio.create_task(_events(stream_a, heard["a"])),
-            asyncio.create_task(_events(stream_b, heard["b"])),
+            asyncio.create_task(sse_events(stream_a, heard["a"])),
+            asyncio.create_task(sse_events(stream_b, heard["b"])),
         ]
         try:
             await await_until(both_ready, 10, "both streams ready")
