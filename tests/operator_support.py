@@ -203,8 +203,9 @@ def alert_changes(redis_url: str) -> list[AlertChange]:
 
 
 @contextlib.asynccontextmanager
-async def serving(dsn: str, redis_port: int) -> AsyncIterator[str]:
-    """Run operator_api.app.run on a free port; yield its base URL. Empties Redis first."""
+async def serving(dsn: str, redis_port: int, **overrides: object) -> AsyncIterator[str]:
+    """Run operator_api.app.run on a free port; yield its base URL. Empties Redis first.
+    `overrides`: more settings (e.g. the console's tile server)."""
     redis.Redis(port=redis_port).flushall()
     port = free_port()
     settings = Settings(
@@ -213,6 +214,7 @@ async def serving(dsn: str, redis_port: int) -> AsyncIterator[str]:
         operator_port=port,
         log_json=False,
         _env_file=None,
+        **overrides,  # type: ignore[arg-type]
     )
     stop = asyncio.Event()
     task = asyncio.create_task(run(settings, stop))
