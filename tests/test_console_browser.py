@@ -3,8 +3,9 @@ driven by Selenium), against real workers.
 
 1. An SOS pressed on a wristband travels MQTT -> ingest -> rules -> PostgreSQL and
    appears in the open console's queue without a reload, with a sound; the dispatcher
-   opens the card, takes the alert, adds a note and resolves it with a category; the
-   timeline shows each step. Screenshots at 1366x768 and 390x844 are saved (under
+   opens the card (map without tiles, what the ledger lacks), takes the alert, adds a
+   note, logs a call, resolves it with a category, reopens it and closes it as a false
+   alarm (refused without a reason); the timeline shows each step. Screenshots at 1366x768 and 390x844 are saved (under
    CAREWATCH_SCREENSHOT_DIR when set, else the test's tmp dir) and checked.
 2. Scope: a 江北区 dispatcher's console shows nothing of 渝中区 in the queue (live
    included), the search or the alert pages.
@@ -180,6 +181,21 @@ def type_into(driver: object, css: str, text: str) -> None:
     wait_until(typed, 10, f"typing into {css}")
 
 
+def select(driver: object, css: str, value: str) -> None:
+    """Choose an option of a <select> by value; retried like a click."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+
+    def chosen() -> bool:
+        try:
+            Select(driver.find_element(By.CSS_SELECTOR, css)).select_by_value(value)  # type: ignore[attr-defined]
+        except _transient():
+            return False
+        return True
+
+    wait_until(chosen, 10, f"choosing {value} in {css}")
+
+
 def press(settings: Settings, device_id: str, kind: str) -> None:
     """A wristband publishes a device event (or telemetry) over MQTT, as the device does."""
     seq = ts = time.time_ns() // 1_000_000
@@ -285,8 +301,21 @@ def test_sos_reaches_the_console_live_and_is_resolved_with_a_category(
     )
     assert {"tel:13600000001", "tel:13600000002", "tel:13700000001"} <= tels
     assert "距下一级升级" in text_of(drv, ".escalation")
+    # medical notes are not in the ledger yet: the card says what is missing
+    assert "钥匙保管人" in text_of(drv, "#care-needs-missing")
+    # the map: Leaflet from the console itself, no tile server configured, so the marker
+    # on a plain background and the coordinates as text
+    assert drv.execute_script(  # type: ignore[attr-defined]
+        "const m = document.getElementById('map');"
+        "return m.classList.contains('leaflet-container') && m.classList.contains('no-tiles')"
+        " && m.querySelectorAll('path.leaflet-interactive').length === 1"
+        " && m.querySelectorAll('img.leaflet-tile').length === 0"
+    )
+    assert "未配置底图" in text_of(drv, "#map-coords")
+    assert "回执" in text_of(drv, "#notifications")
     folder = screenshot_dir(tmp_path)
     shoot(drv, folder, "console-live-sos-1366x768.png", DESKTOP)
+    assert "王秀英" in text_of(drv, "#queue") and "老人信息" in text_of(drv, "#detail")
 
     # take it, note the call, resolve it as 送医
     click(drv, "#btn-acknowledge")
@@ -294,6 +323,13 @@ def test_sos_reaches_the_console_live_and_is_resolved_with_a_category(
     type_into(drv, "#note-text", "已电话联系儿子张伟，正赶往现场")
     click(drv, "#btn-note")
     wait_until(lambda: "正赶往现场" in text_of(drv, "#timeline"), 10, "the note on the timeline")
+    # a phone call to the son, answered
+    select(drv, "#call-callee", "张伟（儿子）")
+    click(drv, '#call-form input[value="answered"]')
+    type_into(drv, "#call-note", "儿子已出发")
+    click(drv, "#btn-call")
+    wait_until(lambda: "儿子已出发" in text_of(drv, "#timeline"), 10, "the call on the timeline")
+    assert "致电 张伟（儿子）：接通" in text_of(drv, "#timeline")
     click(drv, '#resolve-form input[value="hospital"]')
     type_into(drv, "#resolve-note", "120 送医")
     click(drv, "#btn-resolve")
@@ -312,12 +348,32 @@ def test_sos_reaches_the_console_live_and_is_resolved_with_a_category(
     ]
     shoot(drv, folder, "console-resolved-1366x768.png", DESKTOP)
 
+    # reopened (the family calls back), it is back in the queue, handled
+    type_into(drv, "#reopen-note", "家属来电：老人仍感不适")
+    click(drv, "#btn-reopen")
+    wait_until(lambda: text_of(drv, "#alert-status") == "处理中", 10, "reopened")
+    wait_until(lambda: "王秀英" in text_of(drv, "#queue"), 10, "the queue to show it again")
+    # a false alarm is refused without a reason, then closes it with one
+    click(drv, '#resolve-form input[value="false_alarm"]')
+    click(drv, "#btn-resolve")
+    wait_until(lambda: "须选择误报原因" in text_of(drv, "#action-msg"), 10, "the refusal")
+    assert text_of(drv, "#alert-status") == "处理中"
+    select(drv, "#false-alarm-reason", "elder_fine")
+    click(drv, "#btn-resolve")
+    wait_until(lambda: text_of(drv, "#alert-status") == "误报", 10, "closed as a false alarm")
+    steps = drv.execute_script(  # type: ignore[attr-defined]
+        "return Array.from(document.querySelectorAll('#timeline li')).map(li => li.dataset.action)"
+    )
+    order = ["opened", "acknowledged", "note", "call", "resolved", "reopened", "false_alarm"]
+    assert [a for a in steps if a in order] == order, steps
+    assert "误报原因：已核实老人无事" in text_of(drv, "#timeline")
+
     # a phone-sized window: one column, the same content, readable
     viewport(drv, *PHONE)
     assert drv.execute_script("return document.documentElement.scrollWidth") <= PHONE[0]  # type: ignore[attr-defined]
     assert "应急调度台" in text_of(drv, "header")
-    assert "已解决" in text_of(drv, "#detail")
-    shoot(drv, folder, "console-resolved-390x844.png", PHONE)
+    assert "误报" in text_of(drv, "#alert-status") and "重新打开" in text_of(drv, "#timeline")
+    shoot(drv, folder, "console-closed-390x844.png", PHONE)
 
 
 def _open_alert(dsn: str, elder: str, kind: str) -> str:

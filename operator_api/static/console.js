@@ -531,6 +531,8 @@
       if (chosen) kept.outcome = chosen.value;
       const called = detail.querySelector("input[name=call-outcome]:checked");
       if (called) kept.callOutcome = called.value;
+      const msg = document.getElementById("action-msg");
+      if (msg && msg.textContent) kept.msg = [msg.textContent, msg.className];
       if (document.activeElement && document.activeElement.id) kept.focus = document.activeElement.id;
     }
     detail.replaceChildren(head, escalation, actions(a, dial, card.reopen_until),
@@ -548,6 +550,10 @@
     if (kept.outcome) {
       const radio = detail.querySelector("input[name=outcome][value=" + kept.outcome + "]");
       if (radio) radio.checked = true;
+    }
+    if (kept.msg) {
+      const msg = document.getElementById("action-msg");
+      [msg.textContent, msg.className] = kept.msg;
     }
     if (kept.callOutcome) {
       const radio = detail.querySelector("input[name=call-outcome][value=" + kept.callOutcome + "]");
