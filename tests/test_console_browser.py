@@ -18,13 +18,17 @@ chromium or its driver is missing (CI installs them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import os
 import shutil
 import struct
+import threading
 import time
 import uuid
 import zlib
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 import aiomqtt
@@ -37,10 +41,11 @@ from carewatch.settings import Settings
 from carewatch.topics import topic
 from harness.pipeline import Pipeline, with_fake_providers
 from harness.services import free_port, wait_port, wait_until
+from operator_api.console_map import wgs84_to_gcj02
 from operator_api.tokens import create_token
 from registry.importer import import_files
 from tests.ledger import write_ledger
-from tests.operator_support import A1, seed
+from tests.operator_support import A1, A3, seed
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -230,7 +235,7 @@ def pipeline(settings: Settings, tmp_path: Path) -> Iterator[Pipeline]:
     p = Pipeline(s, tmp_path)
     for name in ("fake-providers", "notifier", "rules", "ingest", "operator-api"):
         p.start(name)
-    wait_port(s.operator_port)
+    wait_port(s.operator_port, 30)  # five workers start at once on a shared machine
 
     def probe_stored() -> bool:  # ingest is ready once it stores a probe
         p.assert_running()
@@ -387,16 +392,57 @@ def _open_alert(dsn: str, elder: str, kind: str) -> str:
     return alert_id
 
 
+@contextlib.contextmanager
+def tile_server() -> Iterator[tuple[str, list[str]]]:
+    """A local XYZ tile server (every tile the same PNG): (its URL template, paths asked)."""
+    tile = (
+        resources.files("operator_api") / "static/vendor/leaflet/images/layers.png"
+    ).read_bytes()
+    asked: list[str] = []
+
+    class Tiles(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(tile)))
+            self.end_headers()
+            self.wfile.write(tile)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tiles)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/amap/{{z}}/{{x}}/{{y}}.png", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_district_dispatcher_sees_nothing_of_another(
     db_dsn: str, settings: Settings, browser: object, tmp_path: Path
 ) -> None:
+    """Also: a configured GCJ-02 tile server (local, standing in for AMap) is allowed by
+    the page's CSP, its tiles load and the marker sits at the converted position."""
     seed(db_dsn)
     token = create_token(db_dsn, "operator", "op-jb", "江北区")
-    s = settings.model_copy(update={"operator_port": free_port()})
+    tiles = contextlib.ExitStack()
+    tile_url, asked = tiles.enter_context(tile_server())
+    s = settings.model_copy(
+        update={
+            "operator_port": free_port(),
+            "console_tile_url": tile_url,
+            "console_tile_crs": "gcj02",
+            "console_tile_attribution": "测试底图",
+        }
+    )
     p = Pipeline(s, tmp_path)
     p.start("operator-api")
     try:
-        wait_port(s.operator_port)
+        wait_port(s.operator_port, 30)
         base = f"http://127.0.0.1:{s.operator_port}"
         drv: object = browser
         drv.get(f"{base}/console?token={token}")  # type: ignore[attr-defined]
@@ -407,6 +453,23 @@ def test_a_district_dispatcher_sees_nothing_of_another(
             "the console's live stream",
         )
         wait_until(lambda: "陈淑芬" in text_of(drv, "#queue"), 10, "江北区's open alert")
+        click(drv, f'li.alert[data-alert-id="{A3}"]')
+        wait_until(
+            lambda: (
+                drv.execute_script(  # type: ignore[attr-defined]
+                    "return document.querySelectorAll('#map img.leaflet-tile-loaded').length"
+                )
+                > 0
+            ),
+            10,
+            "map tiles from the configured server",
+        )
+        assert asked and all(path.startswith("/amap/") for path in asked)
+        shown = drv.execute_script(  # type: ignore[attr-defined]
+            "const m = document.getElementById('map'); return [+m.dataset.lat, +m.dataset.lon]"
+        )
+        assert shown == pytest.approx(list(wgs84_to_gcj02(29.57, 106.53)))
+        assert "已换算" in text_of(drv, "#map-coords") and "测试底图" in text_of(drv, "#map")
         # 渝中区 gets a new alert, then 江北区: once 江北区's shows, 渝中区's would have too
         _open_alert(db_dsn, "E2", "fall")
         _open_alert(db_dsn, "E4", "fall")
@@ -419,6 +482,13 @@ def test_a_district_dispatcher_sees_nothing_of_another(
         type_into(drv, "#search-q", "张秀英")
         click(drv, "#search-form button")
         wait_until(lambda: "没有找到" in text_of(drv, "#search-note"), 10, "an empty search")
+        # filters by care profile and device state (E4: 独居, wristband online)
+        type_into(drv, "#search-q", "")
+        select(drv, "#search-device", "all_online")
+        select(drv, "#search-profile", "alone")
+        wait_until(lambda: "陈淑芬" in text_of(drv, "#search-results"), 10, "the filtered elder")
+        select(drv, "#search-device", "offline")
+        wait_until(lambda: "没有找到" in text_of(drv, "#search-note"), 10, "no offline device")
         grids = text_of(drv, "#search-grid")
         assert "观音桥第一网格" in grids and "解放碑" not in grids
         # another district's alert and elder pages are refused
@@ -446,3 +516,4 @@ def test_a_district_dispatcher_sees_nothing_of_another(
         shoot(drv, screenshot_dir(tmp_path), "api-docs-1366x768.png", DESKTOP)
     finally:
         p.stop_all()
+        tiles.close()

@@ -535,9 +535,9 @@
       if (msg && msg.textContent) kept.msg = [msg.textContent, msg.className];
       if (document.activeElement && document.activeElement.id) kept.focus = document.activeElement.id;
     }
-    detail.replaceChildren(head, escalation, actions(a, dial, card.reopen_until),
+    detail.replaceChildren(...[head, escalation, actions(a, dial, card.reopen_until),
       el("div", { class: "grid2" }, elderInfo, family), el("div", { class: "grid2" }, careNeeds, mapCard),
-      devices, notifications, timeline);
+      devices, notifications, timeline].filter(Boolean));
     drawMap(mapBox, card.map);
     for (const id of ["note-text", "resolve-note", "call-note", "reopen-note"]) {
       const input = document.getElementById(id);
