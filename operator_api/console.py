@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 
 from carewatch.settings import Settings
 from operator_api import console_data, followup
-from operator_api.actions import AlertNotFound, HumanAction, act_and_announce
+from operator_api.actions import HumanAction
 from operator_api.apidocs import docs_page
 from operator_api.auth import Pool
 from operator_api.console_map import map_view, tile_source
@@ -404,12 +404,9 @@ async def act(
         lifecycle = "note"
     else:
         lifecycle = "acknowledge"
-    try:
-        result = await act_and_announce(
-            pool, request.app.state.announce, principal, alert_id, lifecycle, note, details
-        )
-    except AlertNotFound:
-        raise HTTPException(404, "no such alert") from None
+    result = await followup.act(
+        pool, request.app.state.announce, principal, alert_id, lifecycle, note, details
+    )
     return JSONResponse(result.model_dump(mode="json"))
 
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from carewatch import alerts
 from carewatch.clock import Clock, SystemClock
 from operator_api import alerts as alerts_api
-from operator_api.actions import AlertNotFound, Announce, act_and_announce
+from operator_api.actions import AlertNotFound, Announce, HumanAction, act_and_announce
 from operator_api.auth import CurrentPrincipal, Pool
 from operator_api.models import ActionResult
 from operator_api.scope import Principal
@@ -77,8 +77,21 @@ class ReopenIn(BaseModel):
     note: Required = Field(description="why it is reopened (required)")
 
 
-def _not_found(exc: AlertNotFound) -> HTTPException:
-    return HTTPException(404, "no such alert")
+async def act(
+    pool: Pool,
+    announce: Announce,
+    principal: Principal,
+    alert_id: UUID,
+    action: HumanAction,
+    note: str,
+    details: dict[str, object] | None = None,
+) -> ActionResult:
+    """operator_api.actions.act_and_announce with 404 for an unknown alert (a refused
+    transition is the app's 409)."""
+    try:
+        return await act_and_announce(pool, announce, principal, alert_id, action, note, details)
+    except AlertNotFound:
+        raise HTTPException(404, "no such alert") from None
 
 
 async def log_call(
@@ -151,12 +164,7 @@ async def reopen(
     refusal = reopen_refusal(alert.status, alert.closed_at, datetime.now(UTC), within)
     if refusal is not None:
         raise HTTPException(409, refusal)
-    try:
-        return await act_and_announce(
-            pool, announce, principal, alert_id, "reopen", note, details or {}
-        )
-    except AlertNotFound as exc:  # TransitionError (changed meanwhile): 409 by the app
-        raise _not_found(exc) from None
+    return await act(pool, announce, principal, alert_id, "reopen", note, details)
 
 
 def reopen_window(request: Request) -> timedelta:
@@ -176,12 +184,7 @@ async def post_note(
     alert_id: UUID, body: NoteIn, request: Request, principal: CurrentPrincipal, pool: Pool
 ) -> ActionResult:
     """A note on the timeline; status and escalation stay as they are."""
-    try:
-        return await act_and_announce(
-            pool, request.app.state.announce, principal, alert_id, "note", body.note
-        )
-    except AlertNotFound as exc:
-        raise _not_found(exc) from None
+    return await act(pool, request.app.state.announce, principal, alert_id, "note", body.note)
 
 
 @router.post("/{alert_id}/false-alarm", response_model=ActionResult)
@@ -190,12 +193,8 @@ async def post_false_alarm(
 ) -> ActionResult:
     """Close the alert as a false alarm, with the reason (422 without)."""
     details = false_alarm_details(body.reason, body.note)
-    try:
-        return await act_and_announce(
-            pool, request.app.state.announce, principal, alert_id, "false_alarm", body.note, details
-        )
-    except AlertNotFound as exc:
-        raise _not_found(exc) from None
+    announce = request.app.state.announce
+    return await act(pool, announce, principal, alert_id, "false_alarm", body.note, details)
 
 
 @router.post("/{alert_id}/reopen", response_model=ActionResult)
