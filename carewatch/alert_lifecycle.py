@@ -3,6 +3,8 @@
 pending --confirm--> open --acknowledge--> acknowledged --resolve--> resolved
    |                   |                        |
    +--cancel--> cancelled   +--false_alarm / resolve-+--> false_alarm / resolved
+                                                               |
+                acknowledged <--reopen--------------------------+
 
 Pure: carewatch.alerts applies it to every change, whoever makes it.
 """
@@ -13,7 +15,7 @@ from typing import Literal
 
 from carewatch.messages import AlertStatus
 
-Action = Literal["confirm", "cancel", "acknowledge", "arrive", "resolve", "false_alarm"]
+Action = Literal["confirm", "cancel", "acknowledge", "arrive", "resolve", "false_alarm", "reopen"]
 
 # (from status, action) -> new status. 'arrive' keeps the alert acknowledged but is
 # recorded in the timeline ("已到达").
@@ -29,6 +31,10 @@ _TRANSITIONS: dict[tuple[AlertStatus, Action], AlertStatus] = {
     ("acknowledged", "arrive"): "acknowledged",
     ("acknowledged", "resolve"): "resolved",
     ("acknowledged", "false_alarm"): "false_alarm",
+    # a person closed it too early (or it flared up again): it is theirs again, handled,
+    # without a new escalation; a cancelled alert (never confirmed) stays cancelled
+    ("resolved", "reopen"): "acknowledged",
+    ("false_alarm", "reopen"): "acknowledged",
 }
 
 

@@ -38,6 +38,7 @@ TIMELINE_ACTION: dict[Action, str] = {
     "arrive": "arrived",
     "resolve": "resolved",
     "false_alarm": "false_alarm",
+    "reopen": "reopened",
 }
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -229,7 +230,8 @@ async def transition(
             "  ELSE acknowledged_at END,"
             " acknowledged_by = CASE WHEN %(ack)s THEN coalesce(acknowledged_by, %(actor)s)"
             "  ELSE acknowledged_by END,"
-            " closed_at = CASE WHEN %(closed)s THEN %(now)s ELSE closed_at END"
+            " closed_at = CASE WHEN %(closed)s THEN %(now)s WHEN %(reopen)s THEN NULL"
+            "  ELSE closed_at END"
             " WHERE id = %(id)s RETURNING version",
             {
                 "status": status,
@@ -237,6 +239,7 @@ async def transition(
                 "confirm": action == "confirm",
                 "ack": status == "acknowledged",
                 "closed": status in CLOSED_STATUSES,
+                "reopen": action == "reopen",
                 "now": _at(at_ms),
                 "actor": actor,
                 "id": alert.id,

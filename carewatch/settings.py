@@ -263,6 +263,24 @@ class Settings(BaseSettings):
     # --- operator API (operator_api) ---------------------------------------------------
     operator_host: str = "127.0.0.1"
     operator_port: int = Field(8082, description="operator API and the grid worker page (/m)")
+    console_tile_url: str = Field(
+        "",
+        pattern=r"^(https?://[^\s\"'<>;,]+)?$",
+        description="XYZ tile URL of the console's map, with {z} {x} {y} (and {s} for"
+        " subdomains a b c), e.g. a 天地图 or an in-house tile server; empty: no tiles, the"
+        " map shows the elder's position on a plain background",
+    )
+    console_tile_crs: Literal["wgs84", "gcj02"] = Field(
+        "wgs84",
+        description="datum of those tiles: wgs84 for 天地图 (CGCS2000) and OpenStreetMap-style"
+        " servers, gcj02 for AMap/Gaode and Tencent tiles (positions are converted)",
+    )
+    console_tile_attribution: str = Field(
+        "", max_length=200, description="text credit the tile provider requires, shown on the map"
+    )
+    console_reopen_hours: float = Field(
+        24.0, gt=0, description="a closed alert can be reopened from the console this long"
+    )
 
     # --- providers (Aliyun SMS, WeCom); tests and the demo point them at fakes -------
     aliyun_sms_endpoint: str = "http://127.0.0.1:8090/aliyun-sms/"
@@ -378,6 +396,13 @@ class Settings(BaseSettings):
             for k, v in data.items()
             if not (v == "" and k in fields and fields[k].annotation is not str)
         }
+
+    @model_validator(mode="after")
+    def _tile_url_placeholders(self) -> Settings:
+        url = self.console_tile_url
+        if url and not all(p in url for p in ("{z}", "{x}", "{y}")):
+            raise ValueError("CAREWATCH_CONSOLE_TILE_URL needs {z}, {x} and {y}")
+        return self
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:

@@ -28,7 +28,7 @@ from operator_api.scope import OutOfScope, Principal
 
 log = logging.getLogger(__name__)
 
-HumanAction = Literal["acknowledge", "resolve", "false_alarm", "note"]
+HumanAction = Literal["acknowledge", "resolve", "false_alarm", "note", "reopen"]
 
 
 # Publishes an AlertChange already in the outbox (the app binds it to its broker).

@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from importlib import resources
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
@@ -34,10 +35,12 @@ from fastapi.responses import (
 )
 from pydantic import BaseModel, Field
 
-from operator_api import console_data
-from operator_api.actions import AlertNotFound, HumanAction, act_and_announce
+from carewatch.settings import Settings
+from operator_api import console_data, followup
+from operator_api.actions import HumanAction
 from operator_api.apidocs import docs_page
 from operator_api.auth import Pool
+from operator_api.console_map import map_view, tile_source
 from operator_api.elders import get_elder
 from operator_api.live import RESYNC, AlertFeed
 from operator_api.scope import Principal
@@ -57,12 +60,30 @@ STATIC_FILES: dict[str, str] = {
     "apidocs.js": "text/javascript; charset=utf-8",
     "apidocs.css": "text/css; charset=utf-8",
 }
-# Nothing but this origin: no CDN, no inline script, no framing.
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
-    " connect-src 'self'; media-src 'self' data:; frame-ancestors 'none'; base-uri 'none';"
-    " form-action 'self'"
-)
+# Leaflet 1.9.4 (BSD-2-Clause, static/vendor/leaflet/LICENSE), as `npm pack leaflet` ships it.
+VENDOR_FILES: dict[str, str] = {
+    "leaflet/leaflet.js": "text/javascript; charset=utf-8",
+    "leaflet/leaflet.css": "text/css; charset=utf-8",
+    "leaflet/LICENSE": "text/plain; charset=utf-8",
+    **{
+        f"leaflet/images/{name}.png": "image/png"
+        for name in ("layers", "layers-2x", "marker-icon", "marker-icon-2x", "marker-shadow")
+    },
+}
+
+
+def csp(tile_source: str | None = None) -> str:
+    """Nothing but this origin (no CDN, no inline script, no framing), and the map's tile
+    server when one is configured (Settings.console_tile_url)."""
+    images = "'self' data:" + (f" {tile_source}" if tile_source else "")
+    return (
+        f"default-src 'self'; script-src 'self'; style-src 'self'; img-src {images};"
+        " connect-src 'self'; media-src 'self' data:; frame-ancestors 'none'; base-uri 'none';"
+        " form-action 'self'"
+    )
+
+
+CSP = csp()
 PAGE_HEADERS = {
     "Content-Security-Policy": CSP,
     "Cache-Control": "no-store",
@@ -83,21 +104,37 @@ Outcome = Literal["arrived_ok", "handled", "hospital", "false_alarm"]
 class ConsoleActionIn(BaseModel):
     note: str = Field("", max_length=500)
     outcome: Outcome | None = None
+    # a false alarm's reason (operator_api.followup.FALSE_ALARM_REASONS): required for 误报
+    reason: str | None = Field(None, max_length=40)
 
 
 def _static(name: str) -> str:
     return (resources.files("operator_api") / "static" / name).read_text(encoding="utf-8")
 
 
-def _page(title: str, body: str, script: str | None = None) -> HTMLResponse:
-    tag = f'<script src="/console/static/{script}" defer></script>' if script else ""
+def _page(
+    title: str, body: str, script: str | None = None, tile_source: str | None = None
+) -> HTMLResponse:
+    tag = ""
+    if script:  # the console itself, with the map library it draws with
+        tag = (
+            '<link rel="stylesheet" href="/console/static/vendor/leaflet/leaflet.css">'
+            '<script src="/console/static/vendor/leaflet/leaflet.js" defer></script>'
+            f'<script src="/console/static/{script}" defer></script>'
+        )
     html = (
         '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<title>{title}</title><link rel="stylesheet" href="/console/static/console.css">'
-        f"{tag}</head><body>{body}</body></html>"
+        f"<title>{title}</title>{tag}"
+        '<link rel="stylesheet" href="/console/static/console.css">'
+        f"</head><body>{body}</body></html>"
     )
-    return HTMLResponse(html, headers=PAGE_HEADERS)
+    return HTMLResponse(html, headers={**PAGE_HEADERS, "Content-Security-Policy": csp(tile_source)})
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def _login_page(message: str = "") -> HTMLResponse:
@@ -177,7 +214,12 @@ async def console_page(
         return _with_cookie(redirect, request, token)
     if cw_console is None or await resolve_token(pool, cw_console) is None:
         return _login_page()
-    return _page("应急调度台", '<div id="app" class="loading">正在加载…</div>', "console.js")
+    return _page(
+        "应急调度台",
+        '<div id="app" class="loading">正在加载…</div>',
+        "console.js",
+        tile_source(_settings(request).console_tile_url),
+    )
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -211,6 +253,18 @@ async def static_file(name: str) -> Response:
     )
 
 
+@router.get("/static/vendor/{path:path}")
+async def vendor_file(path: str) -> Response:
+    if path not in VENDOR_FILES:
+        raise HTTPException(404, "no such file")
+    data = (resources.files("operator_api") / "static" / "vendor" / path).read_bytes()
+    return Response(
+        data,
+        media_type=VENDOR_FILES[path],
+        headers={"Cache-Control": "max-age=86400", "X-Content-Type-Options": "nosniff"},
+    )
+
+
 @router.get("/docs", response_class=HTMLResponse)
 async def console_docs(request: Request, _principal: ConsolePrincipal) -> HTMLResponse:
     """The API's documentation for a logged-in console user (no CDN)."""
@@ -229,8 +283,10 @@ def _title(principal: Principal) -> str:
 
 
 @router.get("/api/me")
-async def me(principal: ConsolePrincipal, pool: Pool) -> JSONResponse:
+async def me(request: Request, principal: ConsolePrincipal, pool: Pool) -> JSONResponse:
     grids = await console_data.grids_in_scope(pool, principal)
+    profiles = await console_data.care_profiles(pool)
+    settings = _settings(request)
     return JSONResponse(
         {
             "role": principal.role,
@@ -241,6 +297,16 @@ async def me(principal: ConsolePrincipal, pool: Pool) -> JSONResponse:
             "full_numbers": principal.dials_contacts,
             "grids": grids,
             "outcomes": {code: label for code, (_a, label) in OUTCOMES.items()},
+            "call_outcomes": followup.CALL_OUTCOMES,
+            "false_alarm_reasons": followup.FALSE_ALARM_REASONS,
+            "care_profiles": profiles,
+            "device_states": console_data.DEVICE_STATES,
+            "reopen_hours": settings.console_reopen_hours,
+            "map": {
+                "tile_url": settings.console_tile_url or None,
+                "crs": settings.console_tile_crs,
+                "attribution": settings.console_tile_attribution,
+            },
         },
         headers={"Cache-Control": "no-store"},
     )
@@ -257,9 +323,58 @@ async def queue(principal: ConsolePrincipal, pool: Pool) -> JSONResponse:
 
 
 @router.get("/api/alerts/{alert_id}")
-async def alert(alert_id: UUID, principal: ConsolePrincipal, pool: Pool) -> JSONResponse:
+async def alert(
+    alert_id: UUID, request: Request, principal: ConsolePrincipal, pool: Pool
+) -> JSONResponse:
+    settings = _settings(request)
     card = await console_data.alert_card(pool, principal, alert_id)
+    elder = card["elder"]
+    card["map"] = map_view(
+        elder["lat"],
+        elder["lon"],
+        tile_url=settings.console_tile_url,
+        crs=settings.console_tile_crs,
+        attribution=settings.console_tile_attribution,
+    )
+    closed_at = card["alert"]["closed_at"]
+    card["reopen_until"] = (
+        None
+        if closed_at is None or card["alert"]["status"] not in followup.REOPENABLE
+        else (
+            datetime.fromisoformat(closed_at) + timedelta(hours=settings.console_reopen_hours)
+        ).isoformat()
+    )
     return JSONResponse(card, headers={"Cache-Control": "no-store"})
+
+
+@router.post("/api/alerts/{alert_id}/call")
+async def call(
+    alert_id: UUID, body: followup.CallIn, principal: ConsoleWriter, pool: Pool
+) -> JSONResponse:
+    """A phone call with its outcome on the timeline (operator_api.followup)."""
+    result = await followup.log_call(pool, principal, alert_id, body, via="console")
+    return JSONResponse(result.model_dump(mode="json"))
+
+
+@router.post("/api/alerts/{alert_id}/reopen")
+async def reopen(
+    alert_id: UUID,
+    body: followup.ReopenIn,
+    request: Request,
+    principal: ConsoleWriter,
+    pool: Pool,
+) -> JSONResponse:
+    """Reopen a closed alert within console_reopen_hours (operator_api.followup)."""
+    result = await followup.reopen(
+        pool,
+        request.app.state.announce,
+        principal,
+        alert_id,
+        body.note,
+        followup.reopen_window(request),
+        details={"via": "console"},
+    )
+    return JSONResponse(result.model_dump(mode="json"))
 
 
 @router.post("/api/alerts/{alert_id}/{action}")
@@ -281,18 +396,17 @@ async def act(
             raise HTTPException(422, "resolve needs an outcome category")
         lifecycle, label = OUTCOMES[body.outcome]
         details.update(outcome=body.outcome, outcome_label=label)
+        if lifecycle == "false_alarm":  # 422 without a reason
+            details.update(followup.false_alarm_details(body.reason, note))
     elif action == "note":
         if not note:
             raise HTTPException(422, "a note needs text")
         lifecycle = "note"
     else:
         lifecycle = "acknowledge"
-    try:
-        result = await act_and_announce(
-            pool, request.app.state.announce, principal, alert_id, lifecycle, note, details
-        )
-    except AlertNotFound:
-        raise HTTPException(404, "no such alert") from None
+    result = await followup.act(
+        pool, request.app.state.announce, principal, alert_id, lifecycle, note, details
+    )
     return JSONResponse(result.model_dump(mode="json"))
 
 
@@ -303,8 +417,12 @@ async def elders(
     q: Annotated[str | None, Query(max_length=100)] = None,
     grid: Annotated[str | None, Query(max_length=100)] = None,
     district: Annotated[str | None, Query(max_length=100)] = None,
+    profile: Annotated[str | None, Query(max_length=40)] = None,
+    device: Annotated[console_data.DeviceState | None, Query()] = None,
 ) -> JSONResponse:
-    found = await console_data.search_elders(pool, principal, q, grid, district)
+    found = await console_data.search_elders(
+        pool, principal, q, grid, district, profile=profile, device=device
+    )
     return JSONResponse(found, headers={"Cache-Control": "no-store"})
 
 

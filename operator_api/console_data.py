@@ -9,7 +9,7 @@ the same scope checks and masking. Only the full phone numbers a dispatcher dial
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, LiteralString
+from typing import Any, Literal, LiteralString
 from uuid import UUID
 
 from psycopg import AsyncConnection, sql
@@ -25,6 +25,29 @@ from operator_api.scope import Principal
 
 OPEN_STATUSES = ("pending", "open", "acknowledged")
 SEARCH_LIMIT = 100
+LOW_BATTERY_PERCENT = 20  # the card marks it too (console.js)
+
+# The search's device filter: code -> (Chinese label, condition on elder `e`).
+DeviceState = Literal["offline", "low_battery", "no_device", "all_online"]
+_DEVICE_CONDITIONS: dict[str, tuple[str, LiteralString]] = {
+    "offline": (
+        "有设备离线",
+        "EXISTS (SELECT 1 FROM devices d WHERE d.elder_id = e.id AND NOT d.online)",
+    ),
+    "low_battery": (
+        f"电量低于{LOW_BATTERY_PERCENT}%",
+        "EXISTS (SELECT 1 FROM devices d WHERE d.elder_id = e.id AND d.battery < 20)",
+    ),
+    "no_device": ("未绑定设备", "NOT EXISTS (SELECT 1 FROM devices d WHERE d.elder_id = e.id)"),
+    "all_online": (
+        "设备全部在线",
+        "EXISTS (SELECT 1 FROM devices d WHERE d.elder_id = e.id)"
+        " AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.elder_id = e.id AND NOT d.online)",
+    ),
+}
+DEVICE_STATES: dict[str, str] = {code: label for code, (label, _c) in _DEVICE_CONDITIONS.items()}
+# What responders need to know before they enter (issue 19's ledger): not stored yet.
+CARE_NEEDS_MISSING = ["过敏史", "用药", "行动能力", "钥匙保管人"]
 
 # The queue: most severe first, then the longest waiting.
 _QUEUE: LiteralString = (
@@ -153,15 +176,48 @@ async def alert_card(
         )
         dial = await _dialable(conn, principal, elder.id, elder.grid_id)
         person = await person_of(conn, elder.id)
+        receipts = await _receipts(conn, alert_id)
+    alert_json = alert.model_dump(mode="json")
+    for n in alert_json["notifications"]:  # what the provider reported (migration 050)
+        n.update(receipts.get(n["id"], {}))
     return {
         "now": now.isoformat(),
-        "alert": alert.model_dump(mode="json"),
+        "alert": alert_json,
+        # medical notes and care needs are not in the registry yet: the page says so
+        "care_needs": None,
+        "care_needs_missing": CARE_NEEDS_MISSING,
         "severity_label": severity_label(alert.severity),
         "elder": elder.model_dump(mode="json"),
         "grid": grid,
         "dial": dial,
         "person": person,
     }
+
+
+async def _receipts(conn: AsyncConnection[Any], alert_id: UUID) -> dict[int, dict[str, Any]]:
+    """The provider's report on each notification of the alert (checked in scope by the
+    caller): delivered / failed (SMS), answered / unanswered / key1 / key2 (voice)."""
+    rows = await fetch_all(
+        conn,
+        "SELECT id, receipt, receipt_code, receipt_at, calls_unanswered FROM notifications"
+        " WHERE alert_id = %s",
+        (alert_id,),
+    )
+    return {
+        r["id"]: {
+            "receipt": r["receipt"],
+            "receipt_code": r["receipt_code"],
+            "receipt_at": _iso(r["receipt_at"]),
+            "calls_unanswered": r["calls_unanswered"],
+        }
+        for r in rows
+    }
+
+
+async def care_profiles(pool: AsyncConnectionPool) -> list[Row]:
+    """The care profiles the search filters by."""
+    async with pool.connection() as conn:
+        return await fetch_all(conn, "SELECT id, name FROM care_profiles ORDER BY name, id")
 
 
 async def person_of(conn: AsyncConnection[Any], elder_id: str) -> Row:
@@ -183,9 +239,13 @@ async def search_elders(
     q: str | None,
     grid: str | None,
     district: str | None,
+    *,
+    profile: str | None = None,
+    device: DeviceState | None = None,
 ) -> dict[str, Any]:
     """Elders in scope whose name, address, grid id or grid name contains `q`,
-    optionally in one grid; by name, at most SEARCH_LIMIT."""
+    optionally in one grid, of one care profile (独居 also matches who lives alone), in
+    one device state; by name, at most SEARCH_LIMIT."""
     principal.check_filters(district, grid)
     where = Where()
     scope_conditions(where, principal)
@@ -202,6 +262,12 @@ async def search_elders(
         where.add("e.grid_id = %s", grid)
     if district:
         where.add("e.district = %s", district)
+    if profile == "alone":
+        where.add("(e.care_profile_id = %s OR e.lives_alone)", profile)
+    elif profile:
+        where.add("e.care_profile_id = %s", profile)
+    if device:
+        where.add(_DEVICE_CONDITIONS[device][1])
     async with pool.connection() as conn:
         now = await db_now(conn)
         horizon = life_horizon(now)
@@ -214,6 +280,10 @@ async def search_elders(
             + LAST_SIGN_OF_LIFE
             + sql.SQL(
                 " AS last_sign_of_life,"
+                " (SELECT count(*) FILTER (WHERE NOT d.online) FROM devices d"
+                "   WHERE d.elder_id = e.id) AS devices_offline,"
+                " (SELECT min(d.battery) FROM devices d WHERE d.elder_id = e.id)"
+                "   AS lowest_battery,"
                 " (SELECT count(*) FROM alerts a WHERE a.elder_id = e.id"
                 "   AND a.status IN ('pending', 'open', 'acknowledged')) AS open_alerts"
                 " FROM elders e LEFT JOIN grids g ON g.id = e.grid_id"

@@ -214,8 +214,9 @@ async def sse_events(response: httpx.Response, into: list[tuple[str, dict[str, o
 
 
 @contextlib.asynccontextmanager
-async def serving(dsn: str, redis_port: int) -> AsyncIterator[str]:
-    """Run operator_api.app.run on a free port; yield its base URL. Empties Redis first."""
+async def serving(dsn: str, redis_port: int, **overrides: object) -> AsyncIterator[str]:
+    """Run operator_api.app.run on a free port; yield its base URL. Empties Redis first.
+    `overrides`: more settings (e.g. the console's tile server)."""
     redis.Redis(port=redis_port).flushall()
     port = free_port()
     settings = Settings(
@@ -224,6 +225,7 @@ async def serving(dsn: str, redis_port: int) -> AsyncIterator[str]:
         operator_port=port,
         log_json=False,
         _env_file=None,
+        **overrides,  # type: ignore[arg-type]
     )
     stop = asyncio.Event()
     task = asyncio.create_task(run(settings, stop))

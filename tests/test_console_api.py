@@ -22,12 +22,14 @@ import psycopg
 import pytest
 
 from harness.services import Proc, await_until
+from operator_api.console_map import wgs84_to_gcj02
 from operator_api.live import RESYNC, AlertFeed
 from operator_api.tokens import create_token
 from tests.operator_support import (
     A1,
     A2,
     A3,
+    A4,
     CONTACT_PHONE,
     GW1_PHONE,
     Tokens,
@@ -198,12 +200,27 @@ async def test_actions_acknowledge_note_resolve_with_category(site: Site, db_dsn
 async def test_false_alarm_category_closes_as_false_alarm(site: Site, db_dsn: str) -> None:
     yz = await logged_in(site.base, site.tokens.operator_yuzhong)
     async with yz:
-        done = await yz.post(
+        no_reason = await yz.post(
             f"/console/api/alerts/{A1}/resolve",
             json={"outcome": "false_alarm", "note": "老人误按"},
             headers=HEADERS,
         )
+        other_without_text = await yz.post(
+            f"/console/api/alerts/{A1}/resolve",
+            json={"outcome": "false_alarm", "reason": "other"},
+            headers=HEADERS,
+        )
+        assert no_reason.status_code == 422 and other_without_text.status_code == 422
+        done = await yz.post(
+            f"/console/api/alerts/{A1}/resolve",
+            json={"outcome": "false_alarm", "reason": "pressed_by_mistake", "note": "老人误按"},
+            headers=HEADERS,
+        )
+        card = (await yz.get(f"/console/api/alerts/{A1}")).json()
     assert done.status_code == 200 and done.json()["status"] == "false_alarm"
+    last = card["alert"]["events"][-1]
+    assert last["action"] == "false_alarm"
+    assert last["details"]["false_alarm_reason_label"] == "误按"
     with psycopg.connect(db_dsn) as conn:
         row = conn.execute("SELECT status, closed_at IS NOT NULL FROM alerts WHERE id = %s", (A1,))
         closed = row.fetchone()
@@ -360,3 +377,159 @@ def test_a_stream_that_falls_behind_is_told_to_reload() -> None:
     drained = [slow.get_nowait() for _ in range(slow.qsize())]
     # the backlog was dropped for one RESYNC; what came after it is still delivered
     assert drained == [RESYNC, "alert-4"]
+
+
+async def test_call_log_and_reopen_within_the_window(site: Site, db_dsn: str) -> None:
+    yz = await logged_in(site.base, site.tokens.operator_yuzhong)
+    async with yz:
+        bad = await yz.post(
+            f"/console/api/alerts/{A1}/call", json={"outcome": "busy"}, headers=HEADERS
+        )
+        assert bad.status_code == 422
+        called = await yz.post(
+            f"/console/api/alerts/{A1}/call",
+            json={"outcome": "no_answer", "callee": "老人本人", "note": "响铃无人接"},
+            headers=HEADERS,
+        )
+        assert called.status_code == 200 and called.json()["outcome_label"] == "未接"
+        outside = await yz.post(
+            f"/console/api/alerts/{A3}/call", json={"outcome": "answered"}, headers=HEADERS
+        )
+        assert outside.status_code == 403
+        still_open = await yz.post(
+            f"/console/api/alerts/{A1}/reopen", json={"note": "复查"}, headers=HEADERS
+        )
+        assert still_open.status_code == 409  # only a closed alert is reopened
+        resolved = await yz.post(
+            f"/console/api/alerts/{A1}/resolve", json={"outcome": "arrived_ok"}, headers=HEADERS
+        )
+        assert resolved.json()["status"] == "resolved"
+        no_reason = await yz.post(f"/console/api/alerts/{A1}/reopen", json={}, headers=HEADERS)
+        assert no_reason.status_code == 422
+        card = (await yz.get(f"/console/api/alerts/{A1}")).json()
+        assert card["reopen_until"] is not None
+        reopened = await yz.post(
+            f"/console/api/alerts/{A1}/reopen",
+            json={"note": "家属来电：老人又感不适"},
+            headers=HEADERS,
+        )
+        assert reopened.status_code == 200, reopened.text
+        assert reopened.json()["status"] == "acknowledged"
+        card = (await yz.get(f"/console/api/alerts/{A1}")).json()
+        # A4 was resolved long before the reopen window (its closed_at set back below)
+        with psycopg.connect(db_dsn, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE alerts SET closed_at = now() - interval '25 hours' WHERE id = %s", (A4,)
+            )
+        too_late = await yz.post(
+            f"/console/api/alerts/{A4}/reopen", json={"note": "复查"}, headers=HEADERS
+        )
+        assert too_late.status_code == 409 and "hours ago" in too_late.json()["detail"]
+    steps = [(e["action"], e["details"].get("outcome_label")) for e in card["alert"]["events"]]
+    assert steps[-3:] == [("call", "未接"), ("resolved", "到达无事"), ("reopened", None)]
+    call = card["alert"]["events"][-3]["details"]
+    assert call["callee"] == "老人本人" and call["note"] == "响铃无人接"
+    assert card["alert"]["status"] == "acknowledged" and card["alert"]["closed_at"] is None
+    assert card["reopen_until"] is None
+    with psycopg.connect(db_dsn) as conn:
+        changes = conn.execute(
+            "SELECT change_id FROM rules_outbox WHERE change_id LIKE %s ORDER BY created_at",
+            (f"{A1}:%",),
+        ).fetchall()
+    # the reopen is a published change of the alert state owner, like every status change
+    assert [c.split(":")[1] for (c,) in changes] == ["resolved", "acknowledged"]
+
+
+async def test_operator_api_calls_false_alarm_reopen(site: Site) -> None:
+    auth = {"Authorization": f"Bearer {site.tokens.operator_yuzhong}"}
+    async with httpx.AsyncClient(base_url=site.base, timeout=10, headers=auth) as api:
+        call = await api.post(f"/api/alerts/{A1}/calls", json={"outcome": "powered_off"})
+        assert call.status_code == 200 and call.json()["outcome_label"] == "关机"
+        note = await api.post(f"/api/alerts/{A1}/note", json={"note": "  "})
+        assert note.status_code == 422
+        unexplained = await api.post(f"/api/alerts/{A1}/false-alarm", json={})
+        assert unexplained.status_code == 422
+        false_alarm = await api.post(
+            f"/api/alerts/{A1}/false-alarm", json={"reason": "test", "note": "安装测试"}
+        )
+        assert false_alarm.json()["status"] == "false_alarm"
+        reopened = await api.post(f"/api/alerts/{A1}/reopen", json={"note": "并非测试"})
+        assert reopened.json()["status"] == "acknowledged"
+        outside = await api.post(f"/api/alerts/{A3}/calls", json={"outcome": "answered"})
+        assert outside.status_code == 403
+        document = (await api.get("/openapi.json")).json()
+    for path in ("calls", "note", "false-alarm", "reopen"):
+        assert f"/api/alerts/{{alert_id}}/{path}" in document["paths"], path
+
+
+async def test_card_receipts_care_needs_map_and_filters(site: Site, db_dsn: str) -> None:
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE notifications SET status = 'delivered', receipt = 'delivered',"
+            " receipt_code = 'DELIVRD', receipt_at = now() WHERE idempotency_key = 'k1'"
+        )
+    yz = await logged_in(site.base, site.tokens.operator_yuzhong)
+    async with yz:
+        card = (await yz.get(f"/console/api/alerts/{A1}")).json()
+        me = (await yz.get("/console/api/me")).json()
+
+        async def names(**params: str) -> list[str]:
+            found = await yz.get("/console/api/elders", params=params)
+            assert found.status_code == 200, found.text
+            return sorted(e["name"] for e in found.json()["items"])
+
+        assert await names(profile="elderly_80plus") == ["王桂兰"]
+        assert await names(profile="alone") == ["张秀英", "王桂兰"]  # also who lives alone
+        assert await names(device="offline") == ["李建国"]
+        assert await names(device="low_battery") == ["李建国"]
+        assert await names(device="no_device") == ["王桂兰"]
+        assert await names(device="all_online") == ["张秀英"]
+        assert await names(device="offline", q="张") == []
+        assert (await yz.get("/console/api/elders", params={"device": "x"})).status_code == 422
+        leaflet = await yz.get("/console/static/vendor/leaflet/leaflet.js")
+        licence = await yz.get("/console/static/vendor/leaflet/LICENSE")
+        icon = await yz.get("/console/static/vendor/leaflet/images/marker-icon.png")
+        missing = await yz.get("/console/static/vendor/leaflet/../console.js")
+    assert ("delivered", "delivered") in [
+        (n["status"], n["receipt"]) for n in card["alert"]["notifications"]
+    ]
+    assert card["care_needs"] is None and "钥匙保管人" in card["care_needs_missing"]
+    # no tile server configured: the stored position, no tiles
+    assert card["map"] == {
+        "wgs84": {"lat": 29.55, "lon": 106.57},
+        "lat": 29.55,
+        "lon": 106.57,
+        "crs": "wgs84",
+        "tile_url": None,
+        "attribution": "",
+    }
+    assert me["map"]["tile_url"] is None and me["call_outcomes"]["wrong_number"] == "号码错误"
+    assert leaflet.status_code == 200 and "Leaflet" in leaflet.text[:400]
+    assert "BSD" in licence.text or "Redistribution" in licence.text
+    assert icon.headers["content-type"] == "image/png" and icon.content[:4] == b"\x89PNG"
+    assert missing.status_code == 404
+
+
+async def test_a_gcj02_tile_server_moves_the_marker_and_is_allowed_by_csp(
+    db_dsn: str, redis_server: Proc
+) -> None:
+    tokens = seed(db_dsn)
+    amap = "https://webrd0{s}.is.autonavi.com/appmaptile?style=8&x={x}&y={y}&z={z}"
+    async with serving(
+        db_dsn,
+        redis_server.port,
+        console_tile_url=amap,
+        console_tile_crs="gcj02",
+        console_tile_attribution="© 高德地图",
+    ) as base:
+        yz = await logged_in(base, tokens.operator_yuzhong)
+        async with yz:
+            page = await yz.get("/console")
+            card = (await yz.get(f"/console/api/alerts/{A1}")).json()
+    assert (
+        "img-src 'self' data: https://*.is.autonavi.com;" in page.headers["content-security-policy"]
+    )
+    view = card["map"]
+    assert view["crs"] == "gcj02" and view["tile_url"] == amap
+    assert (view["lat"], view["lon"]) == pytest.approx(wgs84_to_gcj02(29.55, 106.57))
+    assert view["wgs84"] == {"lat": 29.55, "lon": 106.57}

@@ -3,8 +3,9 @@ driven by Selenium), against real workers.
 
 1. An SOS pressed on a wristband travels MQTT -> ingest -> rules -> PostgreSQL and
    appears in the open console's queue without a reload, with a sound; the dispatcher
-   opens the card, takes the alert, adds a note and resolves it with a category; the
-   timeline shows each step. Screenshots at 1366x768 and 390x844 are saved (under
+   opens the card (map without tiles, what the ledger lacks), takes the alert, adds a
+   note, logs a call, resolves it with a category, reopens it and closes it as a false
+   alarm (refused without a reason); the timeline shows each step. Screenshots at 1366x768 and 390x844 are saved (under
    CAREWATCH_SCREENSHOT_DIR when set, else the test's tmp dir) and checked.
 2. Scope: a 江北区 dispatcher's console shows nothing of 渝中区 in the queue (live
    included), the search or the alert pages.
@@ -17,13 +18,17 @@ chromium or its driver is missing (CI installs them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import os
 import shutil
 import struct
+import threading
 import time
 import uuid
 import zlib
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 import aiomqtt
@@ -36,10 +41,11 @@ from carewatch.settings import Settings
 from carewatch.topics import topic
 from harness.pipeline import Pipeline, with_fake_providers
 from harness.services import free_port, wait_port, wait_until
+from operator_api.console_map import wgs84_to_gcj02
 from operator_api.tokens import create_token
 from registry.importer import import_files
 from tests.ledger import write_ledger
-from tests.operator_support import A1, seed
+from tests.operator_support import A1, A3, seed
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -180,6 +186,21 @@ def type_into(driver: object, css: str, text: str) -> None:
     wait_until(typed, 10, f"typing into {css}")
 
 
+def select(driver: object, css: str, value: str) -> None:
+    """Choose an option of a <select> by value; retried like a click."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+
+    def chosen() -> bool:
+        try:
+            Select(driver.find_element(By.CSS_SELECTOR, css)).select_by_value(value)  # type: ignore[attr-defined]
+        except _transient():
+            return False
+        return True
+
+    wait_until(chosen, 10, f"choosing {value} in {css}")
+
+
 def press(settings: Settings, device_id: str, kind: str) -> None:
     """A wristband publishes a device event (or telemetry) over MQTT, as the device does."""
     seq = ts = time.time_ns() // 1_000_000
@@ -214,7 +235,7 @@ def pipeline(settings: Settings, tmp_path: Path) -> Iterator[Pipeline]:
     p = Pipeline(s, tmp_path)
     for name in ("fake-providers", "notifier", "rules", "ingest", "operator-api"):
         p.start(name)
-    wait_port(s.operator_port)
+    wait_port(s.operator_port, 30)  # five workers start at once on a shared machine
 
     def probe_stored() -> bool:  # ingest is ready once it stores a probe
         p.assert_running()
@@ -285,8 +306,21 @@ def test_sos_reaches_the_console_live_and_is_resolved_with_a_category(
     )
     assert {"tel:13600000001", "tel:13600000002", "tel:13700000001"} <= tels
     assert "距下一级升级" in text_of(drv, ".escalation")
+    # medical notes are not in the ledger yet: the card says what is missing
+    assert "钥匙保管人" in text_of(drv, "#care-needs-missing")
+    # the map: Leaflet from the console itself, no tile server configured, so the marker
+    # on a plain background and the coordinates as text
+    assert drv.execute_script(  # type: ignore[attr-defined]
+        "const m = document.getElementById('map');"
+        "return m.classList.contains('leaflet-container') && m.classList.contains('no-tiles')"
+        " && m.querySelectorAll('path.leaflet-interactive').length === 1"
+        " && m.querySelectorAll('img.leaflet-tile').length === 0"
+    )
+    assert "未配置底图" in text_of(drv, "#map-coords")
+    assert "回执" in text_of(drv, "#notifications")
     folder = screenshot_dir(tmp_path)
     shoot(drv, folder, "console-live-sos-1366x768.png", DESKTOP)
+    assert "王秀英" in text_of(drv, "#queue") and "老人信息" in text_of(drv, "#detail")
 
     # take it, note the call, resolve it as 送医
     click(drv, "#btn-acknowledge")
@@ -294,6 +328,13 @@ def test_sos_reaches_the_console_live_and_is_resolved_with_a_category(
     type_into(drv, "#note-text", "已电话联系儿子张伟，正赶往现场")
     click(drv, "#btn-note")
     wait_until(lambda: "正赶往现场" in text_of(drv, "#timeline"), 10, "the note on the timeline")
+    # a phone call to the son, answered
+    select(drv, "#call-callee", "张伟（儿子）")
+    click(drv, '#call-form input[value="answered"]')
+    type_into(drv, "#call-note", "儿子已出发")
+    click(drv, "#btn-call")
+    wait_until(lambda: "儿子已出发" in text_of(drv, "#timeline"), 10, "the call on the timeline")
+    assert "致电 张伟（儿子）：接通" in text_of(drv, "#timeline")
     click(drv, '#resolve-form input[value="hospital"]')
     type_into(drv, "#resolve-note", "120 送医")
     click(drv, "#btn-resolve")
@@ -312,12 +353,32 @@ def test_sos_reaches_the_console_live_and_is_resolved_with_a_category(
     ]
     shoot(drv, folder, "console-resolved-1366x768.png", DESKTOP)
 
+    # reopened (the family calls back), it is back in the queue, handled
+    type_into(drv, "#reopen-note", "家属来电：老人仍感不适")
+    click(drv, "#btn-reopen")
+    wait_until(lambda: text_of(drv, "#alert-status") == "处理中", 10, "reopened")
+    wait_until(lambda: "王秀英" in text_of(drv, "#queue"), 10, "the queue to show it again")
+    # a false alarm is refused without a reason, then closes it with one
+    click(drv, '#resolve-form input[value="false_alarm"]')
+    click(drv, "#btn-resolve")
+    wait_until(lambda: "须选择误报原因" in text_of(drv, "#action-msg"), 10, "the refusal")
+    assert text_of(drv, "#alert-status") == "处理中"
+    select(drv, "#false-alarm-reason", "elder_fine")
+    click(drv, "#btn-resolve")
+    wait_until(lambda: text_of(drv, "#alert-status") == "误报", 10, "closed as a false alarm")
+    steps = drv.execute_script(  # type: ignore[attr-defined]
+        "return Array.from(document.querySelectorAll('#timeline li')).map(li => li.dataset.action)"
+    )
+    order = ["opened", "acknowledged", "note", "call", "resolved", "reopened", "false_alarm"]
+    assert [a for a in steps if a in order] == order, steps
+    assert "误报原因：已核实老人无事" in text_of(drv, "#timeline")
+
     # a phone-sized window: one column, the same content, readable
     viewport(drv, *PHONE)
     assert drv.execute_script("return document.documentElement.scrollWidth") <= PHONE[0]  # type: ignore[attr-defined]
     assert "应急调度台" in text_of(drv, "header")
-    assert "已解决" in text_of(drv, "#detail")
-    shoot(drv, folder, "console-resolved-390x844.png", PHONE)
+    assert "误报" in text_of(drv, "#alert-status") and "重新打开" in text_of(drv, "#timeline")
+    shoot(drv, folder, "console-closed-390x844.png", PHONE)
 
 
 def _open_alert(dsn: str, elder: str, kind: str) -> str:
@@ -331,16 +392,57 @@ def _open_alert(dsn: str, elder: str, kind: str) -> str:
     return alert_id
 
 
+@contextlib.contextmanager
+def tile_server() -> Iterator[tuple[str, list[str]]]:
+    """A local XYZ tile server (every tile the same PNG): (its URL template, paths asked)."""
+    tile = (
+        resources.files("operator_api") / "static/vendor/leaflet/images/layers.png"
+    ).read_bytes()
+    asked: list[str] = []
+
+    class Tiles(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(tile)))
+            self.end_headers()
+            self.wfile.write(tile)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tiles)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/amap/{{z}}/{{x}}/{{y}}.png", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_district_dispatcher_sees_nothing_of_another(
     db_dsn: str, settings: Settings, browser: object, tmp_path: Path
 ) -> None:
+    """Also: a configured GCJ-02 tile server (local, standing in for AMap) is allowed by
+    the page's CSP, its tiles load and the marker sits at the converted position."""
     seed(db_dsn)
     token = create_token(db_dsn, "operator", "op-jb", "江北区")
-    s = settings.model_copy(update={"operator_port": free_port()})
+    tiles = contextlib.ExitStack()
+    tile_url, asked = tiles.enter_context(tile_server())
+    s = settings.model_copy(
+        update={
+            "operator_port": free_port(),
+            "console_tile_url": tile_url,
+            "console_tile_crs": "gcj02",
+            "console_tile_attribution": "测试底图",
+        }
+    )
     p = Pipeline(s, tmp_path)
     p.start("operator-api")
     try:
-        wait_port(s.operator_port)
+        wait_port(s.operator_port, 30)
         base = f"http://127.0.0.1:{s.operator_port}"
         drv: object = browser
         drv.get(f"{base}/console?token={token}")  # type: ignore[attr-defined]
@@ -351,6 +453,23 @@ def test_a_district_dispatcher_sees_nothing_of_another(
             "the console's live stream",
         )
         wait_until(lambda: "陈淑芬" in text_of(drv, "#queue"), 10, "江北区's open alert")
+        click(drv, f'li.alert[data-alert-id="{A3}"]')
+        wait_until(
+            lambda: (
+                drv.execute_script(  # type: ignore[attr-defined]
+                    "return document.querySelectorAll('#map img.leaflet-tile-loaded').length"
+                )
+                > 0
+            ),
+            10,
+            "map tiles from the configured server",
+        )
+        assert asked and all(path.startswith("/amap/") for path in asked)
+        shown = drv.execute_script(  # type: ignore[attr-defined]
+            "const m = document.getElementById('map'); return [+m.dataset.lat, +m.dataset.lon]"
+        )
+        assert shown == pytest.approx(list(wgs84_to_gcj02(29.57, 106.53)))
+        assert "已换算" in text_of(drv, "#map-coords") and "测试底图" in text_of(drv, "#map")
         # 渝中区 gets a new alert, then 江北区: once 江北区's shows, 渝中区's would have too
         _open_alert(db_dsn, "E2", "fall")
         _open_alert(db_dsn, "E4", "fall")
@@ -363,6 +482,13 @@ def test_a_district_dispatcher_sees_nothing_of_another(
         type_into(drv, "#search-q", "张秀英")
         click(drv, "#search-form button")
         wait_until(lambda: "没有找到" in text_of(drv, "#search-note"), 10, "an empty search")
+        # filters by care profile and device state (E4: 独居, wristband online)
+        type_into(drv, "#search-q", "")
+        select(drv, "#search-device", "all_online")
+        select(drv, "#search-profile", "alone")
+        wait_until(lambda: "陈淑芬" in text_of(drv, "#search-results"), 10, "the filtered elder")
+        select(drv, "#search-device", "offline")
+        wait_until(lambda: "没有找到" in text_of(drv, "#search-note"), 10, "no offline device")
         grids = text_of(drv, "#search-grid")
         assert "观音桥第一网格" in grids and "解放碑" not in grids
         # another district's alert and elder pages are refused
@@ -390,3 +516,4 @@ def test_a_district_dispatcher_sees_nothing_of_another(
         shoot(drv, screenshot_dir(tmp_path), "api-docs-1366x768.png", DESKTOP)
     finally:
         p.stop_all()
+        tiles.close()

@@ -11,9 +11,14 @@
     opened: "告警产生", confirmed: "告警确认", cancelled: "已取消", repeated: "再次触发",
     notified: "已通知", escalated: "升级通知", reminder: "提醒", acknowledged: "已接单",
     arrived: "已到达", resolved: "已办结", false_alarm: "标记误报", note: "备注",
-    handled: "已告知他人", closed: "已关闭",
+    handled: "已告知他人", closed: "已关闭", call: "电话记录", reopened: "重新打开",
+    notifications_cancelled: "撤回待发通知", handled_enqueued: "通知他人已接单", closed_enqueued: "通知他人已办结",
   };
-  const CHANNEL_LABELS = { sms: "短信", wecom: "企业微信", downlink: "设备下发" };
+  const CHANNEL_LABELS = { sms: "短信", wecom: "企业微信", downlink: "设备下发", voice: "语音电话" };
+  const RECEIPT_LABELS = {
+    delivered: "对方已收到", failed: "运营商报告失败", answered: "已接听", unanswered: "未接听",
+    key1: "按1：我来处理", key2: "按2：转下一位",
+  };
   const DELIVERY_LABELS = {
     pending: "待发送", sent: "已发送", delivered: "已送达", failed: "发送失败", cancelled: "已取消",
   };
@@ -173,6 +178,8 @@
     id: "search-q", type: "search", placeholder: "姓名、地址或网格", autocomplete: "off",
   });
   const gridSelect = el("select", { id: "search-grid" }, el("option", { value: "" }, "全部网格"));
+  const profileSelect = el("select", { id: "search-profile" }, el("option", { value: "" }, "全部照护类型"));
+  const deviceSelect = el("select", { id: "search-device" }, el("option", { value: "" }, "全部设备状态"));
   const searchResults = el("ul", { id: "search-results", class: "elders" });
   const searchNote = el("p", { class: "muted", id: "search-note" });
   const detail = el("section", { id: "detail", class: "detail" },
@@ -182,7 +189,7 @@
   const tabSearch = el("button", { type: "button", class: "tab", id: "tab-search" }, "老人查询");
   const paneQueue = el("div", { class: "pane", id: "pane-queue" }, queueList);
   const paneSearch = el("div", { class: "pane hidden", id: "pane-search" },
-    el("form", { id: "search-form", class: "search" }, searchInput, gridSelect,
+    el("form", { id: "search-form", class: "search" }, searchInput, gridSelect, profileSelect, deviceSelect,
       el("button", { type: "submit" }, "查询")),
     searchNote, searchResults);
   function showTab(which) {
@@ -199,6 +206,8 @@
   });
   paneSearch.querySelector("form").addEventListener("submit", (e) => { e.preventDefault(); search(); });
   gridSelect.addEventListener("change", search);
+  profileSelect.addEventListener("change", search);
+  deviceSelect.addEventListener("change", search);
 
   function renderShell() {
     const logout = el("form", { method: "post", action: "/console/logout", class: "logout" },
@@ -217,6 +226,10 @@
     app.replaceChildren(header, el("div", { class: "main" }, side, detail));
     for (const g of state.me.grids) {
       gridSelect.append(el("option", { value: g.id }, g.name + "（" + g.street + "）"));
+    }
+    for (const p of state.me.care_profiles) profileSelect.append(el("option", { value: p.id }, p.name));
+    for (const [code, label] of Object.entries(state.me.device_states)) {
+      deviceSelect.append(el("option", { value: code }, label));
     }
   }
 
@@ -320,14 +333,17 @@
   function eventText(e) {
     const d = e.details || {};
     const parts = [];
-    if (d.outcome_label) parts.push("结果：" + d.outcome_label);
+    if (e.action === "call") {
+      parts.push("致电" + (d.callee ? " " + d.callee : "") + "：" + (d.outcome_label || d.outcome));
+    } else if (d.outcome_label) parts.push("结果：" + d.outcome_label);
+    if (d.false_alarm_reason_label) parts.push("误报原因：" + d.false_alarm_reason_label);
     if (d.note) parts.push(d.note);
     if (d.step !== undefined && (e.action === "notified" || e.action === "escalated")) parts.push("第" + (Number(d.step) + 1) + "级");
     if (d.from && d.to && d.from !== d.to) parts.push(d.from + " → " + d.to);
     return parts.join(" · ");
   }
 
-  function actions(a) {
+  function actions(a, dial, reopenUntil) {
     const box = el("div", { class: "actions", id: "actions" });
     const message = el("p", { class: "action-msg", id: "action-msg", role: "status" });
     async function run(path, body, done) {
@@ -354,16 +370,69 @@
           el("input", { type: "radio", name: "outcome", value: code, checked: i === 0 ? true : null }),
           label));
       const resolveNote = el("input", { id: "resolve-note", type: "text", maxlength: "500", placeholder: "办结说明（可选）" });
+      const reason = el("select", { id: "false-alarm-reason", title: "误报原因" },
+        el("option", { value: "" }, "误报原因（误报时必选）"),
+        Object.entries(state.me.false_alarm_reasons).map(([code, label]) => el("option", { value: code }, label)));
       box.append(el("form", {
         id: "resolve-form", class: "resolve",
         onsubmit: (e) => {
           e.preventDefault();
           const chosen = e.target.querySelector("input[name=outcome]:checked");
-          run("resolve", { outcome: chosen.value, note: resolveNote.value }, "已办结");
+          if (chosen.value === "false_alarm" && !reason.value) {
+            message.textContent = "标记误报须选择误报原因";
+            message.className = "action-msg error";
+            reason.focus();
+            return;
+          }
+          if (reason.value === "other" && chosen.value === "false_alarm" && !resolveNote.value.trim()) {
+            message.textContent = "误报原因为“其他”时请填写说明";
+            message.className = "action-msg error";
+            resolveNote.focus();
+            return;
+          }
+          const body = { outcome: chosen.value, note: resolveNote.value };
+          if (chosen.value === "false_alarm") body.reason = reason.value;
+          run("resolve", body, "已办结");
         },
-      }, el("span", { class: "label" }, "办结结果："), ...outcomes, resolveNote,
+      }, el("span", { class: "label" }, "办结结果："), ...outcomes, reason, resolveNote,
         el("button", { type: "submit", id: "btn-resolve", class: "secondary" }, "办结")));
     }
+    if (!OPEN.has(a.status) && reopenUntil && Date.parse(reopenUntil) > now()) {
+      const reopenNote = el("input", { id: "reopen-note", type: "text", maxlength: "500", placeholder: "重新打开的原因（必填）", required: true });
+      box.append(el("form", {
+        id: "reopen-form", class: "resolve",
+        onsubmit: (e) => {
+          e.preventDefault();
+          if (!reopenNote.value.trim()) { reopenNote.focus(); return; }
+          run("reopen", { note: reopenNote.value }, "已重新打开，告警回到处理中");
+        },
+      }, el("span", { class: "label" }, "已关闭的告警可在 " + clock(reopenUntil) + " 前重新打开："), reopenNote,
+        el("button", { type: "submit", id: "btn-reopen", class: "secondary" }, "重新打开")));
+    }
+    const callees = [["老人本人", "老人本人"]].concat(
+      dial.contacts.map((c) => [c.name + "（" + c.relation + "）", "家属 " + c.name + "（" + c.relation + "）"]),
+      dial.grid_workers.map((w) => ["网格员 " + w.name, "网格员 " + w.name]),
+      [["其他", "其他"]]);
+    const callee = el("select", { id: "call-callee", title: "致电对象" },
+      callees.map(([value, label]) => el("option", { value }, label)));
+    const callOutcomes = Object.entries(state.me.call_outcomes).map(([code, label], i) =>
+      el("label", { class: "outcome" },
+        el("input", { type: "radio", name: "call-outcome", value: code, checked: i === 0 ? true : null }),
+        label));
+    const callNote = el("input", { id: "call-note", type: "text", maxlength: "500", placeholder: "通话内容（可选）" });
+    box.append(el("form", {
+      id: "call-form", class: "resolve",
+      onsubmit: (e) => {
+        e.preventDefault();
+        const chosen = e.target.querySelector("input[name=call-outcome]:checked");
+        run("call", { outcome: chosen.value, callee: callee.value, note: callNote.value },
+          "通话已记录").then(() => {
+          const input = document.getElementById("call-note");
+          if (input) input.value = "";
+        });
+      },
+    }, el("span", { class: "label" }, "电话记录："), callee, ...callOutcomes, callNote,
+      el("button", { type: "submit", id: "btn-call" }, "记录通话")));
     const noteInput = el("textarea", { id: "note-text", rows: "2", maxlength: "500", placeholder: "记录通话情况、现场情况等" });
     box.append(el("form", {
       id: "note-form", class: "note",
@@ -402,7 +471,6 @@
       ["辖区", [e.district, e.street, person.community].filter(Boolean).join(" ") + " · " + (card.grid ? card.grid.name : e.grid_id)],
       ["照护类型", profileText(e.care_profile_name, e.lives_alone)],
       ["最后活动", ago(e.last_sign_of_life)],
-      ["位置", e.lat.toFixed(5) + ", " + e.lon.toFixed(5)],
     ]));
     const family = section("家属及紧急联系人",
       dial.contacts.length ? el("ul", { class: "contacts" }, dial.contacts.map((c) =>
@@ -411,6 +479,14 @@
       dial.grid_workers.length ? el("ul", { class: "contacts" }, dial.grid_workers.map((w) =>
         el("li", {}, el("span", { class: "who" }, "网格员 " + w.name), telLink(w.phone)))) : null,
       dial.full_numbers ? null : el("p", { class: "muted" }, "当前身份只能查看部分号码。"));
+    const careNeeds = section("医疗与照护需求", card.care_needs ? kv(Object.entries(card.care_needs)) :
+      el("p", { class: "muted", id: "care-needs-missing" }, "台账中尚未登记：" + card.care_needs_missing.join("、") +
+        "。请向家属或网格员核实后再入户。"));
+    const mapBox = el("div", { class: "map", id: "map" });
+    const m = card.map;
+    const mapCard = section("位置", mapBox,
+      el("p", { class: "muted coords", id: "map-coords" }, "坐标（WGS-84）：" + m.wgs84.lat.toFixed(5) + ", " + m.wgs84.lon.toFixed(5) +
+        (m.tile_url ? (m.crs === "gcj02" ? " · 底图为 GCJ-02，已换算" : "") : " · 未配置底图，仅显示位置点")));
     const devices = section("设备",
       e.devices.length ? el("table", { class: "devices" },
         el("tr", {}, el("th", {}, "设备"), el("th", {}, "编号"), el("th", {}, "电量"), el("th", {}, "最后在线"), el("th", {}, "状态")),
@@ -423,7 +499,7 @@
         el("p", { class: "muted" }, "无设备"));
     const notifications = section("通知记录",
       a.notifications.length ? el("table", { class: "notifications", id: "notifications" },
-        el("tr", {}, el("th", {}, "时间"), el("th", {}, "级"), el("th", {}, "对象"), el("th", {}, "渠道"), el("th", {}, "状态")),
+        el("tr", {}, el("th", {}, "时间"), el("th", {}, "级"), el("th", {}, "对象"), el("th", {}, "渠道"), el("th", {}, "状态"), el("th", {}, "回执")),
         a.notifications.map((n) => el("tr", { class: "ns-" + n.status },
           el("td", {}, clock(n.created_at)),
           el("td", {}, String(n.step + 1)),
@@ -431,7 +507,11 @@
           el("td", {}, CHANNEL_LABELS[n.channel] || n.channel),
           el("td", { class: "delivery" }, (DELIVERY_LABELS[n.status] || n.status) +
             (n.attempts > 1 ? "（" + n.attempts + "次）" : "") +
-            (n.delivered_at ? " " + clock(n.delivered_at) : n.sent_at ? " " + clock(n.sent_at) : ""))))) :
+            (n.delivered_at ? " " + clock(n.delivered_at) : n.sent_at ? " " + clock(n.sent_at) : "")),
+          el("td", { class: "receipt" }, n.receipt ? (RECEIPT_LABELS[n.receipt] || n.receipt) +
+            (n.receipt_at ? " " + clock(n.receipt_at) : "") +
+            (n.calls_unanswered ? "（未接 " + n.calls_unanswered + " 次）" : "") :
+            (n.status === "sent" ? "等待回执" : "—"))))) :
         el("p", { class: "muted" }, "尚无通知"));
     const timeline = section("处理时间线",
       el("ol", { class: "timeline", id: "timeline" }, a.events.map((ev) =>
@@ -443,27 +523,66 @@
     // a live update must not lose what the dispatcher is typing or has chosen
     const kept = {};
     if (detail.dataset.alertId === a.id) {
-      for (const id of ["note-text", "resolve-note"]) {
+      for (const id of ["note-text", "resolve-note", "call-note", "reopen-note", "call-callee", "false-alarm-reason"]) {
         const input = document.getElementById(id);
         if (input) kept[id] = input.value;
       }
       const chosen = detail.querySelector("input[name=outcome]:checked");
       if (chosen) kept.outcome = chosen.value;
+      const called = detail.querySelector("input[name=call-outcome]:checked");
+      if (called) kept.callOutcome = called.value;
+      const msg = document.getElementById("action-msg");
+      if (msg && msg.textContent) kept.msg = [msg.textContent, msg.className];
       if (document.activeElement && document.activeElement.id) kept.focus = document.activeElement.id;
     }
-    detail.replaceChildren(head, escalation, actions(a),
-      el("div", { class: "grid2" }, elderInfo, family), devices, notifications, timeline);
-    for (const id of ["note-text", "resolve-note"]) {
+    detail.replaceChildren(...[head, escalation, actions(a, dial, card.reopen_until),
+      el("div", { class: "grid2" }, elderInfo, family), el("div", { class: "grid2" }, careNeeds, mapCard),
+      devices, notifications, timeline].filter(Boolean));
+    drawMap(mapBox, card.map);
+    for (const id of ["note-text", "resolve-note", "call-note", "reopen-note"]) {
       const input = document.getElementById(id);
       if (input && kept[id]) input.value = kept[id];
+    }
+    for (const id of ["call-callee", "false-alarm-reason"]) {
+      const select = document.getElementById(id);
+      if (select && kept[id]) select.value = kept[id];
     }
     if (kept.outcome) {
       const radio = detail.querySelector("input[name=outcome][value=" + kept.outcome + "]");
       if (radio) radio.checked = true;
     }
+    if (kept.msg) {
+      const msg = document.getElementById("action-msg");
+      [msg.textContent, msg.className] = kept.msg;
+    }
+    if (kept.callOutcome) {
+      const radio = detail.querySelector("input[name=call-outcome][value=" + kept.callOutcome + "]");
+      if (radio) radio.checked = true;
+    }
     if (kept.focus && document.getElementById(kept.focus)) document.getElementById(kept.focus).focus();
     detail.dataset.alertId = a.id;
     detail.dataset.status = a.status;
+  }
+
+  // --- map (Leaflet, served by the console; tiles only from the configured server) ----
+
+  let map = null;
+  function drawMap(box, view) {
+    if (map) { map.remove(); map = null; }
+    if (!window.L) { box.replaceWith(el("p", { class: "muted" }, "地图组件未加载")); return; }
+    map = L.map(box, { zoomControl: true, attributionControl: Boolean(view.tile_url) })
+      .setView([view.lat, view.lon], 16);
+    if (view.tile_url) {
+      map.attributionControl.setPrefix("Leaflet");
+      L.tileLayer(view.tile_url, { maxZoom: 18, attribution: view.attribution || "" }).addTo(map);
+    } else {
+      box.classList.add("no-tiles");
+    }
+    L.circleMarker([view.lat, view.lon], {
+      radius: 9, color: "#b42318", weight: 3, fillColor: "#f04438", fillOpacity: 0.8,
+    }).addTo(map).bindTooltip("老人住址", { permanent: !view.tile_url, direction: "top" });
+    box.dataset.lat = String(view.lat);
+    box.dataset.lon = String(view.lon);
   }
 
   async function loadAlert(id) {
@@ -485,6 +604,8 @@
     const params = new URLSearchParams();
     if (searchInput.value.trim()) params.set("q", searchInput.value.trim());
     if (gridSelect.value) params.set("grid", gridSelect.value);
+    if (profileSelect.value) params.set("profile", profileSelect.value);
+    if (deviceSelect.value) params.set("device", deviceSelect.value);
     const data = await api("/console/api/elders?" + params.toString());
     syncClock(data.now);
     searchNote.textContent = data.items.length ? "共 " + data.items.length + (data.truncated ? "+ 位，请缩小范围" : " 位") : "没有找到符合条件的老人";
@@ -494,7 +615,9 @@
           el("span", { class: "profile" }, profileText(e.care_profile_name, e.lives_alone)),
           e.open_alerts ? el("span", { class: "badge sev-critical" }, e.open_alerts + " 条告警") : null),
         el("div", { class: "row3 muted" }, (e.address || "地址未登记") + " · " + (e.grid_name || e.grid_id)),
-        el("div", { class: "muted" }, "最后活动：" + ago(e.last_sign_of_life)));
+        el("div", { class: "muted" }, "最后活动：" + ago(e.last_sign_of_life) +
+          (e.devices_offline ? " · " + e.devices_offline + " 台设备离线" : "") +
+          (e.lowest_battery !== null && e.lowest_battery < 20 ? " · 电量 " + e.lowest_battery + "%" : "")));
       li.addEventListener("click", () => selectElder(e.id));
       return li;
     }));
