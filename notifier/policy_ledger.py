@@ -173,8 +173,8 @@ def parse_wait(value: str) -> float:
 
 def parse_weekdays(value: str) -> frozenset[int]:
     """'1-5', '1,3,5', '一至五', '周一至周五', '每天', '工作日', '周末' (1 = Monday)."""
-    text = value.strip().replace("星期", "").replace("周", "")
-    text = _WEEKDAY_NAMES.get(text, text)
+    text = _WEEKDAY_NAMES.get(value.strip(), value.strip())
+    text = text.replace("星期", "").replace("周", "")
     for zh, digit in _WEEKDAY_DIGITS.items():
         text = text.replace(zh, str(digit))
     text = re.sub(r"\s*(?:至|到|~|～|—|－)\s*", "-", text)
