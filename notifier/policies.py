@@ -3,7 +3,8 @@
 A policy is an ordered list of steps; each step names who to notify (target kinds),
 on which channels, and how long to wait for an acknowledgement before the next step.
 Nothing here does I/O: the escalation loop feeds in the alert severity, the step and
-an injected clock.
+an injected clock. POLICIES is the built-in table; policies imported per district or
+care profile (notifier.policy_ledger, docs/policies.md) are chosen by select_policy.
 """
 
 from __future__ import annotations
