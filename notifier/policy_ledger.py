@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal, TypeVar, cast
 
 import psycopg
+from psycopg import sql as pgsql
 from psycopg.rows import TupleRow
 
 from carewatch.messages import Severity
@@ -486,57 +487,57 @@ def _registry_errors(conn: psycopg.Connection[TupleRow], parsed: ParsedTables) -
             parsed.error(at, column, f"no {label[kind]} '{member_id}' in the registry")
 
 
-def _write(conn: psycopg.Connection[TupleRow], parsed: ParsedTables) -> dict[str, int]:
-    """Replace each stored table the files hold; the others are left alone."""
-    counts: dict[str, int] = {}
-    if "policies" in parsed.kinds:
-        conn.execute("DELETE FROM escalation_policy_steps")
-        rows = [
+# table kind -> (stored table, its columns)
+_STORED: dict[TableKind, tuple[str, tuple[str, ...]]] = {
+    "policies": (
+        "escalation_policy_steps",
+        ("district", "care_profile", "severity", "step", "targets", "channels", "wait_s"),
+    ),
+    "shifts": ("duty_shifts", ("member_kind", "member_id", "weekdays", "start_time", "end_time")),
+    "leaves": (
+        "duty_leaves",
+        ("member_kind", "member_id", "first_day", "last_day", "substitute_id"),
+    ),
+    "channels": ("channel_preferences", ("phone", "channels", "voice_for_all")),
+}
+
+
+def _stored_rows(parsed: ParsedTables, kind: TableKind) -> list[tuple[object, ...]]:
+    if kind == "policies":
+        return [
             (p.district or "", p.care_profile or "", p.severity, n, list(s.targets),
              list(s.channels), s.wait_s)
             for p in policies_of(parsed)
             for n, s in enumerate(p.steps, start=1)
         ]  # fmt: skip
+    if kind == "shifts":
+        return [
+            (s.member_kind, s.member_id, sorted(s.weekdays), s.start, s.end)
+            for _, s in parsed.shifts
+        ]
+    if kind == "leaves":
+        return [
+            (lv.member_kind, lv.member_id, lv.first_day, lv.last_day, lv.substitute_id)
+            for _, lv in parsed.leaves
+        ]
+    return [(p.phone, sorted(p.channels), p.voice_for_all) for _, p in parsed.channels]
+
+
+def _write(conn: psycopg.Connection[TupleRow], parsed: ParsedTables) -> dict[str, int]:
+    """Replace each stored table the files hold; the others are left alone."""
+    counts: dict[str, int] = {}
+    for kind in sorted(parsed.kinds):
+        table, columns = _STORED[kind]
+        rows = _stored_rows(parsed, kind)
+        conn.execute(pgsql.SQL("DELETE FROM {}").format(pgsql.Identifier(table)))
+        insert = pgsql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+            pgsql.Identifier(table),
+            pgsql.SQL(", ").join(map(pgsql.Identifier, columns)),
+            pgsql.SQL(", ").join(pgsql.Placeholder() * len(columns)),
+        )
         with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO escalation_policy_steps (district, care_profile, severity, step,"
-                " targets, channels, wait_s) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                rows,
-            )
-        counts["escalation_policy_steps"] = len(rows)
-    if "shifts" in parsed.kinds:
-        conn.execute("DELETE FROM duty_shifts")
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO duty_shifts (member_kind, member_id, weekdays, start_time,"
-                " end_time) VALUES (%s, %s, %s, %s, %s)",
-                [
-                    (s.member_kind, s.member_id, sorted(s.weekdays), s.start, s.end)
-                    for _, s in parsed.shifts
-                ],
-            )
-        counts["duty_shifts"] = len(parsed.shifts)
-    if "leaves" in parsed.kinds:
-        conn.execute("DELETE FROM duty_leaves")
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO duty_leaves (member_kind, member_id, first_day, last_day,"
-                " substitute_id) VALUES (%s, %s, %s, %s, %s)",
-                [
-                    (lv.member_kind, lv.member_id, lv.first_day, lv.last_day, lv.substitute_id)
-                    for _, lv in parsed.leaves
-                ],
-            )
-        counts["duty_leaves"] = len(parsed.leaves)
-    if "channels" in parsed.kinds:
-        conn.execute("DELETE FROM channel_preferences")
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO channel_preferences (phone, channels, voice_for_all)"
-                " VALUES (%s, %s, %s)",
-                [(p.phone, sorted(p.channels), p.voice_for_all) for _, p in parsed.channels],
-            )
-        counts["channel_preferences"] = len(parsed.channels)
+            cur.executemany(insert, rows)
+        counts[table] = len(rows)
     return counts
 
 
