@@ -251,3 +251,31 @@ def test_check_finds_a_grid_with_nobody_on_duty_and_the_elders_it_leaves_unreach
     silent = {"13800000009": ChannelPreference("13800000009", frozenset({"wecom"}))}
     nobody = find_gaps(_snapshot(roster, silent), MONDAY, 1, "Asia/Shanghai")
     assert {g.severity for g in nobody.unreached} == {"critical", "warning"}
+
+
+def test_xlsx_rosters_with_typed_time_and_date_cells_parse(tmp_path: Path) -> None:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["类型", "编号", "请假开始", "请假结束", "替班人编号"])
+    sheet.append(["网格员", "GW1", datetime(2026, 12, 24), datetime(2026, 12, 25), "GW2"])
+    leaves = tmp_path / "请假表.xlsx"
+    book.save(leaves)
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["类型", "编号", "星期", "开始时间", "结束时间"])
+    sheet.append(["服务站", "S1", 6, time(9, 0), time(17, 30)])
+    shifts = tmp_path / "值班表.xlsx"
+    book.save(shifts)
+
+    parsed = parse_files([leaves, shifts], ["shifts", "leaves"])
+    assert parsed.errors == []
+    assert [lv for _, lv in parsed.leaves] == [
+        Leave("grid_worker", "GW1", date(2026, 12, 24), date(2026, 12, 25), "GW2")
+    ]
+    assert [s for _, s in parsed.shifts] == [
+        Shift("station", "S1", frozenset({6}), time(9), time(17, 30))
+    ]
