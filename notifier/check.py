@@ -46,7 +46,8 @@ from notifier.targets import (
     Elder,
     Recipient,
     Station,
-    nearest_station_at,
+    haversine_km,
+    stations_at,
 )
 
 CHECKED_SEVERITIES: tuple[Severity, ...] = ("critical", "warning")
@@ -86,44 +87,80 @@ def grid_cover(snap: Snapshot, grid_id: str, at: datetime) -> list[Recipient]:
     return out
 
 
-def targets_at(snap: Snapshot, elder: Elder, kind: TargetKind, at: datetime) -> list[Recipient]:
-    """What notifier.targets.resolve finds for one target kind, from the snapshot (pure)."""
-    if kind == "grid_worker":
-        return grid_cover(snap, elder.grid_id, at)
-    if kind in ("family_first", "family_all"):
-        family = snap.family.get(elder.id, [])
-        return family[:1] if kind == "family_first" else family
-    if kind == "nearest_station":
-        own = [s for s in snap.stations if s.district == elder.district]
-        for candidates in (own, list(snap.stations)):
-            found = nearest_station_at(candidates, snap.roster, elder.lat, elder.lon, at)
-            if found is not None:
-                return [found.as_recipient()]
-        return []
-    return snap.officers.get(elder.district, [])
+class _Reach:
+    """Who the snapshot reaches at moments, with what does not depend on the elder
+    computed once per moment (grid cover, stations on duty) and the nearest station once
+    per elder and set of stations on duty."""
 
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+        self._grids: dict[tuple[datetime, str], list[Recipient]] = {}
+        self._stations: dict[datetime, tuple[tuple[Station, ...], tuple[str, ...]]] = {}
+        self._nearest: dict[tuple[str, tuple[str, ...]], Station | None] = {}
 
-def reached(
-    snap: Snapshot, elder: Elder, policy: Policy, severity: Severity, at: datetime
-) -> list[tuple[Recipient, ChannelName]]:
-    """Everyone every step of `policy` would reach at `at`, with a channel (pure)."""
-    out: list[tuple[Recipient, ChannelName]] = []
-    for number, step in enumerate(policy.steps):
-        plan = StepPlan(number, step.targets, step.channels, None)
-        channels = step_channels(
-            plan,
-            severity,
-            at.time(),
-            voice=snap.voice,
-            quiet_start=snap.quiet[0],
-            quiet_end=snap.quiet[1],
-        )
-        for kind in step.targets:
-            for r in targets_at(snap, elder, kind, at):
-                for channel in allowed_channels(channels, severity, r.phone, snap.preferences):
-                    if r.address(channel):
-                        out.append((r, channel))
-    return out
+    def grid(self, grid_id: str, at: datetime) -> list[Recipient]:
+        key = (at, grid_id)
+        if key not in self._grids:
+            self._grids[key] = grid_cover(self.snap, grid_id, at)
+        return self._grids[key]
+
+    def station(self, elder: Elder, at: datetime) -> Station | None:
+        if at not in self._stations:
+            now_on = tuple(stations_at(self.snap.stations, self.snap.roster, at))
+            self._stations[at] = (now_on, tuple(s.id for s in now_on))
+        on_duty, ids = self._stations[at]
+        key = (elder.id, ids)
+        if key not in self._nearest:
+            # the elder's own district first, then any station (notifier.targets)
+            own = [s for s in on_duty if s.district == elder.district]
+            found: Station | None = None
+            for candidates in (own, on_duty):
+                if candidates:
+                    found = min(
+                        candidates,
+                        key=lambda s: (haversine_km(elder.lat, elder.lon, s.lat, s.lon), s.id),
+                    )
+                    break
+            self._nearest[key] = found
+        return self._nearest[key]
+
+    def targets(self, elder: Elder, kind: TargetKind, at: datetime) -> list[Recipient]:
+        """What notifier.targets.resolve finds for one target kind (pure)."""
+        if kind == "grid_worker":
+            return self.grid(elder.grid_id, at)
+        if kind in ("family_first", "family_all"):
+            family = self.snap.family.get(elder.id, [])
+            return family[:1] if kind == "family_first" else family
+        if kind == "nearest_station":
+            found = self.station(elder, at)
+            return [found.as_recipient()] if found else []
+        return self.snap.officers.get(elder.district, [])
+
+    def reached(
+        self, elder: Elder, policy: Policy, severity: Severity, at: datetime, first: bool = False
+    ) -> list[tuple[Recipient, ChannelName]]:
+        """Everyone every step of `policy` would reach at `at`, with a channel; with
+        `first`, only the first found (pure)."""
+        snap = self.snap
+        out: list[tuple[Recipient, ChannelName]] = []
+        for number, step in enumerate(policy.steps):
+            plan = StepPlan(number, step.targets, step.channels, None)
+            channels = step_channels(
+                plan,
+                severity,
+                at.time(),
+                voice=snap.voice,
+                quiet_start=snap.quiet[0],
+                quiet_end=snap.quiet[1],
+            )
+            for kind in step.targets:
+                for r in self.targets(elder, kind, at):
+                    for channel in allowed_channels(channels, severity, r.phone, snap.preferences):
+                        if r.address(channel):
+                            out.append((r, channel))
+                            if first:
+                                return out
+        return out
 
 
 def moments(snap: Snapshot, start: date, days: int, tz: str) -> list[datetime]:
@@ -198,8 +235,9 @@ def find_gaps(snap: Snapshot, start: date, days: int, tz: str) -> CheckResult:
     at = moments(snap, start, days, tz)
     end = datetime.combine(start + timedelta(days=days), time(0, 0), ZoneInfo(tz))
     result = CheckResult(start.isoformat(), days, len(snap.elders))
+    reach = _Reach(snap)
     for grid_id in sorted(snap.grid_workers):
-        bad = [not grid_cover(snap, grid_id, m) for m in at]
+        bad = [not reach.grid(grid_id, m) for m in at]
         if any(bad):
             result.grids_without_cover.append(GridGap(grid_id, _windows(at, bad, end)))
     for elder in snap.elders:
@@ -207,7 +245,7 @@ def find_gaps(snap: Snapshot, start: date, days: int, tz: str) -> CheckResult:
             policy = select_policy(snap.policies, severity, elder.district, elder.care_profile)
             if not policy.steps:
                 continue
-            bad = [not reached(snap, elder, policy, severity, m) for m in at]
+            bad = [not reach.reached(elder, policy, severity, m, first=True) for m in at]
             if any(bad):
                 gap = ElderGap(
                     elder.id,
