@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import date
+from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 
 from carewatch.settings import Settings
 from harness.services import await_until
+from notifier import targets
 from notifier.check import cli_check, run_check
+from notifier.policies import TargetKind
 from notifier.policy_ledger import import_files
 from registry import importer
 from registry.ledger_format import write_csv
@@ -23,6 +26,7 @@ from simulators.street import generate_street, write_ledger
 from tests.fake_provider_server import running_fake_providers
 from tests.support.notifier import (
     DUTY_OFFICER_ID,
+    ELDER_ID,
     FAMILY_1_PHONE,
     FAMILY_2_PHONE,
     FAR_STAFFED,
@@ -250,3 +254,44 @@ async def test_check_passes_on_the_demo_street_and_its_example_rosters(
         ("12-25T20:00", "12-26T09:00"),
         ("12-26T17:00", "12-28T00:00"),
     ]
+
+
+async def test_resolve_applies_rosters_given_a_date_and_keeps_old_hours_given_a_time(
+    db_dsn: str, tmp_path: Path
+) -> None:
+    """The station on leave passes on to its substitute in another district; the grid
+    worker on leave to theirs, shown as 代班网格员. A time of day alone: no rosters."""
+    seed_registry(db_dsn)
+    _add_substitute(db_dsn)
+    with psycopg.connect(db_dsn) as conn:
+        conn.execute(
+            "INSERT INTO stations (id, name, kind, district, lat, lon, phone, staffed,"
+            " duty_start, duty_end) VALUES ('ST_JB', '江北养老服务中心', 'street_centre',"
+            " '江北区', 29.60, 106.55, '023-67701234', true, '00:00', '00:00')"
+        )
+    leaves = write_csv(
+        tmp_path / "leaves.csv",
+        ["member_kind", "member_id", "first_day", "last_day", "substitute_id"],
+        [
+            {"member_kind": "station", "member_id": FAR_STAFFED, **LEAVE_FOREVER,
+             "substitute_id": "ST_JB"},
+            {"member_kind": "grid_worker", "member_id": GRID_WORKER_ID, **LEAVE_FOREVER,
+             "substitute_id": SUBSTITUTE_ID},
+        ],
+    )  # fmt: skip
+    assert import_files(db_dsn, [leaves], ROSTER_KINDS).ok
+    kinds: tuple[TargetKind, ...] = ("grid_worker", "nearest_station")
+    async with await psycopg.AsyncConnection.connect(db_dsn) as conn:
+        elder = await targets.load_elder(conn, ELDER_ID)
+        assert elder is not None
+        when = datetime(2026, 12, 9, 3, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+        found = await targets.resolve(conn, elder, kinds, when)
+        assert [(r.kind, r.id, r.role) for r in found] == [
+            ("grid_worker", SUBSTITUTE_ID, "代班网格员"),
+            ("station", "ST_JB", "养老服务中心"),
+        ]
+        old = await targets.resolve(conn, elder, kinds, when.time())
+        assert [(r.kind, r.id) for r in old] == [
+            ("grid_worker", GRID_WORKER_ID),
+            ("station", FAR_STAFFED),
+        ]
