@@ -53,6 +53,8 @@ def test_the_most_specific_imported_policy_wins_and_the_built_in_is_the_default(
     assert select_policy(imported, "critical", "江北区", "disabled").name == PROFILE.name
     assert select_policy(imported, "critical", "渝中区", "alone").name == DISTRICT.name
     assert select_policy(imported, "critical", "江北区", None).name == "critical@*/*"
+    # a care profile is more specific than a district
+    assert select_policy([DISTRICT, PROFILE], "critical", "渝中区", "disabled").name == PROFILE.name
     # nothing imported for warnings, or nothing at all: the built-in table
     assert select_policy(imported, "warning", "渝中区", None) == policy_for("warning")
     assert select_policy([], "critical", "渝中区", None) == policy_for("critical")
