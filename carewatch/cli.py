@@ -174,9 +174,29 @@ def build_parser() -> argparse.ArgumentParser:
         " `telemetry` in two processes let the OS run the alarm lane first (the telemetry"
         " process lowers its own priority: CAREWATCH_BULK_LANE_NICE)",
     )
-    workers["notifier"].add_subparsers(dest="notifier_cmd", required=False).add_parser(
+    notifier_sub = workers["notifier"].add_subparsers(dest="notifier_cmd", required=False)
+    notifier_sub.add_parser(
         "templates", help="print the SMS template texts to register at Aliyun for these settings"
     )
+    for what, what_help in (
+        ("policies", "escalation policies per district / care profile (docs/policies.md)"),
+        ("rosters", "duty rosters, leave and substitutes, channel preferences"),
+    ):
+        ledger = notifier_sub.add_parser(what, help=what_help).add_subparsers(
+            dest="ledger_cmd", required=True
+        )
+        ledger.add_parser(
+            "import", help="validate and import ledger files (CSV/XLSX), all or nothing"
+        ).add_argument("files", nargs="+", type=Path, metavar="FILE")
+    check = notifier_sub.add_parser(
+        "check", help="list every elder for whom some severity reaches nobody (exit 1 if any)"
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument(
+        "--from", dest="start", default=None, metavar="YYYY-MM-DD",
+        help="first local day checked (default: today)",
+    )  # fmt: skip
+    check.add_argument("--days", type=int, default=7, help="days checked (default 7)")
 
     gateway = sub.add_parser(
         "gateway",
@@ -395,6 +415,12 @@ def main(argv: list[str] | None = None) -> int:
         return _mqtt_credentials(
             settings, args.out, args.service_password, args.group, args.mount_point
         )
+    if cmd == "notifier" and args.notifier_cmd in ("policies", "rosters"):
+        return int(
+            _load("notifier.policy_ledger:cli_import")(settings, args.notifier_cmd, args.files)
+        )
+    if cmd == "notifier" and args.notifier_cmd == "check":
+        return int(_load("notifier.check:cli_check")(settings, args))
     if cmd == "notifier" and args.notifier_cmd == "templates":
         print(_load("notifier.channels.templates:registration_text")(settings), end="")
         return 0

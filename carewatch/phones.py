@@ -33,6 +33,18 @@ def is_mobile(phone: str) -> bool:
     return MOBILE_RE.match(phone.replace(" ", "").replace("-", "")) is not None
 
 
+# A fixed line: area code (0 + 2-3 digits, or +86 and the code without its 0) and a
+# 7-8 digit number, or a local number alone.
+_LANDLINE_RE = re.compile(r"^(?:(?:0[1-9]\d{1,2}|\+?86[1-9]\d{1,2})\d{7,8}|[2-9]\d{6,7})$")
+
+
+def is_landline(phone: str) -> bool:
+    """True for a fixed-line number (023-63851234, (023)63851234, 63851234): it takes
+    calls, never SMS."""
+    compact = re.sub(r"[\s()（）-]", "", phone)
+    return not is_mobile(compact) and _LANDLINE_RE.match(compact) is not None
+
+
 def _mask_mobile(m: re.Match[str]) -> str:
     return f"{m['cc'] or ''}{m['head']}{m['sep1']}****{m['sep2']}{m['tail']}"
 

@@ -21,15 +21,23 @@ from carewatch.alerts import Alert
 from carewatch.messages import CLOSED_STATUSES, AlertChange, decode_alert_change, encode
 from carewatch.metrics import ESCALATION_STEPS
 from carewatch.settings import Settings
-from notifier import outbox, short_links, sql, targets, timeline
+from notifier import duty_db, outbox, short_links, sql, targets, timeline
 from notifier.channels.base import Purpose
 from notifier.content import message_params
 from notifier.loop import NotifierLoop
 from notifier.metrics import ALERT_CHANGE_REJECTS
 from notifier.outbox import Claimed, NewNotification
-from notifier.policies import Policy, plan_step, policy_for, step_channels
+from notifier.policies import (
+    Policy,
+    plan_step,
+    policy_for,
+    policy_named,
+    select_policy,
+    step_channels,
+)
+from notifier.rosters import allowed_channels
 from notifier.sql import Conn
-from notifier.targets import Recipient
+from notifier.targets import Elder, Recipient
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +276,22 @@ async def on_acknowledged_or_closed(
     )
 
 
+async def policy_of(
+    conn: Conn, alert: Alert, elder: Elder | None, name: str | None = None
+) -> Policy:
+    """The policy named `name` (the one an escalation started with) while it still
+    exists; else the imported policy for the alert's severity, the elder's district and
+    care profile (notifier.policies.select_policy), the built-in one when none applies."""
+    district = elder.district if elder else None
+    imported = await duty_db.load_policies(conn, alert.severity, district)
+    if name is not None:
+        named = policy_named(name, imported)
+        if named is not None:
+            return named
+    profile = elder.care_profile if elder else None
+    return select_policy(imported, alert.severity, district, profile)
+
+
 # --- the escalation loop -----------------------------------------------------------------
 
 
@@ -321,7 +345,7 @@ class Escalator(NotifierLoop):
     async def _open(self, conn: Conn, alert: Alert, change: AlertChange) -> list[Claimed]:
         if alert.status != "open":  # it moved on before we got here
             return []
-        policy = policy_for(alert.severity)
+        policy = await policy_of(conn, alert, await targets.load_elder(conn, alert.elder_id))
         now = self.clock.now_ms()
         cur = await conn.execute(
             "INSERT INTO escalations (alert_id, policy, step, next_step_at)"
@@ -336,7 +360,7 @@ class Escalator(NotifierLoop):
         """A reminder, or a severity the rules engine raised: run the (new) policy again."""
         if alert.status != "open":  # acknowledged: a person is on it; closed: nothing to do
             return []
-        policy = policy_for(alert.severity)
+        policy = await policy_of(conn, alert, await targets.load_elder(conn, alert.elder_id))
         row = await sql.one(
             conn,
             "INSERT INTO escalations (alert_id, policy, step, next_step_at, round)"
@@ -367,43 +391,62 @@ class Escalator(NotifierLoop):
     async def _carry_out(
         self, conn: Conn, alert: Alert, policy: Policy, step: int, round_: int = 0
     ) -> list[Claimed]:
-        """Enqueue step `step` and schedule the next; in the caller's transaction."""
+        """Enqueue step `step` and schedule the next; in the caller's transaction. A step
+        that reaches nobody (no targets, nobody on duty, no allowed channel) is skipped at
+        once, not waited out."""
         now = self.clock.now_ms()
         s = self.settings
-        repeats = s.escalation_repeat_count if policy.name == "critical" else 0
-        plan = plan_step(
-            policy, step, self.clock, s.escalation_wait_s, repeats, s.escalation_repeat_interval_s
-        )
+        repeats = s.escalation_repeat_count if alert.severity == "critical" else 0
         elder = await targets.load_elder(conn, alert.elder_id)
-        if plan is None or elder is None:
-            reason = "no steps left" if plan is None else "elder not in registry"
-            await conn.execute(
-                "UPDATE escalations SET next_step_at = NULL WHERE alert_id = %s", (alert.id,)
+        while True:
+            plan = plan_step(
+                policy,
+                step,
+                self.clock,
+                s.escalation_wait_s,
+                repeats,
+                s.escalation_repeat_interval_s,
             )
+            if plan is None or elder is None:
+                reason = "no steps left" if plan is None else "elder not in registry"
+                await conn.execute(
+                    "UPDATE escalations SET next_step_at = NULL WHERE alert_id = %s", (alert.id,)
+                )
+                await timeline.append(
+                    conn, alert.id, "escalation_finished", {"reason": reason}, at_ms=now
+                )
+                return []
+            local = targets.local_time(now, self.settings.timezone)
+            recipients = await targets.resolve(conn, elder, plan.targets, local)
+            channels = step_channels(
+                plan,
+                alert.severity,
+                local.time(),
+                voice=s.voice_enabled,
+                quiet_start=s.voice_quiet_start,
+                quiet_end=s.voice_quiet_end,
+            )
+            prefs = await duty_db.load_preferences(conn, [r.phone for r in recipients if r.phone])
+            items = [
+                NewNotification(
+                    alert.id, step, "alert", channel, r, address,
+                    message_params(self.settings, alert, elder, r, "alert", now),
+                    round_,
+                )
+                for r in recipients
+                for channel in allowed_channels(channels, alert.severity, r.phone, prefs)
+                if (address := r.address(channel))
+            ]  # fmt: skip
+            if items or plan.next_due_ms is None:
+                break
             await timeline.append(
-                conn, alert.id, "escalation_finished", {"reason": reason}, at_ms=now
+                conn,
+                alert.id,
+                "escalation_step_skipped",
+                {"policy": policy.name, "step": step, "targets": list(plan.targets)},
+                at_ms=now,
             )
-            return []
-        local = targets.local_time(now, self.settings.timezone).time()
-        recipients = await targets.resolve(conn, elder, plan.targets, local)
-        channels = step_channels(
-            plan,
-            alert.severity,
-            local,
-            voice=s.voice_enabled,
-            quiet_start=s.voice_quiet_start,
-            quiet_end=s.voice_quiet_end,
-        )
-        items = [
-            NewNotification(
-                alert.id, step, "alert", channel, r, address,
-                message_params(self.settings, alert, elder, r, "alert", now),
-                round_,
-            )
-            for r in recipients
-            for channel in channels
-            if (address := r.address(channel))
-        ]  # fmt: skip
+            step += 1
         queued = await outbox.enqueue_leased(
             conn, alert, items, self.sender.lease_until_ms(), now_ms=now
         )
@@ -453,7 +496,8 @@ class Escalator(NotifierLoop):
                     status = alert.status if alert else "missing"
                     await stop_escalation(conn, row["alert_id"], f"alert {status}", now)
                     continue
-                policy = policy_for(row["policy"])
+                elder = await targets.load_elder(conn, alert.elder_id)
+                policy = await policy_of(conn, alert, elder, row["policy"])
                 step = row["step"] + 1
                 queued += await self._carry_out(conn, alert, policy, step, row["round"])
         self.sender.send_leased(queued)

@@ -3,11 +3,13 @@
 A policy is an ordered list of steps; each step names who to notify (target kinds),
 on which channels, and how long to wait for an acknowledgement before the next step.
 Nothing here does I/O: the escalation loop feeds in the alert severity, the step and
-an injected clock.
+an injected clock. POLICIES is the built-in table; policies imported per district or
+care profile (notifier.policy_ledger, docs/policies.md) are chosen by select_policy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import time
 from typing import Literal
@@ -59,7 +61,71 @@ POLICIES: dict[Severity, Policy] = {
 
 
 def policy_for(severity: Severity) -> Policy:
+    """The built-in policy of a severity (the default when no policy ledger applies)."""
     return POLICIES[severity]
+
+
+TARGET_KINDS: tuple[TargetKind, ...] = (
+    "grid_worker",
+    "family_first",
+    "family_all",
+    "nearest_station",
+    "duty_officer",
+)
+CHANNEL_NAMES: tuple[ChannelName, ...] = ("sms", "wecom", "voice")
+SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedPolicy:
+    """An imported policy (notifier.policy_ledger): the steps of one severity for one
+    district and/or care profile; None matches any."""
+
+    severity: Severity
+    district: str | None
+    care_profile: str | None
+    steps: tuple[Step, ...]
+
+    @property
+    def name(self) -> str:
+        """'critical@渝中区/alone'; '*' where the policy matches any."""
+        return f"{self.severity}@{self.district or '*'}/{self.care_profile or '*'}"
+
+    def as_policy(self) -> Policy:
+        return Policy(self.name, self.steps)
+
+
+def select_policy(
+    imported: Sequence[ScopedPolicy],
+    severity: Severity,
+    district: str | None,
+    care_profile: str | None,
+) -> Policy:
+    """The policy for an alert of `severity` of an elder in `district` with
+    `care_profile` (pure). The most specific imported policy wins: district and care
+    profile, then care profile alone, then district alone, then one for any elder; the
+    built-in policy when none matches (or nothing was imported)."""
+    ranked: list[tuple[int, ScopedPolicy]] = []
+    for p in imported:
+        if p.severity != severity:
+            continue
+        if p.district is not None and p.district != district:
+            continue
+        if p.care_profile is not None and p.care_profile != care_profile:
+            continue
+        rank = (2 if p.care_profile is not None else 0) + (1 if p.district is not None else 0)
+        ranked.append((rank, p))
+    if not ranked:
+        return policy_for(severity)
+    return max(ranked, key=lambda item: item[0])[1].as_policy()
+
+
+def policy_named(name: str, imported: Sequence[ScopedPolicy]) -> Policy | None:
+    """A policy by the name an escalation recorded (pure); None when it is gone (a
+    re-import dropped it)."""
+    if name in POLICIES:
+        return POLICIES[name]
+    return next((p.as_policy() for p in imported if p.name == name), None)
 
 
 @dataclass(frozen=True, slots=True)

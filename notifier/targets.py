@@ -14,8 +14,9 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from carewatch.phones import is_mobile
-from notifier import sql
+from notifier import duty_db, sql
 from notifier.policies import TargetKind
+from notifier.rosters import Roster, cover_for, covers
 from notifier.sql import Conn
 
 RecipientKind = Literal["grid_worker", "family", "station", "duty_officer", "device"]
@@ -34,6 +35,7 @@ ROLE_LABELS: dict[RecipientKind, str] = {
     "duty_officer": "区值班员",
     "device": "手环",
 }
+SUBSTITUTE_ROLE = "代班网格员"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ class Station:
     duty_end: time
     phone: str | None = None
     wecom_userid: str | None = None
+    district: str = ""
 
     def as_recipient(self) -> Recipient:
         role = STATION_KIND_LABELS.get(self.kind, ROLE_LABELS["station"])
@@ -88,6 +91,7 @@ class Elder:
     grid_id: str
     lat: float
     lon: float
+    care_profile: str | None = None
 
 
 # --- pure ------------------------------------------------------------------------------
@@ -118,6 +122,31 @@ def nearest_staffed_station(
     return min(candidates, key=lambda s: (haversine_km(lat, lon, s.lat, s.lon), s.id))
 
 
+def stations_at(stations: Sequence[Station], roster: Roster, at: datetime) -> list[Station]:
+    """The staffed stations reachable at local time `at`: on duty by their roster (or,
+    without one, their duty hours), or standing in for one on leave (pure)."""
+    by_id = {s.id: s for s in stations}
+    hours = {s.id: on_duty(s.duty_start, s.duty_end, at.time()) for s in stations}
+    found: dict[str, Station] = {}
+    for station in stations:
+        if not station.staffed:
+            continue
+        cover = cover_for(roster, "station", station.id, at, hours)
+        if cover is not None and cover.member_id in by_id:
+            found.setdefault(cover.member_id, by_id[cover.member_id])
+    return list(found.values())
+
+
+def nearest_station_at(
+    stations: Sequence[Station], roster: Roster, lat: float, lon: float, at: datetime
+) -> Station | None:
+    """The nearest station reachable at `at` (pure)."""
+    candidates = stations_at(stations, roster, at)
+    if not candidates:
+        return None
+    return min(candidates, key=lambda s: (haversine_km(lat, lon, s.lat, s.lon), s.id))
+
+
 def local_time(now_ms: int, tz: str) -> datetime:
     return datetime.fromtimestamp(now_ms / 1000, ZoneInfo(tz))
 
@@ -128,8 +157,8 @@ def local_time(now_ms: int, tz: str) -> datetime:
 async def load_elder(conn: Conn, elder_id: str) -> Elder | None:
     row = await sql.one(
         conn,
-        "SELECT id, name, coalesce(address, '') AS address, district, grid_id, lat, lon"
-        " FROM elders WHERE id = %s",
+        "SELECT id, name, coalesce(address, '') AS address, district, grid_id, lat, lon,"
+        " care_profile_id AS care_profile FROM elders WHERE id = %s",
         (elder_id,),
     )
     return Elder(**row) if row else None
@@ -164,24 +193,51 @@ async def _people(
     ]
 
 
-async def _nearest_station(conn: Conn, elder: Elder, local: time) -> list[Recipient]:
-    # Stations of the elder's own district first; any staffed station if none is on duty there.
+async def _nearest_station(conn: Conn, elder: Elder, local: time | datetime) -> list[Recipient]:
+    # Stations of the elder's own district first; any staffed station if none is on duty
+    # there. With a date, rosters apply (and a station on leave passes on to its
+    # substitute, wherever it is).
     for where, params in ((" AND district = %s", (elder.district,)), ("", ())):
         query = f"{_STATION_SQL} WHERE staffed{where}"
+        if isinstance(local, datetime):
+            query += (
+                " OR id IN (SELECT substitute_id FROM duty_leaves WHERE member_kind = 'station')"
+            )
         stations = [Station(**r) for r in await sql.rows(conn, query, params)]
-        found = nearest_staffed_station(stations, elder.lat, elder.lon, local)
+        if isinstance(local, datetime):
+            roster = await duty_db.load_roster(conn, "station", [s.id for s in stations])
+            found = nearest_station_at(stations, roster, elder.lat, elder.lon, local)
+        else:
+            found = nearest_staffed_station(stations, elder.lat, elder.lon, local)
         if found:
             return [found.as_recipient()]
     return []
 
 
+async def grid_workers_at(conn: Conn, grid_id: str, at: datetime) -> list[Recipient]:
+    """The grid's grid workers on duty at `at`, or those standing in for them (role
+    代班网格员) by the duty roster."""
+    workers = await _people(conn, "grid_worker", "grid_id = %s ORDER BY id", (grid_id,))
+    roster = await duty_db.load_roster(conn, "grid_worker", [w.id for w in workers])
+    found = covers(roster, "grid_worker", [w.id for w in workers], at)
+    by_id = {w.id: w for w in workers}
+    missing = [c.member_id for c in found if c.member_id not in by_id]
+    if missing:
+        for r in await _people(conn, "grid_worker", "id = ANY(%s)", (missing,)):
+            by_id[r.id] = Recipient(r.kind, r.id, r.name, SUBSTITUTE_ROLE, r.phone, r.wecom_userid)
+    return [by_id[c.member_id] for c in found if c.member_id in by_id]
+
+
 async def resolve(
-    conn: Conn, elder: Elder, kinds: Sequence[TargetKind], local: time
+    conn: Conn, elder: Elder, kinds: Sequence[TargetKind], local: time | datetime
 ) -> list[Recipient]:
-    """Recipients for `kinds`, in policy order, each person once."""
+    """Recipients for `kinds`, in policy order, each person once. With a local date and
+    time (not a time alone) the duty rosters apply to grid workers and stations."""
     found: list[Recipient] = []
     for kind in kinds:
-        if kind == "grid_worker":
+        if kind == "grid_worker" and isinstance(local, datetime):
+            found += await grid_workers_at(conn, elder.grid_id, local)
+        elif kind == "grid_worker":
             found += await _people(
                 conn, "grid_worker", "grid_id = %s ORDER BY id", (elder.grid_id,)
             )

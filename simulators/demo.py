@@ -174,6 +174,11 @@ def prepare(s: Settings) -> bool:
             say(f"[setup] ledger error: {err}")
         return False
     say(f"[setup] ledger imported from {OUT / 'ledger'}: {report}")
+    from notifier.check import run_check
+
+    check = asyncio.run(run_check(s, None, 7))  # what `carewatch notifier check` says
+    verdict = "every elder reached" if check.ok else f"{len(check.unreached)} unreached"
+    say(f"[setup] notifier check over the next 7 days: {verdict}")
     return True
 
 
