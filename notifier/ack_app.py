@@ -46,7 +46,7 @@ from carewatch.metrics import ALERTS, serve_metrics
 from carewatch.settings import Settings
 from notifier import ack_links, short_links, targets, timeline
 from notifier.ack_links import AckClaim, AckLinkError
-from notifier.channels.templates import kind_label
+from notifier.channels.templates import alarm_name, kind_label
 from notifier.escalation import load_alert, mark_handled, on_acknowledged_or_closed
 from notifier.metrics import ACK_REJECTS, ACKS
 from notifier.outbox import Claimed
@@ -82,7 +82,7 @@ OTHERS_BUTTONS = ("join",)
 RESOLVE_OUTCOMES = {"resolve": "handled", "hospital": "hospital"}
 DONE_TEXT: dict[str, str] = {
     "acknowledge": "已确认由您处理，其他联系人将收到通知。",
-    "join": "已记录您也在前往，处理人会知道有人同去。",
+    "join": "已记录您也在前往。",
     "arrive": "已记录您到达现场。",
     "false_alarm": "已按误报结束警报，已告知其他联系人。",
     "resolve": "已记录处理完毕，警报结束。",
@@ -313,7 +313,7 @@ async def _alert_page(
     notes = await _notes_for(conn, alert.id, viewer)
     notes_html = "".join(f'<p class="note">值班人员留言：{html.escape(n)}</p>' for n in notes)
     return PAGE.substitute(
-        title=html.escape(f"{kind_label(alert.kind)}警报"),
+        title=html.escape(alarm_name(kind_label(alert.kind))),
         notice=notice_html + notes_html,
         elder_name=html.escape(elder.name if elder else alert.elder_id),
         kind_label=html.escape(kind_label(alert.kind)),
@@ -347,7 +347,7 @@ def _false_alarm_page(alert_kind: str, error: bool) -> str:
     )
     css = "notice error" if error else "notice"
     return CONFIRM.substitute(
-        title=html.escape(f"{kind_label(alert_kind)}警报：确认误报"),
+        title=html.escape(f"{alarm_name(kind_label(alert_kind))}：确认误报"),
         notice=f'<p class="{css}">{html.escape(text)}</p>',
         form=form,
     )

@@ -52,7 +52,7 @@ def test_every_alert_kind_has_a_chinese_label() -> None:
 
 def test_alert_sms_reads_as_specified() -> None:
     assert render_sms("alert", PARAMS, "智慧养老", ACK_BASE + "/") == (
-        "【智慧养老】紧急：王秀英（渝中区解放碑街道民族路12号3-2）于08:15触发紧急呼叫，"
+        "【智慧养老】紧急：王秀英（渝中区解放碑街道民族路12号3-2）于08:15发出紧急呼叫，"
         "请立即查看并处理（回复1由我处理，回复2误报）：https://ack.example.cn/a/Ab3_x-Yz09Qw"
     )
 
@@ -62,7 +62,7 @@ def test_the_registered_alert_body_fixes_the_link_domain() -> None:
     assert bodies["alert"].endswith(
         "请立即查看并处理（回复1由我处理，回复2误报）：https://ack.example.cn/a/${code}"
     )
-    assert variables_of(bodies["alert"]) == ["elder_name", "address", "time", "kind_label", "code"]
+    assert variables_of(bodies["alert"]) == ["elder_name", "address", "time", "kind_event", "code"]
     for body in bodies.values():
         assert longest_sms_chars(body, "智慧养老") <= MESSAGE_MAX_CHARS
     text = registration_text(
@@ -86,14 +86,14 @@ def test_handled_and_closed_share_the_update_template() -> None:
     handled_key, handled_vars = template_for("handled", PARAMS)
     closed_key, closed_vars = template_for("closed", PARAMS)
     assert handled_key == closed_key == "update"
-    assert set(handled_vars) == set(closed_vars) == {"elder_name", "kind_label", "status"}
+    assert set(handled_vars) == set(closed_vars) == {"elder_name", "alarm", "status", "remark"}
     assert handled_vars["status"] != closed_vars["status"]
     assert render_body("handled", PARAMS, ACK_BASE) == (
-        "王秀英的紧急呼叫警报已由网格员李明于08:15接手处理，您无需前往。"
+        "王秀英的紧急呼叫警报已由网格员李明于08:15接手处理。您无需前往。"
     )
     assert (
         render_body("closed", PARAMS, ACK_BASE)
-        == "王秀英的紧急呼叫警报已于08:15结束，感谢您的关注。"
+        == "王秀英的紧急呼叫警报已于08:15结束。感谢您的关注。"
     )
 
 
@@ -101,7 +101,8 @@ def test_template_variables_are_exactly_those_of_the_body() -> None:
     key, variables = template_for("alert", {**PARAMS, "unused": "x"})
     assert key == "alert"
     assert variables == {
-        k: PARAMS[k] for k in ("elder_name", "address", "time", "kind_label", "code")
+        **{k: PARAMS[k] for k in ("elder_name", "address", "time", "code")},
+        "kind_event": "发出紧急呼叫",
     }
 
 
@@ -130,7 +131,7 @@ def test_handled_without_a_known_handler_still_reads_well() -> None:
     params = {k: v for k, v in PARAMS.items() if k != "handler"}
     assert (
         render_body("handled", params, ACK_BASE)
-        == "王秀英的紧急呼叫警报已由工作人员于08:15接手处理，您无需前往。"
+        == "王秀英的紧急呼叫警报已由工作人员于08:15接手处理。您无需前往。"
     )
 
 
@@ -175,7 +176,10 @@ def test_every_sms_variable_the_notifier_produces_fits(
         if purpose == "alert":
             assert sms.endswith(f"https://ack.cqcare.example.cn/a/{params['code']}")
         if purpose == "handled":
-            assert variables["status"].endswith("接手处理，您无需前往")
+            assert variables["status"].endswith("接手处理")
+            assert variables["remark"] == "您无需前往。"
+            # a handler's name is cut, never its role in brackets
+            assert variables["status"].count("（") == variables["status"].count("）")
 
 
 def test_an_address_keeps_its_end_and_a_name_its_beginning() -> None:
