@@ -1,9 +1,11 @@
 """The ack web app: the phone page behind every signed link, and the actions on it.
 
 GET /ack/{token} shows the alert; POST /ack/{token} (form or JSON field `action`) moves
-it on: 我来处理 (acknowledge), 已到达 (arrive), 误报 (false_alarm), 已解决 (resolve).
-A link is honoured only with a valid, unexpired signature, and each link performs each
-action once. `/a/{code}` (the short link in an SMS) is the same page and the same actions:
+it on: 我来处理 (acknowledge), 我也前往 (join), 已到达 (arrive), 已到达并处理 / 已送医
+(resolve, with its outcome), 误报 (false_alarm: asks for confirmation and a reason
+first). The first acknowledgement wins; whoever comes later is shown who has it and
+when, with 我也前往 and a call button. A link is honoured only with a valid, unexpired
+signature, and each link performs each action once. `/a/{code}` (the short link in an SMS) is the same page and the same actions:
 the code is looked up in `ack_short_links` and its token then goes through exactly the
 checks of `/ack/{token}`; an unknown code is refused like a forged link. The status
 change (carewatch.alerts.transition: row, timeline, outbox) and the notifier's reaction

@@ -27,6 +27,7 @@ from notifier.channels.templates import (
     template_for,
     variables_of,
 )
+from notifier.channels.wecom import clip_utf8
 from notifier.content import message_params
 from notifier.targets import Elder, Recipient
 from tests.fake_provider_server import offline_settings
@@ -199,3 +200,14 @@ def test_clip_counts_characters_not_bytes() -> None:
     assert clip("字" * 36) == "字" * 34 + "…"
     assert clip("字" * 36, keep_end=True) == "…" + "字" * 34
     assert clip("abcdef", 3) == "ab…"
+
+
+def test_names_are_cut_between_characters_and_never_inside_a_bracket() -> None:
+    assert clip("欧阳" + "某" * 40 + "（网格员）", 12) == "欧阳某某某某…（网格员）"
+    assert clip("张三（网格员很长很长很长很长很长）", 6) == "张三…"
+    assert clip("李四（女儿）" + "王" * 40, 10) == "李四（女儿）王王王…"
+    # a combined character (e + combining acute) is kept whole
+    assert clip("Ame\u0301lie Dupont", 4) == "Am…"
+    title = clip_utf8("解放碑街道民族路社区居家养老服务站（站点值班）的警报已有人处理", 60)
+    assert len(title.encode()) <= 60 and title.endswith("…")
+    assert title.count("（") == title.count("）")

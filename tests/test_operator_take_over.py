@@ -4,7 +4,6 @@ should, and a false alarm without a reason is refused."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +15,7 @@ from harness.services import await_until, free_port
 from operator_api.app import run as run_operator_api
 from operator_api.tokens import create_token
 from tests.fake_provider_server import RunningFakeProviders, link_in_sms, running_fake_providers
-from tests.support.ack import path_of, running_ack_app
+from tests.support.ack import path_of, running_ack_app, running_server
 from tests.support.notifier import (
     FAMILY_1_PHONE,
     FAR_STAFFED,
@@ -34,31 +33,23 @@ from tests.support.notifier import (
 
 @contextlib.asynccontextmanager
 async def operator_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    port = free_port()
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        run_operator_api(settings.model_copy(update={"operator_port": port}), stop)
-    )
+    """The operator API on a free port, with an operator's token for every request."""
+    api_settings = settings.model_copy(update={"operator_port": free_port()})
     token = create_token(settings.database_url, "operator", "op1", "*")
-    headers = {"authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=10
-    ) as http:
-
-        async def up() -> bool:
-            if task.done():
-                task.result()
-            try:
-                return (await http.get("/api/alerts")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        try:
-            await await_until(up, 15, "operator API listening")
-            yield http
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
+    async with (
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{api_settings.operator_port}",
+            headers={"authorization": f"Bearer {token}"},
+            timeout=10,
+        ) as http,
+        running_server(
+            lambda stop: run_operator_api(api_settings, stop),
+            http,
+            "/api/alerts",
+            "operator API listening",
+        ),
+    ):
+        yield http
 
 
 def sent(dsn: str, alert_id: str, purpose: str) -> int:
