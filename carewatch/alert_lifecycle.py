@@ -15,10 +15,13 @@ from typing import Literal
 
 from carewatch.messages import AlertStatus
 
-Action = Literal["confirm", "cancel", "acknowledge", "arrive", "resolve", "false_alarm", "reopen"]
+Action = Literal[
+    "confirm", "cancel", "acknowledge", "arrive", "join", "resolve", "false_alarm", "reopen"
+]
 
 # (from status, action) -> new status. 'arrive' keeps the alert acknowledged but is
-# recorded in the timeline ("已到达").
+# recorded in the timeline ("已到达"); so does 'join' (我也前往: someone else has it and
+# this person goes too).
 _TRANSITIONS: dict[tuple[AlertStatus, Action], AlertStatus] = {
     ("pending", "confirm"): "open",
     ("pending", "cancel"): "cancelled",
@@ -29,6 +32,7 @@ _TRANSITIONS: dict[tuple[AlertStatus, Action], AlertStatus] = {
     ("open", "false_alarm"): "false_alarm",
     ("acknowledged", "acknowledge"): "acknowledged",
     ("acknowledged", "arrive"): "acknowledged",
+    ("acknowledged", "join"): "acknowledged",
     ("acknowledged", "resolve"): "resolved",
     ("acknowledged", "false_alarm"): "false_alarm",
     # a person closed it too early (or it flared up again): it is theirs again, handled,

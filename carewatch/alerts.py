@@ -36,6 +36,7 @@ TIMELINE_ACTION: dict[Action, str] = {
     "cancel": "cancelled",
     "acknowledge": "acknowledged",
     "arrive": "arrived",
+    "join": "joined",
     "resolve": "resolved",
     "false_alarm": "false_alarm",
     "reopen": "reopened",
@@ -69,6 +70,8 @@ class Alert:
     # when the server opened the alert (the rules engine's clock, moments after it
     # received the event); None when not known
     opened_ms: int | None = None
+    # when the first acknowledgement was made (alerts.acknowledged_at); None before
+    acknowledged_ms: int | None = None
 
     def event_time_ms(self, max_skew_s: float) -> int:
         """When it happened, to tell people: see `event_time_ms`."""
@@ -112,7 +115,7 @@ def after(alert: Alert, change: AlertChange) -> Alert:
 
 _SELECT = (
     "SELECT id::text AS id, elder_id, device_id, kind, severity, status, device_time,"
-    " version, acknowledged_by, opened_at FROM alerts WHERE id = %s"
+    " version, acknowledged_by, opened_at, acknowledged_at FROM alerts WHERE id = %s"
 )
 # NO KEY UPDATE: serialises status changes without blocking the foreign-key checks of
 # concurrent inserts into alert_events and notifications (a sender recording a delivery)
@@ -133,6 +136,9 @@ def from_row(row: Mapping[str, Any]) -> Alert:
         version=int(row["version"]),
         acknowledged_by=row["acknowledged_by"],
         opened_ms=None if row.get("opened_at") is None else _ms(row["opened_at"]),
+        acknowledged_ms=(
+            None if row.get("acknowledged_at") is None else _ms(row["acknowledged_at"])
+        ),
     )
 
 
@@ -210,15 +216,24 @@ async def transition(
     source: str,
     details: Mapping[str, object] | None = None,
     confidence: float | None = None,
+    handler: str | None = None,
 ) -> AlertChange | None:
     """Apply `action` to `alert` (read under its row lock): the lifecycle decides the new
     status (TransitionError, nothing written, when the action is not allowed). The
     timeline gets the action in any case; when the status changes, the row is stamped
     (confirmed_at, the first acknowledgement, closed_at), the version goes up by one and
     the AlertChange is written to the outbox under `source` and returned. An action that
-    leaves the status as it was (a second acknowledgement, 'arrived') returns None."""
+    leaves the status as it was (a second acknowledgement, 'arrived') returns None.
+
+    The first acknowledgement wins: the row lock orders concurrent ones, the first moves
+    the alert to 'acknowledged' and names its handler (`handler`, by default the actor:
+    an operator dispatching someone names that person), and every later one finds it
+    acknowledged, changes nothing and is recorded with who already has it
+    (`handled_by`): see `first_acknowledgement`."""
     status = next_status(alert.status, action)
     entry: dict[str, object] = {"from": alert.status, "to": status, **(details or {})}
+    if action == "acknowledge" and alert.status == "acknowledged":
+        entry["handled_by"] = alert.acknowledged_by
     version = None
     if status != alert.status:
         row = await _returning(
@@ -241,7 +256,7 @@ async def transition(
                 "closed": status in CLOSED_STATUSES,
                 "reopen": action == "reopen",
                 "now": _at(at_ms),
-                "actor": actor,
+                "actor": handler or actor,
                 "id": alert.id,
             },
         )
@@ -250,6 +265,47 @@ async def transition(
     if version is None:
         return None
     return await _publish(db, alert, status, version, actor, at_ms, source)
+
+
+def first_acknowledgement(after: Alert, actor: str) -> bool:
+    """Whether `actor`'s acknowledgement, applied by `transition`, is the one that counts:
+    the alert (as read after it, in the same transaction) names them as its handler."""
+    return after.status == "acknowledged" and after.acknowledged_by == actor
+
+
+async def status_entry(
+    conn: AsyncConnection[Any], alert_id: str, status: AlertStatus
+) -> tuple[str, dict[str, Any]] | None:
+    """The actor and details of the timeline entry that moved the alert into `status`
+    (what an operator said with it: a note, whom they dispatched, why it was a false
+    alarm); None when it never was."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT actor, details FROM alert_events WHERE alert_id = %s"
+            " AND details->>'to' = %s AND details->>'from' IS DISTINCT FROM details->>'to'"
+            " ORDER BY at DESC, id DESC LIMIT 1",
+            (alert_id, status),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    return str(row["actor"]), dict(row["details"] or {})
+
+
+async def operator_notes(
+    conn: AsyncConnection[Any], alert_id: str, viewer: str | None
+) -> list[str]:
+    """The notes operators left with a take-over or a dispatch for `viewer` (an actor,
+    'grid_worker:GW1'): those meant for everyone (`note_for` 'all') and those meant for
+    them (the person dispatched), oldest first."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT details->>'note' AS note FROM alert_events WHERE alert_id = %s"
+            " AND coalesce(details->>'note', '') <> ''"
+            " AND details->>'note_for' IN ('all', %s) ORDER BY at, id",
+            (alert_id, viewer or ""),
+        )
+        return [str(r["note"]) for r in await cur.fetchall()]
 
 
 async def renotify(

@@ -1,9 +1,11 @@
 """The ack web app: the phone page behind every signed link, and the actions on it.
 
 GET /ack/{token} shows the alert; POST /ack/{token} (form or JSON field `action`) moves
-it on: 我来处理 (acknowledge), 已到达 (arrive), 误报 (false_alarm), 已解决 (resolve).
-A link is honoured only with a valid, unexpired signature, and each link performs each
-action once. `/a/{code}` (the short link in an SMS) is the same page and the same actions:
+it on: 我来处理 (acknowledge), 我也前往 (join), 已到达 (arrive), 已到达并处理 / 已送医
+(resolve, with its outcome), 误报 (false_alarm: asks for confirmation and a reason
+first). The first acknowledgement wins; whoever comes later is shown who has it and
+when, with 我也前往 and a call button. A link is honoured only with a valid, unexpired
+signature, and each link performs each action once. `/a/{code}` (the short link in an SMS) is the same page and the same actions:
 the code is looked up in `ack_short_links` and its token then goes through exactly the
 checks of `/ack/{token}`; an unknown code is refused like a forged link. The status
 change (carewatch.alerts.transition: row, timeline, outbox) and the notifier's reaction
@@ -46,8 +48,8 @@ from carewatch.metrics import ALERTS, serve_metrics
 from carewatch.settings import Settings
 from notifier import ack_links, short_links, targets, timeline
 from notifier.ack_links import AckClaim, AckLinkError
-from notifier.channels.templates import kind_label
-from notifier.escalation import handler_display, load_alert, mark_handled, on_acknowledged_or_closed
+from notifier.channels.templates import alarm_name, kind_label
+from notifier.escalation import load_alert, mark_handled, on_acknowledged_or_closed
 from notifier.metrics import ACK_REJECTS, ACKS
 from notifier.outbox import Claimed
 from notifier.sql import Conn
@@ -55,19 +57,45 @@ from notifier.worker import NotifierParts, notifier_parts
 
 log = logging.getLogger(__name__)
 
-# The page's buttons, in order: action -> label.
-BUTTONS: dict[Action, str] = {
+# What a page can ask for: the form's `action` -> the lifecycle action it carries out.
+# 'hospital' is a resolve whose outcome is 送医.
+PAGE_ACTIONS: dict[str, Action] = {
+    "acknowledge": "acknowledge",
+    "join": "join",
+    "arrive": "arrive",
+    "false_alarm": "false_alarm",
+    "resolve": "resolve",
+    "hospital": "resolve",
+}
+BUTTON_LABELS: dict[str, str] = {
     "acknowledge": "我来处理",
+    "join": "我也前往",
     "arrive": "已到达",
+    "resolve": "已到达并处理",
+    "hospital": "已送医",
     "false_alarm": "误报",
-    "resolve": "已解决",
 }
-DONE_TEXT: dict[Action, str] = {
+# Which buttons the page offers: to anyone while nobody has it, to its handler once
+# acknowledged; someone else who opens it then is offered to go too, or to call them.
+OPEN_BUTTONS = ("acknowledge", "arrive", "resolve", "hospital", "false_alarm")
+HANDLER_BUTTONS = ("arrive", "resolve", "hospital", "false_alarm")
+OTHERS_BUTTONS = ("join",)
+# How a resolve ended (timeline details `outcome`), from the page's action.
+RESOLVE_OUTCOMES = {"resolve": "handled", "hospital": "hospital"}
+DONE_TEXT: dict[str, str] = {
     "acknowledge": "已确认由您处理，其他联系人将收到通知。",
+    "join": "已记录您也在前往。",
     "arrive": "已记录您到达现场。",
-    "false_alarm": "已标记为误报，警报结束。",
-    "resolve": "已标记为解决，警报结束。",
+    "false_alarm": "已按误报结束警报，已告知其他联系人。",
+    "resolve": "已记录处理完毕，警报结束。",
+    "hospital": "已记录送医，警报结束。",
 }
+# Why an alert was a false alarm: offered on the confirmation page; 其他 needs words.
+FALSE_ALARM_REASONS = ("老人误按", "设备误报", "其他")
+REASON_MAX_CHARS = 100
+CONFIRM_FALSE_ALARM_TEXT = "确认这是误报吗？确认后警报结束，家属会收到误报的原因。"
+REASON_REQUIRED_TEXT = "请选择或填写误报原因。"
+REASON_REQUIRED_EN = "A false alarm needs a reason (field 'reason')."
 LINK_REJECT_TEXT: dict[str, str] = {
     "malformed": "链接不完整或格式错误，请使用短信或企业微信中的完整链接。",
     "bad_signature": "链接无效，无法核实您的身份。",
@@ -89,6 +117,7 @@ def _template(name: str) -> Template:
 
 PAGE = _template("ack_page.html")
 MESSAGE = _template("ack_message.html")
+CONFIRM = _template("ack_confirm.html")
 
 # --- HTTP hardening of the pages --------------------------------------------------------
 # The pages' only resources are their own <style> blocks, allowed by hash; they may not
@@ -97,7 +126,7 @@ _STYLE_HASHES = " ".join(
     "'sha256-"
     + base64.b64encode(hashlib.sha256(style.encode("utf-8")).digest()).decode("ascii")
     + "'"
-    for template in (PAGE, MESSAGE)
+    for template in (PAGE, MESSAGE, CONFIRM)
     for style in re.findall(r"<style>(.*?)</style>", template.template, re.S)
 )
 # An ack form is an action, a reason and a note: a few hundred bytes.
@@ -156,6 +185,8 @@ class AckResult:
     alert: Alert  # after the action
     change: AlertChange | None  # when the status changed: in the outbox, to be published
     notifications: list[Claimed]  # leased to this process's sender: it sends them
+    # an acknowledgement that came second: someone else already has the alert
+    beaten: bool = False
 
 
 # --- the transaction -------------------------------------------------------------------
@@ -168,8 +199,12 @@ async def apply_action(
     action: Action,
     now_ms: int,
     lease_until_ms: int,
+    details: dict[str, object] | None = None,
 ) -> AckResult:
-    """Carry out `action` for the link's recipient; call inside a transaction."""
+    """Carry out `action` for the link's recipient; call inside a transaction. `details`
+    (a false alarm's reason, a resolve's outcome) go into the timeline entry, where the
+    closing messages read them. The alert row lock orders concurrent acknowledgements:
+    the first wins, a later one is `beaten` and changes nothing."""
     cur = await conn.execute(
         "INSERT INTO ack_uses (token_id, action, used_at) VALUES (%s, %s, %s)"
         " ON CONFLICT DO NOTHING RETURNING token_id",
@@ -181,9 +216,12 @@ async def apply_action(
     if alert is None:
         raise LookupError(claim.alert_id)
     source = f"ack:{claim.token_id}:{action}"
-    change = await alerts.transition(conn, alert, action, claim.actor, now_ms, source=source)
+    change = await alerts.transition(
+        conn, alert, action, claim.actor, now_ms, source=source, details=details
+    )
     after = await load_alert(conn, alert.id)
     assert after is not None
+    beaten = action == "acknowledge" and not alerts.first_acknowledgement(after, claim.actor)
     queued: list[Claimed] = []
     # the notifier's reaction to the change, done here so the 'handled' messages leave
     # with the commit; marked handled, so the notifier skips the change when it arrives
@@ -191,7 +229,7 @@ async def apply_action(
         queued = await on_acknowledged_or_closed(
             conn, settings, after, change, now_ms, lease_until_ms
         )
-    return AckResult(after, change, queued)
+    return AckResult(after, change, queued, beaten)
 
 
 # --- rendering -------------------------------------------------------------------------
@@ -202,38 +240,128 @@ def _message_page(title: str, text: str, status_code: int) -> HTMLResponse:
     return HTMLResponse(body, status_code=status_code)
 
 
-async def _alert_page(
-    conn: Conn, settings: Settings, alert: Alert, notice: str | None, error: bool
-) -> str:
-    elder = await targets.load_elder(conn, alert.elder_id)
-    handler = (
-        await handler_display(conn, alert.acknowledged_by) if alert.acknowledged_by else "暂无"
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """Who has the alert, as the page shows them."""
+
+    actor: str
+    display: str  # "张三（网格员）"
+    phone: str | None
+    at: str  # HH:MM of the acknowledgement, local time
+
+
+async def _handler(conn: Conn, settings: Settings, alert: Alert) -> Handler | None:
+    if alert.acknowledged_by is None:
+        return None
+    kind, _, rid = alert.acknowledged_by.partition(":")
+    found = await targets.load_recipient(conn, kind, rid)
+    at_ms = alert.acknowledged_ms if alert.acknowledged_ms is not None else alert.device_time_ms
+    return Handler(
+        alert.acknowledged_by,
+        found.display if found else "值班人员",
+        found.phone if found else None,
+        targets.local_time(at_ms, settings.timezone).strftime("%H:%M"),
     )
+
+
+def handled_by_text(handler: Handler) -> str:
+    """What someone who did not get the alert is told: 已由张三（网格员）处理（03:12）."""
+    return f"已由{handler.display}处理（{handler.at}）"
+
+
+def _buttons(names: tuple[str, ...]) -> str:
+    return "".join(
+        f'<button class="{n}" name="action" value="{n}">{BUTTON_LABELS[n]}</button>' for n in names
+    )
+
+
+def _call_link(handler: Handler) -> str:
+    if not handler.phone:
+        return ""
+    tel = re.sub(r"[^0-9+]", "", handler.phone)
+    return f'<a class="call" href="tel:{html.escape(tel)}">联系{html.escape(handler.display)}</a>'
+
+
+async def _alert_page(
+    conn: Conn,
+    settings: Settings,
+    alert: Alert,
+    notice: str | None,
+    error: bool,
+    viewer: str | None = None,
+) -> str:
+    """The alert as `viewer` (the link's actor) sees it: while nobody has it, every
+    action; once acknowledged, its handler their next steps and anyone else who has it
+    and when, with 我也前往 and a call button, never a "由您处理" that is not theirs."""
+    elder = await targets.load_elder(conn, alert.elder_id)
+    handler = await _handler(conn, settings, alert)
     at_ms = alert.event_time_ms(settings.device_clock_max_skew_s)  # a wrong device clock
     when = targets.local_time(at_ms, settings.timezone).strftime("%m月%d日 %H:%M")
+    notices: list[tuple[str, bool]] = [(notice, error)] if notice else []
     if alert.status in CLOSED_STATUSES:
         actions = '<p class="notice">此警报已结束，无需操作。</p>'
+    elif handler is None:
+        actions = f'<form method="post">{_buttons(OPEN_BUTTONS)}</form>'
+    elif handler.actor == viewer:
+        actions = f'<form method="post">{_buttons(HANDLER_BUTTONS)}</form>'
     else:
-        buttons = "".join(
-            f'<button class="{a}" name="action" value="{a}">{label}</button>'
-            for a, label in BUTTONS.items()
-        )
-        actions = f'<form method="post">{buttons}</form>'
-    notice_html = ""
-    if notice:
-        css = "notice error" if error else "notice"
-        notice_html = f'<p class="{css}">{html.escape(notice)}</p>'
+        if notice is None or error:
+            notices.append((handled_by_text(handler), False))
+        actions = f'<form method="post">{_buttons(OTHERS_BUTTONS)}</form>{_call_link(handler)}'
+    notice_html = "".join(
+        f'<p class="{"notice error" if err else "notice"}">{html.escape(text)}</p>'
+        for text, err in notices
+    )
+    notes = await _notes_for(conn, alert.id, viewer)
+    notes_html = "".join(f'<p class="note">值班人员留言：{html.escape(n)}</p>' for n in notes)
     return PAGE.substitute(
-        title=html.escape(f"{kind_label(alert.kind)}警报"),
-        notice=notice_html,
+        title=html.escape(alarm_name(kind_label(alert.kind))),
+        notice=notice_html + notes_html,
         elder_name=html.escape(elder.name if elder else alert.elder_id),
         kind_label=html.escape(kind_label(alert.kind)),
         time=html.escape(when),
         address=html.escape(elder.address if elder else ""),
         status_label=html.escape(STATUS_LABELS.get(alert.status, alert.status)),
-        handler=html.escape(handler),
+        handler=html.escape(handler.display if handler else "暂无"),
         actions=actions,
     )
+
+
+async def _notes_for(conn: Conn, alert_id: str, viewer: str | None) -> list[str]:
+    """Operators' notes meant for this viewer (everyone, or the person dispatched)."""
+    return await alerts.operator_notes(conn, alert_id, viewer)
+
+
+def _false_alarm_page(alert_kind: str, error: bool) -> str:
+    """Ask before closing an alert as a false alarm, and why (nothing is written yet)."""
+    radios = "".join(
+        f'<label><input type="radio" name="reason" value="{r}"> {r}</label>'
+        for r in FALSE_ALARM_REASONS
+    )
+    text = REASON_REQUIRED_TEXT if error else CONFIRM_FALSE_ALARM_TEXT
+    form = (
+        '<form method="post"><input type="hidden" name="action" value="false_alarm">'
+        '<input type="hidden" name="confirm" value="1">'
+        f"<fieldset><legend>误报原因</legend>{radios}"
+        '<input type="text" name="reason_text" maxlength="100" placeholder="其他原因（选填）">'
+        '</fieldset><button class="false_alarm">确认误报</button></form>'
+        '<a class="back" href="">返回，不是误报</a>'
+    )
+    css = "notice error" if error else "notice"
+    return CONFIRM.substitute(
+        title=html.escape(f"{alarm_name(kind_label(alert_kind))}：确认误报"),
+        notice=f'<p class="{css}">{html.escape(text)}</p>',
+        form=form,
+    )
+
+
+def false_alarm_reason(fields: dict[str, str]) -> str | None:
+    """The reason given for a false alarm: the words typed, else the option chosen
+    (其他 alone says nothing); None when there is none."""
+    typed = " ".join(fields.get("reason_text", "").split())
+    chosen = fields.get("reason", "").strip()
+    reason = typed or ("" if chosen == "其他" else " ".join(chosen.split()))
+    return reason[:REASON_MAX_CHARS] or None
 
 
 def _wants_json(request: Request) -> bool:
@@ -242,16 +370,19 @@ def _wants_json(request: Request) -> bool:
     )
 
 
-async def _read_action(request: Request) -> str:
+async def _read_form(request: Request) -> dict[str, str]:
+    """The posted fields (form or JSON object), as strings; {} when unreadable."""
     body = await request.body()
     if "json" in request.headers.get("content-type", ""):
         try:
             data: Any = json.loads(body or b"{}")
         except (ValueError, RecursionError):  # deep nesting exhausts the parser: a 400, not a 500
-            return ""
-        return str(data.get("action", "")) if isinstance(data, dict) else ""
-    values = parse_qs(body.decode("utf-8", errors="replace")).get("action", [""])
-    return values[0]
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): str(v) for k, v in data.items() if isinstance(v, str | int)}
+    values = parse_qs(body.decode("utf-8", errors="replace"))
+    return {k: v[0] for k, v in values.items() if v}
 
 
 # --- the app ---------------------------------------------------------------------------
@@ -335,7 +466,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             alert = await load_alert(conn, claim.alert_id)
             if alert is None:
                 return _message_page("无法处理", NOT_FOUND_TEXT, 404)
-            return HTMLResponse(await _alert_page(conn, settings, alert, None, False))
+            page = await _alert_page(conn, settings, alert, None, False, claim.actor)
+            return HTMLResponse(page)
 
     @app.post("/ack/{token}")
     async def act(token: str, request: Request) -> Response:
@@ -344,15 +476,44 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         claim = verify(token)
         if isinstance(claim, AckLinkError):
             return reject(request, claim.reason, LINK_REJECT_TEXT[claim.reason], 403)
-        action = await _read_action(request)
-        if action not in BUTTONS:
+        fields = await _read_form(request)
+        page_action = fields.get("action", "")
+        if page_action not in PAGE_ACTIONS:
             return reject(request, "unknown_action", UNKNOWN_ACTION_TEXT, 400)
-        act_as: Action = action
+        act_as: Action = PAGE_ACTIONS[page_action]
+        details: dict[str, object] = {}
+        if act_as == "false_alarm":
+            reason = false_alarm_reason(fields)
+            if _wants_json(request):
+                if reason is None:
+                    ACK_REJECTS.labels("reason_required").inc()
+                    return JSONResponse(
+                        {
+                            "error": "reason_required",
+                            "message": REASON_REQUIRED_TEXT,
+                            "message_en": REASON_REQUIRED_EN,
+                        },
+                        status_code=422,
+                    )
+            elif fields.get("confirm") != "1" or reason is None:
+                # the button asks first: confirm, and say why (nothing is written yet)
+                asked = fields.get("confirm") == "1"
+                kind = await _kind_of(claim.alert_id)
+                if kind is None:
+                    return reject(request, "unknown_alert", NOT_FOUND_TEXT, 404)
+                return HTMLResponse(
+                    _false_alarm_page(kind, asked), status_code=422 if asked else 200
+                )
+            details["reason"] = reason
+        elif act_as == "resolve":
+            details["outcome"] = RESOLVE_OUTCOMES[page_action]
         now = clock.now_ms()
         try:
             async with parts().pool.connection() as conn, conn.transaction():
                 lease_until_ms = parts().sender.lease_until_ms()
-                result = await apply_action(conn, settings, claim, act_as, now, lease_until_ms)
+                result = await apply_action(
+                    conn, settings, claim, act_as, now, lease_until_ms, details or None
+                )
         except Replay:
             return reject(request, "replay", REPLAY_TEXT, 409)
         except TransitionError as exc:
@@ -376,15 +537,35 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             ALERTS.labels(result.alert.kind, result.alert.status).inc()
         log.info(
             "ack action",
-            extra={"alert_id": claim.alert_id, "action": act_as, "actor": claim.actor},
+            extra={
+                "alert_id": claim.alert_id,
+                "action": act_as,
+                "actor": claim.actor,
+                "beaten": result.beaten,
+            },
         )
-        if _wants_json(request):
-            return JSONResponse(
-                {"ok": True, "status": result.alert.status, "message": DONE_TEXT[act_as]}
-            )
         async with parts().pool.connection() as conn:
-            page = await _alert_page(conn, settings, result.alert, DONE_TEXT[act_as], False)
+            handler = await _handler(conn, settings, result.alert)
+            done = DONE_TEXT[page_action]
+            if result.beaten and handler is not None:
+                done = handled_by_text(handler)
+            if _wants_json(request):
+                return JSONResponse(
+                    {
+                        "ok": True,
+                        "status": result.alert.status,
+                        "message": done,
+                        "handled_by_you": handler is not None and handler.actor == claim.actor,
+                        "handler": handler.display if handler else None,
+                    }
+                )
+            page = await _alert_page(conn, settings, result.alert, done, False, claim.actor)
         return HTMLResponse(page)
+
+    async def _kind_of(alert_id: str) -> str | None:
+        async with parts().pool.connection() as conn:
+            alert = await load_alert(conn, alert_id)
+        return alert.kind if alert else None
 
     return app
 

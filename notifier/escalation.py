@@ -130,9 +130,10 @@ async def enqueue_follow_ups(
     handler: str | None = None,
     exclude: tuple[str, str] | None = None,
     lease_until_ms: int,
+    extra: dict[str, str] | None = None,
 ) -> list[Claimed]:
     """Tell the people already reached that someone is handling it ('handled': plus the
-    elder's wristband) or that it is over ('closed')."""
+    elder's wristband) or that it is over ('closed'); `extra` params go into each text."""
     elder = await targets.load_elder(conn, alert.elder_id)
     if elder is None:
         return []
@@ -162,7 +163,8 @@ async def enqueue_follow_ups(
             n.channel,
             n.recipient,
             n.address,
-            message_params(settings, alert, elder, n.recipient, purpose, now_ms, handler),
+            message_params(settings, alert, elder, n.recipient, purpose, now_ms, handler)
+            | (extra or {}),
         )
         for n in reached
         if (n.recipient.kind, n.recipient.id) != exclude
@@ -185,6 +187,22 @@ async def enqueue_follow_ups(
         at_ms=now_ms,
     )
     return queued
+
+
+async def reached_in_round(conn: Conn, alert_id: str, round_: int) -> set[tuple[str, str, str]]:
+    """(recipient kind, id, channel) sent this alert in escalation round `round_` (rows
+    cancelled before any attempt reached nobody). The round is in the idempotency key
+    (notifier.outbox.NewNotification): 'r{n}:' from the second round on."""
+    found = await sql.rows(
+        conn,
+        "SELECT DISTINCT recipient_kind, recipient_id, channel FROM notifications"
+        " WHERE alert_id = %(id)s AND purpose = 'alert'"
+        " AND (status <> 'cancelled' OR sent_at IS NOT NULL)"
+        " AND CASE WHEN %(round)s = 0 THEN split_part(idempotency_key, ':', 2) NOT LIKE 'r%%'"
+        " ELSE split_part(idempotency_key, ':', 2) = 'r' || %(round)s END",
+        {"id": alert_id, "round": round_},
+    )
+    return {(r["recipient_kind"], r["recipient_id"], r["channel"]) for r in found}
 
 
 async def handler_display(conn: Conn, actor: str | None) -> str:
@@ -228,6 +246,89 @@ async def watch_handler(conn: Conn, settings: Settings, alert: Alert, now_ms: in
     )
 
 
+# Escalation step number of the message that sends a dispatched person to the alert (its
+# own number: they may have had the step-0 alert already, and are sent again).
+DISPATCH_STEP = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Handling:
+    """How an acknowledgement was made, as the 'handled' messages tell it: who has the
+    alert, whether an operator sent them, whether the others are to stay away, and the
+    operator's note for everyone (notes for the dispatched person alone reach them on
+    their ack page and WeCom card)."""
+
+    handler_actor: str
+    handler: str  # "张三（网格员）", "值班人员"
+    dispatched: bool
+    stand_down: bool
+    note: str
+
+
+async def handling_of(conn: Conn, alert: Alert, change: AlertChange) -> Handling:
+    """Read from the alert (its handler) and the timeline entry that acknowledged it (what
+    the operator said with it: carewatch.alerts.status_entry)."""
+    entry = await alerts.status_entry(conn, alert.id, "acknowledged")
+    details = entry[1] if entry else {}
+    actor = alert.acknowledged_by or change.actor or ""
+    mode = details.get("mode")
+    return Handling(
+        actor,
+        await handler_display(conn, actor),
+        mode == "dispatch",
+        # a person who acknowledged tells the others they need not come (as always);
+        # an operator who takes over or dispatches does so only when they say so
+        bool(details.get("stand_down")) if mode in ("take_over", "dispatch") else True,
+        str(details.get("note") or "") if details.get("note_for") == "all" else "",
+    )
+
+
+async def closing_outcome(conn: Conn, alert: Alert) -> str:
+    """How the alert ended, for the closing messages: 误报（reason）, 已到达并处理, 已送医."""
+    entry = await alerts.status_entry(conn, alert.id, alert.status)
+    details = entry[1] if entry else {}
+    if alert.status == "false_alarm":
+        reason = str(details.get("reason") or details.get("note") or "").strip()
+        return f"误报：{reason}" if reason else "误报"
+    return CLOSING_OUTCOMES.get(str(details.get("outcome")), "")
+
+
+CLOSING_OUTCOMES = {"handled": "已到达并处理", "hospital": "已送医"}
+
+
+async def enqueue_dispatch(
+    conn: Conn,
+    settings: Settings,
+    alert: Alert,
+    person: Recipient,
+    note: str,
+    now_ms: int,
+    lease_until_ms: int,
+) -> list[Claimed]:
+    """Send the dispatched person the alert with their own ack link (SMS, WeCom) and the
+    operator's note (WeCom card; their ack page shows it too)."""
+    elder = await targets.load_elder(conn, alert.elder_id)
+    if elder is None:
+        return []
+    params = message_params(settings, alert, elder, person, "alert", now_ms)
+    if note:
+        params["note"] = note
+    items = [
+        NewNotification(alert.id, DISPATCH_STEP, "alert", channel, person, address, params)
+        for channel in ("sms", "wecom")
+        if (address := person.address(channel))
+    ]
+    queued = await outbox.enqueue_leased(conn, alert, items, lease_until_ms, now_ms=now_ms)
+    await timeline.append(
+        conn,
+        alert.id,
+        "dispatch_enqueued",
+        {"recipient": f"{person.kind}:{person.id}", "notifications": len(queued)},
+        at_ms=now_ms,
+    )
+    return queued
+
+
 async def on_acknowledged_or_closed(
     conn: Conn,
     settings: Settings,
@@ -238,8 +339,9 @@ async def on_acknowledged_or_closed(
 ) -> list[Claimed]:
     """What an acknowledged or closed alert means for the notifier, in the caller's
     transaction: the escalation stops; on acknowledgement everyone already reached (and
-    the wristband) is told who is handling it, the acknowledger excepted; on closing,
-    pending notifications are cancelled and those reached are told it is over.
+    the wristband) is told who is handling it, the handler excepted (a person an
+    operator dispatched is sent the alert with their own link instead); on closing,
+    pending notifications are cancelled and those reached are told how it ended.
 
     One path for every acknowledgement: the Escalator runs it when the change arrives on
     the alerts stream (the operator API, the rules engine), the ack app inside the
@@ -249,18 +351,28 @@ async def on_acknowledged_or_closed(
         await stop_escalation(conn, alert.id, f"acknowledged by {change.actor}", now_ms)
         if alert.status == "acknowledged":
             await watch_handler(conn, settings, alert, now_ms)
-        handler = await handler_display(conn, change.actor)
-        kind, _, rid = (change.actor or "").partition(":")
-        return await enqueue_follow_ups(
+        handling = await handling_of(conn, alert, change)
+        kind, _, rid = handling.handler_actor.partition(":")
+        queued = await enqueue_follow_ups(
             conn,
             settings,
             alert,
             "handled",
             now_ms,
-            handler=handler,
+            handler=handling.handler,
             exclude=(kind, rid),
             lease_until_ms=lease_until_ms,
+            extra=handled_params(handling),
         )
+        person = await targets.load_recipient(conn, kind, rid) if handling.dispatched else None
+        if person is not None:
+            entry = await alerts.status_entry(conn, alert.id, "acknowledged")
+            details = entry[1] if entry else {}
+            note = str(details.get("note") or "")
+            queued += await enqueue_dispatch(
+                conn, settings, alert, person, note, now_ms, lease_until_ms
+            )
+        return queued
     await stop_escalation(conn, alert.id, change.status, now_ms)
     await conn.execute(  # nobody is waited for any more (notifier.handler_watch)
         "UPDATE escalations SET presses_seen = NULL, handler_check_at = NULL WHERE alert_id = %s",
@@ -271,8 +383,15 @@ async def on_acknowledged_or_closed(
         await timeline.append(
             conn, alert.id, "notifications_cancelled", {"count": cancelled}, at_ms=now_ms
         )
+    outcome = await closing_outcome(conn, alert)
     return await enqueue_follow_ups(
-        conn, settings, alert, "closed", now_ms, lease_until_ms=lease_until_ms
+        conn,
+        settings,
+        alert,
+        "closed",
+        now_ms,
+        lease_until_ms=lease_until_ms,
+        extra={"outcome": outcome} if outcome else None,
     )
 
 
@@ -290,6 +409,17 @@ async def policy_of(
             return named
     profile = elder.care_profile if elder else None
     return select_policy(imported, alert.severity, district, profile)
+
+
+def handled_params(handling: Handling) -> dict[str, str]:
+    """What the 'handled' texts need beyond the handler: how it was handled (channels'
+    templates: notifier.channels.templates) and what the others are told to do."""
+    params = {"handled_as": "dispatch" if handling.dispatched else "self"}
+    if not handling.stand_down:
+        params["stand_down"] = "no"
+    if handling.note:
+        params["note"] = handling.note
+    return params
 
 
 # --- the escalation loop -----------------------------------------------------------------
@@ -427,17 +557,28 @@ class Escalator(NotifierLoop):
                 quiet_end=s.voice_quiet_end,
             )
             prefs = await duty_db.load_preferences(conn, [r.phone for r in recipients if r.phone])
+            # a step after the first skips who an earlier step of this round already
+            # reached on that channel (the first family contact is in steps 0 and 1); a
+            # repeat of the last step reaches everyone again, as it is meant to
+            # (but such a step is still waited out: it is skipped only when it reaches
+            # nobody at all)
+            reached = set() if plan.repeat else await reached_in_round(conn, alert.id, round_)
+            reachable = [
+                (r, channel, address)
+                for r in recipients
+                for channel in allowed_channels(channels, alert.severity, r.phone, prefs)
+                if (address := r.address(channel))
+            ]
             items = [
                 NewNotification(
                     alert.id, step, "alert", channel, r, address,
                     message_params(self.settings, alert, elder, r, "alert", now),
                     round_,
                 )
-                for r in recipients
-                for channel in allowed_channels(channels, alert.severity, r.phone, prefs)
-                if (address := r.address(channel))
+                for r, channel, address in reachable
+                if (r.kind, r.id, channel) not in reached
             ]  # fmt: skip
-            if items or plan.next_due_ms is None:
+            if reachable or plan.next_due_ms is None:
                 break
             await timeline.append(
                 conn,

@@ -10,7 +10,13 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from psycopg import AsyncConnection, sql
 
 from carewatch.messages import AlertKind, AlertStatus, Severity
-from operator_api.actions import AlertNotFound, HumanAction, act_and_announce
+from operator_api.actions import (
+    AlertNotFound,
+    Dispatch,
+    HumanAction,
+    act_and_announce,
+    false_alarm_details,
+)
 from operator_api.auth import CurrentPrincipal, Pool
 from operator_api.db import Row, Where, fetch_all, fetch_one, scope_conditions
 from operator_api.labels import kind_label, status_label
@@ -22,8 +28,12 @@ from operator_api.models import (
     AlertEventOut,
     AlertPage,
     AlertSummary,
+    DispatchIn,
     EscalationOut,
+    FalseAlarmIn,
     NotificationOut,
+    ResolveIn,
+    TakeOverIn,
 )
 from operator_api.scope import OutOfScope, Principal
 from operator_api.validation import DistrictFilter, GridFilter, Offset
@@ -162,10 +172,14 @@ async def _act(
     alert_id: UUID,
     action: HumanAction,
     body: ActionIn,
+    details: dict[str, object] | None = None,
+    dispatch: Dispatch | None = None,
 ) -> ActionResult:
     announce = request.app.state.announce
     try:
-        return await act_and_announce(pool, announce, principal, alert_id, action, body.note)
+        return await act_and_announce(
+            pool, announce, principal, alert_id, action, body.note, details, dispatch=dispatch
+        )
     except AlertNotFound:
         raise HTTPException(404, "no such alert") from None
 
@@ -178,8 +192,39 @@ async def acknowledge(
     pool: Pool,
     body: ActionIn | None = None,
 ) -> ActionResult:
-    """Take the alert on: stops its escalation. 409 if the alert is not open."""
+    """Take the alert on (as /take-over without stand_down): stops its escalation; the
+    others are told who has it, not to stay away. 409 unless open/acknowledged."""
     return await _act(request, pool, principal, alert_id, "acknowledge", body or ActionIn())
+
+
+@router.post("/{alert_id}/take-over", response_model=ActionResult)
+async def take_over(
+    alert_id: UUID,
+    request: Request,
+    principal: CurrentPrincipal,
+    pool: Pool,
+    body: TakeOverIn | None = None,
+) -> ActionResult:
+    """The operator takes the alert on: its escalation stops; everyone already told is
+    told who has it and the note; told to stay away only with `stand_down`."""
+    body = body or TakeOverIn()
+    details: dict[str, object] = {"stand_down": body.stand_down}
+    return await _act(request, pool, principal, alert_id, "acknowledge", body, details)
+
+
+@router.post("/{alert_id}/dispatch", response_model=ActionResult)
+async def dispatch(
+    alert_id: UUID,
+    request: Request,
+    principal: CurrentPrincipal,
+    pool: Pool,
+    body: DispatchIn,
+) -> ActionResult:
+    """Send a named person: they handle the alert and are sent it (SMS, WeCom) with their
+    own ack link and the note; the others are told whom the duty officer sent. 409
+    unless open; 422 when the person is not in the registry."""
+    sent = Dispatch(body.kind, body.id, body.note_to, body.stand_down)
+    return await _act(request, pool, principal, alert_id, "acknowledge", body, None, sent)
 
 
 @router.post("/{alert_id}/resolve", response_model=ActionResult)
@@ -188,7 +233,26 @@ async def resolve(
     request: Request,
     principal: CurrentPrincipal,
     pool: Pool,
-    body: ActionIn | None = None,
+    body: ResolveIn | None = None,
 ) -> ActionResult:
-    """Close the alert: stops its escalation and cancels its pending notifications."""
-    return await _act(request, pool, principal, alert_id, "resolve", body or ActionIn())
+    """Close the alert: stops its escalation and cancels its pending notifications; the
+    family is told how it ended (`outcome`)."""
+    body = body or ResolveIn()
+    details: dict[str, object] = {"outcome": body.outcome} if body.outcome else {}
+    return await _act(request, pool, principal, alert_id, "resolve", body, details)
+
+
+@router.post("/{alert_id}/false-alarm", response_model=ActionResult)
+async def false_alarm(
+    alert_id: UUID,
+    request: Request,
+    principal: CurrentPrincipal,
+    pool: Pool,
+    body: FalseAlarmIn,
+) -> ActionResult:
+    """Close the alert as a false alarm; the family is told so, with the reason. 422
+    without a reason."""
+    details: dict[str, object] = {}
+    if body.reason.strip() or body.note.strip():
+        details = false_alarm_details(body.reason or body.note, body.note)
+    return await _act(request, pool, principal, alert_id, "false_alarm", body, details)

@@ -26,6 +26,7 @@ from carewatch.messages import AlertChange
 from carewatch.metrics import serve_metrics
 from carewatch.settings import Settings
 from operator_api import alerts, console, elders, followup, mobile, reports, stations
+from operator_api.actions import PersonNotFound, ReasonRequired
 from operator_api.apidocs import DOCS_CSP, docs_page
 from operator_api.auth import AuthFirst, CurrentPrincipal
 from operator_api.scope import OutOfScope
@@ -87,6 +88,16 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(OutOfScope)
     async def out_of_scope(_request: Request, exc: OutOfScope) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=403)
+
+    @app.exception_handler(ReasonRequired)
+    async def reason_required(_request: Request, exc: ReasonRequired) -> JSONResponse:
+        body = {"detail": exc.message_en, "message": exc.message_zh, "error": "reason_required"}
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(PersonNotFound)
+    async def person_not_found(_request: Request, exc: PersonNotFound) -> JSONResponse:
+        body = {"detail": f"no such person to dispatch: {exc}", "message": "找不到要派遣的人员。"}
+        return JSONResponse(body, status_code=422)
 
     @app.exception_handler(TransitionError)
     async def not_allowed_now(_request: Request, exc: TransitionError) -> JSONResponse:

@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 
 from carewatch.settings import Settings
 from operator_api import console_data, followup
-from operator_api.actions import HumanAction
+from operator_api.actions import FALSE_ALARM_REASONS, HumanAction, false_alarm_details
 from operator_api.apidocs import docs_page
 from operator_api.auth import Pool
 from operator_api.console_map import map_view, tile_source
@@ -104,7 +104,7 @@ Outcome = Literal["arrived_ok", "handled", "hospital", "false_alarm"]
 class ConsoleActionIn(BaseModel):
     note: str = Field("", max_length=500)
     outcome: Outcome | None = None
-    # a false alarm's reason (operator_api.followup.FALSE_ALARM_REASONS): required for 误报
+    # a false alarm's reason (operator_api.FALSE_ALARM_REASONS): required for 误报
     reason: str | None = Field(None, max_length=40)
 
 
@@ -298,7 +298,7 @@ async def me(request: Request, principal: ConsolePrincipal, pool: Pool) -> JSONR
             "grids": grids,
             "outcomes": {code: label for code, (_a, label) in OUTCOMES.items()},
             "call_outcomes": followup.CALL_OUTCOMES,
-            "false_alarm_reasons": followup.FALSE_ALARM_REASONS,
+            "false_alarm_reasons": FALSE_ALARM_REASONS,
             "care_profiles": profiles,
             "device_states": console_data.DEVICE_STATES,
             "reopen_hours": settings.console_reopen_hours,
@@ -397,7 +397,7 @@ async def act(
         lifecycle, label = OUTCOMES[body.outcome]
         details.update(outcome=body.outcome, outcome_label=label)
         if lifecycle == "false_alarm":  # 422 without a reason
-            details.update(followup.false_alarm_details(body.reason, note))
+            details.update(false_alarm_details(body.reason, note))
     elif action == "note":
         if not note:
             raise HTTPException(422, "a note needs text")

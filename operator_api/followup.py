@@ -20,7 +20,12 @@ from pydantic import BaseModel, Field, StringConstraints
 from carewatch import alerts
 from carewatch.clock import Clock, SystemClock
 from operator_api import alerts as alerts_api
-from operator_api.actions import AlertNotFound, Announce, HumanAction, act_and_announce
+from operator_api.actions import (
+    AlertNotFound,
+    Announce,
+    HumanAction,
+    act_and_announce,
+)
 from operator_api.auth import CurrentPrincipal, Pool
 from operator_api.models import ActionResult
 from operator_api.scope import Principal
@@ -35,13 +40,6 @@ CALL_OUTCOMES: dict[str, str] = {
     "wrong_number": "号码错误",
 }
 FalseAlarmReason = Literal["pressed_by_mistake", "device_fault", "elder_fine", "test", "other"]
-FALSE_ALARM_REASONS: dict[str, str] = {
-    "pressed_by_mistake": "误按",
-    "device_fault": "设备故障或误报警",
-    "elder_fine": "已核实老人无事",
-    "test": "测试",
-    "other": "其他",
-}
 REOPENABLE = ("resolved", "false_alarm")
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
@@ -66,11 +64,6 @@ class CallOut(BaseModel):
 
 class NoteIn(BaseModel):
     note: Required = Field(description="free text kept in the timeline")
-
-
-class FalseAlarmIn(BaseModel):
-    reason: FalseAlarmReason = Field(description="why it was no emergency (required)")
-    note: Text = Field("", description="details; required when reason is 'other'")
 
 
 class ReopenIn(BaseModel):
@@ -127,16 +120,6 @@ async def log_call(
     )
 
 
-def false_alarm_details(reason: str | None, note: str) -> dict[str, object]:
-    """The timeline details of a false alarm (pure); 422 without a reason, or with
-    'other' and no text."""
-    if reason not in FALSE_ALARM_REASONS:
-        raise HTTPException(422, "a false alarm needs a reason")
-    if reason == "other" and not note.strip():
-        raise HTTPException(422, "reason 'other' needs a note")
-    return {"false_alarm_reason": reason, "false_alarm_reason_label": FALSE_ALARM_REASONS[reason]}
-
-
 def reopen_refusal(
     status: str, closed_at: datetime | None, now: datetime, within: timedelta
 ) -> str | None:
@@ -185,16 +168,6 @@ async def post_note(
 ) -> ActionResult:
     """A note on the timeline; status and escalation stay as they are."""
     return await act(pool, request.app.state.announce, principal, alert_id, "note", body.note)
-
-
-@router.post("/{alert_id}/false-alarm", response_model=ActionResult)
-async def post_false_alarm(
-    alert_id: UUID, body: FalseAlarmIn, request: Request, principal: CurrentPrincipal, pool: Pool
-) -> ActionResult:
-    """Close the alert as a false alarm, with the reason (422 without)."""
-    details = false_alarm_details(body.reason, body.note)
-    announce = request.app.state.announce
-    return await act(pool, announce, principal, alert_id, "false_alarm", body.note, details)
 
 
 @router.post("/{alert_id}/reopen", response_model=ActionResult)

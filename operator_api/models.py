@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
@@ -93,6 +93,41 @@ class AlertDetail(AlertSummary):
 
 class ActionIn(BaseModel):
     note: str = Field("", max_length=500, description="free text kept in the timeline")
+
+
+class TakeOverIn(ActionIn):
+    """The operator takes the alert on. `note` is passed on to everyone told."""
+
+    stand_down: bool = Field(
+        False, description="tell the others (the grid worker too) that they need not come"
+    )
+
+
+class DispatchIn(ActionIn):
+    """The operator sends a named person; they are sent the alert with their own ack link."""
+
+    kind: Literal["grid_worker", "station", "family", "duty_officer"] = Field(
+        description="who is sent: a grid worker, a station, a family contact (its id), a duty officer"
+    )
+    id: str = Field(min_length=1, max_length=100)
+    note_to: Literal["dispatched", "everyone"] = Field(
+        "dispatched", description="who gets the note: the person sent, or everyone told"
+    )
+    stand_down: bool = Field(False, description="tell the others that they need not come")
+
+
+class ResolveIn(ActionIn):
+    outcome: Literal["handled", "hospital", "arrived_ok"] | None = Field(
+        None,
+        description="how it ended, told to the family: handled (已到达并处理), hospital (已送医),"
+        " arrived_ok (已到达，老人无事)",
+    )
+
+
+class FalseAlarmIn(ActionIn):
+    reason: str = Field(
+        "", max_length=200, description="why it was a false alarm (required: or in `note`)"
+    )
 
 
 class ActionResult(BaseModel):

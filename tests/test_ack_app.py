@@ -68,7 +68,7 @@ async def test_ack_stops_escalation_tells_the_others_and_the_wristband(settings:
         page = await http.get(link)
         assert page.status_code == 200
         assert 'name="viewport"' in page.text and ELDER_NAME in page.text
-        for label in ("我来处理", "已到达", "误报", "已解决", "紧急呼叫", "待处理"):
+        for label in ("我来处理", "已到达", "误报", "已到达并处理", "已送医", "紧急呼叫", "待处理"):
             assert label in page.text
 
         # the grid worker presses 我来处理 (a plain form post, as the page sends it)
@@ -173,7 +173,9 @@ async def test_bad_expired_malformed_and_replayed_links_are_refused(settings: Se
         assert resolved.json()["status"] == "resolved"
         # a closed alert takes no more actions, whoever asks
         other = sign(alert_id, "family", "1", future, secret)
-        late = await http.post(f"/ack/{other}", json={"action": "false_alarm"})
+        late = await http.post(
+            f"/ack/{other}", json={"action": "false_alarm", "reason": "老人误按"}
+        )
         assert late.status_code == 409 and late.json()["error"] == "transition"
         unknown = await http.post(f"/ack/{other}", json={"action": "delete"})
         assert unknown.status_code == 400

@@ -64,12 +64,13 @@ async def test_signed_request_is_accepted_and_recorded(
     assert record["address"] == PHONE
     assert record["template_code"] == fake.settings.aliyun_sms_template_alert
     assert record["params"] == {
-        k: PARAMS[k] for k in ("elder_name", "address", "time", "kind_label", "code")
+        **{k: PARAMS[k] for k in ("elder_name", "address", "time", "code")},
+        "kind_event": "发出紧急呼叫",
     }
     assert record["out_id"] == "alert-1:sms:0"
     assert record["message_id"] == result.provider_message_id
     assert record["text"] == (
-        "【智慧养老】紧急：王秀英（民族路12号）于08:15触发紧急呼叫，请立即查看并处理"
+        "【智慧养老】紧急：王秀英（民族路12号）于08:15发出紧急呼叫，请立即查看并处理"
         "（回复1由我处理，回复2误报）："
         f"{fake.settings.ack_base_url}/a/Ab3_x-Yz09Qw"
     )
@@ -93,9 +94,9 @@ async def test_handled_and_closed_use_the_update_template(
         == fake.settings.aliyun_sms_template_handled
     )
     assert (
-        handled["text"] == "【智慧养老】王秀英的紧急呼叫警报已由李明于08:15接手处理，您无需前往。"
+        handled["text"] == "【智慧养老】王秀英的紧急呼叫警报已由李明于08:15接手处理。您无需前往。"
     )
-    assert closed["text"] == "【智慧养老】王秀英的紧急呼叫警报已于08:15结束，感谢您的关注。"
+    assert closed["text"] == "【智慧养老】王秀英的紧急呼叫警报已于08:15结束。感谢您的关注。"
 
 
 async def test_wrong_secret_is_refused_with_signature_does_not_match(

@@ -27,6 +27,7 @@ from notifier.channels.templates import (
     template_for,
     variables_of,
 )
+from notifier.channels.wecom import clip_utf8
 from notifier.content import message_params
 from notifier.targets import Elder, Recipient
 from tests.fake_provider_server import offline_settings
@@ -52,7 +53,7 @@ def test_every_alert_kind_has_a_chinese_label() -> None:
 
 def test_alert_sms_reads_as_specified() -> None:
     assert render_sms("alert", PARAMS, "智慧养老", ACK_BASE + "/") == (
-        "【智慧养老】紧急：王秀英（渝中区解放碑街道民族路12号3-2）于08:15触发紧急呼叫，"
+        "【智慧养老】紧急：王秀英（渝中区解放碑街道民族路12号3-2）于08:15发出紧急呼叫，"
         "请立即查看并处理（回复1由我处理，回复2误报）：https://ack.example.cn/a/Ab3_x-Yz09Qw"
     )
 
@@ -62,7 +63,7 @@ def test_the_registered_alert_body_fixes_the_link_domain() -> None:
     assert bodies["alert"].endswith(
         "请立即查看并处理（回复1由我处理，回复2误报）：https://ack.example.cn/a/${code}"
     )
-    assert variables_of(bodies["alert"]) == ["elder_name", "address", "time", "kind_label", "code"]
+    assert variables_of(bodies["alert"]) == ["elder_name", "address", "time", "kind_event", "code"]
     for body in bodies.values():
         assert longest_sms_chars(body, "智慧养老") <= MESSAGE_MAX_CHARS
     text = registration_text(
@@ -86,14 +87,14 @@ def test_handled_and_closed_share_the_update_template() -> None:
     handled_key, handled_vars = template_for("handled", PARAMS)
     closed_key, closed_vars = template_for("closed", PARAMS)
     assert handled_key == closed_key == "update"
-    assert set(handled_vars) == set(closed_vars) == {"elder_name", "kind_label", "status"}
+    assert set(handled_vars) == set(closed_vars) == {"elder_name", "alarm", "status", "remark"}
     assert handled_vars["status"] != closed_vars["status"]
     assert render_body("handled", PARAMS, ACK_BASE) == (
-        "王秀英的紧急呼叫警报已由网格员李明于08:15接手处理，您无需前往。"
+        "王秀英的紧急呼叫警报已由网格员李明于08:15接手处理。您无需前往。"
     )
     assert (
         render_body("closed", PARAMS, ACK_BASE)
-        == "王秀英的紧急呼叫警报已于08:15结束，感谢您的关注。"
+        == "王秀英的紧急呼叫警报已于08:15结束。感谢您的关注。"
     )
 
 
@@ -101,7 +102,8 @@ def test_template_variables_are_exactly_those_of_the_body() -> None:
     key, variables = template_for("alert", {**PARAMS, "unused": "x"})
     assert key == "alert"
     assert variables == {
-        k: PARAMS[k] for k in ("elder_name", "address", "time", "kind_label", "code")
+        **{k: PARAMS[k] for k in ("elder_name", "address", "time", "code")},
+        "kind_event": "发出紧急呼叫",
     }
 
 
@@ -130,7 +132,7 @@ def test_handled_without_a_known_handler_still_reads_well() -> None:
     params = {k: v for k, v in PARAMS.items() if k != "handler"}
     assert (
         render_body("handled", params, ACK_BASE)
-        == "王秀英的紧急呼叫警报已由工作人员于08:15接手处理，您无需前往。"
+        == "王秀英的紧急呼叫警报已由工作人员于08:15接手处理。您无需前往。"
     )
 
 
@@ -175,7 +177,10 @@ def test_every_sms_variable_the_notifier_produces_fits(
         if purpose == "alert":
             assert sms.endswith(f"https://ack.cqcare.example.cn/a/{params['code']}")
         if purpose == "handled":
-            assert variables["status"].endswith("接手处理，您无需前往")
+            assert variables["status"].endswith("接手处理")
+            assert variables["remark"] == "您无需前往。"
+            # a handler's name is cut, never its role in brackets
+            assert variables["status"].count("（") == variables["status"].count("）")
 
 
 def test_an_address_keeps_its_end_and_a_name_its_beginning() -> None:
@@ -195,3 +200,14 @@ def test_clip_counts_characters_not_bytes() -> None:
     assert clip("字" * 36) == "字" * 34 + "…"
     assert clip("字" * 36, keep_end=True) == "…" + "字" * 34
     assert clip("abcdef", 3) == "ab…"
+
+
+def test_names_are_cut_between_characters_and_never_inside_a_bracket() -> None:
+    assert clip("欧阳" + "某" * 40 + "（网格员）", 12) == "欧阳某某某某…（网格员）"
+    assert clip("张三（网格员很长很长很长很长很长）", 6) == "张三…"
+    assert clip("李四（女儿）" + "王" * 40, 10) == "李四（女儿）王王王…"
+    # a combined character (e + combining acute) is kept whole
+    assert clip("Ame\u0301lie Dupont", 4) == "Am…"
+    title = clip_utf8("解放碑街道民族路社区居家养老服务站（站点值班）的警报已有人处理", 60)
+    assert len(title.encode()) <= 60 and title.endswith("…")
+    assert title.count("（") == title.count("）")

@@ -77,7 +77,7 @@ async def test_signed_request_is_accepted_and_a_wrong_key_refused(
     [record] = await fake.records("sms_tencent")
     assert record["address"] == "+8613800138000"
     assert record["text"] == (
-        "【智慧养老】紧急：王秀英（民族路12号）于08:15触发紧急呼叫，请立即查看并处理"
+        "【智慧养老】紧急：王秀英（民族路12号）于08:15发出紧急呼叫，请立即查看并处理"
         f"（回复1由我处理，回复2误报）：{fake.settings.ack_base_url}/a/Ab3_x-Yz09Qw"
     )
     forged = fake.settings.model_copy(update={"tencent_secret_key": SecretStr("wrong")})

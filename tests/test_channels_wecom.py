@@ -67,7 +67,7 @@ async def test_token_is_fetched_once_and_reused(
     assert card["params"]["agentid"] == fake.settings.wecom_agent_id
     assert card["params"]["textcard"]["url"] == PARAMS["link"]
     assert card["params"]["textcard"]["btntxt"] == "处理"
-    assert card["text"].startswith("跌倒警报：王秀英\n王秀英（民族路12号）于08:15触发跌倒")
+    assert card["text"].startswith("跌倒警报：王秀英\n王秀英（民族路12号）于08:15检测到跌倒")
 
 
 async def test_expired_token_is_refreshed_transparently(
@@ -153,7 +153,7 @@ async def test_message_without_link_is_plain_text(
     [record] = await fake.records("wecom")
     assert record["template_code"] == "text"
     assert record["text"] == (
-        f"王秀英的跌倒警报已于08:15结束，感谢您的关注。\n通知编号：{reference_of('closed-1')}"
+        f"王秀英的跌倒警报已于08:15结束。感谢您的关注。\n通知编号：{reference_of('closed-1')}"
     )
 
 

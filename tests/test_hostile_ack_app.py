@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from carewatch.settings import Settings
 from harness.services import free_port
-from notifier.ack_app import BUTTONS
+from notifier.ack_app import PAGE_ACTIONS
 from notifier.ack_links import sign
 from tests.support.ack import rejects, running_ack_app
 from tests.support.hostile import RAW_VALUES, json_values
@@ -40,9 +40,9 @@ header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_si
 # A fixed expiry (in 2100), so the drawn examples are the same on every run.
 FAR_FUTURE_MS = 4_102_444_800_000
 content_types = st.sampled_from(CONTENT_TYPES) | header_text
-actions = st.sampled_from((*BUTTONS, "delete", "", "ACKNOWLEDGE", "acknowledge\x00")) | st.text(
-    max_size=12
-)
+actions = st.sampled_from(
+    (*PAGE_ACTIONS, "delete", "", "ACKNOWLEDGE", "acknowledge\x00")
+) | st.text(max_size=12)
 
 bodies = st.one_of(
     st.binary(max_size=300),

@@ -213,8 +213,8 @@ async def test_a_wrong_device_clock_shows_the_receive_time_and_stays_out_of_late
     zone = ZoneInfo(settings.timezone)
     received = opened_at.astimezone(zone).strftime("%H:%M")
     wrong = device_time.astimezone(zone).strftime("%H:%M")
-    assert all(f"于{received}触发" in t for t in texts), texts
-    assert not any(f"于{wrong}触发" in t for t in texts)
+    assert all(f"于{received}发出" in t for t in texts), texts
+    assert not any(f"于{wrong}发出" in t for t in texts)
     assert latency_count() == before[0]  # neither SMS put 3 h into the histogram
     assert skipped() >= before[1] + 2
 
@@ -328,7 +328,7 @@ async def test_after_an_acknowledgement_presses_reach_the_handler_who_is_then_wa
     others = {str(r["address"]) for r in alert_sms(after)} - {GRID_WORKER_PHONE}
     assert others == {STATION_PHONE, "13800000009"}  # the staffed station, the duty officer
     # every message after the acknowledgement is about the SOS, whose handler never came
-    assert all(r["params"]["kind_label"] == "紧急呼叫" for r in alert_sms(after))
+    assert all(r["params"]["kind_event"] == "发出紧急呼叫" for r in alert_sms(after))
     assert events(dsn, fall, "handler_renotified") == []
     assert events(dsn, fall, "handler_escalated") == []
 

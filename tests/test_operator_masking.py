@@ -212,6 +212,8 @@ NOT_FREE_TEXT = {
     ("DailyReport", "grid"),
     ("DailyReport", "alerts_by_kind"),  # alert kinds -> counts
     ("ActionIn", "note"),  # a request body
+    ("DispatchIn", "id"),  # request bodies too
+    ("FalseAlarmIn", "reason"),
 }
 NOT_TEXT = (int, float, bool, datetime, date, time, UUID, type(None))
 

@@ -23,6 +23,7 @@ Aliyun refuses any message with a link in a variable.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Literal
 
 from carewatch.labels import KIND_LABELS
@@ -44,19 +45,29 @@ _ACK_BASE = "{ack_base}"
 
 _TEMPLATE_BODIES: dict[TemplateKey, str] = {
     "alert": (
-        "紧急：${elder_name}（${address}）于${time}触发${kind_label}，请立即查看并处理"
+        "紧急：${elder_name}（${address}）于${time}${kind_event}，请立即查看并处理"
         "（回复1由我处理，回复2误报）：" + _ACK_BASE + SHORT_PATH + "${code}"
     ),
-    "update": "${elder_name}的${kind_label}警报${status}。",
+    "update": "${elder_name}的${alarm}${status}。${remark}",
     # the answer to an SMS reply (notifier.replies): what became of it, in one sentence
     "reply": "您的回复已收到：${result}",
 }
 
-# The status phrase of the "update" template, per purpose (itself filled from params).
-_STATUS_PHRASES: dict[Purpose, str] = {
-    "handled": "已由${handler}于${time}接手处理，您无需前往",
-    "closed": "已于${time}结束，感谢您的关注",
+# The status phrase of the "update" template, per purpose (itself filled from params):
+# a 'handled' notice says who took it, or whom the duty officer sent (`handled_as`
+# 'dispatch'); a 'closed' one says how it ended when that is known (`outcome`).
+_STATUS_PHRASES: dict[str, str] = {
+    "handled": "已由${handler}于${time}接手处理",
+    "handled:dispatch": "已由值班人员于${time}派${handler}前往处理",
+    "closed": "已于${time}结束",
+    "closed:outcome": "已于${time}结束（${outcome}）",
 }
+
+# What the reader of an update is to do, after its status phrase.
+STAND_DOWN_TEXT = "您无需前往。"
+KEEP_GOING_TEXT = "如您已在路上，请继续前往。"
+NOTE_PREFIX = "值班人员留言："
+CLOSED_REMARK = "感谢您的关注。"
 
 # A "handled" notice is still right, and worth sending, when the handler is unknown.
 _UPDATE_DEFAULTS = {"handler": "工作人员"}
@@ -69,13 +80,13 @@ _KEEP_END = frozenset({"address"})
 
 # Short headings for channels that show a title (WeCom text cards).
 _TITLES: dict[Purpose, str] = {
-    "alert": "${kind_label}警报：${elder_name}",
+    "alert": "${alarm}：${elder_name}",
     "handled": "${elder_name}的警报已有人处理",
     "closed": "${elder_name}的警报已结束",
 }
 
 # Card text of a new alert: the link sits behind the card's button instead of in the text.
-_CARD_ALERT_TEXT = "${elder_name}（${address}）于${time}触发${kind_label}，请立即点开查看并处理。"
+_CARD_ALERT_TEXT = "${elder_name}（${address}）于${time}${kind_event}，请立即点开查看并处理。"
 
 _VARIABLE_RE = re.compile(r"\$\{(\w+)\}")
 
@@ -104,6 +115,30 @@ def kind_label(kind: str) -> str:
     return KIND_LABELS.get(kind, "异常")
 
 
+# How an alert says what happened, after "于03:12", per kind label: what the elder did,
+# or what was detected ("检测到跌倒", not "触发跌倒"). Other labels: "检测到{label}".
+KIND_EVENTS: dict[str, str] = {
+    "紧急呼叫": "发出紧急呼叫",
+    "走失预警": "离开了安全区域",
+    "烟雾报警": "检测到烟雾",
+    "燃气报警": "检测到燃气泄漏",
+    "漏水报警": "检测到漏水",
+    "设备离线": "设备离线",
+    "电量低": "设备电量低",
+    "手环未佩戴": "摘下了手环",
+}
+
+
+def kind_event(label: str) -> str:
+    """ "发出紧急呼叫" / "检测到跌倒" for the label of an alert kind."""
+    return KIND_EVENTS.get(label, f"检测到{label}")
+
+
+def alarm_name(label: str) -> str:
+    """What the alert is called: "跌倒警报", but "烟雾报警" (not "烟雾报警警报")."""
+    return label if label.endswith(("报警", "预警")) else f"{label}警报"
+
+
 def variables_of(body: str) -> list[str]:
     """Variable names of a `${...}` template body, in order of first appearance."""
     return list(dict.fromkeys(_VARIABLE_RE.findall(body)))
@@ -117,15 +152,55 @@ def fill(body: str, variables: dict[str, str]) -> str:
     return _VARIABLE_RE.sub(lambda m: variables[m.group(1)], body)
 
 
+_OPENING = "（(【[《"
+_CLOSING = "）)】]》"
+
+
+def _joins_previous(char: str) -> bool:
+    """A character that belongs to the one before it (a combining mark, a variation
+    selector, a zero-width joiner): a cut never falls just before it."""
+    return bool(unicodedata.combining(char)) or char in "\u200d\ufe0e\ufe0f"
+
+
+def _open_bracket_at(text: str) -> int | None:
+    """Where an opening bracket in `text` is left unclosed, if one is."""
+    depth, opened = 0, None
+    for i, char in enumerate(text):
+        if char in _OPENING:
+            if depth == 0:
+                opened = i
+            depth += 1
+        elif char in _CLOSING and depth:
+            depth -= 1
+    return opened if depth else None
+
+
 def clip(value: str, limit: int = VARIABLE_MAX_CHARS, *, keep_end: bool = False) -> str:
     """`value` in at most `limit` characters; a cut is marked with an ellipsis on the side
-    that was cut."""
+    that was cut, falls between whole characters (never inside a combined one) and never
+    inside a bracket: "张三（网格员）" is cut to "张三…", not "张三（网…". A name with a
+    role in brackets keeps the role when the name alone can be shortened:
+    "欧阳某某某某（网格员）" -> "欧阳…（网格员）"."""
     if len(value) <= limit:
         return value
     keep = max(limit - len(ELLIPSIS), 0)
     if keep_end:
-        return ELLIPSIS + value[len(value) - keep :]
-    return value[:keep] + ELLIPSIS
+        start = len(value) - keep
+        while start < len(value) and _joins_previous(value[start]):
+            start += 1
+        return ELLIPSIS + value[start:]
+    role = re.search(r"（[^（）]{1,8}）$", value)
+    if role and role.start() > 0 and len(role.group()) + 1 + len(ELLIPSIS) <= limit:
+        name = clip(value[: role.start()], limit - len(role.group()))
+        return name + role.group()
+    cut = keep
+    while 0 < cut < len(value) and _joins_previous(value[cut]):
+        cut -= 1
+    head = value[:cut]
+    opened = _open_bracket_at(head)
+    if opened is not None:
+        head = head[:opened]
+    return head.rstrip() + ELLIPSIS
 
 
 def without_links(value: str) -> str:
@@ -143,14 +218,41 @@ def fit_variable(name: str, value: str) -> str:
     return clip(cleaned, keep_end=name in _KEEP_END)
 
 
+def _fit_into(phrase: str, filled: dict[str, str], name: str) -> dict[str, str]:
+    """`filled` with `name` shortened so that `phrase` filled in fits VARIABLE_MAX_CHARS:
+    cutting the finished phrase would cut its end, the part that says what happened."""
+    if name not in variables_of(phrase):
+        return filled
+    room = VARIABLE_MAX_CHARS - len(fill(phrase, {**filled, name: ""}))
+    return {**filled, name: clip(filled[name].strip(), room)}
+
+
 def _status(purpose: Purpose, filled: dict[str, str]) -> str:
-    """The status phrase of an update, its handler shortened so the phrase itself fits:
-    cutting the finished phrase would cut its end, the part that says what to do."""
-    phrase = _STATUS_PHRASES[purpose]
-    if "handler" in variables_of(phrase):
-        room = VARIABLE_MAX_CHARS - len(fill(phrase, {**filled, "handler": ""}))
-        filled = {**filled, "handler": clip(filled["handler"].strip(), room)}
+    """The status phrase of an update, its handler or outcome shortened to fit."""
+    if purpose == "handled":
+        key = "handled:dispatch" if filled.get("handled_as") == "dispatch" else "handled"
+    else:
+        key = "closed:outcome" if filled.get("outcome") else "closed"
+    phrase = _STATUS_PHRASES[key]
+    for name in ("handler", "outcome"):
+        filled = _fit_into(phrase, filled, name)
     return fill(phrase, filled)
+
+
+def _remark(purpose: Purpose, filled: dict[str, str]) -> str:
+    """What the reader is to do: a person who acknowledged tells the others they need not
+    come; an operator who took over or sent someone says so only when they choose to
+    (`stand_down` 'no' otherwise), and their note (`note`) is passed on."""
+    if purpose != "handled":
+        return CLOSED_REMARK
+    stand_down = filled.get("stand_down") != "no"
+    note = " ".join(filled.get("note", "").split())
+    if not note:
+        return STAND_DOWN_TEXT if stand_down else KEEP_GOING_TEXT
+    if note[-1] not in "。！？.!?":
+        note += "。"
+    lead = (STAND_DOWN_TEXT if stand_down else "") + NOTE_PREFIX
+    return lead + clip(note, VARIABLE_MAX_CHARS - len(lead))
 
 
 def template_for(purpose: Purpose, params: dict[str, str]) -> tuple[TemplateKey, dict[str, str]]:
@@ -158,22 +260,33 @@ def template_for(purpose: Purpose, params: dict[str, str]) -> tuple[TemplateKey,
     within VARIABLE_MAX_CHARS."""
     if purpose == "alert":
         key: TemplateKey = "alert"
-        source = params
+        source = dict(params)
+        if "kind_label" in params:
+            source["kind_event"] = kind_event(params["kind_label"])
     elif purpose == "reply":
         key = "reply"
         source = params
     else:
         key = "update"
         filled = {**_UPDATE_DEFAULTS, **params}
-        source = {**filled, "status": _status(purpose, filled)}
+        source = {
+            **filled,
+            **({"alarm": alarm_name(filled["kind_label"])} if "kind_label" in filled else {}),
+            "status": _status(purpose, filled),
+            "remark": _remark(purpose, filled),
+        }
     return key, {name: fit_variable(name, source[name]) for name in _required(key, source)}
+
+
+# Variables made here from a parameter: a missing one is named as that parameter.
+_DERIVED_FROM = {"kind_event": "kind_label", "alarm": "kind_label"}
 
 
 def _required(key: TemplateKey, source: dict[str, str]) -> list[str]:
     names = variables_of(_TEMPLATE_BODIES[key])
-    missing = [name for name in names if name not in source]
+    missing = [_DERIVED_FROM.get(name, name) for name in names if name not in source]
     if missing:
-        raise MissingTemplateParams(missing)
+        raise MissingTemplateParams(list(dict.fromkeys(missing)))
     return names
 
 
@@ -202,14 +315,16 @@ def render_sms(purpose: Purpose, params: dict[str, str], sign_name: str, ack_bas
 
 
 def render_title(purpose: Purpose, params: dict[str, str]) -> str:
-    return fill(_TITLES[purpose], params)
+    return fill(_TITLES[purpose], {**params, "alarm": alarm_name(params.get("kind_label", ""))})
 
 
 def render_card_text(purpose: Purpose, params: dict[str, str]) -> str:
     """The text of a message whose link (if any) is carried outside the text (a WeCom card
     button): a new alert says to open it, an update reads as its SMS."""
     if purpose == "alert":
-        return fill(_CARD_ALERT_TEXT, params)
+        text = fill(_CARD_ALERT_TEXT, {**params, "kind_event": kind_event(params["kind_label"])})
+        note = " ".join(params.get("note", "").split())
+        return f"{text}\n{NOTE_PREFIX}{note}" if note else text
     key, variables = template_for(purpose, params)
     return fill(_TEMPLATE_BODIES[key], variables)
 

@@ -29,7 +29,12 @@ from carewatch.logs import mask_phone
 from carewatch.metrics import NOTIFICATIONS
 from carewatch.settings import Settings
 from notifier.channels.base import Message, SendResult
-from notifier.channels.templates import MissingTemplateParams, render_card_text, render_title
+from notifier.channels.templates import (
+    MissingTemplateParams,
+    clip,
+    render_card_text,
+    render_title,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +81,14 @@ def reference_of(idempotency_key: str) -> str:
 
 
 def clip_utf8(text: str, max_bytes: int) -> str:
-    """Cut text to at most max_bytes of UTF-8 without splitting a character."""
-    raw = text.encode()
-    if len(raw) <= max_bytes:
+    """Cut text to at most max_bytes of UTF-8 as `templates.clip` cuts: between whole
+    characters, never inside a bracket, with an ellipsis."""
+    if len(text.encode()) <= max_bytes:
         return text
-    return raw[: max_bytes - 3].decode(errors="ignore") + "…"
+    chars = min(len(text), max_bytes)
+    while chars > 1 and len(clip(text, chars).encode()) > max_bytes:
+        chars -= 1
+    return clip(text, chars)
 
 
 def _escaped_within(text: str, max_bytes: int) -> str:

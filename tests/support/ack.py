@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -19,25 +19,41 @@ from notifier import ack_app
 
 
 @contextlib.asynccontextmanager
-async def running_ack_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def running_server(
+    run: Callable[[asyncio.Event], Awaitable[None]],
+    http: httpx.AsyncClient,
+    probe: str,
+    what: str,
+) -> AsyncIterator[None]:
+    """`run(stop)` as a task, ready once `probe` answers 200 through `http`; stopped after."""
     stop = asyncio.Event()
-    task = asyncio.create_task(ack_app.run(settings, stop))
-    async with httpx.AsyncClient(base_url=settings.ack_base_url, timeout=10) as http:
+    task = asyncio.create_task(run(stop))
 
-        async def up() -> bool:
-            if task.done():
-                task.result()
-            try:
-                return (await http.get("/healthz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
+    async def up() -> bool:
+        if task.done():
+            task.result()  # startup failed: raise its error here
         try:
-            await await_until(up, 15, "ack app listening")
-            yield http
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
+            return (await http.get(probe)).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        await await_until(up, 15, what)
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+@contextlib.asynccontextmanager
+async def running_ack_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with (
+        httpx.AsyncClient(base_url=settings.ack_base_url, timeout=10) as http,
+        running_server(
+            lambda stop: ack_app.run(settings, stop), http, "/healthz", "ack app listening"
+        ),
+    ):
+        yield http
 
 
 def rejects(reason: str) -> float:
