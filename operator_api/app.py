@@ -25,7 +25,7 @@ from carewatch.http_serve import serve_until
 from carewatch.messages import AlertChange
 from carewatch.metrics import serve_metrics
 from carewatch.settings import Settings
-from operator_api import alerts, console, elders, mobile, reports, stations
+from operator_api import alerts, console, elders, mobile, reports, stations, visits
 from operator_api.apidocs import DOCS_CSP, docs_page
 from operator_api.auth import AuthFirst, CurrentPrincipal
 from operator_api.scope import OutOfScope
@@ -92,7 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def not_allowed_now(_request: Request, exc: TransitionError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "status": exc.status}, status_code=409)
 
-    for module in (alerts, elders, stations, reports, mobile, console):
+    for module in (alerts, elders, stations, reports, visits, mobile, console):
         app.include_router(module.router)
     # the last added runs first: headers on every answer, the body cap, then the token
     app.add_middleware(AuthFirst)

@@ -21,15 +21,19 @@ router = APIRouter(prefix="/api/elders", tags=["registry"])
 # only readings up to this far past "now" count as a sign of life.
 CLOCK_SKEW_ALLOWANCE = timedelta(minutes=5)
 
-# Last sign of life up to a moment (parameter: that moment, twice): the latest telemetry
-# or device contact, whichever is later. Needs the elders table aliased `e`.
+# Last sign of life up to a moment (parameter: that moment, twice): the latest telemetry,
+# device contact or visit check-in that reached the elder (visits/, migration 075;
+# server time, so never ahead), whichever is later. Needs the elders table aliased `e`.
 LIFE_JOINS = sql.SQL(
     " LEFT JOIN LATERAL (SELECT max(d.last_seen) AS seen FROM devices d"
     "   WHERE d.elder_id = e.id AND d.last_seen <= %s) dev ON true"
     " LEFT JOIN LATERAL (SELECT t.ts FROM telemetry t"
     "   WHERE t.elder_id = e.id AND t.ts <= %s ORDER BY t.ts DESC LIMIT 1) tel ON true"
+    " LEFT JOIN LATERAL (SELECT v.at FROM visit_checkins v"
+    "   WHERE v.elder_id = e.id AND v.outcome IN ('visited', 'phoned')"
+    "   ORDER BY v.at DESC LIMIT 1) vis ON true"
 )
-LAST_SIGN_OF_LIFE = sql.SQL("GREATEST(dev.seen, tel.ts)")
+LAST_SIGN_OF_LIFE = sql.SQL("GREATEST(dev.seen, tel.ts, vis.at)")
 
 _SUMMARY = (
     sql.SQL(
