@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
@@ -196,13 +196,13 @@ class DailyReport(BaseModel):
 
 class VisitReason(BaseModel):
     points: float
-    text: str = Field(
+    text: FreeText = Field(
         description="why, in Chinese: 独居, 近30天告警2次, 近7天活动较前4周下降：步数-55%…"
     )
 
 
 class MeasureChangeOut(BaseModel):
-    measure: str = Field(description="steps, motion or water")
+    measure: Literal["steps", "motion", "water"]
     recent: float = Field(description="median of the last 7 full days")
     baseline: float = Field(description="median of the 28 days before them")
     drop: float = Field(description="share lost, 0..1")
@@ -212,9 +212,9 @@ class CheckinOut(BaseModel):
     id: int
     elder_id: str
     at: datetime
-    outcome: str = Field(description="visited, phoned or not_home")
+    outcome: Literal["visited", "phoned", "not_home"]
     outcome_label: str
-    actor: str
+    actor: FreeText
     note: FreeText
 
 
@@ -236,12 +236,14 @@ class VisitList(BaseModel):
 
 
 class CheckinIn(BaseModel):
-    outcome: str = Field(pattern="^(visited|phoned|not_home)$")
-    note: str = Field(default="", max_length=500)
+    outcome: Literal["visited", "phoned", "not_home"] = Field(
+        description="visited (入户走访), phoned (电话访问) or not_home (未遇本人)"
+    )
+    note: FreeText = Field(default="", max_length=500)
 
 
 class AreaReportRow(BaseModel):
-    level: str = Field(description="street or district (the district's total)")
+    level: Literal["street", "district"] = Field(description="district: the district's total")
     district: str
     street: str | None = Field(description="null on a district's total")
     elders: int
@@ -258,7 +260,7 @@ class AreaReportRow(BaseModel):
 
 
 class AreaReport(BaseModel):
-    period: str = Field(description="week (Monday-Sunday) or month, China time")
+    period: Literal["week", "month"] = Field(description="Monday-Sunday or month, China time")
     start: date
     end: date = Field(description="last day of the period, inclusive")
     rows: list[AreaReportRow] = Field(description="each street, then its district's total")

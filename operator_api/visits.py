@@ -31,7 +31,6 @@ from operator_api.validation import DistrictFilter, ElderId, GridFilter
 from visits.ranking import VisitItem, rank_visits
 from visits.store import (
     OUTCOME_LABELS,
-    Outcome,
     latest_by_elder,
     load_inputs,
     recent_checkins,
@@ -101,8 +100,8 @@ async def check_in(
     )
     if found is None:
         raise OutOfScope("elder outside this token's scope")
-    outcome: Outcome = body.outcome  # type: ignore[assignment]  # the model's pattern
-    return checkin_out(await record_checkin(conn, elder_id, outcome, principal.actor, body.note))
+    saved = await record_checkin(conn, elder_id, body.outcome, principal.actor, body.note)
+    return checkin_out(saved)
 
 
 async def _db_now(conn: AsyncConnection[Any]) -> datetime:

@@ -212,6 +212,12 @@ NOT_FREE_TEXT = {
     ("DailyReport", "grid"),
     ("DailyReport", "alerts_by_kind"),  # alert kinds -> counts
     ("ActionIn", "note"),  # a request body
+    ("CheckinOut", "elder_id"),
+    ("CheckinOut", "outcome_label"),
+    ("VisitItemOut", "elder_id"),
+    ("VisitItemOut", "grid_id"),
+    ("AreaReportRow", "district"),
+    ("AreaReportRow", "street"),
 }
 NOT_TEXT = (int, float, bool, datetime, date, time, UUID, type(None))
 
