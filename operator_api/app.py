@@ -16,13 +16,14 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from carewatch import bus
 from carewatch.alert_lifecycle import TransitionError
 from carewatch.alert_outbox import AlertPublisher
 from carewatch.bus import make_broker
 from carewatch.db.pool import open_pool
 from carewatch.http_guard import BodyLimit, SecurityHeaders
 from carewatch.http_serve import serve_until
-from carewatch.messages import AlertChange
+from carewatch.messages import AlertChange, Event, encode
 from carewatch.metrics import serve_metrics
 from carewatch.settings import Settings
 from operator_api import alerts, console, elders, mobile, reports, stations, visits
@@ -55,6 +56,13 @@ def create_app(settings: Settings) -> FastAPI:
             await publisher.publish([change])
 
         app.state.announce = announce
+
+        async def publish_event(event: Event) -> None:
+            """A carewatch-made event (a visit check-in) on the elder's events shard."""
+            shard = bus.shard_of(event.elder_id, settings.bus_shards)
+            await bus.publish(broker, bus.stream_for("event", shard), encode(event))
+
+        app.state.publish_event = publish_event
         try:
             yield
         finally:

@@ -29,7 +29,7 @@ from operator_api.reports import Period, area_report_now, export_response
 from operator_api.scope import OutOfScope, Principal
 from operator_api.tokens import resolve_token
 from operator_api.validation import FIRST_DAY, ID_PATTERN, LAST_DAY
-from operator_api.visits import check_in, visit_list
+from operator_api.visits import check_in_and_publish, visit_list
 
 router = APIRouter(tags=["phone page"])
 
@@ -142,8 +142,13 @@ async def phone_checkin(
     if outcome not in ("visited", "phoned", "not_home") or len(note) > 500:
         return _message(422, "登记失败", "请选择走访结果，备注不超过500字。")
     try:
-        async with pool.connection() as conn:
-            await check_in(conn, principal, elder_id, CheckinIn(outcome=outcome, note=note))
+        await check_in_and_publish(
+            pool,
+            request.app.state.publish_event,
+            principal,
+            elder_id,
+            CheckinIn(outcome=outcome, note=note),
+        )
     except HTTPException:
         return _message(404, "老人不存在", "该老人不存在。")
     except OutOfScope:

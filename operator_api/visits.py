@@ -7,12 +7,16 @@ them to visits.store. The phone page (/m) shows the same list through `visit_lis
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from psycopg import AsyncConnection, sql
+from psycopg_pool import AsyncConnectionPool
 
+from carewatch.messages import Event
 from operator_api.auth import CurrentPrincipal, Pool
 from operator_api.db import Row, Where, fetch_one, scope_conditions
 from operator_api.elders import elders_in_scope
@@ -29,6 +33,7 @@ from operator_api.models import (
 from operator_api.scope import OutOfScope, Principal
 from operator_api.validation import DistrictFilter, ElderId, GridFilter
 from visits.ranking import VisitItem, rank_visits
+from visits.signs import checkin_event
 from visits.store import (
     OUTCOME_LABELS,
     latest_by_elder,
@@ -37,6 +42,7 @@ from visits.store import (
     record_checkin,
 )
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/visits", tags=["visits"])
 
 SITE_TZ_NAME = "Asia/Shanghai"  # the zone of operator_api.labels.CHINA_TZ, for SQL
@@ -104,6 +110,27 @@ async def check_in(
     return checkin_out(saved)
 
 
+async def check_in_and_publish(
+    pool: AsyncConnectionPool,
+    publish_event: Callable[[Event], Awaitable[None]],
+    principal: Principal,
+    elder_id: str,
+    body: CheckinIn,
+) -> CheckinOut:
+    """check_in in its own transaction; after the commit, an in-person visit goes to the
+    rules engine as a sign of life (visits.signs). If the bus is down the check-in stays
+    recorded (and a sign of life on the operator side); the rules miss that one sign."""
+    async with pool.connection() as conn:
+        saved = await check_in(conn, principal, elder_id, body)
+    event = checkin_event(saved.model_dump())
+    if event is not None:
+        try:
+            await publish_event(event)
+        except Exception:
+            log.warning("visit check-in not published to the rules", exc_info=True)
+    return saved
+
+
 async def _db_now(conn: AsyncConnection[Any]) -> datetime:
     row = await fetch_one(conn, "SELECT now() AS now")
     assert row is not None
@@ -128,10 +155,11 @@ async def get_visits(
 
 @router.post("/{elder_id}/checkins", response_model=CheckinOut, status_code=201)
 async def post_checkin(
-    elder_id: ElderId, body: CheckinIn, principal: CurrentPrincipal, pool: Pool
+    elder_id: ElderId, body: CheckinIn, request: Request, principal: CurrentPrincipal, pool: Pool
 ) -> CheckinOut:
     """Record a visit (visited), a phone call (phoned) or a knock nobody answered
     (not_home), with a note. Visited and phoned are a sign of life."""
-    async with pool.connection() as conn:
-        saved = await check_in(conn, principal, elder_id, body)
+    saved = await check_in_and_publish(
+        pool, request.app.state.publish_event, principal, elder_id, body
+    )
     return mask_model(principal, saved)

@@ -203,8 +203,9 @@ def alert_changes(redis_url: str) -> list[AlertChange]:
 
 
 @contextlib.asynccontextmanager
-async def serving(dsn: str, redis_port: int) -> AsyncIterator[str]:
-    """Run operator_api.app.run on a free port; yield its base URL. Empties Redis first."""
+async def serving(dsn: str, redis_port: int, bus_shards: int | None = None) -> AsyncIterator[str]:
+    """Run operator_api.app.run on a free port; yield its base URL. Empties Redis first.
+    `bus_shards`: as the rules worker of the test has it (events it publishes)."""
     redis.Redis(port=redis_port).flushall()
     port = free_port()
     settings = Settings(
@@ -214,6 +215,8 @@ async def serving(dsn: str, redis_port: int) -> AsyncIterator[str]:
         log_json=False,
         _env_file=None,
     )
+    if bus_shards is not None:
+        settings = settings.model_copy(update={"bus_shards": bus_shards})
     stop = asyncio.Event()
     task = asyncio.create_task(run(settings, stop))
 

@@ -13,9 +13,11 @@ from openpyxl import load_workbook
 from operator_api.models import AreaReport, DurationStats
 from operator_api.report_export import HEADERS, to_csv, to_xlsx
 from operator_api.reports import AreaFigures, area_rows, period_bounds
+from rules_engine.detectors.inactivity import SignsOfLife
 from tests.support.visits import CHINA, activity
 from visits.decline import DayActivity, decline, measure_change
 from visits.ranking import VisitInputs, rank_visits, visit_item
+from visits.signs import checkin_event
 
 NOW = datetime(2026, 12, 6, 10, 0, tzinfo=CHINA)
 TODAY = NOW.date()
@@ -177,3 +179,21 @@ def test_xlsx_export_has_a_title_row_then_the_header() -> None:
     assert rows[1] == HEADERS
     assert rows[6][:5] == ("渝中区", "合计", 15, 6, 3)
     assert len(rows) == 2 + 5
+
+
+@pytest.mark.parametrize("outcome", ["visited", "phoned", "not_home"])
+def test_only_an_in_person_visit_is_a_sign_for_the_rules(outcome: str) -> None:
+    checkin = {"id": 7, "elder_id": "E1", "at": NOW, "outcome": outcome, "actor": "grid_worker:GW1"}
+    event = checkin_event(checkin)
+    if outcome != "visited":
+        assert event is None
+        return
+    assert event is not None
+    assert (event.id, event.elder_id, event.type, event.event) == (
+        "visit:7",
+        "E1",
+        "event",
+        "visit_checkin",
+    )
+    assert event.device_time_ms == event.received_ms == int(NOW.timestamp() * 1000)
+    assert SignsOfLife().classify(event) == "visit"
