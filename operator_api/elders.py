@@ -22,15 +22,17 @@ router = APIRouter(prefix="/api/elders", tags=["registry"])
 CLOCK_SKEW_ALLOWANCE = timedelta(minutes=5)
 
 # Last sign of life up to a moment (parameter: that moment, twice): the latest telemetry,
-# device contact or visit check-in that reached the elder (visits/, migration 075;
-# server time, so never ahead), whichever is later. Needs the elders table aliased `e`.
+# device contact or visit check-in that reached the elder (visits/, migration 075),
+# whichever is later. Needs the elders table aliased `e`. (Telemetry takes the moment as
+# its own parameter so its partitions are pruned at plan time.)
 LIFE_JOINS = sql.SQL(
+    " CROSS JOIN LATERAL (SELECT %s::timestamptz AS upto) life"
     " LEFT JOIN LATERAL (SELECT max(d.last_seen) AS seen FROM devices d"
-    "   WHERE d.elder_id = e.id AND d.last_seen <= %s) dev ON true"
+    "   WHERE d.elder_id = e.id AND d.last_seen <= life.upto) dev ON true"
     " LEFT JOIN LATERAL (SELECT t.ts FROM telemetry t"
     "   WHERE t.elder_id = e.id AND t.ts <= %s ORDER BY t.ts DESC LIMIT 1) tel ON true"
     " LEFT JOIN LATERAL (SELECT v.at FROM visit_checkins v"
-    "   WHERE v.elder_id = e.id AND v.outcome IN ('visited', 'phoned')"
+    "   WHERE v.elder_id = e.id AND v.outcome IN ('visited', 'phoned') AND v.at <= life.upto"
     "   ORDER BY v.at DESC LIMIT 1) vis ON true"
 )
 LAST_SIGN_OF_LIFE = sql.SQL("GREATEST(dev.seen, tel.ts, vis.at)")

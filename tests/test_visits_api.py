@@ -18,7 +18,7 @@ from openpyxl import load_workbook
 
 from harness.services import Proc
 from operator_api.report_export import HEADERS
-from tests.operator_support import Tokens, seed, serving
+from tests.operator_support import REPORT_DAY, Tokens, seed, serving
 from tests.support.visits import CHINA, insert_telemetry
 
 STABLE, FALLING = "E5", "E6"
@@ -211,3 +211,17 @@ async def test_phone_page_shows_the_visit_list_and_takes_a_checkin(
         rows = list(load_workbook(io.BytesIO(download.content)).active.iter_rows(values_only=True))  # type: ignore[union-attr]
         done = next(r for r in rows[2:] if r[1] == STREET)
         assert done[4] == 1  # the phone call this month
+
+
+async def test_a_later_checkin_is_no_sign_of_life_on_a_past_day(site: tuple[str, Tokens]) -> None:
+    base, tokens = site
+    async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+        saved = await http.post(
+            "/api/visits/E2/checkins", json={"outcome": "visited"}, headers=bearer(tokens.gw1)
+        )
+        assert saved.status_code == 201
+        past = await get_json(http, "/api/reports/daily", tokens.gw1, date=REPORT_DAY)
+        day = datetime.fromisoformat(saved.json()["at"]).astimezone(CHINA).date()
+        today = await get_json(http, "/api/reports/daily", tokens.gw1, date=day.isoformat())
+    assert "E2" in [e["elder_id"] for e in past["silent_elders"]]  # nothing heard by then
+    assert "E2" not in [e["elder_id"] for e in today["silent_elders"]]  # the visit today
