@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from psycopg import AsyncConnection, sql
 
 from operator_api.auth import CurrentPrincipal, Pool
-from operator_api.db import Row, Where, fetch_all, fetch_one, scope_conditions
+from operator_api.db import Row, Where, db_now, fetch_all, fetch_one, scope_conditions
 from operator_api.masking import mask_model
 from operator_api.models import ContactOut, DeviceOut, ElderDetail, ElderPage, ElderSummary
 from operator_api.scope import OutOfScope, Principal
@@ -86,13 +86,6 @@ async def elders_in_scope(
     return (counted["n"] if counted else 0), rows
 
 
-async def _db_now(conn: AsyncConnection[Any]) -> datetime:
-    row = await fetch_one(conn, "SELECT now() AS now")
-    assert row is not None
-    now: datetime = row["now"]
-    return now
-
-
 @router.get("", response_model=ElderPage)
 async def list_elders(
     principal: CurrentPrincipal,
@@ -106,7 +99,7 @@ async def list_elders(
         total, rows = await elders_in_scope(
             conn,
             principal,
-            await _db_now(conn),
+            await db_now(conn),
             grid=grid,
             district=district,
             limit=limit,
@@ -122,7 +115,7 @@ async def list_elders(
 async def get_elder(elder_id: ElderId, principal: CurrentPrincipal, pool: Pool) -> ElderDetail:
     """Profile, devices (last seen, battery, online) and contacts of one elder."""
     async with pool.connection() as conn:
-        horizon = life_horizon(await _db_now(conn))
+        horizon = life_horizon(await db_now(conn))
         row = await fetch_one(
             conn,
             sql.SQL(

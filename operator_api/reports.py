@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from datetime import date, datetime, time, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, LiteralString
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
@@ -13,7 +13,7 @@ from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
 from operator_api.auth import CurrentPrincipal, Pool
-from operator_api.db import Row, Where, fetch_all, fetch_one, scope_conditions
+from operator_api.db import Row, Where, db_now, fetch_all, fetch_one, scope_conditions
 from operator_api.elders import LAST_SIGN_OF_LIFE, LIFE_JOINS
 from operator_api.labels import CHINA_TZ
 from operator_api.masking import mask_model
@@ -181,6 +181,20 @@ def area_rows(streets: dict[tuple[str, str], AreaFigures]) -> list[AreaReportRow
     return rows
 
 
+async def _count_by_street(
+    conn: AsyncConnection[Any], rows: LiteralString, where: Where
+) -> list[Row]:
+    """(district, street, n) of `rows` (joined to elders `e`) matching `where`."""
+    return await fetch_all(
+        conn,
+        sql.SQL("SELECT e.district, e.street, count(*) AS n FROM ")
+        + sql.SQL(rows)
+        + where.clause()
+        + sql.SQL(" GROUP BY 1, 2"),
+        where.params,
+    )
+
+
 async def area_report(
     conn: AsyncConnection[Any],
     principal: Principal,
@@ -221,15 +235,8 @@ async def area_report(
         figures.elders, figures.due, figures.done = r["elders"], r["due"], r["done"]
     checkins = _elder_filter(principal, grid, district)
     checkins.add("v.at >= %s AND v.at < %s", start, end)
-    for r in await fetch_all(
-        conn,
-        sql.SQL(
-            "SELECT e.district, e.street, count(*) AS n"
-            " FROM visit_checkins v JOIN elders e ON e.id = v.elder_id"
-        )
-        + checkins.clause()
-        + sql.SQL(" GROUP BY 1, 2"),
-        checkins.params,
+    for r in await _count_by_street(
+        conn, "visit_checkins v JOIN elders e ON e.id = v.elder_id", checkins
     ):
         area(r).checkins = r["n"]
     alerts = _elder_filter(principal, grid, district)
@@ -256,25 +263,13 @@ async def area_report(
             figures.arrive_s.append(r["arrive_s"])
     devices = _elder_filter(principal, grid, district)
     devices.add("NOT d.online")
-    for r in await fetch_all(
-        conn,
-        sql.SQL(
-            "SELECT e.district, e.street, count(*) AS n FROM devices d"
-            " JOIN elders e ON e.id = d.elder_id"
-        )
-        + devices.clause()
-        + sql.SQL(" GROUP BY 1, 2"),
-        devices.params,
-    ):
+    for r in await _count_by_street(conn, "devices d JOIN elders e ON e.id = d.elder_id", devices):
         area(r).offline = r["n"]
     return AreaReport(period=period, start=first, end=last, rows=area_rows(dict(streets)))
 
 
 async def _today(conn: AsyncConnection[Any]) -> date:
-    row = await fetch_one(conn, "SELECT now() AS now")
-    assert row is not None
-    today: date = row["now"].astimezone(CHINA_TZ).date()
-    return today
+    return (await db_now(conn)).astimezone(CHINA_TZ).date()
 
 
 async def area_report_now(

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from carewatch.messages import Event
 from operator_api.auth import CurrentPrincipal, Pool
-from operator_api.db import Row, Where, fetch_one, scope_conditions
+from operator_api.db import Row, Where, db_now, fetch_one, scope_conditions
 from operator_api.elders import elders_in_scope
 from operator_api.labels import CHINA_TZ
 from operator_api.masking import mask_model
@@ -131,13 +131,6 @@ async def check_in_and_publish(
     return saved
 
 
-async def _db_now(conn: AsyncConnection[Any]) -> datetime:
-    row = await fetch_one(conn, "SELECT now() AS now")
-    assert row is not None
-    now: datetime = row["now"]
-    return now
-
-
 @router.get("", response_model=VisitList)
 async def get_visits(
     principal: CurrentPrincipal,
@@ -149,7 +142,7 @@ async def get_visits(
     (独居, alerts and false alarms in 30 days, devices, silence, slow decline, days since
     the last visit) and their last check-in."""
     async with pool.connection() as conn:
-        found = await visit_list(conn, principal, await _db_now(conn), grid=grid, district=district)
+        found = await visit_list(conn, principal, await db_now(conn), grid=grid, district=district)
     return mask_model(principal, found)
 
 
