@@ -225,3 +225,29 @@ async def test_a_later_checkin_is_no_sign_of_life_on_a_past_day(site: tuple[str,
         today = await get_json(http, "/api/reports/daily", tokens.gw1, date=day.isoformat())
     assert "E2" in [e["elder_id"] for e in past["silent_elders"]]  # nothing heard by then
     assert "E2" not in [e["elder_id"] for e in today["silent_elders"]]  # the visit today
+
+
+async def test_past_days_are_kept_and_read_back(site: tuple[str, Tokens], db_dsn: str) -> None:
+    base, tokens = site
+    async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+        first = await get_json(http, "/api/visits", tokens.gw1)
+        with psycopg.connect(db_dsn, autocommit=True) as conn:
+            kept = conn.execute(
+                "SELECT count(*), count(steps), max(steps) FROM visit_activity_days"
+                " WHERE elder_id = %s",
+                (STABLE,),
+            ).fetchone()
+            # the days kept are what the list reads: flatten the decline there
+            conn.execute(
+                "UPDATE visit_activity_days SET steps = 4000, motion = 30, water = 12"
+                " WHERE elder_id = %s",
+                (FALLING,),
+            )
+        second = await get_json(http, "/api/visits", tokens.gw1)
+    assert kept is not None
+    days, with_steps, most = kept
+    assert days in (34, 35)  # yesterday is kept from 01:00 on
+    assert with_steps == days and most == 4400  # the busiest weekday: 4,000 + 10 %
+    before = next(i for i in first["items"] if i["elder_id"] == FALLING)
+    after = next(i for i in second["items"] if i["elder_id"] == FALLING)
+    assert before["decline"] and after["decline"] == []

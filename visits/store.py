@@ -45,8 +45,11 @@ DEVICE_LABELS: dict[str, str] = {
 }
 LOW_BATTERY_PCT = 20
 ALERT_WINDOW = timedelta(days=30)
-# Activity days read: the baseline and the recent window, plus the day still running.
+# Activity days read: the baseline and the recent window (and a spare day, so a list
+# opened just after midnight still has a full baseline).
 ACTIVITY_DAYS = RECENT_DAYS + BASELINE_DAYS + 1
+# A past day's figures are kept once it ended this long ago (uploads that come late).
+SETTLE = timedelta(hours=1)
 
 Row = dict[str, Any]
 
@@ -95,6 +98,66 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _day_start(day: date, now: datetime) -> datetime:
+    return datetime.combine(day, datetime.min.time(), tzinfo=now.tzinfo)
+
+
+def _activity(row: Row) -> DayActivity:
+    return DayActivity(
+        steps=_float(row["steps"]), motion=_float(row["motion"]), water=_float(row["water"])
+    )
+
+
+async def daily_activity(
+    conn: AsyncConnection[Any], ids: Sequence[str], now: datetime, tz: str
+) -> dict[str, dict[date, DayActivity]]:
+    """Each elder's figures for the ACTIVITY_DAYS local days up to yesterday (the decline
+    signal never uses the day still running). Days kept in visit_activity_days are read
+    from there; the others are computed from telemetry in one query, and kept once they
+    ended SETTLE ago."""
+    today = now.date()
+    days = [today - timedelta(days=n) for n in range(1, ACTIVITY_DAYS)]
+    kept = await _rows(
+        conn,
+        "SELECT elder_id, day, steps, motion, water FROM visit_activity_days"
+        " WHERE elder_id = ANY(%(ids)s) AND day >= %(first)s AND day < %(today)s",
+        {"ids": list(ids), "first": days[-1], "today": today},
+    )
+    found: dict[str, dict[date, DayActivity]] = defaultdict(dict)
+    for row in kept:
+        found[row["elder_id"]][row["day"]] = _activity(row)
+    missing = [(e, d) for e in ids for d in days if d not in found.get(e, {})]
+    if not missing:
+        return found
+    elders = sorted({e for e, _d in missing})
+    first = min(d for _e, d in missing)
+    computed: dict[tuple[str, date], DayActivity] = {}
+    params = {
+        "ids": elders,
+        "tz": tz,
+        "since": _day_start(first, now),
+        "until": _day_start(today, now),
+    }
+    for row in await _rows(conn, _ACTIVITY, params):
+        computed[(row["elder_id"], row["day"])] = _activity(row)
+    settled = [(e, d) for e, d in missing if _day_start(d + timedelta(days=1), now) + SETTLE <= now]
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO visit_activity_days (elder_id, day, steps, motion, water)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (elder_id, day) DO UPDATE"
+            " SET steps = EXCLUDED.steps, motion = EXCLUDED.motion, water = EXCLUDED.water,"
+            " computed_at = now()",
+            [
+                (e, d, a.steps, a.motion, a.water)
+                for e, d in settled
+                for a in [computed.get((e, d), DayActivity())]
+            ],
+        )
+    for (e, d), a in computed.items():
+        found[e][d] = a
+    return found
+
+
 async def load_inputs(
     conn: AsyncConnection[Any], elders: Sequence[Row], now: datetime, tz: str
 ) -> list[VisitInputs]:
@@ -102,8 +165,6 @@ async def load_inputs(
     ids = [e["id"] for e in elders]
     if not ids:
         return []
-    first_day = now.date() - timedelta(days=ACTIVITY_DAYS - 1)
-    since_day = datetime.combine(first_day, datetime.min.time(), tzinfo=now.tzinfo)
     details = {
         r["id"]: r for r in await _rows(conn, _DETAILS, {"ids": ids, "since": now - ALERT_WINDOW})
     }
@@ -115,12 +176,7 @@ async def load_inputs(
             offline[d["elder_id"]].append(label)
         elif d["battery"] is not None and d["battery"] <= LOW_BATTERY_PCT:
             low[d["elder_id"]].append(label)
-    activity: dict[str, dict[date, DayActivity]] = defaultdict(dict)
-    params = {"ids": ids, "tz": tz, "since": since_day, "until": now + timedelta(minutes=5)}
-    for a in await _rows(conn, _ACTIVITY, params):
-        activity[a["elder_id"]][a["day"]] = DayActivity(
-            steps=_float(a["steps"]), motion=_float(a["motion"]), water=_float(a["water"])
-        )
+    activity = await daily_activity(conn, ids, now, tz)
     return [
         VisitInputs(
             elder_id=e["id"],
