@@ -49,7 +49,7 @@ border:1px solid #c9cdd4;border-radius:8px}
 table{border-collapse:collapse;background:#fff;font-size:14px;width:100%}
 th,td{border:1px solid #e5e6eb;padding:6px 8px;text-align:right;white-space:nowrap}
 th{background:#f7f8fa}
-td:first-child,td:nth-child(2){text-align:left}
+td:first-child,td:nth-child(2),th:first-child,th:nth-child(2){text-align:left}
 tr.total td{font-weight:600;background:#fff7e8}
 .scroll{overflow-x:auto}
 nav a{color:#3471c4;margin-right:14px}
