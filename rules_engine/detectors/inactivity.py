@@ -83,7 +83,16 @@ from rules_engine.routine import WATER_USE_MIN_LPM, Routine, RoutineBook
 from rules_engine.thresholds import Thresholds
 
 Sign = Literal[
-    "motion", "door", "bed_exit", "water", "steps", "in_bed", "contact", "switch", "appliance"
+    "motion",
+    "door",
+    "bed_exit",
+    "water",
+    "steps",
+    "in_bed",
+    "contact",
+    "switch",
+    "appliance",
+    "visit",  # a grid worker saw the elder at home (visits/, docs/visits.md)
 ]
 Source = Literal[
     "routine", "floor", "ceiling", "wake", "room", "bathroom", "night_exit", "learning"
@@ -288,6 +297,8 @@ class SignsOfLife:
                     return "contact"
                 case "switch_on" | "switch_off":
                     return "switch"
+                case "visit_checkin":
+                    return "visit"
             return None
         if event.type != "telemetry":
             return None
