@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from carewatch.alert_lifecycle import TransitionError
 from carewatch.alert_outbox import AlertPublisher
-from carewatch.bus import make_broker
+from carewatch.bus import make_bus
 from carewatch.db.pool import open_pool
 from carewatch.http_guard import BodyLimit, SecurityHeaders
 from carewatch.http_serve import serve_until
@@ -46,10 +46,10 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await open_pool(settings.database_url)
-        broker = make_broker(settings)
-        await broker.connect()
+        bus = make_bus(settings)
+        await bus.start()
 
-        publisher = AlertPublisher(broker, app.state.pool)
+        publisher = AlertPublisher(bus, app.state.pool)
 
         async def announce(change: AlertChange) -> None:
             await publisher.publish([change])
@@ -58,7 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            await broker.stop()
+            await bus.stop()
             await app.state.pool.close()
 
     app = FastAPI(
