@@ -119,6 +119,7 @@ class Bus(abc.ABC):
     def __init__(self) -> None:
         self._subscriptions: list[_Subscription] = []
         self._lag_task: asyncio.Task[None] | None = None
+        self._started = False
         self._stopping = asyncio.Event()
 
     # -- publishing ----------------------------------------------------------------------
@@ -199,7 +200,7 @@ class Bus(abc.ABC):
         )
 
     def _add(self, sub: _Subscription) -> None:
-        if self._lag_task is not None:
+        if self._started:
             raise RuntimeError("subscribe before start()")
         self._subscriptions.append(sub)
         self._subscribed(sub)
@@ -219,6 +220,7 @@ class Bus(abc.ABC):
         """Connect; then, for a bus that subscribed, start consuming (on Redis each
         consumer group is first created at the beginning of its stream, so messages
         published before a group ever existed are consumed, not skipped)."""
+        self._started = True
         await self._start()
         if self._subscriptions:
             self._lag_task = asyncio.create_task(self._report_lag(), name="bus-lag")
