@@ -16,10 +16,9 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from carewatch import bus
 from carewatch.alert_lifecycle import TransitionError
 from carewatch.alert_outbox import AlertPublisher
-from carewatch.bus import make_broker
+from carewatch.bus import make_bus, shard_of, stream_for
 from carewatch.db.pool import open_pool
 from carewatch.http_guard import BodyLimit, SecurityHeaders
 from carewatch.http_serve import serve_until
@@ -48,10 +47,10 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await open_pool(settings.database_url)
-        broker = make_broker(settings)
-        await broker.connect()
+        event_bus = make_bus(settings)
+        await event_bus.start()
 
-        publisher = AlertPublisher(broker, app.state.pool)
+        publisher = AlertPublisher(event_bus, app.state.pool)
 
         async def announce(change: AlertChange) -> None:
             await publisher.publish([change])
@@ -60,14 +59,14 @@ def create_app(settings: Settings) -> FastAPI:
 
         async def publish_event(event: Event) -> None:
             """A carewatch-made event (a visit check-in) on the elder's events shard."""
-            shard = bus.shard_of(event.elder_id, settings.bus_shards)
-            await bus.publish(broker, bus.stream_for("event", shard), encode(event))
+            stream = stream_for(event.type, shard_of(event.elder_id, settings.bus_shards))
+            await event_bus.publish(stream, encode(event), message_id=event.id)
 
         app.state.publish_event = publish_event
         try:
             yield
         finally:
-            await broker.stop()
+            await event_bus.stop()
             await app.state.pool.close()
 
     app = FastAPI(

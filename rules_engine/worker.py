@@ -255,12 +255,12 @@ async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = Non
     clock = clock or SystemClock()
     engine = default_engine()
     pool = await open_pool(settings.database_url)
-    broker = bus.make_broker(settings)  # publishes alert changes; consumes nothing
+    alerts_bus = bus.make_bus(settings)  # publishes alert changes; consumes nothing
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     timer_task: asyncio.Task[None] | None = None
     owner_task: asyncio.Task[None] | None = None
     try:
-        publisher = AlertPublisher(broker, pool)
+        publisher = AlertPublisher(alerts_bus, pool)
         views = ViewCache(
             clock,
             round(settings.rules_view_cache_s * 1000),
@@ -283,7 +283,7 @@ async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = Non
             on_take=lambda shard: _take(shard, views, consumers),
             on_release=lambda shard: _release(shard, views, consumers),
         )
-        await bus.start(broker)
+        await alerts_bus.start()
         # changes a previous run committed but never published (it died in between)
         await publisher.sweep(older_than_ms=0)
         timer_task = asyncio.create_task(
@@ -309,7 +309,7 @@ async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = Non
             timer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await timer_task
-        await broker.stop()
+        await alerts_bus.stop()
         await redis.aclose()
         await pool.close()
         log.info("rules worker stopped")

@@ -342,7 +342,7 @@ async def test_failing_timer_is_dead_lettered_and_does_not_starve_the_others(
     pool = await open_pool(short.database_url, max_size=2)
     try:
         clock = OffsetClock(1_000)
-        fired = await fire_due(pool, engine, AlertPublisher(bus_io.broker, pool), short, clock)
+        fired = await fire_due(pool, engine, AlertPublisher(bus_io.bus, pool), short, clock)
     finally:
         await pool.close()
 

@@ -75,16 +75,14 @@ class Io:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker = bus.make_broker(settings)
+        self.bus = bus.make_bus(settings)
         self.feed = Feed()
         self._seq = 0
 
         async def collect(body: bytes) -> None:
             self.feed.deliveries.append(decode_alert_change(body))
 
-        bus.subscribe(
-            self.broker, bus.ALERTS_STREAM, group="test-feed", consumer="feed", handler=collect
-        )
+        self.bus.subscribe(bus.ALERTS_STREAM, group="test-feed", consumer="feed", handler=collect)
 
     async def send(self, elder: str, device: str, kind: str, **fields: object) -> Event:
         self._seq += 1
@@ -102,16 +100,16 @@ class Io:
             data=dict(fields),
         )
         shard = bus.shard_of(elder, self.settings.bus_shards)
-        await bus.publish(self.broker, bus.events_stream(shard), encode(e))
+        await self.bus.publish(bus.events_stream(shard), encode(e))
         return e
 
 
 @pytest.fixture
 async def io(absence_settings: Settings) -> AsyncIterator[Io]:
     i = Io(absence_settings)
-    await bus.start(i.broker)
+    await i.bus.start()
     yield i
-    await bus.stop(i.broker)
+    await i.bus.stop()
 
 
 async def kill(task: asyncio.Task[None]) -> None:
