@@ -20,9 +20,9 @@ import numpy as np
 
 from bench.common import table, write_results
 from carewatch.messages import AccelWindow
-from rules_engine.detectors.accel_fall import AccelFallDetector, Candidate
-from rules_engine.detectors.fall_features import feature_vector, impact_features
-from rules_engine.detectors.fall_model import shipped_model
+from rules_engine.detectors.fall.features import feature_vector, impact_features
+from rules_engine.detectors.fall.model import shipped_model
+from rules_engine.detectors.fall.signal_model import AccelFallDetector, Candidate
 from simulators.accel_trials import HZ, generate_trial
 
 RATE = 50

@@ -43,12 +43,12 @@ import numpy as np
 
 from carewatch.messages import AccelWindow
 from evaluation.loaders import LayoutError, SkippedFile, Trial, load_trials
-from rules_engine.detectors.accel_fall import (
+from rules_engine.detectors.fall.model import FallModel, shipped_model
+from rules_engine.detectors.fall.signal_model import (
     AccelFallDetector,
     Candidate,
     FallThresholds,
 )
-from rules_engine.detectors.fall_model import FallModel, shipped_model
 
 CHUNK_S = 1.0
 FALL_BEFORE_MS = 1500

@@ -13,9 +13,9 @@ from carewatch.messages import Event
 from carewatch.settings import Settings, get_settings
 from rules_engine.decisions import Decision
 from rules_engine.detectors.base import Detector, DueTimer, ElderView
-from rules_engine.detectors.device_fall import DeviceFallDetector
 from rules_engine.detectors.device_health import DeviceHealthDetector
 from rules_engine.detectors.environment import EnvironmentDetector
+from rules_engine.detectors.fall.detector import DeviceFallDetector
 from rules_engine.detectors.home_sensors import HomeSensorHealthDetector
 from rules_engine.detectors.inactivity import InactivityDetector
 from rules_engine.detectors.signals import signal_detectors

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from carewatch.messages import AccelWindow
-from rules_engine.detectors.accel_fall import (
+from rules_engine.detectors.fall.features import FEATURE_NAMES, FeatureWindows
+from rules_engine.detectors.fall.model import FallModel, shipped_model
+from rules_engine.detectors.fall.signal_model import (
     AccelFallDetector,
     Candidate,
     FallDetection,
     FallThresholds,
 )
-from rules_engine.detectors.fall_features import FEATURE_NAMES, FeatureWindows
-from rules_engine.detectors.fall_model import FallModel, shipped_model
 
 T0 = 1_764_000_000_000  # device epoch ms of the first sample
 UPRIGHT = np.array([-1.0, 0.0, 0.0])  # arm hanging: gravity along the forearm

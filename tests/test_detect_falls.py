@@ -23,11 +23,11 @@ from rules_engine.decisions import (
     ScheduleTimer,
     UpdateAlert,
 )
-from rules_engine.detectors.accel_fall import FallThresholds
 from rules_engine.detectors.base import ActiveAlert, DueTimer, ElderView
-from rules_engine.detectors.correlation import confirm
-from rules_engine.detectors.device_fall import DeviceFallDetector
-from rules_engine.detectors.fall_model import shipped_model
+from rules_engine.detectors.fall.detector import DeviceFallDetector
+from rules_engine.detectors.fall.fusion import confirm
+from rules_engine.detectors.fall.model import shipped_model
+from rules_engine.detectors.fall.signal_model import FallThresholds
 from rules_engine.detectors.signals import signal_detectors
 from rules_engine.engine import Engine
 from rules_engine.thresholds import Thresholds

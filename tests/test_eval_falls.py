@@ -29,9 +29,9 @@ from evaluation.loaders import (
     detect_layout,
     load_trials,
 )
-from rules_engine.detectors.accel_fall import AccelFallDetector, FallThresholds
-from rules_engine.detectors.fall_features import FeatureWindows
-from rules_engine.detectors.fall_model import shipped_model
+from rules_engine.detectors.fall.features import FeatureWindows
+from rules_engine.detectors.fall.model import shipped_model
+from rules_engine.detectors.fall.signal_model import AccelFallDetector, FallThresholds
 from simulators.accel_trials import write_trials
 
 SYNTHETIC = Path(__file__).parent / "data" / "synthetic_falls"

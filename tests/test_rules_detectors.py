@@ -22,7 +22,7 @@ from rules_engine.decisions import (
     alert_id_for,
 )
 from rules_engine.detectors.base import ActiveAlert, Detector, DueTimer, ElderView
-from rules_engine.detectors.device_fall import DeviceFallDetector
+from rules_engine.detectors.fall.detector import DeviceFallDetector
 from rules_engine.engine import Engine, default_engine
 from rules_engine.thresholds import Thresholds, resolve_thresholds
 from tests.events import device_event

@@ -22,7 +22,7 @@ from carewatch.settings import Settings
 from rules_engine import store
 from rules_engine.decisions import Decision
 from rules_engine.detectors.base import Detector, DueTimer, ElderView
-from rules_engine.detectors.device_fall import DeviceFallDetector
+from rules_engine.detectors.fall.detector import DeviceFallDetector
 from rules_engine.engine import Engine, default_engine
 from rules_engine.timers import fire_due
 from tests.support import rules as support

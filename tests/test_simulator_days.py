@@ -17,7 +17,7 @@ from carewatch.db.registry import DeviceInfo
 from carewatch.messages import DeviceEvent, DeviceStatus, Telemetry
 from carewatch.settings import Settings
 from ingest.validate import Accepted, validate
-from rules_engine.detectors.accel_fall import AccelFallDetector
+from rules_engine.detectors.fall.signal_model import AccelFallDetector
 from simulators import geo
 from simulators.days import SITE_TZ, SimElder, SimMessage, day_plan, simulate
 from simulators.routine import Activity

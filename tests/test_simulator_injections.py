@@ -15,7 +15,7 @@ import pytest
 from carewatch.messages import AccelWindow, DeviceEvent, DeviceStatus, Telemetry
 from carewatch.settings import Settings
 from harness.services import Proc, await_until
-from rules_engine.detectors.accel_fall import AccelFallDetector
+from rules_engine.detectors.fall.signal_model import AccelFallDetector
 from simulators import geo
 from simulators.cli import injections_for, start_ms
 from simulators.days import SITE_TZ, SimElder, SimMessage, day_plan, simulate

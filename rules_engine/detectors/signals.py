@@ -3,9 +3,9 @@ position), built together because the fall detectors share what they saw."""
 
 from __future__ import annotations
 
-from rules_engine.detectors.accel_fall_detector import AccelFallPlugin
 from rules_engine.detectors.base import Detector
-from rules_engine.detectors.correlation import FallMovementDetector, RecentFalls
+from rules_engine.detectors.fall.accel import AccelFallPlugin
+from rules_engine.detectors.fall.fusion import FallMovementDetector, RecentFalls
 from rules_engine.detectors.geofence import GeofenceDetector
 from rules_engine.detectors.vitals import VitalsDetector
 

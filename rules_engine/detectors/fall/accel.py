@@ -39,9 +39,13 @@ import msgspec
 from carewatch.clock import Clock
 from carewatch.messages import AccelWindow, Event
 from rules_engine.decisions import Decision
-from rules_engine.detectors.accel_fall import AccelFallDetector, FallDetection, FallThresholds
 from rules_engine.detectors.base import Detector, ElderView
-from rules_engine.detectors.correlation import ACCEL_SOURCE, RecentFalls, open_or_fuse
+from rules_engine.detectors.fall.fusion import ACCEL_SOURCE, RecentFalls, open_or_fuse
+from rules_engine.detectors.fall.signal_model import (
+    AccelFallDetector,
+    FallDetection,
+    FallThresholds,
+)
 from rules_engine.detectors.rejects import count_reject
 from rules_engine.detectors.streaming import EventMemo, ViewCache
 

@@ -1,6 +1,6 @@
 """Device-reported falls (wristband fall flag, radar fall flag), with a confirmation window.
 
-Opening and confirming go through rules_engine.detectors.correlation, which the
+Opening and confirming go through rules_engine.detectors.fall.fusion, which the
 accelerometer detector shares: several sources fold into one alert, and stillness
 during the window raises the confidence.
 
@@ -19,7 +19,7 @@ from carewatch.clock import Clock
 from carewatch.messages import Event
 from rules_engine.decisions import Annotate, CancelAlert, CancelTimer, Decision
 from rules_engine.detectors.base import Detector, DueTimer, ElderView
-from rules_engine.detectors.correlation import (
+from rules_engine.detectors.fall.fusion import (
     SOURCE_CONFIDENCE,
     TIMER_KIND,
     confirm,
