@@ -135,7 +135,7 @@ def make_engine(sensors: Sequence[Sensor], settings: Settings, start_ms: int) ->
     engine = SimRulesEngine(
         [elder],
         settings,
-        default_engine(),
+        default_engine(settings),
         respond_after_s=DEFAULT_RESPOND_AFTER_S,
         start_ms=start_ms,
     )

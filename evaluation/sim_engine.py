@@ -64,10 +64,10 @@ from rules_engine.apply import (
 )
 from rules_engine.decisions import CancelTimer, Decision, ScheduleTimer
 from rules_engine.detectors.base import ActiveAlert, DueTimer, ElderView
-from rules_engine.detectors.device_health import SWEEP_EVERY_MS
 from rules_engine.device_sweep import BACK, OFFLINE
 from rules_engine.engine import Engine
 from rules_engine.geo import LatLon
+from rules_engine.inputs import SWEEP_EVERY_MS
 from rules_engine.thresholds import Thresholds, resolve_thresholds
 from simulators.days import SimElder, SimMessage
 
@@ -246,14 +246,19 @@ class SimRulesEngine:
         if event.id in self._seen_events:
             return  # rules_seen_events
         wanting = self.engine.wanting(event)
-        if wanting:
+        if not wanting:
+            return
+        if self.engine.needs_profile(event, wanting):
+            self.engine.learn(self.view(event.elder_id), event.device_time_ms)
+        observed = self.engine.observe(event, wanting)
+        if observed:
             self._seen_events.add(event.id)
             self.counters.wanted += 1
             self._clock.now = event.received_ms
             self._decide(
                 event.elder_id,
                 event.id,
-                lambda view: self.engine.on_event(event, view, self._clock, wanting),
+                lambda view: self.engine.decide(observed, view, self._clock.now_ms()),
             )
 
     def advance(self, now_ms: int) -> None:
@@ -302,7 +307,7 @@ class SimRulesEngine:
         self._decide(
             timer.elder_id,
             timer.timer_id,
-            lambda view: self.engine.on_timer(due, view, self._clock),
+            lambda view: self.engine.on_timer(due, view, self._clock.now_ms()),
         )
 
     def apply_decisions(

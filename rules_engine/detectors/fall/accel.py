@@ -1,10 +1,10 @@
 """Engine plug-in for server-side fall detection on wristband accelerometer windows.
 
 Telemetry whose data has "accel" ({hz, x, y, z}, as ingest publishes it) is fed to one
-streaming `AccelFallDetector` per device, in `wants()`, without I/O: only a detection
-(or the need to learn the elder's care profile) reaches the database. A detection
+streaming `FallSignalModel` per device, in the fall detector's `observe()`, without I/O:
+only a detection reaches the database. A detection
 opens, or folds into, the elder's 'fall' alert through the same path as the device's
-fall flag (correlation.open_or_fuse): 'pending' with the confirmation timer, rule
+fall flag (fusion.open_or_fuse): 'pending' with the confirmation timer, rule
 "fall.accel", the detector's confidence and features in the details, and every fall
 threshold used as the alert's threshold.
 
@@ -16,7 +16,7 @@ still let it through. Such a detection still opens the pending fall
 ("hit_series_without_freefall" in its details) but waits
 `fall_accel_series_confirm_window_s` (120 s) instead of the usual window, so that two
 wristband reports can show steps after it: an accelerometer-only fall followed by walking
-is cancelled at the timer (correlation.confirm); one followed by stillness is confirmed,
+is cancelled at the timer (confirmation.confirm); one followed by stillness is confirmed,
 only later. A device or radar flag fusing in keeps its normal behaviour (confirmed at the
 timer whatever moved).
 
@@ -31,23 +31,20 @@ from stored telemetry would put a database read on the hot path of every device.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import msgspec
 
-from carewatch.clock import Clock
 from carewatch.messages import AccelWindow, Event
 from rules_engine.decisions import Decision
-from rules_engine.detectors.base import Detector, ElderView
-from rules_engine.detectors.fall.fusion import ACCEL_SOURCE, RecentFalls, open_or_fuse
+from rules_engine.detectors.base import ElderView
+from rules_engine.detectors.fall.fusion import ACCEL_SOURCE, open_or_fuse
 from rules_engine.detectors.fall.signal_model import (
-    AccelFallDetector,
     FallDetection,
+    FallSignalModel,
     FallThresholds,
 )
 from rules_engine.detectors.rejects import count_reject
-from rules_engine.detectors.streaming import EventMemo, ViewCache
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +60,9 @@ def hit_series_without_freefall(detection: FallDetection) -> bool:
 
 def fall_thresholds(elder: ElderView) -> FallThresholds:
     """The elder's care profile thresholds: the operating point of the care profile id
-    (accel_fall.PROFILE_OPERATING_POINTS) with the profile's stored fall thresholds on top;
-    a broken profile falls back to the defaults (and says so) rather than silencing fall
-    detection for the elder."""
+    (signal_model.PROFILE_OPERATING_POINTS) with the profile's stored fall thresholds on
+    top; a broken profile falls back to the defaults (and says so) rather than silencing
+    fall detection for the elder."""
     try:
         return FallThresholds.for_elder(elder.profile_id, elder.profile)
     except ValueError as exc:
@@ -76,81 +73,82 @@ def fall_thresholds(elder: ElderView) -> FallThresholds:
         return FallThresholds()
 
 
-class AccelFallPlugin(Detector):
-    def __init__(self, recent: RecentFalls | None = None) -> None:
-        self._recent = recent or RecentFalls()
-        self._devices: dict[str, AccelFallDetector] = {}
-        self._profiles: ViewCache[FallThresholds] = ViewCache(fall_thresholds)
-        # Detections and rejections by event id: wants() runs more than once per delivery,
-        # and the detector drops samples it has seen, so it answers a repeat with None.
-        self._detections: EventMemo[FallDetection] = EventMemo()
-        self._rejected: EventMemo[bool] = EventMemo()
+def is_accel_window(event: Event) -> bool:
+    return event.type == "telemetry" and "accel" in event.data
 
-    def wants(self, event: Event) -> bool:
-        if event.type != "telemetry" or "accel" not in event.data:
-            return False
-        thresholds = self._profiles.get(event.elder_id, event.device_time_ms)
-        if thresholds is None:
-            return True  # learn the elder's profile first; on_event feeds this window
-        return self._feed(event, thresholds) is not None
 
-    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
-        thresholds = self._profiles.learn(elder, event.device_time_ms)
-        detection = self._feed(event, thresholds)
-        if detection is None:
-            return []
-        self._recent.saw_fall(event.elder_id, event.device_time_ms)
-        used = self._devices[event.device_id].thresholds
-        threshold = {
-            **asdict(used),
-            "fall_confirm_window_s": elder.thresholds.fall_confirm_window_s,
-        }
-        details: dict[str, object] = {
-            "impact_ms": detection.impact_ms,
-            "features": detection.features,
-        }
-        window_s: float | None = None
-        if hit_series_without_freefall(detection):
-            details["hit_series_without_freefall"] = True
-            window_s = max(
-                elder.thresholds.fall_confirm_window_s,
-                elder.thresholds.fall_accel_series_confirm_window_s,
-            )
-            threshold["fall_accel_series_confirm_window_s"] = window_s
-        return open_or_fuse(
-            event,
-            elder,
-            clock,
-            source=SOURCE,
-            rule=RULE,
-            confidence=detection.confidence,
-            threshold=threshold,
-            details=details,
-            confirm_window_s=window_s,
-        )
+@dataclass(frozen=True, slots=True)
+class AccelFall:
+    """A detection, with the thresholds the device's model used for it."""
 
-    def _feed(self, event: Event, thresholds: FallThresholds) -> FallDetection | None:
-        if event.id in self._detections:
-            return self._detections[event.id]
-        if event.id in self._rejected:
-            return None
-        detector = self._devices.get(event.device_id)
-        if detector is None:
-            detector = self._devices[event.device_id] = AccelFallDetector(thresholds)
-        elif detector.thresholds != thresholds:
-            detector.thresholds = thresholds  # profile edited: applies from this window on
+    detection: FallDetection
+    thresholds: FallThresholds
+
+
+class AccelSource:
+    """One streaming signal model per device (this worker's memory)."""
+
+    def __init__(self) -> None:
+        self._devices: dict[str, FallSignalModel] = {}
+        self._profiles: dict[str, tuple[ElderView, FallThresholds]] = {}  # per elder
+
+    def _thresholds(self, known: ElderView | None) -> FallThresholds:
+        if known is None:
+            return FallThresholds()
+        derived = self._profiles.get(known.elder_id)
+        if derived is None or derived[0] is not known:
+            derived = self._profiles[known.elder_id] = (known, fall_thresholds(known))
+        return derived[1]
+
+    def observe(self, event: Event, known: ElderView | None) -> AccelFall | None:
+        """Feed the window to the device's model (with the elder's profile thresholds;
+        an edited profile applies from this window on)."""
+        thresholds = self._thresholds(known)
+        model = self._devices.get(event.device_id)
+        if model is None:
+            model = self._devices[event.device_id] = FallSignalModel(thresholds)
+        elif model.thresholds != thresholds:
+            model.thresholds = thresholds
         try:
             window = msgspec.convert(event.data["accel"], AccelWindow)
-            detection = detector.feed(window, event.device_time_ms)
+            detection = model.feed(window, event.device_time_ms)
         except (msgspec.ValidationError, ValueError) as exc:
             # the raw window is kept in the telemetry table by ingest; count and move on
-            self._rejected.put(event.id, True)
             count_reject("accel_fall", "bad_window")
             log.warning(
                 "unusable accelerometer window skipped",
                 extra={"event_id": event.id, "device_id": event.device_id, "error": str(exc)},
             )
             return None
-        if detection is not None:
-            self._detections.put(event.id, detection)
-        return detection
+        return None if detection is None else AccelFall(detection, thresholds)
+
+
+def accel_decisions(event: Event, seen: AccelFall, elder: ElderView, now_ms: int) -> list[Decision]:
+    detection = seen.detection
+    threshold = {
+        **asdict(seen.thresholds),
+        "fall_confirm_window_s": elder.thresholds.fall_confirm_window_s,
+    }
+    details: dict[str, object] = {
+        "impact_ms": detection.impact_ms,
+        "features": detection.features,
+    }
+    window_s: float | None = None
+    if hit_series_without_freefall(detection):
+        details["hit_series_without_freefall"] = True
+        window_s = max(
+            elder.thresholds.fall_confirm_window_s,
+            elder.thresholds.fall_accel_series_confirm_window_s,
+        )
+        threshold["fall_accel_series_confirm_window_s"] = window_s
+    return open_or_fuse(
+        event,
+        elder,
+        now_ms,
+        source=SOURCE,
+        rule=RULE,
+        confidence=detection.confidence,
+        threshold=threshold,
+        details=details,
+        confirm_window_s=window_s,
+    )

@@ -211,7 +211,7 @@ def _summary(features: dict[str, float], probability: float) -> dict[str, float]
     return out
 
 
-class AccelFallDetector:
+class FallSignalModel:
     """Streaming fall detector for one device: feed chunks in device-time order."""
 
     def __init__(
