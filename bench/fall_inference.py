@@ -22,7 +22,7 @@ from bench.common import table, write_results
 from carewatch.messages import AccelWindow
 from rules_engine.detectors.fall.features import feature_vector, impact_features
 from rules_engine.detectors.fall.model import shipped_model
-from rules_engine.detectors.fall.signal_model import FallSignalModel, Candidate
+from rules_engine.detectors.fall.signal_model import Candidate, FallSignalModel
 from simulators.accel_trials import HZ, generate_trial
 
 RATE = 50
