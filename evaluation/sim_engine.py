@@ -2,8 +2,9 @@
 
 `SimRulesEngine` feeds each `SimMessage` through the same path the services take,
 without the services: `ingest.validate.validate` (with a registry built from the
-simulated elders) turns it into the `Event` ingest would publish, `Engine.wants` and
-`Engine.on_event` decide on an `ElderView` built the way `rules_engine.store` builds it,
+simulated elders) turns it into the `Event` ingest would publish, the engine's contract
+(`wanting`, the profile learned from the view, `observe` once, `decide`) decides on an
+`ElderView` built the way `rules_engine.store` builds it,
 and the decisions are applied with the store's semantics to in-memory alerts and
 durable timers. Time is the device time of the stream: the injected clock reads the
 message being decided (or the due time of the timer being fired), and timers due before
