@@ -96,7 +96,10 @@ class Engine:
                     raise ValueError(f"timer kind {kind!r} is owned by two detectors")
                 self._by_timer_kind[kind] = detector
         self.profiles = KnownProfiles()
-        self._observed: OrderedDict[str, Observed] = OrderedDict()
+        # event id -> Observed, in two generations of plain dicts (cheaper per event than
+        # an LRU): between OBSERVED_MEMORY and twice that many of the latest are kept
+        self._observed: dict[str, Observed] = {}
+        self._observed_before: dict[str, Observed] = {}
 
     def wants(self, event: Event) -> bool:
         return any(d.wants(event) for d in self.detectors)
@@ -106,9 +109,11 @@ class Engine:
 
     def needs_profile(self, event: Event, wanting: Sequence[AnyDetector]) -> bool:
         """True if observe() needs the elder's profile first (learn a view)."""
-        if event.id in self._observed or not any(d.uses_profile(event) for d in wanting):
+        if self.profiles.get(event.elder_id, event.device_time_ms) is not None:
             return False
-        return self.profiles.get(event.elder_id, event.device_time_ms) is None
+        if event.id in self._observed or event.id in self._observed_before:
+            return False
+        return any(d.uses_profile(event) for d in wanting)
 
     def learn(self, view: ElderView, at_ms: int) -> None:
         self.profiles.learn(view, at_ms)
@@ -117,6 +122,8 @@ class Engine:
         """Each wanting detector observes `event` once; a repeat (a redelivery, a retried
         transaction) gets the same Observed without touching the detectors."""
         remembered = self._observed.get(event.id)
+        if remembered is None:
+            remembered = self._observed_before.get(event.id)
         if remembered is not None:
             return remembered
         known = self.profiles.get(event.elder_id, event.device_time_ms)
@@ -126,9 +133,9 @@ class Engine:
             if observation is not None:
                 seen.append((detector, observation))
         observed = Observed(event, tuple(seen))
+        if len(self._observed) >= OBSERVED_MEMORY:
+            self._observed_before, self._observed = self._observed, {}
         self._observed[event.id] = observed
-        while len(self._observed) > OBSERVED_MEMORY:
-            self._observed.popitem(last=False)
         return observed
 
     def decide(self, observed: Observed, view: ElderView, now_ms: int) -> list[Decision]:

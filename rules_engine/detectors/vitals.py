@@ -129,6 +129,9 @@ class Sustained:
     run: Run  # a copy: the detector's run goes on changing
 
 
+_SIGN_NAMES = tuple(sign.name for sign in SIGNS)
+
+
 def readings(event: Event) -> dict[str, float]:
     """The vital signs a sample carries (0 is 'no reading' on these sensors)."""
     if event.type != "telemetry" or event.data.get("worn") is False:
@@ -146,7 +149,11 @@ class VitalsDetector(Detector[VitalsSeen]):
         self._runs: dict[tuple[str, str], Run] = {}  # (device, sign)
 
     def wants(self, event: Event) -> bool:
-        return bool(readings(event))
+        """Cheap: a sample naming a vital sign (observe() reads the values)."""
+        if event.type != "telemetry":
+            return False
+        data = event.data
+        return any(name in data for name in _SIGN_NAMES)
 
     def uses_profile(self, event: Event) -> bool:
         values = readings(event)
