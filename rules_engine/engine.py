@@ -166,35 +166,20 @@ class Engine:
         return self.decide(observed, view_of(), now_ms)
 
 
-@dataclass(frozen=True, slots=True)
-class Books:
-    """What the detectors learn from periodic reads (rules_engine.inputs fills them)."""
-
-    routines: RoutineBook
-    rooms: RoomBook
-    homes: HomeRoutineBook
-
-
 def default_engine(settings: Settings) -> Engine:
     """The detectors of a worker, built from `settings` (the site's timezone)."""
-    return build_engine(settings)[0]
-
-
-def build_engine(settings: Settings) -> tuple[Engine, Books]:
     tz = ZoneInfo(settings.timezone)
     rooms = RoomBook()  # one per worker: inactivity reads it, home-sensor health too
-    books = Books(RoutineBook(tz), rooms, HomeRoutineBook(tz))
-    engine = Engine(
+    return Engine(
         [
             SosDetector(),
             FallDetector(),
             EnvironmentDetector(),
             VitalsDetector(),
             GeofenceDetector(settings.timezone),
-            InactivityDetector(books.routines, tz, rooms, books.homes),
+            InactivityDetector(RoutineBook(tz), tz, rooms, HomeRoutineBook(tz)),
             WaterDetector(),
             DeviceHealthDetector(tz),
             HomeSensorHealthDetector(rooms),
         ]
     )
-    return engine, books
