@@ -128,11 +128,7 @@ class EventHandler:
                 consumed[event.type] += 1
                 wanting = self._engine.wanting(event)
                 if wanting:
-                    observed = await self._observe(event, wanting)
-                    if observed is None:  # not in the registry: the full path dead-letters it
-                        await self._apply(stream, body, Observed(event, ()))
-                    elif observed and not await self._settled_by_cache(observed):
-                        await self._apply(stream, body, observed)
+                    await self._handle(stream, event, body, wanting)
                 latencies.append(max(self._clock.now_ms() - event.received_ms, 0) / 1000)
         finally:
             for kind, n in consumed.items():
@@ -149,6 +145,24 @@ class EventHandler:
             detail=str(exc),
             payload=body,
         )
+
+    async def _handle(
+        self, stream: str, event: Event, body: bytes, wanting: Sequence[AnyDetector]
+    ) -> None:
+        try:
+            observed = await self._observe(event, wanting)
+        except psycopg.OperationalError:
+            raise  # database unreachable: the entry stays pending and is delivered again
+        except Exception as exc:
+            # a detector failing on this event fails on every delivery: keep it, move on
+            log.exception("observing an event failed, dead-lettered", extra={"event_id": event.id})
+            EVENTS_CONSUMED.labels("failed").inc()
+            await self._dead_letter(stream, event, body, "rules_failed", repr(exc))
+            return
+        if observed is None:  # not in the registry: the full path dead-letters it
+            await self._apply(stream, body, Observed(event, ()))
+        elif observed and not await self._settled_by_cache(observed):
+            await self._apply(stream, body, observed)
 
     async def _observe(self, event: Event, wanting: Sequence[AnyDetector]) -> Observed | None:
         """The detectors observe `event` once (a redelivery gets what they observed the

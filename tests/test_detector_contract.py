@@ -240,3 +240,32 @@ def test_a_stateless_detector_observes_the_event_itself() -> None:
     ev = device_event("sos", T0, seq=1)
     assert probe.observe(ev, None) is None  # the base: nothing to decide
     assert Engine([probe]).run(ev, profile_view, T0) is None
+
+
+async def test_an_event_a_detector_cannot_observe_is_dead_lettered_and_the_batch_goes_on(
+    rules_settings: Settings, bus_io: Bus
+) -> None:
+    class Broken(Detector[Event]):
+        def wants(self, event: Event) -> bool:
+            return event.type == "telemetry"
+
+        def observe(self, event: Event, known: ElderView | None) -> Event | None:
+            if event.data.get("bad"):
+                raise RuntimeError("detector bug")
+            return event
+
+    engine = Engine([Broken(), FallDetector()])
+    now = SystemClock().now_ms()
+    bad = telemetry_event({"bad": True}, now, seq=9_001)
+    fall = device_event("fall", now, seq=9_002)
+    pool: AsyncConnectionPool = await open_pool(rules_settings.database_url, max_size=2)
+    try:
+        handler = EventHandler(
+            rules_settings, pool, engine, AlertPublisher(bus_io.broker, pool), SystemClock()
+        )
+        await handler.handle_batch("telemetry.0", [encode(bad), encode(fall)])
+    finally:
+        await pool.close()
+    letters = await support.rows(rules_settings, "SELECT reason, device_id FROM dead_letters")
+    assert [(r["reason"], r["device_id"]) for r in letters] == [("rules_failed", "W1")]
+    assert [a["kind"] for a in await alerts(rules_settings)] == ["fall"]
