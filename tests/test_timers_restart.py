@@ -223,7 +223,7 @@ async def test_a_deadline_pushed_back_after_it_was_listed_is_not_fired(
     """The timer loop lists due timers, then claims each; a sign of life in between
     moves the deadline, and the claim must see the new due time (nothing fires)."""
     s = absence_settings
-    engine = default_engine()
+    engine = default_engine(s)
     clock = SystemClock()
     pool = await open_pool(s.database_url, max_size=2)
     try:
@@ -243,7 +243,7 @@ async def test_a_deadline_pushed_back_after_it_was_listed_is_not_fired(
 
         async def apply(e: Event) -> None:
             outcome = await store.apply_event(
-                pool, e, lambda v: engine.on_event(e, v, clock), s, clock
+                pool, e, lambda v: engine.run(e, lambda: v, clock.now_ms()) or [], s, clock
             )
             assert outcome.result == "applied"
 
@@ -253,7 +253,7 @@ async def test_a_deadline_pushed_back_after_it_was_listed_is_not_fired(
         await apply(motion(0))  # moves it a minute ahead before the claim
 
         def decide(t: DueTimer, v: ElderView) -> list[Decision]:
-            return engine.on_timer(t, v, clock)
+            return engine.on_timer(t, v, clock.now_ms())
 
         outcome = await store.fire_timer(pool, listed.timer_id, "A1", decide, s, clock)
         assert outcome.result == "gone"
@@ -266,7 +266,12 @@ async def test_a_deadline_pushed_back_after_it_was_listed_is_not_fired(
         # once it has fired, the next sign of life arms the same deadline again
         later = OffsetClock((THRESHOLD_S + 5) * 1000)
         fired = await store.fire_timer(
-            pool, listed.timer_id, "A1", lambda t, v: engine.on_timer(t, v, later), s, later
+            pool,
+            listed.timer_id,
+            "A1",
+            lambda t, v: engine.on_timer(t, v, later.now_ms()),
+            s,
+            later,
         )
         assert fired.result == "applied" and [c.kind for c in fired.changes] == ["inactivity"]
         await apply(motion((THRESHOLD_S + 10) * 1000))  # seen after the alert opened
