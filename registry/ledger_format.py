@@ -204,8 +204,9 @@ class ElderRecord:
     id_card_masked: str | None = None  # '500103********123X', never the full number
     community: str | None = None  # 所属社区 / 村
     care_notes: CareNotes = field(default_factory=CareNotes)
-    # the care note columns the row's file has (only those are written on import)
-    care_notes_given: frozenset[str] = frozenset()
+    # the care note columns the row's file has (only those are written on import): how
+    # the row was read, not the elder, so records compare without it
+    care_notes_given: frozenset[str] = field(default=frozenset(), compare=False)
 
     def devices(self) -> tuple[DeviceRecord, ...]:
         wristband = (DeviceRecord(self.wristband_id, "wristband"),) if self.wristband_id else ()
