@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from carewatch import alerts
+from carewatch import alerts, care_notes
 from carewatch.alert_lifecycle import Action, TransitionError
 from carewatch.alert_outbox import AlertPublisher
 from carewatch.alerts import Alert
@@ -298,12 +298,15 @@ async def _alert_page(
     at_ms = alert.event_time_ms(settings.device_clock_max_skew_s)  # a wrong device clock
     when = targets.local_time(at_ms, settings.timezone).strftime("%m月%d日 %H:%M")
     notices: list[tuple[str, bool]] = [(notice, error)] if notice else []
+    care = ""
     if alert.status in CLOSED_STATUSES:
         actions = '<p class="notice">此警报已结束，无需操作。</p>'
     elif handler is None:
         actions = f'<form method="post">{_buttons(OPEN_BUTTONS)}</form>'
     elif handler.actor == viewer:
         actions = f'<form method="post">{_buttons(HANDLER_BUTTONS)}</form>'
+        # the person going in: medical notes and who has the key (never in the SMS)
+        care = _care_section(await care_notes.load(conn, alert.elder_id))
     else:
         if notice is None or error:
             notices.append((handled_by_text(handler), False))
@@ -323,8 +326,31 @@ async def _alert_page(
         address=html.escape(elder.address if elder else ""),
         status_label=html.escape(STATUS_LABELS.get(alert.status, alert.status)),
         handler=html.escape(handler.display if handler else "暂无"),
+        care=care,
         actions=actions,
     )
+
+
+def _care_section(notes: care_notes.CareNotes) -> str:
+    """医疗与照护需求 for whoever acknowledged: what is recorded, the key holder with a
+    call button, and which essentials the ledger lacks."""
+    values = notes.as_dict()
+    rows = "".join(
+        f'<div class="row"><span class="label">{label}</span>'
+        f"<span>{html.escape(values[name] or '')}</span></div>"
+        for name, label in care_notes.FIELDS
+        if values[name] and name != "key_holder_phone"
+    )
+    if notes.key_holder_phone:
+        tel = re.sub(r"[^0-9+]", "", notes.key_holder_phone)
+        rows += (
+            f'<a class="call" href="tel:{html.escape(tel)}">'
+            f"联系钥匙保管人 {html.escape(notes.key_holder_phone)}</a>"
+        )
+    missing = notes.missing()
+    if missing:
+        rows += f'<p class="label">台账中尚未登记：{"、".join(missing)}</p>'
+    return f'<section class="card" id="care-needs"><h2>医疗与照护需求</h2>{rows}</section>'
 
 
 async def _notes_for(conn: Conn, alert_id: str, viewer: str | None) -> list[str]:

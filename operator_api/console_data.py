@@ -15,6 +15,7 @@ from uuid import UUID
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
+from carewatch.care_notes import CareNotes
 from operator_api import alerts as alerts_api
 from operator_api import elders as elders_api
 from operator_api.db import Row, Where, fetch_all, fetch_one, scope_conditions
@@ -47,7 +48,6 @@ _DEVICE_CONDITIONS: dict[str, tuple[str, LiteralString]] = {
 }
 DEVICE_STATES: dict[str, str] = {code: label for code, (label, _c) in _DEVICE_CONDITIONS.items()}
 # What responders need to know before they enter (issue 19's ledger): not stored yet.
-CARE_NEEDS_MISSING = ["过敏史", "用药", "行动能力", "钥匙保管人"]
 
 # The queue: most severe first, then the longest waiting.
 _QUEUE: LiteralString = (
@@ -130,6 +130,12 @@ async def _dialable(
     """Phone numbers to call about an in-scope elder: full for a dispatcher, masked
     otherwise. The caller has already checked the elder is in scope."""
     elder = await fetch_one(conn, "SELECT phone FROM elders WHERE id = %s", (elder_id,))
+    key_holder = await fetch_one(
+        conn,
+        "SELECT key_holder_name AS name, key_holder_phone AS phone FROM elder_care_notes"
+        " WHERE elder_id = %s AND key_holder_phone IS NOT NULL",
+        (elder_id,),
+    )
     contacts = await fetch_all(
         conn,
         "SELECT priority, name, relation, phone FROM contacts WHERE elder_id = %s"
@@ -158,6 +164,9 @@ async def _dialable(
             {**w, "name": mask_text(principal, w["name"]), "phone": phone(w["phone"])}
             for w in workers
         ],
+        # who has the key to the door (migration 090): dialled like the contacts
+        "key_holder": key_holder
+        and {"name": mask_text(principal, key_holder["name"]), "phone": phone(key_holder["phone"])},
     }
 
 
@@ -169,6 +178,7 @@ async def alert_card(
     Raises HTTPException(404) or OutOfScope like the API's readers it uses."""
     alert = await alerts_api.get_alert(alert_id, principal, pool)
     elder = await elders_api.get_elder(alert.elder_id, principal, pool)
+    notes = CareNotes(**elder.care_notes.model_dump())
     async with pool.connection() as conn:
         now = await db_now(conn)
         grid = await fetch_one(
@@ -183,9 +193,10 @@ async def alert_card(
     return {
         "now": now.isoformat(),
         "alert": alert_json,
-        # medical notes and care needs are not in the registry yet: the page says so
-        "care_needs": None,
-        "care_needs_missing": CARE_NEEDS_MISSING,
+        # medical notes and care needs (masked like the elder endpoint); the page names
+        # the essential ones not recorded
+        "care_needs": None if notes.is_empty() else elder.care_notes.model_dump(mode="json"),
+        "care_needs_missing": notes.missing(),
         "severity_label": severity_label(alert.severity),
         "elder": elder.model_dump(mode="json"),
         "grid": grid,

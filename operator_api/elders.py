@@ -8,10 +8,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from psycopg import AsyncConnection, sql
 
+from carewatch import care_notes
 from operator_api.auth import CurrentPrincipal, Pool
 from operator_api.db import Row, Where, db_now, fetch_all, fetch_one, scope_conditions
 from operator_api.masking import mask_model
-from operator_api.models import ContactOut, DeviceOut, ElderDetail, ElderPage, ElderSummary
+from operator_api.models import (
+    CareNotesOut,
+    ContactOut,
+    DeviceOut,
+    ElderDetail,
+    ElderPage,
+    ElderSummary,
+)
 from operator_api.scope import OutOfScope, Principal
 from operator_api.validation import DistrictFilter, ElderId, GridFilter, Offset
 
@@ -144,9 +152,11 @@ async def get_elder(elder_id: ElderId, principal: CurrentPrincipal, pool: Pool) 
             " WHERE elder_id = %s ORDER BY priority",
             (elder_id,),
         )
+        notes = await care_notes.load(conn, elder_id)
     detail = ElderDetail(
         **row,
         devices=[DeviceOut(**d) for d in devices],
         contacts=[ContactOut(**c) for c in contacts],
+        care_notes=CareNotesOut(**notes.as_dict()),
     )
     return mask_model(principal, detail)

@@ -154,6 +154,19 @@ class ContactOut(BaseModel):
     wecom_userid: OptionalFreeText
 
 
+class CareNotesOut(BaseModel):
+    """Medical notes and care needs (医疗与照护需求) from the office ledger; null fields
+    are not recorded. The key holder's phone is masked like every phone number."""
+
+    allergies: OptionalFreeText = Field(None, description="过敏史")
+    medications: OptionalFreeText = Field(None, description="用药")
+    conditions: OptionalFreeText = Field(None, description="慢性病/病史")
+    mobility: Literal["自理", "需搀扶", "轮椅", "卧床"] | None = Field(None, description="行动能力")
+    key_holder_name: OptionalFreeText = Field(None, description="钥匙保管人")
+    key_holder_phone: OptionalFreeText = Field(None, description="钥匙保管人电话")
+    notes: OptionalFreeText = Field(None, description="备注")
+
+
 class ElderSummary(BaseModel):
     id: str
     name: FreeText
@@ -183,6 +196,7 @@ class ElderDetail(ElderSummary):
     care_profile_name: OptionalFreeText
     devices: list[DeviceOut]
     contacts: list[ContactOut]
+    care_notes: CareNotesOut = Field(description="medical notes and care needs")
 
 
 class StationOut(BaseModel):

@@ -5,7 +5,9 @@ An elders table whose header row is in Chinese (序号, 姓名, 性别, 身份�
 format (registry.ledger_format), column by column, so both are validated by one parser:
 
 - title rows above the header are skipped (registry.reader finds the header);
-- columns carewatch does not know (备注, 走访情况 ...) are ignored, and the import says so;
+- columns carewatch does not know (走访情况 ...) are ignored, and the import says so;
+- the medical notes and care needs (过敏史, 用药, 慢性病/病史, 行动能力, 钥匙保管人 and
+  its 电话, 备注) are optional: a file without one of these columns keeps what is stored;
 - 照护类型 (独居/空巢/留守/失能/高龄/认知障碍/普通, several allowed: '独居、高龄') becomes
   the care profile (the most demanding one) and, unless 是否独居 is given, lives_alone;
 - errors come back in Chinese with the line, the column as the file names it (and its
@@ -20,7 +22,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from registry.ledger_format import ELDER_COLUMNS
+from registry.ledger_format import CARE_NOTE_COLUMNS, ELDER_COLUMNS
 from registry.reader import RawRow, Table
 
 # The template's columns, in order: (Chinese header, internal column; "" = not imported).
@@ -59,6 +61,13 @@ TEMPLATE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("紧急联系人3关系", "contact3_relation"),
     ("紧急联系人3电话", "contact3_phone"),
     ("紧急联系人3企业微信", "contact3_wecom"),
+    ("过敏史", "allergies"),
+    ("用药", "medications"),
+    ("慢性病/病史", "conditions"),
+    ("行动能力", "mobility"),
+    ("钥匙保管人", "key_holder_name"),
+    ("钥匙保管人电话", "key_holder_phone"),
+    ("备注", "notes"),
 )
 # Other names offices give the same columns.
 ALIASES: dict[str, str] = {
@@ -88,6 +97,18 @@ ALIASES: dict[str, str] = {
     "紧急联系人姓名": "contact1_name",
     "与老人关系": "contact1_relation",
     "紧急联系电话": "contact1_phone",
+    "药物过敏史": "allergies",
+    "过敏": "allergies",
+    "用药情况": "medications",
+    "长期用药": "medications",
+    "常用药": "medications",
+    "慢性病": "conditions",
+    "病史": "conditions",
+    "既往病史": "conditions",
+    "自理能力": "mobility",
+    "行动情况": "mobility",
+    "钥匙保管人姓名": "key_holder_name",
+    "钥匙保管人联系电话": "key_holder_phone",
 }
 HEADERS: dict[str, str] = {**dict(TEMPLATE_COLUMNS), **ALIASES}
 CHINESE_NAME: dict[str, str] = {internal: zh for zh, internal in TEMPLATE_COLUMNS if internal}
@@ -223,7 +244,12 @@ def translate(file: str, table: Table) -> tuple[Table, Localizer]:
         out_header.append("care_profile")
         if not has_lives_alone:
             out_header.append("lives_alone")
-    left_out = [c for c in ELDER_COLUMNS if c not in out_header and c not in REQUIRED]
+    left_out = [
+        c
+        for c in ELDER_COLUMNS
+        # a care note column the file lacks stays absent: the import keeps what is stored
+        if c not in out_header and c not in REQUIRED and c not in CARE_NOTE_COLUMNS
+    ]
     out_header += left_out  # empty in every row
 
     def rows() -> Iterator[RawRow]:
@@ -254,6 +280,7 @@ def translate(file: str, table: Table) -> tuple[Table, Localizer]:
 _WHAT = {
     "care profile": "照护类型（可填：独居、空巢、留守、失能、高龄、认知障碍、普通）",
     "sensor kind": "传感器类型（pir、door、water_meter、radar、smoke、gas、leak）",
+    "mobility": "行动能力（可填：自理、需搀扶、轮椅、卧床）",
 }
 _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), chinese)
@@ -295,6 +322,11 @@ _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             "设备“\\1”已登记在老人“\\2”名下",
         ),
         (r"^at least one family contact .*$", "至少要填写一位紧急联系人"),
+        (r"^a key holder needs a phone number$", "填了钥匙保管人就要填钥匙保管人电话"),
+        (
+            r"^a key holder's phone needs the holder's name$",
+            "填了钥匙保管人电话就要填钥匙保管人姓名",
+        ),
         (r"^'(.*)' is not kind:device_id$", "“\\1”应写成“类型:设备编号”"),
         (
             r"^grid '(.*)' has \S+ '(.*)' at .* line (\d+), here '(.*)'$",

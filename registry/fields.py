@@ -9,6 +9,7 @@ import re
 from collections.abc import Collection
 from datetime import time
 
+from carewatch.care_notes import MOBILITY_ALIASES, MOBILITY_LEVELS
 from carewatch.phones import MOBILE_RE
 from carewatch.topics import DEVICE_ID_RE
 
@@ -266,3 +267,21 @@ def parse_id_card(value: str) -> str:
     if _ID_CARD_CHECK[total % 11] != compact[17]:
         raise FieldError("the ID card number's check character does not match (a typo?)")
     return f"{match.group(1)}{'*' * 8}{match.group(3)}{match.group(4)}"
+
+
+# -- care needs (行动能力) ----------------------------------------------------------------
+
+# Medicines and histories run longer than a name or an address.
+CARE_NOTE_MAX_LEN = 500
+
+
+def parse_mobility(value: str) -> str:
+    """自理 / 需搀扶 / 轮椅 / 卧床 (or independent / assisted / wheelchair / bedridden),
+    stored in Chinese."""
+    text = value.strip()
+    level = MOBILITY_ALIASES.get(text.lower(), text)
+    return parse_choice(level, MOBILITY_LEVELS, "mobility")
+
+
+def parse_care_text(value: str) -> str:
+    return parse_text(value, CARE_NOTE_MAX_LEN)

@@ -24,7 +24,7 @@ from psycopg.rows import TupleRow
 
 from carewatch.settings import Settings
 from registry.ledger import Origin, ParsedLedger, RowError, parse_ledger
-from registry.ledger_format import SQL_ZONE_ID_PREFIX
+from registry.ledger_format import CARE_NOTE_COLUMNS, SQL_ZONE_ID_PREFIX, ElderRecord
 
 log = logging.getLogger(__name__)
 
@@ -410,8 +410,41 @@ def _write(conn: psycopg.Connection[TupleRow], ledger: ParsedLedger) -> dict[str
     counts["contacts"] = _with_removed(_upsert(conn, _CONTACTS, contacts), removed_contacts)
     counts["devices"] = _with_removed(_upsert(conn, _DEVICES, devices), removed_devices)
     counts["geofence_zones"] = _write_zones(conn, ledger)
+    counts["care_notes"] = _write_care_notes(conn, ledger)
     counts["regions"] = TableCount(inserted=_count_regions(conn) - regions_before)
     return counts
+
+
+def _write_care_notes(conn: psycopg.Connection[TupleRow], ledger: ParsedLedger) -> TableCount:
+    """Medical notes and care needs (migration 090): only the columns a file has are
+    written (a column left out keeps what is stored; an empty cell clears it), one
+    statement per set of columns; an elder left with no note at all loses the row."""
+    by_columns: dict[frozenset[str], list[ElderRecord]] = {}
+    for e in ledger.elders:
+        if e.care_notes_given:
+            by_columns.setdefault(e.care_notes_given, []).append(e)
+    count = TableCount()
+    for given, elders in by_columns.items():
+        columns = [c for c in CARE_NOTE_COLUMNS if c in given]
+        table = _Table(
+            "elder_care_notes",
+            (("elder_id", "text"), *((c, "text") for c in columns)),
+            ("elder_id",),
+        )
+        rows = [(e.elder_id, *(e.care_notes.as_dict()[c] for c in columns)) for e in elders]
+        part = _upsert(conn, table, rows)
+        count = TableCount(
+            count.inserted + part.inserted,
+            count.updated + part.updated,
+            count.unchanged + part.unchanged,
+        )
+    empty = sql.SQL(
+        "DELETE FROM elder_care_notes WHERE elder_id = ANY(%s) AND num_nonnulls({}) = 0"
+    ).format(sql.SQL(", ").join(map(sql.Identifier, CARE_NOTE_COLUMNS)))
+    removed = conn.execute(
+        empty, [[e.elder_id for elders in by_columns.values() for e in elders]]
+    ).rowcount
+    return _with_removed(count, removed)
 
 
 def _count_regions(conn: psycopg.Connection[TupleRow]) -> int:

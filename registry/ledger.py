@@ -15,6 +15,7 @@ from datetime import time
 from pathlib import Path
 from typing import TypeVar, cast
 
+from carewatch.care_notes import CareNotes
 from carewatch.rooms import normalise_room
 from registry import chinese
 from registry.chinese import Localizer
@@ -22,12 +23,14 @@ from registry.fields import (
     FieldError,
     id_card_gender,
     parse_bool,
+    parse_care_text,
     parse_choice,
     parse_gender,
     parse_id,
     parse_id_card,
     parse_lat,
     parse_lon,
+    parse_mobility,
     parse_phone,
     parse_polygon,
     parse_radius,
@@ -36,6 +39,7 @@ from registry.fields import (
     parse_wecom,
 )
 from registry.ledger_format import (
+    CARE_NOTE_COLUMNS,
     COLUMNS,
     KEY_COLUMN,
     MAX_CONTACTS,
@@ -323,6 +327,8 @@ class _LedgerParser:
             gender=cells.optional("gender", parse_gender),
             id_card_masked=cells.optional("id_card", parse_id_card),
             community=cells.optional("community", parse_text),
+            care_notes=self._care_notes(cells),
+            care_notes_given=frozenset(c for c in CARE_NOTE_COLUMNS if c in cells.values),
         )
         if record.gender and record.id_card_masked:
             stated = id_card_gender(record.id_card_masked)
@@ -388,6 +394,25 @@ class _LedgerParser:
             except FieldError as exc:
                 cells.error("sensors", str(exc))
         return tuple(sensors)
+
+    @staticmethod
+    def _care_notes(cells: _Cells) -> CareNotes:
+        notes = CareNotes(
+            allergies=cells.optional("allergies", parse_care_text),
+            medications=cells.optional("medications", parse_care_text),
+            conditions=cells.optional("conditions", parse_care_text),
+            mobility=cells.optional("mobility", parse_mobility),
+            key_holder_name=cells.optional("key_holder_name", parse_text),
+            key_holder_phone=cells.optional("key_holder_phone", parse_phone),
+            notes=cells.optional("notes", parse_care_text),
+        )
+        # a key holder is who to phone for the key: a name alone or a number alone is
+        # not enough to reach them
+        if notes.key_holder_name and not cells.text("key_holder_phone"):
+            cells.error("key_holder_phone", "a key holder needs a phone number")
+        if cells.text("key_holder_phone") and not notes.key_holder_name:
+            cells.error("key_holder_name", "a key holder's phone needs the holder's name")
+        return notes
 
     def _contacts(self, cells: _Cells) -> tuple[ContactRecord, ...]:
         """Contacts keep their order; an empty slot is skipped (priorities close up)."""

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
 from typing import Literal
+
+from carewatch.care_notes import FIELDS as CARE_NOTE_FIELDS
+from carewatch.care_notes import CareNotes
 
 LedgerKind = Literal["stations", "duty_officers", "elders", "zones"]
 StationKind = Literal["street_centre", "community_station", "village_point"]
@@ -50,6 +53,10 @@ STATION_COLUMNS: tuple[str, ...] = (
 )
 OFFICER_COLUMNS: tuple[str, ...] = ("officer_id", "district", "name", "phone", "wecom_userid")
 CONTACT_FIELDS: tuple[str, ...] = ("name", "relation", "phone", "wecom")
+# Medical notes and care needs (migration 090): the columns are named like the stored
+# fields (carewatch.care_notes.FIELDS). A file that leaves a column out keeps what is
+# stored for it; a column present with an empty cell clears it.
+CARE_NOTE_COLUMNS: tuple[str, ...] = tuple(name for name, _ in CARE_NOTE_FIELDS)
 
 
 def contact_columns(n: int) -> tuple[str, ...]:
@@ -77,12 +84,15 @@ ELDER_COLUMNS: tuple[str, ...] = (
     "sensors",
     *(c for n in range(1, MAX_CONTACTS + 1) for c in contact_columns(n)),
     *("gender", "id_card", "community"),
+    *CARE_NOTE_COLUMNS,
 )
 # Columns a file may leave out entirely (contacts 2 and 3; the office ledger's person
-# columns: gender, ID card number, community).
-OPTIONAL_ELDER_COLUMNS = frozenset(
-    c for n in range(2, MAX_CONTACTS + 1) for c in contact_columns(n)
-) | {"gender", "id_card", "community"}
+# columns: gender, ID card number, community; the medical notes and care needs).
+OPTIONAL_ELDER_COLUMNS = (
+    frozenset(c for n in range(2, MAX_CONTACTS + 1) for c in contact_columns(n))
+    | {"gender", "id_card", "community"}
+    | frozenset(CARE_NOTE_COLUMNS)
+)
 
 ZoneShape = Literal["circle", "polygon"]
 ZONE_SHAPES: tuple[ZoneShape, ...] = ("circle", "polygon")
@@ -193,6 +203,10 @@ class ElderRecord:
     gender: str | None = None  # 男 / 女
     id_card_masked: str | None = None  # '500103********123X', never the full number
     community: str | None = None  # 所属社区 / 村
+    care_notes: CareNotes = field(default_factory=CareNotes)
+    # the care note columns the row's file has (only those are written on import): how
+    # the row was read, not the elder, so records compare without it
+    care_notes_given: frozenset[str] = field(default=frozenset(), compare=False)
 
     def devices(self) -> tuple[DeviceRecord, ...]:
         wristband = (DeviceRecord(self.wristband_id, "wristband"),) if self.wristband_id else ()
@@ -308,6 +322,7 @@ def elder_row(e: ElderRecord) -> dict[str, str]:
     # the full ID card number is never held, so an export cannot give it back: an import
     # with the cell empty keeps the stored masked number (registry.importer)
     row.update(gender=_opt(e.gender), id_card="", community=_opt(e.community))
+    row.update({k: _opt(v) for k, v in e.care_notes.as_dict().items()})
     return row
 
 

@@ -232,6 +232,11 @@ def pipeline(settings: Settings, tmp_path: Path) -> Iterator[Pipeline]:
     )
     report = import_files(s.database_url, write_ledger(tmp_path / "ledger"))
     assert not report.errors, report.errors
+    with psycopg.connect(s.database_url) as conn:  # 医疗与照护需求, all but 用药
+        conn.execute(
+            "INSERT INTO elder_care_notes (elder_id, allergies, mobility, key_holder_name,"
+            " key_holder_phone) VALUES ('E0001', '青霉素过敏', '轮椅', '赵桂兰', '13500000001')"
+        )
     p = Pipeline(s, tmp_path)
     for name in ("fake-providers", "notifier", "rules", "ingest", "operator-api"):
         p.start(name)
@@ -306,8 +311,13 @@ def test_sos_reaches_the_console_live_and_is_resolved_with_a_category(
     )
     assert {"tel:13600000001", "tel:13600000002", "tel:13700000001"} <= tels
     assert "距下一级升级" in text_of(drv, ".escalation")
-    # medical notes are not in the ledger yet: the card says what is missing
-    assert "钥匙保管人" in text_of(drv, "#care-needs-missing")
+    # medical notes and the key holder (a dispatcher dials the full number); what the
+    # ledger lacks is named
+    needs = text_of(drv, "#care-needs")
+    for expected in ("过敏史", "青霉素过敏", "行动能力", "轮椅", "钥匙保管人", "赵桂兰"):
+        assert expected in needs, expected
+    assert "tel:13500000001" in tels
+    assert text_of(drv, "#care-needs-missing").startswith("台账中尚未登记：用药。")
     # the map: Leaflet from the console itself, no tile server configured, so the marker
     # on a plain background and the coordinates as text
     assert drv.execute_script(  # type: ignore[attr-defined]

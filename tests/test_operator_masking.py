@@ -34,6 +34,8 @@ CONTACT_PHONE_LANDLINE = "023-68886666"
 STATION_LANDLINE = "023-63001234"
 IN_LAST_ERROR = "13877778888"
 IN_DETAILS = "0851-1234567"
+KEY_HOLDER_PHONE = "13522223333"  # the key holder's own phone (elder_care_notes)
+IN_CARE_NOTES = "023-62223333"  # a number written into the care notes' free text
 SECRETS = (
     IN_NAME,
     IN_ADDRESS,
@@ -44,6 +46,8 @@ SECRETS = (
     STATION_LANDLINE,
     IN_LAST_ERROR,
     IN_DETAILS,
+    KEY_HOLDER_PHONE,
+    IN_CARE_NOTES,
 )
 DIGITS = re.compile(r"\d")
 
@@ -75,6 +79,11 @@ def hide_numbers(dsn: str) -> None:
             ),
         )
         conn.execute("UPDATE stations SET phone = %s WHERE id = 'S1'", (STATION_LANDLINE,))
+        conn.execute(
+            "INSERT INTO elder_care_notes (elder_id, allergies, key_holder_name,"
+            " key_holder_phone, notes) VALUES ('E1', '青霉素', '赵桂兰', %s, %s)",
+            (KEY_HOLDER_PHONE, f"女儿另一个电话 {IN_CARE_NOTES}"),
+        )
         conn.execute(
             "UPDATE notifications SET last_error = %s WHERE idempotency_key = 'k2'",
             (f"isv.MOBILE_NUMBER_ILLEGAL {IN_LAST_ERROR}",),
@@ -141,6 +150,9 @@ async def test_no_phone_number_reaches_a_grid_worker_or_an_operator(site: Site, 
     assert contact["relation"] == "儿子，备用139****4444"
     assert contact["wecom_userid"] == "139****6666"
     assert contact["phone"] == "023-****6666"
+    care = elder["care_notes"]
+    assert (care["key_holder_name"], care["key_holder_phone"]) == ("赵桂兰", "135****3333")
+    assert care["notes"] == "女儿另一个电话 023-****3333"
     alert = (await site.get(f"/api/alerts/{A1}", token)).json()
     assert alert["elder_name"] == "张秀英138****2222"
     assert alert["details"]["note"] == "家属来电 0851-***4567"

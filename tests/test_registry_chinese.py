@@ -33,7 +33,7 @@ TITLE = "七星岗街道老年人信息台账（2026年11月）"
 HEADER = [
     "序号", "老人编号", "姓名", "性别", "身份证号", "联系电话", "区县", "街道", "所属社区",
     "家庭住址", "纬度", "经度", "网格编号", "网格", "网格员编号", "网格员", "网格员电话",
-    "照护类型", "手环编号", "紧急联系人", "紧急联系人关系", "紧急联系人电话", "备注", "走访情况",
+    "照护类型", "手环编号", "紧急联系人", "紧急联系人关系", "紧急联系人电话", "户籍类别", "走访情况",
 ]  # fmt: skip
 
 
@@ -44,7 +44,7 @@ def _row(**changes: str) -> list[str]:
         "家庭住址": "金汤街12号3-2", "纬度": "29.5585", "经度": "106.5625", "网格编号": "G01",
         "网格": "金汤街网格", "网格员编号": "GW01", "网格员": "李建国", "网格员电话": "13700000001",
         "照护类型": "独居、高龄", "手环编号": "WB0001", "紧急联系人": "张伟",
-        "紧急联系人关系": "儿子", "紧急联系人电话": "13600000001", "备注": "腿脚不便",
+        "紧急联系人关系": "儿子", "紧急联系人电话": "13600000001", "户籍类别": "城镇",
         "走访情况": "每周二走访",
     }  # fmt: skip
     row.update(changes)
@@ -55,7 +55,7 @@ def _liu(**changes: str) -> list[str]:
     base = {
         "序号": "2", "老人编号": "E0002", "姓名": "刘建华", "性别": "男", "身份证号": ID_LIU,
         "联系电话": "", "家庭住址": "中山一路8号", "照护类型": "空巢", "手环编号": "WB0002",
-        "紧急联系人": "刘洋", "紧急联系人电话": "13600000003", "备注": "",
+        "紧急联系人": "刘洋", "紧急联系人电话": "13600000003", "户籍类别": "",
     }  # fmt: skip
     base.update(changes)
     return _row(**base)
@@ -103,7 +103,7 @@ def test_chinese_xlsx_with_title_row_and_extra_columns_parses(tmp_path: Path) ->
     ]
     # columns carewatch does not know are ignored, and the import says which
     (note,) = ledger.notes
-    assert "已忽略" in note and "备注（W列）" in note and "走访情况（X列）" in note
+    assert "已忽略" in note and "户籍类别（W列）" in note and "走访情况（X列）" in note
 
 
 def test_bad_rows_are_reported_in_chinese_with_line_column_and_reason(tmp_path: Path) -> None:

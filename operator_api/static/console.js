@@ -479,9 +479,19 @@
       dial.grid_workers.length ? el("ul", { class: "contacts" }, dial.grid_workers.map((w) =>
         el("li", {}, el("span", { class: "who" }, "网格员 " + w.name), telLink(w.phone)))) : null,
       dial.full_numbers ? null : el("p", { class: "muted" }, "当前身份只能查看部分号码。"));
-    const careNeeds = section("医疗与照护需求", card.care_needs ? kv(Object.entries(card.care_needs)) :
-      el("p", { class: "muted", id: "care-needs-missing" }, "台账中尚未登记：" + card.care_needs_missing.join("、") +
-        "。请向家属或网格员核实后再入户。"));
+    const needs = card.care_needs || {};
+    const keyHolder = dial.key_holder;
+    const careNeeds = section("医疗与照护需求",
+      card.care_needs ? el("div", { id: "care-needs" }, kv([
+        needs.allergies ? ["过敏史", el("strong", { class: "warn" }, needs.allergies)] : null,
+        needs.medications ? ["用药", needs.medications] : null,
+        needs.conditions ? ["慢性病/病史", needs.conditions] : null,
+        needs.mobility ? ["行动能力", needs.mobility] : null,
+        keyHolder ? ["钥匙保管人", el("span", {}, el("span", { class: "who" }, keyHolder.name + " "), telLink(keyHolder.phone))] : null,
+        needs.notes ? ["备注", needs.notes] : null,
+      ])) : null,
+      card.care_needs_missing.length ? el("p", { class: "muted", id: "care-needs-missing" }, "台账中尚未登记：" +
+        card.care_needs_missing.join("、") + "。请向家属或网格员核实后再入户。") : null);
     const mapBox = el("div", { class: "map", id: "map" });
     const m = card.map;
     const mapCard = section("位置", mapBox,
