@@ -19,7 +19,7 @@ from carewatch.settings import Settings
 from rules_engine.detectors.fall.signal_model import FallThresholds
 from simulators.accel_trials import HZ, generate_trial
 from tests.support import rules as support
-from tests.support.rules import ELDER, Bus, event, one_alert, rows, timeline, worker
+from tests.support.rules import ELDER, RulesBusIO, event, one_alert, rows, timeline, worker
 
 # the rules worker tests' fixtures: an elder with devices, and the bus with its alert feed
 rules_settings = support.rules_settings
@@ -66,7 +66,7 @@ def accel_windows(code: str, start_ms: int) -> list[Event]:
 
 
 async def test_accel_fall_opens_pending_then_confirms_with_raised_confidence(
-    rules_settings: Settings, bus_io: Bus
+    rules_settings: Settings, bus_io: RulesBusIO
 ) -> None:
     short = rules_settings.model_copy(update={"fall_confirm_window_s": 1.5})
     async with worker(short):
@@ -95,7 +95,7 @@ async def test_accel_fall_opens_pending_then_confirms_with_raised_confidence(
 
 
 async def test_flag_accel_and_movement_fold_into_one_fall(
-    rules_settings: Settings, bus_io: Bus
+    rules_settings: Settings, bus_io: RulesBusIO
 ) -> None:
     short = rules_settings.model_copy(update={"fall_confirm_window_s": 4.0})
     start = now_ms()
@@ -122,7 +122,7 @@ async def test_flag_accel_and_movement_fold_into_one_fall(
 
 
 async def test_polygon_zone_from_the_database_and_two_fixes_outside(
-    rules_settings: Settings, bus_io: Bus
+    rules_settings: Settings, bus_io: RulesBusIO
 ) -> None:
     d = 0.003
     ring = [[29.56 + a, 106.57 + b] for a, b in ((-d, -d), (-d, d), (d, d), (d, -d))]
@@ -148,7 +148,7 @@ async def test_polygon_zone_from_the_database_and_two_fixes_outside(
 
 
 async def test_environment_alarm_is_critical_at_once_and_repeats_fold_in(
-    rules_settings: Settings, bus_io: Bus
+    rules_settings: Settings, bus_io: RulesBusIO
 ) -> None:
     with psycopg.connect(rules_settings.database_url, autocommit=True) as conn:
         conn.execute(

@@ -33,7 +33,7 @@ from rules_engine.worker import EventHandler
 from simulators.accel_trials import HZ, generate_trial
 from tests.events import device_event, telemetry_event
 from tests.support import rules as support
-from tests.support.rules import ELDER, Bus, alerts
+from tests.support.rules import ELDER, RulesBusIO, alerts
 
 rules_settings = support.rules_settings
 bus_io = support.bus_io
@@ -192,7 +192,7 @@ def test_the_engine_observes_an_event_once_however_often_it_is_delivered() -> No
 
 
 async def test_a_delivery_retried_after_a_database_outage_is_observed_once(
-    rules_settings: Settings, bus_io: Bus, monkeypatch: pytest.MonkeyPatch
+    rules_settings: Settings, bus_io: RulesBusIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The worker's handler with the real store: the transaction of the detecting window
     fails (the database is unreachable), the bus delivers the batch again, and again
@@ -216,7 +216,7 @@ async def test_a_delivery_retried_after_a_database_outage_is_observed_once(
     pool: AsyncConnectionPool = await open_pool(rules_settings.database_url, max_size=2)
     try:
         handler = EventHandler(
-            rules_settings, pool, engine, AlertPublisher(bus_io.broker, pool), SystemClock()
+            rules_settings, pool, engine, AlertPublisher(bus_io.bus, pool), SystemClock()
         )
         with pytest.raises(psycopg.OperationalError):
             await handler.handle_batch("telemetry.0", bodies)  # the entry stays pending
@@ -243,7 +243,7 @@ def test_a_stateless_detector_observes_the_event_itself() -> None:
 
 
 async def test_an_event_a_detector_cannot_observe_is_dead_lettered_and_the_batch_goes_on(
-    rules_settings: Settings, bus_io: Bus
+    rules_settings: Settings, bus_io: RulesBusIO
 ) -> None:
     class Broken(Detector[Event]):
         def wants(self, event: Event) -> bool:
@@ -261,7 +261,7 @@ async def test_an_event_a_detector_cannot_observe_is_dead_lettered_and_the_batch
     pool: AsyncConnectionPool = await open_pool(rules_settings.database_url, max_size=2)
     try:
         handler = EventHandler(
-            rules_settings, pool, engine, AlertPublisher(bus_io.broker, pool), SystemClock()
+            rules_settings, pool, engine, AlertPublisher(bus_io.bus, pool), SystemClock()
         )
         await handler.handle_batch("telemetry.0", [encode(bad), encode(fall)])
     finally:

@@ -30,7 +30,17 @@ from carewatch.settings import Settings
 from rules_engine import store
 from rules_engine.geo import LatLon, Zone
 from tests.support import rules as support
-from tests.support.rules import ELDER, Bus, alerts, event, metric, rows, timeline, until, worker
+from tests.support.rules import (
+    ELDER,
+    RulesBusIO,
+    alerts,
+    event,
+    metric,
+    rows,
+    timeline,
+    until,
+    worker,
+)
 
 # the rules worker tests' fixtures: an elder with devices, and the bus with its alert feed
 rules_settings = support.rules_settings
@@ -85,7 +95,7 @@ def sample(data: Mapping[str, object], device: str = "W1") -> Event:
     )
 
 
-async def handled(settings: Settings, bus_io: Bus, *samples: Event) -> None:
+async def handled(settings: Settings, bus_io: RulesBusIO, *samples: Event) -> None:
     """Send `samples`, then a marker (a bed exit of another elder: applied, and it writes
     nothing the samples' elder depends on), and wait until the marker is applied."""
     marker = msgspec.structs.replace(
@@ -111,7 +121,7 @@ def decided(path: str) -> float:
 
 
 async def test_telemetry_that_decides_nothing_is_settled_without_a_database_write(
-    cache_on: Settings, bus_io: Bus
+    cache_on: Settings, bus_io: RulesBusIO
 ) -> None:
     # wanted by the geofence (first fix: learn the zones; inside the home circle) and by
     # device health (first worn=true: cancel an off-wrist timer, of which there is none)
@@ -128,7 +138,7 @@ async def test_telemetry_that_decides_nothing_is_settled_without_a_database_writ
 
 
 async def test_a_pending_timer_makes_its_cancel_go_to_the_database(
-    cache_on: Settings, bus_io: Bus
+    cache_on: Settings, bus_io: RulesBusIO
 ) -> None:
     off = sample({"worn": False})
     on = sample({"worn": True})
@@ -143,7 +153,7 @@ async def test_a_pending_timer_makes_its_cancel_go_to_the_database(
 
 
 async def test_telemetry_that_opens_an_alert_opens_exactly_one(
-    cache_on: Settings, bus_io: Bus
+    cache_on: Settings, bus_io: RulesBusIO
 ) -> None:
     low = sample({"battery": 10})
     lower = sample({"battery": 9})  # a change, but the alert is active: nothing to do
@@ -159,7 +169,7 @@ async def test_telemetry_that_opens_an_alert_opens_exactly_one(
 
 
 async def test_alert_resolved_by_an_operator_opens_again_once_the_cached_view_expires(
-    cache_on: Settings, bus_io: Bus
+    cache_on: Settings, bus_io: RulesBusIO
 ) -> None:
     clock = SteppedClock()
     low, known = sample({"battery": 10}), sample({"battery": 9})
@@ -185,7 +195,7 @@ async def test_alert_resolved_by_an_operator_opens_again_once_the_cached_view_ex
 
 
 async def test_a_stale_view_never_writes_what_the_fresh_one_does_not_decide(
-    cache_on: Settings, bus_io: Bus
+    cache_on: Settings, bus_io: RulesBusIO
 ) -> None:
     """Charged readings resolve a low-battery alert. The cached view still says 'open'
     after the operator acted, so the reading goes to the database, where it is decided
@@ -213,7 +223,7 @@ async def test_a_stale_view_never_writes_what_the_fresh_one_does_not_decide(
 
 
 async def test_care_profile_threshold_change_applies_once_the_cached_view_expires(
-    cache_on: Settings, bus_io: Bus
+    cache_on: Settings, bus_io: RulesBusIO
 ) -> None:
     clock = SteppedClock()
     normal, stale, fresh = sample({"battery": 50}), sample({"battery": 49}), sample({"battery": 48})
@@ -239,7 +249,7 @@ async def test_care_profile_threshold_change_applies_once_the_cached_view_expire
 
 
 async def test_cache_off_sends_every_wanted_sample_to_the_database(
-    cache_on: Settings, bus_io: Bus
+    cache_on: Settings, bus_io: RulesBusIO
 ) -> None:
     off = cache_on.model_copy(update={"rules_view_cache_s": 0.0})
     first = sample({"worn": True, "lat": 29.56, "lon": 106.57})

@@ -110,7 +110,9 @@ class Feed:
             raise AssertionError(f"{exc}; got {self.statuses(alert_id)}") from None
 
 
-class Bus:
+class RulesBusIO:
+    """A test's end of the rules worker's bus: sends events, collects alert changes."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.bus = bus.make_bus(settings)
@@ -130,8 +132,8 @@ class Bus:
 
 
 @pytest.fixture
-async def bus_io(rules_settings: Settings) -> AsyncIterator[Bus]:
-    b = Bus(rules_settings)
+async def bus_io(rules_settings: Settings) -> AsyncIterator[RulesBusIO]:
+    b = RulesBusIO(rules_settings)
     await b.bus.start()  # the feed's group exists before any change is published
     yield b
     await b.bus.stop()
