@@ -28,8 +28,8 @@ from rules_engine.timers import fire_due
 from tests.support import rules as support
 from tests.support.rules import (
     ELDER,
-    Bus,
     OffsetClock,
+    RulesBusIO,
     alerts,
     event,
     metric,
@@ -47,7 +47,7 @@ bus_io = support.bus_io
 
 
 async def test_sos_press_opens_critical_alert_and_publishes_it(
-    rules_settings: Settings, bus_io: Bus
+    rules_settings: Settings, bus_io: RulesBusIO
 ) -> None:
     opened_before = metric("carewatch_alerts_total", kind="sos", status="open")
     press = event("sos")
@@ -83,7 +83,7 @@ async def test_sos_press_opens_critical_alert_and_publishes_it(
 
 
 async def test_redelivered_event_makes_one_alert_and_republishes_its_change(
-    rules_settings: Settings, bus_io: Bus
+    rules_settings: Settings, bus_io: RulesBusIO
 ) -> None:
     press = event("sos")
     async with worker(rules_settings):
@@ -99,7 +99,7 @@ async def test_redelivered_event_makes_one_alert_and_republishes_its_change(
     ("cancel_after_ms", "status"), [(3_000, "cancelled"), (10_000, "cancelled"), (11_000, "open")]
 )
 async def test_sos_cancel_from_the_device_within_the_window(
-    rules_settings: Settings, bus_io: Bus, cancel_after_ms: int, status: str
+    rules_settings: Settings, bus_io: RulesBusIO, cancel_after_ms: int, status: str
 ) -> None:
     press = event("sos")
     cancel = event("sos_cancel", after=press, dt_ms=cancel_after_ms)
@@ -124,7 +124,9 @@ async def test_sos_cancel_from_the_device_within_the_window(
         assert await timeline(rules_settings, alert["id"]) == ["opened", "cancel_ignored"]
 
 
-async def test_repeat_sos_folds_into_the_open_alert(rules_settings: Settings, bus_io: Bus) -> None:
+async def test_repeat_sos_folds_into_the_open_alert(
+    rules_settings: Settings, bus_io: RulesBusIO
+) -> None:
     async with worker(rules_settings):
         await bus_io.send(event("sos"), event("sos", dt_ms=20_000))
         alert = await one_alert(rules_settings, updates=1)
@@ -134,7 +136,7 @@ async def test_repeat_sos_folds_into_the_open_alert(rules_settings: Settings, bu
 
 
 async def test_care_profile_change_applies_without_restart(
-    rules_settings: Settings, bus_io: Bus
+    rules_settings: Settings, bus_io: RulesBusIO
 ) -> None:
     async with worker(rules_settings):
         async with await psycopg.AsyncConnection.connect(
@@ -159,7 +161,7 @@ async def test_care_profile_change_applies_without_restart(
 
 
 async def test_telemetry_is_counted_and_ignored_without_touching_the_database(
-    rules_settings: Settings, bus_io: Bus
+    rules_settings: Settings, bus_io: RulesBusIO
 ) -> None:
     before = metric("carewatch_rules_events_total", type="telemetry")
     sample = msgspec.structs.replace(event("sos"), type="telemetry", event=None, data={"hr": 72})
@@ -178,7 +180,7 @@ async def test_telemetry_is_counted_and_ignored_without_touching_the_database(
 
 
 async def test_fall_cancelled_before_confirmation_is_never_opened(
-    rules_settings: Settings, bus_io: Bus
+    rules_settings: Settings, bus_io: RulesBusIO
 ) -> None:
     async with worker(rules_settings):
         await bus_io.send(
@@ -195,7 +197,7 @@ async def test_fall_cancelled_before_confirmation_is_never_opened(
 
 
 async def test_fall_without_cancel_opens_after_the_window(
-    rules_settings: Settings, bus_io: Bus
+    rules_settings: Settings, bus_io: RulesBusIO
 ) -> None:
     short = rules_settings.model_copy(update={"fall_confirm_window_s": 0.5})
     fall = event("fall")
@@ -216,7 +218,7 @@ async def test_fall_without_cancel_opens_after_the_window(
 
 
 async def test_due_timer_fires_exactly_once_after_a_restart(
-    rules_settings: Settings, bus_io: Bus
+    rules_settings: Settings, bus_io: RulesBusIO
 ) -> None:
     async with worker(rules_settings) as first:
         await bus_io.send(event("fall"))
@@ -260,7 +262,7 @@ async def commit_without_publishing(settings: Settings, e: Event) -> None:
 
 
 async def test_change_committed_but_not_published_is_published_on_redelivery(
-    rules_settings: Settings, bus_io: Bus
+    rules_settings: Settings, bus_io: RulesBusIO
 ) -> None:
     press = event("sos")
     async with worker(rules_settings):
@@ -274,7 +276,7 @@ async def test_change_committed_but_not_published_is_published_on_redelivery(
 
 
 async def test_change_committed_but_not_published_is_published_at_startup(
-    rules_settings: Settings, bus_io: Bus
+    rules_settings: Settings, bus_io: RulesBusIO
 ) -> None:
     await commit_without_publishing(rules_settings, event("sos"))
     async with worker(rules_settings):
@@ -291,7 +293,7 @@ async def test_change_committed_but_not_published_is_published_at_startup(
 
 
 async def test_bad_events_are_dead_lettered_and_the_worker_goes_on(
-    rules_settings: Settings, bus_io: Bus
+    rules_settings: Settings, bus_io: RulesBusIO
 ) -> None:
     stranger = event("sos")
     stranger.elder_id = "NOBODY"
@@ -327,7 +329,7 @@ class BrokenTimerDetector(Detector[None]):
 
 
 async def test_failing_timer_is_dead_lettered_and_does_not_starve_the_others(
-    rules_settings: Settings, bus_io: Bus
+    rules_settings: Settings, bus_io: RulesBusIO
 ) -> None:
     short = rules_settings.model_copy(update={"fall_confirm_window_s": 0.01})
     fall = event("fall")
