@@ -432,7 +432,13 @@ ROOT_SECRET_MIN_CHARS = 16
 # provider endpoint setting -> the credentials it needs when it is a real provider
 PROVIDER_CREDENTIALS = {
     "aliyun_sms_endpoint": ("aliyun_access_key_id", "aliyun_access_key_secret"),
-    "wecom_base_url": ("wecom_corp_id", "wecom_corp_secret"),
+    # the callback keys too: with the repository's demo values anyone could forge a press
+    "wecom_base_url": (
+        "wecom_corp_id",
+        "wecom_corp_secret",
+        "wecom_callback_token",
+        "wecom_encoding_aes_key",
+    ),
 }
 
 

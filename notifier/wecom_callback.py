@@ -36,7 +36,7 @@ from carewatch.settings import Settings
 from notifier import receipts, sql, timeline
 from notifier.ack_app import Replay, apply_action
 from notifier.ack_links import AckClaim
-from notifier.channels.wecom import CARD_ACTIONS, WeComChannel
+from notifier.channels.wecom import CARD_ACTIONS, WeComChannel, card_handled_text
 from notifier.escalation import handler_display, load_alert
 from notifier.metrics import PROVIDER_CALLBACKS
 from notifier.outbox import Claimed
@@ -49,11 +49,6 @@ PATH = "/callbacks/wecom/event"
 KIND = cast(receipts.ReceiptKind, "wecom_card")
 # An event is a few hundred bytes of XML.
 MAX_BODY_BYTES = 64 * 1024
-
-
-def handled_text(display: str) -> str:
-    """What the buttons of every card of an acknowledged alert turn into."""
-    return f"已由{display}处理"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +116,7 @@ def add_routes(
     """The callback URL's routes; card updates run in `background` (awaited at shutdown)."""
     token = settings.wecom_callback_token.get_secret_value()
     aes_key = settings.wecom_encoding_aes_key.get_secret_value()
+    wecom_crypto.aes_key(aes_key)  # a malformed EncodingAESKey stops the app at start
     corp_id = settings.wecom_corp_id
 
     def verified(request: Request, encrypted: str) -> bytes | None:
@@ -247,7 +243,7 @@ def add_routes(
             alert = await load_alert(conn, alert_id)
             if alert is None or alert.acknowledged_by is None:
                 return
-            text = handled_text(await handler_display(conn, alert.acknowledged_by))
+            text = card_handled_text(await handler_display(conn, alert.acknowledged_by))
             async with conn.transaction():  # claimed before the calls: each card once
                 cards = await sql.rows(
                     conn,

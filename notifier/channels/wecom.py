@@ -173,6 +173,11 @@ def alert_card(message: Message) -> dict[str, Any]:
     }
 
 
+def card_handled_text(display: str) -> str:
+    """What the buttons of every card of an acknowledged alert turn into."""
+    return f"已由{display}处理"
+
+
 def errcode_of(reply: dict[str, Any]) -> int | None:
     """WeCom's errcode, None when absent or not an integer (a reply of the wrong shape:
     e.g. a list there must not crash a membership test with "unhashable type")."""
