@@ -76,9 +76,13 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             broker = make_broker(settings)
             await broker.connect()
             state["parts"], state["broker"] = parts, broker
+            stop_sweep = asyncio.Event()  # WeCom cards of alerts acknowledged elsewhere
+            sweep = asyncio.create_task(wecom_callback.CardUpdater(lambda: parts).run(stop_sweep))
             try:
                 yield
             finally:
+                stop_sweep.set()
+                await sweep
                 if answering:  # answers to replies still being sent
                     await asyncio.gather(*answering, return_exceptions=True)
                 await broker.stop()

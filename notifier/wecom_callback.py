@@ -14,11 +14,15 @@ acknowledgement wins as on the page. Each push is recorded once (`provider_recei
 wecom_card), so WeCom's retries of a push act once. Then every card of the alert is turned
 into "已由XX处理" (message/update_template_card, once per card; the pressed card with the
 response_code of the press, so a later press shows its presser who has the alert).
+`CardUpdater.run` (started by the provider-callbacks app) does the same for alerts
+acknowledged any other way, and turns the cards of an alert closed unacknowledged into
+"警报已结束".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
@@ -31,7 +35,7 @@ from fastapi.responses import PlainTextResponse
 from carewatch import wecom_crypto
 from carewatch.alert_lifecycle import TransitionError
 from carewatch.clock import Clock
-from carewatch.messages import AlertChange
+from carewatch.messages import CLOSED_STATUSES, AlertChange
 from carewatch.settings import Settings
 from notifier import receipts, sql, timeline
 from notifier.ack_app import Replay, apply_action
@@ -188,10 +192,13 @@ def add_routes(
             except Exception:
                 log.warning("alert change left in the outbox for the sweep", exc_info=True)
         if alert_id is not None:
-            task = asyncio.create_task(update_cards(alert_id, ev))
+            task = asyncio.create_task(_update_cards(alert_id, ev))
             background.add(task)
             task.add_done_callback(background.discard)
         log.info("wecom card event", extra={"outcome": outcome, "task_id": ev.task_id})
+
+    async def _update_cards(alert_id: str, ev: CardEvent) -> None:
+        await CardUpdater(parts).update_alert(alert_id, ev)
 
     async def _act(
         conn: Conn, ev: CardEvent, now_ms: int
@@ -199,6 +206,12 @@ def add_routes(
         row = await sql.one(conn, _CARD, (ev.task_id,))
         if row is None or row["address"] != ev.userid:
             return "unmatched", None, None, []
+        # this card is updated with the press's own response_code (CardUpdater below),
+        # never by the sweep with its send's
+        await conn.execute(
+            "UPDATE notifications SET card_updated_at = %s WHERE id = %s",
+            (timeline.from_ms(now_ms), row["id"]),
+        )
         action = CARD_ACTIONS.get(ev.key)
         if action is None:
             return "unrecognised", row["alert_id"], None, []
@@ -227,44 +240,95 @@ def add_routes(
         outcome = "beaten" if result.beaten else action
         return outcome, row["alert_id"], result.change, result.notifications
 
-    async def update_cards(alert_id: str, pressed: CardEvent) -> None:
+
+# Alerts someone has (or that are over) with a card not yet updated, sent within the 72
+# hours a response_code lasts.
+_DUE = """
+SELECT DISTINCT n.alert_id::text AS alert_id
+FROM notifications n JOIN alerts a ON a.id = n.alert_id
+WHERE n.channel = 'wecom' AND n.card_response_code IS NOT NULL AND n.card_updated_at IS NULL
+  AND (a.acknowledged_by IS NOT NULL OR a.status IN ('resolved', 'cancelled', 'false_alarm'))
+  AND n.sent_at > now() - interval '71 hours'
+LIMIT %s
+"""
+_CLAIM = """
+UPDATE notifications SET card_updated_at = now()
+WHERE alert_id = %s AND channel = 'wecom' AND card_task_id IS NOT NULL
+  AND card_task_id <> %s AND card_updated_at IS NULL AND card_response_code IS NOT NULL
+RETURNING id, address, card_response_code
+"""
+CLOSED_CARD_TEXT = "警报已结束"
+
+
+class CardUpdater:
+    """Turns every card of an alert someone has into "已由XX处理" (of an alert that ended
+    unacknowledged: "警报已结束"), each card once: right after a press, and by `run` for
+    acknowledgements made any other way (page, SMS reply, key 1, the operator)."""
+
+    def __init__(self, parts: Callable[[], NotifierParts], poll_s: float = 2.0) -> None:
+        self._parts = parts
+        self._poll_s = poll_s
+
+    async def update_alert(self, alert_id: str, pressed: CardEvent | None = None) -> int:
+        """Update the alert's cards; the pressed card with the press's own response_code
+        (its send's may be spent). Returns how many were updated; never raises."""
         try:
-            await _update_cards(alert_id, pressed)
+            return await self._update(alert_id, pressed)
         except Exception:
             log.exception("wecom cards not updated", extra={"alert_id": alert_id})
+            return 0
 
-    async def _update_cards(alert_id: str, pressed: CardEvent) -> None:
-        """Every card of an acknowledged alert says who has it; the pressed card with the
-        press's own response_code (its send code may be spent already)."""
-        channel = parts().channels.get("wecom")
+    async def _update(self, alert_id: str, pressed: CardEvent | None) -> int:
+        parts = self._parts()
+        channel = parts.channels.get("wecom")
         if not isinstance(channel, WeComChannel):
-            return
-        async with parts().pool.connection() as conn:
+            return 0
+        async with parts.pool.connection() as conn:
             alert = await load_alert(conn, alert_id)
-            if alert is None or alert.acknowledged_by is None:
-                return
-            text = card_handled_text(await handler_display(conn, alert.acknowledged_by))
-            async with conn.transaction():  # claimed before the calls: each card once
-                cards = await sql.rows(
-                    conn,
-                    "UPDATE notifications SET card_updated_at = now() WHERE alert_id = %s"
-                    " AND channel = 'wecom' AND card_task_id IS NOT NULL"
-                    " AND card_task_id <> %s AND card_updated_at IS NULL"
-                    " AND card_response_code IS NOT NULL"
-                    " RETURNING id, address, card_response_code",
-                    (alert_id, pressed.task_id),
-                )
-                await conn.execute(
-                    "UPDATE notifications SET card_updated_at = now() WHERE card_task_id = %s",
-                    (pressed.task_id,),
-                )
-            jobs = [(None, pressed.userid, pressed.response_code)] if pressed.response_code else []
+            if alert is None:
+                return 0
+            if alert.acknowledged_by is not None:
+                text = card_handled_text(await handler_display(conn, alert.acknowledged_by))
+            elif alert.status in CLOSED_STATUSES:
+                text = CLOSED_CARD_TEXT
+            else:
+                return 0
+            pressed_task = pressed.task_id if pressed else ""
+            # claimed before the calls: each card once (a pressed one with the press)
+            cards = await sql.rows(conn, _CLAIM, (alert_id, pressed_task))
+            jobs = [(None, pressed.userid, pressed.response_code)] if pressed else []
             jobs += [(c["id"], c["address"], c["card_response_code"]) for c in cards]
+            updated = 0
             for notification_id, userid, code in jobs:
-                if await channel.update_card(userid, code, text):
+                if not code:
                     continue
-                if notification_id is not None:  # let a later press or ack try again
+                result = await channel.update_card(userid, code, text)
+                updated += result == "updated"
+                if notification_id is None:
+                    continue
+                if result == "refused":  # that code will not work again
+                    await conn.execute(
+                        "UPDATE notifications SET card_response_code = NULL WHERE id = %s",
+                        (notification_id,),
+                    )
+                elif result == "unreachable":  # the next sweep tries again
                     await conn.execute(
                         "UPDATE notifications SET card_updated_at = NULL WHERE id = %s",
                         (notification_id,),
                     )
+            return updated
+
+    async def run_due(self, limit: int = 50) -> int:
+        async with self._parts().pool.connection() as conn:
+            due = await sql.rows(conn, _DUE, (limit,))
+        return sum([await self.update_alert(row["alert_id"]) for row in due])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sweep every poll_s until `stop`."""
+        while not stop.is_set():
+            try:
+                await self.run_due()
+            except Exception:
+                log.exception("wecom card sweep failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._poll_s)

@@ -4,8 +4,10 @@ app, which acknowledges and updates every card to "已由XX处理"."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import psycopg
 import pytest
 
 from carewatch import wecom_crypto
@@ -121,6 +123,65 @@ async def test_button_press_acknowledges_once_and_every_card_says_who(
                 if r.template_code == "update_template_card" and r.outcome != "delivered"
             ]
             assert refused == []
+
+
+async def test_cards_of_an_alert_acknowledged_elsewhere_are_updated_once(
+    settings: Settings,
+) -> None:
+    """Acknowledged another way (here straight in the table: the page, an SMS reply, key 1
+    and the operator all end the same): the callbacks app's sweep updates every card."""
+    dsn = settings.database_url
+    seed_registry(dsn)
+    alert_id = insert_alert(dsn)
+    async with running_fake_providers(receipt_settings(settings)) as fake:
+        s = fake.settings
+        async with running_callbacks(s), running_notifier(s):
+            await publish_changes(s, change(alert_id))
+
+            def cards() -> list[str]:
+                rows = query(
+                    dsn,
+                    "SELECT address FROM notifications WHERE alert_id = %s AND channel = 'wecom'"
+                    " AND purpose = 'alert' AND card_response_code IS NOT NULL",
+                    alert_id,
+                )
+                return [str(r[0]) for r in rows]
+
+            async def two_cards() -> bool:
+                return len(cards()) >= 2
+
+            await await_until(two_cards, 15, "alert cards sent")
+            users = cards()
+
+            def acknowledge() -> None:
+                with psycopg.connect(dsn) as conn:
+                    conn.execute(
+                        "UPDATE alerts SET status = 'acknowledged', acknowledged_by = %s"
+                        " WHERE id = %s",
+                        (f"grid_worker:{GRID_WORKER_ID}", alert_id),
+                    )
+
+            await asyncio.to_thread(acknowledge)
+
+            def updates() -> list[tuple[str | None, str | None]]:
+                return [
+                    (r.address, r.text)
+                    for r in fake.state.book.select(provider="wecom")
+                    if r.template_code == "update_template_card"
+                ]
+
+            async def all_updated() -> bool:
+                return {a for a, _ in updates()} >= set(users)
+
+            await await_until(all_updated, 15, "the sweep to update every card")
+            assert sorted(updates()) == sorted((u, card_handled_text(HANDLER)) for u in users)
+            pending = query(
+                dsn,
+                "SELECT count(*) FROM notifications WHERE alert_id = %s"
+                " AND card_response_code IS NOT NULL AND card_updated_at IS NULL",
+                alert_id,
+            )
+            assert pending == [(0,)]
 
 
 @pytest.mark.unit

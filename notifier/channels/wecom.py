@@ -26,7 +26,7 @@ import html
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -77,6 +77,9 @@ PERMANENT_ERRCODES = frozenset(
         45002,  # content size out of limit
     }
 )
+
+
+CardUpdate = Literal["updated", "refused", "unreachable"]
 
 
 class TokenError(Exception):
@@ -265,30 +268,31 @@ class WeComChannel:
             result = SendResult(ok=False, retryable=True, error=str(exc))
         return self._finish(message, result)
 
-    async def update_card(self, userid: str, response_code: str, replace_name: str) -> bool:
+    async def update_card(self, userid: str, response_code: str, replace_name: str) -> CardUpdate:
         """Turn the buttons of one sent card into `replace_name` (message/
-        update_template_card); a response_code works once. False if WeCom refused."""
+        update_template_card). A response_code works once: `refused` will not work on a
+        retry either, `unreachable` may."""
         payload = {
             "userids": [userid],
             "agentid": self._settings.wecom_agent_id,
             "response_code": response_code,
             "button": {"replace_name": replace_name},
         }
+        path = "/cgi-bin/message/update_template_card"
         try:
             token = await self._access_token()
-            reply = await self._post(token, "/cgi-bin/message/update_template_card", payload)
+            reply = await self._post(token, path, payload)
             if errcode_of(reply) in TOKEN_ERRORS:
                 self._forget(token)
-                reply = await self._post(
-                    await self._access_token(), "/cgi-bin/message/update_template_card", payload
-                )
+                reply = await self._post(await self._access_token(), path, payload)
         except (TokenError, httpx.HTTPError, _BadReply) as exc:
             log.warning("wecom card not updated", extra={"error": str(exc)[:ERROR_MAX_LEN]})
-            return False
-        if errcode_of(reply) != 0:
-            log.warning("wecom card not updated", extra={"errcode": errcode_of(reply)})
-            return False
-        return True
+            return "unreachable"
+        errcode = errcode_of(reply)
+        if errcode == 0:
+            return "updated"
+        log.warning("wecom card not updated", extra={"errcode": errcode})
+        return "refused" if errcode is not None and errcode != -1 else "unreachable"
 
     async def _access_token(self) -> str:
         async with self._token_lock:  # one gettoken at a time; the others reuse its token

@@ -7,3 +7,6 @@ ALTER TABLE notifications
     ADD COLUMN card_updated_at timestamptz;
 CREATE UNIQUE INDEX notifications_card_task ON notifications (card_task_id)
     WHERE card_task_id IS NOT NULL;
+-- the cards still to update (found by notifier.wecom_callback.CardUpdater's sweep)
+CREATE INDEX notifications_card_due ON notifications (alert_id)
+    WHERE card_response_code IS NOT NULL AND card_updated_at IS NULL;
