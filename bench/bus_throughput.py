@@ -32,13 +32,12 @@ from typing import Any
 
 import httpx
 import redis
-from redis.asyncio import Redis as AsyncRedis
 
 from bench.common import RESULTS, BenchEnv, bench_env, table, write_results
 from bench.procstat import CpuTrace
 from bench.profile import start_profiler, stop_profiler, summarise
 from bench.traffic import fleet, messages_for, register_fleet
-from carewatch.bus import STREAM_MAXLEN, make_broker, shard_of, shard_streams
+from carewatch.bus import STREAM_MAXLEN, make_bus, shard_of, shard_streams
 from carewatch.db.registry import DeviceInfo
 from carewatch.messages import Event, encode
 from harness.pipeline import Pipeline
@@ -64,18 +63,16 @@ def make_events(devices: int, count: int) -> list[Event]:
 
 
 async def faststream_publish(env: BenchEnv, events: list[Event]) -> float:
-    broker = make_broker(env.settings)
-    client = AsyncRedis.from_url(env.settings.redis_url)
-    await broker.connect()
+    bus = make_bus(env.settings)
+    await bus.start()
     try:
-        publisher = BusPublisher(broker, client, env.settings.bus_shards)
+        publisher = BusPublisher(bus, env.settings.bus_shards)
         started = time.perf_counter()
         for i in range(0, len(events), BATCH):
             await publisher.publish([(e, time.monotonic()) for e in events[i : i + BATCH]])
         return len(events) / (time.perf_counter() - started)
     finally:
-        await broker.stop()
-        await client.aclose()
+        await bus.stop()
 
 
 def raw_streams(env: BenchEnv, events: list[Event]) -> dict[str, float]:

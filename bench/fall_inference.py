@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.fall_inference [--windows 3000]
 
 Feeds 1 s windows at 50 Hz (what a wristband sends) of synthetic walking, jogging and
-falls (simulators.accel_trials) through one streaming AccelFallDetector, and times
+falls (simulators.accel_trials) through one streaming FallSignalModel, and times
 separately the two parts of a candidate impact's decision: the cues
 (fall_features.impact_features) and the trees (FallModel.probability). Writes
 bench/results/fall_inference.json. Figures on a shared, loaded machine compare only
@@ -20,9 +20,9 @@ import numpy as np
 
 from bench.common import table, write_results
 from carewatch.messages import AccelWindow
-from rules_engine.detectors.accel_fall import AccelFallDetector, Candidate
-from rules_engine.detectors.fall_features import feature_vector, impact_features
-from rules_engine.detectors.fall_model import shipped_model
+from rules_engine.detectors.fall.features import feature_vector, impact_features
+from rules_engine.detectors.fall.model import shipped_model
+from rules_engine.detectors.fall.signal_model import Candidate, FallSignalModel
 from simulators.accel_trials import HZ, generate_trial
 
 RATE = 50
@@ -46,7 +46,7 @@ def _windows(code: str, count: int) -> list[AccelWindow]:
 def _per_window(code: str, count: int) -> dict[str, float]:
     windows = _windows(code, count)
     seen: list[Candidate] = []
-    detector = AccelFallDetector(on_candidate=seen.append)
+    detector = FallSignalModel(on_candidate=seen.append)
     times = np.empty(len(windows))
     t_ms = 1_764_000_000_000
     for n, window in enumerate(windows):

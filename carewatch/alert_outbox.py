@@ -18,7 +18,7 @@ from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from carewatch import bus
+from carewatch.bus import ALERTS_STREAM, Bus
 from carewatch.messages import AlertChange, decode_alert_change, encode
 from carewatch.metrics import BUS_PUBLISHED
 
@@ -47,16 +47,16 @@ async def for_source(cur: AsyncCursor[DictRow], source: str) -> list[AlertChange
 
 
 class AlertPublisher:
-    def __init__(self, broker: bus.Broker, pool: AsyncConnectionPool) -> None:
-        self._broker = broker
+    def __init__(self, bus: Bus, pool: AsyncConnectionPool) -> None:
+        self._bus = bus
         self._pool = pool
 
     async def publish(self, changes: Sequence[AlertChange]) -> None:
         if not changes:
             return
         for change in changes:
-            await bus.publish(self._broker, bus.ALERTS_STREAM, encode(change))
-            BUS_PUBLISHED.labels(bus.ALERTS_STREAM).inc()
+            await self._bus.publish(ALERTS_STREAM, encode(change), message_id=change.id)
+            BUS_PUBLISHED.labels(ALERTS_STREAM).inc()
         async with self._pool.connection() as conn:
             await conn.execute(
                 "UPDATE rules_outbox SET published_at = now()"

@@ -1,33 +1,44 @@
-"""The internal bus: FastStream over Redis Streams (default) or NATS JetStream.
+"""The internal bus: `Bus`, with one class per backend, Redis Streams (default) or NATS
+JetStream, built from Settings by `make_bus`.
 
 Logical streams: `events.{shard}` and `telemetry.{shard}` (shard = crc32(elder_id) mod
 N; device events and telemetry travel apart so an SOS never queues behind telemetry),
 `alerts`. Bodies are msgspec-encoded JSON bytes. A consumer group (Redis) or a
 durable pull consumer (JetStream) shares a stream between the workers of one kind;
 consumers acknowledge after their side effects are durable, and what a crashed consumer
-left unacknowledged is delivered again (Redis: reclaimed with XAUTOCLAIM after
-`reclaim_idle_ms`; JetStream: after the ack wait). Handlers must therefore be idempotent
-by message id, and all of ours are. Which backend runs is configuration only
-(`CAREWATCH_BUS_BACKEND=redis|nats`); nothing above this module knows.
+left unacknowledged is delivered again after `reclaim_idle_ms` (Redis: reclaimed with
+XAUTOCLAIM; JetStream: its ack wait, or the delay of a negative acknowledgement after a
+handler failed). Handlers must therefore be idempotent by message id, and all of ours
+are. Which backend runs is configuration only (`CAREWATCH_BUS_BACKEND=redis|nats`);
+nothing above this module knows.
+
+Each Bus instance owns everything it consumes and publishes with (connections,
+consumer groups, readers, its lag reporter); nothing is kept at module level.
+docs/adr/0005-bus-interface.md says where FastStream is used and why.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
+import contextlib
 import logging
 import re
 import struct
+import uuid
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from faststream import AckPolicy
-from faststream._internal.context import Context
+from faststream import AckPolicy, Context
 from faststream.nats import JStream, NatsBroker, PullSub
-from faststream.nats.annotations import NatsMessage
 from faststream.nats.message import NatsBatchMessage as _NatsBatch
-from faststream.redis import RedisBroker
+from faststream.nats.message import NatsMessage as _NatsMessage
 from faststream.redis.parser import BinaryMessageFormatV1
+from nats.js import JetStreamContext
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from carewatch.bus_batch_reader import DATA_KEY, RedisBatchReader
 from carewatch.metrics import BUS_LAG
@@ -37,21 +48,15 @@ ALERTS_STREAM = "alerts"
 STREAM_MAXLEN = 1_000_000
 MAX_BATCH = 100  # entries per read of a batch subscriber
 NATS_STREAM = JStream("CAREWATCH", subjects=["cw.>"], max_msgs=STREAM_MAXLEN * 10)
+LAG_INTERVAL_S = 5.0
 
-Broker = RedisBroker | NatsBroker
-# FastStream 0.7 exports no annotation for a JetStream batch; same form as its others
-NatsBatchMessage = Annotated[_NatsBatch, Context("message")]
 Handler = Callable[[bytes], Awaitable[None]]
 BatchHandler = Callable[[list[bytes]], Awaitable[None]]
 # FastStream's own "faststream" logger prints coloured lines to stdout; ours goes through
 # the structured handlers, and only FastStream's warnings and errors are worth keeping
 _log = logging.getLogger("carewatch.bus.faststream")
 _log.setLevel(logging.WARNING)
-# URL, (stream, group) pairs and stream readers of each Redis broker; see start()
-_redis_urls: dict[int, str] = {}
-_redis_groups: dict[int, set[tuple[str, str]]] = {}
-_lag_tasks: set[asyncio.Task[None]] = set()
-_readers: dict[int, list[RedisBatchReader]] = {}
+log = logging.getLogger(__name__)
 
 
 def shard_of(elder_id: str, shards: int) -> int:
@@ -77,184 +82,197 @@ def shard_streams(shard: int) -> tuple[str, str]:
     return events_stream(shard), telemetry_stream(shard)
 
 
-def make_broker(settings: Settings) -> Broker:
-    if settings.bus_backend == "nats":
-        return NatsBroker(settings.nats_url, logger=_log, log_level=logging.DEBUG)
-    broker = RedisBroker(settings.redis_url, logger=_log, log_level=logging.DEBUG)
-    _redis_urls[id(broker)] = settings.redis_url
-    return broker
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What a group has not finished with on one stream."""
+
+    undelivered: int  # not yet handed to any member
+    unacked: int  # handed to a member, not yet acknowledged
+
+    @property
+    def total(self) -> int:
+        return self.undelivered + self.unacked
 
 
-def _subject(stream: str) -> str:
-    return f"cw.{stream}"
+@dataclass(frozen=True, slots=True)
+class _Subscription:
+    stream: str
+    group: str
+    consumer: str
+    handler: BatchHandler
+    reclaim_idle_ms: int
+    polling_ms: int
+    linger_s: float
+    # one message per handler call, each acknowledged or redelivered on its own
+    one_by_one: bool
+    urgent: bool
 
 
-async def publish(broker: Broker, stream: str, body: bytes) -> None:
-    if isinstance(broker, NatsBroker):
-        await broker.publish(body, _subject(stream), stream=NATS_STREAM.name)
-    else:
-        await broker.publish(body, stream=stream, maxlen=STREAM_MAXLEN)
+class Bus(abc.ABC):
+    """Publish to and consume from the bus's streams.
 
+    Subscribe first, then start(); stop() when done. A bus that subscribes to nothing
+    only publishes (start() connects it). While it runs, a bus that consumes keeps
+    carewatch_bus_lag_messages current for each (stream, group) it consumes in.
+    """
 
-def subscribe(
-    broker: Broker,
-    stream: str,
-    *,
-    group: str,
-    consumer: str,
-    handler: Handler,
-    reclaim_idle_ms: int = 10_000,
-    polling_ms: int = 100,
-) -> None:
-    """Consume `stream` as a member of `group`, one message at a time: each is
-    acknowledged, or left pending to be delivered again, on its own; what a dead member
-    left is redelivered too. Runs between bus.start(broker) and bus.stop(broker)."""
+    def __init__(self) -> None:
+        self._subscriptions: list[_Subscription] = []
+        self._lag_task: asyncio.Task[None] | None = None
+        self._started = False
+        self._stopping = asyncio.Event()
 
-    async def one(bodies: list[bytes]) -> None:
-        await handler(bodies[0])
+    # -- publishing ----------------------------------------------------------------------
 
-    _subscribe(broker, stream, group, consumer, one, reclaim_idle_ms, polling_ms, batch=False)
+    @abc.abstractmethod
+    async def publish(self, stream: str, body: bytes, *, message_id: str | None = None) -> None:
+        """Append one message; `message_id` travels as its correlation id."""
 
+    @abc.abstractmethod
+    async def publish_many(self, entries: Sequence[tuple[str, bytes, str]]) -> None:
+        """Append (stream, body, message id) entries, in order, as cheaply as the
+        backend allows (Redis: one round trip for all of them)."""
 
-def subscribe_batch(
-    broker: Broker,
-    stream: str,
-    *,
-    group: str,
-    consumer: str,
-    handler: BatchHandler,
-    reclaim_idle_ms: int = 10_000,
-    polling_ms: int = 100,
-    linger_ms: int = 0,
-    urgent: bool = False,
-) -> None:
-    """Like subscribe(), but hand over up to MAX_BATCH bodies per call, acknowledged
-    together once the handler returns (a failure redelivers the whole batch). For
-    high-volume streams, where a call and an acknowledgement per message would cost more
-    than most handlers.
+    # -- consuming -----------------------------------------------------------------------
 
-    `linger_ms`: after a batch shorter than MAX_BATCH, wait this long before reading
-    again. A lane that trickles would otherwise be read a few entries at a time, and the
-    bus's fixed cost per read then dominates; lingering trades that for latency.
+    def subscribe(
+        self,
+        stream: str,
+        *,
+        group: str,
+        consumer: str,
+        handler: Handler,
+        reclaim_idle_ms: int = 10_000,
+        polling_ms: int = 100,
+    ) -> None:
+        """Consume `stream` as a member of `group`, one message at a time: each is
+        acknowledged, or left to be delivered again, on its own; what a dead member
+        left is redelivered too."""
 
-    `urgent`: a lane whose every message is urgent (device events: SOS); give no
-    `linger_ms`. Through FastStream's per-message machinery an SOS spent up to 26 ms
-    (p99) between its XADD and its handler in a rules worker busy with telemetry, against
-    10 ms read directly (bench.sos_latency at 10,000 msg/s). On NATS a pull batch waits
-    for more messages, so there an urgent lane is consumed one message at a time."""
-    _subscribe(
-        broker,
-        stream,
-        group,
-        consumer,
-        handler,
-        reclaim_idle_ms,
-        polling_ms,
-        batch=not (urgent and isinstance(broker, NatsBroker)),
-        linger_s=linger_ms / 1000,
-    )
+        async def one(bodies: list[bytes]) -> None:
+            await handler(bodies[0])
 
-
-def _lingering(handler: BatchHandler, linger_s: float) -> BatchHandler:
-    if linger_s <= 0:
-        return handler
-
-    async def handle_then_linger(bodies: list[bytes]) -> None:
-        await handler(bodies)
-        if len(bodies) < MAX_BATCH:
-            await asyncio.sleep(linger_s)  # pacing the next read, not waiting for anything
-
-    return handle_then_linger
-
-
-def _subscribe(
-    broker: Broker,
-    stream: str,
-    group: str,
-    consumer: str,
-    handler: BatchHandler,
-    reclaim_idle_ms: int,
-    polling_ms: int,
-    *,
-    batch: bool,
-    linger_s: float = 0.0,
-) -> None:
-    if isinstance(broker, NatsBroker):
-        _subscribe_nats(
-            broker, stream, group, _lingering(handler, linger_s), reclaim_idle_ms, batch
-        )
-    else:
-        _subscribe_redis(
-            broker, stream, group, consumer, handler, reclaim_idle_ms, polling_ms, batch, linger_s
+        self._add(
+            _Subscription(
+                stream, group, consumer, one, reclaim_idle_ms, polling_ms, 0.0, True, False
+            )
         )
 
+    def subscribe_batch(
+        self,
+        stream: str,
+        *,
+        group: str,
+        consumer: str,
+        handler: BatchHandler,
+        reclaim_idle_ms: int = 10_000,
+        polling_ms: int = 100,
+        linger_ms: int = 0,
+        urgent: bool = False,
+    ) -> None:
+        """Like subscribe(), but hand over up to MAX_BATCH bodies per call, acknowledged
+        together once the handler returns (a failure redelivers the whole batch). For
+        high-volume streams, where a call and an acknowledgement per message would cost
+        more than most handlers.
 
-async def start(broker: Broker) -> None:
-    """Start consuming. Use this, not broker.start(): on Redis it first creates each
-    consumer group at the beginning of its stream, so events published before a group
-    ever existed (first deployment, a flushed Redis) are consumed rather than skipped.
-    FastStream on its own would create the group at `$`, i.e. after them."""
-    if isinstance(broker, RedisBroker):
-        from redis.asyncio import Redis
-        from redis.exceptions import ResponseError
+        `linger_ms`: after a batch shorter than MAX_BATCH, wait this long before reading
+        again. A lane that trickles would otherwise be read a few entries at a time, and
+        the bus's fixed cost per read then dominates; lingering trades that for latency.
 
-        client = Redis.from_url(_redis_urls[id(broker)])
-        try:
-            for stream, group in sorted(_redis_groups.get(id(broker), ())):
+        `urgent`: a lane whose every message is urgent (device events: SOS); give no
+        `linger_ms`. Each backend delivers such a lane without waiting for more
+        messages: on Redis a read returns what is there; on NATS, where a pull batch
+        waits for more, the lane is consumed one message at a time."""
+        if urgent and linger_ms:
+            raise ValueError("an urgent lane does not linger")
+        self._add(
+            _Subscription(
+                stream,
+                group,
+                consumer,
+                handler,
+                reclaim_idle_ms,
+                polling_ms,
+                linger_ms / 1000,
+                False,
+                urgent,
+            )
+        )
+
+    def _add(self, sub: _Subscription) -> None:
+        if self._started:
+            raise RuntimeError("subscribe before start()")
+        self._subscriptions.append(sub)
+        self._subscribed(sub)
+
+    @abc.abstractmethod
+    def _subscribed(self, sub: _Subscription) -> None:
+        """Prepare the backend's consumer for `sub` (started by start())."""
+
+    @abc.abstractmethod
+    async def backlog(self, stream: str, group: str) -> Backlog | None:
+        """What `group` has not finished on `stream`; None if it is not known (no such
+        group yet). Needs a started bus."""
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect; then, for a bus that subscribed, start consuming (on Redis each
+        consumer group is first created at the beginning of its stream, so messages
+        published before a group ever existed are consumed, not skipped)."""
+        self._started = True
+        await self._start()
+        if self._subscriptions:
+            self._lag_task = asyncio.create_task(self._report_lag(), name="bus-lag")
+
+    async def stop(self) -> None:
+        """Stop consuming and disconnect; a batch being handled finishes and is
+        acknowledged first."""
+        self._stopping.set()
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_task
+        await self._stop()
+
+    @abc.abstractmethod
+    async def _start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _stop(self) -> None: ...
+
+    async def _report_lag(self) -> None:
+        """Keep carewatch_bus_lag_messages (entries not yet processed: undelivered plus
+        unacknowledged) current for every group this bus consumes in, while it runs."""
+        pairs = sorted({(s.stream, s.group) for s in self._subscriptions})
+        while not self._stopping.is_set():
+            for stream, group in pairs:
                 try:
-                    await client.xgroup_create(stream, group, id="0", mkstream=True)
-                except ResponseError as exc:
-                    if "BUSYGROUP" not in str(exc):
-                        raise
-        finally:
-            await client.aclose()
-    await broker.start()
-    for reader in _readers.get(id(broker), ()):
-        reader.start()
-    if isinstance(broker, RedisBroker) and _redis_groups.get(id(broker)):
-        task = asyncio.create_task(_report_lag(broker), name="bus-lag")
-        _lag_tasks.add(task)
-        task.add_done_callback(_lag_tasks.discard)
-
-
-async def stop(broker: Broker) -> None:
-    """Stop consuming and disconnect; a batch being handled finishes first. Use this,
-    not broker.stop(), for a broker started with start()."""
-    for reader in _readers.pop(id(broker), ()):
-        await reader.stop()
-    await broker.stop()
-
-
-async def _report_lag(broker: RedisBroker, interval_s: float = 5.0) -> None:
-    """Keep carewatch_bus_lag_messages (entries not yet processed: undelivered plus
-    unacknowledged) current for every group this broker consumes in, while it runs.
-    Redis >= 7 reports a group's lag in XINFO GROUPS."""
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(_redis_urls[id(broker)])
-    try:
-        while broker.running:
-            for stream, group in sorted(_redis_groups.get(id(broker), ())):
-                try:
-                    groups = await client.xinfo_groups(stream)
+                    backlog = await self.backlog(stream, group)
                 except Exception:
-                    _log.debug("bus lag unavailable for %s", stream, exc_info=True)
+                    log.debug("bus lag unavailable for %s", stream, exc_info=True)
                     continue
-                for info in groups:
-                    name = info.get("name")
-                    if name in (group, group.encode()) and info.get("lag") is not None:
-                        # not yet delivered + delivered but not yet acknowledged
-                        backlog = float(info["lag"]) + float(info.get("pending") or 0)
-                        BUS_LAG.labels(stream, group).set(backlog)
-            await asyncio.sleep(interval_s)
-    finally:
-        await client.aclose()
+                if backlog is not None:
+                    BUS_LAG.labels(stream, group).set(backlog.total)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), LAG_INTERVAL_S)
 
+
+def make_bus(settings: Settings) -> Bus:
+    """The bus the settings name: the one place that knows which backends exist."""
+    if settings.bus_backend == "nats":
+        return NatsBus(settings.nats_url)
+    return RedisBus(settings.redis_url)
+
+
+# -- Redis Streams -------------------------------------------------------------------------
 
 # FastStream's binary message format (BinaryMessageFormatV1): magic, version, offsets of
-# the headers and the data, the header pairs, the body. Built by hand for a batch of
-# publishes because FastStream's publish path (codec, message build, writer objects)
-# cost ingest ~40 % of its CPU; a test keeps the two byte-identical.
+# the headers and the data, the header pairs, the body. Every entry on a Redis stream is
+# such a frame, in the field DATA_KEY, as FastStream's RedisBroker.publish wrote them
+# before ADR 0005: workers of either version read each other's entries. Built here
+# because FastStream's publish path (codec, message build, writer objects) cost ingest
+# ~40 % of its CPU; a test keeps the two byte-identical.
 _FRAME_HEAD = BinaryMessageFormatV1.IDENTITY_HEADER + struct.pack(">HI", 1, 18)
 _CORRELATION_KEY = struct.pack(">H", len(b"correlation_id")) + b"correlation_id"
 
@@ -292,13 +310,13 @@ def large_arg(value: bytes) -> memoryview:
 
 
 class RedisAppender:
-    """Appends batches of events as FastStream's publish would (same field, same framing,
-    same approximate length cap), in one round trip and one command per batch."""
+    """Appends batches of entries (same field, same framing, same approximate length cap
+    as a single publish), in one round trip and one command per batch."""
 
     def __init__(self, redis: Any) -> None:
         self._script = redis.register_script(_XADD_ALL)
 
-    async def append(self, entries: list[tuple[str, bytes, str]]) -> None:
+    async def append(self, entries: Sequence[tuple[str, bytes, str]]) -> None:
         """(stream, body, correlation id) per entry, appended in order."""
         if not entries:
             return
@@ -314,65 +332,190 @@ class RedisAppender:
         await self._script(keys=list(numbers), args=[STREAM_MAXLEN, DATA_KEY, blob])
 
 
-def _subscribe_redis(
-    broker: RedisBroker,
-    stream: str,
-    group: str,
-    consumer: str,
-    handler: BatchHandler,
-    reclaim_idle_ms: int,
-    polling_ms: int,
-    batch: bool,
-    linger_s: float,
-) -> None:
-    _redis_groups.setdefault(id(broker), set()).add((stream, group))
-    # read directly, not through FastStream's subscriber (carewatch.bus_batch_reader
-    # says why); a single-message subscription gets each message on its own
-    reader = RedisBatchReader(
-        _redis_urls[id(broker)],
-        stream,
-        group=group,
-        consumer=consumer,
-        handler=handler,
-        batch=MAX_BATCH,
-        reclaim_idle_ms=reclaim_idle_ms,
-        polling_ms=polling_ms,
-        linger_s=linger_s,
-        one_by_one=not batch,
-    )
-    _readers.setdefault(id(broker), []).append(reader)
+class RedisBus(Bus):
+    """Redis Streams through redis-py: publishes are XADDs of FastStream-framed entries
+    (one script call per publish_many), consumers are carewatch.bus_batch_reader's
+    consumer-group readers (docs/adr/0002), one per subscription."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self._url = url
+        self._client: Redis = Redis.from_url(url)
+        self._appender = RedisAppender(self._client)
+        self._readers: list[RedisBatchReader] = []
+
+    async def publish(self, stream: str, body: bytes, *, message_id: str | None = None) -> None:
+        frame = redis_frame(body, message_id or str(uuid.uuid4()))
+        await self._client.xadd(stream, {DATA_KEY: frame}, maxlen=STREAM_MAXLEN)
+
+    async def publish_many(self, entries: Sequence[tuple[str, bytes, str]]) -> None:
+        await self._appender.append(entries)
+
+    def _subscribed(self, sub: _Subscription) -> None:
+        self._readers.append(
+            RedisBatchReader(
+                self._url,
+                sub.stream,
+                group=sub.group,
+                consumer=sub.consumer,
+                handler=sub.handler,
+                batch=MAX_BATCH,
+                reclaim_idle_ms=sub.reclaim_idle_ms,
+                polling_ms=sub.polling_ms,
+                linger_s=sub.linger_s,
+                one_by_one=sub.one_by_one,
+            )
+        )
+
+    async def _start(self) -> None:
+        await self._client.ping()
+        for stream, group in sorted({(s.stream, s.group) for s in self._subscriptions}):
+            try:  # at the beginning: what was published before the group existed counts
+                await self._client.xgroup_create(stream, group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        for reader in self._readers:
+            reader.start()
+
+    async def _stop(self) -> None:
+        for reader in self._readers:
+            await reader.stop()
+        await self._client.aclose()
+
+    async def backlog(self, stream: str, group: str) -> Backlog | None:
+        # Redis >= 7 reports a group's lag in XINFO GROUPS
+        try:
+            groups: Any = await self._client.xinfo_groups(stream)
+        except ResponseError:  # no such stream
+            return None
+        for info in groups:
+            if info.get("name") in (group, group.encode()) and info.get("lag") is not None:
+                return Backlog(int(info["lag"]), int(info.get("pending") or 0))
+        return None
 
 
-def _subscribe_nats(
-    broker: NatsBroker,
-    stream: str,
-    group: str,
-    handler: BatchHandler,
-    reclaim_idle_ms: int,
-    batch: bool,
-) -> None:
-    from nats.js.api import ConsumerConfig
+# -- NATS JetStream ------------------------------------------------------------------------
 
-    on_message: Callable[..., Awaitable[None]]
-    if batch:
+# FastStream 0.7 exports no annotation for a JetStream batch; same form as its others
+NatsBatchMessage = Annotated[_NatsBatch, Context("message")]
+NatsMessage = Annotated[_NatsMessage, Context("message")]
 
-        async def on_batch(msg: NatsBatchMessage) -> None:
-            await handler([m.data for m in msg.raw_message])
 
-        on_message = on_batch
-    else:
+def _subject(stream: str) -> str:
+    return f"cw.{stream}"
 
-        async def on_one(msg: NatsMessage) -> None:
-            await handler([msg.body])
 
-        on_message = on_one
+def _durable(group: str, stream: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", f"{group}-{stream}")
 
-    durable = re.sub(r"[^A-Za-z0-9_-]", "_", f"{group}-{stream}")
-    broker.subscriber(
-        _subject(stream),
-        stream=NATS_STREAM,
-        durable=durable,
-        config=ConsumerConfig(ack_wait=reclaim_idle_ms / 1000),
-        pull_sub=PullSub(batch_size=MAX_BATCH, timeout=0.1, batch=batch),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )(on_message)
+
+class NatsBus(Bus):
+    """NATS JetStream. FastStream's NatsBroker runs the connection, the stream
+    declaration and the durable pull consumers (with their graceful stop); publishes go
+    through nats-py's JetStream client on that connection (publish_many pipelined, in
+    order). One stream, NATS_STREAM, holds every logical stream as the subject
+    cw.{stream}; a group is a durable consumer of it."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self._broker = NatsBroker(url, logger=_log, log_level=logging.DEBUG)
+        self._jetstream: JetStreamContext | None = None
+
+    def _js(self) -> JetStreamContext:
+        if self._jetstream is None:
+            raise RuntimeError("publish after start()")
+        return self._jetstream
+
+    async def publish(self, stream: str, body: bytes, *, message_id: str | None = None) -> None:
+        await self._js().publish(
+            _subject(stream),
+            body,
+            stream=NATS_STREAM.name,
+            headers={"correlation_id": message_id or str(uuid.uuid4())},
+        )
+
+    async def publish_many(self, entries: Sequence[tuple[str, bytes, str]]) -> None:
+        # sent one after the other, so in order, without waiting for each one's
+        # acknowledgement; then every acknowledgement is awaited
+        js = self._js()
+        acks = [
+            await js.publish_async(
+                _subject(stream), body, stream=NATS_STREAM.name, headers={"correlation_id": cid}
+            )
+            for stream, body, cid in entries
+        ]
+        await asyncio.gather(*acks)
+
+    def _subscribed(self, sub: _Subscription) -> None:
+        from nats.js.api import ConsumerConfig
+
+        handler, linger_s = sub.handler, sub.linger_s
+        retry_s = sub.reclaim_idle_ms / 1000
+
+        async def settle(message: _NatsMessage | _NatsBatch, bodies: list[bytes]) -> None:
+            try:
+                await handler(bodies)
+            except Exception:
+                # as on Redis: delivered again after reclaim_idle_ms, not at once
+                log.exception("bus batch failed, left for redelivery", extra={"stream": sub.stream})
+                await message.nack(delay=retry_s)
+                return
+            await message.ack()
+            if linger_s > 0 and len(bodies) < MAX_BATCH:
+                await asyncio.sleep(linger_s)  # pacing the next read, not waiting for anything
+
+        on_message: Callable[..., Awaitable[None]]
+        # A pull batch waits (up to its timeout) for more messages: an urgent lane goes one
+        # message at a time. FastStream handles the messages of one non-batch fetch
+        # concurrently, so such a fetch takes one message: handled in order, as on Redis.
+        batch = not (sub.one_by_one or sub.urgent)
+        if batch:
+
+            async def on_batch(msg: NatsBatchMessage) -> None:
+                await settle(msg, [m.data for m in msg.raw_message])
+
+            on_message = on_batch
+        else:
+
+            async def on_one(msg: NatsMessage) -> None:
+                await settle(msg, [msg.body])
+
+            on_message = on_one
+
+        self._broker.subscriber(
+            _subject(sub.stream),
+            stream=NATS_STREAM,
+            durable=_durable(sub.group, sub.stream),
+            config=ConsumerConfig(ack_wait=sub.reclaim_idle_ms / 1000),
+            pull_sub=PullSub(batch_size=MAX_BATCH if batch else 1, timeout=0.1, batch=batch),
+            ack_policy=AckPolicy.MANUAL,
+        )(on_message)
+
+    async def _start(self) -> None:
+        await self._broker.start()
+        # a publishing bus needs the stream too: the first deployment's ingest may
+        # publish before any consumer declared it
+        from nats.js.errors import NotFoundError
+
+        js = self._jetstream = self._broker.connection.jetstream()
+        try:
+            await js.stream_info(NATS_STREAM.name)
+        except NotFoundError:
+            await js.add_stream(
+                name=NATS_STREAM.name,
+                subjects=list(NATS_STREAM.subjects),
+                max_msgs=STREAM_MAXLEN * 10,
+            )
+
+    async def _stop(self) -> None:
+        await self._broker.stop()
+
+    async def backlog(self, stream: str, group: str) -> Backlog | None:
+        from nats.js.errors import NotFoundError
+
+        try:
+            info = await self._js().consumer_info(NATS_STREAM.name, _durable(group, stream))
+        except NotFoundError:
+            return None
+        return Backlog(int(info.num_pending or 0), int(info.num_ack_pending or 0))

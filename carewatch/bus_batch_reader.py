@@ -14,17 +14,17 @@ what that subscription did, and nothing else:
 - every `reclaim_every_s`, XAUTOCLAIM takes entries some member (a dead worker, or this
   one after a failed batch) left pending for `reclaim_idle_ms`, and handles them first;
 - after a short read it lingers before reading again (bigger batches, see
-  carewatch.bus.subscribe_batch);
+  carewatch.bus.Bus.subscribe_batch);
 - stop() lets the batch in hand finish and be acknowledged (graceful, like FastStream's).
 
-With `one_by_one` (carewatch.bus.subscribe: the alerts stream), the handler gets one
+With `one_by_one` (carewatch.bus.Bus.subscribe: the alerts stream), the handler gets one
 body at a time instead, and each entry is acknowledged or left pending on its own, so
 one that fails never holds up the others read with it. FastStream's subscriber did that
 too, but slept a fixed 5 s after a Redis error (most of the notifier's recovery from a
 Redis restart) against ERROR_BACKOFF_S here.
 
-Entries are framed by FastStream's publishers or by ingest's carewatch.bus.redis_frame,
-which are byte-identical.
+Entries are framed by carewatch.bus.redis_frame (RedisBus) or, by workers from before
+docs/adr/0005, FastStream's RedisBroker: the two are byte-identical.
 """
 
 from __future__ import annotations

@@ -55,6 +55,10 @@ EventType = Literal[
     "switch_on",  # a light switch pressed
     "switch_off",
 ]
+# Events that no device sends, published by carewatch itself on the elder's events shard:
+# a grid worker's in-person visit (visits/, docs/visits.md), a sign of life for the
+# inactivity rule. Devices cannot send them: DeviceEvent takes EventType only.
+BusEventType = EventType | Literal["visit_checkin"]
 
 
 class AccelWindow(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -134,7 +138,7 @@ class Event(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     device_time_ms: int
     received_ms: int
     seq: int | None = None
-    event: EventType | None = None  # for type == "event"
+    event: BusEventType | None = None  # for type == "event"
     ref_seq: int | None = None
     state: str | None = None  # for type == "status"
     data: dict[str, object] = msgspec.field(default_factory=dict)  # telemetry fields

@@ -180,7 +180,11 @@ def evaluate(
     started = time.perf_counter()
     end_ms = start_ms + round(days * 86_400_000)
     engine = SimRulesEngine(
-        elders, settings, default_engine(), respond_after_s=respond_after_s, start_ms=start_ms
+        elders,
+        settings,
+        default_engine(settings),
+        respond_after_s=respond_after_s,
+        start_ms=start_ms,
     )
     stream = simulate(elders, start_ms, days * 86_400, seed=seed, injections=injections, tz=tz)
     engine.run(stream, end_ms)

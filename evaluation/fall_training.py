@@ -57,14 +57,14 @@ from evaluation.falls import (
     judge,
     read_all,
 )
-from rules_engine.detectors.accel_fall import FallThresholds
-from rules_engine.detectors.fall_features import (
+from rules_engine.detectors.fall.features import (
     FALL_DIRECTION,
     FEATURE_NAMES,
     FeatureWindows,
     FloatArray,
 )
-from rules_engine.detectors.fall_model import FallModel, Node, Tree
+from rules_engine.detectors.fall.model import FallModel, Node, Tree
+from rules_engine.detectors.fall.signal_model import FallThresholds
 
 N_TREES = 100
 DEPTH = 3
@@ -368,7 +368,7 @@ def train(paths: Sequence[Path], progress: bool = False) -> FallModel:
         "first_stage": {"impact_g": thresholds.impact_g, "rate_hz": thresholds.rate_hz},
         "command": "carewatch eval falls "
         + " ".join(p.name for p in paths)
-        + " --train rules_engine/detectors/fall_model.json",
+        + " --train rules_engine/detectors/fall/fall_model.json",
         "loso": loso_figures,
         "loso_roc": roc(tcs, probabilities, thresholds.refractory_ms),
     }

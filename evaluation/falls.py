@@ -1,6 +1,6 @@
 """`carewatch eval falls PATH...`: the wrist fall detector on recorded trials.
 
-Each trial is replayed through the same streaming `AccelFallDetector` the rules engine
+Each trial is replayed through the same streaming `FallSignalModel` the rules engine
 uses, in one-second windows as the wristband sends them (or, with `--loso`, through the
 same detector whose second stage was trained without the trial's subject). The rules
 that judge the alarms are stated here once and used by every path:
@@ -18,7 +18,7 @@ that judge the alarms are stated here once and used by every path:
   are over the time of scripted activity: daily-activity trials plus the parts of fall
   trials outside the fall's window, without any undecided tail.
 - **undecided trials**: a trial that ends while the detector still waits for the seconds
-  after an impact (`AccelFallDetector.pending_impact_ms`) cannot be judged. A daily
+  after an impact (`FallSignalModel.pending_impact_ms`) cannot be judged. A daily
   activity without an alarm that ends like that, and a fall without a detecting alarm whose
   window ends undecided, are reported apart and never counted as correct: sensitivity and
   specificity are over decided trials, and `sensitivity_all` counts undecided falls as
@@ -43,12 +43,12 @@ import numpy as np
 
 from carewatch.messages import AccelWindow
 from evaluation.loaders import LayoutError, SkippedFile, Trial, load_trials
-from rules_engine.detectors.accel_fall import (
-    AccelFallDetector,
+from rules_engine.detectors.fall.model import FallModel, shipped_model
+from rules_engine.detectors.fall.signal_model import (
     Candidate,
+    FallSignalModel,
     FallThresholds,
 )
-from rules_engine.detectors.fall_model import FallModel, shipped_model
 
 CHUNK_S = 1.0
 FALL_BEFORE_MS = 1500
@@ -271,7 +271,7 @@ def windows_of(trial: Trial, chunk_s: float = CHUNK_S) -> Iterable[tuple[AccelWi
 
 def replay(
     trial: Trial,
-    detector: AccelFallDetector,
+    detector: FallSignalModel,
     dataset: str = "",
     chunk_s: float = CHUNK_S,
 ) -> TrialResult:
@@ -350,7 +350,7 @@ def evaluate(
             skipped.append(item)
             print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
             continue
-        results.append(replay(item, AccelFallDetector(thresholds, model), dataset))
+        results.append(replay(item, FallSignalModel(thresholds, model), dataset))
         if progress and len(results) % PROGRESS_EVERY == 0:
             print(f"... {len(results)} trials", file=sys.stderr, flush=True)
     return Evaluation(results, skipped)
@@ -395,7 +395,7 @@ def collect_candidates(
     dataset: str, trial: Trial, thresholds: FallThresholds, model: FallModel | None = None
 ) -> TrialCandidates:
     found: list[Candidate] = []
-    detector = AccelFallDetector(thresholds, model, on_candidate=found.append)
+    detector = FallSignalModel(thresholds, model, on_candidate=found.append)
     for window, start_ms, _ in windows_of(trial):
         detector.feed(window, start_ms)
     return TrialCandidates(dataset, trial, tuple(found), detector.pending_impact_ms)
@@ -485,7 +485,7 @@ def cli_main(args: argparse.Namespace) -> int:
             trials, skipped = read_all(paths)
             evaluation = Evaluation([], skipped)
             for n, (dataset, trial) in enumerate(trials, start=1):
-                detector = AccelFallDetector(thresholds, model)
+                detector = FallSignalModel(thresholds, model)
                 evaluation.results.append(replay(trial, detector, dataset))
                 if n % PROGRESS_EVERY == 0:
                     print(f"... {n} trials", file=sys.stderr, flush=True)

@@ -2,7 +2,7 @@
 
 The log (layout of `../shared/data/homes/`, see simulators/home_log.py) is replayed as the
 device messages its sensors would have published, through the worker's detectors in
-memory (`SimRulesEngine`: ingest validation, `default_engine()`, the store's semantics),
+memory (`SimRulesEngine`: ingest validation, `default_engine(settings)`, the store's semantics),
 with the sensors registered in their rooms. The elder's home routine is learned the way
 the worker learns it (`rules_engine.home_routine.learn`, from the signs of life of the
 days before, relearned at every local midnight of the replay).
@@ -135,7 +135,7 @@ def make_engine(sensors: Sequence[Sensor], settings: Settings, start_ms: int) ->
     engine = SimRulesEngine(
         [elder],
         settings,
-        default_engine(),
+        default_engine(settings),
         respond_after_s=DEFAULT_RESPOND_AFTER_S,
         start_ms=start_ms,
     )

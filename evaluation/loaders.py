@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rules_engine.detectors.accel_fall import FloatArray, resample
+from rules_engine.detectors.fall.signal_model import FloatArray, resample
 
 # SisFall: <code>_<subject>_R<nn>.txt, e.g. F05_SA12_R03.txt (code D.. = ADL, F.. = fall).
 SISFALL_NAME = re.compile(r"^(?P<code>[DF]\d{2})_(?P<subject>S[AE]\d{2})_R(?P<rep>\d{2})\.txt$")

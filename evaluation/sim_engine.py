@@ -2,8 +2,9 @@
 
 `SimRulesEngine` feeds each `SimMessage` through the same path the services take,
 without the services: `ingest.validate.validate` (with a registry built from the
-simulated elders) turns it into the `Event` ingest would publish, `Engine.wants` and
-`Engine.on_event` decide on an `ElderView` built the way `rules_engine.store` builds it,
+simulated elders) turns it into the `Event` ingest would publish, the engine's contract
+(`wanting`, the profile learned from the view, `observe` once, `decide`) decides on an
+`ElderView` built the way `rules_engine.store` builds it,
 and the decisions are applied with the store's semantics to in-memory alerts and
 durable timers. Time is the device time of the stream: the injected clock reads the
 message being decided (or the due time of the timer being fired), and timers due before
@@ -64,10 +65,10 @@ from rules_engine.apply import (
 )
 from rules_engine.decisions import CancelTimer, Decision, ScheduleTimer
 from rules_engine.detectors.base import ActiveAlert, DueTimer, ElderView
-from rules_engine.detectors.device_health import SWEEP_EVERY_MS
 from rules_engine.device_sweep import BACK, OFFLINE
 from rules_engine.engine import Engine
 from rules_engine.geo import LatLon
+from rules_engine.inputs import SWEEP_EVERY_MS
 from rules_engine.thresholds import Thresholds, resolve_thresholds
 from simulators.days import SimElder, SimMessage
 
@@ -246,14 +247,19 @@ class SimRulesEngine:
         if event.id in self._seen_events:
             return  # rules_seen_events
         wanting = self.engine.wanting(event)
-        if wanting:
+        if not wanting:
+            return
+        if self.engine.needs_profile(event, wanting):
+            self.engine.learn(self.view(event.elder_id), event.device_time_ms)
+        observed = self.engine.observe(event, wanting)
+        if observed:
             self._seen_events.add(event.id)
             self.counters.wanted += 1
             self._clock.now = event.received_ms
             self._decide(
                 event.elder_id,
                 event.id,
-                lambda view: self.engine.on_event(event, view, self._clock, wanting),
+                lambda view: self.engine.decide(observed, view, self._clock.now_ms()),
             )
 
     def advance(self, now_ms: int) -> None:
@@ -302,7 +308,7 @@ class SimRulesEngine:
         self._decide(
             timer.elder_id,
             timer.timer_id,
-            lambda view: self.engine.on_timer(due, view, self._clock),
+            lambda view: self.engine.on_timer(due, view, self._clock.now_ms()),
         )
 
     def apply_decisions(

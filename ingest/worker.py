@@ -49,7 +49,7 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from carewatch.alarm_priority import AlarmPriority, run_as_bulk
-from carewatch.bus import make_broker
+from carewatch.bus import make_bus
 from carewatch.db.pool import open_pool
 from carewatch.metrics import serve_metrics
 from carewatch.settings import Settings
@@ -294,16 +294,16 @@ async def run(
     deadline = _ShutdownDeadline()
     pool = await open_pool(settings.database_url, min_size=1, max_size=4)
     redis = Redis.from_url(settings.redis_url)
-    broker = make_broker(settings)
+    bus = make_bus(settings)
     tasks: list[asyncio.Task[None]] = []  # each runs until shutdown: one ending early is a failure
     readiness: asyncio.Task[None] | None = None
     try:
         await claim_redis_for(redis, settings.namespace)
-        await broker.connect()
+        await bus.start()
         registry = DeviceRegistry(pool)
         if not await _load_registry(registry, stop):
             return
-        publisher = BusPublisher(broker, redis, settings.bus_shards)
+        publisher = BusPublisher(bus, settings.bus_shards)
         shared = _Shared(pool, redis, registry, publisher, AlarmPriority())
         running: list[_Lane] = []
         alarm_first = sorted(lane_client_ids(client_id).items(), key=lambda i: i[0] != ALARM_LANE)
@@ -343,6 +343,6 @@ async def run(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await broker.stop()
+        await bus.stop()
         await redis.aclose()
         await pool.close()

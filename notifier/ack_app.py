@@ -38,7 +38,7 @@ from carewatch import alerts
 from carewatch.alert_lifecycle import Action, TransitionError
 from carewatch.alert_outbox import AlertPublisher
 from carewatch.alerts import Alert
-from carewatch.bus import make_broker
+from carewatch.bus import make_bus
 from carewatch.clock import Clock, SystemClock
 from carewatch.http_guard import BodyLimit, SecurityHeaders
 from carewatch.http_serve import serve_until
@@ -396,13 +396,13 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with notifier_parts(settings, clock) as parts:
-            broker = make_broker(settings)
-            await broker.connect()
-            state["parts"], state["broker"] = parts, broker
+            bus = make_bus(settings)
+            await bus.start()
+            state["parts"], state["bus"] = parts, bus
             try:
                 yield
             finally:
-                await broker.stop()
+                await bus.stop()
 
     # No schema or docs are served: the pages are for people holding a link, and the
     # schema would only tell a stranger what to try (tests build it with app.openapi()).
@@ -527,7 +527,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             # committed with the outbox row: if this publish fails, the rules workers'
             # sweep publishes it a few seconds later
             try:
-                await AlertPublisher(state["broker"], parts().pool).publish([result.change])
+                await AlertPublisher(state["bus"], parts().pool).publish([result.change])
             except Exception:
                 log.warning(
                     "alert change left in the outbox for the sweep",

@@ -38,7 +38,7 @@ from fastapi.responses import JSONResponse
 
 from carewatch.alert_lifecycle import TransitionError
 from carewatch.alert_outbox import AlertPublisher
-from carewatch.bus import Broker, make_broker
+from carewatch.bus import Bus, make_bus
 from carewatch.clock import Clock, SystemClock
 from carewatch.http_serve import serve_until
 from carewatch.messages import AlertChange
@@ -73,9 +73,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with notifier_parts(settings, clock) as parts:
-            broker = make_broker(settings)
-            await broker.connect()
-            state["parts"], state["broker"] = parts, broker
+            bus = make_bus(settings)
+            await bus.start()
+            state["parts"], state["bus"] = parts, bus
             stop_sweep = asyncio.Event()  # WeCom cards of alerts acknowledged elsewhere
             sweep = asyncio.create_task(wecom_callback.CardUpdater(lambda: parts).run(stop_sweep))
             try:
@@ -85,7 +85,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
                 await sweep
                 if answering:  # answers to replies still being sent
                     await asyncio.gather(*answering, return_exceptions=True)
-                await broker.stop()
+                await bus.stop()
 
     app = FastAPI(
         title="carewatch provider callbacks", lifespan=lifespan, docs_url=None, redoc_url=None
@@ -148,7 +148,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         sender.send_leased(queued)
         if change is not None:
             try:  # committed with its outbox row: the rules workers' sweep retries it
-                await AlertPublisher(_broker(), parts().pool).publish([change])
+                await AlertPublisher(_bus(), parts().pool).publish([change])
             except Exception:
                 log.warning("alert change left in the outbox for the sweep", exc_info=True)
         if answer is not None:  # not awaited: the provider wants its 200 within seconds
@@ -157,8 +157,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             task.add_done_callback(answering.discard)
         log.info("provider push", extra={"kind": kind, "outcome": result.outcome})
 
-    def _broker() -> Broker:
-        found: Broker = state["broker"]
+    def _bus() -> Bus:
+        found: Bus = state["bus"]
         return found
 
     async def _act(
@@ -199,7 +199,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             log.warning("answer to an sms reply not sent", extra={"error": result.error})
 
     async def _publish(change: AlertChange) -> None:
-        await AlertPublisher(_broker(), parts().pool).publish([change])
+        await AlertPublisher(_bus(), parts().pool).publish([change])
 
     # WeCom's card button presses (their own signature scheme, their own module)
     wecom_callback.add_routes(app, settings, clock, parts, _publish, answering)

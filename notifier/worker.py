@@ -20,8 +20,7 @@ from dataclasses import dataclass
 import httpx
 from psycopg_pool import AsyncConnectionPool
 
-from carewatch import bus
-from carewatch.bus import ALERTS_STREAM, make_broker, subscribe
+from carewatch.bus import ALERTS_STREAM, make_bus
 from carewatch.clock import Clock, SystemClock
 from carewatch.db.pool import open_pool
 from carewatch.metrics import serve_metrics
@@ -76,15 +75,14 @@ async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = Non
     serve_metrics(settings.metrics_port)
     async with notifier_parts(settings, clock) as parts:
         escalator = Escalator(parts.pool, settings, parts.sender, clock)
-        broker = make_broker(settings)
-        subscribe(
-            broker,
+        bus = make_bus(settings)
+        bus.subscribe(
             ALERTS_STREAM,
             group=CONSUMER_GROUP,
             consumer=f"notifier-{socket.gethostname()}-{os.getpid()}",
             handler=escalator.handle,
         )
-        await bus.start(broker)
+        await bus.start()
         log.info("notifier started")
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -97,5 +95,5 @@ async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = Non
                     ReceiptWatcher(parts.pool, settings, parts.sender, clock).run(stop)
                 )
         finally:
-            await bus.stop(broker)  # the change in hand finishes and is acknowledged
+            await bus.stop()  # the change in hand finishes and is acknowledged
             log.info("notifier stopped")

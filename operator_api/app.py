@@ -18,14 +18,14 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from carewatch.alert_lifecycle import TransitionError
 from carewatch.alert_outbox import AlertPublisher
-from carewatch.bus import make_broker
+from carewatch.bus import make_bus, shard_of, stream_for
 from carewatch.db.pool import open_pool
 from carewatch.http_guard import BodyLimit, SecurityHeaders
 from carewatch.http_serve import serve_until
-from carewatch.messages import AlertChange
+from carewatch.messages import AlertChange, Event, encode
 from carewatch.metrics import serve_metrics
 from carewatch.settings import Settings
-from operator_api import alerts, console, elders, followup, mobile, reports, stations
+from operator_api import alerts, console, elders, followup, mobile, reports, stations, visits
 from operator_api.actions import PersonNotFound, ReasonRequired
 from operator_api.apidocs import DOCS_CSP, docs_page
 from operator_api.auth import AuthFirst, CurrentPrincipal
@@ -47,19 +47,26 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await open_pool(settings.database_url)
-        broker = make_broker(settings)
-        await broker.connect()
+        event_bus = make_bus(settings)
+        await event_bus.start()
 
-        publisher = AlertPublisher(broker, app.state.pool)
+        publisher = AlertPublisher(event_bus, app.state.pool)
 
         async def announce(change: AlertChange) -> None:
             await publisher.publish([change])
 
         app.state.announce = announce
+
+        async def publish_event(event: Event) -> None:
+            """A carewatch-made event (a visit check-in) on the elder's events shard."""
+            stream = stream_for(event.type, shard_of(event.elder_id, settings.bus_shards))
+            await event_bus.publish(stream, encode(event), message_id=event.id)
+
+        app.state.publish_event = publish_event
         try:
             yield
         finally:
-            await broker.stop()
+            await event_bus.stop()
             await app.state.pool.close()
 
     app = FastAPI(
@@ -104,7 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": str(exc), "status": exc.status}, status_code=409)
 
     app.state.settings = settings  # the console's map and reopen window
-    for module in (alerts, followup, elders, stations, reports, mobile, console):
+    for module in (alerts, followup, elders, stations, reports, visits, mobile, console):
         app.include_router(module.router)
     # the last added runs first: headers on every answer, the body cap, then the token
     app.add_middleware(AuthFirst)

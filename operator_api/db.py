@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, LiteralString
 
 from fastapi import Request
@@ -31,6 +32,14 @@ async def fetch_one(conn: AsyncConnection[Any], query: Query, params: Any = ()) 
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
         return await cur.fetchone()
+
+
+async def db_now(conn: AsyncConnection[Any]) -> datetime:
+    """The database's clock: every "now" of a request comes from one place."""
+    row = await fetch_one(conn, "SELECT now() AS now")
+    assert row is not None
+    now: datetime = row["now"]
+    return now
 
 
 class Where:

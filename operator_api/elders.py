@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from psycopg import AsyncConnection, sql
 
 from operator_api.auth import CurrentPrincipal, Pool
-from operator_api.db import Row, Where, fetch_all, fetch_one, scope_conditions
+from operator_api.db import Row, Where, db_now, fetch_all, fetch_one, scope_conditions
 from operator_api.masking import mask_model
 from operator_api.models import ContactOut, DeviceOut, ElderDetail, ElderPage, ElderSummary
 from operator_api.scope import OutOfScope, Principal
@@ -21,15 +21,21 @@ router = APIRouter(prefix="/api/elders", tags=["registry"])
 # only readings up to this far past "now" count as a sign of life.
 CLOCK_SKEW_ALLOWANCE = timedelta(minutes=5)
 
-# Last sign of life up to a moment (parameter: that moment, twice): the latest telemetry
-# or device contact, whichever is later. Needs the elders table aliased `e`.
+# Last sign of life up to a moment (parameter: that moment, twice): the latest telemetry,
+# device contact or visit check-in that reached the elder (visits/, migration 075),
+# whichever is later. Needs the elders table aliased `e`. (Telemetry takes the moment as
+# its own parameter so its partitions are pruned at plan time.)
 LIFE_JOINS = sql.SQL(
+    " CROSS JOIN LATERAL (SELECT %s::timestamptz AS upto) life"
     " LEFT JOIN LATERAL (SELECT max(d.last_seen) AS seen FROM devices d"
-    "   WHERE d.elder_id = e.id AND d.last_seen <= %s) dev ON true"
+    "   WHERE d.elder_id = e.id AND d.last_seen <= life.upto) dev ON true"
     " LEFT JOIN LATERAL (SELECT t.ts FROM telemetry t"
     "   WHERE t.elder_id = e.id AND t.ts <= %s ORDER BY t.ts DESC LIMIT 1) tel ON true"
+    " LEFT JOIN LATERAL (SELECT v.at FROM visit_checkins v"
+    "   WHERE v.elder_id = e.id AND v.outcome IN ('visited', 'phoned') AND v.at <= life.upto"
+    "   ORDER BY v.at DESC LIMIT 1) vis ON true"
 )
-LAST_SIGN_OF_LIFE = sql.SQL("GREATEST(dev.seen, tel.ts)")
+LAST_SIGN_OF_LIFE = sql.SQL("GREATEST(dev.seen, tel.ts, vis.at)")
 
 _SUMMARY = (
     sql.SQL(
@@ -80,13 +86,6 @@ async def elders_in_scope(
     return (counted["n"] if counted else 0), rows
 
 
-async def _db_now(conn: AsyncConnection[Any]) -> datetime:
-    row = await fetch_one(conn, "SELECT now() AS now")
-    assert row is not None
-    now: datetime = row["now"]
-    return now
-
-
 @router.get("", response_model=ElderPage)
 async def list_elders(
     principal: CurrentPrincipal,
@@ -100,7 +99,7 @@ async def list_elders(
         total, rows = await elders_in_scope(
             conn,
             principal,
-            await _db_now(conn),
+            await db_now(conn),
             grid=grid,
             district=district,
             limit=limit,
@@ -116,7 +115,7 @@ async def list_elders(
 async def get_elder(elder_id: ElderId, principal: CurrentPrincipal, pool: Pool) -> ElderDetail:
     """Profile, devices (last seen, battery, online) and contacts of one elder."""
     async with pool.connection() as conn:
-        horizon = life_horizon(await _db_now(conn))
+        horizon = life_horizon(await db_now(conn))
         row = await fetch_one(
             conn,
             sql.SQL(

@@ -7,11 +7,12 @@ address bar or the history. Buttons post back with the cookie (SameSite=Strict).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs
 from uuid import UUID
 
-from fastapi import APIRouter, Cookie, Query, Request
+from fastapi import APIRouter, Cookie, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from psycopg import AsyncConnection
 
@@ -21,10 +22,14 @@ from operator_api.alerts import open_alerts_in_scope
 from operator_api.auth import Pool
 from operator_api.db import fetch_one
 from operator_api.elders import elders_in_scope
-from operator_api.masking import mask_text
-from operator_api.mobile_page import render_message, render_page
+from operator_api.masking import mask_model, mask_text
+from operator_api.mobile_page import render_message, render_page, render_report
+from operator_api.models import CheckinIn
+from operator_api.reports import Period, area_report_now, export_response
 from operator_api.scope import OutOfScope, Principal
 from operator_api.tokens import resolve_token
+from operator_api.validation import FIRST_DAY, ID_PATTERN, LAST_DAY
+from operator_api.visits import check_in_and_publish, visit_list
 
 router = APIRouter(tags=["phone page"])
 
@@ -88,10 +93,12 @@ async def phone_page(
         alerts = await open_alerts_in_scope(conn, principal)
         _total, elders = await elders_in_scope(conn, principal, now, limit=1000)
         title = await _title(conn, principal)
+        visits = mask_model(principal, await visit_list(conn, principal, now))
     # the page shows these rows' names: free text, as in the API's models
     alerts = [{**a, "elder_name": mask_text(principal, a["elder_name"])} for a in alerts]
     elders = [{**e, "name": mask_text(principal, e["name"])} for e in elders]
-    return HTMLResponse(render_page(title, alerts, elders, now), headers=_NO_STORE)
+    page = render_page(title, alerts, elders, now, visits.items)
+    return HTMLResponse(page, headers=_NO_STORE)
 
 
 @router.post("/m/alerts/{alert_id}/{action}", include_in_schema=False)
@@ -116,3 +123,68 @@ async def phone_action(
     except TransitionError:
         pass  # somebody else changed it first: the page shows where it stands now
     return RedirectResponse("/m", status_code=303, headers=_NO_STORE)
+
+
+@router.post("/m/visits/{elder_id}/checkin", include_in_schema=False)
+async def phone_checkin(
+    elder_id: Annotated[str, Path(pattern=ID_PATTERN)],
+    request: Request,
+    pool: Pool,
+    cw_token: Annotated[str | None, Cookie()] = None,
+) -> Response:
+    """A visit check-in from the page's form (outcome button, optional note)."""
+    principal = await resolve_token(pool, cw_token) if cw_token else None
+    if principal is None:
+        return _bad_link()
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    outcome = (form.get("outcome") or [""])[0]
+    note = (form.get("note") or [""])[0].strip()
+    if outcome not in ("visited", "phoned", "not_home") or len(note) > 500:
+        return _message(422, "登记失败", "请选择走访结果，备注不超过500字。")
+    try:
+        await check_in_and_publish(
+            pool,
+            request.app.state.publish_event,
+            principal,
+            elder_id,
+            CheckinIn(outcome=outcome, note=note),
+        )
+    except HTTPException:
+        return _message(404, "老人不存在", "该老人不存在。")
+    except OutOfScope:
+        return _message(403, "无权操作", "该老人不在您负责的范围内。")
+    return RedirectResponse("/m#visits", status_code=303, headers=_NO_STORE)
+
+
+ReportDate = Annotated[date | None, Query(alias="date", ge=FIRST_DAY, le=LAST_DAY)]
+
+
+@router.get("/m/reports", response_class=HTMLResponse, include_in_schema=False)
+async def phone_report(
+    pool: Pool,
+    period: Period = "week",
+    day: ReportDate = None,
+    cw_token: Annotated[str | None, Cookie()] = None,
+) -> Response:
+    """The street and district report as a page (the caller's scope)."""
+    principal = await resolve_token(pool, cw_token) if cw_token else None
+    if principal is None:
+        return _bad_link()
+    report = await area_report_now(pool, principal, period, day)
+    async with pool.connection() as conn:
+        title = await _title(conn, principal)
+    return HTMLResponse(render_report(title, report), headers=_NO_STORE)
+
+
+@router.get("/m/reports.{fmt}", include_in_schema=False)
+async def phone_report_export(
+    fmt: Literal["csv", "xlsx"],
+    pool: Pool,
+    period: Period = "week",
+    day: ReportDate = None,
+    cw_token: Annotated[str | None, Cookie()] = None,
+) -> Response:
+    principal = await resolve_token(pool, cw_token) if cw_token else None
+    if principal is None:
+        return _bad_link()
+    return export_response(await area_report_now(pool, principal, period, day), fmt)

@@ -224,3 +224,78 @@ class DailyReport(BaseModel):
         description="elders with no telemetry and no device contact in the 24 h before the "
         "end of the day (or now, for today)"
     )
+
+
+# 定期巡访 (visits/, docs/visits.md)
+
+
+class VisitReason(BaseModel):
+    points: float
+    text: FreeText = Field(
+        description="why, in Chinese: 独居, 近30天告警2次, 近7天活动较前4周下降：步数-55%…"
+    )
+
+
+class MeasureChangeOut(BaseModel):
+    measure: Literal["steps", "motion", "water"]
+    recent: float = Field(description="median of the last 7 full days")
+    baseline: float = Field(description="median of the 28 days before them")
+    drop: float = Field(description="share lost, 0..1")
+
+
+class CheckinOut(BaseModel):
+    id: int
+    elder_id: str
+    at: datetime
+    outcome: Literal["visited", "phoned", "not_home"]
+    outcome_label: str
+    actor: FreeText
+    note: FreeText
+
+
+class VisitItemOut(BaseModel):
+    elder_id: str
+    name: FreeText
+    grid_id: str
+    address: OptionalFreeText
+    score: float
+    reasons: list[VisitReason] = Field(description="largest first")
+    decline: list[MeasureChangeOut] = Field(description="measures that fell (slow decline)")
+    days_since_visit: int | None = Field(description="since the last visit or call; null: never")
+    last_checkin: CheckinOut | None
+
+
+class VisitList(BaseModel):
+    generated_at: datetime
+    items: list[VisitItemOut]
+
+
+class CheckinIn(BaseModel):
+    outcome: Literal["visited", "phoned", "not_home"] = Field(
+        description="visited (入户走访), phoned (电话访问) or not_home (未遇本人)"
+    )
+    note: FreeText = Field(default="", max_length=500)
+
+
+class AreaReportRow(BaseModel):
+    level: Literal["street", "district"] = Field(description="district: the district's total")
+    district: str
+    street: str | None = Field(description="null on a district's total")
+    elders: int
+    visits_due: int = Field(description="独居/空巢 elders: one visit (or call) due per period")
+    visits_done: int = Field(description="of those, visited or phoned in the period")
+    visit_rate: float | None = Field(description="visits_done / visits_due")
+    checkins: int = Field(description="check-ins in the period, any outcome")
+    alerts: int = Field(description="alerts opened in the period")
+    time_to_acknowledge: DurationStats
+    time_to_arrive: DurationStats = Field(description="opened -> first 'arrived' event")
+    false_alarms: int
+    false_alarm_rate: float | None = Field(description="false_alarms / alerts")
+    devices_offline: int = Field(description="devices offline now")
+
+
+class AreaReport(BaseModel):
+    period: Literal["week", "month"] = Field(description="Monday-Sunday or month, China time")
+    start: date
+    end: date = Field(description="last day of the period, inclusive")
+    rows: list[AreaReportRow] = Field(description="each street, then its district's total")

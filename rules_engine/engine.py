@@ -1,102 +1,185 @@
-"""The set of detectors a worker runs, and dispatch of events and timers to them (pure)."""
+"""The set of detectors a worker runs, and the detector contract carried out in order.
+
+For each delivered event (rules_engine.detectors.base has the contract):
+
+    wanting(event)                    pure: the detectors that want it
+    needs_profile(event, wanting)     pure: some of them need the elder's profile, not
+                                      known (or 10 min stale): the caller reads a view
+                                      and hands it to learn(view, at_ms)
+    observe(event, wanting)           each wanting detector's observe(), once per event
+                                      id; a repeat gets the remembered Observed
+    decide(observed, view, now_ms)    pure, as often as the caller needs (cached view,
+                                      locked view, retried transaction)
+
+Timers: on_timer(timer, view, now_ms), pure. The engine does no I/O; what it is built
+from comes from the Settings it is given (`default_engine(settings)`).
+"""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from psycopg_pool import AsyncConnectionPool
-
-from carewatch.clock import Clock
 from carewatch.messages import Event
-from carewatch.settings import Settings, get_settings
+from carewatch.settings import Settings
 from rules_engine.decisions import Decision
 from rules_engine.detectors.base import Detector, DueTimer, ElderView
-from rules_engine.detectors.device_fall import DeviceFallDetector
 from rules_engine.detectors.device_health import DeviceHealthDetector
 from rules_engine.detectors.environment import EnvironmentDetector
+from rules_engine.detectors.fall.detector import FallDetector
+from rules_engine.detectors.geofence import GeofenceDetector
 from rules_engine.detectors.home_sensors import HomeSensorHealthDetector
 from rules_engine.detectors.inactivity import InactivityDetector
-from rules_engine.detectors.signals import signal_detectors
 from rules_engine.detectors.sos import SosDetector
+from rules_engine.detectors.vitals import VitalsDetector
 from rules_engine.detectors.water import WaterDetector
-from rules_engine.home_routine import RoomBook
-from rules_engine.routine import Refreshing, RoutineBook
+from rules_engine.home_routine import HomeRoutineBook, RoomBook
+from rules_engine.routine import RoutineBook
 
-log = logging.getLogger(__name__)
+AnyDetector = Detector[Any]
+
+PROFILE_MAX_AGE_MS = 10 * 60 * 1000  # a profile edit reaches observe() within this
+OBSERVED_MEMORY = 65_536  # events whose observations are remembered for redeliveries
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What the wanting detectors observed of one event: (detector, observation) pairs,
+    only those with something to decide. Empty: the event needs no decision."""
+
+    event: Event
+    seen: tuple[tuple[AnyDetector, object], ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.seen)
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    view: ElderView
+    learned_ms: int
+
+
+class KnownProfiles:
+    """Per elder: the last view learned (for its profile: thresholds, profile id, zones,
+    home), and when (device time). Stale after `max_age_ms`, so a profile edit reaches
+    the streaming detectors within that time without a restart. Per worker, bounded."""
+
+    def __init__(self, max_age_ms: int = PROFILE_MAX_AGE_MS, max_elders: int = 500_000) -> None:
+        self._max_age_ms = max_age_ms
+        self._max = max_elders
+        self._known: OrderedDict[str, _Known] = OrderedDict()
+
+    def get(self, elder_id: str, device_ms: int) -> ElderView | None:
+        known = self._known.get(elder_id)
+        if known is None or abs(device_ms - known.learned_ms) > self._max_age_ms:
+            return None
+        return known.view
+
+    def learn(self, view: ElderView, device_ms: int) -> None:
+        self._known[view.elder_id] = _Known(view, device_ms)
+        self._known.move_to_end(view.elder_id)
+        while len(self._known) > self._max:
+            self._known.popitem(last=False)
 
 
 class Engine:
-    def __init__(self, detectors: Sequence[Detector]) -> None:
+    def __init__(self, detectors: Sequence[AnyDetector]) -> None:
         self.detectors = tuple(detectors)
-        self._by_timer_kind: dict[str, Detector] = {}
+        self._by_timer_kind: dict[str, AnyDetector] = {}
         for detector in self.detectors:
             for kind in detector.timer_kinds:
                 if kind in self._by_timer_kind:
                     raise ValueError(f"timer kind {kind!r} is owned by two detectors")
                 self._by_timer_kind[kind] = detector
-
-    async def refresh(self, pool: AsyncConnectionPool, settings: Settings, clock: Clock) -> None:
-        """Periodic I/O some detectors need off the hot path (learned routines, sweeps).
-
-        A failing refresh is logged and retried on the next call; it must not hold up
-        timers or the other detectors' refreshes.
-        """
-        for detector in self.detectors:
-            if isinstance(detector, Refreshing):
-                try:
-                    await detector.refresh(pool, settings, clock)
-                except Exception:
-                    log.exception(
-                        "detector refresh failed", extra={"detector": type(detector).__name__}
-                    )
+        self.profiles = KnownProfiles()
+        # event id -> Observed, in two generations of plain dicts (cheaper per event than
+        # an LRU): between OBSERVED_MEMORY and twice that many of the latest are kept
+        self._observed: dict[str, Observed] = {}
+        self._observed_before: dict[str, Observed] = {}
 
     def wants(self, event: Event) -> bool:
         return any(d.wants(event) for d in self.detectors)
 
-    def wanting(self, event: Event) -> tuple[Detector, ...]:
-        """The detectors that want `event`: asked once per delivery, then handed to
-        on_event (a worker may decide an event twice, on a cached and a locked view)."""
+    def wanting(self, event: Event) -> tuple[AnyDetector, ...]:
         return tuple(d for d in self.detectors if d.wants(event))
 
-    def on_event(
-        self,
-        event: Event,
-        elder: ElderView,
-        clock: Clock,
-        wanting: Sequence[Detector] | None = None,
-    ) -> list[Decision]:
-        decisions: list[Decision] = []
+    def needs_profile(self, event: Event, wanting: Sequence[AnyDetector]) -> bool:
+        """True if observe() needs the elder's profile first (learn a view)."""
+        if self.profiles.get(event.elder_id, event.device_time_ms) is not None:
+            return False
+        if event.id in self._observed or event.id in self._observed_before:
+            return False
+        return any(d.uses_profile(event) for d in wanting)
+
+    def learn(self, view: ElderView, at_ms: int) -> None:
+        self.profiles.learn(view, at_ms)
+
+    def observe(self, event: Event, wanting: Sequence[AnyDetector] | None = None) -> Observed:
+        """Each wanting detector observes `event` once; a repeat (a redelivery, a retried
+        transaction) gets the same Observed without touching the detectors."""
+        remembered = self._observed.get(event.id)
+        if remembered is None:
+            remembered = self._observed_before.get(event.id)
+        if remembered is not None:
+            return remembered
+        known = self.profiles.get(event.elder_id, event.device_time_ms)
+        seen: list[tuple[AnyDetector, object]] = []
         for detector in self.wanting(event) if wanting is None else wanting:
-            decisions.extend(detector.on_event(event, elder, clock))
+            observation = detector.observe(event, known)
+            if observation is not None:
+                seen.append((detector, observation))
+        observed = Observed(event, tuple(seen))
+        if len(self._observed) >= OBSERVED_MEMORY:
+            self._observed_before, self._observed = self._observed, {}
+        self._observed[event.id] = observed
+        return observed
+
+    def decide(self, observed: Observed, view: ElderView, now_ms: int) -> list[Decision]:
+        decisions: list[Decision] = []
+        for detector, observation in observed.seen:
+            decisions.extend(detector.decide(observation, view, now_ms))
         return decisions
 
-    def on_timer(self, timer: DueTimer, elder: ElderView, clock: Clock) -> list[Decision]:
+    def on_timer(self, timer: DueTimer, view: ElderView, now_ms: int) -> list[Decision]:
         detector = self._by_timer_kind.get(timer.kind)
         if detector is None:
             return []  # a timer of a detector this build no longer has: fire it as a no-op
-        return list(detector.on_timer(timer, elder, clock))
+        return list(detector.on_timer(timer, view, now_ms))
+
+    def run(
+        self, event: Event, view_of: Callable[[], ElderView], now_ms: int
+    ) -> list[Decision] | None:
+        """The whole contract for a caller whose view is in memory (the evaluation, tests):
+        None if the event needs no decision (it would not reach the database)."""
+        wanting = self.wanting(event)
+        if not wanting:
+            return None
+        if self.needs_profile(event, wanting):
+            self.learn(view_of(), event.device_time_ms)
+        observed = self.observe(event, wanting)
+        if not observed:
+            return None
+        return self.decide(observed, view_of(), now_ms)
 
 
-def default_engine() -> Engine:
+def default_engine(settings: Settings) -> Engine:
+    """The detectors of a worker, built from `settings` (the site's timezone)."""
+    tz = ZoneInfo(settings.timezone)
+    rooms = RoomBook()  # one per worker: inactivity reads it, home-sensor health too
     return Engine(
         [
             SosDetector(),
-            DeviceFallDetector(),
+            FallDetector(),
             EnvironmentDetector(),
-            *signal_detectors(get_settings().timezone),
-            *_presence_detectors(ZoneInfo(get_settings().timezone)),
+            VitalsDetector(),
+            GeofenceDetector(settings.timezone),
+            InactivityDetector(RoutineBook(tz), tz, rooms, HomeRoutineBook(tz)),
+            WaterDetector(),
+            DeviceHealthDetector(tz),
+            HomeSensorHealthDetector(rooms),
         ]
     )
-
-
-def _presence_detectors(tz: ZoneInfo) -> list[Detector]:
-    """Rules on the absence of events: inactivity, water meter, device health."""
-    rooms = RoomBook()  # one per worker: inactivity refreshes it, home-sensor health reads it
-    return [
-        InactivityDetector(RoutineBook(tz), tz, rooms),
-        WaterDetector(),
-        DeviceHealthDetector(tz),
-        HomeSensorHealthDetector(rooms),
-    ]

@@ -171,7 +171,7 @@ def moved(prev: Whereabouts | None, room: str, at_ms: int, quiet: bool) -> Where
     if room == prev.room:
         since = prev.since_ms
     elif room == prev.stray_room and at_ms == prev.stray_ms:
-        return prev  # the same sign again (the detector notes a sign in wants and on_event)
+        return prev  # the same sign again: changes nothing
     elif room == prev.stray_room and prev.stray_ms is not None:
         since = prev.stray_ms  # a second sign: the elder did go there
     elif at_ms - prev.seen_ms <= WALK_MS or not starts_fast_rule:

@@ -19,14 +19,12 @@ import math
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from carewatch.clock import Clock
-from carewatch.settings import Settings
 from rules_engine.localtime import SITE_TZ
 from rules_engine.timeconv import ms_to_dt
 
@@ -34,15 +32,6 @@ log = logging.getLogger(__name__)
 
 WEEK_MS = 7 * 86_400_000
 WATER_USE_MIN_LPM = 0.1  # a meter reading above this is somebody using water
-
-
-@runtime_checkable
-class Refreshing(Protocol):
-    """A detector with periodic I/O outside the hot path (run by the timer loop)."""
-
-    async def refresh(
-        self, pool: AsyncConnectionPool, settings: Settings, clock: Clock
-    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

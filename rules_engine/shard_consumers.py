@@ -1,8 +1,7 @@
 """One bus consumer per owned shard (its event and telemetry lanes), started and stopped as ownership changes.
 
-Each shard gets its own broker connection, so taking or handing back one shard never
-interrupts the others. Stopping a consumer waits for the message in flight (FastStream's
-graceful stop) before the lease is given back (see rules_engine.shards.ShardOwner).
+Each shard gets its own bus (its own connections), so taking or handing back one shard never
+interrupts the others. Stopping a consumer waits for the batch in flight before the lease is given back (see rules_engine.shards.ShardOwner).
 """
 
 from __future__ import annotations
@@ -42,21 +41,20 @@ class ShardConsumers:
         # a start that hangs (bus unreachable) must not hold up the renewal of the leases
         # of the shards already consumed: it fails and is tried again next round
         self._start_timeout_s = start_timeout_s
-        self._brokers: dict[int, bus.Broker] = {}
+        self._buses: dict[int, bus.Bus] = {}
 
     @property
     def shards(self) -> set[int]:
-        return set(self._brokers)
+        return set(self._buses)
 
     async def start(self, shard: int) -> None:
-        if shard in self._brokers:
+        if shard in self._buses:
             return
-        broker = bus.make_broker(self._settings)
+        shard_bus = bus.make_bus(self._settings)
         # the shard's event lane and telemetry lane get their own subscribers, so an SOS
         # is handled while a telemetry backlog is still being worked through
         events, telemetry = streams = bus.shard_streams(shard)
-        bus.subscribe_batch(
-            broker,
+        shard_bus.subscribe_batch(
             events,
             group=self._group,
             consumer=self._consumer,
@@ -65,8 +63,7 @@ class ShardConsumers:
             urgent=True,
         )
         # telemetry is most of the traffic and mostly a no-op: taken in batches
-        bus.subscribe_batch(
-            broker,
+        shard_bus.subscribe_batch(
             telemetry,
             group=self._group,
             consumer=self._consumer,
@@ -75,11 +72,11 @@ class ShardConsumers:
             linger_ms=self._settings.rules_telemetry_linger_ms,
         )
         try:
-            await asyncio.wait_for(bus.start(broker), self._start_timeout_s)
+            await asyncio.wait_for(shard_bus.start(), self._start_timeout_s)
         except BaseException:
-            await bus.stop(broker)
+            await shard_bus.stop()
             raise
-        self._brokers[shard] = broker
+        self._buses[shard] = shard_bus
         log.info("consuming shard", extra={"shard": shard, "streams": list(streams)})
 
     def _alarm(self, handler: bus.BatchHandler) -> bus.BatchHandler:
@@ -92,11 +89,11 @@ class ShardConsumers:
         return handle
 
     async def stop(self, shard: int) -> None:
-        broker = self._brokers.pop(shard, None)
-        if broker is not None:
-            await bus.stop(broker)
+        shard_bus = self._buses.pop(shard, None)
+        if shard_bus is not None:
+            await shard_bus.stop()
             log.info("stopped consuming shard", extra={"shard": shard})
 
     async def stop_all(self) -> None:
-        for shard in sorted(self._brokers):
+        for shard in sorted(self._buses):
             await self.stop(shard)

@@ -3,7 +3,8 @@
 Each timer fires in its own transaction that applies its effect and sets fired_at,
 so a worker killed at any point either fired it (committed) or left it due for the
 next poll of any worker. The same loop republishes alert changes a crash left
-unpublished and prunes old idempotency bookkeeping.
+unpublished, prunes old idempotency bookkeeping and runs the periodic reads the
+detectors need (rules_engine.inputs).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from carewatch.metrics import ALERTS
 from carewatch.settings import Settings
 from rules_engine import store
 from rules_engine.engine import Engine
+from rules_engine.inputs import Inputs
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ async def fire_due(
                 pool,
                 timer.timer_id,
                 timer.elder_id,
-                lambda due, view: engine.on_timer(due, view, clock),
+                lambda due, view: engine.on_timer(due, view, clock.now_ms()),
                 settings,
                 clock,
             )
@@ -83,6 +85,7 @@ async def run_timer_loop(
     clock: Clock,
     stop: asyncio.Event,
     *,
+    inputs: Inputs | None = None,
     on_fired: Callable[[str], None] | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
@@ -94,7 +97,8 @@ async def run_timer_loop(
             if loop.time() >= next_prune:
                 await store.prune(pool, settings.dedup_ttl_s)
                 next_prune = loop.time() + PRUNE_EVERY_S
-            await engine.refresh(pool, settings, clock)  # routines, silence sweep
+            if inputs is not None:
+                await inputs.refresh(pool, clock)  # routines, silence sweep
         except Exception:  # a DB or bus outage must not end the loop: retry next poll
             log.exception("timer loop iteration failed")
         with contextlib.suppress(TimeoutError):

@@ -5,10 +5,13 @@ Redis, fair share among the live workers) in consumer group "rules", fires durab
 timers (any worker; claimed per timer), and publishes each committed AlertChange on the
 alerts stream.
 
-Telemetry the detectors want is first decided on a cached view of the elder
-(rules_engine.view_cache): most of it decides nothing, and then it needs no database at
-all (nothing to make idempotent either). Only what decides something takes the
-transactional path (store.apply_event), which decides again on a fresh, locked view.
+Each event goes through the detector contract (rules_engine.engine): the detectors that
+want it observe it once (their state changes there; most telemetry ends here, with
+nothing to decide, and needs no database at all). What they observed is decided on a
+cached view of the elder first (rules_engine.view_cache) when it is telemetry: a
+decision that provably changes nothing needs no transaction either. Only what decides
+something takes the transactional path (store.apply_event), which decides again on a
+fresh, locked view.
 Device events and statuses always take it: they are rare, and whether one is a no-op can
 hinge on an alert another worker's timer opened since the view was cached (a band's
 "online" resolves the device_offline alert a silence timer opened).
@@ -47,8 +50,9 @@ from carewatch.metrics import (
 from carewatch.settings import Settings
 from rules_engine import store
 from rules_engine.decisions import timers_deciding_effect, without_effect
-from rules_engine.detectors.base import Detector, ElderView
-from rules_engine.engine import Engine, default_engine
+from rules_engine.detectors.base import ElderView
+from rules_engine.engine import AnyDetector, Engine, Observed, default_engine
+from rules_engine.inputs import Inputs
 from rules_engine.shard_consumers import ShardConsumers
 from rules_engine.shards import LeaseStore, ShardOwner
 from rules_engine.timers import run_timer_loop
@@ -123,8 +127,8 @@ class EventHandler:
                     continue
                 consumed[event.type] += 1
                 wanting = self._engine.wanting(event)
-                if wanting and not await self._settled_by_cache(event, wanting):
-                    await self._apply(stream, event, body, wanting)
+                if wanting:
+                    await self._handle(stream, event, body, wanting)
                 latencies.append(max(self._clock.now_ms() - event.received_ms, 0) / 1000)
         finally:
             for kind, n in consumed.items():
@@ -142,16 +146,50 @@ class EventHandler:
             payload=body,
         )
 
-    async def _settled_by_cache(self, event: Event, wanting: Sequence[Detector]) -> bool:
-        """True if `event` provably changes nothing: its decisions on the cached view are
-        none at all, or only timer moves the timers' current state makes no-ops."""
+    async def _handle(
+        self, stream: str, event: Event, body: bytes, wanting: Sequence[AnyDetector]
+    ) -> None:
+        try:
+            observed = await self._observe(event, wanting)
+        except psycopg.OperationalError:
+            raise  # database unreachable: the entry stays pending and is delivered again
+        except Exception as exc:
+            # a detector failing on this event fails on every delivery: keep it, move on
+            log.exception("observing an event failed, dead-lettered", extra={"event_id": event.id})
+            EVENTS_CONSUMED.labels("failed").inc()
+            await self._dead_letter(stream, event, body, "rules_failed", repr(exc))
+            return
+        if observed is None:  # not in the registry: the full path dead-letters it
+            await self._apply(stream, body, Observed(event, ()))
+        elif observed and not await self._settled_by_cache(observed):
+            await self._apply(stream, body, observed)
+
+    async def _observe(self, event: Event, wanting: Sequence[AnyDetector]) -> Observed | None:
+        """The detectors observe `event` once (a redelivery gets what they observed the
+        first time); a detector that needs the elder's profile gets it learned first,
+        from the cached view or a read (at most every 10 min of device time per elder).
+        None: the elder is missing from the registry."""
+        if self._engine.needs_profile(event, wanting):
+            if self._views is not None:
+                view = await self._cached_view(event.elder_id)
+            else:
+                view = await store.load_view(self._pool, event.elder_id, self._settings)
+            if view is None:
+                return None
+            self._engine.learn(view, event.device_time_ms)
+        return self._engine.observe(event, wanting)
+
+    async def _settled_by_cache(self, observed: Observed) -> bool:
+        """True if the event provably changes nothing: its decisions on the cached view
+        are none at all, or only timer moves the timers' current state makes no-ops."""
+        event = observed.event
         if self._views is None or event.type != "telemetry":
             return False
         try:
             view = await self._cached_view(event.elder_id)
             if view is None:
                 return False  # unknown elder: the full path dead-letters it
-            decisions = self._engine.on_event(event, view, self._clock, wanting)
+            decisions = self._engine.decide(observed, view, self._clock.now_ms())
             timer_ids = timers_deciding_effect(decisions)
             if timer_ids is None:
                 return False
@@ -183,25 +221,22 @@ class EventHandler:
             self._views.put(ticket, view, loaded_ms)
         return view
 
-    async def _apply(
-        self, stream: str, event: Event, body: bytes, wanting: Sequence[Detector]
-    ) -> None:
+    async def _apply(self, stream: str, body: bytes, observed: Observed) -> None:
         _BY_DB.inc()
         try:
-            await self._apply_locked(stream, event, body, wanting)
+            await self._apply_locked(stream, body, observed)
         finally:
             if self._views is not None:
                 # whatever it wrote must not be decided on from a view read before
-                self._views.invalidate(event.elder_id)
+                self._views.invalidate(observed.event.elder_id)
 
-    async def _apply_locked(
-        self, stream: str, event: Event, body: bytes, wanting: Sequence[Detector]
-    ) -> None:
+    async def _apply_locked(self, stream: str, body: bytes, observed: Observed) -> None:
+        event = observed.event
         try:
             outcome = await store.apply_event(
                 self._pool,
                 event,
-                lambda view: self._engine.on_event(event, view, self._clock, wanting),
+                lambda view: self._engine.decide(observed, view, self._clock.now_ms()),
                 self._settings,
                 self._clock,
             )
@@ -253,14 +288,14 @@ class EventHandler:
 async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = None) -> None:
     serve_metrics(settings.metrics_port)
     clock = clock or SystemClock()
-    engine = default_engine()
+    engine = default_engine(settings)
     pool = await open_pool(settings.database_url)
-    broker = bus.make_broker(settings)  # publishes alert changes; consumes nothing
+    alerts_bus = bus.make_bus(settings)  # publishes alert changes; consumes nothing
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     timer_task: asyncio.Task[None] | None = None
     owner_task: asyncio.Task[None] | None = None
     try:
-        publisher = AlertPublisher(broker, pool)
+        publisher = AlertPublisher(alerts_bus, pool)
         views = ViewCache(
             clock,
             round(settings.rules_view_cache_s * 1000),
@@ -283,12 +318,19 @@ async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = Non
             on_take=lambda shard: _take(shard, views, consumers),
             on_release=lambda shard: _release(shard, views, consumers),
         )
-        await bus.start(broker)
+        await alerts_bus.start()
         # changes a previous run committed but never published (it died in between)
         await publisher.sweep(older_than_ms=0)
         timer_task = asyncio.create_task(
             run_timer_loop(
-                pool, engine, publisher, settings, clock, stop, on_fired=views.invalidate
+                pool,
+                engine,
+                publisher,
+                settings,
+                clock,
+                stop,
+                inputs=Inputs(engine, settings),
+                on_fired=views.invalidate,
             ),
             name="rules-timers",
         )
@@ -309,7 +351,7 @@ async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = Non
             timer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await timer_task
-        await broker.stop()
+        await alerts_bus.stop()
         await redis.aclose()
         await pool.close()
         log.info("rules worker stopped")

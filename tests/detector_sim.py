@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import assert_never
+from typing import Any, assert_never
 from zoneinfo import ZoneInfo
 
 from carewatch.clock import ManualClock
@@ -28,6 +28,7 @@ from rules_engine.apply import (
 )
 from rules_engine.decisions import CancelTimer, Decision, OpenAlert, ScheduleTimer
 from rules_engine.detectors.base import ActiveAlert, Detector, DueTimer, ElderView
+from rules_engine.engine import Engine
 from rules_engine.thresholds import Thresholds
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -63,7 +64,7 @@ class Change:
 
 @dataclass
 class Sim:
-    detector: Detector
+    detector: Detector[Any] | Engine  # one detector, or a set of them
     th: Thresholds = field(default_factory=thresholds)
     clock: ManualClock = field(default_factory=lambda: ManualClock(local_ms(23, 0)))
     timers: dict[str, Timer] = field(default_factory=dict)
@@ -71,6 +72,12 @@ class Sim:
     opened: dict[str, OpenAlert] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)
     _seq: int = 0
+    engine: Engine = field(init=False)
+
+    def __post_init__(self) -> None:
+        # the detector contract, as the worker runs it
+        d = self.detector
+        self.engine = d if isinstance(d, Engine) else Engine([d])
 
     # --- input -------------------------------------------------------------------------
 
@@ -101,11 +108,13 @@ class Sim:
         )
 
     def send(self, e: Event) -> bool:
-        """Deliver at the clock's time (firing timers due first); True if it was wanted."""
+        """Deliver at the clock's time (firing timers due first); True if it had something
+        to decide (it would have reached the database)."""
         self.run_until(e.received_ms)
-        if not self.detector.wants(e):
+        decisions = self.engine.run(e, self.view, self.clock.now_ms())
+        if decisions is None:
             return False
-        self.apply(self.detector.on_event(e, self.view(), self.clock))
+        self.apply(decisions)
         return True
 
     def at(self, ms: int, device: str, device_kind: str, **kw: object) -> bool:
@@ -125,7 +134,7 @@ class Sim:
             t = self.timers[tid]
             timer = DueTimer(tid, t.kind, ELDER, t.due_ms, dict(t.payload))
             t.fired = True  # before its effects, which may arm it again, as the store does
-            self.apply(self.detector.on_timer(timer, self.view(), self.clock))
+            self.apply(self.engine.on_timer(timer, self.view(), self.clock.now_ms()))
         self.clock._now = max(self.clock.now_ms(), ms)
 
     # --- the store's semantics -----------------------------------------------------------

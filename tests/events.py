@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from carewatch.clock import ManualClock
 from carewatch.messages import Event, EventType
 from rules_engine.apply import AlertState, apply
 from rules_engine.decisions import Decision
@@ -68,10 +67,10 @@ class EngineRun:
     def feed(self, events: Sequence[Event]) -> list[Decision]:
         out: list[Decision] = []
         for e in events:
-            if not self.engine.wants(e):
+            decisions = self.engine.run(e, self.view, e.received_ms)
+            if decisions is None:
                 continue
             self.to_db += 1
-            decisions = self.engine.on_event(e, self.view(), ManualClock(e.received_ms))
             after, _ = apply(AlertState.of(self.active), decisions, e.received_ms)
             self.active = after.active_by_kind()
             out.extend(decisions)

@@ -214,8 +214,11 @@ async def sse_events(response: httpx.Response, into: list[tuple[str, dict[str, o
 
 
 @contextlib.asynccontextmanager
-async def serving(dsn: str, redis_port: int, **overrides: object) -> AsyncIterator[str]:
+async def serving(
+    dsn: str, redis_port: int, bus_shards: int | None = None, **overrides: object
+) -> AsyncIterator[str]:
     """Run operator_api.app.run on a free port; yield its base URL. Empties Redis first.
+    `bus_shards`: as the rules worker of the test has it (events it publishes);
     `overrides`: more settings (e.g. the console's tile server)."""
     redis.Redis(port=redis_port).flushall()
     port = free_port()
@@ -227,6 +230,8 @@ async def serving(dsn: str, redis_port: int, **overrides: object) -> AsyncIterat
         _env_file=None,
         **overrides,  # type: ignore[arg-type]
     )
+    if bus_shards is not None:
+        settings = settings.model_copy(update={"bus_shards": bus_shards})
     stop = asyncio.Event()
     task = asyncio.create_task(run(settings, stop))
 

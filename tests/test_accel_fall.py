@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from carewatch.messages import AccelWindow
-from rules_engine.detectors.accel_fall import (
-    AccelFallDetector,
+from rules_engine.detectors.fall.features import FEATURE_NAMES, FeatureWindows
+from rules_engine.detectors.fall.model import FallModel, shipped_model
+from rules_engine.detectors.fall.signal_model import (
     Candidate,
     FallDetection,
+    FallSignalModel,
     FallThresholds,
 )
-from rules_engine.detectors.fall_features import FEATURE_NAMES, FeatureWindows
-from rules_engine.detectors.fall_model import FallModel, shipped_model
 
 T0 = 1_764_000_000_000  # device epoch ms of the first sample
 UPRIGHT = np.array([-1.0, 0.0, 0.0])  # arm hanging: gravity along the forearm
@@ -76,7 +76,7 @@ def clean_fall(hz: float = 50.0, peak_g: float = 6.0) -> tuple[Signal, float]:
 
 
 def feed(
-    detector: AccelFallDetector, xyz: np.ndarray, hz: float, chunk_s: float = 1.0
+    detector: FallSignalModel, xyz: np.ndarray, hz: float, chunk_s: float = 1.0
 ) -> list[FallDetection]:
     per = max(1, round(hz * chunk_s))
     found = []
@@ -92,7 +92,7 @@ def feed(
 def candidates(sig: Signal) -> list[Candidate]:
     """Every impact the first stage decided on, with its cues."""
     seen: list[Candidate] = []
-    feed(AccelFallDetector(on_candidate=seen.append), sig.array(), sig.hz)
+    feed(FallSignalModel(on_candidate=seen.append), sig.array(), sig.hz)
     return seen
 
 
@@ -235,7 +235,7 @@ HANDS_AND_KNEES_GAP = pytest.mark.xfail(
 )
 def test_the_shipped_model_on_crafted_movements(make: Callable[[], Signal], alarm: bool) -> None:
     sig = make()
-    assert bool(feed(AccelFallDetector(), sig.array(), sig.hz)) is alarm
+    assert bool(feed(FallSignalModel(), sig.array(), sig.hz)) is alarm
 
 
 def test_stillness_may_come_later_and_is_relative_to_the_arm() -> None:
@@ -257,7 +257,7 @@ def test_a_fall_while_jogging_is_not_vetoed_by_the_rhythm() -> None:
     fall = max(candidates(s), key=lambda c: c.features["freefall_ms"])
     assert fall.features["hits_before"] >= 5 and fall.probability > 0.8
     balanced = FallThresholds.preset("elderly_80plus")
-    found = feed(AccelFallDetector(balanced), s.array(), s.hz)
+    found = feed(FallSignalModel(balanced), s.array(), s.hz)
     assert len(found) == 1 and found[0].impact_ms == fall.impact_ms
 
 
@@ -294,17 +294,17 @@ def jogging() -> Signal:
 )
 def test_daily_activity_is_not_a_fall(name: str, make: Callable[[], Signal]) -> None:
     sig = make()
-    assert feed(AccelFallDetector(), sig.array(), sig.hz) == [], name
+    assert feed(FallSignalModel(), sig.array(), sig.hz) == [], name
 
 
 def test_clean_fall_is_detected_at_its_impact() -> None:
     sig, impact_ms = clean_fall()
-    found = feed(AccelFallDetector(), sig.array(), sig.hz)
+    found = feed(FallSignalModel(), sig.array(), sig.hz)
     assert len(found) == 1
     fall = found[0]
     assert abs(fall.impact_ms - (T0 + impact_ms)) <= 40
     # Decided once the seconds after the impact have been seen, not before.
-    after = AccelFallDetector().model.windows.after_ms
+    after = FallSignalModel().model.windows.after_ms
     assert fall.decided_ms - fall.impact_ms >= after - 40
     assert fall.features["peak_g"] > FallThresholds().impact_g
     assert fall.features["freefall_ms"] >= 60
@@ -316,8 +316,8 @@ def test_clean_fall_is_detected_at_its_impact() -> None:
 @pytest.mark.parametrize("chunk_s", [0.37, 1.0, 2.5])
 def test_fall_spanning_chunks_is_detected_the_same(chunk_s: float) -> None:
     sig, impact_ms = clean_fall()
-    whole = feed(AccelFallDetector(), sig.array(), sig.hz, chunk_s=60.0)
-    pieces = feed(AccelFallDetector(), sig.array(), sig.hz, chunk_s=chunk_s)
+    whole = feed(FallSignalModel(), sig.array(), sig.hz, chunk_s=60.0)
+    pieces = feed(FallSignalModel(), sig.array(), sig.hz, chunk_s=chunk_s)
     assert len(whole) == len(pieces) == 1
     assert pieces[0].impact_ms == whole[0].impact_ms
     assert abs(pieces[0].impact_ms - (T0 + impact_ms)) <= 40
@@ -327,7 +327,7 @@ def test_chunk_boundary_inside_the_impact() -> None:
     sig, impact_ms = clean_fall()
     xyz = sig.array()
     cut = round(impact_ms * sig.hz / 1000.0)  # the impact sample opens the second chunk
-    det = AccelFallDetector()
+    det = FallSignalModel()
     first = AccelWindow(
         hz=50.0, x=xyz[:cut, 0].tolist(), y=xyz[:cut, 1].tolist(), z=xyz[:cut, 2].tolist()
     )
@@ -344,7 +344,7 @@ def test_chunk_boundary_inside_the_impact() -> None:
 @pytest.mark.parametrize("hz", [20.0, 25.0, 100.0, 200.0])
 def test_any_input_rate_is_resampled(hz: float) -> None:
     sig, impact_ms = clean_fall(hz=hz)
-    found = feed(AccelFallDetector(), sig.array(), hz)
+    found = feed(FallSignalModel(), sig.array(), hz)
     assert len(found) == 1
     assert abs(found[0].impact_ms - (T0 + impact_ms)) <= 1000.0 / hz + 40
 
@@ -352,14 +352,14 @@ def test_any_input_rate_is_resampled(hz: float) -> None:
 def test_fall_reported_once_while_lying_still() -> None:
     sig, _ = clean_fall()
     sig.hold(20.0, LYING)
-    assert len(feed(AccelFallDetector(), sig.array(), sig.hz)) == 1
+    assert len(feed(FallSignalModel(), sig.array(), sig.hz)) == 1
 
 
 def test_no_stillness_no_alarm() -> None:
     # Impact and turn, but the person gets straight up and walks on (arm swinging).
     s = Signal().hold(2.5, UPRIGHT).turn(0.4, UPRIGHT, LYING, scale=0.3).hit(6.0, LYING)
     s.turn(0.8, LYING, UPRIGHT, scale=1.0).hold(6.0, UPRIGHT, noise=0.25)
-    assert feed(AccelFallDetector(), s.array(), s.hz) == []
+    assert feed(FallSignalModel(), s.array(), s.hz) == []
 
 
 @pytest.mark.parametrize(
@@ -374,7 +374,7 @@ def test_no_stillness_no_alarm() -> None:
 def test_profile_thresholds_change_the_outcome(profile: dict[str, object], detected: bool) -> None:
     sig, _ = clean_fall()
     th = FallThresholds.from_profile(profile)
-    assert bool(feed(AccelFallDetector(th), sig.array(), sig.hz)) is detected
+    assert bool(feed(FallSignalModel(th), sig.array(), sig.hz)) is detected
 
 
 def test_profile_rejects_typos_and_non_numbers() -> None:
@@ -421,7 +421,7 @@ def _late_case(
     s.hold(4.0, LYING)  # 9.3 s after the impact: room for the late decision
     seen: list[Candidate] = []
     th = FallThresholds(alarm_probability=0.5, late_decision=late_decision)
-    found = feed(AccelFallDetector(th, model, seen.append), s.array(), s.hz)
+    found = feed(FallSignalModel(th, model, seen.append), s.array(), s.hz)
     return found, seen, T0 + impact_ms
 
 
@@ -446,7 +446,7 @@ def test_the_late_decision_never_repeats_an_alarm() -> None:
 
 
 def test_bad_windows_are_rejected_clearly() -> None:
-    det = AccelFallDetector()
+    det = FallSignalModel()
     with pytest.raises(ValueError, match="different lengths"):
         det.feed(AccelWindow(hz=50.0, x=[1.0, 1.0], y=[0.0], z=[0.0, 0.0]), T0)
     with pytest.raises(ValueError, match="non-finite"):
@@ -457,7 +457,7 @@ def test_bad_windows_are_rejected_clearly() -> None:
 def test_resent_and_late_chunks_do_not_double_count() -> None:
     sig, _ = clean_fall()
     xyz = sig.array()
-    det = AccelFallDetector()
+    det = FallSignalModel()
     found = []
     for k in range(0, len(xyz), 50):
         c = xyz[k : k + 50]
@@ -475,7 +475,7 @@ def test_gap_in_the_data_restarts_the_buffer() -> None:
     s = Signal().hold(2.5, UPRIGHT).turn(0.4, UPRIGHT, LYING, scale=0.3).hit(6.0, LYING)
     before = s.array()
     after = Signal().hold(8.0, LYING).array()
-    det = AccelFallDetector()
+    det = FallSignalModel()
     assert feed(det, before, 50.0) == []
     w = AccelWindow(hz=50.0, x=after[:, 0].tolist(), y=after[:, 1].tolist(), z=after[:, 2].tolist())
     assert det.feed(w, T0 + 3_000 + 10_000) is None

@@ -14,7 +14,7 @@ import pytest
 from carewatch import alerts
 from carewatch.alert_lifecycle import TransitionError
 from carewatch.alert_outbox import AlertPublisher
-from carewatch.bus import make_broker
+from carewatch.bus import make_bus
 from carewatch.clock import ManualClock
 from carewatch.db.pool import open_pool
 from carewatch.messages import AlertChange
@@ -226,8 +226,8 @@ async def test_operator_acknowledge_and_ack_link_leave_the_same_trace(settings: 
             assert acked.status_code == 200, acked.text
 
             pool = await open_pool(dsn, max_size=2)
-            broker = make_broker(s)
-            await broker.connect()
+            broker = make_bus(s)
+            await broker.start()
             try:
 
                 async def announce(c: AlertChange) -> None:

@@ -1,12 +1,18 @@
-"""The bus contract on both backends: delivery, consumer groups, redelivery after a crash."""
+"""The bus contract, every semantic test on both backends (Redis Streams and NATS
+JetStream): delivery, consumer groups, redelivery after a failure or a hung member,
+batches, lag, and no state shared between two Bus instances."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import uuid
+from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 
-from carewatch.bus import make_broker, publish, shard_of, start, stop, subscribe
+from carewatch.bus import Bus, make_bus, shard_of
 from carewatch.settings import Settings
 from harness.services import Proc, await_until
 
@@ -21,37 +27,61 @@ def bus_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings
     return settings
 
 
+@pytest.fixture
+async def publisher(bus_settings: Settings) -> AsyncIterator[Bus]:
+    """A bus that only publishes, started."""
+    bus = make_bus(bus_settings)
+    await bus.start()
+    yield bus
+    await bus.stop()
+
+
+def name(settings: Settings, what: str) -> str:
+    # the NATS server lives for the session: a stream name per test keeps tests apart
+    return f"t.{settings.bus_backend}.{what}.{uuid.uuid4().hex[:8]}"
+
+
+async def nothing_left(bus: Bus, stream: str, group: str) -> None:
+    async def done() -> bool:
+        backlog = await bus.backlog(stream, group)
+        return backlog is not None and backlog.total == 0
+
+    await await_until(done, 10, f"every message of {stream} acknowledged by {group}")
+
+
 def test_shard_is_stable_and_in_range() -> None:
     assert shard_of("E0001", 8) == shard_of("E0001", 8)
     assert {shard_of(f"E{i:04d}", 8) for i in range(200)} == set(range(8))
 
 
 async def test_delivered_once_to_a_group(bus_settings: Settings) -> None:
-    stream = f"t.{bus_settings.bus_backend}.once"
+    stream = name(bus_settings, "once")
     got: list[bytes] = []
 
     async def handler(body: bytes) -> None:
         got.append(body)
 
-    broker = make_broker(bus_settings)
-    subscribe(broker, stream, group="g", consumer="c1", handler=handler)
-    await start(broker)
+    bus = make_bus(bus_settings)
+    bus.subscribe(stream, group="g", consumer="c1", handler=handler)
+    await bus.start()
     try:
         for i in range(20):
-            await publish(broker, stream, f'{{"n":{i}}}'.encode())
+            await bus.publish(stream, f'{{"n":{i}}}'.encode())
 
         async def all_in() -> bool:
             return len(got) >= 20
 
         await await_until(all_in, 10, "20 messages")
         assert sorted(got) == sorted(f'{{"n":{i}}}'.encode() for i in range(20))
+        await nothing_left(bus, stream, "g")
+        assert len(got) == 20
     finally:
-        await stop(broker)
+        await bus.stop()
 
 
 async def test_unacknowledged_message_is_redelivered(bus_settings: Settings) -> None:
     """A handler that fails (as a crash would) leaves the message to be delivered again."""
-    stream = f"t.{bus_settings.bus_backend}.redeliver"
+    stream = name(bus_settings, "redeliver")
     attempts: list[bytes] = []
 
     async def flaky(body: bytes) -> None:
@@ -59,39 +89,37 @@ async def test_unacknowledged_message_is_redelivered(bus_settings: Settings) -> 
         if len(attempts) == 1:
             raise RuntimeError("simulated crash before the side effect was durable")
 
-    broker = make_broker(bus_settings)
-    subscribe(broker, stream, group="g", consumer="c1", handler=flaky, reclaim_idle_ms=300)
-    await start(broker)
+    bus = make_bus(bus_settings)
+    bus.subscribe(stream, group="g", consumer="c1", handler=flaky, reclaim_idle_ms=300)
+    await bus.start()
     try:
-        await publish(broker, stream, b'{"sos":1}')
+        await bus.publish(stream, b'{"sos":1}')
 
         async def retried() -> bool:
             return len(attempts) >= 2
 
         await await_until(retried, 15, "redelivery")
         assert attempts[0] == attempts[1] == b'{"sos":1}'
+        await nothing_left(bus, stream, "g")
     finally:
-        await stop(broker)
+        await bus.stop()
 
 
 async def test_events_published_before_the_group_existed_are_consumed(
-    bus_settings: Settings,
+    bus_settings: Settings, publisher: Bus
 ) -> None:
     """First deployment: ingest may publish before any rules worker ever started."""
-    stream = f"t.{bus_settings.bus_backend}.early"
-    early = make_broker(bus_settings)
-    await early.connect()
-    await publish(early, stream, b'{"early":1}')
-    await early.stop()
+    stream = name(bus_settings, "early")
+    await publisher.publish(stream, b'{"early":1}')
 
     got: list[bytes] = []
 
     async def handler(body: bytes) -> None:
         got.append(body)
 
-    broker = make_broker(bus_settings)
-    subscribe(broker, stream, group="late", consumer="c1", handler=handler)
-    await start(broker)
+    bus = make_bus(bus_settings)
+    bus.subscribe(stream, group="late", consumer="c1", handler=handler)
+    await bus.start()
     try:
 
         async def arrived() -> bool:
@@ -99,27 +127,22 @@ async def test_events_published_before_the_group_existed_are_consumed(
 
         await await_until(arrived, 10, "the early message")
     finally:
-        await stop(broker)
+        await bus.stop()
 
 
-async def test_consumer_group_lag_is_reported(settings: Settings) -> None:
-    from prometheus_client import REGISTRY
-
-    stream = "t.redis.lag"
-    early = make_broker(settings)
-    await early.connect()
+async def test_consumer_group_lag_is_reported(bus_settings: Settings, publisher: Bus) -> None:
+    stream = name(bus_settings, "lag")
     for i in range(3):
-        await publish(early, stream, f'{{"n":{i}}}'.encode())
-    await early.stop()
+        await publisher.publish(stream, f'{{"n":{i}}}'.encode())
 
     gate = asyncio.Event()
 
     async def blocked(body: bytes) -> None:
-        await gate.wait()  # hold the first message so the rest stay unconsumed
+        await gate.wait()  # hold the first message so the rest stay unfinished
 
-    broker = make_broker(settings)
-    subscribe(broker, stream, group="lagging", consumer="c1", handler=blocked)
-    await start(broker)
+    bus = make_bus(bus_settings)
+    bus.subscribe(stream, group="lagging", consumer="c1", handler=blocked)
+    await bus.start()
     try:
 
         async def lag_seen() -> bool:
@@ -129,27 +152,27 @@ async def test_consumer_group_lag_is_reported(settings: Settings) -> None:
             return value is not None and value >= 1
 
         await await_until(lag_seen, 15, "a lag figure for the group")
+        backlog = await bus.backlog(stream, "lagging")
+        assert backlog is not None and backlog.total == 3
     finally:
         gate.set()
-        await stop(broker)
+        await bus.stop()
 
 
 async def test_batches_deliver_every_message_once_in_order(bus_settings: Settings) -> None:
-    from carewatch.bus import subscribe_batch
-
-    stream = f"t.{bus_settings.bus_backend}.batch"
+    stream = name(bus_settings, "batch")
     calls: list[list[bytes]] = []
 
     async def handler(bodies: list[bytes]) -> None:
         calls.append(bodies)
 
-    broker = make_broker(bus_settings)
-    subscribe_batch(broker, stream, group="g", consumer="c1", handler=handler)
-    await start(broker)
+    bus = make_bus(bus_settings)
+    bus.subscribe_batch(stream, group="g", consumer="c1", handler=handler)
+    await bus.start()
     try:
         sent = [f'{{"n":{i}}}'.encode() for i in range(250)]
         for body in sent:
-            await publish(broker, stream, body)
+            await bus.publish(stream, body)
 
         async def all_in() -> bool:
             return sum(len(c) for c in calls) >= len(sent)
@@ -158,28 +181,41 @@ async def test_batches_deliver_every_message_once_in_order(bus_settings: Setting
         assert [b for c in calls for b in c] == sent
         assert all(len(c) <= 100 for c in calls)
     finally:
-        await stop(broker)
+        await bus.stop()
 
 
-async def test_failed_batch_and_a_dead_members_batch_are_redelivered(settings: Settings) -> None:
-    """The direct Redis reader keeps FastStream's NACK_ON_ERROR semantics: a batch
-    whose handler fails stays pending and is handled again, as is what a dead member read
-    and never acknowledged."""
-    import redis.asyncio as aioredis
+async def test_publish_many_appends_in_order_across_streams(
+    bus_settings: Settings, publisher: Bus
+) -> None:
+    """ingest's path: a batch of (stream, body, id) entries for several streams."""
+    streams = [name(bus_settings, "many-a"), name(bus_settings, "many-b")]
+    entries = [(streams[i % 2], f"m{i}".encode(), f"id{i}") for i in range(30)]
+    got: dict[str, list[bytes]] = {s: [] for s in streams}
 
-    from carewatch.bus import subscribe_batch
+    bus = make_bus(bus_settings)
+    for stream in streams:
 
-    stream = "t.redis.batch.redelivery"
-    client = aioredis.Redis.from_url(settings.redis_url)
-    await client.xgroup_create(stream, "g", id="0", mkstream=True)
-    publisher = make_broker(settings)
-    await publisher.connect()
-    for i in range(3):
-        await publish(publisher, stream, f"dead-{i}".encode())
-    # a member that reads and dies before acknowledging
-    taken = await client.xreadgroup("g", "dead", {stream: ">"}, count=10)
-    assert len(taken[0][1]) == 3
+        async def handler(bodies: list[bytes], stream: str = stream) -> None:
+            got[stream].extend(bodies)
 
+        bus.subscribe_batch(stream, group="g", consumer="c1", handler=handler, urgent=True)
+    await bus.start()
+    try:
+        await publisher.publish_many(entries)
+
+        async def all_in() -> bool:
+            return sum(map(len, got.values())) >= len(entries)
+
+        await await_until(all_in, 15, "every entry of the batch")
+        for stream in streams:
+            assert got[stream] == [body for s, body, _ in entries if s == stream], got
+    finally:
+        await bus.stop()
+
+
+async def test_failed_batch_is_redelivered(bus_settings: Settings) -> None:
+    """A batch whose handler fails is not acknowledged: it is handled again."""
+    stream = name(bus_settings, "batch-fail")
     seen: list[bytes] = []
     failures = [1]
 
@@ -189,39 +225,77 @@ async def test_failed_batch_and_a_dead_members_batch_are_redelivered(settings: S
             raise RuntimeError("handler failed once")
         seen.extend(bodies)
 
-    broker = make_broker(settings)
-    subscribe_batch(broker, stream, group="g", consumer="c1", handler=handler, reclaim_idle_ms=200)
-    await start(broker)
+    bus = make_bus(bus_settings)
+    bus.subscribe_batch(stream, group="g", consumer="c1", handler=handler, reclaim_idle_ms=200)
+    await bus.start()
     try:
-        await publish(publisher, stream, b"fail-once")
+        await bus.publish(stream, b"fail-once")
+
+        async def handled() -> bool:
+            return seen == [b"fail-once"]
+
+        await await_until(handled, 15, "the failed batch again")
+        assert not failures  # the failure did happen
+        await nothing_left(bus, stream, "g")
+    finally:
+        await bus.stop()
+
+
+async def test_a_hung_members_batch_goes_to_another_member(
+    bus_settings: Settings, publisher: Bus
+) -> None:
+    """What a member took and never acknowledged (it hangs, or died) is delivered to
+    another member of the group after reclaim_idle_ms."""
+    stream = name(bus_settings, "hung")
+    gate = asyncio.Event()
+    held: list[bytes] = []
+    seen: list[bytes] = []
+
+    async def hang(bodies: list[bytes]) -> None:
+        held.extend(bodies)
+        await gate.wait()
+
+    async def handle(bodies: list[bytes]) -> None:
+        seen.extend(bodies)
+
+    hung = make_bus(bus_settings)
+    hung.subscribe_batch(stream, group="g", consumer="hung", handler=hang, reclaim_idle_ms=300)
+    await hung.start()
+    other = make_bus(bus_settings)
+    other.subscribe_batch(stream, group="g", consumer="c2", handler=handle, reclaim_idle_ms=300)
+    try:
+        sent = [f"dead-{i}".encode() for i in range(3)]
+        for body in sent:
+            await publisher.publish(stream, body)
+
+        async def taken() -> bool:
+            return bool(held)
+
+        await await_until(taken, 10, "the hung member to take a batch")
+        await other.start()
 
         async def all_handled() -> bool:
-            return sorted(seen) == [b"dead-0", b"dead-1", b"dead-2", b"fail-once"]
+            return set(sent) <= set(seen)
 
-        await await_until(all_handled, 15, "the dead member's and the failed batch")
-
-        async def nothing_pending() -> bool:
-            return int((await client.xpending(stream, "g"))["pending"]) == 0
-
-        await await_until(nothing_pending, 10, "every entry acknowledged")
-        assert not failures  # the failure did happen
+        await await_until(all_handled, 15, "the hung member's batch at the other member")
+        assert set(held) <= set(sent)
+        gate.set()
+        await nothing_left(other, stream, "g")
     finally:
-        await stop(broker)
-        await publisher.stop()
-        await client.aclose()
+        gate.set()
+        await hung.stop()
+        await other.stop()
 
 
-async def test_a_failing_message_does_not_hold_up_those_read_with_it(settings: Settings) -> None:
-    """subscribe() on Redis: the entries of one read are handled and acknowledged one by
-    one, so the others go on at once and only the failed one is delivered again."""
-    import redis.asyncio as aioredis
-
-    stream = "t.redis.one-by-one"
-    publisher = make_broker(settings)
-    await publisher.connect()
+async def test_a_failing_message_does_not_hold_up_those_read_with_it(
+    bus_settings: Settings, publisher: Bus
+) -> None:
+    """subscribe(): the messages of one read are handled and acknowledged one by one, so
+    the others go on at once and only the failed one is delivered again."""
+    stream = name(bus_settings, "one-by-one")
     bodies = [f'{{"n":{i}}}'.encode() for i in range(5)]
     for body in bodies:  # all on the stream before the first read: one read takes them
-        await publish(publisher, stream, body)
+        await publisher.publish(stream, body)
     handled: list[bytes] = []
     failed: list[bytes] = []
 
@@ -231,10 +305,9 @@ async def test_a_failing_message_does_not_hold_up_those_read_with_it(settings: S
             raise RuntimeError("this message fails once")
         handled.append(body)
 
-    broker = make_broker(settings)
-    subscribe(broker, stream, group="g", consumer="c1", handler=handler, reclaim_idle_ms=300)
-    client = aioredis.Redis.from_url(settings.redis_url)
-    await start(broker)
+    bus = make_bus(bus_settings)
+    bus.subscribe(stream, group="g", consumer="c1", handler=handler, reclaim_idle_ms=300)
+    await bus.start()
     try:
 
         async def all_handled() -> bool:
@@ -243,20 +316,56 @@ async def test_a_failing_message_does_not_hold_up_those_read_with_it(settings: S
         await await_until(all_handled, 15, "every message, the failed one again")
         assert failed == [bodies[2]]
         assert handled == [bodies[0], bodies[1], bodies[3], bodies[4], bodies[2]]
-
-        async def nothing_pending() -> bool:
-            return int((await client.xpending(stream, "g"))["pending"]) == 0
-
-        await await_until(nothing_pending, 10, "every entry acknowledged")
+        await nothing_left(bus, stream, "g")
     finally:
-        await stop(broker)
-        await publisher.stop()
-        await client.aclose()
+        await bus.stop()
+
+
+async def test_a_new_bus_inherits_nothing_from_one_gone_before(bus_settings: Settings) -> None:
+    """Each Bus owns its subscriptions. When the bus kept them in module-level dicts keyed
+    by id(broker), a new broker at a recycled address inherited another shard's consumer
+    groups (created at start) and reported lag for a shard it no longer owned."""
+    old_stream, new_stream = name(bus_settings, "old"), name(bus_settings, "new")
+
+    async def ignore(body: bytes) -> None:
+        return None
+
+    def abandoned() -> int:
+        gone = make_bus(bus_settings)
+        gone.subscribe(old_stream, group="old-owner", consumer="c1", handler=ignore)
+        return id(gone)
+
+    old_id = abandoned()
+    gc.collect()
+    bus = make_bus(bus_settings)  # at old_id or not: nothing may depend on that
+    got: list[bytes] = []
+
+    async def handler(body: bytes) -> None:
+        got.append(body)
+
+    bus.subscribe(new_stream, group="new-owner", consumer="c1", handler=handler)
+    await bus.start()
+    try:
+        await bus.publish(new_stream, b"x")
+
+        async def arrived() -> bool:
+            return got == [b"x"]
+
+        await await_until(arrived, 10, "the new bus's own message")
+        assert await bus.backlog(old_stream, "old-owner") is None, (old_id, id(bus))
+        assert (
+            REGISTRY.get_sample_value(
+                "carewatch_bus_lag_messages", {"stream": old_stream, "group": "old-owner"}
+            )
+            is None
+        )
+    finally:
+        await bus.stop()
 
 
 async def test_hand_built_frame_is_byte_identical_to_faststreams() -> None:
-    """ingest frames its batches itself (carewatch.bus.redis_frame); FastStream consumers
-    must read them exactly as if FastStream had published them."""
+    """Redis entries are framed by carewatch.bus.redis_frame; workers of the version
+    before ADR 0005 (FastStream's publisher and parser) must read them as their own."""
     from faststream.redis.parser import BinaryMessageFormatV1
 
     from carewatch.bus import redis_frame

@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 
 from carewatch.messages import Event
 from carewatch.settings import Settings
-from rules_engine.detectors.accel_fall import FallThresholds
+from rules_engine.detectors.fall.signal_model import FallThresholds
 from simulators.accel_trials import HZ, generate_trial
 from tests.support import rules as support
 from tests.support.rules import ELDER, Bus, event, one_alert, rows, timeline, worker

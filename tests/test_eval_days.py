@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from carewatch.cli import main
-from carewatch.clock import Clock
 from carewatch.messages import Event
 from carewatch.settings import Settings, get_settings
 from evaluation.days import (
@@ -36,7 +35,7 @@ from rules_engine.decisions import (
     ScheduleTimer,
     alert_id_for,
 )
-from rules_engine.detectors.base import Detector, DueTimer, ElderView
+from rules_engine.detectors.base import DueTimer, ElderView, EventDetector
 from rules_engine.engine import Engine
 from rules_engine.thresholds import resolve_thresholds
 from simulators.days import SimElder, SimMessage
@@ -48,7 +47,7 @@ START = default_start_ms(TZ)
 # --- timer semantics -----------------------------------------------------------------
 
 
-class _TimerProbe(Detector):
+class _TimerProbe(EventDetector):
     """Steps telemetry schedules (or, with steps 0, cancels) one timer; firing it opens
     an 'inactivity' alert named after the due time, so each firing is visible."""
 
@@ -62,14 +61,14 @@ class _TimerProbe(Detector):
     def wants(self, event: Event) -> bool:
         return "steps" in event.data
 
-    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+    def decide(self, event: Event, elder: ElderView, now_ms: int) -> Sequence[Decision]:
         if event.data["steps"] == 0:
             return [CancelTimer("probe:1")]
         due = event.device_time_ms + self.delay_ms
         return [ScheduleTimer("probe:1", "probe", due, replace=self.replace)]
 
-    def on_timer(self, timer: DueTimer, elder: ElderView, clock: Clock) -> Sequence[Decision]:
-        self.fired.append(clock.now_ms())
+    def on_timer(self, timer: DueTimer, elder: ElderView, now_ms: int) -> Sequence[Decision]:
+        self.fired.append(now_ms)
         source = f"{timer.timer_id}@{timer.due_ms}"
         return [
             OpenAlert(
@@ -140,11 +139,11 @@ def test_the_responder_acknowledges_what_a_rule_clears_and_closes_the_rest() -> 
 
 
 def test_a_decision_that_fails_rolls_the_whole_event_back() -> None:
-    class Broken(Detector):
+    class Broken(EventDetector):
         def wants(self, event: Event) -> bool:
             return True
 
-        def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+        def decide(self, event: Event, elder: ElderView, now_ms: int) -> Sequence[Decision]:
             opened = OpenAlert("a1", "sos", "critical", "open", "x", {}, None, None, event.id, 0)
             # confirming an alert that is already open is not a legal transition
             illegal = ConfirmAlert("a1", "sos", "x", "c")

@@ -29,9 +29,9 @@ from evaluation.loaders import (
     detect_layout,
     load_trials,
 )
-from rules_engine.detectors.accel_fall import AccelFallDetector, FallThresholds
-from rules_engine.detectors.fall_features import FeatureWindows
-from rules_engine.detectors.fall_model import shipped_model
+from rules_engine.detectors.fall.features import FeatureWindows
+from rules_engine.detectors.fall.model import shipped_model
+from rules_engine.detectors.fall.signal_model import FallSignalModel, FallThresholds
 from simulators.accel_trials import write_trials
 
 SYNTHETIC = Path(__file__).parent / "data" / "synthetic_falls"
@@ -280,7 +280,7 @@ def test_candidate_replay_raises_the_alarms_the_streaming_detector_raises() -> N
         for preset in ("standard", "elderly_80plus", "alone"):
             for late in (0.0, 1.0):
                 th = replace(FallThresholds.preset(preset), late_decision=late)
-                streamed = replay(item, AccelFallDetector(th, model))
+                streamed = replay(item, FallSignalModel(th, model))
                 replayed = tc.alarms(
                     probabilities, th.alarm_probability, th.refractory_ms, late=late > 0
                 )

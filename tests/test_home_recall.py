@@ -18,6 +18,7 @@ from rules_engine.detectors.home_sensors import SILENT_RULE, STUCK_RULE, HomeSen
 from rules_engine.detectors.inactivity import BATHROOM_RULE, NIGHT_EXIT_RULE, InactivityDetector
 from rules_engine.engine import Engine
 from rules_engine.home_routine import HomeRoutine, HomeRoutineBook, RoomBook
+from rules_engine.inputs import Inputs
 from rules_engine.routine import RoutineBook
 from rules_engine.timeconv import ms_to_dt
 from tests.detector_sim import ELDER, TZ, Sim, local_ms, thresholds
@@ -76,7 +77,7 @@ def _restarted() -> Sim:
     engine = Engine(
         [InactivityDetector(RoutineBook(TZ), TZ, rooms, homes), HomeSensorHealthDetector(rooms)]
     )
-    sim = Sim(engine, thresholds())  # type: ignore[arg-type]
+    sim = Sim(engine, thresholds())
     sim.clock._now = local_ms(24, 0)
     return sim
 
@@ -97,7 +98,7 @@ async def test_a_night_bed_exit_before_the_restart_is_known_after_it(
     s = _restarted()
     s.at(local_ms(25, 2, 3), "P-BATH", "pir", motion=True)  # the first sign it sees
     # without the store it would count the stay and the exit from 02:03
-    await s.detector.refresh(pool, get_settings(), s.clock)  # type: ignore[attr-defined]
+    await Inputs(s.engine, get_settings()).refresh(pool, s.clock)
     s.at(local_ms(25, 2, 4), "P-BATH", "pir", motion=True)  # then nothing: fell
     s.run_until(local_ms(25, 3, 0))
     [alert] = [a for a in s.opened.values() if a.kind == "inactivity"]
@@ -120,7 +121,7 @@ async def test_a_sensor_silent_since_before_the_restart_is_found_after_it(
     s = _restarted()
     s.at(local_ms(24, 11, 30), "P-BED", "pir", motion=True)
     assert [a for a in s.opened.values() if a.kind == "device_offline"] == []  # not known yet
-    await s.detector.refresh(pool, get_settings(), s.clock)  # type: ignore[attr-defined]
+    await Inputs(s.engine, get_settings()).refresh(pool, s.clock)
     s.at(local_ms(24, 11, 40), "P-BED", "pir", motion=True)
     [alert] = [a for a in s.opened.values() if a.kind == "device_offline"]
     assert alert.rule == SILENT_RULE
@@ -142,7 +143,7 @@ async def test_a_sensor_never_in_telemetry_falls_back_to_last_seen(
         )
     s = _restarted()
     s.at(local_ms(24, 11, 30), "P-BED", "pir", motion=True)
-    await s.detector.refresh(pool, get_settings(), s.clock)  # type: ignore[attr-defined]
+    await Inputs(s.engine, get_settings()).refresh(pool, s.clock)
     s.at(local_ms(24, 11, 40), "P-BED", "pir", motion=True)
     [alert] = [a for a in s.opened.values() if a.kind == "device_offline"]
     assert (alert.device_id, alert.details["last_seen_ms"]) == ("D1", local_ms(10, 9, 0))

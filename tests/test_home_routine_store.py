@@ -15,6 +15,8 @@ from carewatch.clock import ManualClock
 from carewatch.db.pool import open_pool
 from carewatch.settings import get_settings
 from rules_engine.detectors.inactivity import InactivityDetector
+from rules_engine.engine import Engine
+from rules_engine.inputs import Inputs
 from rules_engine.routine import RoutineBook
 from rules_engine.timeconv import ms_to_dt
 from tests.detector_sim import TZ, local_ms
@@ -80,7 +82,7 @@ async def test_the_worker_learns_the_home_routine_from_rooms_and_telemetry(
     detector = InactivityDetector(RoutineBook(TZ), TZ)
     clock = ManualClock(NOW)
     assert detector.homes.get("E1", NOW) is None  # a miss queues the elder
-    await detector.refresh(pool, get_settings(), clock)
+    await Inputs(Engine([detector]), get_settings()).refresh(pool, clock)
     assert detector.rooms.room("P-BATH") == "卫生间" and detector.rooms.room("W1") is None
     home = detector.homes.get("E1", NOW)
     assert home is not None

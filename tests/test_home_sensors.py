@@ -43,7 +43,7 @@ def sim(home: HomeRoutine | None = HOME) -> Sim:
             HomeSensorHealthDetector(rooms),
         ]
     )
-    return Sim(engine, thresholds(), clock=_clock(local_ms(20, 0)))  # type: ignore[arg-type]
+    return Sim(engine, thresholds(), clock=_clock(local_ms(20, 0)))
 
 
 def _clock(ms: int) -> object:

@@ -29,7 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from carewatch import topics
-from carewatch.bus import Broker, make_broker
+from carewatch.bus import Bus, make_bus
 from carewatch.db.pool import open_pool
 from carewatch.db.registry import DeviceInfo
 from carewatch.messages import decode_event, encode
@@ -293,7 +293,7 @@ class Services:
     settings: Settings
     pool: AsyncConnectionPool[Any]
     redis: Redis
-    broker: Broker
+    bus: Bus
     registry: DeviceRegistry
 
     async def run_batch(self, messages: list[tuple[str, bytes]]) -> list[Incoming]:
@@ -304,7 +304,7 @@ class Services:
         client_id = f"hostile-{uuid.uuid4().hex[:8]}"
         dedup = Deduplicator(self.redis, ttl_s=600, client_id=client_id, boot_id="b")
         flusher = Flusher(self.pool, dedup, pending, tracker, lambda: None)
-        publisher = BusPublisher(self.broker, self.redis, self.settings.bus_shards)
+        publisher = BusPublisher(self.bus, self.settings.bus_shards)
         pipeline = Pipeline(
             self.settings, self.registry, dedup, publisher, tracker, pending, flusher, lambda: None
         )
@@ -322,11 +322,11 @@ def running_services(settings: Settings) -> Iterator[tuple[asyncio.AbstractEvent
 
     async def open_all() -> Services:
         pool = await open_pool(settings.database_url, min_size=1, max_size=2)
-        broker = make_broker(settings)
-        await broker.connect()
+        bus = make_bus(settings)
+        await bus.start()
         registry = DeviceRegistry(pool)
         assert await registry.refresh()
-        return Services(settings, pool, Redis.from_url(settings.redis_url), broker, registry)
+        return Services(settings, pool, Redis.from_url(settings.redis_url), bus, registry)
 
     services = loop.run_until_complete(open_all())
     try:
@@ -334,7 +334,7 @@ def running_services(settings: Settings) -> Iterator[tuple[asyncio.AbstractEvent
     finally:
 
         async def close_all() -> None:
-            await services.broker.stop()
+            await services.bus.stop()
             await services.redis.aclose()
             await services.pool.close()
 

@@ -227,7 +227,7 @@ def test_a_rearmed_deadline_already_due_alerts_on_the_latest_sign() -> None:
     s.clock.advance((2 * 60 + 51) * 60)
     assert s.clock.now_ms() == local_ms(24, 12, 0)
     timer = DueTimer(f"{DEADLINE}:{ELDER}", DEADLINE, ELDER, stored.due_ms, stored.payload)
-    decisions = s.detector.on_timer(timer, ElderView(ELDER, s.th), s.clock)
+    decisions = s.detector.on_timer(timer, ElderView(ELDER, s.th), s.clock.now_ms())
     [alert] = [d for d in decisions if isinstance(d, OpenAlert)]
     assert alert.details["last_sign_ms"] == local_ms(24, 9, 9)
     assert alert.details["threshold_source"] == "floor"

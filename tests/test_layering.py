@@ -5,6 +5,8 @@ level or inside a function):
   name the workers and import them when a command runs);
 - `rules_engine/` imports neither `simulators/` nor `ingest/`, nor the offline
   `evaluation/` tooling that replays recordings through it;
+- `visits/` (the visit list's ranking, the slow-decline signal and their database edge)
+  imports no worker package: the operator API serves it, not the other way round;
 - `bench/` imports nothing from `tests/`;
 - a test module (tests/test_*.py) imports no other test module: shared helpers live in
   support modules (tests/support/; harness/ for what tests and benchmarks share).
@@ -26,6 +28,7 @@ WORKERS = (
     "rules_engine",
     "notifier",
     "operator_api",
+    "visits",
     "registry",
     "simulators",
     "gateways",
@@ -100,6 +103,11 @@ def test_the_contracts_package_imports_no_worker() -> None:
 
 def test_the_rules_engine_imports_neither_simulators_nor_ingest() -> None:
     assert violations("rules_engine", ("simulators", "ingest", "evaluation")) == {}
+
+
+def test_visits_import_no_worker() -> None:
+    others = tuple(w for w in WORKERS if w != "visits")
+    assert violations("visits", (*others, "bench", "harness", "tests", "tools", "fuzz")) == {}
 
 
 def test_bench_imports_nothing_from_tests() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from carewatch.bus import ALERTS_STREAM, make_broker, publish
+from carewatch.bus import ALERTS_STREAM, make_bus
 from carewatch.settings import Settings
 from harness.services import await_until
 from tests.fake_provider_server import link_in_sms, running_fake_providers
@@ -194,10 +194,10 @@ async def test_undecodable_alert_change_is_kept_and_the_worker_goes_on(settings:
     async with running_fake_providers(notifier_settings(settings)) as fake:
         s = fake.settings
         async with running_notifier(s):
-            broker = make_broker(s)
-            await broker.connect()
-            await publish(broker, ALERTS_STREAM, b'{"id": 1, "status": "open"}')
-            await broker.stop()
+            bus = make_bus(s)
+            await bus.start()
+            await bus.publish(ALERTS_STREAM, b'{"id": 1, "status": "open"}')
+            await bus.stop()
             await publish_changes(s, change(alert_id))
 
             async def notified() -> bool:

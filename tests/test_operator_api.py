@@ -266,7 +266,7 @@ async def test_change_unannounced_by_a_bus_failure_is_published_by_the_sweep(api
     from uuid import UUID
 
     from carewatch.alert_outbox import AlertPublisher
-    from carewatch.bus import make_broker
+    from carewatch.bus import make_bus
     from carewatch.db.pool import open_pool
     from carewatch.messages import AlertChange
     from carewatch.settings import Settings
@@ -277,8 +277,8 @@ async def test_change_unannounced_by_a_bus_failure_is_published_by_the_sweep(api
         raise ConnectionError("bus unreachable")
 
     pool = await open_pool(api.dsn, max_size=2)
-    broker = make_broker(Settings(redis_url=api.redis_url, _env_file=None))
-    await broker.connect()
+    broker = make_bus(Settings(redis_url=api.redis_url, _env_file=None))
+    await broker.start()
     try:
         admin = Principal(role="admin", subject_id="root")
         result = await act_and_announce(pool, bus_down, admin, UUID(A3), "acknowledge", "")

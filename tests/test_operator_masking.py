@@ -214,6 +214,12 @@ NOT_FREE_TEXT = {
     ("ActionIn", "note"),  # a request body
     ("DispatchIn", "id"),  # request bodies too
     ("FalseAlarmIn", "reason"),
+    ("CheckinOut", "elder_id"),
+    ("CheckinOut", "outcome_label"),
+    ("VisitItemOut", "elder_id"),
+    ("VisitItemOut", "grid_id"),
+    ("AreaReportRow", "district"),
+    ("AreaReportRow", "street"),
 }
 NOT_TEXT = (int, float, bool, datetime, date, time, UUID, type(None))
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import openpyxl
 import psycopg
 import pytest
@@ -405,8 +406,11 @@ async def test_imported_zones_are_what_the_geofence_detector_watches(
     # market circle, then two fixes outside both
     start = 1_764_036_000_000  # 2025-11-25 10:00 in Chongqing: day, a warning
     fixes = [(29.555, 106.555), (29.563, 106.5516), (29.58, 106.58), (29.59, 106.59)]
-    events = [
-        telemetry_event({"lat": lat, "lon": lon}, start + i * 60_000, seq=i + 1)
+    events = [  # the elder's own fixes: the detector learns its zones by elder id
+        msgspec.structs.replace(
+            telemetry_event({"lat": lat, "lon": lon}, start + i * 60_000, seq=i + 1),
+            elder_id=standard.elder_id,
+        )
         for i, (lat, lon) in enumerate(fixes)
     ]
     [alert] = [d for d in _Run(view).feed(events) if isinstance(d, OpenAlert)]

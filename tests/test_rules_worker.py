@@ -15,14 +15,14 @@ import psycopg
 import pytest
 
 from carewatch.alert_outbox import AlertPublisher
-from carewatch.clock import Clock, SystemClock
+from carewatch.clock import SystemClock
 from carewatch.db.pool import open_pool
 from carewatch.messages import Event
 from carewatch.settings import Settings
 from rules_engine import store
 from rules_engine.decisions import Decision
 from rules_engine.detectors.base import Detector, DueTimer, ElderView
-from rules_engine.detectors.device_fall import DeviceFallDetector
+from rules_engine.detectors.fall.detector import FallDetector
 from rules_engine.engine import Engine, default_engine
 from rules_engine.timers import fire_due
 from tests.support import rules as support
@@ -249,10 +249,10 @@ async def commit_without_publishing(settings: Settings, e: Event) -> None:
     """What a worker that died between commit and publish leaves behind."""
     pool = await open_pool(settings.database_url, max_size=1)
     try:
-        engine = default_engine()
+        engine = default_engine(settings)
         clock = SystemClock()
         outcome = await store.apply_event(
-            pool, e, lambda v: engine.on_event(e, v, clock), settings, clock
+            pool, e, lambda v: engine.run(e, lambda: v, clock.now_ms()) or [], settings, clock
         )
         assert outcome.result == "applied"
     finally:
@@ -317,12 +317,12 @@ async def test_bad_events_are_dead_lettered_and_the_worker_goes_on(
     assert bytes(found[0]["payload"]) == b"{not json"
 
 
-class BrokenTimerDetector(Detector):
+class BrokenTimerDetector(Detector[None]):
     """A plug-in whose timer effect fails every time (a bug shipped in a detector)."""
 
     timer_kinds = frozenset({"broken"})
 
-    def on_timer(self, timer: DueTimer, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+    def on_timer(self, timer: DueTimer, elder: ElderView, now_ms: int) -> Sequence[Decision]:
         raise RuntimeError("detector bug")
 
 
@@ -338,11 +338,11 @@ async def test_failing_timer_is_dead_lettered_and_does_not_starve_the_others(
             " VALUES ('broken:1', 0, %s, 'broken', now() - interval '1 minute')",
             (ELDER,),
         )
-    engine = Engine([BrokenTimerDetector(), DeviceFallDetector()])
+    engine = Engine([BrokenTimerDetector(), FallDetector()])
     pool = await open_pool(short.database_url, max_size=2)
     try:
         clock = OffsetClock(1_000)
-        fired = await fire_due(pool, engine, AlertPublisher(bus_io.broker, pool), short, clock)
+        fired = await fire_due(pool, engine, AlertPublisher(bus_io.bus, pool), short, clock)
     finally:
         await pool.close()
 

@@ -17,7 +17,7 @@ from carewatch.db.registry import DeviceInfo
 from carewatch.messages import DeviceEvent, DeviceStatus, Telemetry
 from carewatch.settings import Settings
 from ingest.validate import Accepted, validate
-from rules_engine.detectors.accel_fall import AccelFallDetector
+from rules_engine.detectors.fall.signal_model import FallSignalModel
 from simulators import geo
 from simulators.days import SITE_TZ, SimElder, SimMessage, day_plan, simulate
 from simulators.routine import Activity
@@ -135,7 +135,7 @@ def test_accelerometer_windows_only_around_movements_and_none_looks_like_a_fall(
     msgs = decode_all(_day(e, seed))
     windows = [m for m in msgs if m.telemetry is not None and m.telemetry.accel is not None]
     assert 20 <= len(windows) <= 400  # bursts of ~6 one-second windows, not a stream
-    detector = AccelFallDetector()
+    detector = FallSignalModel()
     for m in windows:
         assert m.telemetry is not None and m.telemetry.accel is not None
         assert m.telemetry.accel.hz == 50 and len(m.telemetry.accel.x) == 50

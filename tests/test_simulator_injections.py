@@ -15,7 +15,7 @@ import pytest
 from carewatch.messages import AccelWindow, DeviceEvent, DeviceStatus, Telemetry
 from carewatch.settings import Settings
 from harness.services import Proc, await_until
-from rules_engine.detectors.accel_fall import AccelFallDetector
+from rules_engine.detectors.fall.signal_model import FallSignalModel
 from simulators import geo
 from simulators.cli import injections_for, start_ms
 from simulators.days import SITE_TZ, SimElder, SimMessage, day_plan, simulate
@@ -121,7 +121,7 @@ def test_fall_is_an_impact_then_stillness_then_nobody_moves(seed: int) -> None:
     after = signal[peak + 4 * 50 :]  # from 4 s after the impact: lying still
     assert len(after) >= 5 * 50 and float(np.var(after, axis=0).sum()) < 0.005
 
-    detector = AccelFallDetector()
+    detector = FallSignalModel()
     found = [d for t, w in windows if (d := detector.feed(_window(w), t)) is not None]
     assert len(found) == 1 and abs(found[0].impact_ms - impact_ms) < 100
 
@@ -154,7 +154,7 @@ def test_a_fall_just_before_midnight_spills_into_the_next_day_in_order(seed: int
     assert times == sorted(times)
     windows = _accel(decode_all(m for m in msgs if abs(m.device_time_ms - midnight) < 60_000))
     assert windows[0][0] < midnight - 1000 and windows[-1][0] >= midnight + 5000
-    detector = AccelFallDetector()
+    detector = FallSignalModel()
     found = [d for t, w in windows if (d := detector.feed(_window(w), t)) is not None]
     assert len(found) == 1 and abs(found[0].impact_ms - fall.at_ms) < 100
     seqs = [msgspec.json.decode(m.payload)["seq"] for m in msgs if m.device_id == "LATE-WB"]

@@ -75,16 +75,14 @@ class Io:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker = bus.make_broker(settings)
+        self.bus = bus.make_bus(settings)
         self.feed = Feed()
         self._seq = 0
 
         async def collect(body: bytes) -> None:
             self.feed.deliveries.append(decode_alert_change(body))
 
-        bus.subscribe(
-            self.broker, bus.ALERTS_STREAM, group="test-feed", consumer="feed", handler=collect
-        )
+        self.bus.subscribe(bus.ALERTS_STREAM, group="test-feed", consumer="feed", handler=collect)
 
     async def send(self, elder: str, device: str, kind: str, **fields: object) -> Event:
         self._seq += 1
@@ -102,16 +100,16 @@ class Io:
             data=dict(fields),
         )
         shard = bus.shard_of(elder, self.settings.bus_shards)
-        await bus.publish(self.broker, bus.events_stream(shard), encode(e))
+        await self.bus.publish(bus.events_stream(shard), encode(e))
         return e
 
 
 @pytest.fixture
 async def io(absence_settings: Settings) -> AsyncIterator[Io]:
     i = Io(absence_settings)
-    await bus.start(i.broker)
+    await i.bus.start()
     yield i
-    await bus.stop(i.broker)
+    await i.bus.stop()
 
 
 async def kill(task: asyncio.Task[None]) -> None:
@@ -225,7 +223,7 @@ async def test_a_deadline_pushed_back_after_it_was_listed_is_not_fired(
     """The timer loop lists due timers, then claims each; a sign of life in between
     moves the deadline, and the claim must see the new due time (nothing fires)."""
     s = absence_settings
-    engine = default_engine()
+    engine = default_engine(s)
     clock = SystemClock()
     pool = await open_pool(s.database_url, max_size=2)
     try:
@@ -245,7 +243,7 @@ async def test_a_deadline_pushed_back_after_it_was_listed_is_not_fired(
 
         async def apply(e: Event) -> None:
             outcome = await store.apply_event(
-                pool, e, lambda v: engine.on_event(e, v, clock), s, clock
+                pool, e, lambda v: engine.run(e, lambda: v, clock.now_ms()) or [], s, clock
             )
             assert outcome.result == "applied"
 
@@ -255,7 +253,7 @@ async def test_a_deadline_pushed_back_after_it_was_listed_is_not_fired(
         await apply(motion(0))  # moves it a minute ahead before the claim
 
         def decide(t: DueTimer, v: ElderView) -> list[Decision]:
-            return engine.on_timer(t, v, clock)
+            return engine.on_timer(t, v, clock.now_ms())
 
         outcome = await store.fire_timer(pool, listed.timer_id, "A1", decide, s, clock)
         assert outcome.result == "gone"
@@ -268,7 +266,12 @@ async def test_a_deadline_pushed_back_after_it_was_listed_is_not_fired(
         # once it has fired, the next sign of life arms the same deadline again
         later = OffsetClock((THRESHOLD_S + 5) * 1000)
         fired = await store.fire_timer(
-            pool, listed.timer_id, "A1", lambda t, v: engine.on_timer(t, v, later), s, later
+            pool,
+            listed.timer_id,
+            "A1",
+            lambda t, v: engine.on_timer(t, v, later.now_ms()),
+            s,
+            later,
         )
         assert fired.result == "applied" and [c.kind for c in fired.changes] == ["inactivity"]
         await apply(motion((THRESHOLD_S + 10) * 1000))  # seen after the alert opened

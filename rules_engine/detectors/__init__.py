@@ -1,1 +1,1 @@
-"""Pure detectors: typed events and an injected clock in, decisions out."""
+"""Detectors: `wants` (pure), `observe` (once per event), `decide` (pure); see base.py."""

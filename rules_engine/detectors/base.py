@@ -1,18 +1,36 @@
-"""The detector interface and the view of one elder that detectors decide on.
+"""The detector contract and the view of one elder that detectors decide on.
 
-A detector is pure: given an Event (or a due timer), what the rules engine knows about
-the elder (active alerts, thresholds) and a Clock, it returns Decisions. The store
-loads the view and applies the decisions inside one transaction per event, under a
-per-elder lock, so detectors never see a half-applied state.
+A delivery of an event goes through a detector in three steps (rules_engine.engine runs
+them; the worker, the evaluation engine and the test harness all go through the engine):
+
+1. `wants(event)`: a pure predicate (no I/O, no state change). Events no detector wants
+   cost nothing more.
+2. `observe(event, known)`: the detector's only state change, called exactly once per
+   event id (the engine remembers the result, so a redelivered or retried event gets
+   the observation it got the first time). It updates the per-device / per-elder state
+   (streaming fall model, vital-sign runs, counters) and returns an observation, or
+   None when the event changes nothing worth a decision (it never reaches the
+   database). `known` is the elder's profile as the engine last learned it from a view
+   (when `uses_profile(event)`; its `active` alerts are not to be used here).
+3. `decide(observation, view, now_ms)`: pure; may run any number of times (on a cached
+   view, then again on the view the store loads under the elder's lock, again when the
+   transaction is retried) and gives the same decisions for the same arguments. It may
+   read the detector's state, never change it.
+
+Timers: `on_timer(timer, view, now_ms)`, pure like decide. Periodic I/O (learned
+routines, the device sweep, stored reports) is not a detector's: the worker's edge
+(rules_engine.inputs) reads it and hands it to the detectors as data.
+
+The store loads the view and applies the decisions inside one transaction per event,
+under a per-elder lock, so detectors never see a half-applied state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
-from carewatch.clock import Clock
 from carewatch.messages import AlertKind, AlertStatus, Event, Severity
 from rules_engine.decisions import Decision, OpenAlert, RepeatAlert, alert_id_for
 from rules_engine.geo import LatLon, Zone
@@ -69,26 +87,40 @@ class DueTimer:
     payload: Mapping[str, object]
 
 
-class Detector:
-    """Base class: override `wants` and `on_event`; timer owners list `timer_kinds`."""
+Obs = TypeVar("Obs")
+
+
+class Detector(Generic[Obs]):
+    """Base class: override `wants`, `observe` and `decide`; timer owners list
+    `timer_kinds` and override `on_timer`. `Obs` is the detector's observation type."""
 
     timer_kinds: frozenset[str] = frozenset()
 
     def wants(self, event: Event) -> bool:
-        """Cheap pre-check without I/O: events no detector wants never reach the DB.
-
-        Called once per delivery, outside the transaction. A streaming detector (e.g.
-        accelerometer windows) may update its in-memory state here and return True only
-        when it has something to decide; deliveries repeat, so such state must ignore
-        samples it has already seen (by device time).
-        """
+        """Pure predicate, no I/O: events no detector wants never reach the database."""
         return False
 
-    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+    def uses_profile(self, event: Event) -> bool:
+        """Pure: does observe() need the elder's known profile for this event?"""
+        return False
+
+    def observe(self, event: Event, known: ElderView | None) -> Obs | None:
+        """The one state change per event (see the module docstring); None: nothing to
+        decide."""
+        return None
+
+    def decide(self, seen: Obs, view: ElderView, now_ms: int) -> Sequence[Decision]:
         return ()
 
-    def on_timer(self, timer: DueTimer, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+    def on_timer(self, timer: DueTimer, view: ElderView, now_ms: int) -> Sequence[Decision]:
         return ()
+
+
+class EventDetector(Detector[Event]):
+    """A detector without state: the event is the observation."""
+
+    def observe(self, event: Event, known: ElderView | None) -> Event | None:
+        return event
 
 
 def open_or_repeat(

@@ -18,14 +18,10 @@ and only the band that opened an alert resolves it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from psycopg_pool import AsyncConnectionPool
-
-from carewatch.clock import Clock
 from carewatch.messages import AlertKind, Event
-from carewatch.settings import Settings
-from rules_engine import device_sweep
 from rules_engine.decisions import (
     CancelTimer,
     Decision,
@@ -40,9 +36,8 @@ from rules_engine.detectors.memo import ValueMemo
 from rules_engine.device_sweep import BACK, OFFLINE
 from rules_engine.fields import is_integer
 from rules_engine.localtime import SITE_TZ, after_window_time
-from rules_engine.thresholds import Thresholds, resolve_thresholds
+from rules_engine.thresholds import Thresholds
 
-SWEEP_EVERY_MS = 60_000
 OFF_WRIST = "off-wrist"
 REMINDER = "device-reminder"
 
@@ -57,55 +52,58 @@ def _worn(event: Event) -> bool | None:
     return raw if isinstance(raw, bool) else None
 
 
-class DeviceHealthDetector(Detector):
+@dataclass(frozen=True, slots=True)
+class HealthSeen:
+    event: Event
+    worn_before: bool | None  # the band's previous worn report (None: unknown)
+
+
+class DeviceHealthDetector(Detector[HealthSeen]):
+    """Silence is found outside the detector (rules_engine.inputs: device_sweep arms the
+    timers); this detector decides on statuses, battery, worn and those timers."""
+
     timer_kinds = frozenset({OFFLINE, BACK, OFF_WRIST, REMINDER})
 
     def __init__(self, tz: ZoneInfo = SITE_TZ) -> None:
         self.tz = tz
         self._battery: ValueMemo[int] = ValueMemo()
         self._worn: ValueMemo[bool] = ValueMemo()
-        self._next_sweep_ms = 0
-
-    async def refresh(self, pool: AsyncConnectionPool, settings: Settings, clock: Clock) -> None:
-        """Look for silent bands (and bands back) once a minute; timers do the rest."""
-        now = clock.now_ms()
-        if now < self._next_sweep_ms:
-            return
-        self._next_sweep_ms = now + SWEEP_EVERY_MS
-        default_s = resolve_thresholds(settings, {}).device_offline_s  # profiles override
-        await device_sweep.sweep(pool, now, default_s, settings.bus_shards)
 
     def wants(self, event: Event) -> bool:
         if event.device_kind != "wristband":
             return False
-        if event.type == "status":
-            return True  # rare: online/offline transitions
-        battery, worn = _battery(event), _worn(event)
-        if (
-            battery is not None
-            and self._battery.observe(event.device_id, battery, event.id).changed
-        ):
-            return True
-        return worn is not None and self._worn.observe(event.device_id, worn, event.id).changed
+        return event.type == "status" or _battery(event) is not None or _worn(event) is not None
 
-    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
-        if event.device_kind != "wristband":
-            return ()
+    def observe(self, event: Event, known: ElderView | None) -> HealthSeen | None:
+        """Statuses always (rare: online/offline transitions); battery and worn when they
+        change."""
+        battery, worn = _battery(event), _worn(event)
+        changed = battery is not None and self._battery.observe(event.device_id, battery).changed
+        worn_before: bool | None = None
+        if worn is not None:
+            seen = self._worn.observe(event.device_id, worn)
+            changed = changed or seen.changed
+            worn_before = seen.previous
+        if event.type != "status" and not changed:
+            return None
+        return HealthSeen(event, worn_before)
+
+    def decide(self, seen: HealthSeen, elder: ElderView, now_ms: int) -> Sequence[Decision]:
+        event = seen.event
         th = elder.thresholds
         decisions: list[Decision] = []
         device = event.device_id
         if event.type == "status" and event.state == "offline":
-            decisions += self._open(elder, "device_offline", "device.last_will", event, th, clock)
+            decisions += self._open(elder, "device_offline", "device.last_will", event, th, now_ms)
         elif event.type == "status":
             decisions += resolve_if_active(
                 elder, "device_offline", "device.back_online", event.id, device_id=device
             )
         battery = _battery(event)
         if battery is not None:
-            self._battery.observe(device, battery, event.id)
             if battery < th.low_battery_pct:
                 decisions += self._open(
-                    elder, "low_battery", "device.low_battery", event, th, clock
+                    elder, "low_battery", "device.low_battery", event, th, now_ms
                 )
             elif battery >= th.low_battery_clear_pct:
                 decisions += resolve_if_active(
@@ -113,7 +111,6 @@ class DeviceHealthDetector(Detector):
                 )
         worn = _worn(event)
         if worn is not None:
-            seen = self._worn.observe(device, worn, event.id)
             if worn:
                 decisions.append(CancelTimer(f"{OFF_WRIST}:{device}"))
                 decisions += resolve_if_active(
@@ -129,7 +126,7 @@ class DeviceHealthDetector(Detector):
                     self.tz,
                 )
                 payload2 = {"device_id": device, "since_ms": at}
-                fresh = seen.previous is True  # taken off now; unknown: keep a running one
+                fresh = seen.worn_before is True  # taken off now; unknown: keep a running one
                 decisions.append(
                     ScheduleTimer(f"{OFF_WRIST}:{device}", OFF_WRIST, due, payload2, fresh)
                 )
@@ -142,7 +139,7 @@ class DeviceHealthDetector(Detector):
         rule: str,
         event: Event,
         th: Thresholds,
-        clock: Clock,
+        now_ms: int,
     ) -> list[Decision]:
         if kind in elder.active:
             return []  # still the same trouble: the reminders carry it
@@ -162,13 +159,13 @@ class DeviceHealthDetector(Detector):
                 device_time_ms=event.device_time_ms,
                 details={"battery": _battery(event)} if kind == "low_battery" else {},
             ),
-            _reminder(alert_id, kind, 1, clock.now_ms(), th),
+            _reminder(alert_id, kind, 1, now_ms, th),
         ]
 
-    def on_timer(self, timer: DueTimer, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+    def on_timer(self, timer: DueTimer, elder: ElderView, now_ms: int) -> Sequence[Decision]:
         th = elder.thresholds
         if timer.kind == REMINDER:
-            return self._remind(timer, elder, clock, th)
+            return self._remind(timer, elder, now_ms, th)
         if timer.kind == BACK:
             active = elder.active.get("device_offline")
             if active is None or active.alert_id != timer.payload.get("alert_id"):
@@ -204,11 +201,11 @@ class DeviceHealthDetector(Detector):
                 device_time_ms=timer.due_ms,
                 details=dict(timer.payload),
             ),
-            _reminder(alert_id, kind, 1, clock.now_ms(), th),
+            _reminder(alert_id, kind, 1, now_ms, th),
         ]
 
     def _remind(
-        self, timer: DueTimer, elder: ElderView, clock: Clock, th: Thresholds
+        self, timer: DueTimer, elder: ElderView, now_ms: int, th: Thresholds
     ) -> Sequence[Decision]:
         kind = timer.payload.get("kind")
         n = timer.payload.get("n")
@@ -225,7 +222,7 @@ class DeviceHealthDetector(Detector):
                 timer.timer_id,
                 details={"n": count},
             ),
-            _reminder(active.alert_id, active.kind, count + 1, clock.now_ms(), th),
+            _reminder(active.alert_id, active.kind, count + 1, now_ms, th),
         ]
 
 

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from carewatch.clock import Clock
 from carewatch.messages import AlertKind, Event
 from rules_engine.decisions import Decision
-from rules_engine.detectors.base import Detector, ElderView, open_or_repeat
+from rules_engine.detectors.base import ElderView, EventDetector, open_or_repeat
 
 ALARM_KINDS: dict[str, AlertKind] = {"smoke": "smoke", "gas": "gas", "leak": "leak"}
 
 
-class EnvironmentDetector(Detector):
+class EnvironmentDetector(EventDetector):
     def wants(self, event: Event) -> bool:
         return event.type == "event" and event.event in ALARM_KINDS
 
-    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+    def decide(self, event: Event, elder: ElderView, now_ms: int) -> Sequence[Decision]:
         kind = ALARM_KINDS[str(event.event)]
         return [
             open_or_repeat(

@@ -11,8 +11,8 @@ outside update the alert's last known position (and escalate a day-time warning 
 critical once night falls); the first fix back inside after an
 alert is recorded in its timeline (a human still closes it: somebody should check).
 
-Cheap path: the zones of each elder are cached from the last view (refreshed every ten
-minutes of device time), so fixes of elders not at risk, and fixes inside, stay out of
+Cheap path: the zones of each elder come from the engine's known profile (learned from
+a view, refreshed every ten minutes of device time), so fixes of elders not at risk, and fixes inside, stay out of
 the database. The outside streak per device is in memory (one owner per shard); a
 restart forgets at most one fix outside, delaying an alert by one fix.
 """
@@ -24,12 +24,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from carewatch.clock import Clock
 from carewatch.messages import Event, Severity
 from rules_engine.decisions import Annotate, Decision, OpenAlert, UpdateAlert
 from rules_engine.detectors.base import Detector, ElderView, open_or_repeat
 from rules_engine.detectors.escalation import escalation
-from rules_engine.detectors.streaming import EventMemo, ViewCache
 from rules_engine.fields import is_number
 from rules_engine.geo import LatLon, Zone, distance_m, inside_any
 from rules_engine.thresholds import Thresholds
@@ -83,33 +81,49 @@ def is_night(device_ms: int, th: Thresholds, tz: ZoneInfo) -> bool:
     return hour >= start or hour < end  # quiet hours across midnight, e.g. 22-7
 
 
-class GeofenceDetector(Detector):
+@dataclass(frozen=True, slots=True)
+class GeoSeen:
+    """A fix worth a decision: a confirmed exit, or the first fix back inside."""
+
+    event: Event
+    fix: Fix
+    fence: Fence
+
+
+class GeofenceDetector(Detector[GeoSeen]):
     def __init__(self, timezone: str = "Asia/Shanghai") -> None:
         self._tz = ZoneInfo(timezone)
-        self._fences: ViewCache[Fence] = ViewCache(fence_of)
+        self._fences: dict[str, tuple[ElderView, Fence]] = {}  # per elder, from its profile
         self._streaks: dict[str, tuple[int, int]] = {}  # device -> (device ms, streak)
-        self._memo: EventMemo[Fix | None] = EventMemo()
 
     def wants(self, event: Event) -> bool:
-        at = position(event)
-        if at is None:
-            return False
-        fence = self._fences.get(event.elder_id, event.device_time_ms)
-        if fence is None:
-            return True  # learn the elder's zones; on_event judges this fix
-        if not fence.zones:
-            return False
-        fix = self._memo[event.id] if event.id in self._memo else self._fix(event, at, fence)
-        return _worth_deciding(fix, fence.confirm_fixes)
+        return position(event) is not None
 
-    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+    def uses_profile(self, event: Event) -> bool:
+        return True  # the zones
+
+    def _fence(self, known: ElderView) -> Fence:
+        derived = self._fences.get(known.elder_id)
+        if derived is None or derived[0] is not known:
+            derived = self._fences[known.elder_id] = (known, fence_of(known))
+        return derived[1]
+
+    def observe(self, event: Event, known: ElderView | None) -> GeoSeen | None:
         at = position(event)
-        assert at is not None, "wants() let only fixes through"
-        fence = self._fences.learn(elder, event.device_time_ms)
-        fix = self._memo[event.id] if event.id in self._memo else self._fix(event, at, fence)
+        if at is None or known is None:
+            return None
+        fence = self._fence(known)
+        if not fence.zones:
+            return None
+        fix = self._fix(event, at, fence)
+        if fix is None or not _worth_deciding(fix, fence.confirm_fixes):
+            return None
+        return GeoSeen(event, fix, fence)
+
+    def decide(self, seen: GeoSeen, elder: ElderView, now_ms: int) -> Sequence[Decision]:
+        event, fix, fence = seen.event, seen.fix, seen.fence
+        at = fix.at
         active = elder.active.get("geofence")
-        if fix is None or not fence.zones:
-            return []
         last_fix: dict[str, object] = {
             "lat": at.lat,
             "lon": at.lon,
@@ -156,15 +170,15 @@ class GeofenceDetector(Detector):
         return [replace(decision, details=details)]
 
     def _fix(self, event: Event, at: LatLon, fence: Fence) -> Fix | None:
-        """Judge a fix against the fence and advance the device's streak, once per event
+        """Judge a fix against the fence and advance the device's streak
         (None: a late fix, older than the last one judged, which changes nothing)."""
         last_ms, before = self._streaks.get(event.device_id, (None, 0))
         if last_ms is not None and event.device_time_ms <= last_ms:
-            return self._memo.put(event.id, None)
+            return None
         inside = inside_any(fence.zones, at)
         streak = 0 if inside else before + 1
         self._streaks[event.device_id] = (event.device_time_ms, streak)
-        return self._memo.put(event.id, Fix(at, inside, streak, before))
+        return Fix(at, inside, streak, before)
 
 
 def _worth_deciding(fix: Fix | None, confirm_fixes: int) -> bool:

@@ -21,8 +21,8 @@ door contact is down is treated as a possible outing (the out-of-home ceiling), 
 fired blind at the still threshold (detectors/inactivity.py).
 
 State is this worker's memory of the last report per sensor, rebuilt from the store: the
-first time this process hears from an elder, `refresh` loads the last stored report of
-each of the elder's home sensors (telemetry of the last `RECALL_DAYS`, else the device's
+first time this process hears from an elder, the worker's edge (rules_engine.inputs)
+reads the last stored report of each of the elder's home sensors (telemetry of the last `RECALL_DAYS`, else the device's
 `last_seen`), so a sensor that never reports again after a restart is still found.
 """
 
@@ -33,17 +33,12 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from psycopg_pool import AsyncConnectionPool
-
-from carewatch.clock import Clock
 from carewatch.messages import Event
-from carewatch.settings import Settings
 from rules_engine.decisions import Decision, OpenAlert, alert_id_for
 from rules_engine.detectors.base import Detector, ElderView
 from rules_engine.detectors.clearing import resolve_if_active
 from rules_engine.detectors.device_health import _reminder
 from rules_engine.home_routine import RoomBook
-from rules_engine.timeconv import ms_to_dt
 
 H = 3600.0
 SILENT_RULE = "device.home_sensor_silent"
@@ -112,50 +107,6 @@ def stored_state(data: Mapping[str, object]) -> bool:
 
 RECALL_DAYS = 7  # longer than any kind's allowance (72 h)
 RECALL_PER_REFRESH = 20
-# The last report of each of an elder's home sensors (one index probe per sensor on
-# telemetry_device_ts); a sensor without one in RECALL_DAYS falls back to last_seen.
-_LAST_REPORTS = """
-SELECT d.id, d.kind,
-       (extract(epoch FROM coalesce(t.ts, d.last_seen)) * 1000)::bigint AS at_ms, t.data
-FROM devices d
-LEFT JOIN LATERAL (
-    SELECT ts, data FROM telemetry
-    WHERE device_id = d.id AND ts >= %(since)s AND ts <= %(until)s
-    ORDER BY ts DESC LIMIT 1
-) t ON true
-WHERE d.elder_id = %(elder)s AND d.kind = ANY(%(kinds)s)
-  AND coalesce(t.ts, d.last_seen) IS NOT NULL
-"""
-
-
-async def load_last_reports(
-    pool: AsyncConnectionPool, elder_id: str, now_ms: int
-) -> list[tuple[str, str, Report]]:
-    """(device id, kind, last report) of the elder's home sensors, from the store."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            _LAST_REPORTS,
-            {
-                "elder": elder_id,
-                "kinds": sorted(EXPECTED),
-                "since": ms_to_dt(now_ms - RECALL_DAYS * 86_400_000),
-                "until": ms_to_dt(now_ms),
-            },
-        )
-        rows = await cur.fetchall()
-    out = []
-    for row in rows:
-        device_id, kind, at_ms, data = _report_row(row)
-        out.append((device_id, kind, Report(at_ms, stored_state(data), "stored")))
-    return out
-
-
-def _report_row(row: object) -> tuple[str, str, int, Mapping[str, object]]:
-    if isinstance(row, Mapping):
-        row = (row["id"], row["kind"], row["at_ms"], row["data"])
-    assert isinstance(row, tuple)
-    data = row[3] if isinstance(row[3], Mapping) else {}
-    return str(row[0]), str(row[1]), int(row[2]), data
 
 
 def troubles(
@@ -176,35 +127,47 @@ def troubles(
     return out
 
 
-class HomeSensorHealthDetector(Detector):
-    """Pure over this worker's memory of each home sensor's last report."""
+@dataclass(frozen=True, slots=True)
+class SensorsSeen:
+    event: Event
+    found: tuple[Trouble, ...]  # the elder's sensors in trouble, as of this report
+
+
+class HomeSensorHealthDetector(Detector[SensorsSeen]):
+    """Decides over this worker's memory of each home sensor's last report (the stored
+    reports of elders first heard here are read by rules_engine.inputs: `to_recall`,
+    `recalled`)."""
 
     def __init__(self, rooms: RoomBook | None = None, max_elders: int = 500_000) -> None:
         self.rooms = rooms or RoomBook()
         self._reports: dict[str, dict[str, tuple[str, Report]]] = {}  # elder -> device
         self._flagged: dict[str, set[str]] = {}  # elder -> sensors found broken here
-        self._wanted: dict[str, str] = {}  # elder -> the event that flagged or cleared one
         self._recall: OrderedDict[str, None] = OrderedDict()  # elders to load from the store
         self._max = max_elders
 
-    async def refresh(self, pool: AsyncConnectionPool, settings: Settings, clock: Clock) -> None:
-        """Load the stored last reports of elders first heard by this process; a report
-        seen here since is newer and kept."""
-        for elder_id in list(itertools.islice(self._recall, RECALL_PER_REFRESH)):
-            stored = await load_last_reports(pool, elder_id, clock.now_ms())
-            self._recall.pop(elder_id, None)
-            reports = self._reports.get(elder_id)
-            if reports is None:
-                continue  # forgotten meanwhile (the bound): loaded again when heard
-            for device_id, kind, report in stored:
-                known = reports.get(device_id)
-                if known is None or known[1].at_ms < report.at_ms:
-                    reports[device_id] = (kind, report)
+    def to_recall(self, limit: int = RECALL_PER_REFRESH) -> list[str]:
+        """Elders first heard by this process, whose stored last reports are to be read."""
+        return list(itertools.islice(self._recall, limit))
 
-    def _observe(self, event: Event) -> list[Trouble]:
+    def recalled(self, elder_id: str, stored: Sequence[tuple[str, str, Report]]) -> None:
+        """The stored last reports of `elder_id`; a report seen here since is newer and
+        kept."""
+        self._recall.pop(elder_id, None)
+        reports = self._reports.get(elder_id)
+        if reports is None:
+            return  # forgotten meanwhile (the bound): loaded again when heard
+        for device_id, kind, report in stored:
+            known = reports.get(device_id)
+            if known is None or known[1].at_ms < report.at_ms:
+                reports[device_id] = (kind, report)
+
+    def wants(self, event: Event) -> bool:
+        return event.device_kind in EXPECTED and _active_state(event) is not None
+
+    def observe(self, event: Event, known: ElderView | None) -> SensorsSeen | None:
         state = _active_state(event)
         if event.device_kind not in EXPECTED or state is None:
-            return []
+            return None
         at = min(event.device_time_ms, event.received_ms)
         reports = self._reports.get(event.elder_id)
         if reports is None:
@@ -217,24 +180,18 @@ class HomeSensorHealthDetector(Detector):
         previous = reports.get(event.device_id)
         if previous is None or previous[1].at_ms <= at:
             reports[event.device_id] = (event.device_kind, Report(at, state, event.id))
-        return troubles(reports, at, event.device_id)
-
-    def wants(self, event: Event) -> bool:
-        if self._wanted.get(event.elder_id) == event.id:
-            return True  # a redelivery gets the answer it got the first time
-        found = self._observe(event)
+        found = troubles(reports, at, event.device_id)
         flagged = self._flagged.setdefault(event.elder_id, set())
         back = event.device_id in flagged
         new = {t.device_id for t in found} - flagged
         if not back and not new:
-            return False
+            return None
         flagged.discard(event.device_id)
         flagged |= new
-        self._wanted[event.elder_id] = event.id
-        return True
+        return SensorsSeen(event, tuple(found))
 
-    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
-        found = self._observe(event)
+    def decide(self, seen: SensorsSeen, elder: ElderView, now_ms: int) -> Sequence[Decision]:
+        event, found = seen.event, seen.found
         decisions: list[Decision] = []
         active = elder.active.get("device_offline")
         if active is not None and active.rule in HOME_RULES and active.device_id == event.device_id:
@@ -274,7 +231,7 @@ class HomeSensorHealthDetector(Detector):
                 device_time_ms=min(event.device_time_ms, event.received_ms),
                 details=details,
             ),
-            _reminder(alert_id, "device_offline", 1, clock.now_ms(), elder.thresholds),
+            _reminder(alert_id, "device_offline", 1, now_ms, elder.thresholds),
         ]
 
 

@@ -40,18 +40,14 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from psycopg_pool import AsyncConnectionPool
-
-from carewatch.clock import Clock
 from carewatch.messages import Event
 from carewatch.rooms import BATHROOM, BEDROOM, ENTRANCE
-from carewatch.settings import Settings
 from rules_engine.decisions import (
     CancelTimer,
     Decision,
@@ -66,7 +62,6 @@ from rules_engine.detectors.home_sensors import down_text, sensors_down
 from rules_engine.detectors.memo import DeadlineMemo, LatestTimes, ValueMemo
 from rules_engine.fields import is_integer, is_number
 from rules_engine.home_routine import (
-    RECALL_MS,
     HomeRoutine,
     HomeRoutineBook,
     LifeSign,
@@ -74,7 +69,6 @@ from rules_engine.home_routine import (
     Whereabouts,
     after_noon_h,
     learn,
-    load_signs,
     moved,
     replay_whereabouts,
 )
@@ -83,7 +77,16 @@ from rules_engine.routine import WATER_USE_MIN_LPM, Routine, RoutineBook
 from rules_engine.thresholds import Thresholds
 
 Sign = Literal[
-    "motion", "door", "bed_exit", "water", "steps", "in_bed", "contact", "switch", "appliance"
+    "motion",
+    "door",
+    "bed_exit",
+    "water",
+    "steps",
+    "in_bed",
+    "contact",
+    "switch",
+    "appliance",
+    "visit",  # a grid worker saw the elder at home (visits/, docs/visits.md)
 ]
 Source = Literal[
     "routine", "floor", "ceiling", "wake", "room", "bathroom", "night_exit", "learning"
@@ -270,7 +273,7 @@ class SignsOfLife:
     def _power(self, event: Event, watts: float) -> Sign | None:
         """A plug switched on or off (across PLUG_ON_W), or the home's meter stepping up
         by METER_STEP_W: somebody used an appliance. A fridge's cycles stay below both."""
-        seen = self._power_w.observe(event.device_id, watts, event.id)
+        seen = self._power_w.observe(event.device_id, watts)
         if seen.previous is None:
             return None
         if event.device_kind == "power_meter":
@@ -288,6 +291,8 @@ class SignsOfLife:
                     return "contact"
                 case "switch_on" | "switch_off":
                     return "switch"
+                case "visit_checkin":
+                    return "visit"
             return None
         if event.type != "telemetry":
             return None
@@ -302,7 +307,7 @@ class SignsOfLife:
             return "water"
         steps = data.get("steps")
         if is_integer(steps):
-            seen = self._steps.observe(event.device_id, steps, event.id)
+            seen = self._steps.observe(event.device_id, steps)
             if seen.previous is not None and steps > seen.previous:
                 return "steps"
         if data.get("presence") is True and event.device_kind == "radar":
@@ -322,7 +327,50 @@ RECALL_PER_REFRESH = 20  # elders whose whereabouts are rebuilt per refresh
 RECALL_BUFFER = 1000  # room changes kept per elder until then (a run in one room: 2)
 
 
-class InactivityDetector(Detector):
+@dataclass(frozen=True, slots=True)
+class SignSeen:
+    """A sign of life worth writing: the deadline it moves, planned when observed."""
+
+    event: Event
+    sign: Sign
+    due_ms: int
+    payload: Mapping[str, object]
+
+
+def could_be_sign(event: Event) -> bool:
+    """Pure: may `event` be a sign of life (SignsOfLife.classify decides, with memory)?"""
+    if event.type == "event":
+        return event.event in _SIGN_EVENTS
+    if event.type != "telemetry":
+        return False
+    data = event.data
+    if (
+        data.get("motion") is True
+        or is_number(data.get("power_w"))
+        or is_integer(data.get("steps"))
+    ):
+        return True
+    flow = data.get("water_flow")
+    if is_number(flow) and flow > WATER_USE_MIN_LPM:
+        return True
+    return data.get("presence") is True and event.device_kind == "radar"
+
+
+_SIGN_EVENTS = frozenset(
+    {
+        "door_open",
+        "door_close",
+        "bed_exit",
+        "contact_open",
+        "contact_close",
+        "switch_on",
+        "switch_off",
+        "visit_checkin",  # carewatch-made: a grid worker saw the elder at home (visits/)
+    }
+)
+
+
+class InactivityDetector(Detector[SignSeen]):
     timer_kinds = frozenset({DEADLINE, AWAY, ESCALATE})
 
     def __init__(
@@ -382,7 +430,7 @@ class InactivityDetector(Detector):
             else:
                 buffer.append((at_ms, room))
         if elder_id in self._replan:
-            return True  # until on_event writes the deadline (wants is asked twice)
+            return True  # rebuilt whereabouts: this sign rewrites the deadline
         return before is None or (before.room, before.exit_ms, before.stray_room) != (
             after.room,
             after.exit_ms,
@@ -394,30 +442,26 @@ class InactivityDetector(Detector):
         door, inside = self._door.get(elder_id), self._inside.get(elder_id)
         return door if door is not None and (inside is None or door > inside) else None
 
-    async def refresh(self, pool: AsyncConnectionPool, settings: Settings, clock: Clock) -> None:
-        await self.routines.refresh(pool, clock)
-        await self.rooms.refresh(pool, clock.now_ms())
-        await self.homes.refresh(pool, self.rooms, clock)
-        await self.recall(pool, clock)
+    def to_recall(self, limit: int = RECALL_PER_REFRESH) -> list[tuple[str, int | None]]:
+        """(elder, first sign here) of elders first seen by this process (None: no sign
+        with a room yet): their stored signs of the RECALL_MS before it (before now) are
+        to be read (rules_engine.inputs) and handed to `recalled`."""
+        return [
+            (elder_id, buffer[0][0] if buffer else None)
+            for elder_id, buffer in itertools.islice(self._recall.items(), limit)
+        ]
 
-    async def recall(self, pool: AsyncConnectionPool, clock: Clock) -> None:
-        """Rebuild the whereabouts of elders first seen by this process from the stored
-        signs of the RECALL_MS before their first sign here, then the signs seen here
-        (which may have come in while the store was read)."""
-        for elder_id in list(itertools.islice(self._recall, RECALL_PER_REFRESH)):
-            buffer = self._recall.get(elder_id)
-            if buffer is None:
-                continue
-            until = buffer[0][0] if buffer else clock.now_ms()
-            stored = await load_signs(
-                pool, elder_id, self.rooms, until, 0, since_ms=until - RECALL_MS
-            )
-            buffer = self._recall.pop(elder_id, buffer)
-            signs = [(s.at_ms, s.room) for s in stored if s.room is not None]
-            where = replay_whereabouts([*signs, *buffer], self.tz)
-            if where is not None and elder_id in self._where:
-                self._where[elder_id] = where
-                self._replan.add(elder_id)
+    def recalled(self, elder_id: str, stored: Sequence[LifeSign]) -> None:
+        """Rebuild the whereabouts of `elder_id` from its stored signs, then the signs seen
+        here (which may have come in while the store was read)."""
+        buffer = self._recall.pop(elder_id, None)
+        if buffer is None:
+            return
+        signs = [(s.at_ms, s.room) for s in stored if s.room is not None]
+        where = replay_whereabouts([*signs, *buffer], self.tz)
+        if where is not None and elder_id in self._where:
+            self._where[elder_id] = where
+            self._replan.add(elder_id)
 
     def learn_from_signs(
         self, elder_id: str, signs: Sequence[tuple[int, str]], now_ms: int, days: int = 14
@@ -482,38 +526,44 @@ class InactivityDetector(Detector):
         return payload
 
     def wants(self, event: Event) -> bool:
-        sign = self._signs.classify(event)
-        if sign is None:
-            return False
-        at = sign_time(event)
-        changed = self._note(event.elder_id, sign, at, event.device_id)
-        if sign in ("door", "bed_exit") or changed:
-            return True  # rare, and the door decides whether the elder is out
-        if sign == "in_bed" and not in_window(at, *_DEFAULT_QUIET, self.tz):
-            # a radar reports presence all day: only the night's can move the deadline
-            # (profiles with other quiet hours get bed presence within the default ones)
-            return False
-        return self._written.worth_writing(event.elder_id, at, event.id)
+        return could_be_sign(event)
 
-    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+    def uses_profile(self, event: Event) -> bool:
+        return True  # the deadline a sign writes is the profile's
+
+    def observe(self, event: Event, known: ElderView | None) -> SignSeen | None:
+        """Note the sign; plan the deadline when it is worth writing (it moves the
+        deadline by the slack or more, or the room, the door or a bed exit changed)."""
         sign = self._signs.classify(event)
-        if sign is None:
-            return ()
-        th = elder.thresholds
+        if sign is None or known is None:
+            return None
+        elder_id = event.elder_id
         at = sign_time(event)
-        self._note(elder.elder_id, sign, at, event.device_id)
+        changed = self._note(elder_id, sign, at, event.device_id)
+        if not (sign in ("door", "bed_exit") or changed):
+            if sign == "in_bed" and not in_window(at, *_DEFAULT_QUIET, self.tz):
+                # a radar reports presence all day: only the night's can move the deadline
+                # (profiles with other quiet hours get bed presence within the default ones)
+                return None
+            if not self._written.worth_writing(elder_id, at):
+                return None
+        th = known.thresholds
         if sign == "in_bed" and not in_window(at, th.quiet_start_h, th.quiet_end_h, self.tz):
-            return ()  # lying still by day is what this rule is for
-        deadline, where = self._plan(elder.elder_id, at, sign, th, clock.now_ms())
-        self._written.wrote(elder.elder_id, event.id, at, deadline.due_ms)
-        self._replan.discard(elder.elder_id)
+            return None  # lying still by day is what this rule is for
+        deadline, where = self._plan(elder_id, at, sign, th, event.received_ms)
+        self._written.wrote(elder_id, at, deadline.due_ms)
+        self._replan.discard(elder_id)
         payload = self._payload(deadline, where, sign, at, event.id, th)
-        out_since = self._out_since(elder.elder_id)
+        out_since = self._out_since(elder_id)
         if sign in ("door", "steps") and out_since is not None:
             payload["out_since_ms"] = out_since  # walking outside: still out of home
+        return SignSeen(event, sign, deadline.due_ms, payload)
+
+    def decide(self, seen: SignSeen, elder: ElderView, now_ms: int) -> Sequence[Decision]:
+        event, sign = seen.event, seen.sign
         decisions: list[Decision] = [
             ScheduleTimer(
-                f"{DEADLINE}:{elder.elder_id}", DEADLINE, deadline.due_ms, payload, replace=True
+                f"{DEADLINE}:{elder.elder_id}", DEADLINE, seen.due_ms, seen.payload, replace=True
             ),
             CancelTimer(f"{AWAY}:{elder.elder_id}"),
         ]
@@ -533,7 +583,7 @@ class InactivityDetector(Detector):
             ]
         return decisions
 
-    def on_timer(self, timer: DueTimer, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+    def on_timer(self, timer: DueTimer, elder: ElderView, now_ms: int) -> Sequence[Decision]:
         if timer.kind == ESCALATE:
             return self._escalate(timer, elder)
         if "inactivity" in elder.active:
@@ -546,7 +596,7 @@ class InactivityDetector(Detector):
             # signs within the write slack did not move the stored deadline: re-arm it from
             # the latest one instead of alerting (a restarted worker has no such memory and
             # fires at most one slack early, against thresholds of hours)
-            renewed, where = self._plan(elder.elder_id, latest, "motion", th, clock.now_ms())
+            renewed, where = self._plan(elder.elder_id, latest, "motion", th, now_ms)
             fresh = self._payload(renewed, where, "motion", latest, None, th)
             again = {**payload, **fresh, "event_id": payload.get("event_id")}
             if renewed.rule == NO_SIGN:
@@ -562,7 +612,7 @@ class InactivityDetector(Detector):
                 again["sign"] = "steps"
             else:
                 again["sign"] = "door"
-            if renewed.due_ms > clock.now_ms():
+            if renewed.due_ms > now_ms:
                 return [
                     ScheduleTimer(timer.timer_id, DEADLINE, renewed.due_ms, again, replace=True)
                 ]
@@ -639,7 +689,7 @@ class InactivityDetector(Detector):
             ScheduleTimer(
                 f"{ESCALATE}:{alert_id}",
                 ESCALATE,
-                clock.now_ms() + round(threshold_s * 1000),
+                now_ms + round(threshold_s * 1000),
                 {"alert_id": alert_id, "after_s": threshold_s},
             ),
         ]

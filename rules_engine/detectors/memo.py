@@ -1,11 +1,11 @@
 """Per-worker memory that keeps hot telemetry away from the database.
 
-Detectors see every sample in `wants()` (no I/O). Most samples change nothing: a
-motion report that pushes an inactivity deadline back by a few seconds, a battery
-level equal to the last one. These memos let `wants()` say no to them. They are only
-an optimisation: after a restart (empty memo) the first sample of each key goes to
-the database again. A redelivered event (same id) gets the answer it got the first
-time, so a transaction that failed and is retried is not skipped.
+Detectors see every sample they want in `observe()` (no I/O, once per event: the engine
+answers a redelivery with the observation it made the first time). Most samples change
+nothing: a motion report that pushes an inactivity deadline back by a few seconds, a
+battery level equal to the last one. This memory lets `observe()` return nothing for
+them. It is only an optimisation: after a restart (empty memory) the first sample of
+each key goes to the database again.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ class _Lru(Generic[V]):
 
 
 class _Deadline(msgspec.Struct, frozen=True, gc=False):
-    event_id: str
     due_ms: int
     span_ms: int  # due - sign time when it was written: the next due is about at + span
 
@@ -67,18 +66,18 @@ class DeadlineMemo:
         self.slack_fraction = slack_fraction
         self._last: _Lru[_Deadline] = _Lru(max_keys)
 
-    def worth_writing(self, key: str, at_ms: int, event_id: str) -> bool:
+    def worth_writing(self, key: str, at_ms: int) -> bool:
         """Would a sign at `at_ms` move the deadline by at least the slack?"""
         last = self._last.get(key)
-        if last is None or last.event_id == event_id:
+        if last is None:
             return True
         slack = self.slack_ms
         if self.slack_fraction is not None:
             slack = min(slack, int(last.span_ms * self.slack_fraction))
         return abs(at_ms + last.span_ms - last.due_ms) >= slack
 
-    def wrote(self, key: str, event_id: str, at_ms: int, due_ms: int) -> None:
-        self._last.put(key, _Deadline(event_id, due_ms, due_ms - at_ms))
+    def wrote(self, key: str, at_ms: int, due_ms: int) -> None:
+        self._last.put(key, _Deadline(due_ms, due_ms - at_ms))
 
     def forget(self, key: str) -> None:
         self._last.pop(key)
@@ -93,25 +92,16 @@ class Observation(msgspec.Struct, Generic[V], frozen=True, gc=False):
         return self.previous != self.current
 
 
-class _Seen(msgspec.Struct, Generic[V], frozen=True, gc=False):
-    event_id: str
-    observation: Observation[V]
-
-
 class ValueMemo(Generic[V]):
     """The last value seen per key, to act on changes only (worn, battery, flow band)."""
 
     def __init__(self, max_keys: int = MAX_KEYS) -> None:
-        self._seen: _Lru[_Seen[V]] = _Lru(max_keys)
+        self._seen: _Lru[V] = _Lru(max_keys)
 
-    def observe(self, key: str, value: V, event_id: str) -> Observation[V]:
-        """Record `value`; the same event observed again gets the same answer."""
-        seen = self._seen.get(key)
-        if seen is not None and seen.event_id == event_id:
-            return seen.observation
-        previous = seen.observation.current if seen is not None else None
-        observation = Observation(previous, value)
-        self._seen.put(key, _Seen(event_id, observation))
+    def observe(self, key: str, value: V) -> Observation[V]:
+        """Record `value`: what it was before, and now."""
+        observation = Observation(self._seen.get(key), value)
+        self._seen.put(key, value)
         return observation
 
 

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from carewatch.clock import Clock
 from carewatch.messages import Event
 from rules_engine.decisions import Annotate, CancelAlert, Decision
-from rules_engine.detectors.base import Detector, ElderView, open_or_repeat
+from rules_engine.detectors.base import ElderView, EventDetector, open_or_repeat
 
 RULE_PRESS = "sos.press"
 RULE_CANCEL = "sos.cancel"
 
 
-class SosDetector(Detector):
+class SosDetector(EventDetector):
     def wants(self, event: Event) -> bool:
         return event.type == "event" and event.event in ("sos", "sos_cancel")
 
-    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+    def decide(self, event: Event, elder: ElderView, now_ms: int) -> Sequence[Decision]:
         window_s = elder.thresholds.sos_cancel_window_s
         if event.event == "sos":
             return [

@@ -10,10 +10,11 @@ already open is escalated to critical then); the details say which sign, the rul
 "vitals.{sign}" and the threshold records the limits used.
 
 Cheap path: most samples are normal. A sample inside the screening band (normal under
-any care profile) ends its run in `wants()` without touching the database; only a
-sample outside it reaches `on_event`, where the elder's profile limits are read fresh.
-So a profile may widen the limits freely but not narrow them inside the screening band
-(the effective limit is clamped to it). Samples from a wristband that says it is not
+any care profile) ends its run in `observe()` without needing the profile; a sample
+outside it is judged against the elder's profile limits (the engine's known profile,
+at most 10 min old) and extends its run there; only a run that reached its sustain time
+reaches the database. So a profile may widen the limits freely but not narrow them
+inside the screening band (the effective limit is clamped to it). Samples from a wristband that says it is not
 worn are ignored.
 
 Runs live in this worker's memory (one owner per events shard): a restart starts every
@@ -26,12 +27,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from carewatch.clock import Clock
 from carewatch.messages import Event, Severity
 from rules_engine.decisions import Decision, OpenAlert
 from rules_engine.detectors.base import Detector, ElderView, open_or_repeat
 from rules_engine.detectors.escalation import escalation
-from rules_engine.detectors.streaming import EventMemo
 from rules_engine.fields import is_number
 from rules_engine.thresholds import Thresholds
 
@@ -106,6 +105,14 @@ SIGNS: tuple[Sign, ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class VitalsSeen:
+    """The signs whose run reached its sustain time with this sample."""
+
+    event: Event
+    sustained: tuple[Sustained, ...]
+
+
 @dataclass(slots=True)
 class Run:
     """Consecutive out-of-range samples of one sign from one device (device time)."""
@@ -119,7 +126,10 @@ class Run:
 class Sustained:
     sign: Sign
     value: float
-    run: Run
+    run: Run  # a copy: the detector's run goes on changing
+
+
+_SIGN_NAMES = tuple(sign.name for sign in SIGNS)
 
 
 def readings(event: Event) -> dict[str, float]:
@@ -134,45 +144,49 @@ def readings(event: Event) -> dict[str, float]:
     return found
 
 
-class VitalsDetector(Detector):
+class VitalsDetector(Detector[VitalsSeen]):
     def __init__(self) -> None:
         self._runs: dict[tuple[str, str], Run] = {}  # (device, sign)
-        self._memo: EventMemo[bool] = EventMemo()
 
     def wants(self, event: Event) -> bool:
-        values = readings(event)
-        if not values:
+        """Cheap: a sample naming a vital sign (observe() reads the values)."""
+        if event.type != "telemetry":
             return False
-        if event.id in self._memo:
-            return self._memo[event.id]
-        flagged = False
+        data = event.data
+        return any(name in data for name in _SIGN_NAMES)
+
+    def uses_profile(self, event: Event) -> bool:
+        values = readings(event)
+        return any(
+            not sign.screened_normal(values[sign.name]) for sign in SIGNS if sign.name in values
+        )
+
+    def observe(self, event: Event, known: ElderView | None) -> VitalsSeen | None:
+        values = readings(event)
+        sustained: list[Sustained] = []
         for sign in SIGNS:
             value = values.get(sign.name)
             if value is None:
                 continue
             if sign.screened_normal(value):
                 self._end_run(event, sign)
-            else:
-                flagged = True
-        return self._memo.put(event.id, flagged)
-
-    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
-        th = elder.thresholds
-        values = readings(event)
-        sustained: list[Sustained] = []
-        for sign in SIGNS:
-            value = values.get(sign.name)
-            if value is None or sign.screened_normal(value):
                 continue
+            if known is None:
+                raise ValueError("vitals: a sample outside the screening band needs the profile")
+            th = known.thresholds
             low, high = sign.limits(th)
             if not ((low is not None and value < low) or (high is not None and value > high)):
                 self._end_run(event, sign)
                 continue
             run = self._extend_run(event, sign, sign.extreme(value, th), th)
             if run is not None and run.last_ms - run.start_ms >= _ms(th, sign.sustain):
-                sustained.append(Sustained(sign, value, run))
-        if not sustained:
-            return []
+                copy = Run(run.start_ms, run.last_ms, run.extreme)
+                sustained.append(Sustained(sign, value, copy))
+        return VitalsSeen(event, tuple(sustained)) if sustained else None
+
+    def decide(self, seen: VitalsSeen, elder: ElderView, now_ms: int) -> Sequence[Decision]:
+        event, sustained = seen.event, list(seen.sustained)
+        th = elder.thresholds
         # one alert kind: the most serious sign names it, the details list them all
         worst = max(sustained, key=lambda s: (s.run.extreme, s.run.last_ms - s.run.start_ms))
         severity: Severity = "critical" if any(s.run.extreme for s in sustained) else "warning"
@@ -204,7 +218,7 @@ class VitalsDetector(Detector):
         t = event.device_time_ms
         run = self._runs.get(key)
         if run is not None and run.start_ms <= t <= run.last_ms:
-            return run  # seen already (a retried transaction) or late inside the run
+            return run  # late inside the run
         if run is not None and t < run.start_ms:
             return None
         if run is None or t - run.last_ms > _ms(th, "vitals_max_gap_s"):

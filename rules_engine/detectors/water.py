@@ -13,8 +13,8 @@ database (memo.ValueMemo), plus uses that move the no-use deadline.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from carewatch.clock import Clock
 from carewatch.messages import AlertKind, Event
 from rules_engine.decisions import (
     CancelTimer,
@@ -42,7 +42,15 @@ def _flow(event: Event) -> float | None:
     return float(raw) if is_number(raw) else None
 
 
-class WaterDetector(Detector):
+@dataclass(frozen=True, slots=True)
+class WaterSeen:
+    event: Event
+    in_use: bool
+    over: bool  # over the continuous-flow rate
+    previously_over: bool | None  # None: this worker had not seen the meter
+
+
+class WaterDetector(Detector[WaterSeen]):
     timer_kinds = frozenset({NONE, FLOW})
 
     def __init__(self, flow_lpm: float = FLOW_LPM, use_min_lpm: float = WATER_USE_MIN_LPM) -> None:
@@ -51,27 +59,37 @@ class WaterDetector(Detector):
         self._band: ValueMemo[tuple[bool, bool]] = ValueMemo()  # (in use, over the rate)
         self._written = DeadlineMemo()
 
-    def _observe(self, event: Event, flow: float) -> tuple[bool, bool, bool, bool | None]:
-        """(in use, over the rate, band changed, previously over the rate)."""
-        band = (flow > self.use_min_lpm, flow > self.flow_lpm)
-        seen = self._band.observe(event.device_id, band, event.id)
-        previous_over = seen.previous[1] if seen.previous is not None else None
-        return band[0], band[1], seen.changed, previous_over
-
     def wants(self, event: Event) -> bool:
-        flow = _flow(event)
-        if flow is None:
-            return False
-        in_use, _over, changed, _prev = self._observe(event, flow)
-        if changed:
-            return True
-        return in_use and self._written.worth_writing(event.elder_id, sign_time(event), event.id)
+        return _flow(event) is not None
 
-    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+    def uses_profile(self, event: Event) -> bool:
+        flow = _flow(event)
+        return flow is not None and flow > self.use_min_lpm  # water_none_s, for the memory
+
+    def observe(self, event: Event, known: ElderView | None) -> WaterSeen | None:
+        """Band changes, and uses that move the no-use deadline by the slack or more."""
         flow = _flow(event)
         if flow is None:
-            return ()
-        in_use, over, _changed, previously_over = self._observe(event, flow)
+            return None
+        band = (flow > self.use_min_lpm, flow > self.flow_lpm)
+        seen = self._band.observe(event.device_id, band)
+        in_use, over = band
+        previously_over = seen.previous[1] if seen.previous is not None else None
+        at = sign_time(event)
+        if not seen.changed and not (in_use and self._written.worth_writing(event.elder_id, at)):
+            return None
+        if in_use and known is not None:
+            none_due = at + round(known.thresholds.water_none_s * 1000)
+            self._written.wrote(event.elder_id, at, none_due)
+        return WaterSeen(event, in_use, over, previously_over)
+
+    def decide(self, seen: WaterSeen, elder: ElderView, now_ms: int) -> Sequence[Decision]:
+        event, in_use, over, previously_over = (
+            seen.event,
+            seen.in_use,
+            seen.over,
+            seen.previously_over,
+        )
         th = elder.thresholds
         at = sign_time(event)
         payload: dict[str, object] = {"device_id": event.device_id, "since_ms": at}
@@ -81,7 +99,6 @@ class WaterDetector(Detector):
             decisions.append(
                 ScheduleTimer(f"{NONE}:{elder.elder_id}", NONE, none_due, payload, replace=True)
             )
-            self._written.wrote(elder.elder_id, event.id, at, none_due)
             decisions += resolve_if_active(elder, "water_none", "water.use_again", event.id)
         else:  # a meter is here: arm the no-use deadline unless one is running
             decisions.append(ScheduleTimer(f"{NONE}:{elder.elder_id}", NONE, none_due, payload))
@@ -96,7 +113,7 @@ class WaterDetector(Detector):
             decisions += resolve_if_active(elder, "water_flow", "water.flow_stopped", event.id)
         return decisions
 
-    def on_timer(self, timer: DueTimer, elder: ElderView, clock: Clock) -> Sequence[Decision]:
+    def on_timer(self, timer: DueTimer, elder: ElderView, now_ms: int) -> Sequence[Decision]:
         kind: AlertKind = "water_none" if timer.kind == NONE else "water_flow"
         if kind in elder.active:
             return ()

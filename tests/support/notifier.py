@@ -18,7 +18,7 @@ import psycopg
 import redis.asyncio as aioredis
 
 from carewatch.alerts import change_id
-from carewatch.bus import ALERTS_STREAM, make_broker, publish
+from carewatch.bus import ALERTS_STREAM, make_bus
 from carewatch.messages import AlertChange, encode
 from carewatch.settings import Settings
 from harness.services import await_until
@@ -121,13 +121,13 @@ def query(dsn: str, sql: str, *args: object) -> list[tuple[Any, ...]]:
 
 
 async def publish_changes(settings: Settings, *changes: AlertChange) -> None:
-    broker = make_broker(settings)
-    await broker.connect()
+    bus = make_bus(settings)
+    await bus.start()
     try:
         for c in changes:
-            await publish(broker, ALERTS_STREAM, encode(c))
+            await bus.publish(ALERTS_STREAM, encode(c))
     finally:
-        await broker.stop()
+        await bus.stop()
 
 
 async def group_state(settings: Settings) -> dict[str, Any] | None:

@@ -113,30 +113,28 @@ class Feed:
 class Bus:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker = bus.make_broker(settings)
+        self.bus = bus.make_bus(settings)
         self.feed = Feed()
 
         async def collect(body: bytes) -> None:
             self.feed.deliveries.append(decode_alert_change(body))
 
-        bus.subscribe(
-            self.broker, bus.ALERTS_STREAM, group="test-feed", consumer="feed", handler=collect
-        )
+        self.bus.subscribe(bus.ALERTS_STREAM, group="test-feed", consumer="feed", handler=collect)
 
     async def send(self, *events: Event | bytes) -> None:
         for e in events:
             body = e if isinstance(e, bytes) else encode(e)
-            await bus.publish(
-                self.broker, bus.events_stream(bus.shard_of(ELDER, self.settings.bus_shards)), body
+            await self.bus.publish(
+                bus.events_stream(bus.shard_of(ELDER, self.settings.bus_shards)), body
             )
 
 
 @pytest.fixture
 async def bus_io(rules_settings: Settings) -> AsyncIterator[Bus]:
     b = Bus(rules_settings)
-    await bus.start(b.broker)  # the feed's group exists before any change is published
+    await b.bus.start()  # the feed's group exists before any change is published
     yield b
-    await bus.stop(b.broker)
+    await b.bus.stop()
 
 
 class OffsetClock:

@@ -12,7 +12,7 @@ The detector works in two stages:
 1. **candidates** (physics, no learning): every impact, a peak of |a| of at least
    `impact_g` that is the highest within `impact_cluster_ms`, is described once
    `decide_after_ms` of signal has followed it, by the cues of
-   `rules_engine.detectors.fall_features` (impact against the arm's own activity, free
+   `rules_engine.detectors.fall.features` (impact against the arm's own activity, free
    fall, stillness relative to the activity before, final posture, other hits around it);
 2. **decision** (learned): a logistic regression trained on the dev recordings
    (`fall_model.json`, trained reproducibly by `carewatch eval falls --train`) turns the
@@ -44,8 +44,8 @@ import numpy as np
 import numpy.typing as npt
 
 from carewatch.messages import AccelWindow
-from rules_engine.detectors.fall_features import FeatureWindows, feature_vector, impact_features
-from rules_engine.detectors.fall_model import FallModel, shipped_model
+from rules_engine.detectors.fall.features import FeatureWindows, feature_vector, impact_features
+from rules_engine.detectors.fall.model import FallModel, shipped_model
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -211,7 +211,7 @@ def _summary(features: dict[str, float], probability: float) -> dict[str, float]
     return out
 
 
-class AccelFallDetector:
+class FallSignalModel:
     """Streaming fall detector for one device: feed chunks in device-time order."""
 
     def __init__(

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from rules_engine.detectors.fall_features import FEATURE_NAMES, FeatureWindows, FloatArray
+from rules_engine.detectors.fall.features import FEATURE_NAMES, FeatureWindows, FloatArray
 
 MODEL_PATH = Path(__file__).with_name("fall_model.json")
 

@@ -13,25 +13,22 @@ and before the confirmation timer is recorded on the pending alert ("moved"; ste
 as "walked"); when the timer confirms an alert without movement, the confidence is
 raised again (stillness as one more independent source) and it stays critical.
 
-Movement does not cancel a fall a device flagged: only "I'm OK" does (device_fall),
+Movement does not cancel a fall a device flagged: only "I'm OK" does (detector.py),
 because a person can crawl and still need help. A fall seen ONLY by the server-side
 accelerometer that is followed by walking (steps counted between two reports after it)
-is cancelled at the timer instead ("fall.moved_normally", kept as a cancelled alert):
+is cancelled at the timer instead (confirmation.py, kept as a cancelled alert):
 the accelerometer alone false-alarms on hard hits such as clapping, and someone who
 walks on did not stay down. PIR motion alone does not cancel it (crawling, a visitor).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from carewatch.clock import Clock
 from carewatch.messages import Event
 from rules_engine.decisions import (
-    CancelAlert,
-    ConfirmAlert,
     Decision,
     OpenAlert,
     RepeatAlert,
@@ -39,13 +36,10 @@ from rules_engine.decisions import (
     UpdateAlert,
     alert_id_for,
 )
-from rules_engine.detectors.base import ActiveAlert, Detector, ElderView
-from rules_engine.detectors.streaming import EventMemo
+from rules_engine.detectors.base import ActiveAlert, ElderView
 from rules_engine.fields import is_integer
 
-TIMER_KIND = "fall-confirm"
-RULE_CONFIRM = "fall.confirm_window"
-RULE_MOVED = "fall.moved_normally"
+TIMER_KIND = "fall-confirm"  # the confirmation timer a pending fall opens with
 ACCEL_SOURCE = "accel"  # the accelerometer detector's source name
 Movement = Literal["motion", "steps"]
 
@@ -54,7 +48,6 @@ Movement = Literal["motion", "steps"]
 # they count as a coin toss that leans to a fall; the accelerometer detector reports its
 # own per-detection confidence.
 SOURCE_CONFIDENCE = {"wristband_flag": 0.6, "radar_flag": 0.6}
-STILLNESS_CONFIDENCE = 0.5  # no movement during the confirmation window
 FALL_HINT_MS = 10 * 60 * 1000  # how long after a fall movement is worth a transaction
 
 
@@ -77,7 +70,7 @@ def flag_source(event: Event) -> str:
 def open_or_fuse(
     event: Event,
     elder: ElderView,
-    clock: Clock,
+    now_ms: int,
     *,
     source: str,
     rule: str,
@@ -103,7 +96,7 @@ def open_or_fuse(
         if confirm_window_s is not None and window_s > 0:  # 0: the profile wants no wait
             window_s = confirm_window_s
         opening = _Opening(source, rule, confidence, threshold, entry, round(window_s * 1000))
-        return _open(event, clock, opening)
+        return _open(event, now_ms, opening)
     repeat = RepeatAlert(
         alert_id=active.alert_id,
         kind="fall",
@@ -111,7 +104,7 @@ def open_or_fuse(
         device_id=event.device_id,
         device_time_ms=event.device_time_ms,
     )
-    sources = dict(_sources(active))
+    sources = dict(sources_of(active))
     window_ms = elder.thresholds.fall_fusion_window_ms
     if source in sources or abs(event.device_time_ms - active.device_time_ms) > window_ms:
         return [repeat]
@@ -130,7 +123,7 @@ class _Opening:
     window_ms: int
 
 
-def _open(event: Event, clock: Clock, o: _Opening) -> list[Decision]:
+def _open(event: Event, now_ms: int, o: _Opening) -> list[Decision]:
     window_ms = o.window_ms
     opened = OpenAlert(
         alert_id=alert_id_for("fall", event.id),
@@ -150,42 +143,23 @@ def _open(event: Event, clock: Clock, o: _Opening) -> list[Decision]:
     timer = ScheduleTimer(
         timer_id=confirm_timer_id(opened.alert_id),
         kind=TIMER_KIND,
-        due_ms=clock.now_ms() + window_ms,
+        due_ms=now_ms + window_ms,
         payload={"alert_id": opened.alert_id},
     )
     return [opened, timer]
 
 
-def _sources(active: ActiveAlert) -> Mapping[str, object]:
+def sources_of(active: ActiveAlert) -> Mapping[str, object]:
     sources = active.details.get("sources")
     return sources if isinstance(sources, Mapping) else {}
-
-
-def confirm(active: ActiveAlert, timer_id: str) -> ConfirmAlert | CancelAlert:
-    """The confirmation window ran out: stillness (no recorded movement) raises the
-    confidence; movement leaves it as the sources made it; an accelerometer-only fall
-    followed by walking is cancelled (moved normally afterwards)."""
-    walked = active.details.get("walked")
-    if walked and set(_sources(active)) == {ACCEL_SOURCE}:
-        details = {"reason": "moved_normally_afterwards", "walked": walked}
-        return CancelAlert(active.alert_id, "fall", RULE_MOVED, timer_id, details)
-    moved = active.details.get("moved")
-    if moved:
-        return ConfirmAlert(
-            active.alert_id, "fall", RULE_CONFIRM, timer_id, details={"moved": True}
-        )
-    raised = fuse(active.confidence, STILLNESS_CONFIDENCE)
-    return ConfirmAlert(
-        active.alert_id, "fall", RULE_CONFIRM, timer_id, raised, details={"moved": False}
-    )
 
 
 # --- movement after a fall -----------------------------------------------------------
 
 
 class RecentFalls:
-    """Elders with a fall in the last minutes (device time), shared by the fall
-    detectors, so that movement telemetry touches the database only when it matters.
+    """Elders with a fall in the last minutes (device time), so that movement telemetry
+    touches the database only when it matters.
 
     In memory: after a restart, movement during a fall's window is not recorded and the
     alert is confirmed as still, with the raised confidence. It was critical already and
@@ -209,32 +183,22 @@ class RecentFalls:
         return at if device_ms >= at else None
 
 
-class FallMovementDetector(Detector):
-    """Records movement (motion, rising steps) on the elder's pending fall alert:
-    the first movement as "moved", the first steps as "walked"."""
+def is_movement_sample(event: Event) -> bool:
+    """Telemetry that may show movement: motion, or a step counter."""
+    return event.data.get("motion") is True or is_integer(event.data.get("steps"))
+
+
+class MovementWatch:
+    """Movement (motion, rising steps) after an elder's recent fall, per device."""
 
     def __init__(self, recent: RecentFalls) -> None:
         self._recent = recent
         self._last_steps: dict[str, tuple[int, int]] = {}  # device -> (device ms, steps)
-        self._memo: EventMemo[Movement | None] = EventMemo()
 
-    def wants(self, event: Event) -> bool:
-        if event.type == "event" and event.event == "fall":
-            self._recent.saw_fall(event.elder_id, event.device_time_ms)  # observe only
-            return False
-        if event.type != "telemetry":
-            return False
-        return self._movement(event) is not None
-
-    def _movement(self, event: Event) -> Movement | None:
-        if event.id in self._memo:
-            return self._memo[event.id]
-        fell_at = self._recent.fell_at(event.elder_id, event.device_time_ms)
-        return self._memo.put(event.id, self._moved_since(event, fell_at))
-
-    def _moved_since(self, event: Event, fell_at: int | None) -> Movement | None:
+    def observe(self, event: Event) -> Movement | None:
         """Motion, or steps counted between two samples both taken after the fall (the
         counter is cumulative: the first rise after a fall may be the walk before it)."""
+        fell_at = self._recent.fell_at(event.elder_id, event.device_time_ms)
         steps = event.data.get("steps")
         last = self._last_steps.get(event.device_id)
         if is_integer(steps):
@@ -249,19 +213,21 @@ class FallMovementDetector(Detector):
             return None
         return "steps" if last[0] >= fell_at and steps > last[1] else None
 
-    def on_event(self, event: Event, elder: ElderView, clock: Clock) -> Sequence[Decision]:
-        active = elder.active.get("fall")
-        how = self._movement(event)
-        if active is None or active.status != "pending" or how is None:
-            return []
-        if event.device_time_ms < active.device_time_ms:
-            return []  # movement before the fall says nothing about after it
-        seen = {"event_id": event.id, "device_id": event.device_id, "how": how}
-        news: dict[str, object] = {}
-        if not active.details.get("moved"):
-            news["moved"] = seen
-        if how == "steps" and not active.details.get("walked"):
-            news["walked"] = seen
-        if not news:
-            return []
-        return [UpdateAlert(active.alert_id, "movement", None, news)]
+
+def movement_decisions(event: Event, how: Movement, elder: ElderView) -> list[Decision]:
+    """Record movement on the elder's pending fall: the first movement as "moved", the
+    first steps as "walked"."""
+    active = elder.active.get("fall")
+    if active is None or active.status != "pending":
+        return []
+    if event.device_time_ms < active.device_time_ms:
+        return []  # movement before the fall says nothing about after it
+    seen = {"event_id": event.id, "device_id": event.device_id, "how": how}
+    news: dict[str, object] = {}
+    if not active.details.get("moved"):
+        news["moved"] = seen
+    if how == "steps" and not active.details.get("walked"):
+        news["walked"] = seen
+    if not news:
+        return []
+    return [UpdateAlert(active.alert_id, "movement", None, news)]
