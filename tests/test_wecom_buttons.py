@@ -5,7 +5,8 @@ app, which acknowledges and updates every card to "已由XX处理"."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
@@ -16,7 +17,7 @@ from harness.services import await_until
 from notifier.channels.wecom import card_handled_text
 from notifier.metrics import PROVIDER_CALLBACKS
 from notifier.wecom_callback import parse_event
-from tests.fake_provider_server import running_fake_providers
+from tests.fake_provider_server import RunningFakeProviders, running_fake_providers
 from tests.support.notifier import (
     GRID_WORKER_ID,
     change,
@@ -35,9 +36,23 @@ def _forbidden() -> float:
     return PROVIDER_CALLBACKS.labels("wecom_card", "forbidden")._value.get()
 
 
-async def test_button_press_acknowledges_once_and_every_card_says_who(
+def _cards(dsn: str, alert_id: str) -> list[str]:
+    """The WeCom users an alert card was sent to (WeCom answered a response_code)."""
+    rows = query(
+        dsn,
+        "SELECT address FROM notifications WHERE alert_id = %s AND channel = 'wecom'"
+        " AND purpose = 'alert' AND card_response_code IS NOT NULL ORDER BY id",
+        alert_id,
+    )
+    return [str(r[0]) for r in rows]
+
+
+@contextlib.asynccontextmanager
+async def alert_with_cards(
     settings: Settings,
-) -> None:
+) -> AsyncIterator[tuple[RunningFakeProviders, str, list[str]]]:
+    """An SOS alert sent as WeCom cards to (at least) two users, with the notifier and
+    the callbacks app running: (the fake providers, the alert id, the card users)."""
     dsn = settings.database_url
     seed_registry(dsn)
     alert_id = insert_alert(dsn)
@@ -46,83 +61,79 @@ async def test_button_press_acknowledges_once_and_every_card_says_who(
         async with running_callbacks(s), running_notifier(s):
             await publish_changes(s, change(alert_id))
 
-            def cards() -> list[tuple[Any, ...]]:
-                return query(
-                    dsn,
-                    "SELECT address, recipient_id FROM notifications WHERE alert_id = %s"
-                    " AND channel = 'wecom' AND purpose = 'alert'"
-                    " AND card_response_code IS NOT NULL ORDER BY id",
-                    alert_id,
-                )
-
             async def two_cards() -> bool:
-                return len(cards()) >= 2
+                return len(_cards(dsn, alert_id)) >= 2
 
             await await_until(two_cards, 15, "alert cards sent to two WeCom users")
-            users = [str(r[0]) for r in cards()]
-            assert "zhangsan" in users
-            other = next(u for u in users if u != "zhangsan")
+            yield fake, alert_id, _cards(dsn, alert_id)
 
-            # a push with a wrong signature is refused, counted, and changes nothing
-            before = _forbidden()
-            assert await fake.wecom_press("zhangsan", "acknowledge", forge=True) == [403]
-            assert _forbidden() == before + 1
-            assert query(dsn, "SELECT status FROM alerts") == [("open",)]
 
-            # the press, pushed twice (WeCom retries): one acknowledgement
-            assert await fake.wecom_press("zhangsan", "acknowledge", twice=True) == [200, 200]
-            assert query(dsn, "SELECT status, acknowledged_by FROM alerts") == [
-                ("acknowledged", f"grid_worker:{GRID_WORKER_ID}")
-            ]
-            acks = query(
-                dsn,
-                "SELECT count(*) FROM alert_events WHERE alert_id = %s AND action = 'acknowledged'",
-                alert_id,
-            )
-            assert acks == [(1,)]
-            assert query(dsn, "SELECT count(*) FROM ack_uses WHERE token_id LIKE 'wecom:%%'") == [
-                (1,)
-            ]
+async def test_button_press_acknowledges_once_and_every_card_says_who(
+    settings: Settings,
+) -> None:
+    dsn = settings.database_url
+    async with alert_with_cards(settings) as (fake, alert_id, users):
+        assert "zhangsan" in users
+        other = next(u for u in users if u != "zhangsan")
 
-            def updates(user: str) -> list[str]:
-                return [
-                    str(r.text)
-                    for r in fake.state.book.select(provider="wecom")
-                    if r.template_code == "update_template_card"
-                    and r.outcome == "delivered"
-                    and r.address == user
-                ]
+        # a push with a wrong signature is refused, counted, and changes nothing
+        before = _forbidden()
+        assert await fake.wecom_press("zhangsan", "acknowledge", forge=True) == [403]
+        assert _forbidden() == before + 1
+        assert query(dsn, "SELECT status FROM alerts") == [("open",)]
 
-            async def all_updated() -> bool:
-                return all(updates(u) for u in users)
+        # the press, pushed twice (WeCom retries): one acknowledgement
+        assert await fake.wecom_press("zhangsan", "acknowledge", twice=True) == [200, 200]
+        assert query(dsn, "SELECT status, acknowledged_by FROM alerts") == [
+            ("acknowledged", f"grid_worker:{GRID_WORKER_ID}")
+        ]
+        acks = query(
+            dsn,
+            "SELECT count(*) FROM alert_events WHERE alert_id = %s AND action = 'acknowledged'",
+            alert_id,
+        )
+        assert acks == [(1,)]
+        assert query(dsn, "SELECT count(*) FROM ack_uses WHERE token_id LIKE 'wecom:%%'") == [(1,)]
 
-            await await_until(all_updated, 15, "every card updated")
-            for user in users:
-                assert updates(user) == [card_handled_text(HANDLER)], user
-
-            # someone else presses later: nothing changes, their card says who has it
-            assert await fake.wecom_press(other, "acknowledge") == [200]
-
-            async def other_told() -> bool:
-                return len(updates(other)) == 2
-
-            await await_until(other_told, 15, "the later presser's card updated")
-            assert updates(other)[-1] == "已由张三（网格员）处理"
-            assert query(dsn, "SELECT status, acknowledged_by FROM alerts") == [
-                ("acknowledged", f"grid_worker:{GRID_WORKER_ID}")
-            ]
-            assert query(
-                dsn,
-                "SELECT outcome, count(*) FROM provider_receipts WHERE kind = 'wecom_card'"
-                " GROUP BY outcome ORDER BY outcome",
-            ) == [("acknowledge", 1), ("beaten", 1)]
-            # each response_code was spent once: no refused update
-            refused = [
-                r
+        def updates(user: str) -> list[str]:
+            return [
+                str(r.text)
                 for r in fake.state.book.select(provider="wecom")
-                if r.template_code == "update_template_card" and r.outcome != "delivered"
+                if r.template_code == "update_template_card"
+                and r.outcome == "delivered"
+                and r.address == user
             ]
-            assert refused == []
+
+        async def all_updated() -> bool:
+            return all(updates(u) for u in users)
+
+        await await_until(all_updated, 15, "every card updated")
+        for user in users:
+            assert updates(user) == [card_handled_text(HANDLER)], user
+
+        # someone else presses later: nothing changes, their card says who has it
+        assert await fake.wecom_press(other, "acknowledge") == [200]
+
+        async def other_told() -> bool:
+            return len(updates(other)) == 2
+
+        await await_until(other_told, 15, "the later presser's card updated")
+        assert updates(other)[-1] == "已由张三（网格员）处理"
+        assert query(dsn, "SELECT status, acknowledged_by FROM alerts") == [
+            ("acknowledged", f"grid_worker:{GRID_WORKER_ID}")
+        ]
+        assert query(
+            dsn,
+            "SELECT outcome, count(*) FROM provider_receipts WHERE kind = 'wecom_card'"
+            " GROUP BY outcome ORDER BY outcome",
+        ) == [("acknowledge", 1), ("beaten", 1)]
+        # each response_code was spent once: no refused update
+        refused = [
+            r
+            for r in fake.state.book.select(provider="wecom")
+            if r.template_code == "update_template_card" and r.outcome != "delivered"
+        ]
+        assert refused == []
 
 
 async def test_cards_of_an_alert_acknowledged_elsewhere_are_updated_once(
@@ -131,57 +142,36 @@ async def test_cards_of_an_alert_acknowledged_elsewhere_are_updated_once(
     """Acknowledged another way (here straight in the table: the page, an SMS reply, key 1
     and the operator all end the same): the callbacks app's sweep updates every card."""
     dsn = settings.database_url
-    seed_registry(dsn)
-    alert_id = insert_alert(dsn)
-    async with running_fake_providers(receipt_settings(settings)) as fake:
-        s = fake.settings
-        async with running_callbacks(s), running_notifier(s):
-            await publish_changes(s, change(alert_id))
+    async with alert_with_cards(settings) as (fake, alert_id, users):
 
-            def cards() -> list[str]:
-                rows = query(
-                    dsn,
-                    "SELECT address FROM notifications WHERE alert_id = %s AND channel = 'wecom'"
-                    " AND purpose = 'alert' AND card_response_code IS NOT NULL",
-                    alert_id,
+        def acknowledge() -> None:
+            with psycopg.connect(dsn) as conn:
+                conn.execute(
+                    "UPDATE alerts SET status = 'acknowledged', acknowledged_by = %s WHERE id = %s",
+                    (f"grid_worker:{GRID_WORKER_ID}", alert_id),
                 )
-                return [str(r[0]) for r in rows]
 
-            async def two_cards() -> bool:
-                return len(cards()) >= 2
+        await asyncio.to_thread(acknowledge)
 
-            await await_until(two_cards, 15, "alert cards sent")
-            users = cards()
+        def updates() -> list[tuple[str | None, str | None]]:
+            return [
+                (r.address, r.text)
+                for r in fake.state.book.select(provider="wecom")
+                if r.template_code == "update_template_card"
+            ]
 
-            def acknowledge() -> None:
-                with psycopg.connect(dsn) as conn:
-                    conn.execute(
-                        "UPDATE alerts SET status = 'acknowledged', acknowledged_by = %s"
-                        " WHERE id = %s",
-                        (f"grid_worker:{GRID_WORKER_ID}", alert_id),
-                    )
+        async def all_updated() -> bool:
+            return {a for a, _ in updates()} >= set(users)
 
-            await asyncio.to_thread(acknowledge)
-
-            def updates() -> list[tuple[str | None, str | None]]:
-                return [
-                    (r.address, r.text)
-                    for r in fake.state.book.select(provider="wecom")
-                    if r.template_code == "update_template_card"
-                ]
-
-            async def all_updated() -> bool:
-                return {a for a, _ in updates()} >= set(users)
-
-            await await_until(all_updated, 15, "the sweep to update every card")
-            assert sorted(updates()) == sorted((u, card_handled_text(HANDLER)) for u in users)
-            pending = query(
-                dsn,
-                "SELECT count(*) FROM notifications WHERE alert_id = %s"
-                " AND card_response_code IS NOT NULL AND card_updated_at IS NULL",
-                alert_id,
-            )
-            assert pending == [(0,)]
+        await await_until(all_updated, 15, "the sweep to update every card")
+        assert sorted(updates()) == sorted((u, card_handled_text(HANDLER)) for u in users)
+        pending = query(
+            dsn,
+            "SELECT count(*) FROM notifications WHERE alert_id = %s"
+            " AND card_response_code IS NOT NULL AND card_updated_at IS NULL",
+            alert_id,
+        )
+        assert pending == [(0,)]
 
 
 @pytest.mark.unit
