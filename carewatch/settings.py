@@ -334,6 +334,15 @@ class Settings(BaseSettings):
     wecom_corp_id: str = "demo-corp"
     wecom_corp_secret: SecretStr = SecretStr("demo-corp-secret")
     wecom_agent_id: int = 1000002
+    wecom_callback_token: SecretStr = Field(
+        SecretStr("demo-callback-token"),
+        description="the Token of the app's 接收消息 (callback) settings: signs WeCom's pushes",
+    )
+    wecom_encoding_aes_key: SecretStr = Field(
+        SecretStr("ZGVtby1vbmx5LWVuY29kaW5nLWFlcy1rZXktMzJieXQ"),
+        description="the EncodingAESKey (43 characters) of the app's 接收消息 settings:"
+        " decrypts WeCom's pushes",
+    )
     provider_timeout_s: float = Field(5.0, gt=0)
 
     # --- device gateways (gateways/, docs/gateways.md) ------------------------------
@@ -423,7 +432,13 @@ ROOT_SECRET_MIN_CHARS = 16
 # provider endpoint setting -> the credentials it needs when it is a real provider
 PROVIDER_CREDENTIALS = {
     "aliyun_sms_endpoint": ("aliyun_access_key_id", "aliyun_access_key_secret"),
-    "wecom_base_url": ("wecom_corp_id", "wecom_corp_secret"),
+    # the callback keys too: with the repository's demo values anyone could forge a press
+    "wecom_base_url": (
+        "wecom_corp_id",
+        "wecom_corp_secret",
+        "wecom_callback_token",
+        "wecom_encoding_aes_key",
+    ),
 }
 
 

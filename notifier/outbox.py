@@ -375,8 +375,16 @@ class OutboxSender:
                 await conn.execute(
                     "UPDATE notifications SET status = CASE WHEN status = 'pending'"
                     " AND attempt_started_at IS NOT NULL THEN 'sent' ELSE status END, sent_at = %s, provider_message_id = %s,"
+                    " card_task_id = coalesce(%s, card_task_id),"
+                    " card_response_code = coalesce(%s, card_response_code),"
                     " last_error = NULL, attempt_started_at = NULL WHERE id = %s",
-                    (timeline.from_ms(now), result.provider_message_id, row.id),
+                    (
+                        timeline.from_ms(now),
+                        result.provider_message_id,
+                        result.card_task_id,
+                        result.card_response_code,
+                        row.id,
+                    ),
                 )
             elif outcome == "retry":
                 delay = retry_delay_s(

@@ -19,6 +19,7 @@ A key 1 (我来处理) pressed in an alert call, or a reply "1" to the alert SMS
 the alert through the ack link's own transaction (`notifier.ack_app.apply_action`), as if
 the person had tapped the link: the others are told who is handling it, the wristband
 that help is coming. A reply "2" is the link's 误报. A reply gets a short answer by SMS.
+A press of a WeCom card's 我来处理 button is served here too (`notifier.wecom_callback`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from carewatch.http_serve import serve_until
 from carewatch.messages import AlertChange
 from carewatch.metrics import serve_metrics
 from carewatch.settings import Settings
-from notifier import receipts
+from notifier import receipts, wecom_callback
 from notifier.ack_app import Replay, apply_action
 from notifier.ack_links import AckClaim
 from notifier.channels.base import Message
@@ -75,9 +76,13 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             bus = make_bus(settings)
             await bus.start()
             state["parts"], state["bus"] = parts, bus
+            stop_sweep = asyncio.Event()  # WeCom cards of alerts acknowledged elsewhere
+            sweep = asyncio.create_task(wecom_callback.CardUpdater(lambda: parts).run(stop_sweep))
             try:
                 yield
             finally:
+                stop_sweep.set()
+                await sweep
                 if answering:  # answers to replies still being sent
                     await asyncio.gather(*answering, return_exceptions=True)
                 await bus.stop()
@@ -192,6 +197,12 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             return
         if not result.ok:
             log.warning("answer to an sms reply not sent", extra={"error": result.error})
+
+    async def _publish(change: AlertChange) -> None:
+        await AlertPublisher(_bus(), parts().pool).publish([change])
+
+    # WeCom's card button presses (their own signature scheme, their own module)
+    wecom_callback.add_routes(app, settings, clock, parts, _publish, answering)
 
     @app.post(PREFIX + "/sms-report")
     async def sms_report(secret: str, request: Request) -> JSONResponse:

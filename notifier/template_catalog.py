@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from notifier import ack_app, receipts
+from notifier.channels import wecom
 from notifier.channels.base import Purpose
 from notifier.channels.templates import render_body, render_card_text, render_title
 from notifier.content import ALERT_CLOSED_TEXT, HELP_COMING_TEXT
@@ -90,7 +91,9 @@ def rows() -> list[tuple[str, str, str]]:
     dispatched = {**EXAMPLE, "note": "请带上轮椅"}
     found += [
         ("wecom.title", "a new alert's card title", render_title("alert", EXAMPLE)),
-        ("wecom.alert", "a new alert's card (link behind its button)", render_card_text("alert", EXAMPLE)),
+        ("wecom.alert", "a new alert's template card (the ack link behind the card and its 误报 button)", render_card_text("alert", EXAMPLE)),
+        ("wecom.buttons", "the alert card's buttons", " / ".join(wecom.CARD_BUTTONS.values())),
+        ("wecom.card_handled", "every alert card's buttons, once someone acknowledged", wecom.card_handled_text("张三（网格员）")),
         ("wecom.alert", "the card a dispatched person gets, with the note", render_card_text("alert", dispatched)),
         ("wecom.title", "a 'handled' card title", render_title("handled", EXAMPLE)),
         ("wecom.title", "a 'closed' card title", render_title("closed", EXAMPLE)),

@@ -83,6 +83,17 @@ class RunningFakeProviders:
         body = {"phone": phone, "content": content}
         (await self.http.post("/_control/sms_reply", json=body)).raise_for_status()
 
+    async def wecom_press(
+        self, userid: str, key: str, *, twice: bool = False, forge: bool = False
+    ) -> list[int]:
+        """`userid` presses the button `key` of their latest WeCom card: the fake pushes
+        the template_card_event; returns the HTTP status of each push."""
+        body = {"userid": userid, "key": key, "twice": twice, "forge": forge}
+        response = await self.http.post("/_control/wecom_press", json=body)
+        response.raise_for_status()
+        statuses: list[int] = response.json()["statuses"]
+        return statuses
+
     async def push_twice(self, on: bool = True) -> None:
         (await self.http.post("/_control/push_twice", params={"on": on})).raise_for_status()
 

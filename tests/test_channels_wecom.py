@@ -10,12 +10,15 @@ from pydantic import SecretStr
 
 from notifier.channels.base import Message
 from notifier.channels.wecom import (
+    CARD_TEXT_MAX_CHARS,
+    CARD_TITLE_MAX_CHARS,
     DESCRIPTION_MAX_BYTES,
     TITLE_MAX_BYTES,
     WeComChannel,
     build_payload,
     interpret_reply,
     reference_of,
+    task_id_of,
 )
 from tests.fake_provider_server import (
     RunningFakeProviders,
@@ -62,11 +65,19 @@ async def test_token_is_fetched_once_and_reused(
     assert first.provider_message_id != second.provider_message_id
     assert (await fake.stats())["wecom"]["gettoken_calls"] == 1
     card = (await fake.records("wecom"))[0]
-    assert card["outcome"] == "delivered" and card["template_code"] == "textcard"
+    assert card["outcome"] == "delivered" and card["template_code"] == "template_card"
     assert card["address"] == "liming"
     assert card["params"]["agentid"] == fake.settings.wecom_agent_id
-    assert card["params"]["textcard"]["url"] == PARAMS["link"]
-    assert card["params"]["textcard"]["btntxt"] == "处理"
+    template = card["params"]["template_card"]
+    assert template["card_type"] == "button_interaction"
+    assert template["task_id"] == task_id_of("k1") == first.card_task_id
+    assert template["card_action"] == {"type": 1, "url": PARAMS["link"]}
+    # 我来处理 is pressed in WeCom (a callback); 误报 opens the page (confirmation, reason)
+    assert [(b["text"], b.get("key"), b.get("url")) for b in template["button_list"]] == [
+        ("我来处理", "acknowledge", None),
+        ("误报", None, PARAMS["link"]),
+    ]
+    assert first.card_response_code  # from the answer: updates the card once
     assert card["text"].startswith("跌倒警报：王秀英\n王秀英（民族路12号）于08:15检测到跌倒")
 
 
@@ -195,7 +206,7 @@ def test_card_fits_wecom_size_limits() -> None:
         "address": "重庆市渝中区解放碑街道" * 30,
         "elder_name": "<王&秀英>" * 10,
     }
-    payload = build_payload(Message("k", "liming", "alert", long_params), 1000002)
+    payload = build_payload(Message("k", "liming", "handled", long_params), 1000002)
     card = payload["textcard"]
     assert len(card["title"].encode()) <= TITLE_MAX_BYTES
     assert len(card["description"].encode()) <= DESCRIPTION_MAX_BYTES
@@ -203,6 +214,17 @@ def test_card_fits_wecom_size_limits() -> None:
     assert card["description"].endswith(f'<div class="gray">通知编号 {reference_of("k")}</div>')
     assert payload["enable_duplicate_check"] == 1
     assert payload["duplicate_check_interval"] == 1800
+
+
+def test_alert_card_fits_wecom_limits() -> None:
+    long_params = {**PARAMS, "address": "重庆市渝中区解放碑街道" * 30, "elder_name": "王" * 50}
+    payload = build_payload(Message("k", "liming", "alert", long_params), 1000002)
+    card = payload["template_card"]
+    assert len(card["main_title"]["title"]) <= CARD_TITLE_MAX_CHARS
+    assert len(card["sub_title_text"]) <= CARD_TEXT_MAX_CHARS
+    assert card["sub_title_text"].endswith("…")
+    assert card["main_title"]["desc"] == f"通知编号 {reference_of('k')}"
+    assert payload["enable_duplicate_check"] == 1
 
 
 def test_partly_invalid_recipients_still_count_as_sent() -> None:

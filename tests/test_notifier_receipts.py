@@ -6,21 +6,17 @@ and call reports over HTTP as the real service does."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiomqtt
-import httpx
 import msgspec
 import psycopg
 
 from carewatch.messages import DeviceCommand
 from carewatch.settings import Settings
 from carewatch.topics import topic
-from harness.services import await_until, free_port
-from notifier import provider_callbacks
+from harness.services import await_until
 from tests.fake_provider_server import running_fake_providers
 from tests.support.notifier import (
     DEVICE_ID,
@@ -31,48 +27,14 @@ from tests.support.notifier import (
     GRID_WORKER_PHONE,
     change,
     insert_alert,
-    notifier_settings,
     publish_changes,
     query,
     running_notifier,
     seed_registry,
 )
+from tests.support.provider_callbacks import receipt_settings, running_callbacks
 
 DUTY_OFFICER_PHONE = "13800000009"
-
-
-@contextlib.asynccontextmanager
-async def running_callbacks(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The provider callbacks app on settings.callbacks_port, ready once it answers."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(provider_callbacks.run(settings, stop))
-    base = f"http://127.0.0.1:{settings.callbacks_port}"
-    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-
-        async def up() -> bool:
-            if task.done():
-                task.result()
-            try:
-                return (await http.get("/healthz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        try:
-            await await_until(up, 15, "provider callbacks app listening")
-            yield http
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
-
-
-def receipt_settings(settings: Settings, **overrides: Any) -> Settings:
-    """Long steps, so that only a receipt can move an escalation on within a test."""
-    values: dict[str, Any] = {
-        "callbacks_port": free_port(),
-        "escalation_wait_s": 120.0,
-        "voice_redial_s": 0.1,
-    }
-    return notifier_settings(settings, **{**values, **overrides})
 
 
 def timeline(dsn: str, alert_id: str, action: str) -> list[dict[str, Any]]:

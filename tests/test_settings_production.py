@@ -35,6 +35,8 @@ GOOD_SECRETS = {
     "aliyun_access_key_secret": "aliyun-secret-from-the-operator",
     "wecom_corp_id": "ww0123456789abcdef",
     "wecom_corp_secret": "wecom-secret-from-the-operator",
+    "wecom_callback_token": "wecom-token-from-the-operator",
+    "wecom_encoding_aes_key": "b3BlcmF0b3Itd2Vjb20tZW5jb2RpbmctYWVzLWtleTA",
     "provider_callback_secret": "callback-secret-from-the-operator",
 }
 

@@ -53,6 +53,9 @@ class SendResult:
     ambiguous: bool = False
     # ok because an earlier attempt was found accepted (not sent again)
     already_sent: bool = False
+    # a WeCom template card: its task_id and the response_code that can update it once
+    card_task_id: str | None = None
+    card_response_code: str | None = None
 
 
 async def post_to_provider(

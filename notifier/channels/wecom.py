@@ -7,7 +7,12 @@ check suppresses the same content to the same user inside an interval; a short r
 derived from the idempotency key is part of the content, so a retry of one notification is
 suppressed while a deliberate reminder (a new key) is not.
 
-The card's button carries the full signed link (`params["link"]`), not the SMS's short
+An alert with a link goes as a template card of the button_interaction type: 我来处理 is a
+callback button (WeCom pushes a template_card_event, `notifier.wecom_callback`
+acknowledges), 误报 opens the ack page (it asks for confirmation and a reason), and so does
+the card itself. Its task_id is derived from the idempotency key; the response_code of the
+answer lets `update_card` turn its buttons into "已由XX处理" once, when someone has it.
+Other purposes keep the text card. The text card's button carries the full signed link (`params["link"]`), not the SMS's short
 code: WeCom puts no 35-character limit on it and never shows the URL, and the full link
 is honoured on its signature alone, without the short-link table.
 """
@@ -15,15 +20,17 @@ is honoured on its signature alone, without the short-link table.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import html
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
+from carewatch.alert_lifecycle import Action
 from carewatch.clock import Clock, SystemClock
 from carewatch.logs import mask_phone
 from carewatch.metrics import NOTIFICATIONS
@@ -49,6 +56,13 @@ TOKEN_REFRESH_MARGIN_S = 300
 TITLE_MAX_BYTES = 128
 DESCRIPTION_MAX_BYTES = 512
 
+# A template card's title and sub-title text (WeCom's limits, in characters).
+CARD_TITLE_MAX_CHARS = 36
+CARD_TEXT_MAX_CHARS = 160
+CARD_BUTTONS = {"acknowledge": "我来处理", "false_alarm": "误报"}
+# The key of the card's callback button -> the action it takes.
+CARD_ACTIONS: dict[str, Action] = {"acknowledge": "acknowledge"}
+
 TOKEN_INVALID = 40014
 TOKEN_EXPIRED = 42001
 TOKEN_MISSING = 41001
@@ -63,6 +77,9 @@ PERMANENT_ERRCODES = frozenset(
         45002,  # content size out of limit
     }
 )
+
+
+CardUpdate = Literal["updated", "refused", "unreachable"]
 
 
 class TokenError(Exception):
@@ -115,6 +132,8 @@ def build_payload(message: Message, agent_id: int) -> dict[str, Any]:
     if not link:
         content = f"{render_card_text(message.purpose, message.params)}\n通知编号：{ref}"
         return {**common, "msgtype": "text", "text": {"content": content}, "safe": 0}
+    if message.purpose == "alert":
+        return {**common, "msgtype": "template_card", "template_card": alert_card(message)}
     envelope = '<div class="normal">{}</div><div class="gray">通知编号 {}</div>'
     budget = DESCRIPTION_MAX_BYTES - len(envelope.format("", ref).encode())
     text = _escaped_within(render_card_text(message.purpose, message.params), budget)
@@ -125,9 +144,41 @@ def build_payload(message: Message, agent_id: int) -> dict[str, Any]:
             "title": clip_utf8(render_title(message.purpose, message.params), TITLE_MAX_BYTES),
             "description": envelope.format(text, ref),
             "url": link,
-            "btntxt": "处理" if message.purpose == "alert" else "详情",
+            "btntxt": "详情",
         },
     }
+
+
+def task_id_of(idempotency_key: str) -> str:
+    """The card's task_id: unique per notification, stable across retries (WeCom allows
+    at most 128 of [A-Za-z0-9_-@])."""
+    return "cw-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:40]
+
+
+def alert_card(message: Message) -> dict[str, Any]:
+    """The button_interaction template card of an alert (pure)."""
+    link = str(message.params["link"])
+    text = render_card_text(message.purpose, message.params)
+    return {
+        "card_type": "button_interaction",
+        "main_title": {
+            "title": clip(render_title(message.purpose, message.params), CARD_TITLE_MAX_CHARS),
+            "desc": f"通知编号 {reference_of(message.idempotency_key)}",
+        },
+        "sub_title_text": clip(text, CARD_TEXT_MAX_CHARS),
+        "card_action": {"type": 1, "url": link},
+        "task_id": task_id_of(message.idempotency_key),
+        "button_list": [
+            {"text": CARD_BUTTONS["acknowledge"], "style": 1, "key": "acknowledge"},
+            # 误报 needs a confirmation and a reason: the page asks for them
+            {"text": CARD_BUTTONS["false_alarm"], "style": 2, "type": 1, "url": link},
+        ],
+    }
+
+
+def card_handled_text(display: str) -> str:
+    """What the buttons of every card of an acknowledged alert turn into."""
+    return f"已由{display}处理"
 
 
 def errcode_of(reply: dict[str, Any]) -> int | None:
@@ -163,7 +214,11 @@ def interpret_reply(reply: dict[str, Any], touser: str) -> SendResult:
         if (invalid | unlicensed) >= set(touser.split("|")):
             why = "unlicensed user" if unlicensed else "invalid user"
             return SendResult(ok=False, retryable=False, error=mask_phone(f"{why}: {touser}"))
-        return SendResult(ok=True, provider_message_id=str(reply.get("msgid") or "") or None)
+        return SendResult(
+            ok=True,
+            provider_message_id=str(reply.get("msgid") or "") or None,
+            card_response_code=str(reply.get("response_code") or "") or None,
+        )
     return SendResult(ok=False, retryable=errcode not in PERMANENT_ERRCODES, error=error)
 
 
@@ -200,6 +255,9 @@ class WeComChannel:
                 self._forget(token)
                 reply = await self._post_message(await self._access_token(), payload)
             result = interpret_reply(reply, message.address)
+            if result.ok and payload["msgtype"] == "template_card":
+                task_id = payload["template_card"]["task_id"]
+                result = dataclasses.replace(result, card_task_id=task_id)
         except TokenError as exc:
             result = SendResult(ok=False, retryable=True, error=str(exc))
         except httpx.TimeoutException:
@@ -209,6 +267,32 @@ class WeComChannel:
         except _BadReply as exc:
             result = SendResult(ok=False, retryable=True, error=str(exc))
         return self._finish(message, result)
+
+    async def update_card(self, userid: str, response_code: str, replace_name: str) -> CardUpdate:
+        """Turn the buttons of one sent card into `replace_name` (message/
+        update_template_card). A response_code works once: `refused` will not work on a
+        retry either, `unreachable` may."""
+        payload = {
+            "userids": [userid],
+            "agentid": self._settings.wecom_agent_id,
+            "response_code": response_code,
+            "button": {"replace_name": replace_name},
+        }
+        path = "/cgi-bin/message/update_template_card"
+        try:
+            token = await self._access_token()
+            reply = await self._post(token, path, payload)
+            if errcode_of(reply) in TOKEN_ERRORS:
+                self._forget(token)
+                reply = await self._post(await self._access_token(), path, payload)
+        except (TokenError, httpx.HTTPError, _BadReply) as exc:
+            log.warning("wecom card not updated", extra={"error": str(exc)[:ERROR_MAX_LEN]})
+            return "unreachable"
+        errcode = errcode_of(reply)
+        if errcode == 0:
+            return "updated"
+        log.warning("wecom card not updated", extra={"errcode": errcode})
+        return "refused" if errcode is not None and errcode != -1 else "unreachable"
 
     async def _access_token(self) -> str:
         async with self._token_lock:  # one gettoken at a time; the others reuse its token
@@ -246,8 +330,11 @@ class WeComChannel:
         )
 
     async def _post_message(self, token: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return await self._post(token, "/cgi-bin/message/send", payload)
+
+    async def _post(self, token: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         response = await self._client.post(
-            f"{self._base}/cgi-bin/message/send",
+            f"{self._base}{path}",
             params={"access_token": token},
             json=payload,
             timeout=self._settings.provider_timeout_s,

@@ -75,6 +75,14 @@ class SmsReply(BaseModel):
     content: str = Field(min_length=1, max_length=500)
 
 
+class WeComPress(BaseModel):
+    userid: str = Field(min_length=1, max_length=64)
+    key: str = Field(min_length=1, max_length=64)
+    task_id: str | None = Field(None, max_length=128)
+    twice: bool = False  # pushed twice (WeCom retries a push it got no answer to)
+    forge: bool = False  # with a wrong msg_signature
+
+
 def sms_path(settings: Settings) -> str:
     return urlsplit(settings.aliyun_sms_endpoint).path or "/"
 
@@ -161,6 +169,17 @@ def create_app(
         """`phone` replies `content` to our number (an SmsUp push)."""
         pushing().push_sms_up(reply.phone, reply.content)
         return {"ok": True}
+
+    @app.post("/_control/wecom_press")
+    async def wecom_press(press: WeComPress) -> dict[str, Any]:
+        """`userid` presses the button `key` of a WeCom card: the template_card_event is
+        pushed to the callback URL; answers the HTTP status of each push."""
+        if not press.task_id and not state.wecom.card_task_ids(press.userid):
+            return {"ok": False, "statuses": []}
+        statuses = await state.wecom.press(
+            press.userid, press.key, press.task_id, press.twice, press.forge
+        )
+        return {"ok": True, "statuses": statuses}
 
     @app.get("/_pushes")
     async def pushes() -> list[dict[str, Any]]:

@@ -8,6 +8,13 @@ license (`unlicensed`) are listed in `unlicenseduser` and get nothing, with errc
 WeCom does. With
 enable_duplicate_check, the same content to the same users inside the interval is
 accepted but not delivered again, as WeCom does.
+
+An alert comes as a template card (button_interaction): its answer carries a
+response_code, and `press` makes one of its recipients press a callback button: the fake
+pushes the template_card_event to our callback URL as WeCom does (XML, AES-encrypted with
+the EncodingAESKey, signed with the Token), with a fresh response_code.
+message/update_template_card spends a response_code (once) and records the new button
+text under provider "wecom", template_code "update_template_card".
 """
 
 from __future__ import annotations
@@ -16,13 +23,17 @@ import hashlib
 import json
 import re
 import secrets
+import time
 from collections.abc import Iterable
 from typing import Any
+from xml.sax.saxutils import escape
 
+import httpx
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from carewatch import wecom_crypto
 from carewatch.clock import Clock
 from carewatch.settings import Settings
 from simulators.fake_providers.faults import hang_until_disconnect
@@ -36,6 +47,9 @@ TITLE_MAX_BYTES = 128
 DESCRIPTION_MAX_BYTES = 512
 _USERID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _TAG_RE = re.compile(r"<[^>]+>")
+_TASK_ID_RE = re.compile(r"^[A-Za-z0-9_@-]{1,128}$")
+CARD_TYPES = ("button_interaction",)
+INVALID_RESPONSE_CODE = 40058  # "invalid parameter": a response_code unknown or spent
 
 
 class WeComError(Exception):
@@ -76,11 +90,20 @@ class WeComFake:
         self._tokens: dict[str, int] = {}  # token -> expiry epoch ms
         self._current: str | None = None
         self._recent: dict[str, tuple[int, int, str]] = {}  # dedup key -> (ms, index, msgid)
+        self._token_cb = settings.wecom_callback_token.get_secret_value()
+        self._aes_key = settings.wecom_encoding_aes_key.get_secret_value()
+        self.callback_url = (
+            f"http://{settings.callbacks_host}:{settings.callbacks_port}/callbacks/wecom/event"
+        )
+        self._cards: dict[str, dict[str, Any]] = {}  # task_id -> card, buttons, touser
+        self._codes: dict[str, tuple[str, str]] = {}  # unspent response_code -> (task, user)
 
     def reset(self) -> None:
         self._tokens.clear()
         self._current = None
         self._recent.clear()
+        self._cards.clear()
+        self._codes.clear()
 
     def expire_tokens(self) -> int:
         """Make every issued token expired (as after 7200 s); returns how many."""
@@ -190,12 +213,111 @@ class WeComFake:
             )
             return _reply({**result, "msgid": seen[2]})
         msgid = secrets.token_urlsafe(24)
+        if body.get("msgtype") == "template_card":
+            card = body["template_card"]
+            self._cards[card["task_id"]] = {"card": card, "users": valid}
+            result["response_code"] = self._new_code(card["task_id"], "")
         record = self._book.add(
             "wecom", now_ms, "delivered", text=text, dedup_key=key, message_id=msgid, **fields
         )
         if key:
             self._recent[key] = (now_ms, record.index, msgid)
         return _reply({**result, "msgid": msgid})
+
+    def _new_code(self, task_id: str, userid: str) -> str:
+        code = secrets.token_urlsafe(32)
+        self._codes[code] = (task_id, userid)
+        return code
+
+    # --- template cards: button presses and updates --------------------------------
+
+    def card_task_ids(self, userid: str) -> list[str]:
+        """The task_ids of the cards a user got, oldest first."""
+        return [t for t, c in self._cards.items() if userid in c["users"]]
+
+    async def press(
+        self,
+        userid: str,
+        key: str,
+        task_id: str | None = None,
+        twice: bool = False,
+        forge: bool = False,
+    ) -> list[int]:
+        """`userid` presses the button `key` of a card (their latest, unless task_id says
+        which): the template_card_event is pushed to our callback URL, encrypted and
+        signed as WeCom does (`forge`: with a wrong signature). Returns the HTTP status
+        of each push."""
+        task_id = task_id or self.card_task_ids(userid)[-1]
+        now_s = str(int(time.time()))
+        event = (
+            f"<xml><ToUserName><![CDATA[{escape(self._corp_id)}]]></ToUserName>"
+            f"<FromUserName><![CDATA[{escape(userid)}]]></FromUserName>"
+            f"<CreateTime>{now_s}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+            "<Event><![CDATA[template_card_event]]></Event>"
+            f"<EventKey><![CDATA[{escape(key)}]]></EventKey>"
+            f"<TaskId><![CDATA[{escape(task_id)}]]></TaskId>"
+            "<CardType><![CDATA[button_interaction]]></CardType>"
+            f"<ResponseCode><![CDATA[{self._new_code(task_id, userid)}]]></ResponseCode>"
+            f"<AgentID>{self._agent_id}</AgentID></xml>"
+        )
+        encrypted = wecom_crypto.encrypt(self._aes_key, self._corp_id, event.encode())
+        nonce = secrets.token_hex(8)
+        signature = wecom_crypto.signature(self._token_cb, now_s, nonce, encrypted)
+        if forge:
+            signature = hashlib.sha256(signature.encode()).hexdigest()[:40]
+        body = (
+            f"<xml><ToUserName><![CDATA[{escape(self._corp_id)}]]></ToUserName>"
+            f"<AgentID><![CDATA[{self._agent_id}]]></AgentID>"
+            f"<Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
+        )
+        params = {"msg_signature": signature, "timestamp": now_s, "nonce": nonce}
+        statuses: list[int] = []
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            for _ in range(2 if twice else 1):  # WeCom retries a push it got no answer to
+                response = await client.post(
+                    self.callback_url,
+                    params=params,
+                    content=body.encode(),
+                    headers={"Content-Type": "text/xml"},
+                )
+                statuses.append(response.status_code)
+        return statuses
+
+    async def update_template_card(self, request: Request) -> Response:
+        now_ms = self._clock.now_ms()
+        try:
+            self._check_token(request.query_params.get("access_token", ""), now_ms)
+            body = _json_object(await request.body())
+            if body.get("agentid") != self._agent_id:
+                raise WeComError(40056, "invalid agentid")
+            spent = self._codes.pop(str(body.get("response_code", "")), None)
+            if spent is None:
+                raise WeComError(INVALID_RESPONSE_CODE, "invalid response_code")
+            replace_name = str((body.get("button") or {}).get("replace_name") or "")
+            if not replace_name:
+                raise WeComError(44004, "empty content")
+        except WeComError as error:
+            self._book.add(
+                "wecom",
+                now_ms,
+                "rejected",
+                error=str(error.errcode),
+                template_code="update_template_card",
+            )
+            return _error_reply(error)
+        task_id, _ = spent
+        users = [str(u) for u in body.get("userids") or []] or self._cards[task_id]["users"]
+        for user in users:
+            self._book.add(
+                "wecom",
+                now_ms,
+                "delivered",
+                address=user,
+                template_code="update_template_card",
+                params={**body, "task_id": task_id},
+                text=replace_name,
+            )
+        return _reply({"errcode": 0, "errmsg": "ok", "invaliduser": []})
 
     def _render(self, body: dict[str, Any]) -> str:
         """Validate the message and return the text the recipient sees."""
@@ -222,6 +344,24 @@ class WeComFake:
             ):
                 raise WeComError(45002, "content size out of limit")
             return f"{title}\n{_TAG_RE.sub(' ', description).strip()}\n{url}"
+        if msgtype == "template_card":
+            card = body.get("template_card") or {}
+            if card.get("card_type") not in CARD_TYPES:
+                raise WeComError(40008, "invalid message type")
+            task_id = str(card.get("task_id") or "")
+            if not _TASK_ID_RE.match(task_id):
+                raise WeComError(40058, "invalid task_id")
+            title = str((card.get("main_title") or {}).get("title") or "")
+            buttons = card.get("button_list") or []
+            if not title or not buttons:
+                raise WeComError(44004, "empty content")
+            for button in buttons:
+                callback = button.get("type", 0) == 0
+                if not button.get("text") or not button.get("key" if callback else "url"):
+                    raise WeComError(40058, "invalid button")
+            labels = " ".join(f"[{b['text']}]" for b in buttons)
+            url = str((card.get("card_action") or {}).get("url") or "")
+            return f"{title}\n{card.get('sub_title_text', '')}\n{labels}\n{url}".rstrip()
         raise WeComError(40008, "invalid message type")
 
     def _recipients(self, touser: str) -> tuple[list[str], list[str]]:
@@ -267,4 +407,10 @@ def add_routes(app: FastAPI, fake: WeComFake, prefix: str) -> None:
     )
     app.add_api_route(
         f"{prefix}/cgi-bin/message/send", fake.send, methods=["POST"], include_in_schema=False
+    )
+    app.add_api_route(
+        f"{prefix}/cgi-bin/message/update_template_card",
+        fake.update_template_card,
+        methods=["POST"],
+        include_in_schema=False,
     )
