@@ -1,10 +1,17 @@
 """The notifier worker: alerts stream -> escalation -> outbox -> SMS / WeCom / downlink.
 
-Five loops share one pool: the bus consumer (alert changes), the escalation timer loop,
-the watch on people handling acknowledged alerts (notifier.handler_watch), the watch on
-critical alert SMS not reported delivered in time (notifier.receipts) and the outbox
-sender. Any number of workers can run side by side: bus messages are
-shared by the consumer group, escalations and outbox rows by SKIP LOCKED claims.
+Five loops on one event loop: the bus consumer (alert changes), the escalation timer
+loop, the watch on people handling acknowledged alerts (notifier.handler_watch), the
+watch on critical alert SMS not reported delivered in time (notifier.receipts) and the
+outbox sender. Any number of workers can run side by side: bus messages are shared by
+the consumer group, escalations and outbox rows by SKIP LOCKED claims.
+
+Alert changes first (docs/reliability.md, "Alarms first under overload"): the bus
+consumer and the escalation timer have a database pool of their own (ALARM_POOL_SIZE
+connections) that nothing else takes, so an SOS never waits for a connection a send's
+record or a watcher holds (a record waits on the row lock of a delivery report the
+provider callbacks app is writing); and the watchers wait for the bus consumer to have
+no change in hand before each poll (notifier.loop.AlarmGate).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from carewatch import bus
-from carewatch.bus import ALERTS_STREAM, make_broker, subscribe
+from carewatch.bus import ALERTS_STREAM, Handler, make_broker, subscribe
 from carewatch.clock import Clock, SystemClock
 from carewatch.db.pool import open_pool
 from carewatch.metrics import serve_metrics
@@ -31,12 +38,16 @@ from notifier.channels.downlink import DownlinkChannel
 from notifier.channels.registry import build_channels
 from notifier.escalation import Escalator
 from notifier.handler_watch import HandlerWatcher
+from notifier.loop import AlarmGate
 from notifier.outbox import OutboxSender
 from notifier.receipts import ReceiptWatcher
 
 log = logging.getLogger(__name__)
 
 CONSUMER_GROUP = "notifier"
+# The alarm path's own connections: one for the alert change in hand (changes are handled
+# one at a time), one for the escalation timer's poll; a spare for a reconnect.
+ALARM_POOL_SIZE = 3
 
 
 @dataclass
@@ -72,30 +83,57 @@ async def notifier_parts(
         await pool.close()
 
 
+def gated(gate: AlarmGate, handler: Handler) -> Handler:
+    """`handler`, holding `gate` while it runs: background loops wait meanwhile."""
+
+    async def handle(raw: bytes) -> None:
+        with gate.alarm():
+            await handler(raw)
+
+    return handle
+
+
 async def run(settings: Settings, stop: asyncio.Event, clock: Clock | None = None) -> None:
     serve_metrics(settings.metrics_port)
     async with notifier_parts(settings, clock) as parts:
-        escalator = Escalator(parts.pool, settings, parts.sender, clock)
-        broker = make_broker(settings)
-        subscribe(
-            broker,
-            ALERTS_STREAM,
-            group=CONSUMER_GROUP,
-            consumer=f"notifier-{socket.gethostname()}-{os.getpid()}",
-            handler=escalator.handle,
+        alarm_pool = await open_pool(
+            settings.database_url, min_size=ALARM_POOL_SIZE, max_size=ALARM_POOL_SIZE
         )
-        await bus.start(broker)
-        log.info("notifier started")
         try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(escalator.run(stop))
-                tasks.create_task(
-                    HandlerWatcher(parts.pool, settings, parts.sender, clock).run(stop)
-                )
-                tasks.create_task(parts.sender.run(stop))
-                tasks.create_task(
-                    ReceiptWatcher(parts.pool, settings, parts.sender, clock).run(stop)
-                )
+            await _run(settings, stop, clock, parts, alarm_pool)
         finally:
-            await bus.stop(broker)  # the change in hand finishes and is acknowledged
-            log.info("notifier stopped")
+            await alarm_pool.close()
+
+
+async def _run(
+    settings: Settings,
+    stop: asyncio.Event,
+    clock: Clock | None,
+    parts: NotifierParts,
+    alarm_pool: AsyncConnectionPool,
+) -> None:
+    gate = AlarmGate()
+    escalator = Escalator(alarm_pool, settings, parts.sender, clock, gate=gate)
+    broker = make_broker(settings)
+    subscribe(
+        broker,
+        ALERTS_STREAM,
+        group=CONSUMER_GROUP,
+        consumer=f"notifier-{socket.gethostname()}-{os.getpid()}",
+        handler=gated(gate, escalator.handle),
+    )
+    await bus.start(broker)
+    log.info("notifier started")
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(escalator.run(stop))
+            tasks.create_task(
+                HandlerWatcher(parts.pool, settings, parts.sender, clock, gate=gate).run(stop)
+            )
+            tasks.create_task(parts.sender.run(stop))
+            tasks.create_task(
+                ReceiptWatcher(parts.pool, settings, parts.sender, clock, gate=gate).run(stop)
+            )
+    finally:
+        await bus.stop(broker)  # the change in hand finishes and is acknowledged
+        log.info("notifier stopped")
