@@ -605,17 +605,18 @@ class ReceiptWatcher(NotifierLoop):
         self.sender.send_leased(queued)
         return len(rows)
 
-    def poll_s(self) -> float:
+    @staticmethod
+    def poll_interval_s(settings: Settings) -> float:
         """How often to look: a tenth of voice_sms_confirm_s (a call at most that much
         later than due), at most every RECEIPT_POLL_MAX_S and at least as often as the
         outbox polls. Each look is a query joining the notifications with their alerts:
         five times a second, as the outbox polls, for a wait of two minutes, it took the
         notifier's database connections and event loop from alert changes for nothing."""
-        floor_s = max(self.settings.outbox_poll_ms / 1000, 0.05)
-        return max(floor_s, min(self.settings.voice_sms_confirm_s / 10, RECEIPT_POLL_MAX_S))
+        floor_s = max(settings.outbox_poll_ms / 1000, 0.05)
+        return max(floor_s, min(settings.voice_sms_confirm_s / 10, RECEIPT_POLL_MAX_S))
 
     async def run(self, stop: asyncio.Event) -> None:
-        poll_s = self.poll_s()
+        poll_s = self.poll_interval_s(self.settings)
         while not stop.is_set():
             await self.gate.quiet()  # alert changes first
             try:
