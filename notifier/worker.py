@@ -11,7 +11,8 @@ consumer and the escalation timer have a database pool of their own (ALARM_POOL_
 connections) that nothing else takes, so an SOS never waits for a connection a send's
 record or a watcher holds (a record waits on the row lock of a delivery report the
 provider callbacks app is writing); and the watchers wait for the bus consumer to have
-no change in hand before each poll (notifier.loop.AlarmGate).
+no change in hand before each poll, and so does the record of each send, once the
+request is made (notifier.loop.AlarmGate).
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ async def _run(
     alarm_pool: AsyncConnectionPool,
 ) -> None:
     gate = AlarmGate()
+    parts.sender.before_record = gate.quiet  # a send's record after the change in hand
     escalator = Escalator(alarm_pool, settings, parts.sender, clock, gate=gate)
     broker = make_broker(settings)
     subscribe(
