@@ -325,7 +325,7 @@ class OutboxSender:
         self.batch_size = batch_size
         self._inflight: set[asyncio.Task[None]] = set()
         # awaited after a send, before its record: the notifier worker lets the alert
-        # change in hand go first (notifier.loop.AlarmGate.quiet)
+        # change in hand go first (carewatch.alarm_priority.AlarmPriority.pause)
         self.before_record: Callable[[], Awaitable[None]] | None = None
 
     def lease_until_ms(self) -> int:

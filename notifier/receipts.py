@@ -618,7 +618,7 @@ class ReceiptWatcher(NotifierLoop):
     async def run(self, stop: asyncio.Event) -> None:
         poll_s = self.poll_interval_s(self.settings)
         while not stop.is_set():
-            await self.gate.quiet()  # alert changes first
+            await self.priority.pause()  # alert changes first
             try:
                 await self.run_due()
             except Exception:

@@ -12,7 +12,7 @@ connections) that nothing else takes, so an SOS never waits for a connection a s
 record or a watcher holds (a record waits on the row lock of a delivery report the
 provider callbacks app is writing); and the watchers wait for the bus consumer to have
 no change in hand before each poll, and so does the record of each send, once the
-request is made (notifier.loop.AlarmGate).
+request is made (carewatch.alarm_priority, as the rules worker's telemetry lanes do).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from carewatch import bus
+from carewatch.alarm_priority import AlarmPriority
 from carewatch.bus import ALERTS_STREAM, Handler, make_broker, subscribe
 from carewatch.clock import Clock, SystemClock
 from carewatch.db.pool import open_pool
@@ -39,7 +40,7 @@ from notifier.channels.downlink import DownlinkChannel
 from notifier.channels.registry import build_channels
 from notifier.escalation import Escalator
 from notifier.handler_watch import HandlerWatcher
-from notifier.loop import AlarmGate
+from notifier.loop import notifier_priority
 from notifier.outbox import OutboxSender
 from notifier.receipts import ReceiptWatcher
 
@@ -84,11 +85,11 @@ async def notifier_parts(
         await pool.close()
 
 
-def gated(gate: AlarmGate, handler: Handler) -> Handler:
-    """`handler`, holding `gate` while it runs: background loops wait meanwhile."""
+def gated(priority: AlarmPriority, handler: Handler) -> Handler:
+    """`handler`, marked as alarm work while it runs: background loops pause meanwhile."""
 
     async def handle(raw: bytes) -> None:
-        with gate.alarm():
+        with priority.alarm():
             await handler(raw)
 
     return handle
@@ -113,16 +114,16 @@ async def _run(
     parts: NotifierParts,
     alarm_pool: AsyncConnectionPool,
 ) -> None:
-    gate = AlarmGate()
-    parts.sender.before_record = gate.quiet  # a send's record after the change in hand
-    escalator = Escalator(alarm_pool, settings, parts.sender, clock, gate=gate)
+    priority = notifier_priority()
+    parts.sender.before_record = priority.pause  # a send's record after the change in hand
+    escalator = Escalator(alarm_pool, settings, parts.sender, clock, priority=priority)
     broker = make_broker(settings)
     subscribe(
         broker,
         ALERTS_STREAM,
         group=CONSUMER_GROUP,
         consumer=f"notifier-{socket.gethostname()}-{os.getpid()}",
-        handler=gated(gate, escalator.handle),
+        handler=gated(priority, escalator.handle),
     )
     await bus.start(broker)
     log.info("notifier started")
@@ -130,11 +131,15 @@ async def _run(
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(escalator.run(stop))
             tasks.create_task(
-                HandlerWatcher(parts.pool, settings, parts.sender, clock, gate=gate).run(stop)
+                HandlerWatcher(parts.pool, settings, parts.sender, clock, priority=priority).run(
+                    stop
+                )
             )
             tasks.create_task(parts.sender.run(stop))
             tasks.create_task(
-                ReceiptWatcher(parts.pool, settings, parts.sender, clock, gate=gate).run(stop)
+                ReceiptWatcher(parts.pool, settings, parts.sender, clock, priority=priority).run(
+                    stop
+                )
             )
     finally:
         await bus.stop(broker)  # the change in hand finishes and is acknowledged

@@ -16,7 +16,7 @@ from carewatch.db.pool import open_pool
 from carewatch.settings import Settings
 from harness.services import await_until
 from notifier import outbox
-from notifier.loop import AlarmGate
+from notifier.loop import notifier_priority
 from notifier.outbox import NewNotification
 from notifier.receipts import RECEIPT_POLL_MAX_S, ReceiptWatcher
 from notifier.targets import Recipient
@@ -104,7 +104,7 @@ async def test_an_sos_is_sent_while_every_shared_connection_waits_for_a_lock(
 
 
 async def test_background_work_waits_for_the_alert_change_in_hand() -> None:
-    gate = AlarmGate()
+    priority = notifier_priority()
     events: list[str] = []
     release = asyncio.Event()
 
@@ -113,30 +113,22 @@ async def test_background_work_waits_for_the_alert_change_in_hand() -> None:
         await release.wait()
         events.append(f"alarm {raw.decode()} done")
 
-    alarm = asyncio.create_task(gated(gate, handler)(b"sos"))
+    alarm = asyncio.create_task(gated(priority, handler)(b"sos"))
     await asyncio.sleep(0)
-    assert gate.busy
+    assert priority.alarms_in_flight == 1
 
-    async def background() -> None:
-        await gate.quiet(max_wait_s=60.0)
+    async def background() -> None:  # a watcher's poll, a send's record
+        await priority.pause()
         events.append("background")
 
     later = asyncio.create_task(background())
     for _ in range(5):
         await asyncio.sleep(0)
-    assert events == ["alarm sos started"]  # the background poll is held back
+    assert events == ["alarm sos started"]  # the background work is held back
     release.set()
     await asyncio.gather(alarm, later)
     assert events == ["alarm sos started", "alarm sos done", "background"]
-    assert not gate.busy
-    await gate.quiet()  # free: returns at once
-
-
-async def test_background_work_is_not_starved_by_alert_changes() -> None:
-    gate = AlarmGate()
-    with gate.alarm():
-        await gate.quiet(max_wait_s=0.01)  # returns though an alarm is still in hand
-        assert gate.busy
+    assert priority.alarms_in_flight == 0
 
 
 @pytest.mark.parametrize(
