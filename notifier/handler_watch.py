@@ -217,6 +217,7 @@ class HandlerWatcher(NotifierLoop):
     async def run(self, stop: asyncio.Event) -> None:
         poll_s = self.settings.outbox_poll_ms / 1000
         while not stop.is_set():
+            await self.priority.pause()  # alert changes first
             try:
                 acted = await self.run_due()
             except Exception:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -324,6 +324,9 @@ class OutboxSender:
         self.clock = clock or SystemClock()
         self.batch_size = batch_size
         self._inflight: set[asyncio.Task[None]] = set()
+        # awaited after a send, before its record: the notifier worker lets the alert
+        # change in hand go first (carewatch.alarm_priority.AlarmPriority.pause)
+        self.before_record: Callable[[], Awaitable[None]] | None = None
 
     def lease_until_ms(self) -> int:
         """Until when a row claimed (or enqueued leased) now is this sender's."""
@@ -364,6 +367,8 @@ class OutboxSender:
         OUTBOX_OUTCOMES.labels(row.channel, outcome).inc()
         if outcome == "retry" and row.attempts >= max_attempts:
             OUTBOX_OVERDUE.labels(row.channel).inc()
+        if self.before_record is not None:
+            await self.before_record()
         now = self.clock.now_ms()
         # The attempt is over: no longer in flight; if it may have been accepted, the row is
         # unsure from its start on.

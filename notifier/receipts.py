@@ -574,6 +574,9 @@ FOR UPDATE OF a SKIP LOCKED
 """
 
 
+RECEIPT_POLL_MAX_S = 5.0
+
+
 class ReceiptWatcher(NotifierLoop):
     """Calls the recipient of every critical alert SMS not reported delivered within
     voice_sms_confirm_s (the carrier's report may never come: a phone switched off)."""
@@ -602,9 +605,20 @@ class ReceiptWatcher(NotifierLoop):
         self.sender.send_leased(queued)
         return len(rows)
 
+    @staticmethod
+    def poll_interval_s(settings: Settings) -> float:
+        """How often to look: a tenth of voice_sms_confirm_s (a call at most that much
+        later than due), at most every RECEIPT_POLL_MAX_S and at least as often as the
+        outbox polls. Each look is a query joining the notifications with their alerts:
+        five times a second, as the outbox polls, for a wait of two minutes, it took the
+        notifier's database connections and event loop from alert changes for nothing."""
+        floor_s = max(settings.outbox_poll_ms / 1000, 0.05)
+        return max(floor_s, min(settings.voice_sms_confirm_s / 10, RECEIPT_POLL_MAX_S))
+
     async def run(self, stop: asyncio.Event) -> None:
-        poll_s = max(self.settings.outbox_poll_ms / 1000, 0.05)
+        poll_s = self.poll_interval_s(self.settings)
         while not stop.is_set():
+            await self.priority.pause()  # alert changes first
             try:
                 await self.run_due()
             except Exception:

@@ -5,7 +5,7 @@ Aliyun POSTs a JSON array to the URL configured in its console and expects HTTP 
 minutes on). The fake pushes to `notifier.provider_callbacks` at
 callbacks_host:callbacks_port under the configured secret, retries the same way on a
 short scale (PUSH_RETRY_S), and can be told to push each report twice (the real service
-does not promise exactly once).
+does not promise exactly once). SMS delivery reports go in batches (SMS_REPORT_BATCH_S).
 
 What a report says is scripted per phone number by tests and demos:
 - SMS: the next N messages to a number are not delivered (`failed`, with a carrier code);
@@ -41,6 +41,13 @@ CALL_REPORTS: dict[CallOutcome, tuple[str, str]] = {
     "key2": ("200000", "2"),
 }
 PUSH_RETRY_S = (0.2, 0.5, 1.0)  # the real service: 1, 5, 10 minutes
+# SMS delivery reports are pushed in batches, as the real service's batch push does (a
+# JSON array of the reports it collected since the last push): those of the messages
+# accepted within SMS_REPORT_BATCH_S go in one push of at most SMS_REPORT_BATCH_MAX. One
+# push per message cost the fake (and the callbacks app) an HTTP exchange per SMS, which
+# on the bench's machine the fake paid for by answering the next SendSms later.
+SMS_REPORT_BATCH_S = 0.1
+SMS_REPORT_BATCH_MAX = 100
 UNDELIVERED_CODE = "MK:0001"  # a carrier's code for a message it could not deliver
 
 
@@ -59,6 +66,7 @@ class Pusher:
         self._sms_failures: dict[str, deque[str]] = defaultdict(deque)
         self._calls: dict[str, deque[CallOutcome]] = defaultdict(deque)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sms_reports: list[dict[str, Any]] = []  # collected for the next batch push
         self.pushes: list[dict[str, Any]] = []  # what was pushed, and how it was answered
         # one client for every push: building one (its TLS context) costs ~100 ms, which
         # would show in every "report to ring" time measured through the fake
@@ -69,6 +77,7 @@ class Pusher:
         self._calls.clear()
         self.push_twice = False
         self.pushes.clear()
+        self._sms_reports.clear()
 
     # --- scripts --------------------------------------------------------------------
 
@@ -96,7 +105,9 @@ class Pusher:
                 "biz_id": record.message_id or "",
                 "out_id": record.out_id or "",
             }
-            self._spawn(self._push("sms-report", [item], 0.0))
+            if not self._sms_reports:  # the first of a batch: push the batch soon
+                self._spawn(self._push_sms_reports())
+            self._sms_reports.append(item)
 
     def call_placed(self, record: Record, call_id: str) -> None:
         """The call report of one call the fake placed, after it "rang"."""
@@ -135,6 +146,12 @@ class Pusher:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _push_sms_reports(self) -> None:
+        await asyncio.sleep(SMS_REPORT_BATCH_S)
+        items, self._sms_reports = self._sms_reports, []
+        for i in range(0, len(items), SMS_REPORT_BATCH_MAX):
+            await self._push("sms-report", items[i : i + SMS_REPORT_BATCH_MAX], 0.0)
 
     async def _push(self, path: str, items: list[dict[str, Any]], delay_s: float) -> None:
         if delay_s:
