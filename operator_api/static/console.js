@@ -698,7 +698,7 @@
     periodSelect.value = period;
     periodSelect.addEventListener("change", () => showReports(periodSelect.value).catch(console.error));
     const download = (fmt, label) => el("a", {
-      href: "/console/api/reports/areas." + fmt + "?period=" + period, class: "ghost link",
+      href: "/console/api/reports/areas." + fmt + "?period=" + period, class: "download",
       id: "report-" + fmt, download: "",
     }, label);
     const head = ["区", "街道", "老人数", "应走访", "已走访", "走访率", "签到", "告警", "接单中位", "到达中位", "误报率", "离线设备"];
