@@ -37,12 +37,14 @@ from pydantic import BaseModel, Field
 
 from carewatch.settings import Settings
 from operator_api import console_data, followup
-from operator_api.actions import FALSE_ALARM_REASONS, HumanAction, false_alarm_details
+from operator_api.actions import FALSE_ALARM_REASONS, Dispatch, HumanAction, false_alarm_details
 from operator_api.apidocs import docs_page
 from operator_api.auth import Pool
 from operator_api.console_map import map_view, tile_source
 from operator_api.elders import get_elder
 from operator_api.live import RESYNC, AlertFeed
+from operator_api.models import AreaReport, DispatchIn, TakeOverIn
+from operator_api.reports import area_report_now, export_response
 from operator_api.scope import Principal
 from operator_api.tokens import resolve_token
 
@@ -377,6 +379,39 @@ async def reopen(
     return JSONResponse(result.model_dump(mode="json"))
 
 
+@router.post("/api/alerts/{alert_id}/take-over")
+async def take_over(
+    alert_id: UUID, body: TakeOverIn, request: Request, principal: ConsoleWriter, pool: Pool
+) -> JSONResponse:
+    """接手: the operator has it (operator_api.actions); the others are told to stay
+    away only with stand_down; the note goes to everyone told."""
+    details: dict[str, object] = {"via": "console", "stand_down": body.stand_down}
+    result = await followup.act(
+        pool, request.app.state.announce, principal, alert_id, "acknowledge", body.note, details
+    )
+    return JSONResponse(result.model_dump(mode="json"))
+
+
+@router.post("/api/alerts/{alert_id}/dispatch")
+async def dispatch(
+    alert_id: UUID, body: DispatchIn, request: Request, principal: ConsoleWriter, pool: Pool
+) -> JSONResponse:
+    """派单: send a named person from the card's list (operator_api.actions.Dispatch);
+    409 unless open, 422 for someone not in the registry."""
+    sent = Dispatch(body.kind, body.id, body.note_to, body.stand_down)
+    result = await followup.act(
+        pool,
+        request.app.state.announce,
+        principal,
+        alert_id,
+        "acknowledge",
+        body.note,
+        {"via": "console"},
+        dispatch=sent,
+    )
+    return JSONResponse(result.model_dump(mode="json"))
+
+
 @router.post("/api/alerts/{alert_id}/{action}")
 async def act(
     alert_id: UUID,
@@ -436,6 +471,29 @@ async def elder(elder_id: str, principal: ConsolePrincipal, pool: Pool) -> JSONR
         {"elder": detail.model_dump(mode="json"), "alerts": recent, "person": person},
         headers={"Cache-Control": "no-store"},
     )
+
+
+@router.get("/api/reports/areas")
+async def areas(
+    principal: ConsolePrincipal,
+    pool: Pool,
+    period: Annotated[Literal["week", "month"], Query()] = "week",
+) -> JSONResponse:
+    """The street and district report (operator_api.reports) for this week or month,
+    scoped and masked as the caller, like /api/reports/areas."""
+    report: AreaReport = await area_report_now(pool, principal, period, None)
+    return JSONResponse(report.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
+
+
+@router.get("/api/reports/areas.{fmt}")
+async def areas_download(
+    fmt: Literal["csv", "xlsx"],
+    principal: ConsolePrincipal,
+    pool: Pool,
+    period: Annotated[Literal["week", "month"], Query()] = "week",
+) -> Response:
+    """The same report as a CSV or XLSX download (operator_api.reports.export_response)."""
+    return export_response(await area_report_now(pool, principal, period, None), fmt)
 
 
 # --- live stream --------------------------------------------------------------------------

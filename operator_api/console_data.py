@@ -16,11 +16,12 @@ from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
 from carewatch.care_notes import CareNotes
+from notifier import targets
 from operator_api import alerts as alerts_api
 from operator_api import elders as elders_api
 from operator_api.db import Row, Where, fetch_all, fetch_one, scope_conditions
 from operator_api.elders import LAST_SIGN_OF_LIFE, LIFE_JOINS, life_horizon
-from operator_api.labels import kind_label, severity_label, status_label
+from operator_api.labels import SITE_TZ_NAME, kind_label, severity_label, status_label
 from operator_api.masking import mask_text
 from operator_api.scope import Principal
 
@@ -47,7 +48,7 @@ _DEVICE_CONDITIONS: dict[str, tuple[str, LiteralString]] = {
     ),
 }
 DEVICE_STATES: dict[str, str] = {code: label for code, (label, _c) in _DEVICE_CONDITIONS.items()}
-# What responders need to know before they enter (issue 19's ledger): not stored yet.
+NEARBY_STATIONS = 3  # the dispatch list's stations, nearest first
 
 # The queue: most severe first, then the longest waiting.
 _QUEUE: LiteralString = (
@@ -170,6 +171,58 @@ async def _dialable(
     }
 
 
+def _choice(principal: Principal, person: targets.Recipient, **extra: object) -> dict[str, Any]:
+    return {
+        "kind": person.kind,
+        "id": person.id,
+        "name": mask_text(principal, person.name),
+        "role": person.role,
+        **extra,
+    }
+
+
+async def dispatch_choices(
+    conn: AsyncConnection[Any], principal: Principal, elder_id: str, now: datetime
+) -> list[dict[str, Any]]:
+    """Whom the dispatcher can send to an in-scope elder (operator_api.actions.Dispatch):
+    the grid's grid workers, the nearest staffed stations of the elder's district (with
+    the distance and whether on duty now), the family contacts, the district's duty
+    officers: nothing of another district. Read through the
+    notifier's registry look-ups (notifier.targets), names masked like the card's."""
+    elder = await targets.load_elder(conn, elder_id)
+    if elder is None:
+        return []
+    people = await targets.resolve(
+        conn, elder, ["grid_worker", "family_all", "duty_officer"], now.time()
+    )
+    rows = await fetch_all(
+        conn,
+        "SELECT id, name, kind, lat, lon, staffed, duty_start, duty_end, phone, wecom_userid,"
+        " district FROM stations WHERE staffed AND district = %s",
+        (elder.district,),
+    )
+    local = targets.local_time(int(now.timestamp() * 1000), SITE_TZ_NAME).time()
+    stations = sorted(
+        (targets.Station(**r) for r in rows),
+        key=lambda st: (targets.haversine_km(elder.lat, elder.lon, st.lat, st.lon), st.id),
+    )[:NEARBY_STATIONS]
+    by_kind = {kind: [p for p in people if p.kind == kind] for kind in ("grid_worker", "family")}
+    return [
+        *(_choice(principal, p) for p in by_kind["grid_worker"]),
+        *(
+            _choice(
+                principal,
+                st.as_recipient(),
+                km=round(targets.haversine_km(elder.lat, elder.lon, st.lat, st.lon), 1),
+                on_duty=targets.on_duty(st.duty_start, st.duty_end, local),
+            )
+            for st in stations
+        ),
+        *(_choice(principal, p) for p in by_kind["family"]),
+        *(_choice(principal, p) for p in people if p.kind == "duty_officer"),
+    ]
+
+
 async def alert_card(
     pool: AsyncConnectionPool, principal: Principal, alert_id: UUID
 ) -> dict[str, Any]:
@@ -187,6 +240,7 @@ async def alert_card(
         dial = await _dialable(conn, principal, elder.id, elder.grid_id)
         person = await person_of(conn, elder.id)
         receipts = await _receipts(conn, alert_id)
+        choices = await dispatch_choices(conn, principal, elder.id, now)
     alert_json = alert.model_dump(mode="json")
     for n in alert_json["notifications"]:  # what the provider reported (migration 050)
         n.update(receipts.get(n["id"], {}))
@@ -202,6 +256,7 @@ async def alert_card(
         "grid": grid,
         "dial": dial,
         "person": person,
+        "dispatch": choices,
     }
 
 

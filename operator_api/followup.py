@@ -23,6 +23,7 @@ from operator_api import alerts as alerts_api
 from operator_api.actions import (
     AlertNotFound,
     Announce,
+    Dispatch,
     HumanAction,
     act_and_announce,
 )
@@ -78,11 +79,15 @@ async def act(
     action: HumanAction,
     note: str,
     details: dict[str, object] | None = None,
+    *,
+    dispatch: Dispatch | None = None,
 ) -> ActionResult:
     """operator_api.actions.act_and_announce with 404 for an unknown alert (a refused
     transition is the app's 409)."""
     try:
-        return await act_and_announce(pool, announce, principal, alert_id, action, note, details)
+        return await act_and_announce(
+            pool, announce, principal, alert_id, action, note, details, dispatch=dispatch
+        )
     except AlertNotFound:
         raise HTTPException(404, "no such alert") from None
 

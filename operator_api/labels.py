@@ -8,6 +8,7 @@ from carewatch.labels import KIND_LABELS, SEVERITY_LABELS, STATUS_LABELS
 
 # Chongqing keeps China Standard Time all year (no daylight saving).
 CHINA_TZ = timezone(timedelta(hours=8), "CST")
+SITE_TZ_NAME = "Asia/Shanghai"  # CHINA_TZ by name, for SQL and zoneinfo
 
 
 def kind_label(kind: str) -> str:

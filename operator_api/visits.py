@@ -20,7 +20,7 @@ from carewatch.messages import Event
 from operator_api.auth import CurrentPrincipal, Pool
 from operator_api.db import Row, Where, db_now, fetch_one, scope_conditions
 from operator_api.elders import elders_in_scope
-from operator_api.labels import CHINA_TZ
+from operator_api.labels import CHINA_TZ, SITE_TZ_NAME
 from operator_api.masking import mask_model
 from operator_api.models import (
     CheckinIn,
@@ -45,7 +45,6 @@ from visits.store import (
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/visits", tags=["visits"])
 
-SITE_TZ_NAME = "Asia/Shanghai"  # the zone of operator_api.labels.CHINA_TZ, for SQL
 MAX_ELDERS = 1000  # a grid has ~200 elders; a district caller should filter by grid
 
 

@@ -533,3 +533,69 @@ async def test_a_gcj02_tile_server_moves_the_marker_and_is_allowed_by_csp(
     assert view["crs"] == "gcj02" and view["tile_url"] == amap
     assert (view["lat"], view["lon"]) == pytest.approx(wgs84_to_gcj02(29.55, 106.57))
     assert view["wgs84"] == {"lat": 29.55, "lon": 106.57}
+
+
+async def test_take_over_and_dispatch_from_the_card_and_the_area_report(site: Site) -> None:
+    yz = await logged_in(site.base, site.tokens.operator_yuzhong)
+    async with yz:
+        card = (await yz.get(f"/console/api/alerts/{A1}")).json()
+        listed = {(c["kind"], c["id"]): c for c in card["dispatch"]}
+        # the grid's worker, the son, the district's station; nothing of 江北区
+        assert {("grid_worker", "GW1"), ("station", "S1")} <= set(listed)
+        assert listed[("grid_worker", "GW1")]["name"] == "周敏"
+        assert any(k == "family" and c["role"] == "儿子" for (k, _i), c in listed.items())
+        assert ("station", "S2") not in listed and ("grid_worker", "GW3") not in listed
+        assert isinstance(listed[("station", "S1")]["km"], float)
+        nobody = await yz.post(
+            f"/console/api/alerts/{A1}/dispatch",
+            json={"kind": "grid_worker", "id": "GW-none"},
+            headers=HEADERS,
+        )
+        elsewhere = await yz.post(
+            f"/console/api/alerts/{A3}/dispatch",
+            json={"kind": "grid_worker", "id": "GW3"},
+            headers=HEADERS,
+        )
+        no_header = await yz.post(
+            f"/console/api/alerts/{A1}/dispatch", json={"kind": "grid_worker", "id": "GW1"}
+        )
+        assert (nobody.status_code, elsewhere.status_code, no_header.status_code) == (
+            422,
+            403,
+            403,
+        )
+        sent = await yz.post(
+            f"/console/api/alerts/{A1}/dispatch",
+            json={"kind": "grid_worker", "id": "GW1", "note": "请带上轮椅", "note_to": "everyone"},
+            headers=HEADERS,
+        )
+        assert sent.status_code == 200 and sent.json()["status"] == "acknowledged"
+        twice = await yz.post(
+            f"/console/api/alerts/{A1}/dispatch",
+            json={"kind": "station", "id": "S1"},
+            headers=HEADERS,
+        )
+        assert twice.status_code == 409  # someone has it: not sent over their head
+        taken = await yz.post(
+            f"/console/api/alerts/{A1}/take-over",
+            json={"note": "调度员接手", "stand_down": True},
+            headers=HEADERS,
+        )
+        assert taken.status_code == 200 and taken.json()["status"] == "acknowledged"
+        events = (await yz.get(f"/console/api/alerts/{A1}")).json()["alert"]["events"]
+        report = await yz.get("/console/api/reports/areas?period=month")
+        csv = await yz.get("/console/api/reports/areas.csv?period=week")
+        xlsx = await yz.get("/console/api/reports/areas.xlsx")
+    acks = [e["details"] for e in events if e["action"] == "acknowledged"]
+    assert acks[-2]["mode"] == "dispatch" and acks[-2]["dispatched"] == "grid_worker:GW1"
+    assert acks[-2]["note_for"] == "all" and acks[-2]["note"] == "请带上轮椅"
+    assert acks[-1]["mode"] == "take_over" and acks[-1]["stand_down"] is True
+    assert acks[-1]["via"] == "console"
+    assert report.status_code == 200 and report.json()["period"] == "month"
+    districts = {r["district"] for r in report.json()["rows"]}
+    assert districts == {"渝中区"}
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    assert "解放碑街道" in csv.content.decode("utf-8-sig") and "观音桥" not in csv.text
+    assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
+    async with httpx.AsyncClient(base_url=site.base) as anonymous:
+        assert (await anonymous.get("/console/api/reports/areas.csv")).status_code == 401

@@ -3,9 +3,11 @@ driven by Selenium), against real workers.
 
 1. An SOS pressed on a wristband travels MQTT -> ingest -> rules -> PostgreSQL and
    appears in the open console's queue without a reload, with a sound; the dispatcher
-   opens the card (map without tiles, what the ledger lacks), takes the alert, adds a
-   note, logs a call, resolves it with a category, reopens it and closes it as a false
-   alarm (refused without a reason); the timeline shows each step. Screenshots at 1366x768 and 390x844 are saved (under
+   opens the card (map without tiles, what the ledger lacks), dispatches the grid worker
+   (派单: the fake provider gets his SMS), adds a note, logs a call, resolves it with a
+   category, reopens it, takes it over asking the others to stay away (接手) and closes
+   it as a false alarm (refused without a reason); the timeline shows each step; the
+   报表 view shows the district's area report and its CSV/XLSX downloads. Screenshots at 1366x768 and 390x844 are saved (under
    CAREWATCH_SCREENSHOT_DIR when set, else the test's tmp dir) and checked.
 2. Scope: a 江北区 dispatcher's console shows nothing of 渝中区 in the queue (live
    included), the search or the alert pages.
@@ -332,9 +334,42 @@ def test_sos_reaches_the_console_live_and_is_resolved_with_a_category(
     shoot(drv, folder, "console-live-sos-1366x768.png", DESKTOP)
     assert "王秀英" in text_of(drv, "#queue") and "老人信息" in text_of(drv, "#detail")
 
-    # take it, note the call, resolve it as 送医
-    click(drv, "#btn-acknowledge")
-    wait_until(lambda: text_of(drv, "#alert-status") == "处理中", 10, "acknowledged")
+    # dispatch the grid worker with a note for him; he is sent the alert (SMS) himself
+    choices = drv.execute_script(  # type: ignore[attr-defined]
+        "return Array.from(document.querySelectorAll('#dispatch-person option'))"
+        ".map(o => o.textContent)"
+    )
+    assert "网格员 李建国" in choices, choices
+    assert any(c.startswith("家属 张伟（儿子）") for c in choices), choices
+    assert any("七星岗街道养老服务中心" in c and "公里" in c for c in choices), choices
+    select(drv, "#dispatch-person", "grid_worker:GW01")
+    type_into(drv, "#dispatch-note", "请带上轮椅")
+    click(drv, "#btn-dispatch")
+    wait_until(lambda: text_of(drv, "#alert-status") == "处理中", 10, "dispatched")
+    wait_until(
+        lambda: "派单给 网格员 李建国" in text_of(drv, "#timeline"), 10, "派单 on the timeline"
+    )
+    assert "已派单：网格员 李建国" in text_of(drv, "#action-msg")
+
+    def dispatch_sms_out_id() -> str | None:
+        rows = query(
+            s.database_url,
+            "SELECT out_id FROM notifications WHERE alert_id = %s AND step = -1"
+            " AND recipient_kind = 'grid_worker' AND recipient_id = 'GW01' AND channel = 'sms'"
+            " AND status IN ('sent', 'delivered') AND out_id IS NOT NULL",
+            alert_id,
+        )
+        return str(rows[0][0]) if rows else None
+
+    wait_until(lambda: dispatch_sms_out_id() is not None, 20, "the dispatch SMS sent")
+    out_id = dispatch_sms_out_id()
+    (sms,) = pipeline.wait_records(lambda r: r["provider"] == "sms" and r["out_id"] == out_id, 1)
+    assert sms["address"] == "13700000001" and sms["outcome"] == "delivered"
+    wait_until(
+        lambda: "派单通知" in text_of(drv, "#timeline"), 10, "the dispatch send on the timeline"
+    )
+    shoot(drv, folder, "console-dispatched-1366x768.png", DESKTOP)
+    # note the call, resolve it as 送医
     type_into(drv, "#note-text", "已电话联系儿子张伟，正赶往现场")
     click(drv, "#btn-note")
     wait_until(lambda: "正赶往现场" in text_of(drv, "#timeline"), 10, "the note on the timeline")
@@ -368,6 +403,12 @@ def test_sos_reaches_the_console_live_and_is_resolved_with_a_category(
     click(drv, "#btn-reopen")
     wait_until(lambda: text_of(drv, "#alert-status") == "处理中", 10, "reopened")
     wait_until(lambda: "王秀英" in text_of(drv, "#queue"), 10, "the queue to show it again")
+    # the operator takes it over and asks the others to stay away
+    click(drv, "#take-over-stand-down")
+    type_into(drv, "#take-over-note", "调度员已联系家属处理")
+    click(drv, "#btn-take-over")
+    wait_until(lambda: "已请其他人停止前往" in text_of(drv, "#timeline"), 10, "the take-over")
+    assert "调度员已联系家属处理" in text_of(drv, "#timeline")
     # a false alarm is refused without a reason, then closes it with one
     click(drv, '#resolve-form input[value="false_alarm"]')
     click(drv, "#btn-resolve")
@@ -379,7 +420,16 @@ def test_sos_reaches_the_console_live_and_is_resolved_with_a_category(
     steps = drv.execute_script(  # type: ignore[attr-defined]
         "return Array.from(document.querySelectorAll('#timeline li')).map(li => li.dataset.action)"
     )
-    order = ["opened", "acknowledged", "note", "call", "resolved", "reopened", "false_alarm"]
+    order = [
+        "opened",
+        "acknowledged",
+        "note",
+        "call",
+        "resolved",
+        "reopened",
+        "acknowledged",
+        "false_alarm",
+    ]
     assert [a for a in steps if a in order] == order, steps
     assert "误报原因：已核实老人无事" in text_of(drv, "#timeline")
 
@@ -389,6 +439,27 @@ def test_sos_reaches_the_console_live_and_is_resolved_with_a_category(
     assert "应急调度台" in text_of(drv, "header")
     assert "误报" in text_of(drv, "#alert-status") and "重新打开" in text_of(drv, "#timeline")
     shoot(drv, folder, "console-closed-390x844.png", PHONE)
+
+    # 报表: the street and district report of the dispatcher's district, with downloads
+    click(drv, "#btn-reports")
+    wait_until(lambda: "七星岗街道" in text_of(drv, "#report-table"), 10, "the area report")
+    report = text_of(drv, "#report-table")
+    assert "渝中区" in report and "合计" in report and "江北区" not in report
+    assert drv.execute_script("return document.documentElement.scrollWidth") <= PHONE[0]  # type: ignore[attr-defined]
+    shoot(drv, folder, "console-reports-390x844.png", PHONE)
+    downloads = drv.execute_async_script(  # type: ignore[attr-defined]
+        "const done = arguments[arguments.length - 1];"
+        "Promise.all(['#report-csv', '#report-xlsx'].map(id =>"
+        " fetch(document.querySelector(id).href).then(r =>"
+        " r.arrayBuffer().then(b => [r.status, r.headers.get('content-type'), b.byteLength]))))"
+        ".then(done)"
+    )
+    (csv_status, csv_type, csv_size), (xlsx_status, xlsx_type, xlsx_size) = downloads
+    assert csv_status == 200 and csv_type.startswith("text/csv") and csv_size > 0
+    assert xlsx_status == 200 and "spreadsheetml" in xlsx_type and xlsx_size > 0
+    viewport(drv, *DESKTOP)
+    assert "下载 Excel" in text_of(drv, "#detail")
+    shoot(drv, folder, "console-reports-1366x768.png", DESKTOP)
 
 
 def _open_alert(dsn: str, elder: str, kind: str) -> str:

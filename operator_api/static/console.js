@@ -12,7 +12,7 @@
     notified: "已通知", escalated: "升级通知", reminder: "提醒", acknowledged: "已接单",
     arrived: "已到达", resolved: "已办结", false_alarm: "标记误报", note: "备注",
     handled: "已告知他人", closed: "已关闭", call: "电话记录", reopened: "重新打开",
-    notifications_cancelled: "撤回待发通知", handled_enqueued: "通知他人已接单", closed_enqueued: "通知他人已办结",
+    notifications_cancelled: "撤回待发通知", handled_enqueued: "通知他人已接单", dispatch_enqueued: "派单通知", closed_enqueued: "通知他人已办结",
   };
   const CHANNEL_LABELS = { sms: "短信", wecom: "企业微信", downlink: "设备下发", voice: "语音电话" };
   const RECEIPT_LABELS = {
@@ -42,6 +42,7 @@
     sounds: 0,
     firstLoad: true,
     firstSeen: {}, // alert id -> when this page first showed it (ms since epoch)
+    people: {}, // "grid_worker:GW01" -> name, from the open card's dispatch list
   };
   window.cwConsole = state; // for the browser tests and for curious dispatchers
 
@@ -96,7 +97,17 @@
     if (actor === "rules") return "系统检测";
     if (actor === "notifier") return "通知服务";
     const [role, who] = actor.split(":", 2);
-    return ROLE_LABELS[role] ? ROLE_LABELS[role] + " " + (who || "") : actor;
+    const known = state.people[actor];
+    if (known) return (RECIPIENT_LABELS[role] || role) + " " + known;
+    if (ROLE_LABELS[role]) return ROLE_LABELS[role] + " " + (who || "");
+    return RECIPIENT_LABELS[role] ? RECIPIENT_LABELS[role] + " " + (who || "") : actor;
+  }
+  function choiceText(c) {
+    if (c.kind === "station") {
+      return c.role + " " + c.name + "（" + c.km + " 公里，" + (c.on_duty ? "在岗" : "非值班时间") + "）";
+    }
+    if (c.kind === "family") return "家属 " + c.name + "（" + c.role + "）";
+    return (RECIPIENT_LABELS[c.kind] || c.kind) + " " + c.name;
   }
   function profileText(name, livesAlone) {
     const parts = [name || "未设置照护类型"];
@@ -217,6 +228,8 @@
       el("span", { class: "who", id: "who" }, state.me.title),
       el("span", { class: "spacer" }),
       liveBadge, soundButton,
+      el("button", { type: "button", class: "ghost", id: "btn-reports",
+        onclick: () => showReports("week").catch(console.error) }, "报表"),
       el("a", { href: "/console/docs", class: "ghost link", target: "_blank", rel: "noopener" }, "接口文档"),
       logout);
     const side = el("aside", { class: "side" }, el("nav", { class: "tabs" }, tabQueue, tabSearch),
@@ -330,12 +343,22 @@
       [el("dt", {}, k), el("dd", {}, v)]));
   }
 
+  function eventLabel(e) {
+    const mode = (e.details || {}).mode;
+    if (e.action === "acknowledged" && mode === "dispatch") return "派单";
+    if (e.action === "acknowledged" && mode === "take_over") return "接手";
+    return EVENT_LABELS[e.action] || e.action;
+  }
+
   function eventText(e) {
     const d = e.details || {};
     const parts = [];
     if (e.action === "call") {
       parts.push("致电" + (d.callee ? " " + d.callee : "") + "：" + (d.outcome_label || d.outcome));
     } else if (d.outcome_label) parts.push("结果：" + d.outcome_label);
+    if (d.mode === "dispatch" && d.dispatched) parts.push("派单给 " + actorLabel(d.dispatched));
+    if ((d.mode === "dispatch" || d.mode === "take_over") && d.stand_down) parts.push("已请其他人停止前往");
+    if (e.action === "dispatch_enqueued" && d.recipient) parts.push("发送给 " + actorLabel(d.recipient));
     if (d.false_alarm_reason_label) parts.push("误报原因：" + d.false_alarm_reason_label);
     if (d.note) parts.push(d.note);
     if (d.step !== undefined && (e.action === "notified" || e.action === "escalated")) parts.push("第" + (Number(d.step) + 1) + "级");
@@ -343,7 +366,7 @@
     return parts.join(" · ");
   }
 
-  function actions(a, dial, reopenUntil) {
+  function actions(a, dial, reopenUntil, choices) {
     const box = el("div", { class: "actions", id: "actions" });
     const message = el("p", { class: "action-msg", id: "action-msg", role: "status" });
     async function run(path, body, done) {
@@ -358,11 +381,44 @@
         message.className = "action-msg error";
       }
     }
-    if (OPEN.has(a.status) && a.status !== "acknowledged") {
-      box.append(el("button", {
-        type: "button", id: "btn-acknowledge", class: "primary",
-        onclick: () => run("acknowledge", { note: "调度台接单" }, "已接单，升级通知已停止"),
-      }, "接单处理"));
+    if (a.status === "open" || a.status === "acknowledged") {
+      // 接手: the operator has it; the others stay away only when asked to
+      const standDown = el("input", { type: "checkbox", id: "take-over-stand-down" });
+      const takeNote = el("input", { id: "take-over-note", type: "text", maxlength: "500", placeholder: "告知其他人的留言（可选）" });
+      box.append(el("form", {
+        id: "take-over-form", class: "resolve",
+        onsubmit: (e) => {
+          e.preventDefault();
+          run("take-over", { note: takeNote.value, stand_down: standDown.checked },
+            standDown.checked ? "已接手，已请其他人停止前往" : "已接手，升级通知已停止");
+        },
+      }, el("span", { class: "label" }, "接手："),
+        el("label", { class: "outcome" }, standDown, "请其他人停止前往"), takeNote,
+        el("button", { type: "submit", id: "btn-take-over" }, "接手")));
+    }
+    if (a.status === "open" && choices.length) {
+      // 派单: send a named person, who gets the alert with their own link
+      const person = el("select", { id: "dispatch-person", title: "派单对象" },
+        choices.map((c) => el("option", { value: c.kind + ":" + c.id }, choiceText(c))));
+      const noteTo = el("select", { id: "dispatch-note-to", title: "留言发给" },
+        el("option", { value: "dispatched" }, "留言只发给被派人员"),
+        el("option", { value: "everyone" }, "留言发给所有已通知的人"));
+      const dispatchStandDown = el("input", { type: "checkbox", id: "dispatch-stand-down" });
+      const dispatchNote = el("input", { id: "dispatch-note", type: "text", maxlength: "500", placeholder: "给被派人员的留言（可选）" });
+      box.append(el("form", {
+        id: "dispatch-form", class: "resolve",
+        onsubmit: (e) => {
+          e.preventDefault();
+          const [kind, ...rest] = person.value.split(":");
+          const chosen = person.options[person.selectedIndex].textContent;
+          run("dispatch", {
+            kind, id: rest.join(":"), note: dispatchNote.value, note_to: noteTo.value,
+            stand_down: dispatchStandDown.checked,
+          }, "已派单：" + chosen);
+        },
+      }, el("span", { class: "label" }, "派单："), person, dispatchNote, noteTo,
+        el("label", { class: "outcome" }, dispatchStandDown, "请其他人停止前往"),
+        el("button", { type: "submit", id: "btn-dispatch", class: "primary" }, "派单")));
     }
     if (OPEN.has(a.status)) {
       const outcomes = Object.entries(state.me.outcomes).map(([code, label], i) =>
@@ -450,6 +506,7 @@
   }
 
   function renderAlert(card) {
+    for (const c of card.dispatch || []) state.people[c.kind + ":" + c.id] = c.name;
     const a = card.alert;
     const e = card.elder;
     const dial = card.dial;
@@ -527,13 +584,14 @@
       el("ol", { class: "timeline", id: "timeline" }, a.events.map((ev) =>
         el("li", { "data-action": ev.action },
           el("span", { class: "t" }, clock(ev.at)),
-          el("span", { class: "what" }, EVENT_LABELS[ev.action] || ev.action),
+          el("span", { class: "what" }, eventLabel(ev)),
           el("span", { class: "by muted" }, actorLabel(ev.actor)),
           el("span", { class: "text" }, eventText(ev))))));
     // a live update must not lose what the dispatcher is typing or has chosen
     const kept = {};
     if (detail.dataset.alertId === a.id) {
-      for (const id of ["note-text", "resolve-note", "call-note", "reopen-note", "call-callee", "false-alarm-reason"]) {
+      for (const id of ["note-text", "resolve-note", "call-note", "reopen-note", "call-callee", "false-alarm-reason",
+        "take-over-note", "dispatch-note", "dispatch-person", "dispatch-note-to"]) {
         const input = document.getElementById(id);
         if (input) kept[id] = input.value;
       }
@@ -545,15 +603,15 @@
       if (msg && msg.textContent) kept.msg = [msg.textContent, msg.className];
       if (document.activeElement && document.activeElement.id) kept.focus = document.activeElement.id;
     }
-    detail.replaceChildren(...[head, escalation, actions(a, dial, card.reopen_until),
+    detail.replaceChildren(...[head, escalation, actions(a, dial, card.reopen_until, card.dispatch || []),
       el("div", { class: "grid2" }, elderInfo, family), el("div", { class: "grid2" }, careNeeds, mapCard),
       devices, notifications, timeline].filter(Boolean));
     drawMap(mapBox, card.map);
-    for (const id of ["note-text", "resolve-note", "call-note", "reopen-note"]) {
+    for (const id of ["note-text", "resolve-note", "call-note", "reopen-note", "take-over-note", "dispatch-note"]) {
       const input = document.getElementById(id);
       if (input && kept[id]) input.value = kept[id];
     }
-    for (const id of ["call-callee", "false-alarm-reason"]) {
+    for (const id of ["call-callee", "false-alarm-reason", "dispatch-person", "dispatch-note-to"]) {
       const select = document.getElementById(id);
       if (select && kept[id]) select.value = kept[id];
     }
@@ -631,6 +689,42 @@
       li.addEventListener("click", () => selectElder(e.id));
       return li;
     }));
+  }
+
+  // --- 报表: the street and district report, scoped as the caller ---------------------
+
+  function minutes(stats) {
+    return stats.median_s === null ? "—" : (stats.median_s / 60).toFixed(1) + " 分";
+  }
+  function percent(rate) { return rate === null ? "—" : Math.round(rate * 100) + "%"; }
+
+  async function showReports(period) {
+    state.selected = { type: "reports", id: period };
+    renderQueue();
+    const report = await api("/console/api/reports/areas?period=" + period);
+    detail.dataset.alertId = "";
+    const periodSelect = el("select", { id: "report-period", title: "统计周期" },
+      el("option", { value: "week" }, "本周"), el("option", { value: "month" }, "本月"));
+    periodSelect.value = period;
+    periodSelect.addEventListener("change", () => showReports(periodSelect.value).catch(console.error));
+    const download = (fmt, label) => el("a", {
+      href: "/console/api/reports/areas." + fmt + "?period=" + period, class: "download",
+      id: "report-" + fmt, download: "",
+    }, label);
+    const head = ["区", "街道", "老人数", "应走访", "已走访", "走访率", "签到", "告警", "接单中位", "到达中位", "误报率", "离线设备"];
+    detail.replaceChildren(
+      el("div", { class: "detail-head" }, el("h2", {}, "辖区报表"),
+        el("span", { class: "muted" }, report.start + " 至 " + report.end), periodSelect,
+        download("csv", "下载 CSV"), download("xlsx", "下载 Excel")),
+      section("按街道、区统计", report.rows.length ? el("div", { class: "table-wrap" }, el("table", { class: "devices", id: "report-table" },
+        el("tr", {}, head.map((h) => el("th", {}, h))),
+        report.rows.map((r) => el("tr", { class: r.level === "district" ? "total" : "" },
+          el("td", {}, r.district), el("td", {}, r.level === "district" ? "合计" : r.street),
+          el("td", {}, String(r.elders)), el("td", {}, String(r.visits_due)), el("td", {}, String(r.visits_done)),
+          el("td", {}, percent(r.visit_rate)), el("td", {}, String(r.checkins)), el("td", {}, String(r.alerts)),
+          el("td", {}, minutes(r.time_to_acknowledge)), el("td", {}, minutes(r.time_to_arrive)),
+          el("td", {}, percent(r.false_alarm_rate)), el("td", {}, String(r.devices_offline)))))) :
+          el("p", { class: "muted" }, "辖区内暂无数据")));
   }
 
   async function selectElder(id) {
