@@ -10,8 +10,10 @@ A", 朝天门街道 "street B": one district, so only the street level tells the
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import uuid
+import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -279,6 +281,30 @@ async def test_street_a_cannot_act_on_or_report_street_b(site: Site) -> None:
     assert report_b["alerts_total"] == 1 and report_b["alerts_by_kind"] == {"fall": 1}
     assert report_d["alerts_total"] == report_a["alerts_total"] + report_b["alerts_total"]
     assert "赵德明" not in json.dumps(report_a, ensure_ascii=False)
+    # the area report and its downloads (what the civil-affairs office takes away)
+    for period in ("week", "month"):
+        areas_a = (await site.get("street_a", "/api/reports/areas", period=period)).json()
+        streets = {r["street"] for r in areas_a["rows"] if r["level"] == "street"}
+        assert streets <= {"解放碑街道"} and streets, areas_a
+        totals = [r for r in areas_a["rows"] if r["level"] == "district"]
+        street_rows = [r for r in areas_a["rows"] if r["level"] == "street"]
+        for field in ("elders", "alerts", "checkins", "devices_offline"):
+            assert sum(r[field] for r in totals) == sum(r[field] for r in street_rows), field
+        areas_b = (await site.get("street_b", "/api/reports/areas", period=period)).json()
+        assert {r["street"] for r in areas_b["rows"] if r["level"] == "street"} == {"朝天门街道"}
+    as_csv = await site.get("street_a", "/api/reports/areas.csv", period="month")
+    assert as_csv.status_code == 200 and "解放碑街道" in as_csv.text
+    assert "朝天门" not in as_csv.text
+    xlsx = await site.get("street_a", "/api/reports/areas.xlsx", period="month")
+    assert xlsx.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(xlsx.content)) as book:
+        cells = "".join(
+            book.read(name).decode()
+            for name in book.namelist()
+            if (name.endswith(".xml") and "/worksheets/" in name)
+            or name.endswith("sharedStrings.xml")
+        )
+    assert "解放碑街道" in cells and "朝天门" not in cells
     # stations: those inside the scope and the ones serving it from above
     stations = {
         who: sorted(s["id"] for s in (await site.get(who, "/api/stations")).json())
