@@ -33,6 +33,7 @@ import msgspec
 from psycopg.types.json import Jsonb
 
 from carewatch.alert_lifecycle import Action
+from carewatch.alerts import Alert
 from carewatch.settings import Settings
 from notifier import outbox, sql, targets, timeline
 from notifier.channels.aliyun_sms import PROVIDER_TZ
@@ -498,8 +499,12 @@ def reply_action(content: str) -> Action | None:
     return REPLY_ACTIONS.get(text)
 
 
-def taken_text(handler: str) -> str:
-    return f"该警报已由{handler}处理，谢谢"
+async def taken_text(conn: Conn, settings: Settings, alert: Alert) -> str:
+    """The answer to a reply about an alert someone else has, as the ack page says it:
+    已由张三（网格员）处理（03:12）."""
+    handler = await handler_display(conn, alert.acknowledged_by)
+    at_ms = alert.acknowledged_ms if alert.acknowledged_ms is not None else alert.device_time_ms
+    return f"已由{handler}处理（{targets.local_time(at_ms, settings.timezone):%H:%M}）"
 
 
 # The sender's alert SMS: the most recent one of an open alert, else the most recent.
@@ -534,9 +539,8 @@ async def record_sms_up(
         )
         await settle(conn, "sms_up", up.key, action)
         return Recorded(action, [], act, (up.phone_number, REPLY_TEXTS[action]))
-    elif row["status"] == "acknowledged":
-        outcome = "taken"
-        text = taken_text(await handler_display(conn, row["acknowledged_by"]))
+    elif row["status"] == "acknowledged" and (alert := await load_alert(conn, row["alert_id"])):
+        outcome, text = "taken", await taken_text(conn, settings, alert)
     else:
         outcome, text = "closed", REPLY_TEXTS["closed"]
     if row is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiomqtt
 import msgspec
@@ -397,3 +398,74 @@ async def test_sms_reply_acknowledges_once_and_a_late_reply_gets_a_polite_answer
             assert query(dsn, "SELECT status, version, acknowledged_by FROM alerts") == before
             replies = timeline(dsn, alert_id, "sms_reply")
             assert [r["outcome"] for r in replies] == ["closed"]
+
+
+async def test_sms_reply_that_loses_the_race_is_told_who_has_the_alert(
+    settings: Settings,
+) -> None:
+    """A "1" read while the alert is open, whose acknowledgement comes second (someone
+    else acknowledges while the reply waits for the alert's row lock): the alert keeps
+    its first handler and the reply is answered 已由XX处理（HH:MM）, not 由您处理."""
+    dsn = settings.database_url
+    seed_registry(dsn)
+    alert_id = insert_alert(dsn)
+    async with running_fake_providers(receipt_settings(settings), push_reports=True) as fake:
+        s = fake.settings
+        async with running_callbacks(s), running_notifier(s):
+            await publish_changes(s, change(alert_id))
+
+            async def alert_sms_sent() -> bool:
+                rows = query(dsn, "SELECT count(*) FROM notifications WHERE receipt = 'delivered'")
+                return bool(rows[0][0] == 2)
+
+            await await_until(alert_sms_sent, 15, "the alert SMS delivered")
+            winner = f"duty_officer:{DUTY_OFFICER_ID}"
+            connecting = psycopg.AsyncConnection.connect(dsn)
+            async with await connecting as lock, lock.transaction():
+                await lock.execute("SELECT 1 FROM alerts WHERE id = %s FOR UPDATE", (alert_id,))
+                await fake.sms_reply(GRID_WORKER_PHONE, "1")
+
+                async def reply_waits_for_the_lock() -> bool:
+                    rows = query(
+                        dsn,
+                        # the reply's ack transaction: its ack_uses row written,
+                        # waiting for the alert's row lock
+                        "SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l"
+                        " ON l.pid = a.pid WHERE a.wait_event_type = 'Lock'"
+                        " AND l.relation = 'ack_uses'::regclass AND l.granted",
+                    )
+                    return bool(rows[0][0] >= 1)
+
+                await await_until(reply_waits_for_the_lock, 15, "the reply waiting")
+                await lock.execute(
+                    "UPDATE alerts SET status = 'acknowledged', acknowledged_by = %s,"
+                    " acknowledged_at = now(), version = version + 1 WHERE id = %s",
+                    (winner, alert_id),
+                )
+            [(at,)] = query(dsn, "SELECT acknowledged_at FROM alerts WHERE id = %s", alert_id)
+            hhmm = at.astimezone(ZoneInfo(s.timezone)).strftime("%H:%M")
+
+            def answers() -> list[str]:
+                return [
+                    str(r.text)
+                    for r in fake.state.book.select(provider="sms")
+                    if r.address == GRID_WORKER_PHONE
+                    and r.template_code == s.aliyun_sms_template_reply
+                ]
+
+            async def answered() -> bool:
+                return bool(answers())
+
+            await await_until(answered, 15, "the answer to the reply")
+            [text] = answers()
+            assert text.startswith("【智慧养老】您的回复已收到：已由赵值班（"), text
+            assert text.endswith(f"处理（{hhmm}）"), text
+            assert "由您处理" not in text
+            assert query(dsn, "SELECT status, acknowledged_by FROM alerts") == [
+                ("acknowledged", winner)
+            ]
+            [entry] = timeline(dsn, alert_id, "acknowledged")
+            assert entry["handled_by"] == winner
+            assert query(dsn, "SELECT outcome FROM provider_receipts WHERE kind = 'sms_up'") == [
+                ("beaten",)
+            ]
