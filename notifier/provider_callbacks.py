@@ -18,7 +18,8 @@ the provider pushes again later (its retries, and our `provider_receipts`, make 
 A key 1 (我来处理) pressed in an alert call, or a reply "1" to the alert SMS, acknowledges
 the alert through the ack link's own transaction (`notifier.ack_app.apply_action`), as if
 the person had tapped the link: the others are told who is handling it, the wristband
-that help is coming. A reply "2" is the link's 误报. A reply gets a short answer by SMS.
+that help is coming. A reply "2 <reason>" is the link's 误报 with that reason; a bare "2"
+is asked for the reason. A reply gets a short answer by SMS.
 A press of a WeCom card's 我来处理 button is served here too (`notifier.wecom_callback`).
 """
 
@@ -183,7 +184,13 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         )
         try:
             result = await apply_action(
-                conn, settings, claim, act.action, now_ms, parts().sender.lease_until_ms()
+                conn,
+                settings,
+                claim,
+                act.action,
+                now_ms,
+                parts().sender.lease_until_ms(),
+                act.details,
             )
         except (Replay, TransitionError, LookupError):
             return False, None, [], None

@@ -469,3 +469,73 @@ async def test_sms_reply_that_loses_the_race_is_told_who_has_the_alert(
             assert query(dsn, "SELECT outcome FROM provider_receipts WHERE kind = 'sms_up'") == [
                 ("beaten",)
             ]
+
+
+async def test_sms_reply_false_alarm_needs_a_reason(settings: Settings) -> None:
+    """A bare "2" is asked for a reason and changes nothing; "2老人误按" (no space) closes
+    the alert as a false alarm with that reason, and the family's closing SMS says so."""
+    dsn = settings.database_url
+    seed_registry(dsn)
+    alert_id = insert_alert(dsn)
+    async with running_fake_providers(receipt_settings(settings), push_reports=True) as fake:
+        s = fake.settings
+        async with running_callbacks(s), running_notifier(s):
+            await publish_changes(s, change(alert_id))
+
+            async def alert_sms_sent() -> bool:
+                rows = query(dsn, "SELECT count(*) FROM notifications WHERE receipt = 'delivered'")
+                return bool(rows[0][0] == 2)
+
+            await await_until(alert_sms_sent, 15, "the alert SMS delivered")
+
+            def texts(phone: str, reply: bool) -> list[str]:
+                return [
+                    str(r.text)
+                    for r in fake.state.book.select(provider="sms")
+                    if r.address == phone
+                    and (r.template_code == s.aliyun_sms_template_reply) == reply
+                ]
+
+            await fake.sms_reply(GRID_WORKER_PHONE, "2")
+
+            async def asked() -> bool:
+                return bool(texts(GRID_WORKER_PHONE, True))
+
+            await await_until(asked, 15, "the answer to a bare 2")
+            assert texts(GRID_WORKER_PHONE, True) == [
+                "【智慧养老】您的回复已收到：如确认误报，请回复“2+原因”，例如：2 老人误按"
+            ]
+            assert query(dsn, "SELECT status FROM alerts") == [("open",)]
+            assert [r["outcome"] for r in timeline(dsn, alert_id, "sms_reply")] == [
+                "reason_required"
+            ]
+
+            await fake.sms_reply(GRID_WORKER_PHONE, "2老人误按")
+
+            async def closed() -> bool:
+                return query(dsn, "SELECT status FROM alerts") == [("false_alarm",)]
+
+            await await_until(closed, 15, "the reply with a reason to close the alert")
+            [entry] = query(
+                dsn,
+                "SELECT actor, details FROM alert_events WHERE alert_id = %s"
+                " AND details->>'to' = 'false_alarm'",
+                alert_id,
+            )
+            assert entry == (
+                f"grid_worker:{GRID_WORKER_ID}",
+                {"from": "open", "to": "false_alarm", "reason": "老人误按"},
+            )
+
+            async def family_told() -> bool:
+                return any("结束" in t for t in texts(FAMILY_1_PHONE, False))
+
+            await await_until(family_told, 15, "the family's closing SMS")
+            family = [t for t in texts(FAMILY_1_PHONE, False) if "结束" in t]
+            assert len(family) == 1 and "误报：老人误按" in family[0], family
+
+            async def both_answered() -> bool:
+                return len(texts(GRID_WORKER_PHONE, True)) == 2
+
+            await await_until(both_answered, 15, "the answer to the reply with a reason")
+            assert texts(GRID_WORKER_PHONE, True)[1].endswith("：已按误报结束该警报")
