@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import aiomqtt
 import msgspec
 import psycopg
+from prometheus_client import REGISTRY
 
 from carewatch.messages import DeviceCommand
 from carewatch.settings import Settings
@@ -46,6 +47,17 @@ def timeline(dsn: str, alert_id: str, action: str) -> list[dict[str, Any]]:
         action,
     )
     return [r[0] for r in rows]
+
+
+def last_steps_reached() -> float:
+    """carewatch_escalation_last_step_total of every policy, in this process."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "carewatch_escalation_last_step"
+        for sample in metric.samples
+        if sample.name == "carewatch_escalation_last_step_total"
+    )
 
 
 def notification(dsn: str, alert_id: str, channel: str, recipient_id: str) -> dict[str, Any]:
@@ -226,6 +238,7 @@ async def test_repeat_until_ack_loops_the_last_step_and_stops_on_ack(settings: S
         escalation_repeat_count=5,
         escalation_repeat_interval_s=1.0,
     )
+    last_steps_before = last_steps_reached()
     async with running_fake_providers(looping, push_reports=True) as fake:
         s = fake.settings
         await fake.script_calls(DUTY_OFFICER_PHONE, "answered", "key1")
@@ -246,6 +259,8 @@ async def test_repeat_until_ack_loops_the_last_step_and_stops_on_ack(settings: S
                 "voice" in d["channels"] and d["targets"] == ["duty_officer"] for d in repeats
             )
             assert all("voice" not in d["channels"] for d in steps if d["repeat"] == 0)
+            # the alert rule's counter: the last step reached once, its repeats not counted
+            assert last_steps_reached() - last_steps_before == 1
             stopped = query(dsn, "SELECT stopped_at IS NOT NULL, next_step_at FROM escalations")
             assert stopped == [(True, None)]
             # the key was pressed in the second repeat's call (step 2 + 2): nothing after it
