@@ -45,6 +45,13 @@ NOTIFICATIONS = Counter(
 ESCALATION_STEPS = Counter(
     "carewatch_escalation_steps_total", "Escalation steps carried out", ["policy", "step"]
 )
+# Policies are data (imported per district / care profile) with any number of steps: the
+# alert on "nobody acknowledged before the last step" reads this, not a step number.
+ESCALATION_LAST_STEP = Counter(
+    "carewatch_escalation_last_step_total",
+    "Escalations that reached their policy's last step (once per round; repeats not counted)",
+    ["policy"],
+)
 STAGE_LATENCY = Histogram(
     "carewatch_stage_latency_seconds",
     "Latency of one pipeline stage",

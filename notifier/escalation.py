@@ -19,7 +19,7 @@ import msgspec
 from carewatch import alerts
 from carewatch.alerts import Alert
 from carewatch.messages import CLOSED_STATUSES, AlertChange, decode_alert_change, encode
-from carewatch.metrics import ESCALATION_STEPS
+from carewatch.metrics import ESCALATION_LAST_STEP, ESCALATION_STEPS
 from carewatch.settings import Settings
 from notifier import duty_db, outbox, short_links, sql, targets, timeline
 from notifier.channels.base import Purpose
@@ -613,6 +613,8 @@ class Escalator(NotifierLoop):
             at_ms=now,
         )
         ESCALATION_STEPS.labels(policy.name, str(step)).inc()
+        if step == len(policy.steps) - 1:  # repeats are numbered past it
+            ESCALATION_LAST_STEP.labels(policy.name).inc()
         log.info(
             "escalation step",
             extra={"alert_id": alert.id, "step": step, "notifications": len(queued)},

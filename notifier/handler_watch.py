@@ -165,7 +165,8 @@ class HandlerWatcher(NotifierLoop):
         elder = await targets.load_elder(conn, alert.elder_id)
         if elder is None:
             return []
-        local = targets.local_time(now, self.settings.timezone).time()
+        # a local date and time, not a time alone: duty rosters and leave substitutes apply
+        local = targets.local_time(now, self.settings.timezone)
         found = await targets.resolve(conn, elder, HANDLER_ESCALATION_TARGETS, local)
         queued = await self._enqueue(conn, alert, found, now)
         await timeline.append(

@@ -18,7 +18,8 @@ the provider pushes again later (its retries, and our `provider_receipts`, make 
 A key 1 (我来处理) pressed in an alert call, or a reply "1" to the alert SMS, acknowledges
 the alert through the ack link's own transaction (`notifier.ack_app.apply_action`), as if
 the person had tapped the link: the others are told who is handling it, the wristband
-that help is coming. A reply "2" is the link's 误报. A reply gets a short answer by SMS.
+that help is coming. A reply "2 <reason>" is the link's 误报 with that reason; a bare "2"
+is asked for the reason. A reply gets a short answer by SMS.
 A press of a WeCom card's 我来处理 button is served here too (`notifier.wecom_callback`).
 """
 
@@ -139,12 +140,18 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             result = await record(conn, settings, item, now, sender.lease_until_ms())
             queued += result.queued
             answer = result.answer
+            outcome = result.outcome
             if result.act is not None:
-                done, change, acted = await _act(conn, result.act, now)
+                done, change, acted, beaten_by = await _act(conn, result.act, now)
                 queued += acted
                 if not done and answer is not None:  # it moved on meanwhile
                     answer = (answer[0], receipts.REPLY_TEXTS["closed"])
-        PROVIDER_CALLBACKS.labels(kind, result.outcome).inc()
+                if beaten_by is not None:  # someone acknowledged it meanwhile: not "由您处理"
+                    outcome = "beaten"
+                    await receipts.settle(conn, kind, item.key, outcome)
+                    if answer is not None:
+                        answer = (answer[0], beaten_by)
+        PROVIDER_CALLBACKS.labels(kind, outcome).inc()
         sender.send_leased(queued)
         if change is not None:
             try:  # committed with its outbox row: the rules workers' sweep retries it
@@ -155,7 +162,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             task = asyncio.create_task(_answer(answer[0], answer[1], f"reply:{item.key}"))
             answering.add(task)
             task.add_done_callback(answering.discard)
-        log.info("provider push", extra={"kind": kind, "outcome": result.outcome})
+        log.info("provider push", extra={"kind": kind, "outcome": outcome})
 
     def _bus() -> Bus:
         found: Bus = state["bus"]
@@ -163,9 +170,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
 
     async def _act(
         conn: Conn, act: receipts.Act, now_ms: int
-    ) -> tuple[bool, AlertChange | None, list[Claimed]]:
+    ) -> tuple[bool, AlertChange | None, list[Claimed], str | None]:
         """Carry out a phone's action through the ack link's own transaction; False when
-        the alert had moved on (closed, or this call / reply already acted)."""
+        the alert had moved on (closed, or this call / reply already acted). An
+        acknowledgement that came second (the alert row lock orders them: someone else
+        acknowledged after the reply was read) gets who has it: 已由XX处理（HH:MM）."""
         claim = AckClaim(
             act.alert_id,
             act.recipient_kind,
@@ -175,11 +184,20 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         )
         try:
             result = await apply_action(
-                conn, settings, claim, act.action, now_ms, parts().sender.lease_until_ms()
+                conn,
+                settings,
+                claim,
+                act.action,
+                now_ms,
+                parts().sender.lease_until_ms(),
+                act.details,
             )
         except (Replay, TransitionError, LookupError):
-            return False, None, []
-        return True, result.change, result.notifications
+            return False, None, [], None
+        beaten_by = (
+            await receipts.taken_text(conn, settings, result.alert) if result.beaten else None
+        )
+        return True, result.change, result.notifications, beaten_by
 
     async def _answer(phone: str, text: str, key: str) -> None:
         """The short answer to an SMS reply: sent now, once (the reply is recorded once),

@@ -33,6 +33,7 @@ import msgspec
 from psycopg.types.json import Jsonb
 
 from carewatch.alert_lifecycle import Action
+from carewatch.alerts import Alert
 from carewatch.settings import Settings
 from notifier import outbox, sql, targets, timeline
 from notifier.channels.aliyun_sms import PROVIDER_TZ
@@ -174,6 +175,7 @@ class Act:
     recipient_id: str
     action: Action
     token_id: str  # in ack_uses: this call / this reply acts once
+    details: dict[str, object] | None = None  # a false alarm's reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,22 +486,39 @@ REPLY_ACTIONS: dict[str, Action] = {"1": "acknowledge", "2": "false_alarm"}
 REPLY_TEXTS = {
     "acknowledge": "已确认由您处理，请尽快前往",
     "false_alarm": "已按误报结束该警报",
+    "reason_required": "如确认误报，请回复“2+原因”，例如：2 老人误按",
     "closed": "该警报已结束，无需处理，谢谢",
     "unknown": "未找到需要您处理的警报，谢谢",
     "unrecognised": "请回复1由我处理，或回复2误报",
 }
-_FULL_WIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
+_FULL_WIDTH = str.maketrans("０１２３４５６７８９＋", "0123456789+")
+_TRAILING = "。.！!，, "
+# between the 2 and its reason: "2 老人误按", "2+老人误按", "2：老人误按", "２　老人误按"
+_REASON_LEAD = "+:：,，、.。 -—"
+REASON_MAX_CHARS = 100
 
 
-def reply_action(content: str) -> Action | None:
-    """The action an SMS reply asks for (pure): "1" or "2", full-width digits and
-    trailing punctuation allowed; None for anything else."""
-    text = content.translate(_FULL_WIDTH_DIGITS).strip().rstrip("。.！!，, ")
-    return REPLY_ACTIONS.get(text)
+def parse_reply(content: str) -> tuple[Action, str] | None:
+    """The action an SMS reply asks for and the reason given with it (pure): "1", or "2"
+    followed by a false alarm's reason ("2 老人误按", "2老人误按"; "" when none was
+    given); full-width digits, any white space and trailing punctuation allowed. None
+    for anything else (a "1" with words after it, "12")."""
+    text = " ".join(content.translate(_FULL_WIDTH).split()).rstrip(_TRAILING)
+    action = REPLY_ACTIONS.get(text[:1])
+    if action is None:
+        return None
+    rest = text[1:].lstrip(_REASON_LEAD).strip()
+    if (action == "acknowledge" and rest) or text[1:2].isdigit():  # "1 好的", "12", "21"
+        return None
+    return action, rest[:REASON_MAX_CHARS]
 
 
-def taken_text(handler: str) -> str:
-    return f"该警报已由{handler}处理，谢谢"
+async def taken_text(conn: Conn, settings: Settings, alert: Alert) -> str:
+    """The answer to a reply about an alert someone else has, as the ack page says it:
+    已由张三（网格员）处理（03:12）."""
+    handler = await handler_display(conn, alert.acknowledged_by)
+    at_ms = alert.acknowledged_ms if alert.acknowledged_ms is not None else alert.device_time_ms
+    return f"已由{handler}处理（{targets.local_time(at_ms, settings.timezone):%H:%M}）"
 
 
 # The sender's alert SMS: the most recent one of an open alert, else the most recent.
@@ -518,25 +537,34 @@ async def record_sms_up(
     conn: Conn, settings: Settings, up: SmsUp, now_ms: int, lease_until_ms: int
 ) -> Recorded:
     """A reply to an alert SMS: "1" acknowledges the sender's most recent open alert, "2"
-    closes it as a false alarm; anything else, or a reply about an alert that is over or
+    followed by a reason closes it as a false alarm with that reason (a bare "2" is asked
+    for the reason and changes nothing); anything else, or a reply about an alert that is over or
     unknown, gets a short polite answer and changes nothing."""
     if not await claim(conn, "sms_up", up.key, up):
         return Recorded("duplicate", [])
-    action = reply_action(up.content)
+    reply = parse_reply(up.content)
     row = await sql.one(conn, _REPLIED_TO, (up.phone_number,))
     if row is None:
         outcome, text = "unknown", REPLY_TEXTS["unknown"]
-    elif action is None:
+    elif reply is None:
         outcome, text = "unrecognised", REPLY_TEXTS["unrecognised"]
+    elif row["status"] == "open" and reply == ("false_alarm", ""):
+        # 误报 closes an alert: only when confirmed with a reason, as on the ack page
+        outcome, text = "reason_required", REPLY_TEXTS["reason_required"]
     elif row["status"] == "open":
+        action, reason = reply
         act = Act(
-            row["alert_id"], row["recipient_kind"], row["recipient_id"], action, f"sms:{up.key}"
+            row["alert_id"],
+            row["recipient_kind"],
+            row["recipient_id"],
+            action,
+            f"sms:{up.key}",
+            {"reason": reason} if action == "false_alarm" else None,
         )
         await settle(conn, "sms_up", up.key, action)
         return Recorded(action, [], act, (up.phone_number, REPLY_TEXTS[action]))
-    elif row["status"] == "acknowledged":
-        outcome = "taken"
-        text = taken_text(await handler_display(conn, row["acknowledged_by"]))
+    elif row["status"] == "acknowledged" and (alert := await load_alert(conn, row["alert_id"])):
+        outcome, text = "taken", await taken_text(conn, settings, alert)
     else:
         outcome, text = "closed", REPLY_TEXTS["closed"]
     if row is not None:

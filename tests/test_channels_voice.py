@@ -19,10 +19,10 @@ from notifier.channels.base import Message
 from notifier.receipts import (
     BadPush,
     VoiceReport,
+    parse_reply,
     parse_sms_reports,
     parse_sms_up,
     parse_voice_reports,
-    reply_action,
     voice_outcome,
 )
 from tests.fake_provider_server import (
@@ -118,9 +118,21 @@ def test_call_report_outcomes(status_code: str, dtmf: str, outcome: str) -> None
 
 
 def test_replies_and_bad_pushes() -> None:
-    assert reply_action("1") == "acknowledge" and reply_action(" １。") == "acknowledge"
-    assert reply_action("2") == "false_alarm"
-    assert reply_action("12") is None and reply_action("好的") is None
+    assert parse_reply("1") == ("acknowledge", "") == parse_reply(" １。")
+    assert parse_reply("2") == ("false_alarm", "") == parse_reply("２。")
+    # a false alarm's reason, however it is written after the 2
+    for reply in (
+        "2 老人误按",
+        "2老人误按",
+        "２　老人误按",
+        "2+老人误按",
+        "2：老人误按。",
+        "2＋老人误按",
+    ):
+        assert parse_reply(reply) == ("false_alarm", "老人误按"), reply
+    assert parse_reply("2 老人  误按") == ("false_alarm", "老人 误按")
+    for other in ("12", "21", "1 好的", "好的", ""):
+        assert parse_reply(other) is None, other
     with pytest.raises(BadPush):
         parse_sms_reports(b'{"not": "an array"}')
     with pytest.raises(BadPush):

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import psycopg
+import pytest
 from prometheus_client import REGISTRY
 
 from carewatch.clock import ManualClock, SystemClock
@@ -20,8 +21,10 @@ from notifier.outbox import OutboxSender
 from tests.fake_provider_server import running_fake_providers
 from tests.support.ack import running_ack_app
 from tests.support.notifier import (
+    FAR_STAFFED,
     GRID_WORKER_ID,
     GRID_WORKER_PHONE,
+    NEAR_UNSTAFFED,
     STATION_PHONE,
     change,
     insert_alert,
@@ -261,14 +264,23 @@ def events(dsn: str, alert_id: str, action: str) -> list[dict[str, object]]:
     return [r[0] for r in rows]
 
 
+@pytest.mark.parametrize("station_on_leave", [False, True])
 async def test_after_an_acknowledgement_presses_reach_the_handler_who_is_then_watched(
-    settings: Settings,
+    settings: Settings, station_on_leave: bool
 ) -> None:
     """A press on an acknowledged SOS reaches the person handling it; without 已到达 they are
-    reminded, then the station and the duty officer are alerted. A second alert whose
-    handler arrives gets neither."""
+    reminded, then the station and the duty officer are alerted (the duty rosters apply:
+    a station on leave passes the alert to its substitute). A second alert whose handler
+    arrives gets neither."""
     dsn = settings.database_url
     seed_registry(dsn)
+    if station_on_leave:  # the staffed station is on leave around today; the other stands in
+        with psycopg.connect(dsn) as conn:
+            conn.execute(
+                "INSERT INTO duty_leaves (member_kind, member_id, first_day, last_day,"
+                " substitute_id) VALUES ('station', %s, current_date - 2, current_date + 2, %s)",
+                (FAR_STAFFED, NEAR_UNSTAFFED),
+            )
     sos = insert_alert(dsn)
     fall = insert_alert(dsn, kind="fall")
     gw = f"grid_worker:{GRID_WORKER_ID}"
@@ -326,11 +338,16 @@ async def test_after_an_acknowledgement_presses_reach_the_handler_who_is_then_wa
     assert reasons == ["pressed_again", "not_arrived"]
     assert len(to_handler(after)) == 2  # the press, then the reminder: the same person
     others = {str(r["address"]) for r in alert_sms(after)} - {GRID_WORKER_PHONE}
-    assert others == {STATION_PHONE, "13800000009"}  # the staffed station, the duty officer
+    # the staffed station (or its substitute), the duty officer
+    station = NEAR_UNSTAFFED_PHONE if station_on_leave else STATION_PHONE
+    assert others == {station, "13800000009"}
     # every message after the acknowledgement is about the SOS, whose handler never came
     assert all(r["params"]["kind_event"] == "发出紧急呼叫" for r in alert_sms(after))
     assert events(dsn, fall, "handler_renotified") == []
     assert events(dsn, fall, "handler_escalated") == []
+
+
+NEAR_UNSTAFFED_PHONE = "13800000005"
 
 
 async def wait_sent(dsn: str, alert_id: str) -> None:

@@ -6,18 +6,22 @@ and call reports over HTTP as the real service does."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiomqtt
 import msgspec
 import psycopg
+from prometheus_client import REGISTRY
 
 from carewatch.messages import DeviceCommand
 from carewatch.settings import Settings
 from carewatch.topics import topic
 from harness.services import await_until
-from tests.fake_provider_server import running_fake_providers
+from tests.fake_provider_server import RunningFakeProviders, running_fake_providers
 from tests.support.notifier import (
     DEVICE_ID,
     DUTY_OFFICER_ID,
@@ -45,6 +49,52 @@ def timeline(dsn: str, alert_id: str, action: str) -> list[dict[str, Any]]:
         action,
     )
     return [r[0] for r in rows]
+
+
+def last_steps_reached() -> float:
+    """carewatch_escalation_last_step_total of every policy, in this process."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "carewatch_escalation_last_step"
+        for sample in metric.samples
+        if sample.name == "carewatch_escalation_last_step_total"
+    )
+
+
+@contextlib.asynccontextmanager
+async def alert_sms_delivered(
+    settings: Settings, *, push_twice: bool = False
+) -> AsyncIterator[tuple[RunningFakeProviders, str]]:
+    """An open alert whose SMS reached the grid worker and the first family contact
+    (delivery reports in), with the notifier and the provider callbacks app running:
+    ready for replies."""
+    dsn = settings.database_url
+    seed_registry(dsn)
+    alert_id = insert_alert(dsn)
+    async with running_fake_providers(receipt_settings(settings), push_reports=True) as fake:
+        s = fake.settings
+        if push_twice:
+            await fake.push_twice()
+        async with running_callbacks(s), running_notifier(s):
+            await publish_changes(s, change(alert_id))
+
+            async def alert_sms_sent() -> bool:
+                rows = query(dsn, "SELECT count(*) FROM notifications WHERE receipt = 'delivered'")
+                return bool(rows[0][0] == 2)
+
+            await await_until(alert_sms_sent, 15, "the alert SMS delivered")
+            yield fake, alert_id
+
+
+def sms_texts(fake: RunningFakeProviders, phone: str, *, reply: bool = True) -> list[str]:
+    """The SMS sent to `phone`: the answers to its replies, or (reply=False) the rest."""
+    template = fake.settings.aliyun_sms_template_reply
+    return [
+        str(r.text)
+        for r in fake.state.book.select(provider="sms")
+        if r.address == phone and (r.template_code == template) == reply
+    ]
 
 
 def notification(dsn: str, alert_id: str, channel: str, recipient_id: str) -> dict[str, Any]:
@@ -225,6 +275,7 @@ async def test_repeat_until_ack_loops_the_last_step_and_stops_on_ack(settings: S
         escalation_repeat_count=5,
         escalation_repeat_interval_s=1.0,
     )
+    last_steps_before = last_steps_reached()
     async with running_fake_providers(looping, push_reports=True) as fake:
         s = fake.settings
         await fake.script_calls(DUTY_OFFICER_PHONE, "answered", "key1")
@@ -245,6 +296,8 @@ async def test_repeat_until_ack_loops_the_last_step_and_stops_on_ack(settings: S
                 "voice" in d["channels"] and d["targets"] == ["duty_officer"] for d in repeats
             )
             assert all("voice" not in d["channels"] for d in steps if d["repeat"] == 0)
+            # the alert rule's counter: the last step reached once, its repeats not counted
+            assert last_steps_reached() - last_steps_before == 1
             stopped = query(dsn, "SELECT stopped_at IS NOT NULL, next_step_at FROM escalations")
             assert stopped == [(True, None)]
             # the key was pressed in the second repeat's call (step 2 + 2): nothing after it
@@ -323,77 +376,157 @@ async def test_sms_reply_acknowledges_once_and_a_late_reply_gets_a_polite_answer
     acknowledgement, one answer); "1" about an alert that is over, or from a number we
     never alerted, gets a short polite answer and changes nothing."""
     dsn = settings.database_url
-    seed_registry(dsn)
-    alert_id = insert_alert(dsn)
-    async with running_fake_providers(receipt_settings(settings), push_reports=True) as fake:
+    async with alert_sms_delivered(settings, push_twice=True) as (fake, alert_id):
+        [to_gw] = [r for r in await fake.records("sms") if r["address"] == GRID_WORKER_PHONE]
+        assert "（回复1由我处理，回复2误报）：http" in to_gw["text"]
+
+        await fake.sms_reply(GRID_WORKER_PHONE, "1")
+
+        async def acknowledged() -> bool:
+            rows = query(dsn, "SELECT status, acknowledged_by FROM alerts")
+            return rows == [("acknowledged", f"grid_worker:{GRID_WORKER_ID}")]
+
+        await await_until(acknowledged, 15, "the reply to acknowledge")
+
+        async def answered_once() -> bool:
+            ups = [p for p in await fake.pushes() if p["path"] == "sms-up"]
+            return len(ups) == 2 and len(sms_texts(fake, GRID_WORKER_PHONE)) == 1
+
+        await await_until(answered_once, 10, "both pushes taken, one answer")
+        assert sms_texts(fake, GRID_WORKER_PHONE) == [
+            "【智慧养老】您的回复已收到：已确认由您处理，请尽快前往"
+        ]
+        assert len(timeline(dsn, alert_id, "acknowledged")) == 1
+        assert query(dsn, "SELECT count(*) FROM ack_uses WHERE token_id LIKE 'sms:%%'") == [(1,)]
+        assert query(
+            dsn,
+            "SELECT outcome, count(*) FROM provider_receipts WHERE kind = 'sms_up'"
+            " GROUP BY outcome",
+        ) == [("acknowledge", 1)]
+
+        # the alert is over; the family's late "1" changes nothing and is answered
+        # (off the event loop: the notifier in this loop may hold the row's lock)
+        def resolve() -> None:
+            with psycopg.connect(dsn) as conn:
+                conn.execute("UPDATE alerts SET status = 'resolved' WHERE id = %s", (alert_id,))
+
+        await asyncio.to_thread(resolve)
+        before = query(dsn, "SELECT status, version, acknowledged_by FROM alerts")
+        await fake.push_twice(False)
+        await fake.sms_reply(FAMILY_1_PHONE, "１。")  # full-width, with a full stop
+        await fake.sms_reply("13900000099", "1")  # never alerted
+
+        async def polite() -> bool:
+            return bool(sms_texts(fake, FAMILY_1_PHONE)) and bool(sms_texts(fake, "13900000099"))
+
+        await await_until(polite, 10, "polite answers")
+        assert sms_texts(fake, FAMILY_1_PHONE) == [
+            "【智慧养老】您的回复已收到：该警报已结束，无需处理，谢谢"
+        ]
+        assert sms_texts(fake, "13900000099") == [
+            "【智慧养老】您的回复已收到：未找到需要您处理的警报，谢谢"
+        ]
+        assert query(dsn, "SELECT status, version, acknowledged_by FROM alerts") == before
+        replies = timeline(dsn, alert_id, "sms_reply")
+        assert [r["outcome"] for r in replies] == ["closed"]
+
+
+async def test_sms_reply_that_loses_the_race_is_told_who_has_the_alert(
+    settings: Settings,
+) -> None:
+    """A "1" read while the alert is open, whose acknowledgement comes second (someone
+    else acknowledges while the reply waits for the alert's row lock): the alert keeps
+    its first handler and the reply is answered 已由XX处理（HH:MM）, not 由您处理."""
+    dsn = settings.database_url
+    async with alert_sms_delivered(settings) as (fake, alert_id):
         s = fake.settings
-        await fake.push_twice()
-        async with running_callbacks(s), running_notifier(s):
-            await publish_changes(s, change(alert_id))
-
-            async def alert_sms_sent() -> bool:
-                rows = query(dsn, "SELECT count(*) FROM notifications WHERE receipt = 'delivered'")
-                return bool(rows[0][0] == 2)
-
-            await await_until(alert_sms_sent, 15, "the alert SMS delivered")
-            [to_gw] = [r for r in await fake.records("sms") if r["address"] == GRID_WORKER_PHONE]
-            assert "（回复1由我处理，回复2误报）：http" in to_gw["text"]
-
+        winner = f"duty_officer:{DUTY_OFFICER_ID}"
+        connecting = psycopg.AsyncConnection.connect(dsn)
+        async with await connecting as lock, lock.transaction():
+            await lock.execute("SELECT 1 FROM alerts WHERE id = %s FOR UPDATE", (alert_id,))
             await fake.sms_reply(GRID_WORKER_PHONE, "1")
 
-            async def acknowledged() -> bool:
-                rows = query(dsn, "SELECT status, acknowledged_by FROM alerts")
-                return rows == [("acknowledged", f"grid_worker:{GRID_WORKER_ID}")]
+            async def reply_waits_for_the_lock() -> bool:
+                rows = query(
+                    dsn,
+                    # the reply's ack transaction: its ack_uses row written,
+                    # waiting for the alert's row lock
+                    "SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l"
+                    " ON l.pid = a.pid WHERE a.wait_event_type = 'Lock'"
+                    " AND l.relation = 'ack_uses'::regclass AND l.granted",
+                )
+                return bool(rows[0][0] >= 1)
 
-            await await_until(acknowledged, 15, "the reply to acknowledge")
+            await await_until(reply_waits_for_the_lock, 15, "the reply waiting")
+            await lock.execute(
+                "UPDATE alerts SET status = 'acknowledged', acknowledged_by = %s,"
+                " acknowledged_at = now(), version = version + 1 WHERE id = %s",
+                (winner, alert_id),
+            )
+        [(at,)] = query(dsn, "SELECT acknowledged_at FROM alerts WHERE id = %s", alert_id)
+        hhmm = at.astimezone(ZoneInfo(s.timezone)).strftime("%H:%M")
 
-            def answers(phone: str) -> list[str]:
-                return [
-                    str(r.text)
-                    for r in fake.state.book.select(provider="sms")
-                    if r.address == phone and r.template_code == s.aliyun_sms_template_reply
-                ]
+        async def answered() -> bool:
+            return bool(sms_texts(fake, GRID_WORKER_PHONE))
 
-            async def answered_once() -> bool:
-                ups = [p for p in await fake.pushes() if p["path"] == "sms-up"]
-                return len(ups) == 2 and len(answers(GRID_WORKER_PHONE)) == 1
+        await await_until(answered, 15, "the answer to the reply")
+        [text] = sms_texts(fake, GRID_WORKER_PHONE)
+        assert text.startswith("【智慧养老】您的回复已收到：已由赵值班（"), text
+        assert text.endswith(f"处理（{hhmm}）"), text
+        assert "由您处理" not in text
+        assert query(dsn, "SELECT status, acknowledged_by FROM alerts") == [
+            ("acknowledged", winner)
+        ]
+        [entry] = timeline(dsn, alert_id, "acknowledged")
+        assert entry["handled_by"] == winner
+        assert query(dsn, "SELECT outcome FROM provider_receipts WHERE kind = 'sms_up'") == [
+            ("beaten",)
+        ]
 
-            await await_until(answered_once, 10, "both pushes taken, one answer")
-            assert answers(GRID_WORKER_PHONE) == [
-                "【智慧养老】您的回复已收到：已确认由您处理，请尽快前往"
-            ]
-            assert len(timeline(dsn, alert_id, "acknowledged")) == 1
-            assert query(dsn, "SELECT count(*) FROM ack_uses WHERE token_id LIKE 'sms:%%'") == [
-                (1,)
-            ]
-            assert query(
-                dsn,
-                "SELECT outcome, count(*) FROM provider_receipts WHERE kind = 'sms_up'"
-                " GROUP BY outcome",
-            ) == [("acknowledge", 1)]
 
-            # the alert is over; the family's late "1" changes nothing and is answered
-            # (off the event loop: the notifier in this loop may hold the row's lock)
-            def resolve() -> None:
-                with psycopg.connect(dsn) as conn:
-                    conn.execute("UPDATE alerts SET status = 'resolved' WHERE id = %s", (alert_id,))
+async def test_sms_reply_false_alarm_needs_a_reason(settings: Settings) -> None:
+    """A bare "2" is asked for a reason and changes nothing; "2老人误按" (no space) closes
+    the alert as a false alarm with that reason, and the family's closing SMS says so."""
+    dsn = settings.database_url
+    async with alert_sms_delivered(settings) as (fake, alert_id):
+        await fake.sms_reply(GRID_WORKER_PHONE, "2")
 
-            await asyncio.to_thread(resolve)
-            before = query(dsn, "SELECT status, version, acknowledged_by FROM alerts")
-            await fake.push_twice(False)
-            await fake.sms_reply(FAMILY_1_PHONE, "１。")  # full-width, with a full stop
-            await fake.sms_reply("13900000099", "1")  # never alerted
+        async def asked() -> bool:
+            return bool(sms_texts(fake, GRID_WORKER_PHONE))
 
-            async def polite() -> bool:
-                return bool(answers(FAMILY_1_PHONE)) and bool(answers("13900000099"))
+        await await_until(asked, 15, "the answer to a bare 2")
+        assert sms_texts(fake, GRID_WORKER_PHONE) == [
+            "【智慧养老】您的回复已收到：如确认误报，请回复“2+原因”，例如：2 老人误按"
+        ]
+        assert query(dsn, "SELECT status FROM alerts") == [("open",)]
+        assert [r["outcome"] for r in timeline(dsn, alert_id, "sms_reply")] == ["reason_required"]
 
-            await await_until(polite, 10, "polite answers")
-            assert answers(FAMILY_1_PHONE) == [
-                "【智慧养老】您的回复已收到：该警报已结束，无需处理，谢谢"
-            ]
-            assert answers("13900000099") == [
-                "【智慧养老】您的回复已收到：未找到需要您处理的警报，谢谢"
-            ]
-            assert query(dsn, "SELECT status, version, acknowledged_by FROM alerts") == before
-            replies = timeline(dsn, alert_id, "sms_reply")
-            assert [r["outcome"] for r in replies] == ["closed"]
+        await fake.sms_reply(GRID_WORKER_PHONE, "2老人误按")
+
+        async def closed() -> bool:
+            return query(dsn, "SELECT status FROM alerts") == [("false_alarm",)]
+
+        await await_until(closed, 15, "the reply with a reason to close the alert")
+        [entry] = query(
+            dsn,
+            "SELECT actor, details FROM alert_events WHERE alert_id = %s"
+            " AND details->>'to' = 'false_alarm'",
+            alert_id,
+        )
+        assert entry == (
+            f"grid_worker:{GRID_WORKER_ID}",
+            {"from": "open", "to": "false_alarm", "reason": "老人误按"},
+        )
+
+        async def family_told() -> bool:
+            return any("结束" in t for t in sms_texts(fake, FAMILY_1_PHONE, reply=False))
+
+        await await_until(family_told, 15, "the family's closing SMS")
+        family = [t for t in sms_texts(fake, FAMILY_1_PHONE, reply=False) if "结束" in t]
+        assert len(family) == 1 and "误报：老人误按" in family[0], family
+
+        async def both_answered() -> bool:
+            return len(sms_texts(fake, GRID_WORKER_PHONE)) == 2
+
+        await await_until(both_answered, 15, "the answer to the reply with a reason")
+        assert sms_texts(fake, GRID_WORKER_PHONE)[1].endswith("：已按误报结束该警报")
