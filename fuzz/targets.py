@@ -126,7 +126,7 @@ _CONTENT_TYPES = (
 
 
 def fuzz_ack_body(data: bytes) -> None:
-    """The POST body parser of the ack page: any body gives an action string."""
+    """The POST body parser of the ack page: any body gives a dict of string fields."""
     if not data:
         return
     content_type = _CONTENT_TYPES[data[0] % len(_CONTENT_TYPES)]
@@ -142,8 +142,9 @@ def fuzz_ack_body(data: bytes) -> None:
     async def receive() -> dict[str, object]:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    action = asyncio.run(ack_app._read_action(Request(scope, receive)))
-    assert isinstance(action, str)
+    fields = asyncio.run(ack_app._read_form(Request(scope, receive)))
+    assert isinstance(fields, dict)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in fields.items())
 
 
 # --- provider answers ------------------------------------------------------------------------
