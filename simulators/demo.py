@@ -364,6 +364,7 @@ def ports_taken(s: Settings) -> list[str]:
         ("fake SMS/WeCom providers", "CAREWATCH_ALIYUN_SMS_ENDPOINT", "127.0.0.1", fake_port),
         ("ack server", "CAREWATCH_ACK_PORT", s.ack_host, s.ack_port),
         ("operator API", "CAREWATCH_OPERATOR_PORT", s.operator_host, s.operator_port),
+        ("provider callbacks", "CAREWATCH_CALLBACKS_PORT", s.callbacks_host, s.callbacks_port),
         ("metrics", "CAREWATCH_METRICS_PORT", s.metrics_host, s.metrics_port),
     ]
     taken = []
@@ -383,7 +384,11 @@ def ports_taken(s: Settings) -> list[str]:
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
-    s = demo_settings(settings, args.escalation_wait)
+    if getattr(args, "scenario", "street") == "night-sos":
+        from simulators.demo_night import main as night_main
+
+        return night_main(settings, args)
+    s = demo_settings(settings, args.escalation_wait or 3.0)
     taken = ports_taken(s)
     for problem in taken:
         say(f"[setup] {problem}")
