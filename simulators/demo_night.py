@@ -141,9 +141,15 @@ async def night_scenario(demo: Demo, s: Settings, elder: dict[str, Any], band: B
                     and r["status"] in ("sent", "delivered")
                     for r in rows
                 )
-                return told and any(c.type == "help_coming" for _, c in band_seen)
+                card = any(  # the callbacks app's sweep updates every card (every 2 s)
+                    r["template_code"] == "update_template_card" and r["received_ms"] >= t0
+                    for r in await demo.records()
+                )
+                return told and card and any(c.type == "help_coming" for _, c in band_seen)
 
-            await wait_for(done, 60, "key 1, the 'handled' messages and the band's downlink")
+            await wait_for(
+                done, 60, "key 1, the 'handled' messages, the WeCom card update and the downlink"
+            )
         finally:
             listener.cancel()
     return await collect(demo, s, alert, t0, band.device_id, band_seen)
@@ -189,6 +195,10 @@ async def collect(
             entries.append(
                 Entry(off(r["received_ms"]), "call", f"phone rings: {who} ({r['text']})")
             )
+        elif r["template_code"] == "update_template_card":
+            said = f"企业微信卡片按钮改为：{r['text']}"
+            what = f"wecom card updated (update_template_card) -> {who}"
+            entries.append(Entry(off(r["received_ms"]), "wecom_card_update", what))
         else:
             body = " / ".join((r["text"] or "").splitlines())
             said = f"{'短信' if r['provider'].startswith('sms') else '企业微信'}：{body}"

@@ -76,6 +76,8 @@ def test_night_sos_rings_at_once_and_key1_tells_everyone(
     # every recipient's texts, numbers masked: the family is told who handles it
     assert re.search(r"短信：.*（网格员）于\d\d:\d\d接手处理", markdown)
     assert "手环：已有人前来帮助" in markdown
+    assert acked <= first(rows, "wecom_card_update", gw)
+    assert re.search(r"企业微信卡片按钮改为：已由.*（网格员）处理", markdown)
     headers = [line for line in markdown.splitlines() if line.startswith("- **")]
     assert any(re.search(r"\(grid_worker\) \d{3}\*{4}\d{4}\*\*$", h) for h in headers)
     assert not [h for h in headers if re.search(r"\d{11}", h)]
