@@ -22,22 +22,19 @@ from zoneinfo import ZoneInfo
 
 import aiomqtt
 import msgspec
-import psycopg
-from psycopg.rows import dict_row
 
 from carewatch.logs import mask_phone
 from carewatch.messages import DeviceCommand
 from carewatch.settings import Settings
 from carewatch.topics import topic
 from simulators.demo import (
-    OUT,
     Band,
     Demo,
-    _serve,
-    demo_ready,
+    await_ingest,
     demo_settings,
-    ports_taken,
+    ports_free,
     prepare,
+    run_demo,
     say,
     wait_for,
 )
@@ -248,60 +245,27 @@ def markdown(run: NightRun) -> str:
     return "\n".join(out)
 
 
-async def run_night(s: Settings) -> NightRun:
-    from carewatch.runall import run as run_all
-    from simulators.fake_providers.server import create_app
-
-    stop = asyncio.Event()
-    fake_port = int(s.aliyun_sms_endpoint.split(":")[2].split("/")[0])
-    app = create_app(s, OUT / "provider-requests.jsonl", push_reports=True)
-    tasks = [
-        asyncio.create_task(_serve(app, fake_port, stop)),
-        asyncio.create_task(run_all(s, stop)),
-    ]
-    try:
-        async with await psycopg.AsyncConnection.connect(
-            s.database_url, autocommit=True, row_factory=dict_row
-        ) as conn:
-            demo = Demo(s, conn)
-            await wait_for(demo_ready(demo, fake_port), 30, "fake providers")
-            elder = (
-                await demo.rows(
-                    "SELECT e.id, e.name, d.id AS band FROM elders e JOIN devices d"
-                    " ON d.elder_id = e.id AND d.kind = 'wristband' ORDER BY e.id LIMIT 1"
-                )
-            )[0]
-            async with aiomqtt.Client(
-                s.mqtt_host, s.mqtt_port, identifier="carewatch-demo-devices"
-            ) as mqtt:
-                band = Band(mqtt, elder["band"])
-
-                async def ingest_ready() -> bool:
-                    await band.telemetry()
-                    rows = await demo.rows(
-                        "SELECT 1 FROM telemetry WHERE device_id = %s LIMIT 1", band.device_id
-                    )
-                    return bool(rows)
-
-                await wait_for(ingest_ready, 30, "ingest to store the first telemetry")
-                say("[setup] workers running, fake providers pushing receipts")
-                result = await night_scenario(demo, s, elder, band)
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return result
+async def play(demo: Demo, s: Settings) -> NightRun:
+    elder = (
+        await demo.rows(
+            "SELECT e.id, e.name, d.id AS band FROM elders e JOIN devices d"
+            " ON d.elder_id = e.id AND d.kind = 'wristband' ORDER BY e.id LIMIT 1"
+        )
+    )[0]
+    async with aiomqtt.Client(
+        s.mqtt_host, s.mqtt_port, identifier="carewatch-demo-devices"
+    ) as mqtt:
+        band = Band(mqtt, elder["band"])
+        await await_ingest(demo, band)
+        say("[setup] workers running, fake providers pushing receipts")
+        return await night_scenario(demo, s, elder, band)
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
     s = night_settings(settings, args.escalation_wait, args.daytime)
-    taken = ports_taken(s)
-    for problem in taken:
-        say(f"[setup] {problem}")
-    if taken:
+    if not ports_free(s) or not prepare(s):
         return 1
-    if not prepare(s):
-        return 1
-    result = asyncio.run(run_night(s))
+    result = asyncio.run(run_demo(s, play, push_reports=True))
     say()
     for line in render(result):
         say(line)

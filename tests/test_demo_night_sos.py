@@ -18,10 +18,11 @@ ROW = re.compile(r"^\| \+(\d+\.\d{3}) s \| (\S+) \| (.*) \|$")
 def run_demo(
     settings: Settings, tmp_path: Path, *extra: str
 ) -> tuple[str, list[tuple[int, str, str]]]:
-    fake = f"http://127.0.0.1:{free_port()}"
+    fake, ack = f"http://127.0.0.1:{free_port()}", free_port()
     s = settings.model_copy(
         update={
-            "ack_port": free_port(),
+            "ack_port": ack,
+            "ack_base_url": f"http://127.0.0.1:{ack}",
             "operator_port": free_port(),
             "callbacks_port": free_port(),
             "aliyun_sms_endpoint": f"{fake}/aliyun-sms/",
