@@ -232,10 +232,35 @@ def build_parser() -> argparse.ArgumentParser:
     scen.add_argument("name", choices=["sos", "sos-cancel", "fall", "fall-cancel"])
     scen.add_argument("--elder", required=True, help="elder id (uses that elder's wristband)")
 
-    sub.add_parser(
+    demo = sub.add_parser(
         "demo",
         help="run the whole pipeline on a generated street with a scripted SOS and print it",
-    ).add_argument("--escalation-wait", type=float, default=3.0, help="seconds between steps")
+        description="street (default): an SOS, a cancelled fall and a fall, printed. night-sos:"
+        " one SOS at night (the night window is set around the wall clock), the grid worker's"
+        " SMS reported undelivered, their phone rung, key 1 pressed; prints the timeline as"
+        " offsets from the press, every text each recipient got and the press-to-first-ring time.",
+    )
+    demo.add_argument(
+        "scenario",
+        nargs="?",
+        default="street",
+        choices=["street", "night-sos"],
+        help="which scripted scenario to run (default: street)",
+    )
+    demo.add_argument(
+        "--escalation-wait",
+        type=float,
+        default=None,
+        help="seconds between steps (default: 3 for street, the setting for night-sos)",
+    )
+    demo.add_argument(
+        "--out", type=Path, default=None, help="night-sos: also write the result as Markdown"
+    )
+    demo.add_argument(
+        "--daytime",
+        action="store_true",
+        help="night-sos without the night window: only the SMS receipt can make the phone ring",
+    )
 
     ev = sub.add_parser("eval", help="evaluate detectors on recorded trials")
     ev_sub = ev.add_subparsers(dest="eval_cmd", required=True)

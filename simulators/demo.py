@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
 import httpx
@@ -34,6 +34,7 @@ from simulators.fake_providers.records import link_at_end
 
 DISTRICT = "渝中区"
 OUT = Path("var/demo")
+T = TypeVar("T")
 
 
 def say(text: str = "") -> None:
@@ -182,16 +183,19 @@ def prepare(s: Settings) -> bool:
     return True
 
 
-async def run_demo(s: Settings) -> int:
+async def run_demo(
+    s: Settings, play: Callable[[Demo, Settings], Awaitable[T]], *, push_reports: bool = False
+) -> T:
+    """Every worker and the fake providers (pushing receipts with `push_reports`) in this
+    process while `play` runs against them."""
     from carewatch.runall import run as run_all
     from simulators.fake_providers.server import create_app
 
     stop = asyncio.Event()
     fake_port = int(s.aliyun_sms_endpoint.split(":")[2].split("/")[0])
+    app = create_app(s, OUT / "provider-requests.jsonl", push_reports=push_reports)
     tasks = [
-        asyncio.create_task(
-            _serve(create_app(s, OUT / "provider-requests.jsonl"), fake_port, stop)
-        ),
+        asyncio.create_task(_serve(app, fake_port, stop)),
         asyncio.create_task(run_all(s, stop)),
     ]
     try:
@@ -200,7 +204,7 @@ async def run_demo(s: Settings) -> int:
         ) as conn:
             demo = Demo(s, conn)
             await wait_for(demo_ready(demo, fake_port), 30, "fake providers")
-            return await scenarios(demo, s)
+            return await play(demo, s)
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -217,6 +221,19 @@ def demo_ready(demo: Demo, port: int) -> Callable[[], Awaitable[bool]]:
     return check
 
 
+async def await_ingest(demo: Demo, probe: Band) -> None:
+    """Until ingest stores the probe band's telemetry (the workers are up)."""
+
+    async def ingest_ready() -> bool:
+        await probe.telemetry()
+        rows = await demo.rows(
+            "SELECT 1 FROM telemetry WHERE device_id = %s LIMIT 1", probe.device_id
+        )
+        return bool(rows)
+
+    await wait_for(ingest_ready, 30, "ingest to store the first telemetry")
+
+
 async def scenarios(demo: Demo, s: Settings) -> int:
     elders = await demo.rows(
         "SELECT e.id, e.name, d.id AS band FROM elders e JOIN devices d ON d.elder_id = e.id"
@@ -226,16 +243,7 @@ async def scenarios(demo: Demo, s: Settings) -> int:
         s.mqtt_host, s.mqtt_port, identifier="carewatch-demo-devices"
     ) as mqtt:
         bands = {e["id"]: Band(mqtt, e["band"]) for e in elders}
-        probe = bands[elders[2]["id"]]
-
-        async def ingest_ready() -> bool:
-            await probe.telemetry()
-            rows = await demo.rows(
-                "SELECT 1 FROM telemetry WHERE device_id = %s LIMIT 1", probe.device_id
-            )
-            return bool(rows)
-
-        await wait_for(ingest_ready, 30, "ingest to store the first telemetry")
+        await await_ingest(demo, bands[elders[2]["id"]])
         say("[setup] workers running: ingest, rules, notifier, ack server; fake providers up")
 
         latencies = [await sos_scenario(demo, s, elders[0], bands[elders[0]["id"]])]
@@ -364,6 +372,7 @@ def ports_taken(s: Settings) -> list[str]:
         ("fake SMS/WeCom providers", "CAREWATCH_ALIYUN_SMS_ENDPOINT", "127.0.0.1", fake_port),
         ("ack server", "CAREWATCH_ACK_PORT", s.ack_host, s.ack_port),
         ("operator API", "CAREWATCH_OPERATOR_PORT", s.operator_host, s.operator_port),
+        ("provider callbacks", "CAREWATCH_CALLBACKS_PORT", s.callbacks_host, s.callbacks_port),
         ("metrics", "CAREWATCH_METRICS_PORT", s.metrics_host, s.metrics_port),
     ]
     taken = []
@@ -383,12 +392,19 @@ def ports_taken(s: Settings) -> list[str]:
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
-    s = demo_settings(settings, args.escalation_wait)
+    if getattr(args, "scenario", "street") == "night-sos":
+        from simulators.demo_night import main as night_main
+
+        return night_main(settings, args)
+    s = demo_settings(settings, args.escalation_wait or 3.0)
+    if not ports_free(s) or not prepare(s):
+        return 1
+    return asyncio.run(run_demo(s, scenarios))
+
+
+def ports_free(s: Settings) -> bool:
+    """Whether every port the demo listens on is free; says which is not."""
     taken = ports_taken(s)
     for problem in taken:
         say(f"[setup] {problem}")
-    if taken:
-        return 1
-    if not prepare(s):
-        return 1
-    return asyncio.run(run_demo(s))
+    return not taken
