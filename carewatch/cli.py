@@ -57,17 +57,22 @@ WORKERS: dict[str, tuple[str, str]] = {
     "ack-server": ("notifier.ack_app:run", "serve the signed ack links (phone page + API)"),
     "provider-callbacks": (
         "notifier.provider_callbacks:run",
-        "receive the providers' pushes: SMS delivery and call reports, SMS replies",
+        "receive the providers' pushes: SMS delivery and call reports, SMS replies,"
+        " WeCom card button presses",
     ),
     "operator-api": (
         "operator_api.app:run",
-        "operator API (FastAPI) and the grid worker's phone page",
+        "operator API (FastAPI), the dispatcher console and the grid worker's phone page",
     ),
     "fake-providers": (
         "simulators.fake_providers.server:run",
-        "local fake Aliyun SMS and WeCom APIs that record what they receive",
+        "local fake Aliyun SMS and voice, Tencent SMS and WeCom APIs that record what they receive",
     ),
-    "run-all": ("carewatch.runall:run", "every worker above in one process (small sites, demo)"),
+    "run-all": (
+        "carewatch.runall:run",
+        "ingest, rules, notifier, ack server, provider callbacks and operator API in one"
+        " process (small sites, demo)",
+    ),
 }
 
 

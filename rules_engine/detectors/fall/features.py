@@ -1,8 +1,8 @@
 """The physics of a fall seen from the wrist, as numbers: the features of one impact.
 
-The streaming detector (`accel_fall.AccelFallDetector`) finds candidate impacts and, once
-`decide_after_ms` of signal has followed one, describes it here. The learned second stage
-(`fall_model.FallModel`) turns the description into a probability. Each feature is one
+The streaming signal model (`signal_model.FallSignalModel`) finds candidate impacts and,
+once `decide_after_ms` of signal has followed one, describes it here. The learned second
+stage (`model.FallModel`) turns the description into a probability. Each feature is one
 physical cue, computed relative to what the arm itself was doing before, so that one
 number means the same for a jogger and for someone sitting:
 
