@@ -41,6 +41,7 @@ from carewatch.alert_lifecycle import TransitionError
 from carewatch.alert_outbox import AlertPublisher
 from carewatch.bus import Bus, make_bus
 from carewatch.clock import Clock, SystemClock
+from carewatch.http_guard import BodyLimit
 from carewatch.http_serve import serve_until
 from carewatch.messages import AlertChange
 from carewatch.metrics import serve_metrics
@@ -91,6 +92,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     app = FastAPI(
         title="carewatch provider callbacks", lifespan=lifespan, docs_url=None, redoc_url=None
     )
+    # refused before the body is read (pushes are small; the routes check again)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
     def parts() -> NotifierParts:
         found: NotifierParts = state["parts"]

@@ -367,6 +367,13 @@ async def test_pushes_are_verified_and_idempotent(settings: Settings) -> None:
                 dsn, "SELECT count(*) FROM provider_receipts WHERE outcome = 'unmatched'"
             )
             assert unmatched == [(1,)]
+            # a push larger than any real batch is refused before it is read
+            huge = await http.post(
+                f"/callbacks/{secret}/aliyun/sms-report", content=b"[" + b" " * (2 << 20) + b"]"
+            )
+            assert huge.status_code == 413
+            assert "request body larger than" in huge.json()["detail"]  # carewatch.http_guard
+            assert query(dsn, "SELECT count(*) FROM provider_receipts") == [(3,)]
 
 
 async def test_sms_reply_acknowledges_once_and_a_late_reply_gets_a_polite_answer(
