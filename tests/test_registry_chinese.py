@@ -181,6 +181,18 @@ def test_one_bad_row_imports_nothing(tmp_path: Path, db_dsn: str) -> None:
     assert counts == (0, 0, 0)
 
 
+def test_gbk_csv_as_excel_saves_it_on_chinese_windows_imports(tmp_path: Path, db_dsn: str) -> None:
+    path = tmp_path / "台账.csv"
+    path.write_bytes(
+        "\r\n".join(",".join(r) for r in ([TITLE], HEADER, _row(), _liu())).encode("gbk")
+    )
+    report = import_files(db_dsn, [path])
+    assert report.ok, [str(e) for e in report.errors]
+    with psycopg.connect(db_dsn) as conn:
+        names = conn.execute("SELECT name, address FROM elders ORDER BY id").fetchall()
+    assert names == [("王秀英", "金汤街12号3-2"), ("刘建华", "中山一路8号")]
+
+
 def test_reimport_without_id_keeps_the_stored_masked_number(tmp_path: Path, db_dsn: str) -> None:
     assert import_files(db_dsn, [_xlsx(tmp_path / "a.xlsx", [_row()])]).ok
     assert import_files(db_dsn, [_xlsx(tmp_path / "b.xlsx", [_row(身份证号="", 性别="")])]).ok
