@@ -387,6 +387,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = loaded
     setup_logging(settings.log_level, settings.log_json)
+    if args.command in ("registry", "db") or getattr(args, "notifier_cmd", None):
+        return _admin_command(args, settings)
+    return _dispatch(args, settings)
+
+
+def _admin_command(args: argparse.Namespace, settings: Settings) -> int:
+    """A one-shot administrator's command: a database that is unreachable or not yet
+    migrated is one line on stderr and exit 1, not a traceback (workers keep theirs)."""
+    import psycopg
+
+    try:
+        return _dispatch(args, settings)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"cannot reach the database (CAREWATCH_DATABASE_URL): {first}", file=sys.stderr)
+    except psycopg.errors.UndefinedTable as exc:
+        first = str(exc).strip().splitlines()[0]
+        print(
+            f"the database is not migrated ({first}): run `carewatch db migrate` first",
+            file=sys.stderr,
+        )
+    return 1
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     cmd = args.command
 
     if cmd == "db":

@@ -343,6 +343,11 @@ async def run_check(settings: Settings, start: date | None, days: int) -> CheckR
     return find_gaps(snap, start, days, tz)
 
 
+NO_ELDERS = (
+    "nothing checked: the ledger has no elders; import it first (carewatch registry import FILE)"
+)
+
+
 def format_result(result: CheckResult) -> str:
     lines = [f"checked {result.elders_checked} elder(s), {result.days} day(s) from {result.start}"]
     if result.grids_without_cover:
@@ -354,6 +359,9 @@ def format_result(result: CheckResult) -> str:
             spans = ", ".join(f"{w.start} → {w.end}" for w in g.windows[:4])
             more = f" (+{len(g.windows) - 4} more)" if len(g.windows) > 4 else ""
             lines.append(f"  grid {g.grid_id}: {spans}{more}")
+    if result.elders_checked == 0:
+        lines.append(NO_ELDERS)
+        return "\n".join(lines)
     if result.ok:
         lines.append("ok: every severity reaches someone for every elder at every moment")
         return "\n".join(lines)
@@ -370,7 +378,7 @@ def format_result(result: CheckResult) -> str:
 
 def cli_check(settings: Settings, args: argparse.Namespace) -> int:
     """`carewatch notifier check [--json] [--from DAY] [--days N]`: 1 when someone is
-    unreached, 2 on bad arguments."""
+    unreached or the ledger has no elders, 2 on bad arguments."""
     import asyncio
 
     try:
@@ -382,8 +390,9 @@ def cli_check(settings: Settings, args: argparse.Namespace) -> int:
         print("--days must be at least 1")
         return 2
     result = asyncio.run(run_check(settings, start, args.days))
+    ok = result.ok and result.elders_checked > 0  # an empty ledger proves nothing
     if args.json:
-        print(json.dumps(asdict(result) | {"ok": result.ok}, ensure_ascii=False, indent=2))
+        print(json.dumps(asdict(result) | {"ok": ok}, ensure_ascii=False, indent=2))
     else:
         print(format_result(result))
-    return 0 if result.ok else 1
+    return 0 if ok else 1

@@ -1,0 +1,65 @@
+"""An administrator's one-shot commands against a database that is missing, not
+migrated or empty: one clear line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import psycopg
+
+from harness.pipeline import CAREWATCH
+
+
+def _carewatch(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREWATCH_")}
+    env["CAREWATCH_DATABASE_URL"] = dsn
+    return subprocess.run(
+        [CAREWATCH, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+
+
+def _complaints(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """stderr without the JSON log lines."""
+    return [line for line in done.stderr.splitlines() if not line.startswith("{")]
+
+
+def test_missing_database_is_one_line_not_a_traceback(db_dsn: str, tmp_path: Path) -> None:
+    missing = psycopg.conninfo.make_conninfo(
+        db_dsn, dbname=psycopg.conninfo.conninfo_to_dict(db_dsn)["dbname"] + "_missing"
+    )
+    ledger = tmp_path / "台账.csv"
+    ledger.write_text("老人编号,姓名\n", encoding="utf-8")
+    for args in (("notifier", "check"), ("registry", "import", str(ledger))):
+        done = _carewatch(missing, *args)
+        assert done.returncode == 1, done
+        lines = _complaints(done)
+        assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+        assert lines[0].startswith("cannot reach the database (CAREWATCH_DATABASE_URL):")
+        assert "_missing" in lines[0]
+
+
+def test_unmigrated_database_names_the_migrate_command(db_dsn: str) -> None:
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+    done = _carewatch(db_dsn, "notifier", "check")
+    assert done.returncode == 1
+    assert _complaints(done) == [
+        'the database is not migrated (relation "elders" does not exist):'
+        " run `carewatch db migrate` first"
+    ], done.stderr
+
+
+def test_check_on_an_empty_ledger_does_not_say_ok(db_dsn: str) -> None:
+    done = _carewatch(db_dsn, "notifier", "check")
+    assert done.returncode == 1
+    assert "ok:" not in done.stdout
+    assert "nothing checked: the ledger has no elders" in done.stdout
+
+    done = _carewatch(db_dsn, "notifier", "check", "--json")
+    assert done.returncode == 1
+    result = json.loads(done.stdout)
+    assert (result["elders_checked"], result["ok"]) == (0, False)
