@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from registry.ledger_format import CARE_NOTE_COLUMNS, ELDER_COLUMNS
-from registry.reader import RawRow, Table
+from registry.reader import MAX_TITLE_ROWS, RawRow, Table
 
 # The template's columns, in order: (Chinese header, internal column; "" = not imported).
 TEMPLATE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -160,6 +160,19 @@ def looks_like_header(cells: list[str]) -> bool:
     if any(c in ("elder_id", "station_id", "officer_id", "zone_id") for c in cells):
         return True
     return is_chinese(cells)
+
+
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+NO_HEADER = (
+    f"找不到表头行：前 {MAX_TITLE_ROWS + 1} 行中没有一行含“姓名”和至少 {MIN_RECOGNISED} 个"
+    "台账列名（如“老人编号”“姓名”“联系电话”）；请对照 carewatch registry template"
+    " 生成的模板检查列名"
+)
+
+
+def has_chinese_text(cells: list[str]) -> bool:
+    """Whether a row holds Chinese text: an office's file, whose errors are in Chinese."""
+    return any(_CJK.search(c) for c in cells)
 
 
 def is_chinese(header: list[str]) -> bool:

@@ -210,6 +210,9 @@ class _LedgerParser:
             self.out.localizers[name] = (localizer, header_line)
             self.out.notes.extend(localizer.notes())
         kind = detect_kind(table.header)
+        if kind is None and chinese.has_chinese_text(table.header):
+            self.out.errors.append(RowError(name, 0, None, chinese.NO_HEADER, chinese=True))
+            return
         if kind is None:
             self.out.errors.append(
                 RowError(

@@ -142,6 +142,20 @@ def test_missing_column_is_named_in_chinese_on_the_header_line(tmp_path: Path) -
     assert [str(e) for e in ledger.errors] == [f"{path}：第 2 行，网格员电话：缺少这一列"]
 
 
+def test_header_without_name_column_is_a_chinese_error(tmp_path: Path, db_dsn: str) -> None:
+    path = tmp_path / "台账.csv"
+    header = ["名字" if h == "姓名" else h for h in HEADER]
+    path.write_text(
+        "\n".join(",".join(r) for r in ([TITLE], header, _row())) + "\n", encoding="utf-8"
+    )
+    report = import_files(db_dsn, [path])
+    assert not report.ok
+    text = format_report(report)
+    assert "台账未导入，没有写入任何数据：共 1 处错误" in text
+    assert f"{path}：整个文件：找不到表头行：前 6 行中没有一行含“姓名”" in text
+    assert "unknown table" not in text
+
+
 def test_chinese_ledger_imports_and_keeps_only_the_masked_id(tmp_path: Path, db_dsn: str) -> None:
     path = _xlsx(tmp_path / "台账.xlsx", [_row(), _liu()])
     report = import_files(db_dsn, [path])
