@@ -236,7 +236,14 @@ _ZH_REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"^no care profile '(.*)'.*$", "没有照护类型“\\1”"),
         (r"^a member cannot stand in for itself$", "替班人不能是本人"),
         (r"^unknown table: .*$", "无法识别的表格：表头应包含 级别、星期、请假开始 或 电话 之一"),
-        (r"^(?:a|an) (\S+) table cannot be imported here.*$", "这类表格不能用这个命令导入"),
+        (
+            r"^(?:a|an) policies table cannot be imported here.*$",
+            "这是通知策略表，请用 carewatch notifier policies import 导入",
+        ),
+        (
+            r"^(?:a|an) (\S+) table cannot be imported here.*$",
+            "这是值班、请假或接收渠道表，请用 carewatch notifier rosters import 导入",
+        ),
         (r"^unknown column$", "无法识别的列"),
     )
 )
@@ -306,7 +313,7 @@ def _header(file: str, header: list[str], out: ParsedTables) -> tuple[TableKind,
     """The table's kind and its header in English columns; None (and errors) when unknown."""
     zh_to_en = {zh: en for cols in COLUMNS.values() for en, zh, _ in cols}
     zh = sum(1 for h in header if h in zh_to_en)
-    if zh:
+    if zh or registry_chinese.has_chinese_text(header):  # Chinese file: Chinese errors
         out.chinese[file] = {}
         english = []
         for index, h in enumerate(header):
@@ -346,7 +353,9 @@ def parse_files(files: Sequence[Path], allowed: Sequence[TableKind]) -> ParsedTa
             out.error(
                 At(name, 1),
                 None,
-                f"a {kind} table cannot be imported here (this command takes {', '.join(allowed)})",
+                f"a {kind} table cannot be imported here (this command takes"
+                f" {', '.join(allowed)}): import it with `carewatch notifier"
+                f" {'policies' if kind == 'policies' else 'rosters'} import`",
             )
             continue
         out.kinds.add(kind)

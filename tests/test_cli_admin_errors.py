@@ -63,3 +63,31 @@ def test_check_on_an_empty_ledger_does_not_say_ok(db_dsn: str) -> None:
     assert done.returncode == 1
     result = json.loads(done.stdout)
     assert (result["elders_checked"], result["ok"]) == (0, False)
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
+
+
+def test_a_table_given_to_the_wrong_import_names_the_right_command(
+    db_dsn: str, tmp_path: Path
+) -> None:
+    done = _carewatch(db_dsn, "notifier", "policies", "import", str(EXAMPLES / "shifts_zh.csv"))
+    assert done.returncode == 1
+    assert "这是值班、请假或接收渠道表，请用 carewatch notifier rosters import 导入" in done.stdout
+
+    done = _carewatch(db_dsn, "notifier", "rosters", "import", str(EXAMPLES / "policies_zh.csv"))
+    assert done.returncode == 1
+    assert "这是通知策略表，请用 carewatch notifier policies import 导入" in done.stdout
+
+    # the elder ledger template (its title row above the header) is a Chinese file too
+    template = tmp_path / "台账.csv"
+    assert _carewatch(db_dsn, "registry", "template", "--out", str(template)).returncode == 0
+    done = _carewatch(db_dsn, "notifier", "rosters", "import", str(template))
+    assert done.returncode == 1
+    assert "第 1 行：无法识别的表格" in done.stdout
+    assert "unknown table" not in done.stdout
+    with psycopg.connect(db_dsn) as conn:
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM elders), (SELECT count(*) FROM escalation_policy_steps)"
+        ).fetchone()
+    assert counts == (0, 0)
