@@ -95,7 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
             " all or nothing"
         ),
     )
-    imp.add_argument("files", nargs="+", type=Path)
+    imp.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="CSV (UTF-8 or GBK) or XLSX; each file's header tells its table; the office"
+        " ledger with Chinese headers is what `registry template` writes (docs/registry.md)",
+    )
     gw_imp = reg_sub.add_parser(
         "gateways",
         help=(
@@ -112,7 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     regions_imp = regions.add_parser(
         "import", help="create 区县/街道/社区 nodes (and name the city) from a CSV/XLSX table"
     )
-    regions_imp.add_argument("file", type=Path)
+    regions_imp.add_argument(
+        "file",
+        type=Path,
+        metavar="FILE",
+        help="CSV/XLSX with the columns 区县 (required), 街道, 社区 and 市 (docs/registry.md)",
+    )
 
     tpl = reg_sub.add_parser(
         "template",
@@ -122,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=Path("老年人信息台账模板.xlsx"),
-        help="XLSX (default) or, ending in .csv, CSV",
+        help="XLSX (default: 老年人信息台账模板.xlsx) or, ending in .csv, CSV",
     )
+    tpl.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
     gen = reg_sub.add_parser(
         "generate", help="write a synthetic but plausible street ledger from the facility plan"
     )
@@ -187,9 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
         )
         ledger.add_parser(
             "import", help="validate and import ledger files (CSV/XLSX), all or nothing"
-        ).add_argument("files", nargs="+", type=Path, metavar="FILE")
+        ).add_argument(
+            "files",
+            nargs="+",
+            type=Path,
+            metavar="FILE",
+            help=(
+                "policies table (区县,照护类型,级别,步骤,...)"
+                if what == "policies"
+                else "shifts, leaves and/or channels tables (值班/请假/接收渠道)"
+            )
+            + ", CSV or XLSX; examples in docs/examples/",
+        )
     check = notifier_sub.add_parser(
-        "check", help="list every elder for whom some severity reaches nobody (exit 1 if any)"
+        "check",
+        help="list every elder for whom some severity reaches nobody (exit 1 if any, or if"
+        " the ledger has no elders)",
     )
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.add_argument(
@@ -299,7 +325,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="SENSOR[@DAY]: sensors whose id contains SENSOR fall silent from day DAY",
     )
     homes.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    _describe_subcommands(parser)
     return parser
+
+
+def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
+    """A subcommand's own --help opens with the line its parent lists it with."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, child in action.choices.items():
+                if child.description is None and helps.get(name):
+                    child.description = helps[name]
+                _describe_subcommands(child)
 
 
 def _add_gateway_simulators(sim_sub: Any) -> None:

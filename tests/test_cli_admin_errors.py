@@ -91,3 +91,18 @@ def test_a_table_given_to_the_wrong_import_names_the_right_command(
             "SELECT (SELECT count(*) FROM elders), (SELECT count(*) FROM escalation_policy_steps)"
         ).fetchone()
     assert counts == (0, 0)
+
+
+def test_template_keeps_an_existing_file_unless_forced(db_dsn: str, tmp_path: Path) -> None:
+    filled = tmp_path / "老年人信息台账模板.xlsx"
+    filled.write_bytes(b"the office's filled-in ledger")
+    done = _carewatch(db_dsn, "registry", "template", "--out", str(filled))
+    assert done.returncode == 1
+    assert _complaints(done) == [
+        f"{filled} already exists (a filled-in ledger?): not overwritten;"
+        " choose another --out or add --force"
+    ]
+    assert filled.read_bytes() == b"the office's filled-in ledger"
+    done = _carewatch(db_dsn, "registry", "template", "--out", str(filled), "--force")
+    assert done.returncode == 0, done.stderr
+    assert filled.read_bytes().startswith(b"PK")  # an XLSX (zip) now
