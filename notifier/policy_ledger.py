@@ -309,7 +309,9 @@ class _Row:
             return None
 
 
-def _header(file: str, header: list[str], out: ParsedTables) -> tuple[TableKind, list[str]] | None:
+def _header(
+    file: str, header: list[str], out: ParsedTables, line: int = 1
+) -> tuple[TableKind, list[str]] | None:
     """The table's kind and its header in English columns; None (and errors) when unknown."""
     zh_to_en = {zh: en for cols in COLUMNS.values() for en, zh, _ in cols}
     zh = sum(1 for h in header if h in zh_to_en)
@@ -331,8 +333,16 @@ def _header(file: str, header: list[str], out: ParsedTables) -> tuple[TableKind,
     problems += [(h, "unknown column") for h in header if h and h not in known]
     problems += [(h, "column appears twice") for h in set(header) if h and header.count(h) > 1]
     for column, reason in problems:
-        out.error(At(file, 1), column, reason)
+        out.error(At(file, line), column, reason)
     return None if problems else (kind, header)
+
+
+def _is_header(cells: list[str]) -> bool:
+    """A row naming a table's key column, in English or Chinese: rows above it are the
+    title rows offices put over a table (七星岗街道网格员值班表)."""
+    zh_keys = {zh for kind, cols in COLUMNS.items() for en, zh, _ in cols
+               if en == KEY_COLUMNS[kind]}  # fmt: skip
+    return any(c in zh_keys or c in KEY_COLUMNS.values() for c in cells)
 
 
 def parse_files(files: Sequence[Path], allowed: Sequence[TableKind]) -> ParsedTables:
@@ -341,17 +351,17 @@ def parse_files(files: Sequence[Path], allowed: Sequence[TableKind]) -> ParsedTa
     for path in files:
         name = str(path)
         try:
-            table = open_table(path)
+            table = open_table(path, is_header=_is_header)
         except TableError as exc:
             out.errors.append(RowError(name, 0, None, str(exc)))
             continue
-        found = _header(name, table.header, out)
+        found = _header(name, table.header, out, table.header_line)
         if found is None:
             continue
         kind, header = found
         if kind not in allowed:
             out.error(
-                At(name, 1),
+                At(name, table.header_line),
                 None,
                 f"a {kind} table cannot be imported here (this command takes"
                 f" {', '.join(allowed)}): import it with `carewatch notifier"

@@ -8,9 +8,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import openpyxl
 import psycopg
 
 from harness.pipeline import CAREWATCH
+from notifier.policy_ledger import import_files
+from tests.support.notifier import GRID_WORKER_ID, seed_registry
 
 
 def _carewatch(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -106,3 +109,29 @@ def test_template_keeps_an_existing_file_unless_forced(db_dsn: str, tmp_path: Pa
     done = _carewatch(db_dsn, "registry", "template", "--out", str(filled), "--force")
     assert done.returncode == 0, done.stderr
     assert filled.read_bytes().startswith(b"PK")  # an XLSX (zip) now
+
+
+def test_roster_xlsx_with_a_title_row_imports(db_dsn: str, tmp_path: Path) -> None:
+    seed_registry(db_dsn)
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["七星岗街道网格员值班表（2026年12月）"])
+    sheet.append(["类型", "编号", "星期", "开始时间", "结束时间"])
+    sheet.append(["网格员", GRID_WORKER_ID, "周一至周五", "08:00", "20:00"])
+    sheet.append(["网格员", GRID_WORKER_ID, "周六", "09:00", "17:00x"])
+    path = tmp_path / "值班表.xlsx"
+    book.save(path)
+
+    report = import_files(db_dsn, [path], ("shifts", "leaves", "channels"))
+    assert [str(e) for e in report.errors] == [
+        f"{path}：第 4 行，结束时间（E列）：“17:00x”不是时间（应写成 08:00）"
+    ]  # line numbers count the title row
+
+    sheet.delete_rows(4)
+    book.save(path)
+    report = import_files(db_dsn, [path], ("shifts", "leaves", "channels"))
+    assert report.ok, [str(e) for e in report.errors]
+    with psycopg.connect(db_dsn) as conn:
+        shifts = conn.execute("SELECT count(*) FROM duty_shifts").fetchone()
+    assert shifts == (1,)
