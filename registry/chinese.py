@@ -170,6 +170,32 @@ NO_HEADER = (
 )
 
 
+_FILE_REASONS = (
+    (re.compile(r"^no such file$"), "找不到这个文件"),
+    (
+        re.compile(r"^an old Excel 97-2003 .*$"),
+        "这是旧版 Excel（.xls）文件，请用 Excel 或 WPS 另存为 .xlsx",
+    ),
+    (
+        re.compile(r"^neither UTF-8 nor GBK text.*$"),
+        "不是 UTF-8 或 GBK 编码的文本，请另存为“CSV UTF-8”或 .xlsx",
+    ),
+    (
+        re.compile(r"^cannot open as an XLSX workbook.*$"),
+        "无法作为 XLSX 工作簿打开（文件可能已损坏）",
+    ),
+    (re.compile(r"^empty file.*$"), "文件是空的：第一行应是表头"),
+)
+
+
+def file_reason(text: str) -> str | None:
+    """Why a whole file is unreadable, in Chinese (None when no rule knows it)."""
+    for pattern, chinese in _FILE_REASONS:
+        if pattern.match(text):
+            return chinese
+    return None
+
+
 def has_chinese_text(cells: list[str]) -> bool:
     """Whether a row holds Chinese text: an office's file, whose errors are in Chinese."""
     return any(_CJK.search(c) for c in cells)

@@ -202,7 +202,11 @@ class _LedgerParser:
         try:
             table = open_table(path, is_header=chinese.looks_like_header)
         except TableError as exc:
-            self.out.errors.append(RowError(name, 0, None, str(exc)))
+            zh = chinese.file_reason(str(exc)) if chinese.has_chinese_text([path.name]) else None
+            if zh is not None:  # an office's file (台账.xlsx): the reason in Chinese
+                self.out.errors.append(RowError(name, 0, None, zh, chinese=True))
+            else:
+                self.out.errors.append(RowError(name, 0, None, str(exc)))
             return
         if chinese.is_chinese(table.header):
             header_line = table.header_line

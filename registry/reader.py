@@ -22,6 +22,8 @@ from pathlib import Path
 import openpyxl
 
 MAX_TITLE_ROWS = 5
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # .xls (Excel 97-2003), .et, .doc
+OLD_EXCEL = "an old Excel 97-2003 (.xls) workbook: open it in Excel or WPS and save it as .xlsx"
 
 
 class TableError(Exception):
@@ -172,6 +174,9 @@ def open_table(path: Path, is_header: Callable[[list[str]], bool] | None = None)
     (and the caller reports what is wrong with it)."""
     if not path.is_file():
         raise TableError("no such file")
+    with path.open("rb") as f:
+        if f.read(len(_OLE_MAGIC)) == _OLE_MAGIC:
+            raise TableError(OLD_EXCEL)
     lines = _xlsx_lines(path) if path.suffix.lower() in (".xlsx", ".xlsm") else _csv_lines(path)
     first = next(lines, None)
     if first is None or not any(c.strip() for c in first):

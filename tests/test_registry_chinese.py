@@ -156,6 +156,29 @@ def test_header_without_name_column_is_a_chinese_error(tmp_path: Path, db_dsn: s
     assert "unknown table" not in text
 
 
+def test_unreadable_office_files_get_one_chinese_line_each(tmp_path: Path, db_dsn: str) -> None:
+    xls = tmp_path / "台账.xls"  # Excel 97-2003: an OLE compound file
+    xls.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504))
+    renamed = tmp_path / "台账（改名）.xlsx"  # the same file, renamed by hand
+    renamed.write_bytes(xls.read_bytes())
+    broken = tmp_path / "坏.xlsx"
+    broken.write_bytes(b"not a workbook")
+    missing = tmp_path / "没有.csv"
+    english = tmp_path / "old.xls"
+    english.write_bytes(xls.read_bytes())
+
+    report = import_files(db_dsn, [xls, renamed, broken, missing, english])
+
+    assert [str(e) for e in report.errors] == [
+        f"{xls}：整个文件：这是旧版 Excel（.xls）文件，请用 Excel 或 WPS 另存为 .xlsx",
+        f"{renamed}：整个文件：这是旧版 Excel（.xls）文件，请用 Excel 或 WPS 另存为 .xlsx",
+        f"{broken}：整个文件：无法作为 XLSX 工作簿打开（文件可能已损坏）",
+        f"{missing}：整个文件：找不到这个文件",
+        f"{english}: file: an old Excel 97-2003 (.xls) workbook: open it in Excel or WPS"
+        " and save it as .xlsx",
+    ]
+
+
 def test_chinese_ledger_imports_and_keeps_only_the_masked_id(tmp_path: Path, db_dsn: str) -> None:
     path = _xlsx(tmp_path / "台账.xlsx", [_row(), _liu()])
     report = import_files(db_dsn, [path])
