@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -384,10 +385,10 @@ def cli_check(settings: Settings, args: argparse.Namespace) -> int:
     try:
         start = date.fromisoformat(args.start) if args.start else None
     except ValueError:
-        print(f"--from: '{args.start}' is not a date YYYY-MM-DD")
+        print(f"--from: '{args.start}' is not a date YYYY-MM-DD", file=sys.stderr)
         return 2
     if args.days < 1:
-        print("--days must be at least 1")
+        print("--days must be at least 1", file=sys.stderr)
         return 2
     result = asyncio.run(run_check(settings, start, args.days))
     ok = result.ok and result.elders_checked > 0  # an empty ledger proves nothing

@@ -135,3 +135,11 @@ def test_roster_xlsx_with_a_title_row_imports(db_dsn: str, tmp_path: Path) -> No
     with psycopg.connect(db_dsn) as conn:
         shifts = conn.execute("SELECT count(*) FROM duty_shifts").fetchone()
     assert shifts == (1,)
+
+
+def test_check_rejects_bad_arguments_on_stderr(db_dsn: str) -> None:
+    done = _carewatch(db_dsn, "notifier", "check", "--from", "2026-13-01")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert _complaints(done) == ["--from: '2026-13-01' is not a date YYYY-MM-DD"]
+    done = _carewatch(db_dsn, "notifier", "check", "--days", "0")
+    assert (done.returncode, _complaints(done)) == (2, ["--days must be at least 1"])
