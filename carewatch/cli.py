@@ -261,7 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "demo",
         help="run the whole pipeline on a generated street with a scripted SOS and print it",
-    ).add_argument("--escalation-wait", type=float, default=3.0, help="seconds between steps")
+    ).add_argument(
+        "--escalation-wait",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="the demo's CAREWATCH_ESCALATION_WAIT_S: seconds before the next escalation"
+        " step (default 3, to watch a whole escalation in a minute)",
+    )
 
     ev = sub.add_parser("eval", help="evaluate detectors on recorded trials")
     ev_sub = ev.add_subparsers(dest="eval_cmd", required=True)
