@@ -100,7 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
             " all or nothing"
         ),
     )
-    imp.add_argument("files", nargs="+", type=Path)
+    imp.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="CSV (UTF-8 or GBK) or XLSX; each file's header tells its table; the office"
+        " ledger with Chinese headers is what `registry template` writes (docs/registry.md)",
+    )
     gw_imp = reg_sub.add_parser(
         "gateways",
         help=(
@@ -117,7 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     regions_imp = regions.add_parser(
         "import", help="create 区县/街道/社区 nodes (and name the city) from a CSV/XLSX table"
     )
-    regions_imp.add_argument("file", type=Path)
+    regions_imp.add_argument(
+        "file",
+        type=Path,
+        metavar="FILE",
+        help="CSV/XLSX with the columns 区县 (required), 街道, 社区 and 市 (docs/registry.md)",
+    )
 
     tpl = reg_sub.add_parser(
         "template",
@@ -127,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=Path("老年人信息台账模板.xlsx"),
-        help="XLSX (default) or, ending in .csv, CSV",
+        help="XLSX (default: 老年人信息台账模板.xlsx) or, ending in .csv, CSV",
     )
+    tpl.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
     gen = reg_sub.add_parser(
         "generate", help="write a synthetic but plausible street ledger from the facility plan"
     )
@@ -192,9 +205,22 @@ def build_parser() -> argparse.ArgumentParser:
         )
         ledger.add_parser(
             "import", help="validate and import ledger files (CSV/XLSX), all or nothing"
-        ).add_argument("files", nargs="+", type=Path, metavar="FILE")
+        ).add_argument(
+            "files",
+            nargs="+",
+            type=Path,
+            metavar="FILE",
+            help=(
+                "policies table (区县,照护类型,级别,步骤,...)"
+                if what == "policies"
+                else "shifts, leaves and/or channels tables (值班/请假/接收渠道)"
+            )
+            + ", CSV or XLSX; examples in docs/examples/",
+        )
     check = notifier_sub.add_parser(
-        "check", help="list every elder for whom some severity reaches nobody (exit 1 if any)"
+        "check",
+        help="list every elder for whom some severity reaches nobody (exit 1 if any, or if"
+        " the ledger has no elders)",
     )
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.add_argument(
@@ -256,7 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--escalation-wait",
         type=float,
         default=None,
-        help="seconds between steps (default: 3 for street, the setting for night-sos)",
+        metavar="SECONDS",
+        help="the demo's CAREWATCH_ESCALATION_WAIT_S: seconds before the next escalation step"
+        " (default: 3 for street, to watch a whole escalation in a minute; the setting for"
+        " night-sos)",
     )
     demo.add_argument(
         "--out", type=Path, default=None, help="night-sos: also write the result as Markdown"
@@ -329,7 +358,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="SENSOR[@DAY]: sensors whose id contains SENSOR fall silent from day DAY",
     )
     homes.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    _describe_subcommands(parser)
     return parser
+
+
+def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
+    """A subcommand's own --help opens with the line its parent lists it with."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, child in action.choices.items():
+                if child.description is None and helps.get(name):
+                    child.description = helps[name]
+                _describe_subcommands(child)
 
 
 def _add_gateway_simulators(sim_sub: Any) -> None:
@@ -417,6 +458,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = loaded
     setup_logging(settings.log_level, settings.log_json)
+    if args.command in ("registry", "db") or getattr(args, "notifier_cmd", None):
+        return _admin_command(args, settings)
+    return _dispatch(args, settings)
+
+
+def _admin_command(args: argparse.Namespace, settings: Settings) -> int:
+    """A one-shot administrator's command: a database that is unreachable or not yet
+    migrated is one line on stderr and exit 1, not a traceback (workers keep theirs)."""
+    import psycopg
+
+    try:
+        return _dispatch(args, settings)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"cannot reach the database (CAREWATCH_DATABASE_URL): {first}", file=sys.stderr)
+    except psycopg.errors.UndefinedTable as exc:
+        first = str(exc).strip().splitlines()[0]
+        print(
+            f"the database is not migrated ({first}): run `carewatch db migrate` first",
+            file=sys.stderr,
+        )
+    return 1
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     cmd = args.command
 
     if cmd == "db":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -343,6 +344,11 @@ async def run_check(settings: Settings, start: date | None, days: int) -> CheckR
     return find_gaps(snap, start, days, tz)
 
 
+NO_ELDERS = (
+    "nothing checked: the ledger has no elders; import it first (carewatch registry import FILE)"
+)
+
+
 def format_result(result: CheckResult) -> str:
     lines = [f"checked {result.elders_checked} elder(s), {result.days} day(s) from {result.start}"]
     if result.grids_without_cover:
@@ -354,6 +360,9 @@ def format_result(result: CheckResult) -> str:
             spans = ", ".join(f"{w.start} → {w.end}" for w in g.windows[:4])
             more = f" (+{len(g.windows) - 4} more)" if len(g.windows) > 4 else ""
             lines.append(f"  grid {g.grid_id}: {spans}{more}")
+    if result.elders_checked == 0:
+        lines.append(NO_ELDERS)
+        return "\n".join(lines)
     if result.ok:
         lines.append("ok: every severity reaches someone for every elder at every moment")
         return "\n".join(lines)
@@ -370,20 +379,21 @@ def format_result(result: CheckResult) -> str:
 
 def cli_check(settings: Settings, args: argparse.Namespace) -> int:
     """`carewatch notifier check [--json] [--from DAY] [--days N]`: 1 when someone is
-    unreached, 2 on bad arguments."""
+    unreached or the ledger has no elders, 2 on bad arguments."""
     import asyncio
 
     try:
         start = date.fromisoformat(args.start) if args.start else None
     except ValueError:
-        print(f"--from: '{args.start}' is not a date YYYY-MM-DD")
+        print(f"--from: '{args.start}' is not a date YYYY-MM-DD", file=sys.stderr)
         return 2
     if args.days < 1:
-        print("--days must be at least 1")
+        print("--days must be at least 1", file=sys.stderr)
         return 2
     result = asyncio.run(run_check(settings, start, args.days))
+    ok = result.ok and result.elders_checked > 0  # an empty ledger proves nothing
     if args.json:
-        print(json.dumps(asdict(result) | {"ok": result.ok}, ensure_ascii=False, indent=2))
+        print(json.dumps(asdict(result) | {"ok": ok}, ensure_ascii=False, indent=2))
     else:
         print(format_result(result))
-    return 0 if result.ok else 1
+    return 0 if ok else 1

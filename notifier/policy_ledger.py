@@ -236,7 +236,14 @@ _ZH_REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"^no care profile '(.*)'.*$", "没有照护类型“\\1”"),
         (r"^a member cannot stand in for itself$", "替班人不能是本人"),
         (r"^unknown table: .*$", "无法识别的表格：表头应包含 级别、星期、请假开始 或 电话 之一"),
-        (r"^(?:a|an) (\S+) table cannot be imported here.*$", "这类表格不能用这个命令导入"),
+        (
+            r"^(?:a|an) policies table cannot be imported here.*$",
+            "这是通知策略表，请用 carewatch notifier policies import 导入",
+        ),
+        (
+            r"^(?:a|an) (\S+) table cannot be imported here.*$",
+            "这是值班、请假或接收渠道表，请用 carewatch notifier rosters import 导入",
+        ),
         (r"^unknown column$", "无法识别的列"),
     )
 )
@@ -302,11 +309,13 @@ class _Row:
             return None
 
 
-def _header(file: str, header: list[str], out: ParsedTables) -> tuple[TableKind, list[str]] | None:
+def _header(
+    file: str, header: list[str], out: ParsedTables, line: int = 1
+) -> tuple[TableKind, list[str]] | None:
     """The table's kind and its header in English columns; None (and errors) when unknown."""
     zh_to_en = {zh: en for cols in COLUMNS.values() for en, zh, _ in cols}
     zh = sum(1 for h in header if h in zh_to_en)
-    if zh:
+    if zh or registry_chinese.has_chinese_text(header):  # Chinese file: Chinese errors
         out.chinese[file] = {}
         english = []
         for index, h in enumerate(header):
@@ -324,8 +333,16 @@ def _header(file: str, header: list[str], out: ParsedTables) -> tuple[TableKind,
     problems += [(h, "unknown column") for h in header if h and h not in known]
     problems += [(h, "column appears twice") for h in set(header) if h and header.count(h) > 1]
     for column, reason in problems:
-        out.error(At(file, 1), column, reason)
+        out.error(At(file, line), column, reason)
     return None if problems else (kind, header)
+
+
+def _is_header(cells: list[str]) -> bool:
+    """A row naming a table's key column, in English or Chinese: rows above it are the
+    title rows offices put over a table (七星岗街道网格员值班表)."""
+    zh_keys = {zh for kind, cols in COLUMNS.items() for en, zh, _ in cols
+               if en == KEY_COLUMNS[kind]}  # fmt: skip
+    return any(c in zh_keys or c in KEY_COLUMNS.values() for c in cells)
 
 
 def parse_files(files: Sequence[Path], allowed: Sequence[TableKind]) -> ParsedTables:
@@ -334,19 +351,21 @@ def parse_files(files: Sequence[Path], allowed: Sequence[TableKind]) -> ParsedTa
     for path in files:
         name = str(path)
         try:
-            table = open_table(path)
+            table = open_table(path, is_header=_is_header)
         except TableError as exc:
             out.errors.append(RowError(name, 0, None, str(exc)))
             continue
-        found = _header(name, table.header, out)
+        found = _header(name, table.header, out, table.header_line)
         if found is None:
             continue
         kind, header = found
         if kind not in allowed:
             out.error(
-                At(name, 1),
+                At(name, table.header_line),
                 None,
-                f"a {kind} table cannot be imported here (this command takes {', '.join(allowed)})",
+                f"a {kind} table cannot be imported here (this command takes"
+                f" {', '.join(allowed)}): import it with `carewatch notifier"
+                f" {'policies' if kind == 'policies' else 'rosters'} import`",
             )
             continue
         out.kinds.add(kind)

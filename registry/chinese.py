@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from registry.ledger_format import CARE_NOTE_COLUMNS, ELDER_COLUMNS
-from registry.reader import RawRow, Table
+from registry.reader import MAX_TITLE_ROWS, RawRow, Table
 
 # The template's columns, in order: (Chinese header, internal column; "" = not imported).
 TEMPLATE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -160,6 +160,45 @@ def looks_like_header(cells: list[str]) -> bool:
     if any(c in ("elder_id", "station_id", "officer_id", "zone_id") for c in cells):
         return True
     return is_chinese(cells)
+
+
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+NO_HEADER = (
+    f"找不到表头行：前 {MAX_TITLE_ROWS + 1} 行中没有一行含“姓名”和至少 {MIN_RECOGNISED} 个"
+    "台账列名（如“老人编号”“姓名”“联系电话”）；请对照 carewatch registry template"
+    " 生成的模板检查列名"
+)
+
+
+_FILE_REASONS = (
+    (re.compile(r"^no such file$"), "找不到这个文件"),
+    (
+        re.compile(r"^an old Excel 97-2003 .*$"),
+        "这是旧版 Excel（.xls）文件，请用 Excel 或 WPS 另存为 .xlsx",
+    ),
+    (
+        re.compile(r"^neither UTF-8 nor GBK text.*$"),
+        "不是 UTF-8 或 GBK 编码的文本，请另存为“CSV UTF-8”或 .xlsx",
+    ),
+    (
+        re.compile(r"^cannot open as an XLSX workbook.*$"),
+        "无法作为 XLSX 工作簿打开（文件可能已损坏）",
+    ),
+    (re.compile(r"^empty file.*$"), "文件是空的：第一行应是表头"),
+)
+
+
+def file_reason(text: str) -> str | None:
+    """Why a whole file is unreadable, in Chinese (None when no rule knows it)."""
+    for pattern, chinese in _FILE_REASONS:
+        if pattern.match(text):
+            return chinese
+    return None
+
+
+def has_chinese_text(cells: list[str]) -> bool:
+    """Whether a row holds Chinese text: an office's file, whose errors are in Chinese."""
+    return any(_CJK.search(c) for c in cells)
 
 
 def is_chinese(header: list[str]) -> bool:

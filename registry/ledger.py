@@ -202,7 +202,11 @@ class _LedgerParser:
         try:
             table = open_table(path, is_header=chinese.looks_like_header)
         except TableError as exc:
-            self.out.errors.append(RowError(name, 0, None, str(exc)))
+            zh = chinese.file_reason(str(exc)) if chinese.has_chinese_text([path.name]) else None
+            if zh is not None:  # an office's file (台账.xlsx): the reason in Chinese
+                self.out.errors.append(RowError(name, 0, None, zh, chinese=True))
+            else:
+                self.out.errors.append(RowError(name, 0, None, str(exc)))
             return
         if chinese.is_chinese(table.header):
             header_line = table.header_line
@@ -210,6 +214,9 @@ class _LedgerParser:
             self.out.localizers[name] = (localizer, header_line)
             self.out.notes.extend(localizer.notes())
         kind = detect_kind(table.header)
+        if kind is None and chinese.has_chinese_text(table.header):
+            self.out.errors.append(RowError(name, 0, None, chinese.NO_HEADER, chinese=True))
+            return
         if kind is None:
             self.out.errors.append(
                 RowError(

@@ -10,6 +10,7 @@ it recognises, and line numbers still count every line of the file.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import re
 import zipfile
@@ -21,6 +22,8 @@ from pathlib import Path
 import openpyxl
 
 MAX_TITLE_ROWS = 5
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # .xls (Excel 97-2003), .et, .doc
+OLD_EXCEL = "an old Excel 97-2003 (.xls) workbook: open it in Excel or WPS and save it as .xlsx"
 
 
 class TableError(Exception):
@@ -70,18 +73,27 @@ def _rows(header: list[str], raw: Iterator[list[str]], start: int = 2) -> Iterat
         yield RawRow(line, row, any(values[len(header) :]), uncomputed)
 
 
-def _csv_lines(path: Path) -> Iterator[list[str]]:
+def _csv_text(path: Path) -> str:
+    """The CSV's text: UTF-8 (with or without BOM) or, failing that, GB18030, the
+    encoding Excel and WPS on Chinese Windows use for a plain "CSV (逗号分隔)" save."""
+    data = path.read_bytes()
     try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
-            try:
-                yield from reader
-            except csv.Error as exc:  # e.g. a cell over csv.field_size_limit() (128 KiB)
-                raise TableError(f"line {reader.line_num}: not readable as CSV: {exc}") from None
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise TableError(
-            f"not UTF-8 text (byte {exc.start}); save it as 'CSV UTF-8' or as .xlsx"
-        ) from None
+        try:
+            return data.decode("gb18030")
+        except UnicodeDecodeError:
+            raise TableError(
+                f"neither UTF-8 nor GBK text (byte {exc.start}); save it as 'CSV UTF-8' or as .xlsx"
+            ) from None
+
+
+def _csv_lines(path: Path) -> Iterator[list[str]]:
+    reader = csv.reader(io.StringIO(_csv_text(path), newline=""))
+    try:
+        yield from reader
+    except csv.Error as exc:  # e.g. a cell over csv.field_size_limit() (128 KiB)
+        raise TableError(f"line {reader.line_num}: not readable as CSV: {exc}") from None
 
 
 def _cell_text(value: object) -> str:
@@ -162,6 +174,9 @@ def open_table(path: Path, is_header: Callable[[list[str]], bool] | None = None)
     (and the caller reports what is wrong with it)."""
     if not path.is_file():
         raise TableError("no such file")
+    with path.open("rb") as f:
+        if f.read(len(_OLE_MAGIC)) == _OLE_MAGIC:
+            raise TableError(OLD_EXCEL)
     lines = _xlsx_lines(path) if path.suffix.lower() in (".xlsx", ".xlsm") else _csv_lines(path)
     first = next(lines, None)
     if first is None or not any(c.strip() for c in first):

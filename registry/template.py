@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from pathlib import Path
 
 import openpyxl
@@ -159,7 +160,16 @@ def write_template(path: Path) -> Path:
 
 
 def cli_template(args: argparse.Namespace) -> int:
-    """`carewatch registry template [--out FILE]`."""
-    path = write_template(Path(args.out))
+    """`carewatch registry template [--out FILE] [--force]`: an existing file (perhaps
+    the office's filled-in ledger under the default name) is kept unless --force."""
+    out = Path(args.out)
+    if out.exists() and not getattr(args, "force", False):
+        print(
+            f"{out} already exists (a filled-in ledger?): not overwritten;"
+            " choose another --out or add --force",
+            file=sys.stderr,
+        )
+        return 1
+    path = write_template(out)
     print(f"wrote {path}")
     return 0

@@ -142,6 +142,43 @@ def test_missing_column_is_named_in_chinese_on_the_header_line(tmp_path: Path) -
     assert [str(e) for e in ledger.errors] == [f"{path}：第 2 行，网格员电话：缺少这一列"]
 
 
+def test_header_without_name_column_is_a_chinese_error(tmp_path: Path, db_dsn: str) -> None:
+    path = tmp_path / "台账.csv"
+    header = ["名字" if h == "姓名" else h for h in HEADER]
+    path.write_text(
+        "\n".join(",".join(r) for r in ([TITLE], header, _row())) + "\n", encoding="utf-8"
+    )
+    report = import_files(db_dsn, [path])
+    assert not report.ok
+    text = format_report(report)
+    assert "台账未导入，没有写入任何数据：共 1 处错误" in text
+    assert f"{path}：整个文件：找不到表头行：前 6 行中没有一行含“姓名”" in text
+    assert "unknown table" not in text
+
+
+def test_unreadable_office_files_get_one_chinese_line_each(tmp_path: Path, db_dsn: str) -> None:
+    xls = tmp_path / "台账.xls"  # Excel 97-2003: an OLE compound file
+    xls.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504))
+    renamed = tmp_path / "台账（改名）.xlsx"  # the same file, renamed by hand
+    renamed.write_bytes(xls.read_bytes())
+    broken = tmp_path / "坏.xlsx"
+    broken.write_bytes(b"not a workbook")
+    missing = tmp_path / "没有.csv"
+    english = tmp_path / "old.xls"
+    english.write_bytes(xls.read_bytes())
+
+    report = import_files(db_dsn, [xls, renamed, broken, missing, english])
+
+    assert [str(e) for e in report.errors] == [
+        f"{xls}：整个文件：这是旧版 Excel（.xls）文件，请用 Excel 或 WPS 另存为 .xlsx",
+        f"{renamed}：整个文件：这是旧版 Excel（.xls）文件，请用 Excel 或 WPS 另存为 .xlsx",
+        f"{broken}：整个文件：无法作为 XLSX 工作簿打开（文件可能已损坏）",
+        f"{missing}：整个文件：找不到这个文件",
+        f"{english}: file: an old Excel 97-2003 (.xls) workbook: open it in Excel or WPS"
+        " and save it as .xlsx",
+    ]
+
+
 def test_chinese_ledger_imports_and_keeps_only_the_masked_id(tmp_path: Path, db_dsn: str) -> None:
     path = _xlsx(tmp_path / "台账.xlsx", [_row(), _liu()])
     report = import_files(db_dsn, [path])
@@ -179,6 +216,18 @@ def test_one_bad_row_imports_nothing(tmp_path: Path, db_dsn: str) -> None:
             " (SELECT count(*) FROM grids)"
         ).fetchone()
     assert counts == (0, 0, 0)
+
+
+def test_gbk_csv_as_excel_saves_it_on_chinese_windows_imports(tmp_path: Path, db_dsn: str) -> None:
+    path = tmp_path / "台账.csv"
+    path.write_bytes(
+        "\r\n".join(",".join(r) for r in ([TITLE], HEADER, _row(), _liu())).encode("gbk")
+    )
+    report = import_files(db_dsn, [path])
+    assert report.ok, [str(e) for e in report.errors]
+    with psycopg.connect(db_dsn) as conn:
+        names = conn.execute("SELECT name, address FROM elders ORDER BY id").fetchall()
+    assert names == [("王秀英", "金汤街12号3-2"), ("刘建华", "中山一路8号")]
 
 
 def test_reimport_without_id_keeps_the_stored_masked_number(tmp_path: Path, db_dsn: str) -> None:

@@ -103,18 +103,14 @@ def test_header_problems_are_reported_once_per_column(tmp_path: Path) -> None:
 
 
 def test_unreadable_files_are_errors_not_crashes(tmp_path: Path) -> None:
-    gbk = tmp_path / "gbk.csv"
-    gbk.write_bytes(
-        ("officer_id,district,name,phone,wecom_userid\nDO1,渝中区,张伟,13812345678,\n").encode(
-            "gbk"
-        )
-    )
+    gbk = tmp_path / "gbk.csv"  # neither UTF-8 nor GBK: 0xFF starts no character in either
+    gbk.write_bytes(b"officer_id,district,name,phone,wecom_userid\nDO1,\xff\xfe,x,13812345678,\n")
     unknown = _officers(tmp_path, "id,name\n1,x\n", "unknown.csv")
     missing = tmp_path / "missing.csv"
 
     ledger = parse_ledger([gbk, unknown, missing], PROFILES)
 
     reasons = {Path(e.file).name: e.reason for e in ledger.errors}
-    assert "not UTF-8" in reasons["gbk.csv"]
+    assert "neither UTF-8 nor GBK" in reasons["gbk.csv"]
     assert "unknown table" in reasons["unknown.csv"]
     assert reasons["missing.csv"] == "no such file"
