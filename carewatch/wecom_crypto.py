@@ -179,6 +179,21 @@ def verify(token: str, timestamp: str, nonce: str, encrypted: str, msg_signature
     return hmac.compare_digest(expected.encode(), msg_signature.encode())
 
 
+# A signed push older (or newer) than this is refused: a captured push cannot be replayed
+# once it has left the receipt store's memory, and a clock that is far off shows.
+PUSH_MAX_AGE_S = 300
+
+
+def fresh(timestamp: str, now_s: float, max_age_s: float = PUSH_MAX_AGE_S) -> bool:
+    """Whether a push's `timestamp` (seconds, as WeCom signs it) is within `max_age_s`
+    of `now_s`, either way."""
+    try:
+        sent_s = int(timestamp)
+    except ValueError:
+        return False
+    return abs(now_s - sent_s) <= max_age_s
+
+
 def encrypt(encoding_aes_key: str, receive_id: str, message: bytes) -> str:
     """Encrypt as WeCom does (the fake WeCom uses this); returns the base64 Encrypt."""
     key = aes_key(encoding_aes_key)

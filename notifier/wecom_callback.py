@@ -5,7 +5,9 @@ with the Token (`wecom_callback_token`) and EncodingAESKey (`wecom_encoding_aes_
 WeCom checks the URL with a GET (echostr, answered decrypted) and POSTs each event as XML
 whose Encrypt field is AES-encrypted and signed (`carewatch.wecom_crypto`). A push whose
 msg_signature is not ours is refused (HTTP 403) and counted
-(carewatch_provider_callbacks_total{kind="wecom_card", outcome="forbidden"}).
+(carewatch_provider_callbacks_total{kind="wecom_card", outcome="forbidden"}); so is a
+validly signed one whose timestamp is more than wecom_crypto.PUSH_MAX_AGE_S from now
+(outcome="stale": a replay).
 
 A template_card_event of our alert card (found by its TaskId, pressed by the user it went
 to) carries out the button's action through the ack link's own transaction
@@ -130,6 +132,10 @@ def add_routes(
         ):
             PROVIDER_CALLBACKS.labels(KIND, "forbidden").inc()
             log.warning("wecom push refused: wrong signature")
+            return None
+        if not wecom_crypto.fresh(q.get("timestamp", ""), clock.now_ms() / 1000):
+            PROVIDER_CALLBACKS.labels(KIND, "stale").inc()
+            log.warning("wecom push refused: timestamp %r too far from now", q.get("timestamp"))
             return None
         try:
             return wecom_crypto.decrypt(aes_key, corp_id, encrypted)

@@ -84,11 +84,12 @@ class RunningFakeProviders:
         (await self.http.post("/_control/sms_reply", json=body)).raise_for_status()
 
     async def wecom_press(
-        self, userid: str, key: str, *, twice: bool = False, forge: bool = False
+        self, userid: str, key: str, *, twice: bool = False, forge: bool = False, age_s: int = 0
     ) -> list[int]:
         """`userid` presses the button `key` of their latest WeCom card: the fake pushes
-        the template_card_event; returns the HTTP status of each push."""
-        body = {"userid": userid, "key": key, "twice": twice, "forge": forge}
+        the template_card_event (`age_s`: signed that long ago); returns the HTTP status
+        of each push."""
+        body = {"userid": userid, "key": key, "twice": twice, "forge": forge, "age_s": age_s}
         response = await self.http.post("/_control/wecom_press", json=body)
         response.raise_for_status()
         statuses: list[int] = response.json()["statuses"]

@@ -81,6 +81,11 @@ async def test_button_press_acknowledges_once_and_every_card_says_who(
         assert await fake.wecom_press("zhangsan", "acknowledge", forge=True) == [403]
         assert _forbidden() == before + 1
         assert query(dsn, "SELECT status FROM alerts") == [("open",)]
+        # a validly signed push from an hour ago (a replay) is refused and counted too
+        stale = PROVIDER_CALLBACKS.labels("wecom_card", "stale")._value.get()
+        assert await fake.wecom_press("zhangsan", "acknowledge", age_s=3600) == [403]
+        assert PROVIDER_CALLBACKS.labels("wecom_card", "stale")._value.get() == stale + 1
+        assert query(dsn, "SELECT status FROM alerts") == [("open",)]
 
         # the press, pushed twice (WeCom retries): one acknowledgement
         assert await fake.wecom_press("zhangsan", "acknowledge", twice=True) == [200, 200]
@@ -175,6 +180,17 @@ async def test_cards_of_an_alert_acknowledged_elsewhere_are_updated_once(
 
 
 @pytest.mark.unit
+def test_a_push_is_fresh_within_five_minutes_either_way() -> None:
+    now = 1_796_000_000.0
+    assert wecom_crypto.fresh(str(int(now)), now)
+    assert wecom_crypto.fresh(str(int(now) - 300), now)
+    assert wecom_crypto.fresh(str(int(now) + 300), now)
+    assert not wecom_crypto.fresh(str(int(now) - 301), now)
+    assert not wecom_crypto.fresh(str(int(now) + 301), now)
+    assert not wecom_crypto.fresh("", now)
+    assert not wecom_crypto.fresh("1e9", now)
+
+
 def test_crypto_round_trip_and_refusals() -> None:
     key = "ZGVtby1vbmx5LWVuY29kaW5nLWFlcy1rZXktMzJieXQ"
     # FIPS-197 C.3: AES-256

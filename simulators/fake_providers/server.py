@@ -81,6 +81,7 @@ class WeComPress(BaseModel):
     task_id: str | None = Field(None, max_length=128)
     twice: bool = False  # pushed twice (WeCom retries a push it got no answer to)
     forge: bool = False  # with a wrong msg_signature
+    age_s: int = Field(0, ge=0, le=86_400)  # signed this long ago (a replayed push)
 
 
 def sms_path(settings: Settings) -> str:
@@ -177,7 +178,7 @@ def create_app(
         if not press.task_id and not state.wecom.card_task_ids(press.userid):
             return {"ok": False, "statuses": []}
         statuses = await state.wecom.press(
-            press.userid, press.key, press.task_id, press.twice, press.forge
+            press.userid, press.key, press.task_id, press.twice, press.forge, press.age_s
         )
         return {"ok": True, "statuses": statuses}
 

@@ -242,13 +242,14 @@ class WeComFake:
         task_id: str | None = None,
         twice: bool = False,
         forge: bool = False,
+        age_s: int = 0,
     ) -> list[int]:
         """`userid` presses the button `key` of a card (their latest, unless task_id says
         which): the template_card_event is pushed to our callback URL, encrypted and
-        signed as WeCom does (`forge`: with a wrong signature). Returns the HTTP status
-        of each push."""
+        signed as WeCom does (`forge`: with a wrong signature; `age_s`: signed that many
+        seconds ago, a replay). Returns the HTTP status of each push."""
         task_id = task_id or self.card_task_ids(userid)[-1]
-        now_s = str(int(time.time()))
+        now_s = str(int(time.time()) - age_s)
         event = (
             f"<xml><ToUserName><![CDATA[{escape(self._corp_id)}]]></ToUserName>"
             f"<FromUserName><![CDATA[{escape(userid)}]]></FromUserName>"
