@@ -146,15 +146,24 @@ def _exists(path: str, doc: Path) -> bool:
     return any(glob.glob(str(Path(loc).parent / pattern)) for loc in locations)
 
 
+def _exists_here(path: str, doc: Path) -> bool:
+    return (ROOT / path).exists() or (doc.parent / path).exists()
+
+
 def test_paths_named_in_docs_exist() -> None:
     """A repository path in backticks in docs/ or a README (it has a `/` and ends in .py,
     .md, .sql, .yml, .json, .conf... or starts with a folder of the repository) exists;
-    no doc names an absolute path of a development machine."""
+    a bare `name.py` exists at the root or beside the doc (else say where it is); no doc
+    names an absolute path of a development machine."""
     folders = _repo_folders()
     wrong: list[str] = []
     for doc in _docs():
         for word in _backticked_tokens(doc.read_text("utf-8")):
             path = _as_path(word)
+            if "/" not in path and path.endswith(".py") and not _exists_here(path, doc):
+                # a module named by its bare file name: the reader cannot find it
+                wrong.append(f"{doc.relative_to(ROOT)}: {path} (name it from the repo root)")
+                continue
             if "/" not in path or "://" in path or path.startswith(("...", "$")):
                 continue
             name = doc.relative_to(ROOT)
