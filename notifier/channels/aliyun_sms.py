@@ -24,10 +24,9 @@ import httpx
 
 from carewatch.clock import Clock, SystemClock
 from carewatch.logs import mask_phone
-from carewatch.metrics import NOTIFICATIONS
 from carewatch.settings import Settings
 from notifier.channels.aliyun_rpc import new_nonce, signed_params
-from notifier.channels.base import Message, SendResult, post_to_provider
+from notifier.channels.base import Message, SendResult, post_to_provider, record_send
 from notifier.channels.base import out_id_for as out_id_for  # its historical home
 from notifier.channels.templates import MissingTemplateParams, TemplateKey, template_for
 from notifier.metrics import SMS_LOOKUPS as LOOKUPS
@@ -307,24 +306,7 @@ class AliyunSmsChannel:
         return False
 
     def _finish(self, message: Message, result: SendResult) -> SendResult:
-        outcome = "ok" if result.ok else ("retryable" if result.retryable else "permanent")
-        if result.already_sent:
-            outcome = "already_sent"
-        NOTIFICATIONS.labels(channel=self.name, outcome=outcome).inc()
-        log.log(
-            logging.INFO if result.ok else logging.WARNING,
-            "sms %s",
-            outcome,
-            extra={
-                "channel": self.name,
-                "to": mask_phone(message.address),
-                "purpose": message.purpose,
-                "idempotency_key": message.idempotency_key,
-                "biz_id": result.provider_message_id,
-                "error": result.error,
-            },
-        )
-        return result
+        return record_send(log, self.name, "sms", message, result, id_field="biz_id")
 
     async def query_delivery(self, phone: str, biz_id: str, sent_ms: int) -> DeliveryReport | None:
         """The delivery receipt of one sent SMS (QuerySendDetails), None if not known yet.

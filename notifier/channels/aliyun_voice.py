@@ -19,12 +19,10 @@ import logging
 import httpx
 
 from carewatch.clock import Clock, SystemClock
-from carewatch.logs import mask_phone
-from carewatch.metrics import NOTIFICATIONS
 from carewatch.settings import Settings
 from notifier.channels.aliyun_rpc import new_nonce, signed_params
 from notifier.channels.aliyun_sms import interpret_response
-from notifier.channels.base import Message, SendResult, out_id_for, post_to_provider
+from notifier.channels.base import Message, SendResult, out_id_for, post_to_provider, record_send
 from notifier.channels.templates import VARIABLE_MAX_CHARS, fit_variable
 
 log = logging.getLogger(__name__)
@@ -108,22 +106,7 @@ class AliyunVoiceChannel:
             interpret_call,
             data=params,
         )
-        outcome = "ok" if result.ok else ("retryable" if result.retryable else "permanent")
-        NOTIFICATIONS.labels(channel=self.name, outcome=outcome).inc()
-        log.log(
-            logging.INFO if result.ok else logging.WARNING,
-            "voice %s",
-            outcome,
-            extra={
-                "channel": self.name,
-                "to": mask_phone(message.address),
-                "purpose": message.purpose,
-                "idempotency_key": message.idempotency_key,
-                "call_id": result.provider_message_id,
-                "error": result.error,
-            },
-        )
-        return result
+        return record_send(log, self.name, "voice", message, result, id_field="call_id")
 
     async def aclose(self) -> None:
         """Nothing to release: the shared HTTP client belongs to the caller."""

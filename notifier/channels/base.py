@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import httpx
+
+from carewatch.logs import mask_phone
+from carewatch.metrics import NOTIFICATIONS
 
 # reply: the answer to an SMS reply (notifier.replies), sent outside the outbox
 Purpose = Literal["alert", "handled", "closed", "reply"]
@@ -88,3 +92,36 @@ class Channel(Protocol):
     async def send(self, message: Message) -> SendResult: ...
 
     async def aclose(self) -> None: ...
+
+
+def record_send(
+    log: logging.Logger,
+    channel: str,
+    what: str,
+    message: Message,
+    result: SendResult,
+    *,
+    id_field: str,
+) -> SendResult:
+    """The one ending of every provider adapter's send: count the outcome
+    (carewatch_notifications_total) and log it, the address masked; `id_field` names the
+    provider's message id in the log (biz_id, call_id, serial_no, msgid)."""
+    outcome = "ok" if result.ok else ("retryable" if result.retryable else "permanent")
+    if result.already_sent:
+        outcome = "already_sent"
+    NOTIFICATIONS.labels(channel=channel, outcome=outcome).inc()
+    log.log(
+        logging.INFO if result.ok else logging.WARNING,
+        "%s %s",
+        what,
+        outcome,
+        extra={
+            "channel": channel,
+            "to": mask_phone(message.address),
+            "purpose": message.purpose,
+            "idempotency_key": message.idempotency_key,
+            id_field: result.provider_message_id,
+            "error": result.error,
+        },
+    )
+    return result

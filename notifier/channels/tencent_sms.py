@@ -20,9 +20,8 @@ import httpx
 
 from carewatch.clock import Clock, SystemClock
 from carewatch.logs import mask_phone
-from carewatch.metrics import NOTIFICATIONS
 from carewatch.settings import Settings
-from notifier.channels.base import Message, SendResult, out_id_for, post_to_provider
+from notifier.channels.base import Message, SendResult, out_id_for, post_to_provider, record_send
 from notifier.channels.templates import (
     MissingTemplateParams,
     TemplateKey,
@@ -194,22 +193,7 @@ class TencentSmsChannel:
         return self._finish(message, result)
 
     def _finish(self, message: Message, result: SendResult) -> SendResult:
-        outcome = "ok" if result.ok else ("retryable" if result.retryable else "permanent")
-        NOTIFICATIONS.labels(channel=self.name, outcome=outcome).inc()
-        log.log(
-            logging.INFO if result.ok else logging.WARNING,
-            "tencent sms %s",
-            outcome,
-            extra={
-                "channel": self.name,
-                "to": mask_phone(message.address),
-                "purpose": message.purpose,
-                "idempotency_key": message.idempotency_key,
-                "serial_no": result.provider_message_id,
-                "error": result.error,
-            },
-        )
-        return result
+        return record_send(log, self.name, "tencent sms", message, result, id_field="serial_no")
 
     async def aclose(self) -> None:
         """Nothing to release: the shared HTTP client belongs to the caller."""

@@ -33,9 +33,8 @@ import httpx
 from carewatch.alert_lifecycle import Action
 from carewatch.clock import Clock, SystemClock
 from carewatch.logs import mask_phone
-from carewatch.metrics import NOTIFICATIONS
 from carewatch.settings import Settings
-from notifier.channels.base import Message, SendResult
+from notifier.channels.base import Message, SendResult, record_send
 from notifier.channels.templates import (
     MissingTemplateParams,
     clip,
@@ -348,22 +347,7 @@ class WeComChannel:
         return _json_reply(response)
 
     def _finish(self, message: Message, result: SendResult) -> SendResult:
-        outcome = "ok" if result.ok else ("retryable" if result.retryable else "permanent")
-        NOTIFICATIONS.labels(channel=self.name, outcome=outcome).inc()
-        log.log(
-            logging.INFO if result.ok else logging.WARNING,
-            "wecom %s",
-            outcome,
-            extra={
-                "channel": self.name,
-                "to": message.address,
-                "purpose": message.purpose,
-                "idempotency_key": message.idempotency_key,
-                "msgid": result.provider_message_id,
-                "error": result.error,
-            },
-        )
-        return result
+        return record_send(log, self.name, "wecom", message, result, id_field="msgid")
 
     async def aclose(self) -> None:
         """Drop the cached token; the shared HTTP client belongs to the caller."""
