@@ -34,6 +34,10 @@ from ingest.mqtt_wire import (
 )
 
 WINDOW = 1000  # unacknowledged publishes at most
+# MQTT 5 PUBACK reason "No matching subscribers": the broker took the message and dropped
+# it, because no session (not even an offline one) subscribed to its topic yet. A success
+# code to the publisher, but nothing is owed to the store.
+NO_MATCHING_SUBSCRIBERS = 0x10
 TICK_S = 0.005  # one batch per tick: 50 packets per write at 10k msg/s
 DRAIN_S = 2.0  # on stop, how long to wait for the last PUBACKs
 
@@ -43,7 +47,9 @@ class _Connection:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.decoder = Decoder()
-        self.acked = 0
+        self.acked = 0  # PUBACKs of every kind: the window's accounting
+        self.unrouted = 0  # of those, "no matching subscribers"
+        self.refused = 0  # of those, a failure code (0x80 or more)
         self.sock.sendall(
             encode_connect(f"bench-load-{time.time_ns()}", clean_start=True, keepalive_s=0)
         )
@@ -70,6 +76,10 @@ class _Connection:
             for packet in self._read():
                 if isinstance(packet, PubAck):
                     self.acked += 1
+                    if packet.reason_code == NO_MATCHING_SUBSCRIBERS:
+                        self.unrouted += 1
+                    elif packet.reason_code >= 0x80:
+                        self.refused += 1
                 elif isinstance(packet, Disconnect):
                     raise ConnectionError(f"the broker disconnected the load: {packet}")
 
@@ -87,6 +97,7 @@ def _publish_loop(
     stop: MpEvent,
     sent: Synchronized[int],
     acked: Synchronized[int],
+    unrouted: Synchronized[int],
 ) -> None:
     conn = _Connection(port)
     topics = [topic(device, "telemetry") for device in devices]
@@ -135,7 +146,9 @@ def _publish_loop(
     while conn.acked < i and time.monotonic() < deadline:
         conn.read_acks(deadline - time.monotonic())
     sent.value = i
-    acked.value = conn.acked
+    # owed to the store: what a subscribed session got (not the unrouted, not the refused)
+    acked.value = conn.acked - conn.unrouted - conn.refused
+    unrouted.value = conn.unrouted + conn.refused
     conn.close()
 
 
@@ -149,10 +162,14 @@ class Load:
         # unacknowledged when the load closes its socket may be lost with the connection
         # (as a device's would be, which then sends it again), so only these are owed
         self.acked: Synchronized[int] = mp.Value("q", 0)
+        # acknowledged but not routed to any session (no subscription yet) or refused:
+        # the broker dropped them, so nothing is owed; a bench reports them, and waits
+        # for ingest's telemetry session before it starts a load, so they stay 0
+        self.unrouted: Synchronized[int] = mp.Value("q", 0)
         self.rate = rate
         self.proc = mp.Process(
             target=_publish_loop,
-            args=(port, devices, rate, self.stop, self.sent, self.acked),
+            args=(port, devices, rate, self.stop, self.sent, self.acked, self.unrouted),
             daemon=True,
         )
         self.started = 0.0

@@ -42,7 +42,7 @@ from bench.profile import _py_spy as py_spy
 from bench.profile import start_profiler, stop_profiler, summarise
 from carewatch import bus
 from carewatch.bus_batch_reader import entry_body
-from carewatch.messages import DeviceEvent, decode_event
+from carewatch.messages import DeviceEvent, Telemetry, decode_event
 from carewatch.settings import Settings
 from carewatch.topics import topic
 from harness.pipeline import Pipeline, with_fake_providers
@@ -213,7 +213,7 @@ def drain(settings: Settings, published: int) -> tuple[int, float | None]:
 # the same weight ratios (nice -10: 9.3x, -5: 3x the weight of nice 0), since the bench's
 # processes share one cgroup. Ingest's telemetry lane keeps the default weight there (as
 # the noisy neighbour, Mosquitto and Redis do), so here it does not lower its own priority
-# (CAREWATCH_BULK_LANE_NICE=0; run-all's and a hand-started lane's default is 10).
+# (CAREWATCH_BULK_LANE_NICE=0; its default, 10, is for run-all and a lane started by hand).
 # Raising a priority needs root; without it the processes keep nice 0.
 #
 # The fake providers stand in for Aliyun's and WeCom's servers, which do not share the
@@ -232,13 +232,13 @@ def renice(pid: int, nice: int) -> None:
 
 @contextlib.contextmanager
 def running_pipeline(
-    elders: int, lanes_apart: bool = False
+    elders: int, lanes_apart: bool = True
 ) -> Iterator[tuple[Pipeline, list[str], dict[str, int]]]:
     """A seeded street with every worker running and ready: (pipeline, bands, watched pids).
 
-    As deployed by default (infra/deploy/systemd): one ingest process with both lanes, the
-    provider callbacks app taking the fake's delivery reports; `lanes_apart`: ingest's
-    lanes in processes of their own (the opt-in alarms-first layout)."""
+    As deployed (infra/deploy/systemd): ingest's two lanes in processes of their own, the
+    provider callbacks app taking the fake's delivery reports; `lanes_apart=False`: one
+    ingest process with both lanes (the `carewatch-ingest@` unit)."""
     with bench_env(escalation_wait_s=3600.0, log_level="WARNING") as env:
         settings = with_fake_providers(env.settings).model_copy(
             update={"callbacks_port": free_port()}
@@ -270,7 +270,7 @@ def running_pipeline(
             pipeline.stop_all()
 
 
-def find_saturation(seconds: float, noisy: int, lanes_apart: bool = False) -> float:
+def find_saturation(seconds: float, noisy: int, lanes_apart: bool = True) -> float:
     """The telemetry rate (msg/s) the running pipeline stores when offered far more."""
     with running_pipeline(100, lanes_apart) as (pipeline, bands, _), NoisyNeighbour(noisy):
         s = pipeline.settings
@@ -303,7 +303,7 @@ def run_level(
     interval: float,
     noisy: int = 0,
     profile: bool = False,
-    lanes_apart: bool = False,
+    lanes_apart: bool = True,
 ) -> dict[str, Any]:
     with (
         running_pipeline(presses, lanes_apart) as (pipeline, bands, watched),
@@ -356,6 +356,9 @@ def run_level(
             # and how long storing it took (None: not drained in DRAIN_TIMEOUT_S)
             "telemetry_published": int(load.sent.value),
             "telemetry_acknowledged": int(load.acked.value),
+            # PUBACKed but routed to no session (or refused): dropped by the broker, not
+            # owed; 0 once ingest's telemetry session is subscribed (wait_ready)
+            "telemetry_unrouted": int(load.unrouted.value),
             "telemetry_backlog": backlog,
             "telemetry_drain_s": drain_s,
             # CPU cores each process kept busy while the presses were measured
@@ -380,12 +383,20 @@ def run_level(
 
 
 def wait_ready(pipeline: Pipeline, bands: list[str]) -> None:
-    """Until ingest stores and the rules worker consumes every shard's event lane.
+    """Until ingest stores and the rules worker consumes every shard's event lane, and
+    ingest's telemetry session is subscribed.
 
     A rules worker takes its shards over a few lease rounds, starting a consumer for
     each: presses measured before that waited ~100-300 ms for their shard (the slowest
     presses of a level), which is start-up, not latency under load. So one door event
-    per shard goes through first (seq 1: never a press's or the load's seq)."""
+    per shard goes through first (seq 1: never a press's or the load's seq).
+
+    The telemetry session of a fresh broker exists only once ingest's telemetry lane
+    subscribed: the broker drops what is published before (PUBACK "no matching
+    subscribers"). With the lanes in separate processes the telemetry one may start
+    after the events lane is ready, so one telemetry sample must be stored too; before
+    this check, a load started then lost its first seconds and the bench took them for
+    a backlog that never drained."""
     s = pipeline.settings
     by_shard: dict[int, str] = {}
     for band, elder in rows(
@@ -401,10 +412,17 @@ def wait_ready(pipeline: Pipeline, bands: list[str]) -> None:
                     DeviceEvent(v=1, seq=1, ts=time.time_ns() // 1_000_000, type="door_open")
                 )
                 await c.publish(topic(band, "event"), body, qos=1)
+            sample = Telemetry(v=1, seq=1, ts=time.time_ns() // 1_000_000, battery=80)
+            await c.publish(topic(probes[0], "telemetry"), msgspec.json.encode(sample), qos=1)
 
     def consumed() -> bool:
         pipeline.assert_running()
         asyncio.run(probe())
+        stored = rows(
+            s, "SELECT count(*) FROM telemetry WHERE device_id = %s AND seq = 1", probes[0]
+        )
+        if not stored[0][0]:
+            return False
         # a message id is (device, seq, device time): any probe of a band counts
         seen = rows(
             s,
@@ -414,7 +432,7 @@ def wait_ready(pipeline: Pipeline, bands: list[str]) -> None:
         )
         return bool(seen[0][0] == len(probes))
 
-    wait_until(consumed, 60, "ingest and the rules worker's shards ready")
+    wait_until(consumed, 60, "ingest's two lanes and the rules worker's shards ready")
 
 
 def run(
@@ -424,7 +442,7 @@ def run(
     noisy: int = 0,
     saturate_s: float = 0.0,
     profile: bool = False,
-    lanes_apart: bool = False,
+    lanes_apart: bool = True,
 ) -> dict[str, Any]:
     saturation = None
     if saturate_s > 0:
@@ -559,10 +577,10 @@ def main() -> None:
         " time goes (bench/results/sos_profile_*.txt)",
     )
     parser.add_argument(
-        "--lanes-apart",
+        "--one-process",
         action="store_true",
-        help="run ingest's lanes in processes of their own (the opt-in alarms-first layout)"
-        " instead of one ingest process",
+        help="run ingest's two lanes in one process (the carewatch-ingest@ unit) instead of"
+        " one process per lane, as the deployment's units do",
     )
     args = parser.parse_args()
     summary = run(
@@ -572,7 +590,7 @@ def main() -> None:
         args.noisy,
         args.saturate,
         args.profile,
-        args.lanes_apart,
+        not args.one_process,
     )
     print(level_table(summary))
     print(stage_table(summary))

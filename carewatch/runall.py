@@ -6,16 +6,13 @@ Small sites and the demo run this; larger ones run each worker as its own proces
 workers are found by name in the CLI's table (carewatch.cli.WORKERS) and imported
 when the command runs: the contracts package imports no worker.
 
-With CAREWATCH_BULK_LANE_NICE above 0 (10 suggested), ingest's telemetry lane, the bulk
-of the CPU, runs in a child process that lowers its own priority by that much, so that
-under overload the operating system runs the alarm path (ingest's events lane, rules,
-notifier, all in this process) first (docs/reliability.md "Alarms first under
-overload"). The child is part of run-all: if it dies, run-all stops like for any other
-worker's failure, and it is stopped (it drains and acknowledges what it took) when
-run-all stops. Its metrics are not on run-all's /metrics. The default, 0, keeps every
-lane in this process: with the lanes apart, an overload benchmark once left part of the
-telemetry backlog unstored after 180 s, not yet explained (docs/reliability.md, Known
-gaps), so the split is opt-in until it is.
+Ingest's telemetry lane, the bulk of the CPU, runs in a child process that lowers its
+own priority to CAREWATCH_BULK_LANE_NICE (10 by default), so that under overload the
+operating system runs the alarm path (ingest's events lane, rules, notifier, all in this
+process) first (docs/reliability.md "Alarms first under overload"). The child is part of
+run-all: if it dies, run-all stops like for any other worker's failure, and it is
+stopped (it drains and acknowledges what it took) when run-all stops. Its metrics are
+not on run-all's /metrics. CAREWATCH_BULK_LANE_NICE=0 keeps both lanes in this process.
 """
 
 from __future__ import annotations

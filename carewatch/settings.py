@@ -106,14 +106,13 @@ class Settings(BaseSettings):
         " separate processes let the operating system run the alarm lane first",
     )
     bulk_lane_nice: int = Field(
-        0,
+        10,
         ge=0,
         le=19,
         description="the niceness (at least) a process that runs only bulk work (`carewatch"
         " ingest --lane telemetry`, also the one `run-all` starts) gives itself at start, so"
-        " that the alarm path gets the CPU first whenever both want it; 0 (the default, until the"
-        " backlog gap in docs/reliability.md is explained) leaves it alone and keeps run-all's"
-        " lanes in one process",
+        " that the alarm path gets the CPU first whenever both want it; 0 leaves its priority"
+        " alone and keeps run-all's two ingest lanes in one process",
     )
     ingest_lease_ms: int = Field(
         3000,

@@ -22,12 +22,14 @@ behind a load, a press waited for the backlog. With two sessions a press waits o
 behind other events. The bus keeps the two apart too (events.{shard} and
 telemetry.{shard}), so an alarm never queues behind telemetry on its way.
 
-Each process runs both lanes by default, or one (`carewatch ingest --lane events|telemetry`,
-CAREWATCH_INGEST_LANES). Deployed as two processes, the alarm lane gets the CPU from the
-operating system first: the telemetry process lowers its own priority at start
-(CAREWATCH_BULK_LANE_NICE) and the systemd units give the events lane a higher CPUWeight
-(infra/deploy/systemd, docs/reliability.md "Alarms first under overload"). Within one
-process the events lane's work goes first in the loop (carewatch.alarm_priority).
+A process runs one lane (`carewatch ingest --lane events|telemetry`, CAREWATCH_INGEST_LANES)
+or both (the default of a hand-started `carewatch ingest`). Deployments run the lanes as
+two processes (the systemd units, the compose file, run-all and the demo), so the alarm
+lane gets the CPU from the operating system first: the telemetry process lowers its own
+priority at start (CAREWATCH_BULK_LANE_NICE) and the systemd units give the events lane a
+higher CPUWeight (infra/deploy/systemd, docs/reliability.md "Alarms first under
+overload"). Within one process the events lane's work goes first in the loop
+(carewatch.alarm_priority).
 
 Shutdown (stop set): stop reading MQTT, process what was already received, flush every
 batch, send the last PUBACKs, then disconnect. Whatever could not be made durable in

@@ -104,7 +104,7 @@ def test_run_as_bulk_only_ever_lowers_the_priority() -> None:
 def test_lanes_in_their_own_processes_telemetry_niced_and_alarms_without_it(
     settings: Settings, tmp_path: Path
 ) -> None:
-    s = settings.model_copy(update={"bulk_lane_nice": 10})  # the split is opt-in
+    s = settings.model_copy(update={"bulk_lane_nice": 10})  # the default, whatever the env says
     import_street(s, tmp_path)
     p = Pipeline(s, tmp_path)
     bands = Wristbands(s.mqtt_port)
@@ -151,10 +151,9 @@ def children_of(pid: int) -> list[int]:
 def test_run_all_runs_the_telemetry_lane_in_a_niced_child_it_stops_with_it(
     settings: Settings, tmp_path: Path
 ) -> None:
-    # the split is opt-in (CAREWATCH_BULK_LANE_NICE above 0)
-    s = with_fake_providers(settings).model_copy(
-        update={"operator_port": free_port(), "bulk_lane_nice": 10}
-    )
+    # run-all splits by default (CAREWATCH_BULK_LANE_NICE is 10 unless set)
+    assert settings.bulk_lane_nice == 10
+    s = with_fake_providers(settings).model_copy(update={"operator_port": free_port()})
     import_street(s, tmp_path)
     p = Pipeline(s, tmp_path)
     bands = Wristbands(s.mqtt_port)
