@@ -457,6 +457,17 @@ def run(
         profiled = profile and rate == max(levels)
         results.append(run_level(presses, rate, interval, noisy, profiled, lanes_apart))
         print(f"  {results[-1]}", flush=True)
+    # what telemetry itself costs: the pipeline's cores over those of the presses alone
+    # (the notifier, the callbacks app and the rules worker's alarm work are busy at no
+    # load too), per telemetry message
+    idle = next((r["pipeline_cores"] for r in results if r["load_achieved_msg_s"] == 0), None)
+    for r in results:
+        rate = r["load_achieved_msg_s"]
+        r["cpu_us_per_msg_marginal"] = (
+            round((r["pipeline_cores"] - idle) / rate * 1e6, 1)
+            if idle is not None and rate
+            else None
+        )
     ok = [r["load_achieved_msg_s"] for r in results if r["sustained"] and r["p99_ms"] < 100]
     summary = {
         "levels": results,
@@ -532,6 +543,15 @@ def cores_table(summary: dict[str, Any]) -> str:
                 "pipeline CPU us per telemetry msg",
                 *(
                     "-" if r["cpu_us_per_msg"] is None else f"{r['cpu_us_per_msg']:.0f}"
+                    for r in levels
+                ),
+            ),
+            (
+                "  of which telemetry (over no load)",
+                *(
+                    "-"
+                    if r.get("cpu_us_per_msg_marginal") is None
+                    else f"{r['cpu_us_per_msg_marginal']:.0f}"
                     for r in levels
                 ),
             ),
