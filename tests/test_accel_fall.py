@@ -479,3 +479,27 @@ def test_gap_in_the_data_restarts_the_buffer() -> None:
     assert feed(det, before, 50.0) == []
     w = AccelWindow(hz=50.0, x=after[:, 0].tolist(), y=after[:, 1].tolist(), z=after[:, 2].tolist())
     assert det.feed(w, T0 + 3_000 + 10_000) is None
+
+
+STALE_PEAK_GAP = pytest.mark.xfail(
+    strict=True,
+    reason="known gap: a peak passed over because a higher reading lies within "
+    "impact_cluster_ms becomes a candidate once that reading leaves the buffer, described "
+    "seconds late with hardly any signal before it. The fix changes the dev candidates and "
+    "needs a retrained model. docs/fall-detection.md, Known gaps",
+)
+
+
+@STALE_PEAK_GAP
+def test_a_peak_passed_over_for_a_higher_one_never_becomes_a_candidate_later() -> None:
+    # Claps every 0.5 s, each a little softer than the one before: in the whole recording
+    # only the first is the highest reading within impact_cluster_ms of itself.
+    level = np.array([0.0, -0.2, -0.98])
+    s = Signal().hold(2.0, UPRIGHT).turn(0.4, UPRIGHT, level, scale=1.0)
+    peaks = iter(np.linspace(5.0, 3.0, 12))
+    s.repeat(12, lambda x: x.hit(next(peaks), level, width_s=0.04).hold(0.46, level, noise=0.02))
+    s.hold(14.0, level)
+    seen = candidates(s)
+    assert len(seen) == 1
+    # and every candidate is decided within a window of the decision time
+    assert all(c.seen_ms - c.decided_ms <= 1000.0 for c in seen)
