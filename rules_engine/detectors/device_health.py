@@ -63,6 +63,7 @@ class DeviceHealthDetector(Detector[HealthSeen]):
     timers); this detector decides on statuses, battery, worn and those timers."""
 
     timer_kinds = frozenset({OFFLINE, BACK, OFF_WRIST, REMINDER})
+    telemetry_fields = frozenset({"battery", "worn"})  # _battery(), _worn()
 
     def __init__(self, tz: ZoneInfo = SITE_TZ) -> None:
         self.tz = tz
@@ -78,12 +79,12 @@ class DeviceHealthDetector(Detector[HealthSeen]):
         """Statuses always (rare: online/offline transitions); battery and worn when they
         change."""
         battery, worn = _battery(event), _worn(event)
-        changed = battery is not None and self._battery.observe(event.device_id, battery).changed
+        device = event.device_id
+        changed = battery is not None and self._battery.swap(device, battery) != battery
         worn_before: bool | None = None
         if worn is not None:
-            seen = self._worn.observe(event.device_id, worn)
-            changed = changed or seen.changed
-            worn_before = seen.previous
+            worn_before = self._worn.swap(device, worn)
+            changed = changed or worn_before != worn
         if event.type != "status" and not changed:
             return None
         return HealthSeen(event, worn_before)
