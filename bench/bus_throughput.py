@@ -20,6 +20,8 @@ round trip per 500). Then:
     BusPublisher, in a thread) and measured the same way: the warm, steady state,
     where detectors want few messages. If the worker keeps up with the publisher, this
     measures the publisher; the worker's msg per CPU-second still tells its cost.
+    `--warm-rate R` publishes them at R msg/s instead: the steady state at a production
+    rate, where the worker reads small batches and lingers between them.
 
 With --profile, py-spy records the worker in each phase apart: cold in
 bench/results/rules_profile.txt, warm in rules_profile_warm.txt.
@@ -66,14 +68,21 @@ def make_events(devices: int, count: int) -> list[Event]:
     return events
 
 
-async def faststream_publish(env: BenchEnv, events: list[Event]) -> float:
+async def faststream_publish(env: BenchEnv, events: list[Event], rate: float = 0.0) -> float:
+    """Publish as fast as BusPublisher goes or, with `rate`, at that many msg/s (in
+    steps of 10 ms, as ingest flushes a steady load)."""
     bus = make_bus(env.settings)
     await bus.start()
     try:
         publisher = BusPublisher(bus, env.settings.bus_shards)
+        step = max(1, min(BATCH, round(rate / 100))) if rate else BATCH
         started = time.perf_counter()
-        for i in range(0, len(events), BATCH):
-            await publisher.publish([(e, time.monotonic()) for e in events[i : i + BATCH]])
+        for i in range(0, len(events), step):
+            await publisher.publish([(e, time.monotonic()) for e in events[i : i + step]])
+            if rate:
+                ahead = started + (i + step) / rate - time.perf_counter()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
         return len(events) / (time.perf_counter() - started)
     finally:
         await bus.stop()
@@ -131,7 +140,11 @@ def group_drained(r: redis.Redis, shards: int) -> bool:
 
 
 def rules_consume(
-    env: BenchEnv, count: int, warm: list[Event] | None = None, profile: Path | None = None
+    env: BenchEnv,
+    count: int,
+    warm: list[Event] | None = None,
+    profile: Path | None = None,
+    warm_rate: float = 0.0,
 ) -> dict[str, Any]:
     """The worker drains the `count` events already on the streams (cold: every device
     is new to it); then, if given, `warm` is published while it runs and drained too
@@ -153,7 +166,7 @@ def rules_consume(
             # the steady state apart: the cold phase's database reads would swamp it
             spy = start_profiler(proc.pid, warm_profile_path(profile)) if profile else None
             publisher = threading.Thread(
-                target=lambda: asyncio.run(faststream_publish(env, warm)), daemon=True
+                target=lambda: asyncio.run(faststream_publish(env, warm, warm_rate)), daemon=True
             )
             publisher.start()
             base = (cold["deliveries"], int(cold["acked"]))
@@ -229,7 +242,9 @@ def _drain(
     }
 
 
-def run(events: int = 50_000, devices: int = 5_000, profile: bool = False) -> dict[str, Any]:
+def run(
+    events: int = 50_000, devices: int = 5_000, profile: bool = False, warm_rate: float = 0.0
+) -> dict[str, Any]:
     profile_path = RESULTS / "rules_profile.txt" if profile else None
     # the same fleet twice over: the second half are the devices' later messages
     evts = make_events(devices, 2 * events)
@@ -238,9 +253,10 @@ def run(events: int = 50_000, devices: int = 5_000, profile: bool = False) -> di
         register_fleet(env.settings.database_url, fleet(devices))
         publish = asyncio.run(faststream_publish(env, cold))
         raw = raw_streams(env, cold)
-        rules = rules_consume(env, events, warm, profile_path)
+        rules = rules_consume(env, events, warm, profile_path, warm_rate)
     result = {
         "events": events,
+        "warm_rate": warm_rate,
         "shards": 8,
         "raw": raw,
         "faststream_publish_msg_s": publish,
@@ -284,8 +300,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--devices", type=int, default=5_000)
     parser.add_argument("--profile", action="store_true", help="record the rules worker (py-spy)")
+    parser.add_argument(
+        "--warm-rate",
+        type=float,
+        default=0.0,
+        help="publish the warm phase at this many msg/s (default: as fast as it goes)",
+    )
     args = parser.parse_args()
-    r = run(args.events, args.devices, args.profile)
+    r = run(args.events, args.devices, args.profile, args.warm_rate)
     print(table([("what", "measured", "limit (same run)", "ratio"), *summary_rows(r)]))
     for phase, figures in (("cold", r["rules"]), ("warm", r["rules"]["warm"])):
         print(
