@@ -73,7 +73,12 @@ class DeviceHealthDetector(Detector[HealthSeen]):
     def wants(self, event: Event) -> bool:
         if event.device_kind != "wristband":
             return False
-        return event.type == "status" or _battery(event) is not None or _worn(event) is not None
+        if event.type == "status":
+            return True
+        data = event.data  # _battery(event) or _worn(event) is not None, inline: hot
+        return type(data.get("battery")) is int or (
+            event.type == "telemetry" and type(data.get("worn")) is bool
+        )
 
     def observe(self, event: Event, known: ElderView | None) -> HealthSeen | None:
         """Statuses always (rare: online/offline transitions); battery and worn when they

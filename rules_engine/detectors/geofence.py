@@ -99,7 +99,11 @@ class GeofenceDetector(Detector[GeoSeen]):
         self._streaks: dict[str, tuple[int, int]] = {}  # device -> (device ms, streak)
 
     def wants(self, event: Event) -> bool:
-        return position(event) is not None
+        """position(event) is not None, without building the position."""
+        if event.type != "telemetry":
+            return False
+        data = event.data
+        return is_number(data.get("lat")) and is_number(data.get("lon"))
 
     def uses_profile(self, event: Event) -> bool:
         return True  # the zones
