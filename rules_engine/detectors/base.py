@@ -122,10 +122,7 @@ class Detector(Generic[Obs]):
 
 
 class EventDetector(Detector[Event]):
-    """A detector without state: the event is the observation. These decide device
-    events (SOS, smoke...): one that wants telemetry names its fields."""
-
-    telemetry_fields: frozenset[str] | None = frozenset()
+    """A detector without state: the event is the observation."""
 
     def observe(self, event: Event, known: ElderView | None) -> Event | None:
         return event
