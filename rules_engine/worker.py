@@ -122,8 +122,8 @@ class EventHandler:
         # the latency histogram's buckets are coarser than what 32 messages take
         now = now_ms()
         try:
-            for n, body in enumerate(bodies):
-                if not n & 31:
+            for i, body in enumerate(bodies):
+                if not i & 31:
                     now = now_ms()
                 if priority is not None and priority.due():
                     await priority.pause()
