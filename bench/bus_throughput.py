@@ -9,16 +9,22 @@ round trip per 500). Then:
 (a) raw limit: redis-py XADD of the same bodies (pipelined, 500 per round trip), and a
     consumer group reading them back with XREADGROUP (COUNT 500) + pipelined XACK;
 (b) the rules worker (`carewatch rules`, its own process) consuming the N events in
-    group "rules": from the first sample (50 ms polling) where its /metrics show
-    carewatch_rules_events_total > 0 until every shard's group has no lag and nothing
-    pending. Deliveries beyond N are redeliveries (XAUTOCLAIM of entries that waited
-    longer than the reclaim time in the worker): counted and reported. This is a cold
+    group "rules": from the first sample (50 ms polling of the groups in Redis) where it
+    has acknowledged an entry until every shard's group has no lag and nothing pending.
+    Deliveries beyond N (carewatch_rules_events_total in its /metrics, read at the end)
+    are redeliveries (XAUTOCLAIM of entries that waited longer than the reclaim time in
+    the worker): counted and reported. This is a cold
     start: every device is new to the worker, so its detectors want most first messages
     (learning zones, arming deadlines);
 (c) then N more messages of the same devices, published while the worker runs (by
     BusPublisher, in a thread) and measured the same way: the warm, steady state,
     where detectors want few messages. If the worker keeps up with the publisher, this
     measures the publisher; the worker's msg per CPU-second still tells its cost.
+    `--warm-rate R` publishes them at R msg/s instead: the steady state at a production
+    rate, where the worker reads small batches and lingers between them.
+
+With --profile, py-spy records the worker in each phase apart: cold in
+bench/results/rules_profile.txt, warm in rules_profile_warm.txt.
 """
 
 from __future__ import annotations
@@ -62,14 +68,21 @@ def make_events(devices: int, count: int) -> list[Event]:
     return events
 
 
-async def faststream_publish(env: BenchEnv, events: list[Event]) -> float:
+async def faststream_publish(env: BenchEnv, events: list[Event], rate: float = 0.0) -> float:
+    """Publish as fast as BusPublisher goes or, with `rate`, at that many msg/s (in
+    steps of 10 ms, as ingest flushes a steady load)."""
     bus = make_bus(env.settings)
     await bus.start()
     try:
         publisher = BusPublisher(bus, env.settings.bus_shards)
+        step = max(1, min(BATCH, round(rate / 100))) if rate else BATCH
         started = time.perf_counter()
-        for i in range(0, len(events), BATCH):
-            await publisher.publish([(e, time.monotonic()) for e in events[i : i + BATCH]])
+        for i in range(0, len(events), step):
+            await publisher.publish([(e, time.monotonic()) for e in events[i : i + step]])
+            if rate:
+                ahead = started + (i + step) / rate - time.perf_counter()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
         return len(events) / (time.perf_counter() - started)
     finally:
         await bus.stop()
@@ -127,7 +140,11 @@ def group_drained(r: redis.Redis, shards: int) -> bool:
 
 
 def rules_consume(
-    env: BenchEnv, count: int, warm: list[Event] | None = None, profile: Path | None = None
+    env: BenchEnv,
+    count: int,
+    warm: list[Event] | None = None,
+    profile: Path | None = None,
+    warm_rate: float = 0.0,
 ) -> dict[str, Any]:
     """The worker drains the `count` events already on the streams (cold: every device
     is new to it); then, if given, `warm` is published while it runs and drained too
@@ -141,22 +158,45 @@ def rules_consume(
         proc = pipeline.start("rules")
         trace = CpuTrace(proc.pid)
         spy = start_profiler(proc.pid, profile) if profile else None
-        cold = _drain(pipeline, r, trace, url, settings.bus_shards, 0.0, count)
-        result: dict[str, Any] = dict(cold)
-        if warm:
-            publisher = threading.Thread(
-                target=lambda: asyncio.run(faststream_publish(env, warm)), daemon=True
-            )
-            publisher.start()
-            base = cold["deliveries"]
-            result["warm"] = _drain(pipeline, r, trace, url, settings.bus_shards, base, len(warm))
-            publisher.join()
+        cold = _drain(pipeline, r, trace, url, settings.bus_shards, (0.0, 0), count)
         if spy is not None:
             stop_profiler(spy)
+        result: dict[str, Any] = dict(cold)
+        if warm:
+            # the steady state apart: the cold phase's database reads would swamp it
+            spy = start_profiler(proc.pid, warm_profile_path(profile)) if profile else None
+            publisher = threading.Thread(
+                target=lambda: asyncio.run(faststream_publish(env, warm, warm_rate)), daemon=True
+            )
+            publisher.start()
+            base = (cold["deliveries"], int(cold["acked"]))
+            result["warm"] = _drain(pipeline, r, trace, url, settings.bus_shards, base, len(warm))
+            publisher.join()
+            if spy is not None:
+                stop_profiler(spy)
         return result
     finally:
         pipeline.stop_all()
         r.close()
+
+
+def warm_profile_path(cold: Path) -> Path:
+    return cold.with_name(f"{cold.stem}_warm{cold.suffix}")
+
+
+def _acked(r: redis.Redis, shards: int) -> int:
+    """Entries group "rules" has acknowledged on every shard's streams (read from Redis, so
+    sampling costs the worker nothing: answering a /metrics scrape every 50 ms took ~3 %
+    of its busy samples while it consumed, against one every 15 s or more in production)."""
+    total = 0
+    for stream in (s for shard in range(shards) for s in shard_streams(shard)):
+        if not r.exists(stream):
+            continue
+        groups: Any = r.xinfo_groups(stream)
+        for group in groups:
+            if group["name"] == b"rules":
+                total += int(group.get("entries-read") or 0) - int(group["pending"])
+    return total
 
 
 def _drain(
@@ -165,34 +205,36 @@ def _drain(
     trace: CpuTrace,
     url: str,
     shards: int,
-    base: float,
+    base: tuple[float, int],
     count: int,
 ) -> dict[str, float]:
-    """Sample the worker until `count` deliveries past `base` are consumed and every group
-    is drained; the rate counts from the first sample past `base`."""
-    samples: list[tuple[float, float]] = []
+    """Sample the worker until `count` entries past `base` (deliveries so far, entries
+    acknowledged so far) are acknowledged and every group is drained; the rate counts
+    from the first sample past `base`. Deliveries (redeliveries included) are read from
+    the worker's /metrics once at the end."""
+    base_deliveries, base_acked = base
+    samples: list[tuple[float, int]] = []
     deadline = time.monotonic() + TIMEOUT_S
     while True:
         pipeline.assert_running()
         if time.monotonic() > deadline:
-            raise TimeoutError(f"rules consumed {samples[-1:]} of {base} + {count}")
-        try:
-            n = _consumed(url) - base
-        except httpx.TransportError:
-            n = 0.0  # not listening yet
+            raise TimeoutError(f"rules acknowledged {samples[-1:]} of {base_acked} + {count}")
+        n = _acked(r, shards) - base_acked
         trace.sample()
         samples.append((trace.walls[-1], n))
         if n >= count and group_drained(r, shards):
             break
         time.sleep(0.05)
     first = next((w, n) for w, n in samples if n > 0)
-    last_wall, deliveries = samples[-1]
+    last_wall = samples[-1][0]
     wall = last_wall - first[0]
     cpu = trace.at(last_wall) - trace.at(first[0])
+    deliveries = _consumed(url)
     return {
         "msg_s": (count - first[1]) / wall,
-        "deliveries": base + deliveries,
-        "redelivered": deliveries - count,
+        "deliveries": deliveries,
+        "acked": base_acked + samples[-1][1],
+        "redelivered": deliveries - base_deliveries - count,
         "seconds": wall,
         "worker_cpu_s": cpu,
         "worker_cores": cpu / wall,
@@ -200,7 +242,9 @@ def _drain(
     }
 
 
-def run(events: int = 50_000, devices: int = 5_000, profile: bool = False) -> dict[str, Any]:
+def run(
+    events: int = 50_000, devices: int = 5_000, profile: bool = False, warm_rate: float = 0.0
+) -> dict[str, Any]:
     profile_path = RESULTS / "rules_profile.txt" if profile else None
     # the same fleet twice over: the second half are the devices' later messages
     evts = make_events(devices, 2 * events)
@@ -209,9 +253,10 @@ def run(events: int = 50_000, devices: int = 5_000, profile: bool = False) -> di
         register_fleet(env.settings.database_url, fleet(devices))
         publish = asyncio.run(faststream_publish(env, cold))
         raw = raw_streams(env, cold)
-        rules = rules_consume(env, events, warm, profile_path)
+        rules = rules_consume(env, events, warm, profile_path, warm_rate)
     result = {
         "events": events,
+        "warm_rate": warm_rate,
         "shards": 8,
         "raw": raw,
         "faststream_publish_msg_s": publish,
@@ -222,6 +267,7 @@ def run(events: int = 50_000, devices: int = 5_000, profile: bool = False) -> di
     }
     if profile_path is not None:
         result["profile_top"] = summarise(profile_path)
+        result["profile_top_warm"] = summarise(warm_profile_path(profile_path))
     write_results("bus_throughput", result)
     return result
 
@@ -254,8 +300,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--devices", type=int, default=5_000)
     parser.add_argument("--profile", action="store_true", help="record the rules worker (py-spy)")
+    parser.add_argument(
+        "--warm-rate",
+        type=float,
+        default=0.0,
+        help="publish the warm phase at this many msg/s (default: as fast as it goes)",
+    )
     args = parser.parse_args()
-    r = run(args.events, args.devices, args.profile)
+    r = run(args.events, args.devices, args.profile, args.warm_rate)
     print(table([("what", "measured", "limit (same run)", "ratio"), *summary_rows(r)]))
     for phase, figures in (("cold", r["rules"]), ("warm", r["rules"]["warm"])):
         print(
@@ -263,8 +315,9 @@ def main() -> None:
             f" {figures['worker_cores']:.2f} cores busy while consuming;"
             f" {figures['redelivered']:.0f} redeliveries"
         )
-    for line in r.get("profile_top", []):
-        print("  profile:", line)
+    for phase, key in (("cold", "profile_top"), ("warm", "profile_top_warm")):
+        for line in r.get(key, []):
+            print(f"  profile ({phase}):", line)
 
 
 if __name__ == "__main__":

@@ -173,7 +173,9 @@ class Bus(abc.ABC):
         """Like subscribe(), but hand over up to MAX_BATCH bodies per call, acknowledged
         together once the handler returns (a failure redelivers the whole batch). For
         high-volume streams, where a call and an acknowledgement per message would cost
-        more than most handlers.
+        more than most handlers. On Redis a read that comes back full is followed by a
+        larger one, up to carewatch.bus_batch_reader.GROWTH times MAX_BATCH, while a
+        backlog lasts.
 
         `linger_ms`: after a batch shorter than MAX_BATCH, wait this long before reading
         again. A lane that trickles would otherwise be read a few entries at a time, and

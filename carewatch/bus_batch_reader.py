@@ -11,6 +11,12 @@ what that subscription did, and nothing else:
   FastStream-framed bodies of one read; on success the read is acknowledged with one
   XACK; on failure nothing is acknowledged, so the entries stay pending (the same
   NACK_ON_ERROR semantics as the FastStream subscribers);
+- a read that comes back full is followed by one of twice the COUNT, up to GROWTH times
+  `batch` (a backlog, or a load the reads at `batch` only just keep up with), and a
+  short one goes back to `batch`: the reads and acknowledgements, and the handler's cost
+  per call, are paid per batch, so under load they are paid for more messages at once;
+- the read's reply is taken as Redis sends it (one field per entry, kept in a list)
+  instead of through redis-py's parser, which built a dict per entry;
 - every `reclaim_every_s`, XAUTOCLAIM takes entries some member (a dead worker, or this
   one after a failed batch) left pending for `reclaim_idle_ms`, and handles them first;
 - after a short read it lingers before reading again (bigger batches, see
@@ -45,6 +51,7 @@ log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[list[bytes]], Awaitable[None]]
 ERROR_BACKOFF_S = 1.0
+GROWTH = 8  # a batch lane reads at most this many times `batch` entries at once
 DATA_KEY = "__data__"  # the stream entry field a FastStream-framed message sits in
 _DATA_FIELD = DATA_KEY.encode()  # as redis-py returns it
 
@@ -75,8 +82,34 @@ def entry_body(fields: dict[bytes, bytes]) -> bytes:
     return frame_body(fields.get(_DATA_FIELD, b""))
 
 
-def _bodies(entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[bytes]:
-    return [entry_body(fields) for _, fields in entries]
+def _field_list_body(fields: Sequence[bytes] | None) -> bytes:
+    """entry_body() of an entry's fields as Redis sends them: [name, value, name, ...]."""
+    if fields:
+        if len(fields) == 2 and fields[0] == _DATA_FIELD:
+            return frame_body(fields[1])  # ours: the one field
+        for i in range(len(fields) - 2, -1, -2):  # the last of a repeated name, as a dict
+            if fields[i] == _DATA_FIELD:
+                return frame_body(fields[i + 1])
+    return frame_body(b"")
+
+
+def read_reply(reply: Any) -> tuple[list[bytes], list[bytes]]:
+    """Entry ids and bodies of an XREADGROUP reply as Redis sends it: a map of stream to
+    entries (RESP3) or a list of [stream, entries] (RESP2); None when nothing came."""
+    ids: list[bytes] = []
+    bodies: list[bytes] = []
+    if not reply:
+        return ids, bodies
+    streams = reply.values() if isinstance(reply, dict) else (entries for _, entries in reply)
+    for entries in streams:
+        for entry_id, fields in entries or ():
+            ids.append(entry_id)
+            bodies.append(_field_list_body(fields))
+    return ids, bodies
+
+
+def _raw(response: Any, **options: Any) -> Any:
+    return response
 
 
 class RedisBatchReader:
@@ -100,6 +133,8 @@ class RedisBatchReader:
         self._consumer = consumer
         self._handler = handler
         self._batch = batch
+        self._max_batch = batch if one_by_one else batch * GROWTH
+        self._count = batch  # the next read's COUNT
         self._reclaim_idle_ms = reclaim_idle_ms
         self._polling_ms = polling_ms
         self._linger_s = linger_s
@@ -121,6 +156,7 @@ class RedisBatchReader:
 
     async def _run(self) -> None:
         client: Redis = Redis.from_url(self._url)
+        client.set_response_callback("XREADGROUP", _raw)  # read_reply() takes it as sent
         next_reclaim = 0.0
         try:
             while not self._stopping.is_set():
@@ -128,7 +164,7 @@ class RedisBatchReader:
                     if time.monotonic() >= next_reclaim:
                         await self._reclaim(client)
                         next_reclaim = time.monotonic() + self._reclaim_every_s
-                    handled = await self._read_new(client)
+                    full = await self._read_new(client)
                 except RedisError as exc:
                     log.warning(
                         "bus read failed, retrying",
@@ -136,7 +172,7 @@ class RedisBatchReader:
                     )
                     await self._pause(ERROR_BACKOFF_S)
                     continue
-                if handled < self._batch and self._linger_s > 0:
+                if not full and self._linger_s > 0:
                     await self._pause(self._linger_s)
         finally:
             await client.aclose()
@@ -145,17 +181,21 @@ class RedisBatchReader:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _read_new(self, client: Redis) -> int:
+    async def _read_new(self, client: Redis) -> bool:
+        """Read and handle new entries; True if the read was full (more may be waiting)."""
+        count = self._count
         reply: Any = await client.xreadgroup(
             self._group,
             self._consumer,
             {self.stream: ">"},
-            count=self._batch,
+            count=count,
             block=self._polling_ms,
         )
-        entries = [entry for _, stream_entries in reply or () for entry in stream_entries]
-        await self._handle(client, entries)
-        return len(entries)
+        ids, bodies = read_reply(reply)
+        await self._handle(client, ids, bodies)
+        full = len(ids) >= count
+        self._count = min(2 * count, self._max_batch) if full else self._batch
+        return full
 
     async def _reclaim(self, client: Redis) -> None:
         start = "0-0"
@@ -174,33 +214,32 @@ class RedisBatchReader:
                     "reclaimed pending bus entries",
                     extra={"stream": self.stream, "count": len(entries)},
                 )
-                await self._handle(client, entries)
+                ids = [entry_id for entry_id, _ in entries]
+                await self._handle(client, ids, [entry_body(fields) for _, fields in entries])
             if start in (b"0-0", "0-0") or not reply[1]:
                 return
 
-    async def _handle(self, client: Redis, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        if not entries:
+    async def _handle(self, client: Redis, ids: list[bytes], bodies: list[bytes]) -> None:
+        if not ids:
             return
         if self._one_by_one:
-            await self._handle_each(client, entries)
+            await self._handle_each(client, ids, bodies)
             return
         try:
-            await self._handler(_bodies(entries))
+            await self._handler(bodies)
         except Exception:
             # left pending: reclaimed after reclaim_idle_ms, by this or another member
             log.exception("bus batch failed, left for redelivery", extra={"stream": self.stream})
             await self._pause(ERROR_BACKOFF_S)
             return
-        await client.xack(self.stream, self._group, *[entry_id for entry_id, _ in entries])
+        await client.xack(self.stream, self._group, *ids)
 
-    async def _handle_each(
-        self, client: Redis, entries: list[tuple[bytes, dict[bytes, bytes]]]
-    ) -> None:
+    async def _handle_each(self, client: Redis, ids: list[bytes], bodies: list[bytes]) -> None:
         done: list[bytes] = []
         failed = 0
-        for entry_id, fields in entries:
+        for entry_id, body in zip(ids, bodies, strict=True):
             try:
-                await self._handler([entry_body(fields)])
+                await self._handler([body])
             except Exception:
                 # left pending: reclaimed after reclaim_idle_ms, by this or another member
                 log.exception(

@@ -7,7 +7,9 @@ For each delivered event (rules_engine.detectors.base has the contract):
                                       known (or 10 min stale): the caller reads a view
                                       and hands it to learn(view, at_ms)
     observe(event, wanting)           each wanting detector's observe(), once per event
-                                      id; a repeat gets the remembered Observed
+                                      id; a repeat gets what was observed the first time
+    observe_known(event, wanting)     the two above in one for the worker's hot path:
+                                      None if the profile is needed first
     decide(observed, view, now_ms)    pure, as often as the caller needs (cached view,
                                       locked view, retried transaction)
 
@@ -43,6 +45,10 @@ AnyDetector = Detector[Any]
 
 PROFILE_MAX_AGE_MS = 10 * 60 * 1000  # a profile edit reaches observe() within this
 OBSERVED_MEMORY = 65_536  # events whose observations are remembered for redeliveries
+TELEMETRY_SHAPES = 4096  # telemetry field sets whose candidate detectors are remembered
+
+Seen = tuple[tuple[AnyDetector, object], ...]
+NOTHING: Seen = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +57,7 @@ class Observed:
     only those with something to decide. Empty: the event needs no decision."""
 
     event: Event
-    seen: tuple[tuple[AnyDetector, object], ...]
+    seen: Seen
 
     def __bool__(self) -> bool:
         return bool(self.seen)
@@ -96,16 +102,36 @@ class Engine:
                     raise ValueError(f"timer kind {kind!r} is owned by two detectors")
                 self._by_timer_kind[kind] = detector
         self.profiles = KnownProfiles()
-        # event id -> Observed, in two generations of plain dicts (cheaper per event than
-        # an LRU): between OBSERVED_MEMORY and twice that many of the latest are kept
-        self._observed: dict[str, Observed] = {}
-        self._observed_before: dict[str, Observed] = {}
+        # event id -> what was observed, in two generations of plain dicts (cheaper per
+        # event than an LRU): between OBSERVED_MEMORY and twice that many of the latest
+        self._observed: dict[str, Seen] = {}
+        self._observed_before: dict[str, Seen] = {}
+        # telemetry's data fields, in order -> the detectors that may want it
+        self._by_fields: dict[tuple[str, ...], tuple[AnyDetector, ...]] = {}
 
     def wants(self, event: Event) -> bool:
-        return any(d.wants(event) for d in self.detectors)
+        return any(d.wants(event) for d in self._candidates(event))
 
     def wanting(self, event: Event) -> tuple[AnyDetector, ...]:
-        return tuple(d for d in self.detectors if d.wants(event))
+        return tuple([d for d in self._candidates(event) if d.wants(event)])
+
+    def _candidates(self, event: Event) -> tuple[AnyDetector, ...]:
+        """The detectors whose wants() may be true: for telemetry, those whose
+        `telemetry_fields` it carries one of (remembered per field set: a fleet sends a
+        handful of shapes), so most wants() are never asked."""
+        if event.type != "telemetry":
+            return self.detectors
+        shape = tuple(event.data)
+        found = self._by_fields.get(shape)
+        if found is None:
+            if len(self._by_fields) >= TELEMETRY_SHAPES:
+                self._by_fields.clear()  # a device sending ever new fields: stay bounded
+            found = self._by_fields[shape] = tuple(
+                d
+                for d in self.detectors
+                if d.telemetry_fields is None or not d.telemetry_fields.isdisjoint(shape)
+            )
+        return found
 
     def needs_profile(self, event: Event, wanting: Sequence[AnyDetector]) -> bool:
         """True if observe() needs the elder's profile first (learn a view)."""
@@ -120,23 +146,42 @@ class Engine:
 
     def observe(self, event: Event, wanting: Sequence[AnyDetector] | None = None) -> Observed:
         """Each wanting detector observes `event` once; a repeat (a redelivery, a retried
-        transaction) gets the same Observed without touching the detectors."""
-        remembered = self._observed.get(event.id)
-        if remembered is None:
-            remembered = self._observed_before.get(event.id)
-        if remembered is not None:
-            return remembered
+        transaction) gets what they observed the first time without touching them."""
+        seen = self._remembered(event.id)
+        if seen is None:
+            known = self.profiles.get(event.elder_id, event.device_time_ms)
+            seen = self._observe(event, self.wanting(event) if wanting is None else wanting, known)
+        return Observed(event, seen)
+
+    def observe_known(self, event: Event, wanting: Sequence[AnyDetector]) -> Seen | None:
+        """needs_profile() and observe() in one, for the worker's hot path: what the
+        wanting detectors observe (NOTHING, most telemetry), or None when the profile is
+        needed first (then learn() and observe() as usual). Same outcome, without
+        building an Observed for the events with nothing to decide."""
+        seen = self._remembered(event.id)
+        if seen is not None:
+            return seen
         known = self.profiles.get(event.elder_id, event.device_time_ms)
-        seen: list[tuple[AnyDetector, object]] = []
-        for detector in self.wanting(event) if wanting is None else wanting:
+        if known is None and any(d.uses_profile(event) for d in wanting):
+            return None
+        return self._observe(event, wanting, known)
+
+    def _remembered(self, event_id: str) -> Seen | None:
+        seen = self._observed.get(event_id)
+        return self._observed_before.get(event_id) if seen is None else seen
+
+    def _observe(
+        self, event: Event, wanting: Sequence[AnyDetector], known: ElderView | None
+    ) -> Seen:
+        seen: Seen = NOTHING
+        for detector in wanting:
             observation = detector.observe(event, known)
             if observation is not None:
-                seen.append((detector, observation))
-        observed = Observed(event, tuple(seen))
+                seen = (*seen, (detector, observation))
         if len(self._observed) >= OBSERVED_MEMORY:
             self._observed_before, self._observed = self._observed, {}
-        self._observed[event.id] = observed
-        return observed
+        self._observed[event.id] = seen
+        return seen
 
     def decide(self, observed: Observed, view: ElderView, now_ms: int) -> list[Decision]:
         decisions: list[Decision] = []

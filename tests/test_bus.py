@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import REGISTRY
 
-from carewatch.bus import Bus, make_bus, shard_of
+from carewatch.bus import MAX_BATCH, Bus, make_bus, shard_of
+from carewatch.bus_batch_reader import GROWTH
 from carewatch.settings import Settings
 from harness.services import Proc, await_until
 
@@ -179,7 +180,44 @@ async def test_batches_deliver_every_message_once_in_order(bus_settings: Setting
 
         await await_until(all_in, 15, "250 messages in batches")
         assert [b for c in calls for b in c] == sent
-        assert all(len(c) <= 100 for c in calls)
+        assert all(len(c) <= MAX_BATCH * GROWTH for c in calls)
+    finally:
+        await bus.stop()
+
+
+async def test_a_backlog_is_read_in_growing_batches(settings: Settings) -> None:
+    """Redis: each full read is followed by one twice as large, up to GROWTH times
+    MAX_BATCH; the backlog arrives whole, in order, each entry once."""
+    stream = name(settings, "grow")
+    sent = [f'{{"n":{i}}}'.encode() for i in range(2000)]
+    publisher = make_bus(settings)
+    await publisher.start()
+    try:
+        await publisher.publish_many([(stream, body, str(i)) for i, body in enumerate(sent)])
+    finally:
+        await publisher.stop()
+    calls: list[list[bytes]] = []
+
+    async def handler(bodies: list[bytes]) -> None:
+        calls.append(bodies)
+
+    bus = make_bus(settings)
+    bus.subscribe_batch(stream, group="g", consumer="c1", handler=handler)
+    await bus.start()
+    try:
+
+        async def all_in() -> bool:
+            return sum(len(c) for c in calls) >= len(sent)
+
+        await await_until(all_in, 15, "the backlog in batches")
+        await nothing_left(bus, stream, "g")
+        assert [b for c in calls for b in c] == sent
+        expected, count, left = [], MAX_BATCH, len(sent)  # 100, 200, 400, 800, 500
+        while left:
+            expected.append(min(count, left))
+            left -= expected[-1]
+            count = min(2 * count, MAX_BATCH * GROWTH)
+        assert [len(c) for c in calls] == expected
     finally:
         await bus.stop()
 

@@ -4,6 +4,7 @@
 - `observe()` runs once per event id: a redelivery, or a transaction retried after a
   database outage, gets the observation made the first time (here with the real store
   and the worker's batch handler);
+- `telemetry_fields`, where a detector names them, cover every telemetry it wants;
 - `decide()` is pure: called twice on the same observation and view it gives the same
   decisions, and it changes no detector state.
 """
@@ -15,6 +16,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from psycopg_pool import AsyncConnectionPool
 
 from carewatch.alert_outbox import AlertPublisher
@@ -269,3 +272,34 @@ async def test_an_event_a_detector_cannot_observe_is_dead_lettered_and_the_batch
     letters = await support.rows(rules_settings, "SELECT reason, device_id FROM dead_letters")
     assert [(r["reason"], r["device_id"]) for r in letters] == [("rules_failed", "W1")]
     assert [a["kind"] for a in await alerts(rules_settings)] == ["fall"]
+
+
+_FIELDS = (
+    "hr", "spo2", "temp", "steps", "battery", "worn", "lat", "lon", "motion", "presence",
+    "water_flow", "power_w", "energy_kwh", "accel", "other",
+)  # fmt: skip
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 200),
+    st.floats(-5, 200, allow_nan=False),
+    st.just({"hz": 50.0, "x": [0.0], "y": [0.0], "z": [1.0]}),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.dictionaries(st.sampled_from(_FIELDS), _VALUES, max_size=6),
+    kind=st.sampled_from(["wristband", "pir", "water_meter", "plug", "power_meter", "radar"]),
+)
+def test_telemetry_fields_name_every_field_wants_reads(data: dict[str, object], kind: str) -> None:
+    """A detector with `telemetry_fields` wants no telemetry that has none of them, so
+    the engine, which does not ask it about such telemetry, wants what it always did."""
+    engine = default_engine(get_settings())
+    ev = telemetry_event(data, T0, seq=1, kind=kind)
+    for detector in engine.detectors:
+        if detector.telemetry_fields is not None and detector.wants(ev):
+            assert not detector.telemetry_fields.isdisjoint(data), type(detector).__name__
+    for _ in range(2):  # the second time from the engine's memory of the shape
+        assert engine.wanting(ev) == tuple(d for d in engine.detectors if d.wants(ev))
+        assert engine.wants(ev) == any(d.wants(ev) for d in engine.detectors)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from carewatch.bus import redis_frame
-from carewatch.bus_batch_reader import frame_body
+from carewatch.bus_batch_reader import entry_body, frame_body, read_reply
 
 texts = st.text(max_size=40)
 # FastStream writes a header's length in characters, so its own parser misreads a frame
@@ -60,3 +60,18 @@ def test_anything_else_is_read_as_the_parser_reads_it(raw: bytes) -> None:
 def test_a_legacy_json_envelope_still_parses() -> None:
     envelope = b'{"data": "{\\"v\\":1}", "headers": {"correlation_id": "x"}}'
     assert frame_body(envelope) == b'{"v":1}'
+
+
+def test_a_read_reply_gives_ids_and_bodies_in_either_protocol() -> None:
+    ours = [b"__data__", redis_frame(b'{"n":1}', "c1")]
+    other = [b"x", b"1", b"__data__", redis_frame(b"first", "c2"), b"__data__", b"last"]
+    entries = [[b"1-0", ours], [b"2-0", other], [b"3-0", [b"x", b"1"]], [b"4-0", None]]
+    expected = (
+        [b"1-0", b"2-0", b"3-0", b"4-0"],
+        [b'{"n":1}', frame_body(b"last"), frame_body(b""), frame_body(b"")],
+    )
+    assert read_reply({b"s": entries}) == expected  # RESP3: a map of stream to entries
+    assert read_reply([[b"s", entries]]) == expected  # RESP2
+    assert read_reply(None) == ([], [])
+    # what redis-py's parser made of the same entry (a dict of its fields) reads alike
+    assert entry_body(dict(zip(other[::2], other[1::2], strict=True))) == expected[1][1]

@@ -4,7 +4,9 @@ A delivery of an event goes through a detector in three steps (rules_engine.engi
 them; the worker, the evaluation engine and the test harness all go through the engine):
 
 1. `wants(event)`: a pure predicate (no I/O, no state change). Events no detector wants
-   cost nothing more.
+   cost nothing more. A detector that wants only telemetry carrying one of a few data
+   fields names them in `telemetry_fields`: the engine then asks it about such
+   telemetry only (tests/test_detector_contract.py checks the names against wants()).
 2. `observe(event, known)`: the detector's only state change, called exactly once per
    event id (the engine remembers the result, so a redelivered or retried event gets
    the observation it got the first time). It updates the per-device / per-elder state
@@ -95,6 +97,9 @@ class Detector(Generic[Obs]):
     `timer_kinds` and override `on_timer`. `Obs` is the detector's observation type."""
 
     timer_kinds: frozenset[str] = frozenset()
+    # wants() is false for telemetry whose data has none of these fields (None: it may
+    # want any telemetry): the engine does not ask it about the others
+    telemetry_fields: frozenset[str] | None = None
 
     def wants(self, event: Event) -> bool:
         """Pure predicate, no I/O: events no detector wants never reach the database."""

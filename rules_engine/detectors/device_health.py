@@ -63,6 +63,7 @@ class DeviceHealthDetector(Detector[HealthSeen]):
     timers); this detector decides on statuses, battery, worn and those timers."""
 
     timer_kinds = frozenset({OFFLINE, BACK, OFF_WRIST, REMINDER})
+    telemetry_fields = frozenset({"battery", "worn"})  # _battery(), _worn()
 
     def __init__(self, tz: ZoneInfo = SITE_TZ) -> None:
         self.tz = tz
@@ -72,18 +73,23 @@ class DeviceHealthDetector(Detector[HealthSeen]):
     def wants(self, event: Event) -> bool:
         if event.device_kind != "wristband":
             return False
-        return event.type == "status" or _battery(event) is not None or _worn(event) is not None
+        if event.type == "status":
+            return True
+        data = event.data  # _battery(event) or _worn(event) is not None, inline: hot
+        return type(data.get("battery")) is int or (
+            event.type == "telemetry" and type(data.get("worn")) is bool
+        )
 
     def observe(self, event: Event, known: ElderView | None) -> HealthSeen | None:
         """Statuses always (rare: online/offline transitions); battery and worn when they
         change."""
         battery, worn = _battery(event), _worn(event)
-        changed = battery is not None and self._battery.observe(event.device_id, battery).changed
+        device = event.device_id
+        changed = battery is not None and self._battery.swap(device, battery) != battery
         worn_before: bool | None = None
         if worn is not None:
-            seen = self._worn.observe(event.device_id, worn)
-            changed = changed or seen.changed
-            worn_before = seen.previous
+            worn_before = self._worn.swap(device, worn)
+            changed = changed or worn_before != worn
         if event.type != "status" and not changed:
             return None
         return HealthSeen(event, worn_before)

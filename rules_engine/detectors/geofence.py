@@ -91,13 +91,19 @@ class GeoSeen:
 
 
 class GeofenceDetector(Detector[GeoSeen]):
+    telemetry_fields = frozenset({"lat", "lon"})  # position()
+
     def __init__(self, timezone: str = "Asia/Shanghai") -> None:
         self._tz = ZoneInfo(timezone)
         self._fences: dict[str, tuple[ElderView, Fence]] = {}  # per elder, from its profile
         self._streaks: dict[str, tuple[int, int]] = {}  # device -> (device ms, streak)
 
     def wants(self, event: Event) -> bool:
-        return position(event) is not None
+        """position(event) is not None, without building the position."""
+        if event.type != "telemetry":
+            return False
+        data = event.data
+        return is_number(data.get("lat")) and is_number(data.get("lon"))
 
     def uses_profile(self, event: Event) -> bool:
         return True  # the zones
@@ -109,11 +115,13 @@ class GeofenceDetector(Detector[GeoSeen]):
         return derived[1]
 
     def observe(self, event: Event, known: ElderView | None) -> GeoSeen | None:
-        at = position(event)
-        if at is None or known is None:
+        if known is None:
             return None
         fence = self._fence(known)
         if not fence.zones:
+            return None
+        at = position(event)
+        if at is None:
             return None
         fix = self._fix(event, at, fence)
         if fix is None or not _worth_deciding(fix, fence.confirm_fixes):

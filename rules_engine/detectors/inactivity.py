@@ -273,12 +273,12 @@ class SignsOfLife:
     def _power(self, event: Event, watts: float) -> Sign | None:
         """A plug switched on or off (across PLUG_ON_W), or the home's meter stepping up
         by METER_STEP_W: somebody used an appliance. A fridge's cycles stay below both."""
-        seen = self._power_w.observe(event.device_id, watts)
-        if seen.previous is None:
+        previous = self._power_w.swap(event.device_id, watts)
+        if previous is None:
             return None
         if event.device_kind == "power_meter":
-            return "appliance" if watts - seen.previous >= METER_STEP_W else None
-        return "appliance" if (watts > PLUG_ON_W) != (seen.previous > PLUG_ON_W) else None
+            return "appliance" if watts - previous >= METER_STEP_W else None
+        return "appliance" if (watts > PLUG_ON_W) != (previous > PLUG_ON_W) else None
 
     def classify(self, event: Event) -> Sign | None:
         if event.type == "event":
@@ -307,8 +307,8 @@ class SignsOfLife:
             return "water"
         steps = data.get("steps")
         if is_integer(steps):
-            seen = self._steps.observe(event.device_id, steps)
-            if seen.previous is not None and steps > seen.previous:
+            previous = self._steps.swap(event.device_id, steps)
+            if previous is not None and steps > previous:
                 return "steps"
         if data.get("presence") is True and event.device_kind == "radar":
             return "in_bed"  # only counts in quiet hours (decided with the profile)
@@ -372,6 +372,7 @@ _SIGN_EVENTS = frozenset(
 
 class InactivityDetector(Detector[SignSeen]):
     timer_kinds = frozenset({DEADLINE, AWAY, ESCALATE})
+    telemetry_fields = frozenset({"motion", "power_w", "water_flow", "steps", "presence"})
 
     def __init__(
         self,

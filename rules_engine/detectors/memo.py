@@ -37,6 +37,18 @@ class _Lru(Generic[V]):
         while len(self._items) > self._max:
             self._items.popitem(last=False)
 
+    def swap(self, key: str, item: V) -> V | None:
+        """put(), returning what get() would have: one reordering instead of two."""
+        items = self._items
+        previous = items.get(key)
+        items[key] = item
+        if previous is None:
+            while len(items) > self._max:
+                items.popitem(last=False)
+        else:
+            items.move_to_end(key)
+        return previous
+
     def pop(self, key: str) -> None:
         self._items.pop(key, None)
 
@@ -100,9 +112,12 @@ class ValueMemo(Generic[V]):
 
     def observe(self, key: str, value: V) -> Observation[V]:
         """Record `value`: what it was before, and now."""
-        observation = Observation(self._seen.get(key), value)
-        self._seen.put(key, value)
-        return observation
+        return Observation(self._seen.swap(key, value), value)
+
+    def swap(self, key: str, value: V) -> V | None:
+        """Record `value`: what it was before (None: not seen), without an Observation
+        (hot telemetry paths)."""
+        return self._seen.swap(key, value)
 
 
 class LatestTimes:
@@ -113,8 +128,10 @@ class LatestTimes:
 
     def saw(self, key: str, at_ms: int) -> None:
         latest = self._latest.get(key)
-        if latest is None or at_ms > latest:
+        if latest is None:
             self._latest.put(key, at_ms)
+        elif at_ms > latest:
+            self._latest._items[key] = at_ms  # get() moved it to the end already
 
     def get(self, key: str) -> int | None:
         return self._latest.get(key)

@@ -145,15 +145,18 @@ def readings(event: Event) -> dict[str, float]:
 
 
 class VitalsDetector(Detector[VitalsSeen]):
+    telemetry_fields = frozenset(_SIGN_NAMES)
+
     def __init__(self) -> None:
-        self._runs: dict[tuple[str, str], Run] = {}  # (device, sign)
+        # device -> sign -> run: a device without a run (nearly all) costs one lookup
+        self._runs: dict[str, dict[str, Run]] = {}
 
     def wants(self, event: Event) -> bool:
         """Cheap: a sample naming a vital sign (observe() reads the values)."""
         if event.type != "telemetry":
             return False
         data = event.data
-        return any(name in data for name in _SIGN_NAMES)
+        return "hr" in data or "spo2" in data or "temp" in data  # _SIGN_NAMES
 
     def uses_profile(self, event: Event) -> bool:
         values = readings(event)
@@ -162,14 +165,19 @@ class VitalsDetector(Detector[VitalsSeen]):
         )
 
     def observe(self, event: Event, known: ElderView | None) -> VitalsSeen | None:
-        values = readings(event)
+        data = event.data
+        if event.type != "telemetry" or data.get("worn") is False:
+            return None  # no readings()
+        runs = self._runs.get(event.device_id)
         sustained: list[Sustained] = []
         for sign in SIGNS:
-            value = values.get(sign.name)
-            if value is None:
-                continue
+            raw = data.get(sign.name)
+            if not (is_number(raw) and raw > 0):
+                continue  # not one of readings()
+            value = float(raw)
             if sign.screened_normal(value):
-                self._end_run(event, sign)
+                if runs is not None:
+                    self._end_run(event, sign)
                 continue
             if known is None:
                 raise ValueError("vitals: a sample outside the screening band needs the profile")
@@ -208,21 +216,24 @@ class VitalsDetector(Detector[VitalsSeen]):
         return [decision, *raised]
 
     def _end_run(self, event: Event, sign: Sign) -> None:
-        run = self._runs.get((event.device_id, sign.name))
-        if run is not None and event.device_time_ms > run.last_ms:
-            del self._runs[(event.device_id, sign.name)]
+        runs = self._runs.get(event.device_id)
+        run = runs.get(sign.name) if runs is not None else None
+        if runs is not None and run is not None and event.device_time_ms > run.last_ms:
+            del runs[sign.name]
+            if not runs:
+                del self._runs[event.device_id]
 
     def _extend_run(self, event: Event, sign: Sign, extreme: bool, th: Thresholds) -> Run | None:
         """The run this sample belongs to (None for a sample older than its run)."""
-        key = (event.device_id, sign.name)
         t = event.device_time_ms
-        run = self._runs.get(key)
+        runs = self._runs.get(event.device_id)
+        run = runs.get(sign.name) if runs is not None else None
         if run is not None and run.start_ms <= t <= run.last_ms:
             return run  # late inside the run
         if run is not None and t < run.start_ms:
             return None
         if run is None or t - run.last_ms > _ms(th, "vitals_max_gap_s"):
-            run = self._runs[key] = Run(t, t, extreme)
+            run = self._runs.setdefault(event.device_id, {})[sign.name] = Run(t, t, extreme)
             return run
         run.last_ms, run.extreme = t, run.extreme or extreme
         return run

@@ -52,6 +52,7 @@ class WaterSeen:
 
 class WaterDetector(Detector[WaterSeen]):
     timer_kinds = frozenset({NONE, FLOW})
+    telemetry_fields = frozenset({"water_flow"})  # _flow()
 
     def __init__(self, flow_lpm: float = FLOW_LPM, use_min_lpm: float = WATER_USE_MIN_LPM) -> None:
         self.flow_lpm = flow_lpm
