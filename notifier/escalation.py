@@ -475,7 +475,8 @@ class Escalator(NotifierLoop):
     async def _open(self, conn: Conn, alert: Alert, change: AlertChange) -> list[Claimed]:
         if alert.status != "open":  # it moved on before we got here
             return []
-        policy = await policy_of(conn, alert, await targets.load_elder(conn, alert.elder_id))
+        elder = await targets.load_elder(conn, alert.elder_id)
+        policy = await policy_of(conn, alert, elder)
         now = self.clock.now_ms()
         cur = await conn.execute(
             "INSERT INTO escalations (alert_id, policy, step, next_step_at)"
@@ -484,13 +485,14 @@ class Escalator(NotifierLoop):
         )
         if await cur.fetchone() is None:
             return []
-        return await self._carry_out(conn, alert, policy, 0)
+        return await self._carry_out(conn, alert, elder, policy, 0)
 
     async def _renotify(self, conn: Conn, alert: Alert, change: AlertChange) -> list[Claimed]:
         """A reminder, or a severity the rules engine raised: run the (new) policy again."""
         if alert.status != "open":  # acknowledged: a person is on it; closed: nothing to do
             return []
-        policy = await policy_of(conn, alert, await targets.load_elder(conn, alert.elder_id))
+        elder = await targets.load_elder(conn, alert.elder_id)
+        policy = await policy_of(conn, alert, elder)
         row = await sql.one(
             conn,
             "INSERT INTO escalations (alert_id, policy, step, next_step_at, round)"
@@ -507,7 +509,7 @@ class Escalator(NotifierLoop):
             {"reason": change.reason, "policy": policy.name, "round": round_},
             at_ms=self.clock.now_ms(),
         )
-        return await self._carry_out(conn, alert, policy, 0, round_)
+        return await self._carry_out(conn, alert, elder, policy, 0, round_)
 
     async def _acknowledged_or_closed(
         self, conn: Conn, alert: Alert, change: AlertChange
@@ -519,15 +521,21 @@ class Escalator(NotifierLoop):
         )
 
     async def _carry_out(
-        self, conn: Conn, alert: Alert, policy: Policy, step: int, round_: int = 0
+        self,
+        conn: Conn,
+        alert: Alert,
+        elder: Elder | None,
+        policy: Policy,
+        step: int,
+        round_: int = 0,
     ) -> list[Claimed]:
-        """Enqueue step `step` and schedule the next; in the caller's transaction. A step
-        that reaches nobody (no targets, nobody on duty, no allowed channel) is skipped at
-        once, not waited out."""
+        """Enqueue step `step` and schedule the next; in the caller's transaction, which
+        read `elder` (the alert's, None if not in the registry) for the policy already:
+        one statement less on the alarm path. A step that reaches nobody (no targets,
+        nobody on duty, no allowed channel) is skipped at once, not waited out."""
         now = self.clock.now_ms()
         s = self.settings
         repeats = s.escalation_repeat_count if alert.severity == "critical" else 0
-        elder = await targets.load_elder(conn, alert.elder_id)
         while True:
             plan = plan_step(
                 policy,
@@ -642,7 +650,7 @@ class Escalator(NotifierLoop):
                 elder = await targets.load_elder(conn, alert.elder_id)
                 policy = await policy_of(conn, alert, elder, row["policy"])
                 step = row["step"] + 1
-                queued += await self._carry_out(conn, alert, policy, step, row["round"])
+                queued += await self._carry_out(conn, alert, elder, policy, step, row["round"])
         self.sender.send_leased(queued)
         return len(due)
 
