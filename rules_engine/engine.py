@@ -135,11 +135,11 @@ class Engine:
 
     def needs_profile(self, event: Event, wanting: Sequence[AnyDetector]) -> bool:
         """True if observe() needs the elder's profile first (learn a view)."""
-        if self.profiles.get(event.elder_id, event.device_time_ms) is not None:
-            return False
-        if event.id in self._observed or event.id in self._observed_before:
-            return False
-        return any(d.uses_profile(event) for d in wanting)
+        return (
+            self.profiles.get(event.elder_id, event.device_time_ms) is None
+            and self._remembered(event.id) is None
+            and any(d.uses_profile(event) for d in wanting)
+        )
 
     def learn(self, view: ElderView, at_ms: int) -> None:
         self.profiles.learn(view, at_ms)

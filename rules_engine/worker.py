@@ -195,18 +195,19 @@ class EventHandler:
             await self._apply(stream, body, observed)
 
     async def _observe(self, event: Event, wanting: Sequence[AnyDetector]) -> Observed | None:
-        """The detectors observe `event` once (a redelivery gets what they observed the
-        first time); a detector that needs the elder's profile gets it learned first,
+        """The detectors observe `event` once, with the elder's profile learned first,
         from the cached view or a read (at most every 10 min of device time per elder).
-        None: the elder is missing from the registry."""
-        if self._engine.needs_profile(event, wanting):
-            if self._views is not None:
-                view = await self._cached_view(event.elder_id)
-            else:
-                view = await store.load_view(self._pool, event.elder_id, self._settings)
-            if view is None:
-                return None
-            self._engine.learn(view, event.device_time_ms)
+        Called only where `Engine.observe_known` returned None: the event is not
+        remembered, no profile is known, and a wanting detector uses one (nothing is
+        awaited in between, so that still holds). None: the elder is missing from the
+        registry."""
+        if self._views is not None:
+            view = await self._cached_view(event.elder_id)
+        else:
+            view = await store.load_view(self._pool, event.elder_id, self._settings)
+        if view is None:
+            return None
+        self._engine.learn(view, event.device_time_ms)
         return self._engine.observe(event, wanting)
 
     async def _settled_by_cache(self, observed: Observed) -> bool:

@@ -49,9 +49,6 @@ class _Lru(Generic[V]):
             items.move_to_end(key)
         return previous
 
-    def pop(self, key: str) -> None:
-        self._items.pop(key, None)
-
 
 # The records below are made for every telemetry sample a memo sees: frozen msgspec
 # structs build ~0.2 us faster than frozen dataclasses, which set each field through
@@ -91,18 +88,6 @@ class DeadlineMemo:
     def wrote(self, key: str, at_ms: int, due_ms: int) -> None:
         self._last.put(key, _Deadline(due_ms, due_ms - at_ms))
 
-    def forget(self, key: str) -> None:
-        self._last.pop(key)
-
-
-class Observation(msgspec.Struct, Generic[V], frozen=True, gc=False):
-    previous: V | None  # None: not seen since this worker started
-    current: V
-
-    @property
-    def changed(self) -> bool:
-        return self.previous != self.current
-
 
 class ValueMemo(Generic[V]):
     """The last value seen per key, to act on changes only (worn, battery, flow band)."""
@@ -110,13 +95,9 @@ class ValueMemo(Generic[V]):
     def __init__(self, max_keys: int = MAX_KEYS) -> None:
         self._seen: _Lru[V] = _Lru(max_keys)
 
-    def observe(self, key: str, value: V) -> Observation[V]:
-        """Record `value`: what it was before, and now."""
-        return Observation(self._seen.swap(key, value), value)
-
     def swap(self, key: str, value: V) -> V | None:
-        """Record `value`: what it was before (None: not seen), without an Observation
-        (hot telemetry paths)."""
+        """Record `value`: what it was before (None: not seen since this worker started;
+        a change is `previous != value`)."""
         return self._seen.swap(key, value)
 
 

@@ -73,11 +73,11 @@ class WaterDetector(Detector[WaterSeen]):
         if flow is None:
             return None
         band = (flow > self.use_min_lpm, flow > self.flow_lpm)
-        seen = self._band.observe(event.device_id, band)
+        previous = self._band.swap(event.device_id, band)
         in_use, over = band
-        previously_over = seen.previous[1] if seen.previous is not None else None
+        previously_over = previous[1] if previous is not None else None
         at = sign_time(event)
-        if not seen.changed and not (in_use and self._written.worth_writing(event.elder_id, at)):
+        if previous == band and not (in_use and self._written.worth_writing(event.elder_id, at)):
             return None
         if in_use and known is not None:
             none_due = at + round(known.thresholds.water_none_s * 1000)
