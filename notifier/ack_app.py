@@ -315,7 +315,7 @@ async def _alert_page(
         f'<p class="{"notice error" if err else "notice"}">{html.escape(text)}</p>'
         for text, err in notices
     )
-    notes = await _notes_for(conn, alert.id, viewer)
+    notes = await alerts.operator_notes(conn, alert.id, viewer)  # for everyone, or this viewer
     notes_html = "".join(f'<p class="note">值班人员留言：{html.escape(n)}</p>' for n in notes)
     return PAGE.substitute(
         title=html.escape(alarm_name(kind_label(alert.kind))),
@@ -351,11 +351,6 @@ def _care_section(notes: care_notes.CareNotes) -> str:
     if missing:
         rows += f'<p class="label">台账中尚未登记：{"、".join(missing)}</p>'
     return f'<section class="card" id="care-needs"><h2>医疗与照护需求</h2>{rows}</section>'
-
-
-async def _notes_for(conn: Conn, alert_id: str, viewer: str | None) -> list[str]:
-    """Operators' notes meant for this viewer (everyone, or the person dispatched)."""
-    return await alerts.operator_notes(conn, alert_id, viewer)
 
 
 def _false_alarm_page(alert_kind: str, error: bool) -> str:

@@ -28,7 +28,6 @@ from notifier.policies import ChannelName
 
 MemberKind = Literal["grid_worker", "station"]
 MEMBER_KINDS: tuple[MemberKind, ...] = ("grid_worker", "station")
-ALL_WEEKDAYS: frozenset[int] = frozenset(range(1, 8))
 MAX_SUBSTITUTE_CHAIN = 5
 
 
@@ -71,9 +70,6 @@ class Roster:
         for s in self.shifts:
             grouped.setdefault((s.member_kind, s.member_id), []).append(s)
         self._by_member.update({k: tuple(v) for k, v in grouped.items()})
-
-    def has_shifts(self, kind: MemberKind, member_id: str) -> bool:
-        return (kind, member_id) in self._by_member
 
     def shifts_of(self, kind: MemberKind, member_id: str) -> tuple[Shift, ...]:
         return self._by_member.get((kind, member_id), ())

@@ -22,14 +22,6 @@ Role = Literal["operator", "grid_worker", "admin"]
 ROLES: tuple[Role, ...] = ("operator", "grid_worker", "admin")
 ALL_DISTRICTS = "*"
 Level = Literal["city", "district", "street", "community", "grid"]
-LEVELS: tuple[Level, ...] = ("city", "district", "street", "community", "grid")
-LEVEL_NAMES: dict[str, str] = {
-    "city": "市",
-    "district": "区县",
-    "street": "街道/乡镇",
-    "community": "社区/村",
-    "grid": "网格",
-}
 
 # The grids in the subtree of a node, given `<node path>%` as the one parameter.
 SUBTREE_GRIDS: LiteralString = (

@@ -68,8 +68,10 @@ async def test_ack_stops_escalation_tells_the_others_and_the_wristband(settings:
         page = await http.get(link)
         assert page.status_code == 200
         assert 'name="viewport"' in page.text and ELDER_NAME in page.text
-        for label in ("我来处理", "已到达", "误报", "已到达并处理", "已送医", "紧急呼叫", "待处理"):
+        for label in ("我来处理", "误报", "已到达并处理", "已送医", "紧急呼叫", "待处理"):
             assert label in page.text
+        # its own button: the label alone is inside 已到达并处理 too
+        assert 'value="arrive">已到达</button>' in page.text
 
         # the grid worker presses 我来处理 (a plain form post, as the page sends it)
         acked = await http.post(link, data={"action": "acknowledge"})

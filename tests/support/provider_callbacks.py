@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,33 +9,26 @@ from typing import Any
 import httpx
 
 from carewatch.settings import Settings
-from harness.services import await_until, free_port
+from harness.services import free_port
 from notifier import provider_callbacks
+from tests.support.ack import running_server
 from tests.support.notifier import notifier_settings
 
 
 @contextlib.asynccontextmanager
 async def running_callbacks(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The provider callbacks app on settings.callbacks_port, ready once it answers."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(provider_callbacks.run(settings, stop))
     base = f"http://127.0.0.1:{settings.callbacks_port}"
-    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-
-        async def up() -> bool:
-            if task.done():
-                task.result()
-            try:
-                return (await http.get("/healthz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        try:
-            await await_until(up, 15, "provider callbacks app listening")
-            yield http
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
+    async with (
+        httpx.AsyncClient(base_url=base, timeout=10) as http,
+        running_server(
+            lambda stop: provider_callbacks.run(settings, stop),
+            http,
+            "/healthz",
+            "provider callbacks app listening",
+        ),
+    ):
+        yield http
 
 
 def receipt_settings(settings: Settings, **overrides: Any) -> Settings:
