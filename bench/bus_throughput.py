@@ -3,14 +3,15 @@
     .venv/bin/python -m bench.bus_throughput --events 50000
 
 N telemetry Events (ingest's own validation of realistic wristband payloads) are put on
-the telemetry.{shard} streams by ingest's BusPublisher (FastStream framing, one pipelined
-round trip per 500). Then:
+the telemetry.{shard} streams by ingest's BusPublisher (FastStream framing, one round
+trip per 500, each shard's telemetry of a call in batch entries as ingest publishes
+them: docs/adr/0006-telemetry-batches-on-the-bus.md). Then:
 
 (a) raw limit: redis-py XADD of the same bodies (pipelined, 500 per round trip), and a
     consumer group reading them back with XREADGROUP (COUNT 500) + pipelined XACK;
 (b) the rules worker (`carewatch rules`, its own process) consuming the N events in
     group "rules": from the first sample (50 ms polling of the groups in Redis) where it
-    has acknowledged an entry until every shard's group has no lag and nothing pending.
+    has read an entry until every shard's group has no lag and nothing pending.
     Deliveries beyond N (carewatch_rules_events_total in its /metrics, read at the end)
     are redeliveries (XAUTOCLAIM of entries that waited longer than the reclaim time in
     the worker): counted and reported. This is a cold
@@ -74,7 +75,9 @@ async def faststream_publish(env: BenchEnv, events: list[Event], rate: float = 0
     bus = make_bus(env.settings)
     await bus.start()
     try:
-        publisher = BusPublisher(bus, env.settings.bus_shards)
+        publisher = BusPublisher(
+            bus, env.settings.bus_shards, env.settings.bus_telemetry_per_message
+        )
         step = max(1, min(BATCH, round(rate / 100))) if rate else BATCH
         started = time.perf_counter()
         for i in range(0, len(events), step):
@@ -169,8 +172,10 @@ def rules_consume(
                 target=lambda: asyncio.run(faststream_publish(env, warm, warm_rate)), daemon=True
             )
             publisher.start()
-            base = (cold["deliveries"], int(cold["acked"]))
-            result["warm"] = _drain(pipeline, r, trace, url, settings.bus_shards, base, len(warm))
+            base = (cold["deliveries"], int(cold["read"]))
+            result["warm"] = _drain(
+                pipeline, r, trace, url, settings.bus_shards, base, len(warm), publisher
+            )
             publisher.join()
             if spy is not None:
                 stop_profiler(spy)
@@ -184,19 +189,22 @@ def warm_profile_path(cold: Path) -> Path:
     return cold.with_name(f"{cold.stem}_warm{cold.suffix}")
 
 
-def _acked(r: redis.Redis, shards: int) -> int:
-    """Entries group "rules" has acknowledged on every shard's streams (read from Redis, so
-    sampling costs the worker nothing: answering a /metrics scrape every 50 ms took ~3 %
-    of its busy samples while it consumed, against one every 15 s or more in production)."""
-    total = 0
+def _progress(r: redis.Redis, shards: int) -> tuple[int, int]:
+    """Entries (a telemetry entry holds a batch of events) group "rules" has read, and
+    of those acknowledged, on every shard's streams. Read from Redis, so sampling costs
+    the worker nothing: answering a /metrics scrape every 50 ms took ~3 % of its busy
+    samples while it consumed, against one every 15 s or more in production."""
+    read = acked = 0
     for stream in (s for shard in range(shards) for s in shard_streams(shard)):
         if not r.exists(stream):
             continue
         groups: Any = r.xinfo_groups(stream)
         for group in groups:
             if group["name"] == b"rules":
-                total += int(group.get("entries-read") or 0) - int(group["pending"])
-    return total
+                entries_read = int(group.get("entries-read") or 0)
+                read += entries_read
+                acked += entries_read - int(group["pending"])
+    return read, acked
 
 
 def _drain(
@@ -207,38 +215,45 @@ def _drain(
     shards: int,
     base: tuple[float, int],
     count: int,
+    publisher: threading.Thread | None = None,
 ) -> dict[str, float]:
-    """Sample the worker until `count` entries past `base` (deliveries so far, entries
-    acknowledged so far) are acknowledged and every group is drained; the rate counts
-    from the first sample past `base`. Deliveries (redeliveries included) are read from
-    the worker's /metrics once at the end."""
-    base_deliveries, base_acked = base
-    samples: list[tuple[float, int]] = []
+    """Sample the worker until the `count` events past `base` (deliveries so far, entries
+    read so far) are handled: `publisher` (if any) has finished and every group is
+    drained. Telemetry travels in batches (several events per entry), so progress is
+    sampled in entries: the rate counts from the first sample where the worker had read
+    an entry past `base` (a read can hold thousands of events: its acknowledgement comes
+    too late to start the clock). Deliveries (events, redeliveries included) are read
+    from the worker's /metrics once at the end."""
+    base_deliveries, base_read = base
+    samples: list[tuple[float, int, int]] = []
     deadline = time.monotonic() + TIMEOUT_S
     while True:
         pipeline.assert_running()
         if time.monotonic() > deadline:
-            raise TimeoutError(f"rules acknowledged {samples[-1:]} of {base_acked} + {count}")
-        n = _acked(r, shards) - base_acked
+            raise TimeoutError(f"rules read {samples[-1:]} entries past {base_read}")
+        read, acked = _progress(r, shards)
         trace.sample()
-        samples.append((trace.walls[-1], n))
-        if n >= count and group_drained(r, shards):
+        samples.append((trace.walls[-1], read - base_read, acked - base_read))
+        published = publisher is None or not publisher.is_alive()
+        if read > base_read and published and group_drained(r, shards):
             break
         time.sleep(0.05)
-    first = next((w, n) for w, n in samples if n > 0)
-    last_wall = samples[-1][0]
-    wall = last_wall - first[0]
-    cpu = trace.at(last_wall) - trace.at(first[0])
+    first_wall, _, first_acked = next(s for s in samples if s[1] > 0)
+    last_wall, entries, _ = samples[-1]
+    before_first = first_acked * count / entries  # events already handled at the first sample
+    wall = last_wall - first_wall
+    cpu = trace.at(last_wall) - trace.at(first_wall)
     deliveries = _consumed(url)
     return {
-        "msg_s": (count - first[1]) / wall,
+        "msg_s": (count - before_first) / wall,
         "deliveries": deliveries,
-        "acked": base_acked + samples[-1][1],
+        "read": base_read + entries,
+        "events_per_entry": count / entries,
         "redelivered": deliveries - base_deliveries - count,
         "seconds": wall,
         "worker_cpu_s": cpu,
         "worker_cores": cpu / wall,
-        "msg_per_cpu_s": (count - first[1]) / cpu if cpu > 0 else float("nan"),
+        "msg_per_cpu_s": (count - before_first) / cpu if cpu > 0 else float("nan"),
     }
 
 

@@ -3,7 +3,9 @@ JetStream, built from Settings by `make_bus`.
 
 Logical streams: `events.{shard}` and `telemetry.{shard}` (shard = crc32(elder_id) mod
 N; device events and telemetry travel apart so an SOS never queues behind telemetry),
-`alerts`. Bodies are msgspec-encoded JSON bytes. A consumer group (Redis) or a
+`alerts`. Bodies are msgspec-encoded JSON bytes: on the telemetry lanes a body may be a
+batch of events (carewatch.messages.encode_events, docs/adr/0006); the bus does not
+look inside. A consumer group (Redis) or a
 durable pull consumer (JetStream) shares a stream between the workers of one kind;
 consumers acknowledge after their side effects are durable, and what a crashed consumer
 left unacknowledged is delivered again after `reclaim_idle_ms` (Redis: reclaimed with

@@ -12,6 +12,7 @@ generations saved ingest about a microsecond per message.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import msgspec
@@ -188,11 +189,45 @@ def encode(msg: msgspec.Struct) -> bytes:
 
 
 _event_decoder = msgspec.json.Decoder(Event)
+_events_decoder = msgspec.json.Decoder(list[Event])
+_parts_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _alert_decoder = msgspec.json.Decoder(AlertChange)
 
 
 def decode_event(raw: bytes | str) -> Event:
     return _event_decoder.decode(raw)
+
+
+# Telemetry travels on the bus in batches (docs/adr/0006-telemetry-batches-on-the-bus.md):
+# one bus message holds the encoded events of one shard's micro-batch as a JSON array,
+# so the bus's fixed cost per entry (append, read, acknowledge, framing) is paid per
+# batch. A body that is one JSON object is one event, as every body was before.
+
+
+def encode_events(encoded: Sequence[bytes]) -> bytes:
+    """Already encoded events as one bus body: a JSON array, in order."""
+    return b"[" + b",".join(encoded) + b"]"
+
+
+def is_event_batch(raw: bytes) -> bool:
+    """True if the body is a batch (a JSON array) rather than one event."""
+    return raw.lstrip()[:1] == b"["
+
+
+def decode_events(raw: bytes) -> list[Event]:
+    """The events of one bus body: a batch, or one event. Raises msgspec's errors if any
+    event in it is invalid (split_events then tells the good ones from the bad)."""
+    if is_event_batch(raw):
+        return _events_decoder.decode(raw)
+    return [_event_decoder.decode(raw)]
+
+
+def split_events(raw: bytes) -> list[bytes]:
+    """A batch body's events as separate bodies, undecoded (one for a single event).
+    Raises msgspec's errors if the body is not a JSON array at all."""
+    if is_event_batch(raw):
+        return [bytes(part) for part in _parts_decoder.decode(raw)]
+    return [raw]
 
 
 def decode_alert_change(raw: bytes | str) -> AlertChange:

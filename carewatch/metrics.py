@@ -24,9 +24,13 @@ DEAD_LETTERS_NOT_KEPT = Counter(
 )
 DUPLICATES = Counter("carewatch_ingest_duplicates_total", "Redelivered device messages dropped")
 TELEMETRY_ROWS = Counter("carewatch_telemetry_rows_total", "Telemetry rows written with COPY")
-BUS_PUBLISHED = Counter("carewatch_bus_published_total", "Messages published", ["stream"])
+BUS_PUBLISHED = Counter(
+    "carewatch_bus_published_total", "Events published (a telemetry batch counts each)", ["stream"]
+)
 BUS_LAG = Gauge(
-    "carewatch_bus_lag_messages", "Entries not yet consumed by a group", ["stream", "group"]
+    "carewatch_bus_lag_messages",
+    "Bus messages not yet consumed by a group (a telemetry message holds a batch of readings)",
+    ["stream", "group"],
 )
 EVENTS_CONSUMED = Counter("carewatch_rules_events_total", "Events consumed by rules", ["type"])
 RULES_DECIDED = Counter(

@@ -305,7 +305,7 @@ async def run(
         registry = DeviceRegistry(pool)
         if not await _load_registry(registry, stop):
             return
-        publisher = BusPublisher(bus, settings.bus_shards)
+        publisher = BusPublisher(bus, settings.bus_shards, settings.bus_telemetry_per_message)
         shared = _Shared(pool, redis, registry, publisher, AlarmPriority())
         running: list[_Lane] = []
         alarm_first = sorted(lane_client_ids(client_id).items(), key=lambda i: i[0] != ALARM_LANE)

@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from carewatch.alert_outbox import AlertPublisher
 from carewatch.clock import SystemClock
 from carewatch.db.pool import open_pool
-from carewatch.messages import Event, encode
+from carewatch.messages import Event, encode, encode_events
 from carewatch.settings import Settings, get_settings
 from rules_engine import store
 from rules_engine.decisions import Decision
@@ -194,18 +194,24 @@ def test_the_engine_observes_an_event_once_however_often_it_is_delivered() -> No
     assert set(counting.observed.values()) == {1}
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["one per message", "one batch"])
 async def test_a_delivery_retried_after_a_database_outage_is_observed_once(
-    rules_settings: Settings, bus_io: RulesBusIO, monkeypatch: pytest.MonkeyPatch
+    rules_settings: Settings,
+    bus_io: RulesBusIO,
+    monkeypatch: pytest.MonkeyPatch,
+    batched: bool,
 ) -> None:
     """The worker's handler with the real store: the transaction of the detecting window
     fails (the database is unreachable), the bus delivers the batch again, and again
     after it succeeded. The streaming model saw each window once, the fall is still
-    found, and opened once."""
+    found, and opened once; the same when the windows travel as one batch message."""
     counting = Counting()
     engine = Engine([counting])
     now = SystemClock().now_ms()
     windows = accel_windows("F01", now - 60_000, 5_000)
     bodies = [encode(w) for w in windows]
+    if batched:
+        bodies = [encode_events(bodies)]
     real_apply = store.apply_event
     failures = [1]
 
@@ -272,6 +278,40 @@ async def test_an_event_a_detector_cannot_observe_is_dead_lettered_and_the_batch
     letters = await support.rows(rules_settings, "SELECT reason, device_id FROM dead_letters")
     assert [(r["reason"], r["device_id"]) for r in letters] == [("rules_failed", "W1")]
     assert [a["kind"] for a in await alerts(rules_settings)] == ["fall"]
+
+
+async def test_an_invalid_event_in_a_batch_is_dead_lettered_alone(
+    rules_settings: Settings, bus_io: RulesBusIO
+) -> None:
+    """One event of a telemetry batch message does not decode: it is kept as it came, on
+    its own, and the events around it (a fall among them) are handled as usual. A body
+    that is not even a JSON array is kept whole."""
+    now = SystemClock().now_ms()
+    windows = accel_windows("F01", now - 60_000, 6_000)
+    bad = b'{"id": "W1:1:2", "elder_id": "' + ELDER.encode() + b'"}'
+    parts = [encode(w) for w in windows]
+    body = encode_events([*parts[:2], bad, *parts[2:]])
+    pool: AsyncConnectionPool = await open_pool(rules_settings.database_url, max_size=2)
+    try:
+        handler = EventHandler(
+            rules_settings,
+            pool,
+            Engine([FallDetector()]),
+            AlertPublisher(bus_io.bus, pool),
+            SystemClock(),
+        )
+        await handler.handle_batch("telemetry.0", [body, b"[{not json"])
+    finally:
+        await pool.close()
+    letters = await support.rows(
+        rules_settings, "SELECT reason, payload FROM dead_letters ORDER BY id"
+    )
+    assert [(r["reason"], bytes(r["payload"])) for r in letters] == [
+        ("rules_invalid_event", bad),
+        ("rules_invalid_event", b"[{not json"),
+    ]
+    falls = [a for a in await alerts(rules_settings) if a["kind"] == "fall"]
+    assert [(a["status"], a["rule"]) for a in falls] == [("pending", "fall.accel")]
 
 
 _FIELDS = (

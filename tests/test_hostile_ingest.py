@@ -304,7 +304,9 @@ class Services:
         client_id = f"hostile-{uuid.uuid4().hex[:8]}"
         dedup = Deduplicator(self.redis, ttl_s=600, client_id=client_id, boot_id="b")
         flusher = Flusher(self.pool, dedup, pending, tracker, lambda: None)
-        publisher = BusPublisher(self.bus, self.settings.bus_shards)
+        publisher = BusPublisher(
+            self.bus, self.settings.bus_shards, self.settings.bus_telemetry_per_message
+        )
         pipeline = Pipeline(
             self.settings, self.registry, dedup, publisher, tracker, pending, flusher, lambda: None
         )

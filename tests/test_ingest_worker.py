@@ -12,8 +12,10 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+import redis
 
 from carewatch import topics
+from carewatch.bus import shard_of, telemetry_stream
 from carewatch.db.pool import open_pool
 from carewatch.settings import Settings
 from harness.services import await_until, start_mosquitto
@@ -150,6 +152,20 @@ async def test_redelivered_message_is_stored_and_published_once(harness: Harness
     await harness.publish(telemetry(43))
     await eventually(lambda: harness.telemetry_seqs() == [42, 43], what="next row")
     assert [e.id for e in harness.bus_events()] == [event_id(42), event_id(43)]
+
+
+@pytest.mark.parametrize("harness", [{"ingest_telemetry_linger_ms": 500}], indirect=True)
+async def test_telemetry_of_one_micro_batch_is_one_bus_message(harness: Harness) -> None:
+    """The telemetry a micro-batch takes for one shard goes out as one bus message (the
+    lane lingers after a short take, so the readings published together share one), and
+    every reading is in it, in order, once."""
+    seqs = list(range(100, 120))
+    await harness.publish(*(telemetry(seq, hr=60 + seq % 30) for seq in seqs))
+    await eventually(lambda: len(harness.bus_events()) == len(seqs), what="all published")
+    assert [e.seq for e in harness.bus_events()] == seqs
+    client = redis.Redis.from_url(harness.settings.redis_url)
+    entries = client.xlen(telemetry_stream(shard_of(ELDER, harness.settings.bus_shards)))
+    assert 1 <= entries <= len(seqs) // 2  # the bus carried batches, not one per reading
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from psycopg import sql
 
 from carewatch import topics
 from carewatch.bus import shard_of, shard_streams
-from carewatch.messages import Event, decode_event
+from carewatch.messages import Event, decode_events
 from carewatch.settings import Settings
 from harness.services import ADMIN_DSN, await_until
 from ingest.worker import run
@@ -77,8 +77,13 @@ class Harness:
         for stream in shard_streams(shard_of(ELDER, self.settings.bus_shards)):
             entries += client.xrange(stream)  # type: ignore[arg-type]
         entries.sort(key=lambda e: tuple(int(p) for p in e[0].split(b"-")))
-        # Entries are FastStream-framed: the Event JSON is the frame's body.
-        return [decode_event(BinaryMessageFormatV1.parse(f[b"__data__"])[0]) for _, f in entries]
+        # Entries are FastStream-framed: the frame's body is one Event's JSON or, on the
+        # telemetry lane, a batch of them
+        return [
+            event
+            for _, f in entries
+            for event in decode_events(BinaryMessageFormatV1.parse(f[b"__data__"])[0])
+        ]
 
     async def publish(self, *messages: tuple[str, bytes]) -> None:
         async with aiomqtt.Client(
