@@ -42,7 +42,7 @@ from bench.profile import _py_spy as py_spy
 from bench.profile import start_profiler, stop_profiler, summarise
 from carewatch import bus
 from carewatch.bus_batch_reader import entry_body
-from carewatch.messages import DeviceEvent, Telemetry, decode_event
+from carewatch.messages import DeviceEvent, Telemetry, decode_alert_change, decode_event
 from carewatch.settings import Settings
 from carewatch.topics import topic
 from harness.pipeline import Pipeline, with_fake_providers
@@ -81,8 +81,8 @@ STAGES = (
     ("broker+ingest", "press -> ingest received it"),
     ("ingest publish", "ingest received -> on the events stream (XADD)"),
     ("bus->rules", "on the events stream -> rules transaction began"),
-    ("rules decide", "rules transaction began -> alert change published"),
-    ("bus->notifier", "alert change published -> notifier transaction began"),
+    ("rules decide", "rules transaction began -> alert change on the alerts stream (XADD)"),
+    ("bus->notifier", "on the alerts stream -> notifier transaction began"),
     ("notifier+provider", "notifier transaction began -> SMS provider request"),
 )
 
@@ -94,8 +94,7 @@ SELECT n.idempotency_key, a.source_event_id,
            AND a.source_event_id LIKE t.device_id || ':' || t.seq || ':%%' LIMIT 1),
        (SELECT (extract(epoch FROM s.seen_at) * 1000)::bigint FROM rules_seen_events s
          WHERE s.event_id = a.source_event_id),
-       (SELECT (extract(epoch FROM min(o.published_at)) * 1000)::bigint FROM rules_outbox o
-         WHERE o.source = a.source_event_id),
+       a.id,
        (SELECT (extract(epoch FROM min(i.processed_at)) * 1000)::bigint FROM notifier_inbox i
          WHERE i.alert_id = a.id)
   FROM notifications n JOIN alerts a ON a.id = n.alert_id
@@ -114,6 +113,24 @@ def event_stream_times(settings: Settings) -> dict[str, int]:
             entries: Any = client.xrange(bus.events_stream(shard))
             for entry_id, fields in entries:
                 times[decode_event(entry_body(fields)).id] = int(entry_id.split(b"-")[0])
+        return times
+    finally:
+        client.close()
+
+
+def alert_stream_times(settings: Settings) -> dict[str, int]:
+    """Alert id -> when its first "open" change was appended to the alerts stream: Redis's
+    own clock, in the entry id. (rules_outbox.published_at is set by a statement after
+    the append, so it is later by a database round trip, and by any wait for a pooled
+    connection: a hop measured from it mixes the rules worker's time into the notifier's.)"""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        times: dict[str, int] = {}
+        entries: Any = client.xrange(bus.ALERTS_STREAM)
+        for entry_id, fields in entries:
+            change = decode_alert_change(entry_body(fields))
+            if change.status == "open":
+                times.setdefault(change.alert_id, int(entry_id.split(b"-")[0]))
         return times
     finally:
         client.close()
@@ -146,12 +163,21 @@ def measure(
     latencies: list[float] = []
     stages: dict[str, list[float]] = {name: [] for name, _ in STAGES}
     on_bus = event_stream_times(s)
-    for key, event_id, *times in rows(s, _STAGE_TIMES):
+    on_alerts = alert_stream_times(s)
+    for key, event_id, pressed, received_ms, seen, alert_id, handled in rows(s, _STAGE_TIMES):
         sms_ms = received.get(out_id_for(key))
         if sms_ms is None:
             continue
-        latencies.append(float(sms_ms - times[0]))
-        points = [*times[:2], on_bus.get(event_id), *times[2:], sms_ms]
+        latencies.append(float(sms_ms - pressed))
+        points = [
+            pressed,
+            received_ms,
+            on_bus.get(event_id),
+            seen,
+            on_alerts.get(alert_id),
+            handled,
+            sms_ms,
+        ]
         if None not in points:
             for (name, _), start, end in zip(STAGES, points, points[1:], strict=False):
                 stages[name].append(float(end - start))
