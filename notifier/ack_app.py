@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from string import Template
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import FastAPI, Request
@@ -230,6 +230,38 @@ async def apply_action(
             conn, settings, after, change, now_ms, lease_until_ms
         )
     return AckResult(after, change, queued, beaten)
+
+
+# Why a person's action named by a provider did nothing: this token already performed
+# this action, or the alert has moved on past it (or is gone).
+Refusal = Literal["replay", "closed"]
+
+
+async def act_for_recipient(
+    conn: Conn,
+    settings: Settings,
+    alert_id: str,
+    recipient_kind: str,
+    recipient_id: str,
+    token_id: str,
+    action: Action,
+    now_ms: int,
+    lease_until_ms: int,
+    details: dict[str, object] | None = None,
+) -> AckResult | Refusal:
+    """`apply_action` for a recipient a provider names (a WeCom card press, key 1 in a
+    call, an SMS reply) rather than a signed link: their claim lasts ack_ttl_s from now,
+    and `token_id` (this card, call or reply) performs each action once. Call inside a
+    transaction; a refusal is returned, not raised."""
+    claim = AckClaim(
+        alert_id, recipient_kind, recipient_id, now_ms + settings.ack_ttl_s * 1000, token_id
+    )
+    try:
+        return await apply_action(conn, settings, claim, action, now_ms, lease_until_ms, details)
+    except Replay:
+        return "replay"
+    except (TransitionError, LookupError):
+        return "closed"
 
 
 # --- rendering -------------------------------------------------------------------------

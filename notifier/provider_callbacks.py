@@ -37,7 +37,6 @@ import msgspec
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from carewatch.alert_lifecycle import TransitionError
 from carewatch.alert_outbox import AlertPublisher
 from carewatch.bus import Bus, make_bus
 from carewatch.clock import Clock, SystemClock
@@ -47,8 +46,7 @@ from carewatch.messages import AlertChange
 from carewatch.metrics import serve_metrics
 from carewatch.settings import Settings
 from notifier import receipts, wecom_callback
-from notifier.ack_app import Replay, apply_action
-from notifier.ack_links import AckClaim
+from notifier.ack_app import act_for_recipient
 from notifier.channels.base import Message
 from notifier.metrics import PROVIDER_CALLBACKS
 from notifier.outbox import Claimed
@@ -178,24 +176,19 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         the alert had moved on (closed, or this call / reply already acted). An
         acknowledgement that came second (the alert row lock orders them: someone else
         acknowledged after the reply was read) gets who has it: 已由XX处理（HH:MM）."""
-        claim = AckClaim(
+        result = await act_for_recipient(
+            conn,
+            settings,
             act.alert_id,
             act.recipient_kind,
             act.recipient_id,
-            now_ms + settings.ack_ttl_s * 1000,
             act.token_id,
+            act.action,
+            now_ms,
+            parts().sender.lease_until_ms(),
+            act.details,
         )
-        try:
-            result = await apply_action(
-                conn,
-                settings,
-                claim,
-                act.action,
-                now_ms,
-                parts().sender.lease_until_ms(),
-                act.details,
-            )
-        except (Replay, TransitionError, LookupError):
+        if isinstance(result, str):  # a replay, or the alert is over
             return False, None, [], None
         beaten_by = (
             await receipts.taken_text(conn, settings, result.alert) if result.beaten else None

@@ -35,13 +35,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
 from carewatch import wecom_crypto
-from carewatch.alert_lifecycle import TransitionError
 from carewatch.clock import Clock
 from carewatch.messages import CLOSED_STATUSES, AlertChange
 from carewatch.settings import Settings
 from notifier import receipts, sql, timeline
-from notifier.ack_app import Replay, apply_action
-from notifier.ack_links import AckClaim
+from notifier.ack_app import act_for_recipient
 from notifier.channels.wecom import CARD_ACTIONS, WeComChannel, card_handled_text
 from notifier.escalation import handler_display, load_alert
 from notifier.metrics import PROVIDER_CALLBACKS
@@ -221,26 +219,28 @@ def add_routes(
         action = CARD_ACTIONS.get(ev.key)
         if action is None:
             return "unrecognised", row["alert_id"], None, []
-        claim = AckClaim(
+        result = await act_for_recipient(
+            conn,
+            settings,
             row["alert_id"],
             row["recipient_kind"],
             row["recipient_id"],
-            now_ms + settings.ack_ttl_s * 1000,
             f"wecom:{ev.task_id}",
+            action,
+            now_ms,
+            parts().sender.lease_until_ms(),
         )
-        try:
-            result = await apply_action(
-                conn, settings, claim, action, now_ms, parts().sender.lease_until_ms()
-            )
-        except Replay:
-            return "replay", row["alert_id"], None, []
-        except (TransitionError, LookupError):
-            return "closed", row["alert_id"], None, []
+        if isinstance(result, str):  # "replay" or "closed"
+            return result, row["alert_id"], None, []
         await timeline.append(
             conn,
             row["alert_id"],
             "wecom_button",
-            {"recipient": claim.actor, "key": ev.key, "beaten": result.beaten},
+            {
+                "recipient": f"{row['recipient_kind']}:{row['recipient_id']}",
+                "key": ev.key,
+                "beaten": result.beaten,
+            },
             at_ms=now_ms,
         )
         outcome = "beaten" if result.beaten else action

@@ -111,6 +111,25 @@ async def test_token_unknown_to_the_provider_is_replaced(
     assert [r["error"] for r in await fake.records("wecom")] == ["40014", None]
 
 
+async def test_a_card_update_refreshes_an_expired_token_as_a_send_does(
+    fake: RunningFakeProviders, client: httpx.AsyncClient
+) -> None:
+    channel = WeComChannel(fake.settings, client)
+    sent = await channel.send(alert("k1"))
+    assert sent.ok and sent.card_response_code, sent.error
+    await fake.expire_tokens()
+
+    result = await channel.update_card("liming", sent.card_response_code, "已由李明处理")
+
+    assert result == "updated"
+    updates = [r for r in await fake.records("wecom") if r["template_code"] != "template_card"]
+    assert [(r["template_code"], r["outcome"], r["error"], r["text"]) for r in updates] == [
+        ("update_template_card", "rejected", "42001", None),
+        ("update_template_card", "delivered", None, "已由李明处理"),
+    ]
+    assert (await fake.stats())["wecom"]["gettoken_calls"] == 2
+
+
 async def test_invalid_user_is_permanent(
     fake: RunningFakeProviders, client: httpx.AsyncClient
 ) -> None:

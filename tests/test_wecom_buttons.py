@@ -179,6 +179,44 @@ async def test_cards_of_an_alert_acknowledged_elsewhere_are_updated_once(
         assert pending == [(0,)]
 
 
+async def test_a_card_pressed_again_or_of_an_alert_that_is_over_changes_nothing(
+    settings: Settings,
+) -> None:
+    """The same card pressed again (a new push, not WeCom's retry) is a replay of its
+    ack token; a press on an alert that has ended is "closed". Neither writes a timeline
+    entry or changes the alert."""
+    dsn = settings.database_url
+    async with alert_with_cards(settings) as (fake, alert_id, users):
+        other = next(u for u in users if u != "zhangsan")
+        assert await fake.wecom_press("zhangsan", "acknowledge") == [200]
+        await asyncio.sleep(1.1)  # a later CreateTime: not the same push again
+        assert await fake.wecom_press("zhangsan", "acknowledge") == [200]
+
+        def resolve() -> None:
+            with psycopg.connect(dsn) as conn:
+                conn.execute("UPDATE alerts SET status = 'resolved' WHERE id = %s", (alert_id,))
+
+        await asyncio.to_thread(resolve)
+        before = query(dsn, "SELECT status, version, acknowledged_by FROM alerts")
+        assert await fake.wecom_press(other, "acknowledge") == [200]
+
+        assert query(dsn, "SELECT status, version, acknowledged_by FROM alerts") == before
+        assert before == [("resolved", before[0][1], f"grid_worker:{GRID_WORKER_ID}")]
+        assert query(
+            dsn,
+            "SELECT outcome, count(*) FROM provider_receipts WHERE kind = 'wecom_card'"
+            " GROUP BY outcome ORDER BY outcome",
+        ) == [("acknowledge", 1), ("closed", 1), ("replay", 1)]
+        presses = query(
+            dsn,
+            "SELECT details FROM alert_events WHERE alert_id = %s AND action = 'wecom_button'",
+            alert_id,
+        )
+        assert presses == [
+            ({"recipient": f"grid_worker:{GRID_WORKER_ID}", "key": "acknowledge", "beaten": False},)
+        ]
+
+
 @pytest.mark.unit
 def test_a_push_is_fresh_within_five_minutes_either_way() -> None:
     now = 1_796_000_000.0

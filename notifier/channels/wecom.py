@@ -247,12 +247,7 @@ class WeComChannel:
         except MissingTemplateParams as exc:
             return self._finish(message, SendResult(ok=False, retryable=False, error=str(exc)))
         try:
-            token = await self._access_token()
-            reply = await self._post_message(token, payload)
-            if errcode_of(reply) in TOKEN_ERRORS:
-                # Expired or revoked early (e.g. the secret was reset): refresh once.
-                self._forget(token)
-                reply = await self._post_message(await self._access_token(), payload)
+            reply = await self._post_with_token("/cgi-bin/message/send", payload)
             result = interpret_reply(reply, message.address)
             if result.ok and payload["msgtype"] == "template_card":
                 task_id = payload["template_card"]["task_id"]
@@ -277,13 +272,8 @@ class WeComChannel:
             "response_code": response_code,
             "button": {"replace_name": replace_name},
         }
-        path = "/cgi-bin/message/update_template_card"
         try:
-            token = await self._access_token()
-            reply = await self._post(token, path, payload)
-            if errcode_of(reply) in TOKEN_ERRORS:
-                self._forget(token)
-                reply = await self._post(await self._access_token(), path, payload)
+            reply = await self._post_with_token("/cgi-bin/message/update_template_card", payload)
         except (TokenError, httpx.HTTPError, _BadReply) as exc:
             log.warning("wecom card not updated", extra={"error": str(exc)[:ERROR_MAX_LEN]})
             return "unreachable"
@@ -328,8 +318,17 @@ class WeComChannel:
             str(reply["access_token"]), self._clock.now_ms() + (expires_in - margin) * 1000
         )
 
-    async def _post_message(self, token: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return await self._post(token, "/cgi-bin/message/send", payload)
+    async def _post_with_token(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST with the cached access token. A token WeCom calls invalid, expired or
+        missing (expired or revoked early, e.g. the secret was reset) is dropped and the
+        request made once more with a fresh one; whatever that answers is the reply.
+        Raises TokenError, httpx.HTTPError, _BadReply."""
+        token = await self._access_token()
+        reply = await self._post(token, path, payload)
+        if errcode_of(reply) in TOKEN_ERRORS:
+            self._forget(token)
+            reply = await self._post(await self._access_token(), path, payload)
+        return reply
 
     async def _post(self, token: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         response = await self._client.post(
