@@ -94,7 +94,7 @@ SELECT n.idempotency_key, a.source_event_id,
            AND a.source_event_id LIKE t.device_id || ':' || t.seq || ':%%' LIMIT 1),
        (SELECT (extract(epoch FROM s.seen_at) * 1000)::bigint FROM rules_seen_events s
          WHERE s.event_id = a.source_event_id),
-       a.id,
+       a.id::text,
        (SELECT (extract(epoch FROM min(i.processed_at)) * 1000)::bigint FROM notifier_inbox i
          WHERE i.alert_id = a.id)
   FROM notifications n JOIN alerts a ON a.id = n.alert_id
