@@ -49,6 +49,7 @@ from carewatch.settings import Settings
 from notifier import ack_links, short_links, targets, timeline
 from notifier.ack_links import AckClaim, AckLinkError
 from notifier.channels.templates import alarm_name, kind_label
+from notifier.content import handled_by_text, handled_since
 from notifier.escalation import load_alert, mark_handled, on_acknowledged_or_closed
 from notifier.metrics import ACK_REJECTS, ACKS
 from notifier.outbox import Claimed
@@ -287,18 +288,12 @@ async def _handler(conn: Conn, settings: Settings, alert: Alert) -> Handler | No
         return None
     kind, _, rid = alert.acknowledged_by.partition(":")
     found = await targets.load_recipient(conn, kind, rid)
-    at_ms = alert.acknowledged_ms if alert.acknowledged_ms is not None else alert.device_time_ms
     return Handler(
         alert.acknowledged_by,
         found.display if found else "值班人员",
         found.phone if found else None,
-        targets.local_time(at_ms, settings.timezone).strftime("%H:%M"),
+        handled_since(alert, settings.timezone),
     )
-
-
-def handled_by_text(handler: Handler) -> str:
-    """What someone who did not get the alert is told: 已由张三（网格员）处理（03:12）."""
-    return f"已由{handler.display}处理（{handler.at}）"
 
 
 def _buttons(names: tuple[str, ...]) -> str:
@@ -341,7 +336,7 @@ async def _alert_page(
         care = _care_section(await care_notes.load(conn, alert.elder_id))
     else:
         if notice is None or error:
-            notices.append((handled_by_text(handler), False))
+            notices.append((handled_by_text(handler.display, handler.at), False))
         actions = f'<form method="post">{_buttons(OTHERS_BUTTONS)}</form>{_call_link(handler)}'
     notice_html = "".join(
         f'<p class="{"notice error" if err else "notice"}">{html.escape(text)}</p>'
@@ -601,7 +596,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             handler = await _handler(conn, settings, result.alert)
             done = DONE_TEXT[page_action]
             if result.beaten and handler is not None:
-                done = handled_by_text(handler)
+                done = handled_by_text(handler.display, handler.at)
             if _wants_json(request):
                 return JSONResponse(
                     {

@@ -16,6 +16,19 @@ ALERT_CLOSED_TEXT = "求助已处理完毕"
 __all__ = ["device_clock_off", "event_time_ms"]
 
 
+def handled_since(alert: Alert, timezone: str) -> str:
+    """Since when someone has `alert`, HH:MM local time: its acknowledgement, or the
+    alerting event's device time when none is recorded."""
+    at_ms = alert.acknowledged_ms if alert.acknowledged_ms is not None else alert.device_time_ms
+    return local_time(at_ms, timezone).strftime("%H:%M")
+
+
+def handled_by_text(display: str, since: str) -> str:
+    """Who has an alert and since when, as both the ack page and the answer to an SMS
+    reply tell anyone else: 已由张三（网格员）处理（03:12）."""
+    return f"已由{display}处理（{since}）"
+
+
 def message_params(
     settings: Settings,
     alert: Alert,

@@ -42,7 +42,15 @@ from notifier.policies import (
 )
 from notifier.rosters import MEMBER_KINDS, ChannelPreference, Leave, MemberKind, Shift
 from registry import chinese as registry_chinese
-from registry.fields import FieldError, parse_bool, parse_id, parse_phone, parse_text, parse_time
+from registry.fields import (
+    FieldError,
+    parse_bool,
+    parse_float,
+    parse_id,
+    parse_phone,
+    parse_text,
+    parse_time,
+)
 from registry.ledger import RowError
 from registry.reader import RawRow, TableError, open_table
 
@@ -163,13 +171,9 @@ def parse_step(value: str) -> int:
 
 
 def parse_wait(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise FieldError(f"'{value}' is not a number") from None
-    if not 0 <= seconds <= 86_400:
-        raise FieldError(f"wait {value} is out of range [0, 86400]")
-    return seconds
+    """Seconds, 0 to a day. The reasons are registry.fields.parse_float's ("wait ... is
+    out of range [0, 86400]", which _ZH_REASONS below translates)."""
+    return parse_float(value, "wait", 0, 86_400)
 
 
 def parse_weekdays(value: str) -> frozenset[int]:

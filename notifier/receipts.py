@@ -38,7 +38,7 @@ from carewatch.settings import Settings
 from notifier import outbox, sql, targets, timeline
 from notifier.channels.aliyun_sms import PROVIDER_TZ
 from notifier.channels.aliyun_voice import DTMF_ACKNOWLEDGE, DTMF_NEXT
-from notifier.content import message_params
+from notifier.content import handled_by_text, handled_since, message_params
 from notifier.escalation import handler_display, load_alert
 from notifier.loop import NotifierLoop
 from notifier.outbox import Claimed, NewNotification
@@ -517,8 +517,7 @@ async def taken_text(conn: Conn, settings: Settings, alert: Alert) -> str:
     """The answer to a reply about an alert someone else has, as the ack page says it:
     已由张三（网格员）处理（03:12）."""
     handler = await handler_display(conn, alert.acknowledged_by)
-    at_ms = alert.acknowledged_ms if alert.acknowledged_ms is not None else alert.device_time_ms
-    return f"已由{handler}处理（{targets.local_time(at_ms, settings.timezone):%H:%M}）"
+    return handled_by_text(handler, handled_since(alert, settings.timezone))
 
 
 # The sender's alert SMS: the most recent one of an open alert, else the most recent.

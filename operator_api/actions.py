@@ -171,13 +171,13 @@ async def apply_action(
         row = await fetch_one(
             conn,
             "SELECT a.id::text AS id, a.elder_id, a.device_id, a.kind, a.severity, a.status,"
-            " a.device_time, a.version, a.acknowledged_by, e.district, e.grid_id FROM alerts a"
+            " a.device_time, a.version, a.acknowledged_by, e.grid_id FROM alerts a"
             " JOIN elders e ON e.id = a.elder_id WHERE a.id = %s FOR NO KEY UPDATE OF a",
             (alert_id,),
         )
         if row is None:
             raise AlertNotFound(str(alert_id))
-        if not principal.allows(row["district"], row["grid_id"]):
+        if not principal.sees_grid(row["grid_id"]):
             raise OutOfScope("alert outside this token's scope")
         alert = alerts.from_row(row)
         actor = principal.actor

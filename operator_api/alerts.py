@@ -135,7 +135,7 @@ async def get_alert(alert_id: UUID, principal: CurrentPrincipal, pool: Pool) -> 
         )
         if row is None:
             raise HTTPException(404, "no such alert")
-        if not principal.allows(row["district"], row["grid_id"]):
+        if not principal.sees_grid(row["grid_id"]):
             raise OutOfScope("alert outside this token's scope")
         events = await fetch_all(
             conn,

@@ -138,7 +138,7 @@ async def get_elder(elder_id: ElderId, principal: CurrentPrincipal, pool: Pool) 
         )
         if row is None:
             raise HTTPException(404, "no such elder")
-        if not principal.allows(row["district"], row["grid_id"]):
+        if not principal.sees_grid(row["grid_id"]):
             raise OutOfScope("elder outside this token's scope")
         devices = await fetch_all(
             conn,

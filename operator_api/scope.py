@@ -7,10 +7,10 @@ their district, a street operator their street, a grid worker their grid.
 
 This module owns that rule. `SUBTREE_GRIDS` is the one SQL test of it (an indexed
 prefix match on the materialised path); `scope_predicate` applies it to a query, and
-the set of visible grids a principal carries for single-row checks (`allows`) is read
+the set of visible grids a principal carries for single-row checks (`sees_grid`) is read
 with the same SQL when its token is resolved (operator_api.tokens). Nothing else
 decides scope: callers add `scope_predicate` (through operator_api.db.scope_conditions)
-or ask `allows`. Building SQL here is no I/O: this module stays pure.
+or ask `sees_grid`. Building SQL here is no I/O: this module stays pure.
 """
 
 from __future__ import annotations
@@ -102,11 +102,6 @@ class Principal:
         if not self.restricted:
             return True
         return self.visible_grids is not None and grid_id in self.visible_grids
-
-    def allows(self, district: str, grid_id: str) -> bool:
-        """May this caller see an elder living in (district, grid)? The grid's place in
-        the tree decides; `district` stays for the callers that pass it."""
-        return self.sees_grid(grid_id)
 
     def check_filters(self, district: str | None, grid_id: str | None) -> None:
         """Refuse explicit filters that contradict the caller's scope: another district

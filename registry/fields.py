@@ -77,7 +77,8 @@ def parse_time(value: str) -> time:
     return time(int(match.group(1)), int(match.group(2)))
 
 
-def _parse_float(value: str, what: str, lo: float, hi: float) -> float:
+def parse_float(value: str, what: str, lo: float, hi: float) -> float:
+    """A number in [lo, hi]; `what` names it in the out-of-range reason."""
     try:
         number = float(value)
     except ValueError:
@@ -88,11 +89,11 @@ def _parse_float(value: str, what: str, lo: float, hi: float) -> float:
 
 
 def parse_lat(value: str) -> float:
-    return _parse_float(value, "latitude", -90.0, 90.0)
+    return parse_float(value, "latitude", -90.0, 90.0)
 
 
 def parse_lon(value: str) -> float:
-    return _parse_float(value, "longitude", -180.0, 180.0)
+    return parse_float(value, "longitude", -180.0, 180.0)
 
 
 def parse_choice(value: str, allowed: Collection[str], what: str) -> str:
@@ -126,7 +127,7 @@ LatLonPoint = tuple[float, float]
 
 
 def parse_radius(value: str) -> float:
-    return _parse_float(value, "radius (metres)", MIN_RADIUS_M, MAX_RADIUS_M)
+    return parse_float(value, "radius (metres)", MIN_RADIUS_M, MAX_RADIUS_M)
 
 
 def parse_polygon(value: str) -> tuple[LatLonPoint, ...]:

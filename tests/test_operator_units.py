@@ -52,22 +52,22 @@ def test_scope_checks() -> None:
         "grid_worker", "GW1", district="渝中区", grid_id="G1", region=G1,
         visible_grids=frozenset({"G1"}),
     )  # fmt: skip
-    assert worker.allows("渝中区", "G1")
-    assert not worker.allows("渝中区", "G2")
+    assert worker.sees_grid("G1")
+    assert not worker.sees_grid("G2")
     worker.check_filters("渝中区", "G1")
     with pytest.raises(OutOfScope):
         worker.check_filters(None, "G2")
     street = Principal(
         "operator", "op", district="渝中区", region=JFB, visible_grids=frozenset({"G1", "G2"})
     )
-    assert street.allows("渝中区", "G2") and not street.allows("渝中区", "G5")
+    assert street.sees_grid("G2") and not street.sees_grid("G5")
     with pytest.raises(OutOfScope):
         street.check_filters("江北区", None)
     street.check_filters("渝中区", "G5")  # finds nothing, refused by nobody
     assert street.scope_label == "解放碑街道"
-    assert Principal("admin", "root").allows("江北区", "G3")
+    assert Principal("admin", "root").sees_grid("G3")
     city = Principal("operator", "op", region=CITY)
-    assert city.allows("江北区", "G3") and city.scope_label == "全部辖区"
+    assert city.sees_grid("G3") and city.scope_label == "全部辖区"
     assert worker.actor == "grid_worker:GW1"
 
 
@@ -83,7 +83,7 @@ def test_scope_predicate_is_one_subtree_match() -> None:
     )
     # a principal built with a district or grid but no node sees nothing
     stray = Principal("operator", "op", district="渝中区")
-    assert stray.restricted and not stray.allows("渝中区", "G1")
+    assert stray.restricted and not stray.sees_grid("G1")
     assert scope_predicate(stray) == ("false", [])
 
 
