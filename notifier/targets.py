@@ -1,13 +1,16 @@
 """Turn policy target kinds into concrete recipients from the registry.
 
-The choice of station (great-circle distance, staffed, on duty at the local time) is a
-pure function over plain records; the SQL below only loads those records.
+Who a target kind reaches is decided by pure functions over plain records: which grid
+workers cover a grid (`grid_cover`) and which station an elder's alert goes to
+(`station_for`). The SQL below only loads those records; `carewatch notifier check`
+(notifier.check) calls the same functions over everything it loads at once, so the
+check cannot find coverage the escalation does not have.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Literal
@@ -147,6 +150,80 @@ def nearest_station_at(
     return min(candidates, key=lambda s: (haversine_km(lat, lon, s.lat, s.lon), s.id))
 
 
+def substitute_station_ids(roster: Roster) -> frozenset[str]:
+    """Every station named to stand in for a station on leave, whatever the dates (pure)."""
+    return frozenset(
+        lv.substitute_id
+        for lv in roster.leaves
+        if lv.member_kind == "station" and lv.substitute_id is not None
+    )
+
+
+def station_pool(
+    stations: Iterable[Station], roster: Roster, district: str | None, dated: bool
+) -> list[Station]:
+    """The stations considered for an elder of `district` (None: of any district): the
+    staffed ones, and with a date every station named as a substitute, wherever it is
+    and whether staffed or not (pure). A substitute is considered in every district's
+    pool, for itself as well as for the station it stands in for."""
+    subs = substitute_station_ids(roster) if dated else frozenset()
+    return [
+        s
+        for s in stations
+        if (s.staffed and (district is None or s.district == district)) or s.id in subs
+    ]
+
+
+def station_for(
+    stations: Sequence[Station], roster: Roster, elder: Elder, local: time | datetime
+) -> Station | None:
+    """The station a `nearest_station` target reaches for `elder` (pure): the nearest
+    reachable one of the elder's own district's pool, else of every district's. With a
+    local date and time the rosters apply (a station on leave passes on to its
+    substitute); with a time alone only the stations' duty hours.
+
+    `stations` may be every station, or only those of the elder's district with the
+    substitutes (the first pool needs no more): the answer is the same whenever one of
+    that pool is reachable."""
+    for district in (elder.district, None):
+        pool = station_pool(stations, roster, district, isinstance(local, datetime))
+        if isinstance(local, datetime):
+            found = nearest_station_at(pool, roster, elder.lat, elder.lon, local)
+        else:
+            found = nearest_staffed_station(pool, elder.lat, elder.lon, local)
+        if found is not None:
+            return found
+    return None
+
+
+def stand_ins_needed(workers: Sequence[Recipient], roster: Roster, at: datetime) -> list[str]:
+    """Ids of grid workers of other grids standing in for `workers` at `at` (pure)."""
+    own = {w.id for w in workers}
+    found = covers(roster, "grid_worker", [w.id for w in workers], at)
+    return [c.member_id for c in found if c.member_id not in own]
+
+
+def grid_cover(
+    workers: Sequence[Recipient],
+    roster: Roster,
+    at: datetime,
+    others: Mapping[str, Recipient],
+) -> list[Recipient]:
+    """The grid's grid workers (`workers`, by id) on duty at `at`, or those standing in
+    for them by the roster, each once in member order (pure). A stand-in from another
+    grid is looked up in `others` (grid workers by id; one not there is left out) and
+    shown as 代班网格员; one of the grid's own keeps its role."""
+    by_id = {w.id: w for w in workers}
+    found = covers(roster, "grid_worker", [w.id for w in workers], at)
+    for c in found:
+        other = others.get(c.member_id)
+        if c.member_id not in by_id and other is not None:
+            by_id[c.member_id] = Recipient(
+                other.kind, other.id, other.name, SUBSTITUTE_ROLE, other.phone, other.wecom_userid
+            )
+    return [by_id[c.member_id] for c in found if c.member_id in by_id]
+
+
 def local_time(now_ms: int, tz: str) -> datetime:
     return datetime.fromtimestamp(now_ms / 1000, ZoneInfo(tz))
 
@@ -171,8 +248,8 @@ _PEOPLE_SQL: dict[RecipientKind, str] = {
     "duty_officer": "SELECT id, name, NULL AS relation, phone, wecom_userid FROM duty_officers",
 }
 _STATION_SQL = (
-    "SELECT id, name, kind, lat, lon, staffed, duty_start, duty_end, phone, wecom_userid"
-    " FROM stations"
+    "SELECT id, name, kind, lat, lon, staffed, duty_start, duty_end, phone, wecom_userid,"
+    " district FROM stations"
 )
 
 
@@ -194,21 +271,22 @@ async def _people(
 
 
 async def _nearest_station(conn: Conn, elder: Elder, local: time | datetime) -> list[Recipient]:
-    # Stations of the elder's own district first; any staffed station if none is on duty
-    # there. With a date, rosters apply (and a station on leave passes on to its
-    # substitute, wherever it is).
+    # The elder's own district's stations (with the substitutes) first, every station
+    # only if none of those is reachable: station_for gives the same answer over either.
+    dated = isinstance(local, datetime)
     for where, params in ((" AND district = %s", (elder.district,)), ("", ())):
         query = f"{_STATION_SQL} WHERE staffed{where}"
-        if isinstance(local, datetime):
+        if dated:
             query += (
                 " OR id IN (SELECT substitute_id FROM duty_leaves WHERE member_kind = 'station')"
             )
         stations = [Station(**r) for r in await sql.rows(conn, query, params)]
-        if isinstance(local, datetime):
-            roster = await duty_db.load_roster(conn, "station", [s.id for s in stations])
-            found = nearest_station_at(stations, roster, elder.lat, elder.lon, local)
-        else:
-            found = nearest_staffed_station(stations, elder.lat, elder.lon, local)
+        roster = (
+            await duty_db.load_roster(conn, "station", [s.id for s in stations])
+            if dated
+            else Roster()
+        )
+        found = station_for(stations, roster, elder, local)
         if found:
             return [found.as_recipient()]
     return []
@@ -219,13 +297,13 @@ async def grid_workers_at(conn: Conn, grid_id: str, at: datetime) -> list[Recipi
     代班网格员) by the duty roster."""
     workers = await _people(conn, "grid_worker", "grid_id = %s ORDER BY id", (grid_id,))
     roster = await duty_db.load_roster(conn, "grid_worker", [w.id for w in workers])
-    found = covers(roster, "grid_worker", [w.id for w in workers], at)
-    by_id = {w.id: w for w in workers}
-    missing = [c.member_id for c in found if c.member_id not in by_id]
-    if missing:
-        for r in await _people(conn, "grid_worker", "id = ANY(%s)", (missing,)):
-            by_id[r.id] = Recipient(r.kind, r.id, r.name, SUBSTITUTE_ROLE, r.phone, r.wecom_userid)
-    return [by_id[c.member_id] for c in found if c.member_id in by_id]
+    missing = stand_ins_needed(workers, roster, at)
+    others = (
+        {r.id: r for r in await _people(conn, "grid_worker", "id = ANY(%s)", (missing,))}
+        if missing
+        else {}
+    )
+    return grid_cover(workers, roster, at, others)
 
 
 async def resolve(
