@@ -47,8 +47,8 @@ from notifier.targets import (
     Elder,
     Recipient,
     Station,
-    haversine_km,
-    stations_at,
+    reachable_stations,
+    station_for,
 )
 
 CHECKED_SEVERITIES: tuple[Severity, ...] = ("critical", "warning")
@@ -90,14 +90,12 @@ def grid_cover(snap: Snapshot, grid_id: str, at: datetime) -> list[Recipient]:
 
 class _Reach:
     """Who the snapshot reaches at moments, with what does not depend on the elder
-    computed once per moment (grid cover, stations on duty) and the nearest station once
-    per elder and set of stations on duty."""
+    computed once per moment (grid cover, each pool's stations reachable)."""
 
     def __init__(self, snap: Snapshot) -> None:
         self.snap = snap
         self._grids: dict[tuple[datetime, str], list[Recipient]] = {}
-        self._stations: dict[datetime, tuple[tuple[Station, ...], tuple[str, ...]]] = {}
-        self._nearest: dict[tuple[str, tuple[str, ...]], Station | None] = {}
+        self._reachable: dict[tuple[time | datetime, str | None], list[Station]] = {}
 
     def grid(self, grid_id: str, at: datetime) -> list[Recipient]:
         key = (at, grid_id)
@@ -105,25 +103,21 @@ class _Reach:
             self._grids[key] = grid_cover(self.snap, grid_id, at)
         return self._grids[key]
 
+    def reachable(
+        self,
+        stations: Sequence[Station],
+        roster: Roster,
+        district: str | None,
+        local: time | datetime,
+    ) -> list[Station]:
+        """targets.reachable_stations over the snapshot's stations, once per moment."""
+        key = (local, district)
+        if key not in self._reachable:
+            self._reachable[key] = reachable_stations(stations, roster, district, local)
+        return self._reachable[key]
+
     def station(self, elder: Elder, at: datetime) -> Station | None:
-        if at not in self._stations:
-            now_on = tuple(stations_at(self.snap.stations, self.snap.roster, at))
-            self._stations[at] = (now_on, tuple(s.id for s in now_on))
-        on_duty, ids = self._stations[at]
-        key = (elder.id, ids)
-        if key not in self._nearest:
-            # the elder's own district first, then any station (notifier.targets)
-            own = [s for s in on_duty if s.district == elder.district]
-            found: Station | None = None
-            for candidates in (own, on_duty):
-                if candidates:
-                    found = min(
-                        candidates,
-                        key=lambda s: (haversine_km(elder.lat, elder.lon, s.lat, s.lon), s.id),
-                    )
-                    break
-            self._nearest[key] = found
-        return self._nearest[key]
+        return station_for(self.snap.stations, self.snap.roster, elder, at, self.reachable)
 
     def targets(self, elder: Elder, kind: TargetKind, at: datetime) -> list[Recipient]:
         """What notifier.targets.resolve finds for one target kind (pure)."""

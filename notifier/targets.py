@@ -10,7 +10,7 @@ check cannot find coverage the escalation does not have.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Literal
@@ -116,13 +116,18 @@ def on_duty(start: time, end: time, at: time) -> bool:
     return at >= start or at < end
 
 
+def _nearest(candidates: Sequence[Station], lat: float, lon: float) -> Station | None:
+    """The nearest of `candidates` (the lower id on a tie)."""
+    if not candidates:
+        return None
+    return min(candidates, key=lambda s: (haversine_km(lat, lon, s.lat, s.lon), s.id))
+
+
 def nearest_staffed_station(
     stations: Iterable[Station], lat: float, lon: float, local: time
 ) -> Station | None:
     candidates = [s for s in stations if s.staffed and on_duty(s.duty_start, s.duty_end, local)]
-    if not candidates:
-        return None
-    return min(candidates, key=lambda s: (haversine_km(lat, lon, s.lat, s.lon), s.id))
+    return _nearest(candidates, lat, lon)
 
 
 def stations_at(stations: Sequence[Station], roster: Roster, at: datetime) -> list[Station]:
@@ -144,10 +149,7 @@ def nearest_station_at(
     stations: Sequence[Station], roster: Roster, lat: float, lon: float, at: datetime
 ) -> Station | None:
     """The nearest station reachable at `at` (pure)."""
-    candidates = stations_at(stations, roster, at)
-    if not candidates:
-        return None
-    return min(candidates, key=lambda s: (haversine_km(lat, lon, s.lat, s.lon), s.id))
+    return _nearest(stations_at(stations, roster, at), lat, lon)
 
 
 def substitute_station_ids(roster: Roster) -> frozenset[str]:
@@ -174,8 +176,27 @@ def station_pool(
     ]
 
 
+def reachable_stations(
+    stations: Sequence[Station], roster: Roster, district: str | None, local: time | datetime
+) -> list[Station]:
+    """The stations of the pool of `district` (None: every district's) reachable at
+    `local`: by the rosters with a local date and time, by duty hours with a time
+    alone (pure)."""
+    if isinstance(local, datetime):
+        return stations_at(station_pool(stations, roster, district, True), roster, local)
+    pool = station_pool(stations, roster, district, False)
+    return [s for s in pool if s.staffed and on_duty(s.duty_start, s.duty_end, local)]
+
+
+Reachable = Callable[[Sequence[Station], Roster, str | None, time | datetime], Sequence[Station]]
+
+
 def station_for(
-    stations: Sequence[Station], roster: Roster, elder: Elder, local: time | datetime
+    stations: Sequence[Station],
+    roster: Roster,
+    elder: Elder,
+    local: time | datetime,
+    reachable: Reachable = reachable_stations,
 ) -> Station | None:
     """The station a `nearest_station` target reaches for `elder` (pure): the nearest
     reachable one of the elder's own district's pool, else of every district's. With a
@@ -184,13 +205,9 @@ def station_for(
 
     `stations` may be every station, or only those of the elder's district with the
     substitutes (the first pool needs no more): the answer is the same whenever one of
-    that pool is reachable."""
+    that pool is reachable. `reachable`: `reachable_stations`, or a memo of it."""
     for district in (elder.district, None):
-        pool = station_pool(stations, roster, district, isinstance(local, datetime))
-        if isinstance(local, datetime):
-            found = nearest_station_at(pool, roster, elder.lat, elder.lon, local)
-        else:
-            found = nearest_staffed_station(pool, elder.lat, elder.lon, local)
+        found = _nearest(reachable(stations, roster, district, local), elder.lat, elder.lon)
         if found is not None:
             return found
     return None
