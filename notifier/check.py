@@ -39,14 +39,14 @@ from notifier.policies import (
     select_policy,
     step_channels,
 )
-from notifier.rosters import ChannelPreference, Roster, allowed_channels, covers
+from notifier.rosters import ChannelPreference, Roster, allowed_channels
 from notifier.sql import Conn
 from notifier.targets import (
     ROLE_LABELS,
-    SUBSTITUTE_ROLE,
     Elder,
     Recipient,
     Station,
+    grid_cover,
     reachable_stations,
     station_for,
 )
@@ -71,36 +71,22 @@ class Snapshot:
     quiet: tuple[str, str] = ("22:00", "07:00")
 
 
-def grid_cover(snap: Snapshot, grid_id: str, at: datetime) -> list[Recipient]:
-    """The grid's grid workers on duty at `at`, or their substitutes (pure)."""
-    workers = snap.grid_workers.get(grid_id, [])
-    found = covers(snap.roster, "grid_worker", [w.id for w in workers], at)
-    out = []
-    for c in found:
-        person = snap.people.get(("grid_worker", c.member_id))
-        if person is not None:
-            role = SUBSTITUTE_ROLE if c.standing_in_for else person.role
-            out.append(
-                Recipient(
-                    person.kind, person.id, person.name, role, person.phone, person.wecom_userid
-                )
-            )
-    return out
-
-
 class _Reach:
     """Who the snapshot reaches at moments, with what does not depend on the elder
     computed once per moment (grid cover, each pool's stations reachable)."""
 
     def __init__(self, snap: Snapshot) -> None:
         self.snap = snap
+        # stand-ins from other grids are looked up among all grid workers
+        self._workers = {pid: p for (kind, pid), p in snap.people.items() if kind == "grid_worker"}
         self._grids: dict[tuple[datetime, str], list[Recipient]] = {}
         self._reachable: dict[tuple[time | datetime, str | None], list[Station]] = {}
 
     def grid(self, grid_id: str, at: datetime) -> list[Recipient]:
         key = (at, grid_id)
         if key not in self._grids:
-            self._grids[key] = grid_cover(self.snap, grid_id, at)
+            workers = self.snap.grid_workers.get(grid_id, [])
+            self._grids[key] = grid_cover(workers, self.snap.roster, at, self._workers)
         return self._grids[key]
 
     def reachable(
