@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any, cast
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -28,7 +28,7 @@ from psycopg.rows import dict_row
 from carewatch.clock import SystemClock
 from carewatch.messages import Severity
 from carewatch.settings import Settings
-from notifier import duty_db, sql
+from notifier import duty_db, sql, targets
 from notifier.policies import (
     ChannelName,
     Policy,
@@ -42,7 +42,6 @@ from notifier.policies import (
 from notifier.rosters import ChannelPreference, Roster, allowed_channels
 from notifier.sql import Conn
 from notifier.targets import (
-    ROLE_LABELS,
     Elder,
     Recipient,
     Station,
@@ -243,68 +242,20 @@ def find_gaps(snap: Snapshot, start: date, days: int, tz: str) -> CheckResult:
 # --- the edge ---------------------------------------------------------------------------
 
 
-def _people(rows: Iterable[dict[str, Any]], kind: str) -> list[Recipient]:
-    return [
-        Recipient(
-            cast(Any, kind),
-            str(r["id"]),
-            r["name"],
-            r.get("relation") or ROLE_LABELS[cast(Any, kind)],
-            r["phone"],
-            r["wecom_userid"],
-        )
-        for r in rows
-    ]
-
-
 async def load_snapshot(conn: Conn, settings: Settings) -> Snapshot:
-    elders = [
-        Elder(**r)
-        for r in await sql.rows(
-            conn,
-            "SELECT id, name, coalesce(address, '') AS address, district, grid_id, lat, lon,"
-            " care_profile_id AS care_profile FROM elders ORDER BY id",
-        )
-    ]
-    workers = await sql.rows(
-        conn, "SELECT id, name, phone, wecom_userid, grid_id FROM grid_workers ORDER BY id"
-    )
-    by_grid: dict[str, list[Recipient]] = {}
-    for row, person in zip(workers, _people(workers, "grid_worker"), strict=True):
-        by_grid.setdefault(row["grid_id"], []).append(person)
-    grids = await sql.rows(conn, "SELECT id FROM grids ORDER BY id")
-    for g in grids:
+    """Everything the check reads, through the loaders of notifier.targets and
+    notifier.duty_db the escalation reads the same rows with."""
+    by_grid = await targets.people_by_owner(conn, "grid_worker")
+    for g in await sql.rows(conn, "SELECT id FROM grids ORDER BY id"):
         by_grid.setdefault(g["id"], [])
-    contacts = await sql.rows(
-        conn,
-        "SELECT id, elder_id, name, relation, phone, wecom_userid FROM contacts"
-        " ORDER BY elder_id, priority",
-    )
-    family: dict[str, list[Recipient]] = {}
-    for row, person in zip(contacts, _people(contacts, "family"), strict=True):
-        family.setdefault(row["elder_id"], []).append(person)
-    officer_rows = await sql.rows(
-        conn, "SELECT id, district, name, phone, wecom_userid FROM duty_officers ORDER BY id"
-    )
-    officers: dict[str, list[Recipient]] = {}
-    for row, person in zip(officer_rows, _people(officer_rows, "duty_officer"), strict=True):
-        officers.setdefault(row["district"], []).append(person)
-    stations = [
-        Station(**r)
-        for r in await sql.rows(
-            conn,
-            "SELECT id, name, kind, lat, lon, staffed, duty_start, duty_end, phone,"
-            " wecom_userid, district FROM stations ORDER BY id",
-        )
-    ]
     people = {(p.kind, p.id): p for ps in by_grid.values() for p in ps}
     return Snapshot(
-        elders=elders,
+        elders=await targets.load_elders(conn),
         grid_workers=by_grid,
         people=cast(dict[tuple[str, str], Recipient], people),
-        family=family,
-        stations=stations,
-        officers=officers,
+        family=await targets.people_by_owner(conn, "family"),
+        stations=await targets.load_stations(conn),
+        officers=await targets.people_by_owner(conn, "duty_officer"),
         roster=await duty_db.load_roster(conn),
         preferences=await duty_db.load_preferences(conn),
         policies=await duty_db.load_policies(conn),

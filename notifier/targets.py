@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from carewatch.phones import is_mobile
@@ -248,21 +248,37 @@ def local_time(now_ms: int, tz: str) -> datetime:
 # --- registry look-ups -------------------------------------------------------------------
 
 
+_ELDER_SQL = (
+    "SELECT id, name, coalesce(address, '') AS address, district, grid_id, lat, lon,"
+    " care_profile_id AS care_profile FROM elders"
+)
+
+
 async def load_elder(conn: Conn, elder_id: str) -> Elder | None:
-    row = await sql.one(
-        conn,
-        "SELECT id, name, coalesce(address, '') AS address, district, grid_id, lat, lon,"
-        " care_profile_id AS care_profile FROM elders WHERE id = %s",
-        (elder_id,),
-    )
+    row = await sql.one(conn, f"{_ELDER_SQL} WHERE id = %s", (elder_id,))
     return Elder(**row) if row else None
 
 
-# Every person-like recipient table, selected into the same columns.
+async def load_elders(conn: Conn) -> list[Elder]:
+    """Every elder, by id (for notifier check)."""
+    return [Elder(**r) for r in await sql.rows(conn, f"{_ELDER_SQL} ORDER BY id")]
+
+
+# Every person-like recipient table, selected into the same columns, with whom they
+# belong to (a grid, an elder, a district) as `owner`.
 _PEOPLE_SQL: dict[RecipientKind, str] = {
-    "grid_worker": "SELECT id, name, NULL AS relation, phone, wecom_userid FROM grid_workers",
-    "family": "SELECT id::text AS id, name, relation, phone, wecom_userid FROM contacts",
-    "duty_officer": "SELECT id, name, NULL AS relation, phone, wecom_userid FROM duty_officers",
+    "grid_worker": "SELECT id, name, NULL AS relation, phone, wecom_userid, grid_id AS owner"
+    " FROM grid_workers",
+    "family": "SELECT id::text AS id, name, relation, phone, wecom_userid, elder_id AS owner"
+    " FROM contacts",
+    "duty_officer": "SELECT id, name, NULL AS relation, phone, wecom_userid, district AS owner"
+    " FROM duty_officers",
+}
+# The owner column of each kind and the order a target reaches them in within an owner.
+_OWNER: dict[RecipientKind, tuple[str, str]] = {
+    "grid_worker": ("grid_id", "id"),
+    "family": ("elder_id", "priority"),
+    "duty_officer": ("district", "id"),
 }
 _STATION_SQL = (
     "SELECT id, name, kind, lat, lon, staffed, duty_start, duty_end, phone, wecom_userid,"
@@ -270,21 +286,46 @@ _STATION_SQL = (
 )
 
 
+async def load_stations(conn: Conn) -> list[Station]:
+    """Every station, by id (for notifier check)."""
+    return [Station(**r) for r in await sql.rows(conn, f"{_STATION_SQL} ORDER BY id")]
+
+
+def _recipient(kind: RecipientKind, row: dict[str, Any]) -> Recipient:
+    return Recipient(
+        kind,
+        row["id"],
+        row["name"],
+        row["relation"] or ROLE_LABELS[kind],
+        row["phone"],
+        row["wecom_userid"],
+    )
+
+
 async def _people(
     conn: Conn, kind: RecipientKind, where: str, params: Sequence[object]
 ) -> list[Recipient]:
     found = await sql.rows(conn, f"{_PEOPLE_SQL[kind]} WHERE {where}", params)
-    return [
-        Recipient(
-            kind,
-            r["id"],
-            r["name"],
-            r["relation"] or ROLE_LABELS[kind],
-            r["phone"],
-            r["wecom_userid"],
-        )
-        for r in found
-    ]
+    return [_recipient(kind, r) for r in found]
+
+
+async def _people_of(
+    conn: Conn, kind: RecipientKind, owner: str, limit: int | None = None
+) -> list[Recipient]:
+    """The grid's grid workers, the elder's family or the district's duty officers, in
+    the order a target reaches them."""
+    column, order = _OWNER[kind]
+    return await _people(conn, kind, f"{column} = %s ORDER BY {order} LIMIT %s", (owner, limit))
+
+
+async def people_by_owner(conn: Conn, kind: RecipientKind) -> dict[str, list[Recipient]]:
+    """Every owner's people of `kind` (as `_people_of` gives them), by owner id (for
+    notifier check)."""
+    column, order = _OWNER[kind]
+    found: dict[str, list[Recipient]] = {}
+    for r in await sql.rows(conn, f"{_PEOPLE_SQL[kind]} ORDER BY {column}, {order}"):
+        found.setdefault(r["owner"], []).append(_recipient(kind, r))
+    return found
 
 
 async def _nearest_station(conn: Conn, elder: Elder, local: time | datetime) -> list[Recipient]:
@@ -312,7 +353,7 @@ async def _nearest_station(conn: Conn, elder: Elder, local: time | datetime) -> 
 async def grid_workers_at(conn: Conn, grid_id: str, at: datetime) -> list[Recipient]:
     """The grid's grid workers on duty at `at`, or those standing in for them (role
     代班网格员) by the duty roster."""
-    workers = await _people(conn, "grid_worker", "grid_id = %s ORDER BY id", (grid_id,))
+    workers = await _people_of(conn, "grid_worker", grid_id)
     roster = await duty_db.load_roster(conn, "grid_worker", [w.id for w in workers])
     missing = stand_ins_needed(workers, roster, at)
     others = (
@@ -333,20 +374,14 @@ async def resolve(
         if kind == "grid_worker" and isinstance(local, datetime):
             found += await grid_workers_at(conn, elder.grid_id, local)
         elif kind == "grid_worker":
-            found += await _people(
-                conn, "grid_worker", "grid_id = %s ORDER BY id", (elder.grid_id,)
-            )
+            found += await _people_of(conn, "grid_worker", elder.grid_id)
         elif kind in ("family_first", "family_all"):
             limit = 1 if kind == "family_first" else None
-            found += await _people(
-                conn, "family", "elder_id = %s ORDER BY priority LIMIT %s", (elder.id, limit)
-            )
+            found += await _people_of(conn, "family", elder.id, limit)
         elif kind == "nearest_station":
             found += await _nearest_station(conn, elder, local)
         else:
-            found += await _people(
-                conn, "duty_officer", "district = %s ORDER BY id", (elder.district,)
-            )
+            found += await _people_of(conn, "duty_officer", elder.district)
     unique: dict[tuple[str, str], Recipient] = {}
     for r in found:
         unique.setdefault((r.kind, r.id), r)
