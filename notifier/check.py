@@ -8,7 +8,9 @@ officers, each on a channel their preferences allow and that has an address. An 
 with a moment when nobody is reached is listed (exit code 1). Grids with no grid worker
 on duty and no substitute are listed too, as gaps the other targets may cover.
 
-The decisions are pure (`Snapshot`, `find_gaps`) over what `load_snapshot` reads.
+The decisions are pure (`Snapshot`, `find_gaps`) over what `load_snapshot` reads. Who a
+target reaches (a grid's cover, an elder's station) is decided by the functions the
+escalation uses (notifier.targets.grid_cover, station_for), never a copy of them.
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ class _Reach:
         district: str | None,
         local: time | datetime,
     ) -> list[Station]:
-        """targets.reachable_stations over the snapshot's stations, once per moment."""
+        """targets.reachable_stations, once per moment and pool (`stations` and `roster`
+        are always the snapshot's)."""
         key = (local, district)
         if key not in self._reachable:
             self._reachable[key] = reachable_stations(stations, roster, district, local)
