@@ -8,7 +8,9 @@ officers, each on a channel their preferences allow and that has an address. An 
 with a moment when nobody is reached is listed (exit code 1). Grids with no grid worker
 on duty and no substitute are listed too, as gaps the other targets may cover.
 
-The decisions are pure (`Snapshot`, `find_gaps`) over what `load_snapshot` reads.
+The decisions are pure (`Snapshot`, `find_gaps`) over what `load_snapshot` reads. Who a
+target reaches (a grid's cover, an elder's station) is decided by the functions the
+escalation uses (notifier.targets.grid_cover, station_for), never a copy of them.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any, cast
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -28,7 +30,7 @@ from psycopg.rows import dict_row
 from carewatch.clock import SystemClock
 from carewatch.messages import Severity
 from carewatch.settings import Settings
-from notifier import duty_db, sql
+from notifier import duty_db, sql, targets
 from notifier.policies import (
     ChannelName,
     Policy,
@@ -39,16 +41,15 @@ from notifier.policies import (
     select_policy,
     step_channels,
 )
-from notifier.rosters import ChannelPreference, Roster, allowed_channels, covers
+from notifier.rosters import ChannelPreference, Roster, allowed_channels
 from notifier.sql import Conn
 from notifier.targets import (
-    ROLE_LABELS,
-    SUBSTITUTE_ROLE,
     Elder,
     Recipient,
     Station,
-    haversine_km,
-    stations_at,
+    grid_cover,
+    reachable_stations,
+    station_for,
 )
 
 CHECKED_SEVERITIES: tuple[Severity, ...] = ("critical", "warning")
@@ -71,59 +72,40 @@ class Snapshot:
     quiet: tuple[str, str] = ("22:00", "07:00")
 
 
-def grid_cover(snap: Snapshot, grid_id: str, at: datetime) -> list[Recipient]:
-    """The grid's grid workers on duty at `at`, or their substitutes (pure)."""
-    workers = snap.grid_workers.get(grid_id, [])
-    found = covers(snap.roster, "grid_worker", [w.id for w in workers], at)
-    out = []
-    for c in found:
-        person = snap.people.get(("grid_worker", c.member_id))
-        if person is not None:
-            role = SUBSTITUTE_ROLE if c.standing_in_for else person.role
-            out.append(
-                Recipient(
-                    person.kind, person.id, person.name, role, person.phone, person.wecom_userid
-                )
-            )
-    return out
-
-
 class _Reach:
     """Who the snapshot reaches at moments, with what does not depend on the elder
-    computed once per moment (grid cover, stations on duty) and the nearest station once
-    per elder and set of stations on duty."""
+    computed once per moment (grid cover, each pool's stations reachable)."""
 
     def __init__(self, snap: Snapshot) -> None:
         self.snap = snap
+        # stand-ins from other grids are looked up among all grid workers
+        self._workers = {pid: p for (kind, pid), p in snap.people.items() if kind == "grid_worker"}
         self._grids: dict[tuple[datetime, str], list[Recipient]] = {}
-        self._stations: dict[datetime, tuple[tuple[Station, ...], tuple[str, ...]]] = {}
-        self._nearest: dict[tuple[str, tuple[str, ...]], Station | None] = {}
+        self._reachable: dict[tuple[time | datetime, str | None], list[Station]] = {}
 
     def grid(self, grid_id: str, at: datetime) -> list[Recipient]:
         key = (at, grid_id)
         if key not in self._grids:
-            self._grids[key] = grid_cover(self.snap, grid_id, at)
+            workers = self.snap.grid_workers.get(grid_id, [])
+            self._grids[key] = grid_cover(workers, self.snap.roster, at, self._workers)
         return self._grids[key]
 
+    def reachable(
+        self,
+        stations: Sequence[Station],
+        roster: Roster,
+        district: str | None,
+        local: time | datetime,
+    ) -> list[Station]:
+        """targets.reachable_stations, once per moment and pool (`stations` and `roster`
+        are always the snapshot's)."""
+        key = (local, district)
+        if key not in self._reachable:
+            self._reachable[key] = reachable_stations(stations, roster, district, local)
+        return self._reachable[key]
+
     def station(self, elder: Elder, at: datetime) -> Station | None:
-        if at not in self._stations:
-            now_on = tuple(stations_at(self.snap.stations, self.snap.roster, at))
-            self._stations[at] = (now_on, tuple(s.id for s in now_on))
-        on_duty, ids = self._stations[at]
-        key = (elder.id, ids)
-        if key not in self._nearest:
-            # the elder's own district first, then any station (notifier.targets)
-            own = [s for s in on_duty if s.district == elder.district]
-            found: Station | None = None
-            for candidates in (own, on_duty):
-                if candidates:
-                    found = min(
-                        candidates,
-                        key=lambda s: (haversine_km(elder.lat, elder.lon, s.lat, s.lon), s.id),
-                    )
-                    break
-            self._nearest[key] = found
-        return self._nearest[key]
+        return station_for(self.snap.stations, self.snap.roster, elder, at, self.reachable)
 
     def targets(self, elder: Elder, kind: TargetKind, at: datetime) -> list[Recipient]:
         """What notifier.targets.resolve finds for one target kind (pure)."""
@@ -263,68 +245,20 @@ def find_gaps(snap: Snapshot, start: date, days: int, tz: str) -> CheckResult:
 # --- the edge ---------------------------------------------------------------------------
 
 
-def _people(rows: Iterable[dict[str, Any]], kind: str) -> list[Recipient]:
-    return [
-        Recipient(
-            cast(Any, kind),
-            str(r["id"]),
-            r["name"],
-            r.get("relation") or ROLE_LABELS[cast(Any, kind)],
-            r["phone"],
-            r["wecom_userid"],
-        )
-        for r in rows
-    ]
-
-
 async def load_snapshot(conn: Conn, settings: Settings) -> Snapshot:
-    elders = [
-        Elder(**r)
-        for r in await sql.rows(
-            conn,
-            "SELECT id, name, coalesce(address, '') AS address, district, grid_id, lat, lon,"
-            " care_profile_id AS care_profile FROM elders ORDER BY id",
-        )
-    ]
-    workers = await sql.rows(
-        conn, "SELECT id, name, phone, wecom_userid, grid_id FROM grid_workers ORDER BY id"
-    )
-    by_grid: dict[str, list[Recipient]] = {}
-    for row, person in zip(workers, _people(workers, "grid_worker"), strict=True):
-        by_grid.setdefault(row["grid_id"], []).append(person)
-    grids = await sql.rows(conn, "SELECT id FROM grids ORDER BY id")
-    for g in grids:
+    """Everything the check reads, through the loaders of notifier.targets and
+    notifier.duty_db the escalation reads the same rows with."""
+    by_grid = await targets.people_by_owner(conn, "grid_worker")
+    for g in await sql.rows(conn, "SELECT id FROM grids ORDER BY id"):
         by_grid.setdefault(g["id"], [])
-    contacts = await sql.rows(
-        conn,
-        "SELECT id, elder_id, name, relation, phone, wecom_userid FROM contacts"
-        " ORDER BY elder_id, priority",
-    )
-    family: dict[str, list[Recipient]] = {}
-    for row, person in zip(contacts, _people(contacts, "family"), strict=True):
-        family.setdefault(row["elder_id"], []).append(person)
-    officer_rows = await sql.rows(
-        conn, "SELECT id, district, name, phone, wecom_userid FROM duty_officers ORDER BY id"
-    )
-    officers: dict[str, list[Recipient]] = {}
-    for row, person in zip(officer_rows, _people(officer_rows, "duty_officer"), strict=True):
-        officers.setdefault(row["district"], []).append(person)
-    stations = [
-        Station(**r)
-        for r in await sql.rows(
-            conn,
-            "SELECT id, name, kind, lat, lon, staffed, duty_start, duty_end, phone,"
-            " wecom_userid, district FROM stations ORDER BY id",
-        )
-    ]
     people = {(p.kind, p.id): p for ps in by_grid.values() for p in ps}
     return Snapshot(
-        elders=elders,
+        elders=await targets.load_elders(conn),
         grid_workers=by_grid,
         people=cast(dict[tuple[str, str], Recipient], people),
-        family=family,
-        stations=stations,
-        officers=officers,
+        family=await targets.people_by_owner(conn, "family"),
+        stations=await targets.load_stations(conn),
+        officers=await targets.people_by_owner(conn, "duty_officer"),
         roster=await duty_db.load_roster(conn),
         preferences=await duty_db.load_preferences(conn),
         policies=await duty_db.load_policies(conn),

@@ -1,16 +1,19 @@
 """Turn policy target kinds into concrete recipients from the registry.
 
-The choice of station (great-circle distance, staffed, on duty at the local time) is a
-pure function over plain records; the SQL below only loads those records.
+Who a target kind reaches is decided by pure functions over plain records: which grid
+workers cover a grid (`grid_cover`) and which station an elder's alert goes to
+(`station_for`). The SQL below only loads those records; `carewatch notifier check`
+(notifier.check) calls the same functions over everything it loads at once, so the
+check cannot find coverage the escalation does not have.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from carewatch.phones import is_mobile
@@ -113,13 +116,18 @@ def on_duty(start: time, end: time, at: time) -> bool:
     return at >= start or at < end
 
 
+def _nearest(candidates: Sequence[Station], lat: float, lon: float) -> Station | None:
+    """The nearest of `candidates` (the lower id on a tie)."""
+    if not candidates:
+        return None
+    return min(candidates, key=lambda s: (haversine_km(lat, lon, s.lat, s.lon), s.id))
+
+
 def nearest_staffed_station(
     stations: Iterable[Station], lat: float, lon: float, local: time
 ) -> Station | None:
     candidates = [s for s in stations if s.staffed and on_duty(s.duty_start, s.duty_end, local)]
-    if not candidates:
-        return None
-    return min(candidates, key=lambda s: (haversine_km(lat, lon, s.lat, s.lon), s.id))
+    return _nearest(candidates, lat, lon)
 
 
 def stations_at(stations: Sequence[Station], roster: Roster, at: datetime) -> list[Station]:
@@ -141,10 +149,96 @@ def nearest_station_at(
     stations: Sequence[Station], roster: Roster, lat: float, lon: float, at: datetime
 ) -> Station | None:
     """The nearest station reachable at `at` (pure)."""
-    candidates = stations_at(stations, roster, at)
-    if not candidates:
-        return None
-    return min(candidates, key=lambda s: (haversine_km(lat, lon, s.lat, s.lon), s.id))
+    return _nearest(stations_at(stations, roster, at), lat, lon)
+
+
+def substitute_station_ids(roster: Roster) -> frozenset[str]:
+    """Every station named to stand in for a station on leave, whatever the dates (pure)."""
+    return frozenset(
+        lv.substitute_id
+        for lv in roster.leaves
+        if lv.member_kind == "station" and lv.substitute_id is not None
+    )
+
+
+def station_pool(
+    stations: Iterable[Station], roster: Roster, district: str | None, dated: bool
+) -> list[Station]:
+    """The stations considered for an elder of `district` (None: of any district): the
+    staffed ones, and with a date every station named as a substitute, wherever it is
+    and whether staffed or not (pure). A substitute is considered in every district's
+    pool, for itself as well as for the station it stands in for."""
+    subs = substitute_station_ids(roster) if dated else frozenset()
+    return [
+        s
+        for s in stations
+        if (s.staffed and (district is None or s.district == district)) or s.id in subs
+    ]
+
+
+def reachable_stations(
+    stations: Sequence[Station], roster: Roster, district: str | None, local: time | datetime
+) -> list[Station]:
+    """The stations of the pool of `district` (None: every district's) reachable at
+    `local`: by the rosters with a local date and time, by duty hours with a time
+    alone (pure)."""
+    if isinstance(local, datetime):
+        return stations_at(station_pool(stations, roster, district, True), roster, local)
+    pool = station_pool(stations, roster, district, False)
+    return [s for s in pool if s.staffed and on_duty(s.duty_start, s.duty_end, local)]
+
+
+Reachable = Callable[[Sequence[Station], Roster, str | None, time | datetime], Sequence[Station]]
+
+
+def station_for(
+    stations: Sequence[Station],
+    roster: Roster,
+    elder: Elder,
+    local: time | datetime,
+    reachable: Reachable = reachable_stations,
+) -> Station | None:
+    """The station a `nearest_station` target reaches for `elder` (pure): the nearest
+    reachable one of the elder's own district's pool, else of every district's. With a
+    local date and time the rosters apply (a station on leave passes on to its
+    substitute); with a time alone only the stations' duty hours.
+
+    `stations` may be every station, or only those of the elder's district with the
+    substitutes (the first pool needs no more): the answer is the same whenever one of
+    that pool is reachable. `reachable`: `reachable_stations`, or a memo of it."""
+    for district in (elder.district, None):
+        found = _nearest(reachable(stations, roster, district, local), elder.lat, elder.lon)
+        if found is not None:
+            return found
+    return None
+
+
+def stand_ins_needed(workers: Sequence[Recipient], roster: Roster, at: datetime) -> list[str]:
+    """Ids of grid workers of other grids standing in for `workers` at `at` (pure)."""
+    own = {w.id for w in workers}
+    found = covers(roster, "grid_worker", [w.id for w in workers], at)
+    return [c.member_id for c in found if c.member_id not in own]
+
+
+def grid_cover(
+    workers: Sequence[Recipient],
+    roster: Roster,
+    at: datetime,
+    others: Mapping[str, Recipient],
+) -> list[Recipient]:
+    """The grid's grid workers (`workers`, by id) on duty at `at`, or those standing in
+    for them by the roster, each once in member order (pure). A stand-in from another
+    grid is looked up in `others` (grid workers by id; one not there is left out) and
+    shown as 代班网格员; one of the grid's own keeps its role."""
+    by_id = {w.id: w for w in workers}
+    found = covers(roster, "grid_worker", [w.id for w in workers], at)
+    for c in found:
+        other = others.get(c.member_id)
+        if c.member_id not in by_id and other is not None:
+            by_id[c.member_id] = Recipient(
+                other.kind, other.id, other.name, SUBSTITUTE_ROLE, other.phone, other.wecom_userid
+            )
+    return [by_id[c.member_id] for c in found if c.member_id in by_id]
 
 
 def local_time(now_ms: int, tz: str) -> datetime:
@@ -154,61 +248,103 @@ def local_time(now_ms: int, tz: str) -> datetime:
 # --- registry look-ups -------------------------------------------------------------------
 
 
+_ELDER_SQL = (
+    "SELECT id, name, coalesce(address, '') AS address, district, grid_id, lat, lon,"
+    " care_profile_id AS care_profile FROM elders"
+)
+
+
 async def load_elder(conn: Conn, elder_id: str) -> Elder | None:
-    row = await sql.one(
-        conn,
-        "SELECT id, name, coalesce(address, '') AS address, district, grid_id, lat, lon,"
-        " care_profile_id AS care_profile FROM elders WHERE id = %s",
-        (elder_id,),
-    )
+    row = await sql.one(conn, f"{_ELDER_SQL} WHERE id = %s", (elder_id,))
     return Elder(**row) if row else None
 
 
-# Every person-like recipient table, selected into the same columns.
+async def load_elders(conn: Conn) -> list[Elder]:
+    """Every elder, by id (for notifier check)."""
+    return [Elder(**r) for r in await sql.rows(conn, f"{_ELDER_SQL} ORDER BY id")]
+
+
+# Every person-like recipient table, selected into the same columns, with whom they
+# belong to (a grid, an elder, a district) as `owner`.
 _PEOPLE_SQL: dict[RecipientKind, str] = {
-    "grid_worker": "SELECT id, name, NULL AS relation, phone, wecom_userid FROM grid_workers",
-    "family": "SELECT id::text AS id, name, relation, phone, wecom_userid FROM contacts",
-    "duty_officer": "SELECT id, name, NULL AS relation, phone, wecom_userid FROM duty_officers",
+    "grid_worker": "SELECT id, name, NULL AS relation, phone, wecom_userid, grid_id AS owner"
+    " FROM grid_workers",
+    "family": "SELECT id::text AS id, name, relation, phone, wecom_userid, elder_id AS owner"
+    " FROM contacts",
+    "duty_officer": "SELECT id, name, NULL AS relation, phone, wecom_userid, district AS owner"
+    " FROM duty_officers",
+}
+# The owner column of each kind and the order a target reaches them in within an owner.
+_OWNER: dict[RecipientKind, tuple[str, str]] = {
+    "grid_worker": ("grid_id", "id"),
+    "family": ("elder_id", "priority"),
+    "duty_officer": ("district", "id"),
 }
 _STATION_SQL = (
-    "SELECT id, name, kind, lat, lon, staffed, duty_start, duty_end, phone, wecom_userid"
-    " FROM stations"
+    "SELECT id, name, kind, lat, lon, staffed, duty_start, duty_end, phone, wecom_userid,"
+    " district FROM stations"
 )
+
+
+async def load_stations(conn: Conn) -> list[Station]:
+    """Every station, by id (for notifier check)."""
+    return [Station(**r) for r in await sql.rows(conn, f"{_STATION_SQL} ORDER BY id")]
+
+
+def _recipient(kind: RecipientKind, row: dict[str, Any]) -> Recipient:
+    return Recipient(
+        kind,
+        row["id"],
+        row["name"],
+        row["relation"] or ROLE_LABELS[kind],
+        row["phone"],
+        row["wecom_userid"],
+    )
 
 
 async def _people(
     conn: Conn, kind: RecipientKind, where: str, params: Sequence[object]
 ) -> list[Recipient]:
     found = await sql.rows(conn, f"{_PEOPLE_SQL[kind]} WHERE {where}", params)
-    return [
-        Recipient(
-            kind,
-            r["id"],
-            r["name"],
-            r["relation"] or ROLE_LABELS[kind],
-            r["phone"],
-            r["wecom_userid"],
-        )
-        for r in found
-    ]
+    return [_recipient(kind, r) for r in found]
+
+
+async def _people_of(
+    conn: Conn, kind: RecipientKind, owner: str, limit: int | None = None
+) -> list[Recipient]:
+    """The grid's grid workers, the elder's family or the district's duty officers, in
+    the order a target reaches them."""
+    column, order = _OWNER[kind]
+    return await _people(conn, kind, f"{column} = %s ORDER BY {order} LIMIT %s", (owner, limit))
+
+
+async def people_by_owner(conn: Conn, kind: RecipientKind) -> dict[str, list[Recipient]]:
+    """Every owner's people of `kind` (as `_people_of` gives them), by owner id (for
+    notifier check)."""
+    column, order = _OWNER[kind]
+    found: dict[str, list[Recipient]] = {}
+    for r in await sql.rows(conn, f"{_PEOPLE_SQL[kind]} ORDER BY {column}, {order}"):
+        found.setdefault(r["owner"], []).append(_recipient(kind, r))
+    return found
 
 
 async def _nearest_station(conn: Conn, elder: Elder, local: time | datetime) -> list[Recipient]:
-    # Stations of the elder's own district first; any staffed station if none is on duty
-    # there. With a date, rosters apply (and a station on leave passes on to its
-    # substitute, wherever it is).
+    # The elder's own district's stations (with the substitutes) first, every station
+    # only if none of those is reachable: station_for gives the same answer over either.
+    dated = isinstance(local, datetime)
     for where, params in ((" AND district = %s", (elder.district,)), ("", ())):
         query = f"{_STATION_SQL} WHERE staffed{where}"
-        if isinstance(local, datetime):
+        if dated:
             query += (
                 " OR id IN (SELECT substitute_id FROM duty_leaves WHERE member_kind = 'station')"
             )
         stations = [Station(**r) for r in await sql.rows(conn, query, params)]
-        if isinstance(local, datetime):
-            roster = await duty_db.load_roster(conn, "station", [s.id for s in stations])
-            found = nearest_station_at(stations, roster, elder.lat, elder.lon, local)
-        else:
-            found = nearest_staffed_station(stations, elder.lat, elder.lon, local)
+        roster = (
+            await duty_db.load_roster(conn, "station", [s.id for s in stations])
+            if dated
+            else Roster()
+        )
+        found = station_for(stations, roster, elder, local)
         if found:
             return [found.as_recipient()]
     return []
@@ -217,15 +353,15 @@ async def _nearest_station(conn: Conn, elder: Elder, local: time | datetime) -> 
 async def grid_workers_at(conn: Conn, grid_id: str, at: datetime) -> list[Recipient]:
     """The grid's grid workers on duty at `at`, or those standing in for them (role
     代班网格员) by the duty roster."""
-    workers = await _people(conn, "grid_worker", "grid_id = %s ORDER BY id", (grid_id,))
+    workers = await _people_of(conn, "grid_worker", grid_id)
     roster = await duty_db.load_roster(conn, "grid_worker", [w.id for w in workers])
-    found = covers(roster, "grid_worker", [w.id for w in workers], at)
-    by_id = {w.id: w for w in workers}
-    missing = [c.member_id for c in found if c.member_id not in by_id]
-    if missing:
-        for r in await _people(conn, "grid_worker", "id = ANY(%s)", (missing,)):
-            by_id[r.id] = Recipient(r.kind, r.id, r.name, SUBSTITUTE_ROLE, r.phone, r.wecom_userid)
-    return [by_id[c.member_id] for c in found if c.member_id in by_id]
+    missing = stand_ins_needed(workers, roster, at)
+    others = (
+        {r.id: r for r in await _people(conn, "grid_worker", "id = ANY(%s)", (missing,))}
+        if missing
+        else {}
+    )
+    return grid_cover(workers, roster, at, others)
 
 
 async def resolve(
@@ -238,20 +374,14 @@ async def resolve(
         if kind == "grid_worker" and isinstance(local, datetime):
             found += await grid_workers_at(conn, elder.grid_id, local)
         elif kind == "grid_worker":
-            found += await _people(
-                conn, "grid_worker", "grid_id = %s ORDER BY id", (elder.grid_id,)
-            )
+            found += await _people_of(conn, "grid_worker", elder.grid_id)
         elif kind in ("family_first", "family_all"):
             limit = 1 if kind == "family_first" else None
-            found += await _people(
-                conn, "family", "elder_id = %s ORDER BY priority LIMIT %s", (elder.id, limit)
-            )
+            found += await _people_of(conn, "family", elder.id, limit)
         elif kind == "nearest_station":
             found += await _nearest_station(conn, elder, local)
         else:
-            found += await _people(
-                conn, "duty_officer", "district = %s ORDER BY id", (elder.district,)
-            )
+            found += await _people_of(conn, "duty_officer", elder.district)
     unique: dict[tuple[str, str], Recipient] = {}
     for r in found:
         unique.setdefault((r.kind, r.id), r)

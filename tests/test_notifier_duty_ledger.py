@@ -16,7 +16,7 @@ import pytest
 from carewatch.settings import Settings
 from harness.services import await_until
 from notifier import targets
-from notifier.check import cli_check, run_check
+from notifier.check import _Reach, cli_check, load_snapshot, run_check
 from notifier.policies import TargetKind
 from notifier.policy_ledger import import_files
 from registry import importer
@@ -295,3 +295,6 @@ async def test_resolve_applies_rosters_given_a_date_and_keeps_old_hours_given_a_
             ("grid_worker", GRID_WORKER_ID),
             ("station", FAR_STAFFED),
         ]
+        # `carewatch notifier check` finds the same recipients over what it loads
+        reach = _Reach(await load_snapshot(conn, Settings(database_url=db_dsn)))
+        assert [r for kind in kinds for r in reach.targets(elder, kind, when)] == found

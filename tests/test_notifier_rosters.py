@@ -3,6 +3,7 @@ channel preferences, the policy/roster ledger parser and the reachability check.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -281,3 +282,47 @@ def test_xlsx_rosters_with_typed_time_and_date_cells_parse(tmp_path: Path) -> No
     assert [s for _, s in parsed.shifts] == [
         Shift("station", "S1", frozenset({6}), time(9), time(17, 30))
     ]
+
+
+def test_check_reaches_the_station_the_escalation_reaches() -> None:
+    """A station of the elder's district on leave passes on to its substitute of another
+    district, and the escalation (notifier.targets.station_for) counts the substitute
+    in the district's pool. The check used to keep only stations of the elder's own
+    district there, picked another station that has WeCom, and said the elder was
+    reached while the escalation went to the substitute, which has no WeCom."""
+    elder = Elder("E1", "王秀英", "", "渝中区", "G1", 29.50, 106.50)
+
+    def station(sid: str, lat: float, district: str, wecom: str | None, staffed: bool) -> Station:
+        return Station(sid, sid, "community_station", lat, 106.50, staffed, time(0), time(0),
+                       "023-63851234", wecom, district)  # fmt: skip
+
+    stations = [
+        station("A1", 29.55, "渝中区", "a1", True),  # on leave on Wednesday
+        station("A2", 29.70, "渝中区", "a2", True),  # the district's other station, far away
+        station("B1", 29.501, "江北区", None, False),  # A1's substitute, near, a landline only
+    ]
+    step = (Step(("nearest_station",), ("wecom",)),)
+    snap = Snapshot(
+        elders=[elder],
+        grid_workers={},
+        people={},
+        family={},
+        stations=stations,
+        officers={},
+        roster=Roster((), (Leave("station", "A1", wd(3), wd(3), "B1"),)),
+        policies=[ScopedPolicy(severity, None, None, step) for severity in ("critical", "warning")],
+        quiet=("00:00", "00:00"),
+    )
+    result = find_gaps(snap, MONDAY, 7, "Asia/Shanghai")
+    assert [(g.severity, g.policy) for g in result.unreached] == [
+        ("critical", "critical@*/*"),
+        ("warning", "warning@*/*"),
+    ]
+    wednesday = [("2026-12-09T00:00+08:00", "2026-12-10T00:00+08:00")]
+    assert all([(w.start, w.end) for w in g.windows] == wednesday for g in result.unreached)
+    # staffed, the substitute is in the district's pool on its own hours too, every day
+    # (it is named in a leave): the escalation goes to it, never to A1 or A2
+    staffed = replace(snap, stations=[*stations[:2], replace(stations[2], staffed=True)])
+    always = find_gaps(staffed, MONDAY, 7, "Asia/Shanghai")
+    week = [("2026-12-07T00:00+08:00", "2026-12-14T00:00+08:00")]
+    assert [[(w.start, w.end) for w in g.windows] for g in always.unreached] == [week, week]
