@@ -130,14 +130,21 @@ def nearest_staffed_station(
     return _nearest(candidates, lat, lon)
 
 
-def stations_at(stations: Sequence[Station], roster: Roster, at: datetime) -> list[Station]:
+def stations_at(
+    stations: Sequence[Station],
+    roster: Roster,
+    at: datetime,
+    asked: Callable[[Station], bool] | None = None,
+) -> list[Station]:
     """The staffed stations reachable at local time `at`: on duty by their roster (or,
-    without one, their duty hours), or standing in for one on leave (pure)."""
+    without one, their duty hours), or standing in for one on leave (pure). `asked`:
+    which of `stations` are asked about (default: every one); the others are there only
+    to stand in for them."""
     by_id = {s.id: s for s in stations}
     hours = {s.id: on_duty(s.duty_start, s.duty_end, at.time()) for s in stations}
     found: dict[str, Station] = {}
     for station in stations:
-        if not station.staffed:
+        if not station.staffed or (asked is not None and not asked(station)):
             continue
         cover = cover_for(roster, "station", station.id, at, hours)
         if cover is not None and cover.member_id in by_id:
@@ -164,10 +171,10 @@ def substitute_station_ids(roster: Roster) -> frozenset[str]:
 def station_pool(
     stations: Iterable[Station], roster: Roster, district: str | None, dated: bool
 ) -> list[Station]:
-    """The stations considered for an elder of `district` (None: of any district): the
+    """The stations loaded for an elder of `district` (None: of any district): the
     staffed ones, and with a date every station named as a substitute, wherever it is
-    and whether staffed or not (pure). A substitute is considered in every district's
-    pool, for itself as well as for the station it stands in for."""
+    and whether staffed or not (pure). A substitute of another district is there only
+    to stand in for the station on leave (reachable_stations), never for itself."""
     subs = substitute_station_ids(roster) if dated else frozenset()
     return [
         s
@@ -183,7 +190,8 @@ def reachable_stations(
     `local`: by the rosters with a local date and time, by duty hours with a time
     alone (pure)."""
     if isinstance(local, datetime):
-        return stations_at(station_pool(stations, roster, district, True), roster, local)
+        pool = station_pool(stations, roster, district, True)
+        return stations_at(pool, roster, local, lambda s: district in (None, s.district))
     pool = station_pool(stations, roster, district, False)
     return [s for s in pool if s.staffed and on_duty(s.duty_start, s.duty_end, local)]
 

@@ -320,9 +320,12 @@ def test_check_reaches_the_station_the_escalation_reaches() -> None:
     ]
     wednesday = [("2026-12-09T00:00+08:00", "2026-12-10T00:00+08:00")]
     assert all([(w.start, w.end) for w in g.windows] == wednesday for g in result.unreached)
-    # staffed, the substitute is in the district's pool on its own hours too, every day
-    # (it is named in a leave): the escalation goes to it, never to A1 or A2
+    # staffed, the substitute of another district still takes the district's alerts only
+    # while it stands in: on its own hours it is not in the elder's district's first
+    # round, even though it is the nearest (A1 with WeCom is reached the other days)
     staffed = replace(snap, stations=[*stations[:2], replace(stations[2], staffed=True)])
-    always = find_gaps(staffed, MONDAY, 7, "Asia/Shanghai")
-    week = [("2026-12-07T00:00+08:00", "2026-12-14T00:00+08:00")]
-    assert [[(w.start, w.end) for w in g.windows] for g in always.unreached] == [week, week]
+    standing_in = find_gaps(staffed, MONDAY, 7, "Asia/Shanghai")
+    assert [[(w.start, w.end) for w in g.windows] for g in standing_in.unreached] == [
+        wednesday,
+        wednesday,
+    ]

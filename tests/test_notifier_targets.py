@@ -72,9 +72,12 @@ def test_a_substitute_of_another_district_stands_in_within_the_elder_s_district(
     assert station_for(stations, roster, ELDER, time(10)) == on_leave
 
 
-def test_every_named_substitute_is_in_every_district_s_pool() -> None:
-    """As the escalation has always loaded them: a staffed station named as anyone's
-    substitute competes in the first pool on its own hours too (notifier.targets)."""
+def test_a_substitute_of_another_district_is_reached_only_standing_in() -> None:
+    """A station named as a substitute (here for an old leave of a station elsewhere) is
+    loaded with the district's pool, but reached for an elder of another district only
+    while it stands in for one of that district's stations: not on its own hours, even
+    when it is nearer (a station across a district border once took such an elder's
+    SOS in the first round whenever it had ever been anyone's substitute)."""
     own_far = _station("A2", 29.70)
     sub_near = _station("C1", 29.501, district="江北区")
     roster = Roster((), (Leave("station", "X9", date(2020, 1, 1), date(2020, 1, 2), "C1"),))
@@ -82,8 +85,10 @@ def test_every_named_substitute_is_in_every_district_s_pool() -> None:
     assert substitute_station_ids(roster) == {"C1"}
     assert station_pool(stations, roster, "渝中区", dated=True) == stations
     assert station_pool(stations, roster, "渝中区", dated=False) == [own_far]
-    assert station_for(stations, roster, ELDER, at(WEDNESDAY, 10)) == sub_near
+    assert station_for(stations, roster, ELDER, at(WEDNESDAY, 10)) == own_far
     assert station_for(stations, roster, ELDER, time(10)) == own_far
+    # with no station of its own district reachable, every district's are: C1 is nearest
+    assert station_for([sub_near], roster, ELDER, at(WEDNESDAY, 10)) == sub_near
 
 
 def test_the_district_s_stations_with_the_substitutes_give_the_same_answer_as_all() -> None:
