@@ -247,13 +247,15 @@ def find_gaps(snap: Snapshot, start: date, days: int, tz: str) -> CheckResult:
 
 async def load_snapshot(conn: Conn, settings: Settings) -> Snapshot:
     """Everything the check reads, through the loaders of notifier.targets and
-    notifier.duty_db the escalation reads the same rows with."""
+    notifier.duty_db the escalation reads the same rows with. The elders first: on a
+    database that was never migrated, their table is the one the error names."""
+    elders = await targets.load_elders(conn)
     by_grid = await targets.people_by_owner(conn, "grid_worker")
     for g in await sql.rows(conn, "SELECT id FROM grids ORDER BY id"):
         by_grid.setdefault(g["id"], [])
     people = {(p.kind, p.id): p for ps in by_grid.values() for p in ps}
     return Snapshot(
-        elders=await targets.load_elders(conn),
+        elders=elders,
         grid_workers=by_grid,
         people=cast(dict[tuple[str, str], Recipient], people),
         family=await targets.people_by_owner(conn, "family"),
