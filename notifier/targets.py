@@ -123,13 +123,6 @@ def _nearest(candidates: Sequence[Station], lat: float, lon: float) -> Station |
     return min(candidates, key=lambda s: (haversine_km(lat, lon, s.lat, s.lon), s.id))
 
 
-def nearest_staffed_station(
-    stations: Iterable[Station], lat: float, lon: float, local: time
-) -> Station | None:
-    candidates = [s for s in stations if s.staffed and on_duty(s.duty_start, s.duty_end, local)]
-    return _nearest(candidates, lat, lon)
-
-
 def stations_at(
     stations: Sequence[Station],
     roster: Roster,
@@ -150,13 +143,6 @@ def stations_at(
         if cover is not None and cover.member_id in by_id:
             found.setdefault(cover.member_id, by_id[cover.member_id])
     return list(found.values())
-
-
-def nearest_station_at(
-    stations: Sequence[Station], roster: Roster, lat: float, lon: float, at: datetime
-) -> Station | None:
-    """The nearest station reachable at `at` (pure)."""
-    return _nearest(stations_at(stations, roster, at), lat, lon)
 
 
 def substitute_station_ids(roster: Roster) -> frozenset[str]:
@@ -205,6 +191,7 @@ def station_for(
     elder: Elder,
     local: time | datetime,
     reachable: Reachable = reachable_stations,
+    own_district_only: bool = False,
 ) -> Station | None:
     """The station a `nearest_station` target reaches for `elder` (pure): the nearest
     reachable one of the elder's own district's pool, else of every district's. With a
@@ -212,9 +199,10 @@ def station_for(
     substitute); with a time alone only the stations' duty hours.
 
     `stations` may be every station, or only those of the elder's district with the
-    substitutes (the first pool needs no more): the answer is the same whenever one of
-    that pool is reachable. `reachable`: `reachable_stations`, or a memo of it."""
-    for district in (elder.district, None):
+    substitutes, asked with `own_district_only` (the first pool needs no more; every
+    district's needs every station): the answer is the same whenever one of that pool
+    is reachable. `reachable`: `reachable_stations`, or a memo of it."""
+    for district in (elder.district,) if own_district_only else (elder.district, None):
         found = _nearest(reachable(stations, roster, district, local), elder.lat, elder.lon)
         if found is not None:
             return found
@@ -339,6 +327,8 @@ async def people_by_owner(conn: Conn, kind: RecipientKind) -> dict[str, list[Rec
 async def _nearest_station(conn: Conn, elder: Elder, local: time | datetime) -> list[Recipient]:
     # The elder's own district's stations (with the substitutes) first, every station
     # only if none of those is reachable: station_for gives the same answer over either.
+    # The first query holds some other districts' stations (substitutes) but not all of
+    # them, so only its own district's round is asked of it.
     dated = isinstance(local, datetime)
     for where, params in ((" AND district = %s", (elder.district,)), ("", ())):
         query = f"{_STATION_SQL} WHERE staffed{where}"
@@ -352,7 +342,7 @@ async def _nearest_station(conn: Conn, elder: Elder, local: time | datetime) -> 
             if dated
             else Roster()
         )
-        found = station_for(stations, roster, elder, local)
+        found = station_for(stations, roster, elder, local, own_district_only=bool(where))
         if found:
             return [found.as_recipient()]
     return []

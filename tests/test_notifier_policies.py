@@ -20,7 +20,8 @@ from notifier.policies import (
     policy_for,
     step_channels,
 )
-from notifier.targets import Station, haversine_km, nearest_staffed_station, on_duty
+from notifier.rosters import Roster
+from notifier.targets import Elder, Station, haversine_km, on_duty, station_for
 
 WAIT_S = 120.0
 
@@ -82,10 +83,11 @@ def test_nearest_station_skips_unstaffed_and_off_duty_stations() -> None:
     far_night = _station("night", 29.5450, 106.5700, hours="20-08")
     stations = [near_unstaffed, near_day_only, far_night]
 
-    assert nearest_staffed_station(stations, *HOME, time(10, 0)) == near_day_only
+    elder = Elder("E1", "王秀英", "", "", "G1", *HOME)
+    assert station_for(stations, Roster(), elder, time(10, 0)) == near_day_only
     # at 23:00 only the station with a night shift (wrapping past midnight) is on duty
-    assert nearest_staffed_station(stations, *HOME, time(23, 0)) == far_night
-    assert nearest_staffed_station([near_unstaffed], *HOME, time(10, 0)) is None
+    assert station_for(stations, Roster(), elder, time(23, 0)) == far_night
+    assert station_for([near_unstaffed], Roster(), elder, time(10, 0)) is None
 
 
 def test_duty_windows() -> None:

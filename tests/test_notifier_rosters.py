@@ -23,7 +23,7 @@ from notifier.rosters import (
     covers,
     shift_covers,
 )
-from notifier.targets import Elder, Recipient, Station, nearest_station_at
+from notifier.targets import Elder, Recipient, Station, station_for
 from registry.ledger_format import write_csv
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -123,11 +123,11 @@ def test_station_rosters_and_a_closed_station_s_substitute() -> None:
         (Shift("station", "NEAR", frozenset({1, 2, 3, 4, 5}), time(8), time(18)),),
         (Leave("station", "NEAR", wd(3), wd(3), "FAR"),),
     )
-    home = (29.49, 106.5)
-    assert nearest_station_at([near, far], roster, *home, at(wd(1), 9)) == near
-    assert nearest_station_at([near, far], roster, *home, at(wd(1), 19)) == far
-    assert nearest_station_at([near, far], roster, *home, at(wd(3), 9)) == far
-    assert nearest_station_at([near], roster, *home, at(wd(6), 9)) is None
+    home = Elder("E1", "王秀英", "", "", "G1", 29.49, 106.5)
+    assert station_for([near, far], roster, home, at(wd(1), 9)) == near
+    assert station_for([near, far], roster, home, at(wd(1), 19)) == far
+    assert station_for([near, far], roster, home, at(wd(3), 9)) == far
+    assert station_for([near], roster, home, at(wd(6), 9)) is None
 
 
 # --- channel preferences ----------------------------------------------------------------

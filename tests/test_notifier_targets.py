@@ -92,8 +92,11 @@ def test_a_substitute_of_another_district_is_reached_only_standing_in() -> None:
 
 
 def test_the_district_s_stations_with_the_substitutes_give_the_same_answer_as_all() -> None:
-    """What the escalation loads first (the district's staffed stations and every
-    substitute) decides like every station whenever one of them is reachable."""
+    """What the escalation loads first (the district's pool: its staffed stations and
+    every named substitute) decides its own district's round like every station does;
+    when that round finds nobody, the escalation asks every station. A staffed
+    substitute of another district (C1, named for an old leave, open and nearer than
+    D1) must not win the every-district round over that partial pool."""
     stations = [
         _station("A1", 29.55, hours="08-18"),
         _station("A2", 29.70, hours="20-08"),
@@ -101,19 +104,31 @@ def test_the_district_s_stations_with_the_substitutes_give_the_same_answer_as_al
         _station("B1", 29.501, district="江北区", staffed=False),
         _station("B2", 29.502, district="江北区", hours="08-20"),
         _station("C1", 29.49, district="南岸区", hours="12-14"),
+        _station("D1", 29.499, district="沙坪坝区", hours="12-14"),
     ]
     roster = Roster(
         (Shift("station", "A1", frozenset({1, 2, 3, 4, 5}), time(9), time(17)),),
-        (Leave("station", "A1", WEDNESDAY, WEDNESDAY, "B1"),),
+        (
+            Leave("station", "A1", WEDNESDAY, WEDNESDAY, "B1"),
+            Leave("station", "X9", date(2020, 1, 1), date(2020, 1, 2), "C1"),
+        ),
     )
-    subs = substitute_station_ids(roster)
-    loaded = [s for s in stations if (s.staffed and s.district == ELDER.district) or s.id in subs]
+    loaded = station_pool(stations, roster, ELDER.district, dated=True)
+    assert {s.id for s in loaded} == {"A1", "A2", "B1", "C1"}
+    asked_all = 0
     for day in (WEDNESDAY, date(2026, 12, 10), date(2026, 12, 12)):
         for hh in range(24):
             moment = at(day, hh)
-            first = station_for(loaded, roster, ELDER, moment)
-            if first is not None:
-                assert first == station_for(stations, roster, ELDER, moment), moment
+            everyone = station_for(stations, roster, ELDER, moment)
+            first = station_for(loaded, roster, ELDER, moment, own_district_only=True)
+            if first is None:
+                asked_all += 1  # the escalation's second query: every station
+            else:
+                assert first == everyone, moment
+            escalation = first or station_for(stations, roster, ELDER, moment)
+            assert escalation == everyone, moment
+    assert asked_all  # the weekend's noon: no station of its own, D1 (never C1) is reached
+    assert station_for(stations, roster, ELDER, at(date(2026, 12, 12), 12)).id == "D1"  # type: ignore[union-attr]
 
 
 # --- grid workers ------------------------------------------------------------------------
