@@ -235,7 +235,14 @@ def _drain(
         trace.sample()
         samples.append((trace.walls[-1], read - base_read, acked - base_read))
         published = publisher is None or not publisher.is_alive()
-        if read > base_read and published and group_drained(r, shards):
+        # drained, and every event handled (a group not yet created, or a publisher
+        # that died, would look drained): the metrics are scraped only then
+        if (
+            read > base_read
+            and published
+            and group_drained(r, shards)
+            and _consumed(url) - base_deliveries >= count
+        ):
             break
         time.sleep(0.05)
     first_wall, _, first_acked = next(s for s in samples if s[1] > 0)

@@ -11,8 +11,9 @@ session (QoS 1) on a private Mosquitto while its subscriber is offline, then dra
 (b) the ingest worker doing its whole job (validate, dedup in Redis, COPY to PostgreSQL,
     publish every event on the bus, PUBACK once durable) as the `carewatch ingest`
     process; timed from the first message it received (its own receive stamp, so its
-    ~1 s of Python start-up is not counted) until all N rows are in `telemetry` and all
-    N events are on the events streams.
+    ~1 s of Python start-up is not counted) until all N rows are in `telemetry` and the
+    worker has published all N events (its carewatch_bus_published_total: the
+    telemetry streams hold them in batches, docs/adr/0006).
 
 Mosquitto (2.0) queues QoS 1 messages for an offline session with only a shared
 subscription, so (b) is a real backlog drain; the benchmark checks this first.

@@ -10,8 +10,9 @@ durable pull consumer (JetStream) shares a stream between the workers of one kin
 consumers acknowledge after their side effects are durable, and what a crashed consumer
 left unacknowledged is delivered again after `reclaim_idle_ms` (Redis: reclaimed with
 XAUTOCLAIM; JetStream: its ack wait, or the delay of a negative acknowledgement after a
-handler failed). Handlers must therefore be idempotent by message id, and all of ours
-are. Which backend runs is configuration only (`CAREWATCH_BUS_BACKEND=redis|nats`);
+handler failed). Handlers must therefore be idempotent, and all of ours are: by event
+id (each event of a telemetry batch by its own) or alert change id. Which backend runs
+is configuration only (`CAREWATCH_BUS_BACKEND=redis|nats`);
 nothing above this module knows.
 
 Each Bus instance owns everything it consumes and publishes with (connections,
@@ -47,7 +48,7 @@ from carewatch.metrics import BUS_LAG
 from carewatch.settings import Settings
 
 ALERTS_STREAM = "alerts"
-STREAM_MAXLEN = 1_000_000
+STREAM_MAXLEN = 1_000_000  # entries per stream; a telemetry stream's are batches (below)
 MAX_BATCH = 100  # entries per read of a batch subscriber
 NATS_STREAM = JStream("CAREWATCH", subjects=["cw.>"], max_msgs=STREAM_MAXLEN * 10)
 LAG_INTERVAL_S = 5.0
@@ -70,10 +71,23 @@ def events_stream(shard: int) -> str:
     return f"events.{shard}"
 
 
+_TELEMETRY_PREFIX = "telemetry."
+
+
 def telemetry_stream(shard: int) -> str:
     """Periodic telemetry of one shard. Kept apart from events so that an SOS never
     waits behind a telemetry backlog; both are consumed by the shard's one owner."""
-    return f"telemetry.{shard}"
+    return f"{_TELEMETRY_PREFIX}{shard}"
+
+
+def stream_maxlen(stream: str, telemetry_per_message: int) -> int:
+    """The length (entries) a stream is trimmed to. A telemetry entry holds up to
+    `telemetry_per_message` readings (docs/adr/0006), so its streams keep that many
+    times fewer entries: at most about STREAM_MAXLEN readings, the memory bound they
+    always had (Redis runs with noeviction: a full Redis would refuse an SOS too)."""
+    if stream.startswith(_TELEMETRY_PREFIX):
+        return max(1, STREAM_MAXLEN // telemetry_per_message)
+    return STREAM_MAXLEN
 
 
 def stream_for(event_type: str, shard: int) -> str:
@@ -266,7 +280,7 @@ def make_bus(settings: Settings) -> Bus:
     """The bus the settings name: the one place that knows which backends exist."""
     if settings.bus_backend == "nats":
         return NatsBus(settings.nats_url)
-    return RedisBus(settings.redis_url)
+    return RedisBus(settings.redis_url, settings.bus_telemetry_per_message)
 
 
 # -- Redis Streams -------------------------------------------------------------------------
@@ -291,15 +305,16 @@ def redis_frame(body: bytes, correlation_id: str) -> bytes:
 # Every XADD of a batch in one command. With a pipeline of XADDs redis-py spent more
 # time packing N commands and parsing N entry ids than Redis spent appending (~22 % of
 # ingest's CPU); one script call packs once and returns a count. The entries go as one
-# argument, each a (stream number, frame length) head and the frame, streams in KEYS:
+# argument, each a (stream number, frame length) head and the frame, streams in KEYS
+# and each stream's length cap in ARGV after the field name and the entries:
 # redis-py packs every argument in Python (~0.4 us each). Lua's struct reads the heads
 # ('c0' takes the length just read); its cmsgpack cannot, it has no binary type.
 _XADD_ALL = """
-local blob, pos, count = ARGV[3], 1, 0
+local blob, pos, count = ARGV[2], 1, 0
 while pos <= #blob do
     local number, frame
     number, frame, pos = struct.unpack('>HI4c0', blob, pos)
-    redis.call('XADD', KEYS[number], 'MAXLEN', '~', ARGV[1], '*', ARGV[2], frame)
+    redis.call('XADD', KEYS[number], 'MAXLEN', '~', ARGV[2 + number], '*', ARGV[1], frame)
     count = count + 1
 end
 return count
@@ -317,8 +332,9 @@ class RedisAppender:
     """Appends batches of entries (same field, same framing, same approximate length cap
     as a single publish), in one round trip and one command per batch."""
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, telemetry_per_message: int = 1) -> None:
         self._script = redis.register_script(_XADD_ALL)
+        self._per_message = telemetry_per_message
 
     async def append(self, entries: Sequence[tuple[str, bytes, str]]) -> None:
         """(stream, body, correlation id) per entry, appended in order."""
@@ -333,7 +349,8 @@ class RedisAppender:
                 frame,
             )
         blob = large_arg(b"".join(parts))
-        await self._script(keys=list(numbers), args=[STREAM_MAXLEN, DATA_KEY, blob])
+        caps = [stream_maxlen(stream, self._per_message) for stream in numbers]
+        await self._script(keys=list(numbers), args=[DATA_KEY, blob, *caps])
 
 
 class RedisBus(Bus):
@@ -341,16 +358,18 @@ class RedisBus(Bus):
     (one script call per publish_many), consumers are carewatch.bus_batch_reader's
     consumer-group readers (docs/adr/0002), one per subscription."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, telemetry_per_message: int = 1) -> None:
         super().__init__()
         self._url = url
         self._client: Redis = Redis.from_url(url)
-        self._appender = RedisAppender(self._client)
+        self._per_message = telemetry_per_message
+        self._appender = RedisAppender(self._client, telemetry_per_message)
         self._readers: list[RedisBatchReader] = []
 
     async def publish(self, stream: str, body: bytes, *, message_id: str | None = None) -> None:
         frame = redis_frame(body, message_id or str(uuid.uuid4()))
-        await self._client.xadd(stream, {DATA_KEY: frame}, maxlen=STREAM_MAXLEN)
+        maxlen = stream_maxlen(stream, self._per_message)
+        await self._client.xadd(stream, {DATA_KEY: frame}, maxlen=maxlen)
 
     async def publish_many(self, entries: Sequence[tuple[str, bytes, str]]) -> None:
         await self._appender.append(entries)

@@ -46,13 +46,14 @@ class Settings(BaseSettings):
     bus_backend: Literal["redis", "nats"] = "redis"
     bus_shards: int = Field(8, ge=1, le=1024, description="number of events.{shard} streams")
     bus_telemetry_per_message: int = Field(
-        100,
+        10,
         ge=1,
-        le=1000,
+        le=100,
         description="most telemetry readings ingest puts in one bus message (a batch per"
-        " shard and micro-batch, docs/adr/0006-telemetry-batches-on-the-bus.md); 1 sends"
-        " one per message, as before that ADR: for a rolling upgrade while rules workers"
-        " older than it still run",
+        " shard and micro-batch, docs/adr/0006-telemetry-batches-on-the-bus.md); a"
+        " telemetry stream keeps this many times fewer entries, so about as many readings;"
+        " 1 sends one per message, as before that ADR: for a rolling upgrade while rules"
+        " workers older than it still run",
     )
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883

@@ -23,11 +23,11 @@ from carewatch.metrics import BUS_PUBLISHED, STAGE_LATENCY, observe_many
 _LATENCY = STAGE_LATENCY.labels("ingest")
 
 # A telemetry batch message holds at most CAREWATCH_BUS_TELEMETRY_PER_MESSAGE events
-# (default 100), and stops growing past this many bytes (one event may carry a
-# 4096-sample accelerometer window, ~100 kB): a bus message stays well under any
-# backend's limit (JetStream's default is 1 MB), a read of a backlog (up to 800 messages
-# on Redis) holds about what 800 single events did at worst, and a redelivery after a
-# failed handler repeats a bounded amount of work.
+# (default 10) and, past the first event, no more than this many bytes (one event may
+# carry a 4096-sample accelerometer window, ~100 kB): a bus message stays well under any
+# backend's limit (JetStream's default is 1 MB), and a read of a backlog (up to 800
+# messages on Redis) or its redelivery after a failed handler holds a bounded number of
+# events (8,000 by default, fewer than the rules engine remembers observing).
 TELEMETRY_MESSAGE_BYTES = 128 * 1024
 
 
@@ -62,16 +62,15 @@ def bus_messages(
             out.append((stream, body, event.id, 1))
             continue
         batch = open_batches.get(stream)
+        if batch is not None and batch[2] + len(body) + 3 > TELEMETRY_MESSAGE_BYTES:  # ",", "[]"
+            close(stream)  # this event would take the batch past its byte limit
+            batch = None
         if batch is None:
-            open_batches[stream] = ([body], event.id, len(body))
-            if per_message == 1:
-                close(stream)
-            continue
+            batch = open_batches[stream] = ([], event.id, -1)  # -1: no comma before the first
         parts, first_id, size = batch
         parts.append(body)
-        size += len(body) + 1
-        open_batches[stream] = (parts, first_id, size)
-        if len(parts) >= per_message or size >= TELEMETRY_MESSAGE_BYTES:
+        open_batches[stream] = (parts, first_id, size + 1 + len(body))
+        if len(parts) >= per_message:
             close(stream)
     for stream in list(open_batches):
         close(stream)
@@ -85,7 +84,9 @@ class BusPublisher:
         self._per_message = telemetry_per_message
 
     async def publish(self, events: Sequence[tuple[Event, float]]) -> None:
-        """Publish (event, received_at monotonic) pairs in one round trip, in order."""
+        """Publish (event, received_at monotonic) pairs in one round trip, in order within
+        each stream (a device event may go out before telemetry that came before it: the
+        two lanes are read apart anyway)."""
         if not events:
             return
         messages = bus_messages([event for event, _ in events], self._shards, self._per_message)

@@ -134,6 +134,7 @@ class EventHandler:
             for body in bodies:
                 if is_event_batch(body):
                     items = await self._unbatch(stream, body, consumed)
+                    now = now_ms()
                 else:
                     try:
                         items = [(decode_event(body), body)]
@@ -169,12 +170,19 @@ class EventHandler:
         self, stream: str, body: bytes, consumed: collections.Counter[str]
     ) -> list[tuple[Event, bytes | None]]:
         """The events of a batch body, each with its own body where it had to be split
-        (None: encode(event) is its body). An invalid event is dead-lettered on its own;
-        the others in its batch are handled as usual."""
+        (None: encode(event) is its body). An event that is JSON but not a valid event is
+        dead-lettered on its own, and the others in its batch are handled as usual; a body
+        that is not a JSON array (broken JSON) or an empty one is dead-lettered whole."""
         try:
-            return [(event, None) for event in decode_events(body)]
+            events = decode_events(body)
         except (msgspec.ValidationError, msgspec.DecodeError):
             pass
+        else:
+            if events:
+                return [(event, None) for event in events]
+            consumed["invalid"] += 1  # no publisher sends an empty batch: keep it, say so
+            await self._reject(stream, body, ValueError("an empty batch of events"))
+            return []
         try:
             parts = split_events(body)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:

@@ -10,8 +10,10 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+import redis
 from prometheus_client import REGISTRY
 
+from carewatch import bus as bus_module
 from carewatch.bus import MAX_BATCH, Bus, make_bus, shard_of
 from carewatch.bus_batch_reader import GROWTH
 from carewatch.settings import Settings
@@ -417,3 +419,29 @@ async def test_hand_built_frame_is_byte_identical_to_faststreams() -> None:
             body,
             {"correlation_id": cid},
         )
+
+
+async def test_telemetry_streams_keep_as_many_readings_not_entries(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis: a telemetry entry holds up to bus_telemetry_per_message readings, so its
+    streams are trimmed to that many times fewer entries (about STREAM_MAXLEN readings,
+    the memory bound Redis had before batches); other streams keep STREAM_MAXLEN."""
+    monkeypatch.setattr(bus_module, "STREAM_MAXLEN", 500)
+    suffix = uuid.uuid4().hex[:8]
+    telemetry, events = f"telemetry.t{suffix}", f"events.t{suffix}"
+    publisher = make_bus(settings.model_copy(update={"bus_telemetry_per_message": 10}))
+    client = redis.Redis.from_url(settings.redis_url)
+    await publisher.start()
+    try:
+        entries = [(s, b'{"n":1}', f"{s}:{i}") for i in range(1000) for s in (telemetry, events)]
+        await publisher.publish_many(entries)
+        for i in range(300):
+            await publisher.publish(telemetry, b'{"n":2}', message_id=f"one:{i}")
+        # approximate trimming (MAXLEN ~) removes whole nodes of 100 entries
+        assert int(client.xlen(telemetry)) < 50 + 2 * 100
+        assert 500 <= int(client.xlen(events)) < 500 + 2 * 100
+    finally:
+        await publisher.stop()
+        client.delete(telemetry, events)
+        client.close()

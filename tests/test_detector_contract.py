@@ -285,7 +285,7 @@ async def test_an_invalid_event_in_a_batch_is_dead_lettered_alone(
 ) -> None:
     """One event of a telemetry batch message does not decode: it is kept as it came, on
     its own, and the events around it (a fall among them) are handled as usual. A body
-    that is not even a JSON array is kept whole."""
+    that is not even a JSON array, or an empty one, is kept whole."""
     now = SystemClock().now_ms()
     windows = accel_windows("F01", now - 60_000, 6_000)
     bad = b'{"id": "W1:1:2", "elder_id": "' + ELDER.encode() + b'"}'
@@ -300,7 +300,7 @@ async def test_an_invalid_event_in_a_batch_is_dead_lettered_alone(
             AlertPublisher(bus_io.bus, pool),
             SystemClock(),
         )
-        await handler.handle_batch("telemetry.0", [body, b"[{not json"])
+        await handler.handle_batch("telemetry.0", [body, b"[{not json", b" []"])
     finally:
         await pool.close()
     letters = await support.rows(
@@ -309,6 +309,7 @@ async def test_an_invalid_event_in_a_batch_is_dead_lettered_alone(
     assert [(r["reason"], bytes(r["payload"])) for r in letters] == [
         ("rules_invalid_event", bad),
         ("rules_invalid_event", b"[{not json"),
+        ("rules_invalid_event", b" []"),
     ]
     falls = [a for a in await alerts(rules_settings) if a["kind"] == "fall"]
     assert [(a["status"], a["rule"]) for a in falls] == [("pending", "fall.accel")]
