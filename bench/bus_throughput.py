@@ -37,10 +37,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis
 
-from bench.common import RESULTS, BenchEnv, bench_env, table, write_results
+from bench.common import RESULTS, BenchEnv, bench_env, counter_total, table, write_results
 from bench.procstat import CpuTrace
 from bench.profile import start_profiler, stop_profiler, summarise
 from bench.traffic import fleet, messages_for, register_fleet
@@ -123,12 +122,7 @@ def raw_streams(env: BenchEnv, events: list[Event]) -> dict[str, float]:
 
 
 def _consumed(metrics_url: str) -> float:
-    text = httpx.get(metrics_url, timeout=5).text
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("carewatch_rules_events_total{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return counter_total(metrics_url, "carewatch_rules_events_total")
 
 
 def group_drained(r: redis.Redis, shards: int) -> bool:

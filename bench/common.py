@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from carewatch.settings import Settings
 from harness.services import TIME_OF_DAY_INDEPENDENT, Databases, Proc, start_mosquitto, start_redis
 
@@ -86,6 +88,15 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "mosquitto": mosq[0] if mosq else "?",
     }
+
+
+def counter_total(metrics_url: str, name: str) -> float:
+    """The sum over every label set of counter `name` in a worker's /metrics."""
+    text = httpx.get(metrics_url, timeout=5).text
+    prefix = name + "{"
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+    )
 
 
 def percentile(values: list[float], q: float) -> float:

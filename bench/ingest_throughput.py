@@ -31,10 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 
-from bench.common import RESULTS, BenchEnv, bench_env, table, write_results
+from bench.common import RESULTS, BenchEnv, bench_env, counter_total, table, write_results
 from bench.procstat import CpuTrace, cpu_seconds
 from bench.profile import start_profiler, stop_profiler, summarise
 from bench.traffic import Message, fleet, messages_for, publish_all, register_fleet
@@ -168,14 +167,7 @@ class _Progress:
         """Events the worker behind `metrics_url` published since it started (telemetry
         travels in batches, several events per bus entry, so the entries do not count
         them). Asked only once its rows are stored: a scrape costs the worker CPU."""
-        text = httpx.get(metrics_url, timeout=5).text
-        return round(
-            sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in text.splitlines()
-                if line.startswith("carewatch_bus_published_total{")
-            )
-        )
+        return round(counter_total(metrics_url, "carewatch_bus_published_total"))
 
     def first_received(self, min_seq: int) -> float:
         row = self.db.execute(

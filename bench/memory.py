@@ -23,7 +23,7 @@ import psycopg
 import redis
 
 from bench.bus_throughput import group_drained
-from bench.common import bench_env, table, write_results
+from bench.common import bench_env, counter_total, table, write_results
 from bench.procstat import rss_mb
 from bench.traffic import Message, fleet, publish_all, register_fleet, wristband_minutes
 from carewatch import topics
@@ -36,14 +36,9 @@ _FITTED = ("ingest_idle_mb", "ingest_mb", "rules_idle_mb", "rules_mb", "redis_mb
 
 def _consumed(url: str) -> float:
     try:
-        text = httpx.get(url, timeout=5).text
+        return counter_total(url, "carewatch_rules_events_total")
     except httpx.TransportError:
         return 0.0
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("carewatch_rules_events_total{")
-    )
 
 
 def measure(devices: int) -> dict[str, float]:
