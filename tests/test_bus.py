@@ -5,6 +5,7 @@ batches, lag, and no state shared between two Bus instances."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import uuid
 from collections.abc import AsyncIterator
@@ -162,29 +163,42 @@ async def test_consumer_group_lag_is_reported(bus_settings: Settings, publisher:
         await bus.stop()
 
 
-async def test_batches_deliver_every_message_once_in_order(bus_settings: Settings) -> None:
-    stream = name(bus_settings, "batch")
+@contextlib.asynccontextmanager
+async def batch_consumer(
+    settings: Settings, stream: str
+) -> AsyncIterator[tuple[Bus, list[list[bytes]]]]:
+    """A started bus consuming `stream` in batches as group "g"; each handler call's
+    bodies are kept, in order."""
     calls: list[list[bytes]] = []
 
     async def handler(bodies: list[bytes]) -> None:
         calls.append(bodies)
 
-    bus = make_bus(bus_settings)
+    bus = make_bus(settings)
     bus.subscribe_batch(stream, group="g", consumer="c1", handler=handler)
     await bus.start()
     try:
+        yield bus, calls
+    finally:
+        await bus.stop()
+
+
+async def all_received(calls: list[list[bytes]], count: int, what: str) -> None:
+    async def all_in() -> bool:
+        return sum(len(c) for c in calls) >= count
+
+    await await_until(all_in, 15, what)
+
+
+async def test_batches_deliver_every_message_once_in_order(bus_settings: Settings) -> None:
+    stream = name(bus_settings, "batch")
+    async with batch_consumer(bus_settings, stream) as (bus, calls):
         sent = [f'{{"n":{i}}}'.encode() for i in range(250)]
         for body in sent:
             await bus.publish(stream, body)
-
-        async def all_in() -> bool:
-            return sum(len(c) for c in calls) >= len(sent)
-
-        await await_until(all_in, 15, "250 messages in batches")
+        await all_received(calls, len(sent), "250 messages in batches")
         assert [b for c in calls for b in c] == sent
         assert all(len(c) <= MAX_BATCH * GROWTH for c in calls)
-    finally:
-        await bus.stop()
 
 
 async def test_a_backlog_is_read_in_growing_batches(settings: Settings) -> None:
@@ -198,20 +212,8 @@ async def test_a_backlog_is_read_in_growing_batches(settings: Settings) -> None:
         await publisher.publish_many([(stream, body, str(i)) for i, body in enumerate(sent)])
     finally:
         await publisher.stop()
-    calls: list[list[bytes]] = []
-
-    async def handler(bodies: list[bytes]) -> None:
-        calls.append(bodies)
-
-    bus = make_bus(settings)
-    bus.subscribe_batch(stream, group="g", consumer="c1", handler=handler)
-    await bus.start()
-    try:
-
-        async def all_in() -> bool:
-            return sum(len(c) for c in calls) >= len(sent)
-
-        await await_until(all_in, 15, "the backlog in batches")
+    async with batch_consumer(settings, stream) as (bus, calls):
+        await all_received(calls, len(sent), "the backlog in batches")
         await nothing_left(bus, stream, "g")
         assert [b for c in calls for b in c] == sent
         expected, count, left = [], MAX_BATCH, len(sent)  # 100, 200, 400, 800, 500
@@ -220,8 +222,6 @@ async def test_a_backlog_is_read_in_growing_batches(settings: Settings) -> None:
             left -= expected[-1]
             count = min(2 * count, MAX_BATCH * GROWTH)
         assert [len(c) for c in calls] == expected
-    finally:
-        await bus.stop()
 
 
 async def test_publish_many_appends_in_order_across_streams(
