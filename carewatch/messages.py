@@ -214,12 +214,15 @@ def is_event_batch(raw: bytes) -> bool:
     return raw.lstrip()[:1] == b"["
 
 
+def decode_batch(raw: bytes) -> list[Event]:
+    """The events of a batch body (is_event_batch). Raises msgspec's errors if any event
+    in it is invalid (split_events then tells the good ones from the bad)."""
+    return _events_decoder.decode(raw)
+
+
 def decode_events(raw: bytes) -> list[Event]:
-    """The events of one bus body: a batch, or one event. Raises msgspec's errors if any
-    event in it is invalid (split_events then tells the good ones from the bad)."""
-    if is_event_batch(raw):
-        return _events_decoder.decode(raw)
-    return [_event_decoder.decode(raw)]
+    """The events of one bus body: a batch, or one event."""
+    return decode_batch(raw) if is_event_batch(raw) else [_event_decoder.decode(raw)]
 
 
 def split_events(raw: bytes) -> list[bytes]:

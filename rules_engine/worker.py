@@ -39,8 +39,8 @@ from carewatch.clock import Clock, SystemClock
 from carewatch.db.pool import open_pool
 from carewatch.messages import (
     Event,
+    decode_batch,
     decode_event,
-    decode_events,
     encode,
     is_event_batch,
     split_events,
@@ -174,7 +174,7 @@ class EventHandler:
         dead-lettered on its own, and the others in its batch are handled as usual; a body
         that is not a JSON array (broken JSON) or an empty one is dead-lettered whole."""
         try:
-            events = decode_events(body)
+            events = decode_batch(body)  # handle_batch saw it is one
         except (msgspec.ValidationError, msgspec.DecodeError):
             pass
         else:
